@@ -1,0 +1,423 @@
+"""Dataclass configuration, YAML presets and ``--set key=value`` overrides.
+
+A preset (``fcpose/configs/<name>.yaml``) holds only what differs from the dataclass defaults below;
+the defaults are the paper's R-50 FCPose. Derived values (the number of dynamic parameters, the
+pyramid strides, the keypoint count) are properties, never typed by hand. Unknown keys anywhere —
+in a YAML file, in ``--set`` or in a checkpoint — are a :class:`~fcpose.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+# --------------------------------------------------------------------------------------------
+# The COCO person keypoint set (order, skeleton, flip pairs, OKS sigmas as in the COCO API).
+# --------------------------------------------------------------------------------------------
+COCO_KEYPOINT_NAMES = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+]  # fmt: skip
+# 0-based index pairs (COCO's annotation file gives the same edges 1-based).
+COCO_SKELETON = [
+    [15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7],
+    [6, 8], [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6],
+]  # fmt: skip
+COCO_FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+COCO_SIGMAS = [
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
+    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+]  # fmt: skip
+
+
+def dynamic_param_count(in_channels: int, channels: int, num_layers: int, out_channels: int) -> int:
+    """Number of weights + biases of a stack of 1x1 convs ``in -> channels x (L-1) -> out``.
+
+    With the paper's head (34 -> 32 -> 32 -> 17) this is (34*32+32) + (32*32+32) + (32*17+17) = 2,737.
+    """
+    if num_layers < 1:
+        raise ConfigError(f"the dynamic head needs at least 1 layer, got {num_layers}")
+    dims = [in_channels] + [channels] * (num_layers - 1) + [out_channels]
+    return sum(dims[i] * dims[i + 1] + dims[i + 1] for i in range(num_layers))
+
+
+@dataclass
+class KeypointSetConfig:
+    """The keypoint set of the dataset: names (their order is the channel order), edges to draw,
+    left/right pairs swapped by a horizontal flip, and COCO OKS sigmas."""
+
+    names: list[str] = field(default_factory=lambda: list(COCO_KEYPOINT_NAMES))
+    skeleton: list[list[int]] = field(default_factory=lambda: copy.deepcopy(COCO_SKELETON))
+    flip_pairs: list[list[int]] = field(default_factory=lambda: copy.deepcopy(COCO_FLIP_PAIRS))
+    sigmas: list[float] = field(default_factory=lambda: list(COCO_SIGMAS))
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.names)
+
+    def flip_index(self) -> list[int]:
+        """``flip_index[k]`` is the keypoint that k becomes after a horizontal flip."""
+        index = list(range(self.num_keypoints))
+        for a, b in self.flip_pairs:
+            index[a], index[b] = b, a
+        return index
+
+    def validate(self) -> None:
+        k = self.num_keypoints
+        if k < 1:
+            raise ConfigError("keypoints.names is empty")
+        if len(self.sigmas) != k:
+            raise ConfigError(f"keypoints.sigmas has {len(self.sigmas)} values for {k} keypoints")
+        for name, pairs in (("skeleton", self.skeleton), ("flip_pairs", self.flip_pairs)):
+            for pair in pairs:
+                if len(pair) != 2 or not all(0 <= int(i) < k for i in pair):
+                    raise ConfigError(f"keypoints.{name} has an invalid pair {pair} for {k} keypoints")
+        seen = [i for pair in self.flip_pairs for i in pair]
+        if len(seen) != len(set(seen)):
+            raise ConfigError("keypoints.flip_pairs uses a keypoint twice")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | dla34
+    norm: str = "FrozenBN"  # FrozenBN | BN | SyncBN (BN/SyncBN train their statistics)
+    freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything
+    stride_in_1x1: bool = False  # ResNet: stride in the first 1x1 conv (MSRA/detectron2) or the 3x3 (torchvision)
+    weights: str = ""  # local ImageNet checkpoint loaded before training (optional)
+
+
+@dataclass
+class FPNConfig:
+    channels: int = 256
+    top_levels: int = 2  # P6, P7 computed from P5 (FCOS); 0 keeps P3-P5 only (real-time model)
+
+
+@dataclass
+class FCOSHeadConfig:
+    num_convs: int = 4
+    norm: str = "GN"
+    prior_prob: float = 0.01
+    # Upper bounds of the object sizes assigned to P3, P4, ... (the last level takes the rest).
+    sizes_of_interest: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    center_sampling_radius: float = 1.5
+
+
+@dataclass
+class KeypointHeadConfig:
+    # "paper": F = a few convs on P3, refinement = one conv on P3 (Sec. 3.1, 3.2).
+    # "official": the AdelaiDet basis module (P3-P5 fusion giving F and the offsets together).
+    branch: str = "paper"
+    branch_channels: int = 128
+    branch_num_convs: int = 4
+    branch_norm: str = "GN"  # GN | BN | SyncBN
+    feat_channels: int = 32  # channels of F
+    head_channels: int = 32  # width of the dynamic head
+    head_layers: int = 3  # 1x1 conv layers of the dynamic head
+    controller_kernel: int = 1  # 1: the paper's 1x1 conv; 3: the official 3x3-unfold + Linear
+    # Divisor of the relative coordinates per pyramid level; empty = sizes_of_interest plus twice
+    # the last value for the last level (CondInst).
+    rel_coord_norm: list[float] = field(default_factory=list)
+    offset_unit: str = "stride"  # refinement offsets are predicted in "stride" units or in "pixel"s
+    score: str = "softmax"  # keypoint score: softmax probability of the peak, or the raw "logit"
+
+    def num_dynamic_params(self, num_keypoints: int) -> int:
+        return dynamic_param_count(self.feat_channels + 2, self.head_channels, self.head_layers, num_keypoints)
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    fcos: FCOSHeadConfig = field(default_factory=FCOSHeadConfig)
+    keypoint: KeypointHeadConfig = field(default_factory=KeypointHeadConfig)
+
+    @property
+    def strides(self) -> list[int]:
+        """Strides of the pyramid levels the heads run on (P3 = 8, ...)."""
+        return [2 ** (3 + i) for i in range(3 + self.fpn.top_levels)]
+
+    @property
+    def rel_coord_norm(self) -> list[float]:
+        if self.keypoint.rel_coord_norm:
+            return [float(v) for v in self.keypoint.rel_coord_norm]
+        soi = [float(v) for v in self.fcos.sizes_of_interest]
+        return soi + [2.0 * soi[-1]]
+
+
+@dataclass
+class InputConfig:
+    format: str = "RGB"  # channel order the network sees: RGB (ImageNet checkpoints) or BGR (detectron2)
+    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    min_size_train: list[int] = field(default_factory=lambda: [320, 800])  # short side ~ U[a, b]
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    size_divisibility: int = 32
+    crop: bool = True
+    crop_range: list[float] = field(default_factory=lambda: [0.4, 1.0])  # relative crop size
+    flip: bool = True
+
+
+@dataclass
+class TestConfig:
+    score_threshold: float = 0.05
+    pre_nms_topk: int = 1000  # per level
+    nms_threshold: float = 0.6
+    max_detections: int = 100
+
+
+@dataclass
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    heatmap_weight: float = 1.0  # alpha in Eq. (4)
+    offset_weight: float = 1.0  # beta in Eq. (4)
+    max_proposals: int = 50  # M: positive locations per batch that generate dynamic heads
+
+
+@dataclass
+class SolverConfig:
+    ims_per_batch: int = 16
+    base_lr: float = 0.01  # at 16 images per batch; scaled linearly with ims_per_batch
+    reference_batch: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 90000
+    steps: list[int] = field(default_factory=lambda: [60000, 80000])
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 10.0  # 0 disables
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    checkpoint_period: int = 5000
+    eval_period: int = 0  # 0: evaluate at the end only
+    log_period: int = 20
+    num_workers: int = 4
+    seed: int = 0
+
+
+@dataclass
+class FCPoseConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    keypoints: KeypointSetConfig = field(default_factory=KeypointSetConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    name: str = ""  # preset name, informational
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.keypoints.num_keypoints
+
+    @property
+    def num_dynamic_params(self) -> int:
+        """Cardinality of theta_i = output channels of the controller (2,737 for the paper's head)."""
+        return self.model.keypoint.num_dynamic_params(self.num_keypoints)
+
+    def validate(self) -> FCPoseConfig:
+        self.keypoints.validate()
+        m = self.model
+        choices = {
+            "model.backbone.norm": (m.backbone.norm, {"FrozenBN", "BN", "SyncBN"}),
+            "model.fcos.norm": (m.fcos.norm, {"GN", "BN", "SyncBN", "none"}),
+            "model.keypoint.branch": (m.keypoint.branch, {"paper", "official"}),
+            "model.keypoint.branch_norm": (m.keypoint.branch_norm, {"GN", "BN", "SyncBN"}),
+            "model.keypoint.offset_unit": (m.keypoint.offset_unit, {"stride", "pixel"}),
+            "model.keypoint.score": (m.keypoint.score, {"softmax", "logit"}),
+            "input.format": (self.input.format, {"RGB", "BGR"}),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {sorted(allowed)}, got {value!r}")
+        if m.keypoint.controller_kernel not in (1, 3):
+            raise ConfigError("model.keypoint.controller_kernel must be 1 or 3")
+        if m.fpn.top_levels not in (0, 1, 2):
+            raise ConfigError("model.fpn.top_levels must be 0, 1 or 2")
+        if len(m.fcos.sizes_of_interest) != len(m.strides) - 1:
+            raise ConfigError(
+                f"model.fcos.sizes_of_interest needs {len(m.strides) - 1} values for {len(m.strides)} "
+                f"pyramid levels, got {m.fcos.sizes_of_interest}"
+            )
+        if len(m.rel_coord_norm) != len(m.strides):
+            raise ConfigError(f"model.keypoint.rel_coord_norm needs {len(m.strides)} values")
+        if len(self.input.pixel_mean) != 3 or len(self.input.pixel_std) != 3:
+            raise ConfigError("input.pixel_mean and input.pixel_std need 3 values")
+        if len(self.input.min_size_train) != 2 or len(self.input.crop_range) != 2:
+            raise ConfigError("input.min_size_train and input.crop_range are [low, high] pairs")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# --------------------------------------------------------------------------------------------
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of the config (YAML/JSON/checkpoint safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _merge(obj: Any, data: dict, prefix: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (valid here: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def from_dict(data: dict | None, base: FCPoseConfig | None = None) -> FCPoseConfig:
+    """Build a config from a (partial) nested dict on top of ``base`` (default: dataclass defaults)."""
+    cfg = copy.deepcopy(base) if base is not None else FCPoseConfig()
+    _merge(cfg, data or {}, "")
+    return cfg
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["model.backbone.name=resnet18", "solver.steps=[10, 20]"]`` -> nested dict (YAML values)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a mapping at the top level")
+    return data
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A preset name (``fcpose_r50_fpn``) or a path to a YAML file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    preset = PRESET_DIR / f"{text}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"unknown preset '{text}' (presets: {', '.join(list_presets())})")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> FCPoseConfig:
+    """Defaults <- preset/YAML file <- overrides (``["a.b=c"]`` strings or a nested dict)."""
+    cfg = FCPoseConfig()
+    if name_or_path is not None:
+        path = resolve_preset(name_or_path)
+        cfg = from_dict(_read_yaml(path), cfg)
+        if not cfg.name:
+            cfg.name = path.stem
+    if overrides:
+        data = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+        cfg = from_dict(data, cfg)
+    return cfg.validate()
+
+
+def diff_from_defaults(cfg: FCPoseConfig) -> dict:
+    """The nested dict of values that differ from the dataclass defaults (what a preset holds)."""
+
+    def walk(a: dict, b: dict) -> dict:
+        out = {}
+        for k, v in a.items():
+            if isinstance(v, dict):
+                sub = walk(v, b[k])
+                if sub:
+                    out[k] = sub
+            elif v != b[k]:
+                out[k] = v
+        return out
+
+    return walk(to_dict(cfg), to_dict(FCPoseConfig()))
