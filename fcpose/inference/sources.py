@@ -1,0 +1,348 @@
+"""Reading images and videos, expanding command-line inputs, and writing videos.
+
+Every array that crosses this module's boundary is a ``uint8`` ``H x W x 3`` image in **RGB**
+channel order (OpenCV's BGR is converted at the edge). Problems a user can cause — a missing,
+unreadable, corrupt or unsupported file — raise :class:`~fcpose.errors.InputError` with a one-line
+message that names the file; programming errors (a frame of the wrong shape) raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import InputError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+# FourCC used by VideoWriter for each output suffix.
+WRITER_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
+
+DEFAULT_FPS = 25.0
+# Containers sometimes report a time base (90000) or garbage as the frame rate.
+_MAX_PLAUSIBLE_FPS = 1000.0
+
+
+def _one_line(text: object) -> str:
+    """Collapse an exception message to a single line."""
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} path is a directory, not a file: {path}")
+    if not path.is_file():
+        raise InputError(f"{what} path is not a regular file: {path}")
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> ``uint8`` ``H x W x 3`` RGB (16-bit and float data are rescaled, alpha dropped)."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit PNG/TIFF (PIL's "I;16*" modes, or "I" from older plugins): keep the top 8 bits.
+        arr = np.asarray(img).astype(np.int64)
+        if mode == "I" and arr.size and arr.max() <= 255 and arr.min() >= 0:
+            gray = arr.astype(np.uint8)
+        else:
+            gray = (np.clip(arr, 0, 65535) // 257).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file with PIL.
+
+    Returns a new ``uint8`` array of shape ``[H, W, 3]`` in RGB order, after applying the EXIF
+    orientation tag (so ``H x W`` is the upright size a viewer shows). Palette, grayscale, RGBA
+    (alpha dropped), CMYK and 16-bit images are converted to 8-bit RGB.
+
+    Raises:
+        InputError: the file is missing, a directory, unreadable, not an image, corrupt or
+            truncated, or has zero size. The message names the file.
+    """
+    path = Path(path)
+    _check_file(path, "image")
+    try:
+        with Image.open(path) as img:
+            img.load()  # force a full decode: truncated data fails here, not later
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # a malformed EXIF block does not make the pixels unusable
+                upright = img
+            arr = _to_rgb_array(upright)
+    except PermissionError:
+        raise InputError(f"cannot read image {path}: permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"cannot read image {path}: not an image file or an unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"cannot read image {path}: {_one_line(exc)}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise InputError(f"cannot read image {path}: corrupt or truncated ({_one_line(exc)})") from None
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image has zero size: {path}")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# Expanding inputs
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Source:
+    """One image or video file to run on."""
+
+    path: Path
+    kind: Literal["image", "video"]
+
+
+def _kind_of(path: Path) -> Literal["image", "video"] | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def _dedup_key(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def collect_sources(inputs: Iterable[str | Path]) -> tuple[list[Source], list[str]]:
+    """Expand image files, video files and folders into a list of :class:`Source`.
+
+    A folder contributes its image and video files (not recursive, sorted by file name, hidden
+    files and unknown extensions silently skipped). Paths that resolve to the same file are kept
+    once, at their first position.
+
+    Returns:
+        ``(sources, problems)``: ``problems`` holds one line per input that cannot be used (a
+        missing path, an explicitly given file with an unsupported extension, a folder with no
+        usable files). The caller decides whether these are fatal.
+    """
+    sources: list[Source] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, kind: Literal["image", "video"]) -> None:
+        key = _dedup_key(path)
+        if key not in seen:
+            seen.add(key)
+            sources.append(Source(path=path, kind=kind))
+
+    supported = " ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            problems.append(f"input not found: {path}")
+        elif path.is_dir():
+            try:
+                entries = sorted(path.iterdir(), key=lambda p: p.name)
+            except OSError as exc:
+                problems.append(f"cannot list folder {path}: {_one_line(exc.strerror or exc)}")
+                continue
+            found = 0
+            for entry in entries:
+                kind = _kind_of(entry)
+                if entry.name.startswith(".") or kind is None or not entry.is_file():
+                    continue
+                add(entry, kind)
+                found += 1
+            if not found:
+                problems.append(f"folder contains no image or video files: {path}")
+        elif path.is_file():
+            kind = _kind_of(path)
+            if kind is None:
+                problems.append(
+                    f"unsupported file type '{path.suffix or '(none)'}': {path} (supported: {supported})"
+                )
+            else:
+                add(path, kind)
+        else:
+            problems.append(f"input is neither a file nor a folder: {path}")
+    return sources, problems
+
+
+# --------------------------------------------------------------------------------------------
+# Videos
+# --------------------------------------------------------------------------------------------
+def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype != np.uint8:
+        frame = (np.clip(frame.astype(np.int64), 0, 65535) // 257).astype(np.uint8)
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    if frame.shape[2] == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+class VideoReader:
+    """Frames of a video file, decoded with OpenCV, as ``uint8`` ``[H, W, 3]`` RGB arrays.
+
+    ``width`` and ``height`` are those of the decoded frames. ``fps`` falls back to 25.0 when the
+    container reports none (0, NaN or an implausible value). ``frame_count`` is the container's
+    count, which can be an estimate; 0 when unknown. Iterating a second time restarts from the
+    first frame. Use as a context manager or call :meth:`close`.
+
+    Raises:
+        InputError: the file is missing, cannot be opened as a video, or has no frames.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        _check_file(self.path, "video")
+        self._cap: cv2.VideoCapture | None = None
+        self._first: np.ndarray | None = None
+        self._iterated = False
+        self._open()
+        assert self._cap is not None and self._first is not None
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps: float = fps if math.isfinite(fps) and 0.0 < fps <= _MAX_PLAUSIBLE_FPS else DEFAULT_FPS
+        count = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.frame_count: int = int(count) if math.isfinite(count) and count > 0 else 0
+        self.height: int = int(self._first.shape[0])
+        self.width: int = int(self._first.shape[1])
+
+    def _open(self) -> None:
+        self.close()
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise InputError(f"cannot open video {self.path}: not a video or an unsupported codec")
+        ok, frame = cap.read()
+        if not ok or frame is None or frame.size == 0:
+            cap.release()
+            raise InputError(f"video has no readable frames: {self.path}")
+        self._cap = cap
+        self._first = _bgr_to_rgb(frame)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._iterated or self._cap is None:
+            self._open()  # restart from the first frame
+        self._iterated = True
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        while self._cap is not None:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                break
+            yield _bgr_to_rgb(frame)
+
+    def __len__(self) -> int:
+        """The container's frame count (may be an estimate; 0 if unknown)."""
+        return self.frame_count
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoReader({str(self.path)!r}, {self.width}x{self.height}, fps={self.fps:g}, "
+            f"frame_count={self.frame_count})"
+        )
+
+
+class VideoWriter:
+    """Write ``uint8`` ``[height, width, 3]`` RGB frames to a video file with OpenCV.
+
+    The codec is chosen by suffix: ``.mp4`` -> ``mp4v``, ``.avi`` -> ``MJPG``. The encoders need
+    even frame sizes, so an odd ``width``/``height`` is padded by one replicated column/row at the
+    right/bottom (``frame_size`` is the size written). Parent folders are created.
+
+    Raises:
+        InputError: unsupported suffix, invalid fps or size, or the writer cannot be opened
+            (e.g. the folder is not writable).
+    """
+
+    def __init__(self, path: str | Path, fps: float, width: int, height: int):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in WRITER_FOURCC:
+            raise InputError(
+                f"unsupported video output type '{self.path.suffix or '(none)'}': {self.path} "
+                f"(use {' or '.join(sorted(WRITER_FOURCC))})"
+            )
+        fps = float(fps)
+        if not math.isfinite(fps) or fps <= 0:
+            raise InputError(f"invalid frame rate {fps} for video {self.path}")
+        if int(width) <= 0 or int(height) <= 0:
+            raise InputError(f"invalid frame size {width}x{height} for video {self.path}")
+        self.fps = fps
+        self.width, self.height = int(width), int(height)
+        self.frame_size = (self.width + self.width % 2, self.height + self.height % 2)  # (w, h) written
+        self.frames_written = 0
+        if self.path.is_dir():
+            raise InputError(f"video output path is a directory: {self.path}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create folder for video {self.path}: {_one_line(exc)}") from None
+        fourcc = cv2.VideoWriter_fourcc(*WRITER_FOURCC[suffix])
+        self._writer: cv2.VideoWriter | None = cv2.VideoWriter(str(self.path), fourcc, fps, self.frame_size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            self._writer = None
+            raise InputError(f"cannot open video writer for {self.path} (not writable or codec unavailable)")
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        """Append one ``uint8`` ``[height, width, 3]`` RGB frame."""
+        if self._writer is None:
+            raise ValueError(f"VideoWriter for {self.path} is closed")
+        frame = np.asarray(frame_rgb)
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(
+                f"VideoWriter expects uint8 frames of shape {(self.height, self.width, 3)}, "
+                f"got {frame.dtype} {frame.shape}"
+            )
+        pad_w, pad_h = self.frame_size[0] - self.width, self.frame_size[1] - self.height
+        if pad_w or pad_h:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
