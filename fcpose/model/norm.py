@@ -1,0 +1,186 @@
+"""Normalization layers: frozen batch norm, a name -> layer factory, and conv+BN folding.
+
+``FrozenBatchNorm2d`` is the affine transform a batch norm computes in eval mode, with its four
+tensors stored as buffers (never trained, never updated). It is what the backbone uses by default,
+as detectron2/AdelaiDet do for ImageNet-initialized backbones trained with small per-GPU batches.
+
+``fold_frozen_bn`` merges every frozen (or eval-mode) batch norm that directly follows a conv into
+that conv, for faster inference. It only looks at pairs the modules declare: consecutive
+``(Conv2d, norm)`` entries of an ``nn.Sequential`` and the ``_conv_norm_pairs`` attribute names of
+a module class (e.g. ``[("conv1", "bn1"), ("conv2", "bn2")]`` on a residual block).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = ["FrozenBatchNorm2d", "get_norm", "fold_frozen_bn", "NORM_NAMES"]
+
+NORM_NAMES = ("FrozenBN", "BN", "SyncBN", "GN", "none", "")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters: ``y = x * scale + shift``.
+
+    ``scale = weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale`` are
+    computed in float32 and cast to the input dtype, so a half-precision input is safe.
+
+    Input and output: ``[N, C, H, W]`` with ``C = num_features``. The four tensors ``weight``,
+    ``bias``, ``running_mean`` and ``running_var`` (each ``[C]``) are buffers, so the names match an
+    ``nn.BatchNorm2d`` state dict; a ``num_batches_tracked`` entry is accepted and dropped.
+    Initialized to the identity up to ``eps`` (weight 1, bias 0, mean 0, var 1).
+    """
+
+    _version = 1
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel ``(scale, shift)`` in float32, each ``[C]``."""
+        scale = self.weight.float() * torch.rsqrt(self.running_var.float() + self.eps)
+        shift = self.bias.float() - self.running_mean.float() * scale
+        return scale, shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_shift()
+        scale = scale.to(x.dtype).reshape(1, -1, 1, 1)
+        shift = shift.to(x.dtype).reshape(1, -1, 1, 1)
+        return x * scale + shift
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # A BatchNorm2d checkpoint carries a step counter that a frozen layer has no use for.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+    @classmethod
+    def convert_frozen_batchnorm(cls, module: nn.Module) -> nn.Module:
+        """Replace every ``BatchNorm2d``/``SyncBatchNorm`` in ``module`` by a ``FrozenBatchNorm2d``.
+
+        The statistics and affine parameters are copied (a norm without them keeps the identity
+        defaults). Children are replaced in place; if ``module`` itself is a batch norm, the new
+        frozen layer is returned, otherwise ``module`` is.
+        """
+        if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+            frozen = cls(module.num_features, module.eps)
+            with torch.no_grad():
+                if module.affine:
+                    frozen.weight.copy_(module.weight.detach())
+                    frozen.bias.copy_(module.bias.detach())
+                if module.track_running_stats and module.running_mean is not None:
+                    frozen.running_mean.copy_(module.running_mean)
+                    frozen.running_var.copy_(module.running_var)
+            ref = module.weight if module.affine else module.running_mean
+            if ref is not None:
+                frozen.to(device=ref.device)
+            return frozen
+        for name, child in module.named_children():
+            new_child = cls.convert_frozen_batchnorm(child)
+            if new_child is not child:
+                setattr(module, name, new_child)
+        return module
+
+
+def get_norm(norm: str, channels: int) -> nn.Module:
+    """The normalization layer called ``norm`` for ``channels`` feature maps.
+
+    ``"FrozenBN"`` -> :class:`FrozenBatchNorm2d`, ``"BN"`` -> ``nn.BatchNorm2d``, ``"SyncBN"`` ->
+    ``nn.SyncBatchNorm``, ``"GN"`` -> ``nn.GroupNorm(32, channels)``, ``"none"``/``""`` ->
+    ``nn.Identity``. Anything else is a :class:`~fcpose.errors.ConfigError`.
+    """
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(channels)
+    if norm == "BN":
+        return nn.BatchNorm2d(channels)
+    if norm == "SyncBN":
+        return nn.SyncBatchNorm(channels)
+    if norm == "GN":
+        if channels % 32 != 0:
+            raise ConfigError(f"GN uses 32 groups; {channels} channels are not divisible by 32")
+        return nn.GroupNorm(32, channels)
+    if norm in ("none", ""):
+        return nn.Identity()
+    raise ConfigError(f"unknown norm {norm!r} (valid: FrozenBN, BN, SyncBN, GN, none)")
+
+
+def _norm_scale_shift(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(scale, shift)`` in float32 if ``norm`` is a per-channel affine map at inference, else None."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        return norm.scale_shift()
+    if isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+        if norm.training or not norm.track_running_stats or norm.running_mean is None:
+            return None  # training-mode BN normalizes with batch statistics: not a fixed map
+        scale = torch.rsqrt(norm.running_var.float() + norm.eps)
+        if norm.affine:
+            scale = norm.weight.detach().float() * scale
+        shift = -norm.running_mean.float() * scale
+        if norm.affine:
+            shift = shift + norm.bias.detach().float()
+        return scale, shift
+    return None
+
+
+def _fold_pair(conv: nn.Module, norm: nn.Module) -> bool:
+    """Fold ``norm`` into ``conv`` in place if possible; True when folded."""
+    if type(conv) is not nn.Conv2d:
+        return False
+    affine = _norm_scale_shift(norm)
+    if affine is None:
+        return False
+    scale, shift = affine
+    if scale.numel() != conv.out_channels:
+        return False
+    weight = conv.weight
+    with torch.no_grad():
+        new_weight = (weight.float() * scale.to(weight.device).reshape(-1, 1, 1, 1)).to(weight.dtype)
+        old_bias = conv.bias.float() if conv.bias is not None else torch.zeros_like(scale)
+        new_bias = old_bias.to(weight.device) * scale.to(weight.device) + shift.to(weight.device)
+        conv.weight = nn.Parameter(new_weight, requires_grad=weight.requires_grad)
+        conv.bias = nn.Parameter(new_bias.to(weight.dtype), requires_grad=weight.requires_grad)
+    return True
+
+
+def fold_frozen_bn(module: nn.Module) -> int:
+    """Fold frozen / eval-mode batch norms into the convolutions they follow; returns the count.
+
+    Looks at (a) consecutive ``(nn.Conv2d, norm)`` entries of every ``nn.Sequential`` and (b) the
+    ``(conv_attr, norm_attr)`` names listed in the ``_conv_norm_pairs`` class attribute of every
+    submodule. A ``FrozenBatchNorm2d``, or a ``BatchNorm2d``/``SyncBatchNorm`` in eval mode with
+    running statistics, is folded: the conv gets ``weight * scale`` and a bias ``bias * scale +
+    shift``, and the norm is replaced by ``nn.Identity``. Training-mode BN, GN and convs that are
+    not plain ``nn.Conv2d`` are left alone. The outputs are unchanged up to float rounding, but
+    the state dict changes (conv biases appear, norm entries vanish): fold only for inference.
+    Calling it again folds nothing more.
+    """
+    count = 0
+    for parent in list(module.modules()):
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules.keys())
+            for a, b in zip(names[:-1], names[1:]):
+                conv, norm = parent._modules[a], parent._modules[b]
+                if conv is not None and norm is not None and _fold_pair(conv, norm):
+                    parent._modules[b] = nn.Identity()
+                    count += 1
+        for conv_name, norm_name in getattr(type(parent), "_conv_norm_pairs", ()):
+            conv = getattr(parent, conv_name, None)
+            norm = getattr(parent, norm_name, None)
+            if isinstance(conv, nn.Module) and isinstance(norm, nn.Module) and _fold_pair(conv, norm):
+                setattr(parent, norm_name, nn.Identity())
+                count += 1
+    return count
