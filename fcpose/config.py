@@ -400,10 +400,15 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | d
         cfg = from_dict(_read_yaml(path), cfg)
         if not cfg.name:
             cfg.name = path.stem
-    if overrides:
-        data = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
-        cfg = from_dict(data, cfg)
-    return cfg.validate()
+    return apply_overrides(cfg, overrides).validate()
+
+
+def apply_overrides(cfg: FCPoseConfig, overrides: list[str] | dict | None) -> FCPoseConfig:
+    """A copy of ``cfg`` with ``["a.b=c", ...]`` strings or a nested dict applied (not validated)."""
+    if not overrides:
+        return copy.deepcopy(cfg)
+    data = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+    return from_dict(data, cfg)
 
 
 def diff_from_defaults(cfg: FCPoseConfig) -> dict:

@@ -1,0 +1,1 @@
+"""Training targets (pure, no_grad) and their decoders."""

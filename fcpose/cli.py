@@ -1,0 +1,98 @@
+"""The ``fcpose`` command line: ``predict | train | eval | bench | export | convert | synth | presets``.
+
+Errors a user can cause (bad paths, unreadable images, wrong checkpoints, unknown config keys) print one
+line on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import FCPoseError
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="detect people and keypoints in images, folders and videos",
+                       description="Writes OUT/predictions.json (COCO results format; keypoints in COCO's pixel-"
+                                   "index convention) and a rendered image or video per input.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder of images, or video file")
+    p.add_argument("--weights", required=True,
+                   help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum detection score (default: the model's, 0.05)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--size", type=int, default=None, help="test short side in pixels (default: the model's)")
+    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--annotations", default=None,
+                   help="COCO annotation JSON whose image ids are used for image_id (default: numeric file names)")
+    p.add_argument("--batch-size", type=int, default=4, help="images of equal size run together (default 4)")
+    p.add_argument("--no-render", action="store_true", help="only write predictions.json")
+    p.add_argument("--draw-threshold", type=float, default=0.3, help="minimum score of people drawn (default 0.3)")
+    p.add_argument("--keypoint-threshold", type=float, default=None,
+                   help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    from .inference.run import run_predict
+
+    return run_predict(args.sources, args.weights, args.out, score_threshold=args.score_threshold,
+                       device=args.device, size=args.size, max_size=args.max_size, annotations=args.annotations,
+                       render=not args.no_render, draw_threshold=args.draw_threshold,
+                       keypoint_threshold=args.keypoint_threshold, batch_size=args.batch_size,
+                       progress=not args.no_progress)
+
+
+def _add_presets(sub) -> None:
+    p = sub.add_parser("presets", help="list the model presets, or print one as YAML")
+    p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.set_defaults(func=_cmd_presets)
+
+
+def _cmd_presets(args) -> int:
+    import yaml
+
+    from .config import list_presets, load_config, to_dict
+
+    if args.name is None:
+        for name in list_presets():
+            cfg = load_config(name)
+            print(f"{name:24s} backbone={cfg.model.backbone.name:9s} levels=P3-P{3 + len(cfg.model.strides) - 1} "
+                  f"test={cfg.input.min_size_test}/{cfg.input.max_size_test}")
+        return 0
+    cfg = load_config(args.name, args.overrides)
+    sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_predict, _add_presets):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FCPoseError as exc:
+        print(f"fcpose {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fcpose {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Self-describing checkpoints: the config, the weights and (for training) the loop state in one file.
+
+Layout (a plain dict, loadable with ``torch.load(..., weights_only=True)``, i.e. without executing any
+pickled code)::
+
+    {"format": "fcpose", "version": 1, "config": {...nested config...}, "model": state_dict,
+     "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...}
+
+Files are written atomically (temporary file + rename), so an interrupted save never leaves a broken
+checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import FCPoseConfig, from_dict, to_dict
+from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_save
+
+FORMAT = "fcpose"
+VERSION = 1
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | None = None, step: int | None = None,
+                    metrics: dict | None = None, **state: Any) -> Path:
+    """Save ``model`` with its config (``model.cfg`` unless ``cfg`` is given) and optional loop ``state``
+    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values)."""
+    bare = unwrap_model(model)
+    cfg = cfg or getattr(bare, "cfg", None)
+    if cfg is None:
+        raise ValueError("save_checkpoint needs a config: the model has no .cfg and none was given")
+    payload = {"format": FORMAT, "version": VERSION, "config": to_dict(cfg),
+               "model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
+               "step": step, "metrics": dict(metrics or {})}
+    payload.update(state)
+    return atomic_save(payload, path)
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` and one-line errors for missing/corrupt/unsafe files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
+                              f"containers, which could run code when unpickled ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError,
+            AttributeError, ImportError, IndexError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a PyTorch "
+                              f"checkpoint ({first[:200]})") from None
+
+
+def is_fcpose_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly."""
+    obj = safe_load(path)
+    if is_fcpose_checkpoint(obj):
+        if not isinstance(obj.get("model"), dict) or not isinstance(obj.get("config"), dict):
+            raise CheckpointError(f"checkpoint {path} is incomplete: it lacks its 'model' or 'config' entry")
+        if int(obj.get("version", 0)) > VERSION:
+            raise CheckpointError(f"checkpoint {path} has format version {obj['version']}; this fcpose reads up "
+                                  f"to version {VERSION} (upgrade fcpose)")
+        return obj
+    from ..convert import convert_official, is_official_checkpoint
+
+    if is_official_checkpoint(obj):
+        return convert_official(obj, source=str(path))
+    raise CheckpointError(f"{path} is not an fcpose checkpoint (expected a file written by fcpose "
+                          f"save_checkpoint/train/convert, or an official AdelaiDet FCPose .pth)")
+
+
+def config_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> FCPoseConfig:
+    try:
+        cfg = from_dict(ckpt["config"])
+        cfg.model.backbone.weights = ""  # the checkpoint holds all weights; never reload ImageNet ones
+        return cfg.validate()
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: its config is not valid for this fcpose version: {exc}") from None
+
+
+def load_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """Strict ``load_state_dict`` whose mismatches become one clear :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shape)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{name}: {shown}")
+        raise CheckpointError(f"{source} does not fit the model it describes; " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] | dict | None = None):
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    from ..config import apply_overrides
+    from ..model.fcpose import build_model
+
+    ckpt = read_checkpoint(path)
+    cfg = config_from_checkpoint(ckpt, str(path))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides).validate()
+    model = build_model(cfg)
+    load_state(model, ckpt["model"], str(path))
+    return model.to(device).eval()

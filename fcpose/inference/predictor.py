@@ -1,0 +1,97 @@
+"""High-level inference: images in, people with keypoints in original-image pixels out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
+from ..errors import FCPoseError, InputError
+from ..postprocess import DetectionParams, postprocess
+from ..structures import PoseDetections
+from .sources import read_image
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FCPoseError("--device cuda was requested but CUDA is not available on this machine")
+    return dev
+
+
+class Predictor:
+    """Run an FCPose model on images.
+
+    ``predictor(image)`` takes a path or an RGB ``uint8 [H, W, 3]`` array and returns
+    :class:`~fcpose.structures.PoseDetections` in that image's pixels; :meth:`predict` takes a list.
+    Images are resized so the short side is ``min_size`` (long side at most ``max_size``; defaults from
+    the model's config), normalised and padded to the size divisibility. Images are batched (up to
+    ``batch_size``) only with others of the same padded size, so results never depend on the batch.
+    """
+
+    def __init__(self, model, *, device: str | torch.device = "cpu", min_size: int | None = None,
+                 max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 4):
+        cfg = model.cfg
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.min_size = int(min_size or cfg.input.min_size_test)
+        self.max_size = int(max_size or cfg.input.max_size_test)
+        self.params = DetectionParams.from_config(cfg.test)
+        if score_threshold is not None:
+            self.params.score_threshold = float(score_threshold)
+        self.batch_size = max(1, int(batch_size))
+        self.cfg = cfg
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Predictor:
+        """Load a checkpoint (fcpose, official AdelaiDet, or a model-zoo name) and wrap it."""
+        from ..engine.checkpoint import load_model
+
+        return cls(load_model(path, device="cpu"), device=device, **kwargs)
+
+    # ------------------------------------------------------------------------------------------
+    def _as_array(self, image) -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            return read_image(image)
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise InputError(f"expected an RGB uint8 image of shape [H, W, 3], got {arr.dtype} {arr.shape}")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise InputError("the image is empty (zero height or width)")
+        return arr
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """RGB uint8 image -> (normalised ``[3, h, w]`` tensor on the device, its resized (h, w))."""
+        h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
+        resized = resize_image(image, h, w)
+        tensor = image_to_tensor(resized).to(self.device)
+        return self.model.normalize(tensor), (h, w)
+
+    @torch.inference_mode()
+    def _run(self, tensors: list[torch.Tensor], input_sizes, output_sizes) -> list[PoseDetections]:
+        batch = batch_images(tensors, self.model.size_divisibility)
+        dense = self.model(batch)
+        dets = postprocess(self.model, dense, input_sizes, output_sizes, self.params)
+        return [d.to("cpu") for d in dets]
+
+    def predict(self, images: list) -> list[PoseDetections]:
+        """A list of paths / RGB arrays -> one :class:`PoseDetections` per image, in the same order."""
+        arrays = [self._as_array(im) for im in images]
+        prepared = [self.prepare(a) for a in arrays]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, size) in enumerate(prepared):
+            groups.setdefault(padded_size(*size, self.model.size_divisibility), []).append(i)
+        results: list[PoseDetections | None] = [None] * len(arrays)
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                dets = self._run([prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk],
+                                 [arrays[i].shape[:2] for i in chunk])
+                for i, d in zip(chunk, dets):
+                    results[i] = d
+        return results  # type: ignore[return-value]
+
+    def __call__(self, image) -> PoseDetections:
+        return self.predict([image])[0]

@@ -1,0 +1,123 @@
+"""FCPose: backbone -> FPN -> FCOS head + controller, keypoint branch -> dynamic keypoint heads.
+
+``forward`` returns raw dense tensors only (:class:`~fcpose.structures.DenseOutputs`); instance
+selection and decoding live in :mod:`fcpose.postprocess`, target assignment and losses in
+:mod:`fcpose.targets` and :mod:`fcpose.loss`. Only :func:`build_model` reads the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..config import FCPoseConfig, apply_overrides, load_config
+from ..errors import ConfigError
+from ..structures import DenseOutputs, Instances
+from .backbone import build_backbone
+from .dynamic_head import DynamicKeypointHead
+from .fcos_head import FCOSHead
+from .fpn import FPN
+from .keypoint_branch import KeypointBranch
+
+
+class FCPose(nn.Module):
+    def __init__(self, backbone: nn.Module, fpn: FPN, head: FCOSHead, keypoint_branch: nn.Module,
+                 dynamic_head: DynamicKeypointHead, *, strides: list[int], rel_coord_norm: list[float],
+                 pixel_mean: list[float], pixel_std: list[float], input_format: str = "RGB",
+                 offset_unit: str = "stride", keypoint_score: str = "softmax", size_divisibility: int = 32,
+                 cfg: FCPoseConfig | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.fpn = fpn
+        self.head = head
+        self.keypoint_branch = keypoint_branch
+        self.dynamic_head = dynamic_head
+        self.strides = list(strides)
+        self.input_format = input_format
+        self.offset_unit = offset_unit
+        self.keypoint_score = keypoint_score
+        self.size_divisibility = size_divisibility
+        # Derived from the config (not saved in state dicts): the config is the source of truth.
+        self.register_buffer("rel_coord_norm", torch.tensor(rel_coord_norm, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1),
+                             persistent=False)
+        self.cfg = cfg
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.dynamic_head.num_keypoints
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """``[..., 3, H, W]`` RGB values in 0-255 -> the network's input (channel order, mean, std)."""
+        if self.input_format == "BGR":
+            images = images.flip(-3)
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def forward(self, images: Tensor) -> DenseOutputs:
+        """images: ``[B, 3, H, W]`` normalised (see :meth:`normalize`) and zero-padded, any H and W."""
+        features = self.fpn(self.backbone(images))
+        logits, boxes, ctrness, towers = self.head(features)
+        kpt_feats, kpt_offsets = self.keypoint_branch(features)
+        return DenseOutputs(cls_logits=logits, box_reg=boxes, centerness=ctrness, ctrl_feats=towers,
+                            kpt_feats=kpt_feats, kpt_offsets=kpt_offsets, strides=self.strides)
+
+    def instance_params(self, dense: DenseOutputs, instances: Instances) -> Tensor:
+        """theta ``[N, P]`` of the dynamic heads of ``instances`` (the controller at their locations)."""
+        inputs = self.head.controller_inputs(dense.ctrl_feats, instances.batch_index, instances.levels,
+                                             instances.positions)
+        return self.head.controller_params(inputs)
+
+    def instance_heatmaps(self, dense: DenseOutputs, instances: Instances) -> Tensor:
+        """Keypoint heatmap logits ``[N, K, H3, W3]`` of the dynamic heads of ``instances``."""
+        params = self.instance_params(dense, instances)
+        norms = self.rel_coord_norm[instances.levels]
+        return self.dynamic_head(dense.kpt_feats, params, instances.batch_index, instances.locations, norms)
+
+
+def build_keypoint_branch(cfg: FCPoseConfig, in_channels: int) -> nn.Module:
+    kp = cfg.model.keypoint
+    if kp.branch == "paper":
+        return KeypointBranch(in_channels, cfg.num_keypoints, channels=kp.branch_channels,
+                              num_convs=kp.branch_num_convs, norm=kp.branch_norm, feat_channels=kp.feat_channels)
+    if kp.branch == "official":
+        from .basis_module import BasisModule
+
+        return BasisModule(in_channels, cfg.num_keypoints, channels=kp.branch_channels,
+                           num_convs=kp.branch_num_convs, norm=kp.branch_norm, feat_channels=kp.feat_channels)
+    raise ConfigError(f"unknown keypoint branch {kp.branch!r}")
+
+
+def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides: list[str] | dict | None = None
+                ) -> FCPose:
+    """Build FCPose from a preset name, a YAML path or a config object (plus optional overrides).
+
+    The controller's output count is derived from the config (``cfg.num_dynamic_params``), never typed.
+    Weights are randomly initialised (backbone from ``model.backbone.weights`` if given).
+    """
+    if isinstance(config, FCPoseConfig):
+        cfg = apply_overrides(config, overrides).validate()
+    else:
+        cfg = load_config(config, overrides)
+    m = cfg.model
+    backbone = build_backbone(m.backbone)
+    fpn = FPN(list(backbone.out_channels), m.fpn.channels, m.fpn.top_levels)
+    strides = m.strides
+    head = FCOSHead(m.fpn.channels, strides, cfg.num_dynamic_params, num_convs=m.fcos.num_convs,
+                    norm=m.fcos.norm, prior_prob=m.fcos.prior_prob, controller_kernel=m.keypoint.controller_kernel)
+    branch = build_keypoint_branch(cfg, m.fpn.channels)
+    dynamic = DynamicKeypointHead(m.keypoint.feat_channels, m.keypoint.head_channels, m.keypoint.head_layers,
+                                  cfg.num_keypoints, stride=strides[0])
+    if dynamic.num_params != head.num_params:  # both derive from the config; a mismatch is a bug
+        raise AssertionError(f"controller gives {head.num_params} parameters, head needs {dynamic.num_params}")
+    return FCPose(backbone, fpn, head, branch, dynamic, strides=strides, rel_coord_norm=m.rel_coord_norm,
+                  pixel_mean=cfg.input.pixel_mean, pixel_std=cfg.input.pixel_std, input_format=cfg.input.format,
+                  offset_unit=m.keypoint.offset_unit, keypoint_score=m.keypoint.score,
+                  size_divisibility=cfg.input.size_divisibility, cfg=cfg)

@@ -1,0 +1,1 @@
+"""Low-level tensor operations shared by the model, the targets and the post-processing."""

@@ -1,0 +1,125 @@
+"""Typed containers passed between the model, the targets, the loss and the post-processing.
+
+Field names are the same in training and inference. Shapes use B = images in the batch, L = pyramid
+levels, K = keypoints, F = channels of the keypoint feature map, N = instances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class DenseOutputs:
+    """Raw per-location outputs of :meth:`fcpose.model.FCPose.forward`.
+
+    Every spatial map is on the padded input grid of its level; level l has stride ``strides[l]``.
+    """
+
+    cls_logits: list[Tensor]  # L x [B, C, H_l, W_l] classification logits (C = 1: person)
+    box_reg: list[Tensor]  # L x [B, 4, H_l, W_l] (left, top, right, bottom) distances, input pixels, >= 0
+    centerness: list[Tensor]  # L x [B, 1, H_l, W_l] centre-ness logits
+    ctrl_feats: list[Tensor]  # L x [B, C_t, H_l, W_l] box-tower features the controller reads
+    kpt_feats: Tensor  # [B, F, H_3, W_3] the shared keypoint feature map F (stride strides[0])
+    kpt_offsets: Tensor  # [B, 2K, H_3, W_3] refinement offsets (dx_k, dy_k) interleaved, raw
+    strides: list[int] = field(default_factory=list)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.cls_logits)
+
+
+@dataclass
+class Instances:
+    """Instances that generate dynamic keypoint heads, flattened over the batch.
+
+    Used at inference (detections after NMS) and in training (sampled positive locations).
+    """
+
+    batch_index: Tensor  # [N] long: image of each instance
+    levels: Tensor  # [N] long: pyramid level index (0 = P3)
+    positions: Tensor  # [N, 2] long: (row, col) of the generating location on its level's grid
+    locations: Tensor  # [N, 2] float: (x, y) of that location in input pixels
+    boxes: Tensor | None = None  # [N, 4] xyxy in input pixels (inference)
+    scores: Tensor | None = None  # [N] detection scores (inference)
+
+    def __len__(self) -> int:
+        return int(self.batch_index.shape[0])
+
+    def index(self, idx: Tensor) -> Instances:
+        return Instances(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
+                            for f in fields(self)})
+
+
+@dataclass
+class PoseDetections:
+    """Detected people of one image.
+
+    Coordinates are continuous pixel coordinates of the image named by ``image_size`` (the original
+    image for :class:`~fcpose.Predictor` outputs): pixel ``i`` spans ``[i, i + 1)``. COCO results files
+    use pixel indices, i.e. keypoint x/y minus 0.5 (see :meth:`to_coco`).
+    """
+
+    boxes: Tensor  # [N, 4] xyxy
+    scores: Tensor  # [N] detection score in [0, 1]
+    keypoints: Tensor  # [N, K, 3] (x, y, score)
+    image_size: tuple[int, int] = (0, 0)  # (height, width) of the image the coordinates refer to
+    levels: Tensor | None = None  # [N] pyramid level of the generating location (0 = P3)
+    locations: Tensor | None = None  # [N, 2] generating location (x, y) in network-input pixels
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.keypoints.shape[1])
+
+    def to(self, device: str | torch.device) -> PoseDetections:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in moved.items():
+            if isinstance(v, Tensor):
+                moved[k] = v.to(device)
+        return PoseDetections(**moved)
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        out = {"boxes": self.boxes, "scores": self.scores, "keypoints": self.keypoints}
+        return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+    def to_coco(self, image_id: int | None = None, file_name: str | None = None,
+                category_id: int = 1) -> list[dict]:
+        """COCO results entries (``keypoints`` as 3K floats in pixel-index convention, bbox xywh)."""
+        d = self.numpy()
+        results = []
+        for i in range(len(self)):
+            x1, y1, x2, y2 = (float(v) for v in d["boxes"][i])
+            kpts = d["keypoints"][i].astype(np.float64).copy()
+            kpts[:, :2] -= 0.5
+            entry: dict = {}
+            if image_id is not None:
+                entry["image_id"] = int(image_id)
+            if file_name is not None:
+                entry["file_name"] = file_name
+            entry.update(
+                category_id=int(category_id),
+                keypoints=[round(float(v), 3) for v in kpts.reshape(-1)],
+                score=round(float(d["scores"][i]), 6),
+                bbox=[round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+            )
+            results.append(entry)
+        return results
+
+    @staticmethod
+    def empty(num_keypoints: int, image_size: tuple[int, int] = (0, 0),
+              device: str | torch.device = "cpu") -> PoseDetections:
+        return PoseDetections(
+            boxes=torch.zeros(0, 4, device=device),
+            scores=torch.zeros(0, device=device),
+            keypoints=torch.zeros(0, num_keypoints, 3, device=device),
+            image_size=image_size,
+            levels=torch.zeros(0, dtype=torch.long, device=device),
+            locations=torch.zeros(0, 2, device=device),
+        )
