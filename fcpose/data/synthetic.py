@@ -263,12 +263,16 @@ def sample_figure_pose(rng: np.random.Generator, yaw: float | None = None) -> _P
     sw, hw = 0.105 * width, 0.075 * width
 
     # Torso orientation relative to the pelvis (body frame: x left, y up, z forward).
-    pitch = {
-        "crouch": rng.uniform(15, 45),
-        "sit": rng.uniform(-10, 15),
-        "random": rng.uniform(-10, 40),
-        "kneel": rng.uniform(-5, 20),
-    }.get(mode, float(np.clip(rng.normal(3, 5), -10, 15)))
+    if mode == "crouch":
+        pitch = rng.uniform(15, 45)
+    elif mode == "sit":
+        pitch = rng.uniform(-10, 15)
+    elif mode == "random":
+        pitch = rng.uniform(-10, 40)
+    elif mode == "kneel":
+        pitch = rng.uniform(-5, 20)
+    else:
+        pitch = float(np.clip(rng.normal(3, 5), -10, 15))
     side = float(np.clip(rng.normal(0, 4), -15, 15))
     twist = float(np.clip(rng.normal(0, 8), -20, 20))
     torso = _ry(_rad(twist)) @ _rx(_rad(pitch)) @ _rz(_rad(side))
