@@ -1,0 +1,283 @@
+"""COCO keypoint (and box) evaluation with pycocotools' ``COCOeval``.
+
+Results use the COCO results format, in COCO's own coordinate convention (keypoints are pixel
+indices, i.e. fcpose's continuous coordinates minus 0.5; boxes ``[x, y, w, h]``)::
+
+    [{"image_id": int, "category_id": 1, "keypoints": [x1, y1, s1, ..., xK, yK, sK],
+      "score": float, "bbox": [x, y, w, h]}, ...]
+
+The protocol is exactly pycocotools': keypoints with ``maxDets = [20]`` and the area ranges
+all / medium / large, OKS with per-keypoint sigmas; boxes with the standard 12 numbers. Metrics are
+returned as fractions in [0, 1]; where pycocotools reports -1 (no ground truth in that area
+range, so the metric is undefined) this module returns ``float("nan")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import COCO_SIGMAS
+from ..errors import FCPoseError
+
+__all__ = ["KEYPOINT_METRICS", "BBOX_METRICS", "evaluate_keypoints", "gt_to_results", "load_gt"]
+
+logger = logging.getLogger(__name__)
+
+# Names of COCOeval.stats entries, in order.
+KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_IOU_TYPES = ("keypoints", "bbox")
+
+
+def _quiet(verbose: bool):
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+
+
+def load_gt(gt: Any, *, verbose: bool = False):
+    """A ``pycocotools.coco.COCO`` from a path to an annotation JSON, a loaded dataset dict, or a
+    ``COCO`` (returned as is)."""
+    from pycocotools.coco import COCO
+
+    if isinstance(gt, COCO):
+        return gt
+    if isinstance(gt, dict):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(gt)
+        with _quiet(verbose):
+            coco.createIndex()
+        return coco
+    if isinstance(gt, (str, Path)):
+        path = Path(gt)
+        if not path.is_file():
+            raise FCPoseError(f"ground-truth annotation file not found: {path}")
+        try:
+            with _quiet(verbose):
+                return COCO(str(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FCPoseError(f"ground-truth file {path} is not valid JSON: {exc}") from None
+        except (KeyError, TypeError, AssertionError) as exc:
+            raise FCPoseError(f"ground-truth file {path} is not a COCO annotation file: {exc}") from None
+    raise FCPoseError(f"ground truth must be a path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+
+
+def _load_results(results: Any) -> list[dict]:
+    if isinstance(results, (str, Path)):
+        path = Path(results)
+        if not path.is_file():
+            raise FCPoseError(f"results file not found: {path}")
+        try:
+            results = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FCPoseError(f"results file {path} is not valid JSON: {exc}") from None
+    if not isinstance(results, (list, tuple)):
+        raise FCPoseError(
+            f"results must be a list of dicts or a path to a JSON list, got {type(results).__name__}"
+        )
+    return list(results)
+
+
+def _num_keypoints(coco) -> int:
+    """K from the person category (its ``keypoints`` names), else from the first annotation."""
+    for cat in coco.dataset.get("categories", []):
+        if cat.get("keypoints"):
+            return len(cat["keypoints"])
+    for ann in coco.dataset.get("annotations", []):
+        if ann.get("keypoints"):
+            return len(ann["keypoints"]) // 3
+    return len(COCO_SIGMAS)
+
+
+def _resolve_sigmas(coco, sigmas: Sequence[float] | None, k: int) -> np.ndarray | None:
+    """The OKS sigmas to set on ``COCOeval.params`` or None to keep pycocotools' own COCO values."""
+    if sigmas is None:
+        for cat in coco.dataset.get("categories", []):
+            if cat.get("sigmas") is not None:
+                sigmas = cat["sigmas"]
+                break
+    if sigmas is None:
+        if k != len(COCO_SIGMAS):
+            raise FCPoseError(
+                f"the dataset has {k} keypoints: OKS sigmas are required (pass sigmas= or add a 'sigmas' "
+                "list to its category); COCO's defaults only fit the 17 COCO keypoints"
+            )
+        return None
+    arr = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != k:
+        raise FCPoseError(f"got {arr.shape[0]} OKS sigmas for {k} keypoints")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise FCPoseError("OKS sigmas must be positive finite numbers")
+    return arr
+
+
+def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str]) -> list[dict]:
+    """Validate results and return deep copies with plain-float lists (pycocotools mutates them)."""
+    out = []
+    unknown = set()
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise FCPoseError(f"result {i} is not a dict")
+        missing = [key for key in ("image_id", "category_id", "score", *need) if key not in r]
+        if missing:
+            raise FCPoseError(f"result {i} lacks {', '.join(missing)}")
+        c = dict(r)
+        if "keypoints" in c:
+            kps = [float(v) for v in np.asarray(c["keypoints"], dtype=np.float64).reshape(-1)]
+            if len(kps) != 3 * k:
+                raise FCPoseError(
+                    f"result {i} has {len(kps)} keypoint values, expected {3 * k} for {k} keypoints"
+                )
+            c["keypoints"] = kps
+        if "bbox" in c:
+            box = [float(v) for v in np.asarray(c["bbox"], dtype=np.float64).reshape(-1)]
+            if len(box) != 4:
+                raise FCPoseError(f"result {i} has a bbox of {len(box)} values, expected [x, y, w, h]")
+            c["bbox"] = box
+        c["score"] = float(c["score"])
+        image_id = c["image_id"]
+        if image_id not in gt_ids:
+            unknown.add(image_id)
+        out.append(c)
+    if unknown:
+        shown = ", ".join(str(v) for v in sorted(unknown, key=str)[:5])
+        raise FCPoseError(
+            f"results refer to {len(unknown)} image id(s) not in the ground truth (e.g. {shown})"
+        )
+    return out
+
+
+def _empty_results(coco):
+    """A results COCO with no detections (``COCO.loadRes`` cannot load an empty list)."""
+    from pycocotools.coco import COCO
+
+    res = COCO()
+    res.dataset = {
+        "images": list(coco.dataset["images"]),
+        "categories": copy.deepcopy(coco.dataset.get("categories", [])),
+        "annotations": [],
+    }
+    res.createIndex()
+    return res
+
+
+def _run(coco_gt, dets: list[dict], iou_type: str, sigmas: np.ndarray | None, image_ids, verbose: bool):
+    from pycocotools.cocoeval import COCOeval
+
+    with _quiet(verbose):
+        coco_dt = coco_gt.loadRes(dets) if dets else _empty_results(coco_gt)
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        if sigmas is not None and iou_type == "keypoints":
+            ev.params.kpt_oks_sigmas = sigmas
+        if image_ids is not None:
+            ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    names = KEYPOINT_METRICS if iou_type == "keypoints" else BBOX_METRICS
+    return {name: (float("nan") if v < 0 else float(v)) for name, v in zip(names, ev.stats)}
+
+
+def evaluate_keypoints(
+    gt: Any,
+    results: Any,
+    *,
+    sigmas: Sequence[float] | None = None,
+    iou_types: Sequence[str] = ("keypoints", "bbox"),
+    image_ids: Iterable[int] | None = None,
+    verbose: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Evaluate COCO-format results against ground truth with pycocotools' ``COCOeval``.
+
+    Args:
+        gt: path to a COCO annotation JSON, a loaded dataset dict, or a ``pycocotools.coco.COCO``.
+        results: list of result dicts (see the module doc; K keypoints -> 3K values, COCO pixel-index
+            coordinates) or a path to a results JSON.
+        sigmas: K OKS sigmas. Default: the category's ``sigmas`` field if the dataset has one, else
+            COCO's 17 sigmas (for K != 17 sigmas are required).
+        iou_types: any of ``"keypoints"`` and ``"bbox"``. Box evaluation needs a ``bbox`` on every
+            result; if some lack it, it is skipped (logged) and ``"bbox"`` is absent from the output.
+        image_ids: evaluate on these images only (default: all ground-truth images).
+        verbose: let pycocotools print its progress and summary tables.
+
+    Returns:
+        ``{"keypoints": {AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl},
+        "bbox": {AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}}`` as floats in
+        [0, 1]; NaN where the metric is undefined (no ground truth in that area range). With no
+        results every defined metric is 0.
+
+    Raises:
+        FCPoseError: unreadable inputs, results for unknown image ids, wrong keypoint counts,
+            missing or mis-sized sigmas, unknown iou types or image ids.
+    """
+    iou_types = (iou_types,) if isinstance(iou_types, str) else tuple(iou_types)
+    bad = [t for t in iou_types if t not in _IOU_TYPES]
+    if bad or not iou_types:
+        raise FCPoseError(
+            f"iou_types must be a non-empty subset of {list(_IOU_TYPES)}, got {list(iou_types)}"
+        )
+    coco_gt = load_gt(gt, verbose=verbose)
+    k = _num_keypoints(coco_gt)
+    oks_sigmas = _resolve_sigmas(coco_gt, sigmas, k) if "keypoints" in iou_types else None
+    gt_ids = set(coco_gt.getImgIds())
+    if image_ids is not None:
+        image_ids = sorted(set(image_ids))
+        missing = [i for i in image_ids if i not in gt_ids]
+        if missing:
+            raise FCPoseError(f"image_ids not in the ground truth: {missing[:5]}")
+    need = ("keypoints",) if "keypoints" in iou_types else ("bbox",)
+    dets = _check_results(_load_results(results), gt_ids, k, need)
+
+    out: dict[str, dict[str, float]] = {}
+    have_boxes = all("bbox" in d for d in dets)
+    if "keypoints" in iou_types:
+        # Consistent loadRes branch: with boxes on every result pycocotools takes the detection
+        # area from the box; otherwise from the keypoints' extent (boxes are then dropped).
+        kp_dets = dets if have_boxes else [{k2: v for k2, v in d.items() if k2 != "bbox"} for d in dets]
+        out["keypoints"] = _run(coco_gt, copy.deepcopy(kp_dets), "keypoints", oks_sigmas, image_ids, verbose)
+    if "bbox" in iou_types:
+        if have_boxes:
+            box_dets = [{k2: v for k2, v in d.items() if k2 != "keypoints"} for d in dets]
+            out["bbox"] = _run(coco_gt, copy.deepcopy(box_dets), "bbox", None, image_ids, verbose)
+        else:
+            n = sum("bbox" not in d for d in dets)
+            logger.warning("bbox evaluation skipped: %d of %d results have no 'bbox'", n, len(dets))
+    return out
+
+
+def gt_to_results(gt: Any, *, min_keypoints: int = 1) -> list[dict]:
+    """Ground truth as results (score 1.0): one per non-crowd annotation with at least
+    ``min_keypoints`` labelled keypoints (``num_keypoints``). Keypoint scores are 1 for labelled
+    keypoints and 0 otherwise; boxes are copied. Evaluating them gives keypoint AP = 1. Box AP is
+    1 only if every non-crowd box is included: COCO also has persons without keypoints, which
+    ``min_keypoints=0`` keeps (they then count as false positives in the keypoint evaluation).
+    """
+    coco = load_gt(gt)
+    out = []
+    for ann in coco.dataset.get("annotations", []):
+        if ann.get("iscrowd", 0):
+            continue
+        kps = ann.get("keypoints") or []
+        num = ann.get("num_keypoints", sum(1 for v in kps[2::3] if v > 0))
+        if num < min_keypoints:
+            continue
+        res_kps = []
+        for i in range(0, len(kps), 3):
+            res_kps += [float(kps[i]), float(kps[i + 1]), 1.0 if kps[i + 2] > 0 else 0.0]
+        r = {
+            "image_id": ann["image_id"],
+            "category_id": ann.get("category_id", 1),
+            "keypoints": res_kps,
+            "score": 1.0,
+        }
+        if "bbox" in ann:
+            r["bbox"] = [float(v) for v in ann["bbox"]]
+        out.append(r)
+    return out
