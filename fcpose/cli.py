@@ -46,6 +46,52 @@ def _cmd_predict(args) -> int:
                        progress=not args.no_progress)
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint on a dataset, or of a results file",
+                       description="Runs inference on every image of ANN.json (sharded when launched with torchrun) "
+                                   "and scores it with pycocotools (OKS keypoint AP and box AP).")
+    p.add_argument("--data", required=True, help="COCO-format annotation JSON (ground truth)")
+    p.add_argument("--weights", help="checkpoint to evaluate (fcpose, official .pth or model-zoo name)")
+    p.add_argument("--images", help="image folder of the dataset (with --weights)")
+    p.add_argument("--predictions", help="score an existing COCO results JSON instead of running a model")
+    p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
+    p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--size", type=int, default=None, help="test short side (default: the model's)")
+    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--score-threshold", type=float, default=None, help="detection threshold (default: the model's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    from .engine.inference import run_eval
+
+    return run_eval(data=args.data, weights=args.weights, images=args.images, predictions=args.predictions,
+                    json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
+                    max_size=args.max_size, score_threshold=args.score_threshold, progress=not args.no_progress)
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a synthetic multi-person keypoint dataset (COCO format)",
+                       description="Articulated figures on the COCO 17-keypoint skeleton, 1-8 people per image, "
+                                   "with occlusion and textured backgrounds: OUT/images/*.jpg + OUT/annotations.json.")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-people", type=int, default=1)
+    p.add_argument("--max-people", type=int, default=8)
+    p.add_argument("--height", type=int, default=None, help="image height (default 384)")
+    p.add_argument("--width", type=int, default=None, help="image width (default 512)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from .data.synthetic import synth_main
+
+    return synth_main(args.out, args.num, args.seed, args.min_people, args.max_people, args.height, args.width)
+
+
 def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the model presets, or print one as YAML")
     p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
@@ -76,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_presets):
+    for add in (_add_predict, _add_eval, _add_synth, _add_presets):
         add(sub)
     return parser
 

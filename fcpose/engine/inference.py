@@ -1,0 +1,99 @@
+"""Inference over a COCO-format dataset and its evaluation (``fcpose eval``); sharded under torchrun."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..fileio import atomic_write_text
+from . import distributed as dist
+from .evaluation import evaluate_keypoints, load_gt
+
+
+def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[int, Path]]:
+    """(image id, path) of every image of a COCO annotation file, in id order."""
+    coco = load_gt(ann_file)
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise InputError(f"image folder not found: {root}")
+    items = []
+    for image_id in sorted(coco.getImgIds()):
+        info = coco.imgs[image_id]
+        items.append((int(image_id), root / info["file_name"]))
+    return items
+
+
+def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True) -> list[dict]:
+    """COCO results for every image of the dataset. Under torch.distributed each rank predicts a shard
+    (every world_size-th image) and every rank returns the gathered, id-sorted results."""
+    from ..inference.sources import read_image
+
+    items = dataset_images(ann_file, image_dir)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = items[rank::world]
+    results: list[dict] = []
+    bar = tqdm(mine, desc="eval", unit="img", disable=not progress or not dist.is_main_process(), file=sys.stderr)
+    for image_id, path in bar:
+        dets = predictor(read_image(path))
+        results.extend(dets.to_coco(image_id=image_id))
+    if world > 1:
+        gathered = dist.all_gather_object(results)
+        results = [r for part in gathered for r in part]
+    results.sort(key=lambda r: (r["image_id"], -r["score"]))
+    return results
+
+
+def evaluate_model(predictor, ann_file: str | Path, image_dir: str | Path, *, sigmas=None,
+                   progress: bool = True) -> tuple[dict, list[dict]]:
+    """Predict the dataset and score it with COCO OKS AP -> (metrics, results). Every rank gets both."""
+    results = predict_dataset(predictor, ann_file, image_dir, progress)
+    metrics = evaluate_keypoints(ann_file, results, sigmas=sigmas)
+    return metrics, results
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = []
+    for kind in ("keypoints", "bbox"):
+        if kind in metrics:
+            vals = "  ".join(f"{k} {v * 100:5.1f}" for k, v in metrics[kind].items())
+            lines.append(f"{kind:9s} {vals}")
+    return "\n".join(lines)
+
+
+def run_eval(*, data: str, weights: str | None = None, images: str | None = None, predictions: str | None = None,
+             json_out: str | None = None, results_out: str | None = None, device: str = "cpu",
+             size: int | None = None, max_size: int | None = None, score_threshold: float | None = None,
+             progress: bool = True) -> int:
+    """``fcpose eval``: score a checkpoint on a dataset, or an existing results file."""
+    if predictions is None and weights is None:
+        raise InputError("give --weights CKPT (with --images DIR) or --predictions RESULTS.json")
+    if predictions is not None and weights is not None:
+        raise InputError("give either --weights or --predictions, not both")
+    dist.init_distributed(device)
+    try:
+        if predictions is not None:
+            metrics = evaluate_keypoints(data, predictions) if dist.is_main_process() else {}
+            results = None
+        else:
+            if images is None:
+                raise InputError("--weights needs --images DIR (the dataset's image folder)")
+            from ..inference.predictor import Predictor
+
+            predictor = Predictor.from_checkpoint(weights, device=dist.local_device(device), min_size=size,
+                                                  max_size=max_size, score_threshold=score_threshold)
+            sigmas = predictor.cfg.keypoints.sigmas
+            results = predict_dataset(predictor, data, images, progress)
+            metrics = evaluate_keypoints(data, results, sigmas=sigmas) if dist.is_main_process() else {}
+        if dist.is_main_process():
+            print(format_metrics(metrics))
+            if json_out:
+                atomic_write_text(json_out, json.dumps(metrics, indent=2))
+            if results_out and results is not None:
+                atomic_write_text(results_out, json.dumps(results))
+    finally:
+        dist.cleanup()
+    return 0
