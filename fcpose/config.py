@@ -93,7 +93,7 @@ class KeypointSetConfig:
 @dataclass
 class BackboneConfig:
     name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | dla34
-    norm: str = "FrozenBN"  # FrozenBN | BN | SyncBN (BN/SyncBN train their statistics)
+    norm: str = "FrozenBN"  # FrozenBN | BN | SyncBN | GN (GN for training from scratch with small batches)
     freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything
     stride_in_1x1: bool = False  # ResNet: stride in the first 1x1 conv (MSRA/detectron2) or the 3x3 (torchvision)
     weights: str = ""  # local ImageNet checkpoint loaded before training (optional)
@@ -233,7 +233,7 @@ class FCPoseConfig:
         self.keypoints.validate()
         m = self.model
         choices = {
-            "model.backbone.norm": (m.backbone.norm, {"FrozenBN", "BN", "SyncBN"}),
+            "model.backbone.norm": (m.backbone.norm, {"FrozenBN", "BN", "SyncBN", "GN"}),
             "model.fcos.norm": (m.fcos.norm, {"GN", "BN", "SyncBN", "none"}),
             "model.keypoint.branch": (m.keypoint.branch, {"paper", "official"}),
             "model.keypoint.branch_norm": (m.keypoint.branch_norm, {"GN", "BN", "SyncBN"}),
