@@ -77,12 +77,15 @@ def test_crowd_becomes_ignore_and_degenerate_boxes_dropped(coco_tiny, tmp_path):
     anns = [a for a in data["annotations"] if a["image_id"] == img_id]
     anns[0]["iscrowd"] = 1
     anns[1]["bbox"] = [10.0, 10.0, 0.5, 40.0]  # narrower than a pixel
+    anns[2]["keypoints"][0:3] = [600, 50, 2]  # outside the 500 x 333 image
+    anns[2]["keypoints"][3:6] = [499, 332, 1]  # last pixel: inside
     ds = CocoKeypointDataset(_write(tmp_path, data), coco_tiny)
     index = [r["image_id"] for r in ds.records].index(img_id)
     target = ds.annotations(index)["target"]
     x, y, w, h = anns[0]["bbox"]
     np.testing.assert_allclose(target["ignore_boxes"], [[x, y, x + w, y + h]], rtol=1e-6)
     assert target["boxes"].shape == (len(anns) - 2, 4)
+    np.testing.assert_allclose(target["keypoints"][0, :2], [[0, 0, 0], [499.5, 332.5, 1]])
 
 
 def test_empty_images_kept_or_filtered(coco_tiny, tmp_path):

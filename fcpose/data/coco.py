@@ -10,7 +10,8 @@ Annotation handling (the way detectron2-based detectors train):
 - ``iscrowd = 1`` -> an ignore region (its box): locations inside are neither positives nor negatives;
 - people without labelled keypoints (``num_keypoints = 0``) are kept: they supervise the detector (boxes,
   classification) but give no keypoint loss (all their keypoints have v = 0);
-- boxes narrower or lower than 1 pixel are dropped;
+- boxes are clipped to the image, and dropped if narrower or lower than 1 pixel;
+- labelled keypoints outside the image become unlabelled;
 - images without annotations are kept as negatives unless ``filter_empty=True``.
 """
 
@@ -181,6 +182,8 @@ def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | Non
             kp = np.asarray(kp, np.float32).reshape(num_keypoints, 3)
             labelled = kp[:, 2] > 0
             kp[labelled, :2] += 0.5  # pixel index -> continuous coordinate of the pixel centre
+            if height is not None and width is not None:  # outside the image: unlabelled (as detectron2)
+                labelled &= (kp[:, 0] >= 0) & (kp[:, 0] <= width) & (kp[:, 1] >= 0) & (kp[:, 1] <= height)
             kp[~labelled] = 0.0
         else:
             kp = np.zeros((num_keypoints, 3), np.float32)
