@@ -24,19 +24,20 @@ def is_main_process() -> bool:
 
 
 def reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum of ``tensor`` over all processes (a copy; the input is left unchanged). No-op with one process."""
+    """Sum of ``tensor`` over all processes, detached (no gradient flows through it); the input is unchanged.
+    With one process: ``tensor.detach()``."""
     if not is_distributed():
-        return tensor
+        return tensor.detach()
     out = tensor.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
 
 
 def reduce_mean(tensor: Tensor) -> Tensor:
-    """Mean of ``tensor`` over all processes (a copy). No-op with one process."""
+    """Mean of ``tensor`` over all processes, detached. With one process: ``tensor.detach()``."""
     world = get_world_size()
     if world == 1:
-        return tensor
+        return tensor.detach()
     return reduce_sum(tensor) / float(world)
 
 
