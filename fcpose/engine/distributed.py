@@ -15,16 +15,17 @@ import torch.distributed as dist
 from ..errors import FCPoseError
 
 
-def is_initialized() -> bool:
+def is_distributed() -> bool:
+    """True when ``torch.distributed`` is available and a process group is initialised."""
     return dist.is_available() and dist.is_initialized()
 
 
 def get_world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
+    return dist.get_world_size() if is_distributed() else 1
 
 
 def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
+    return dist.get_rank() if is_distributed() else 0
 
 
 def get_local_rank() -> int:
@@ -48,8 +49,8 @@ def init_distributed(device: str | torch.device = "cpu", timeout_minutes: int = 
     Returns whether this is a distributed run. Multi-node works the standard torchrun way
     (``--nnodes``, ``--node_rank``, ``--rdzv_endpoint``/``--master_addr``)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
-    if world <= 1 or is_initialized():
-        return is_initialized()
+    if world <= 1 or is_distributed():
+        return is_distributed()
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -63,28 +64,35 @@ def init_distributed(device: str | torch.device = "cpu", timeout_minutes: int = 
 
 
 def cleanup() -> None:
-    if is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if is_initialized():
+    if is_distributed():
         dist.barrier()
 
 
 def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over all ranks (a copy; the input is unchanged)."""
-    if not is_initialized():
-        return tensor
-    out = tensor.clone()
+    """Sum of ``tensor`` over all ranks, detached (no gradient flows through it); the input is unchanged.
+    With one process: ``tensor.detach()``."""
+    if not is_distributed():
+        return tensor.detach()
+    out = tensor.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
 
 
+def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tensor`` over all ranks, detached. With one process: ``tensor.detach()``."""
+    world = get_world_size()
+    return tensor.detach() if world == 1 else reduce_sum(tensor) / float(world)
+
+
 def reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    if not is_initialized():
-        return tensor
-    out = tensor.clone()
+    if not is_distributed():
+        return tensor.detach()
+    out = tensor.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.MAX)
     return out
 
@@ -100,7 +108,7 @@ def reduce_mean_dict(values: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def all_gather_object(obj) -> list:
-    if not is_initialized():
+    if not is_distributed():
         return [obj]
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
@@ -108,7 +116,7 @@ def all_gather_object(obj) -> list:
 
 
 def broadcast_object(obj, src: int = 0):
-    if not is_initialized():
+    if not is_distributed():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)

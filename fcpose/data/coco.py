@@ -1,0 +1,293 @@
+"""COCO-keypoints datasets: the person category of COCO, or the single keypoint category of a custom set.
+
+Coordinates convention: COCO stores keypoints as pixel *indices*; we add 0.5 at load so that they are
+continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``) — the results writer
+(:meth:`~fcpose.structures.PoseDetections.to_coco`) subtracts it again. Boxes ``[x, y, w, h]`` become xyxy
+unchanged (they already are continuous coordinates).
+
+Annotation handling (the way detectron2-based detectors train):
+
+- ``iscrowd = 1`` -> an ignore region (its box): locations inside are neither positives nor negatives;
+- people without labelled keypoints (``num_keypoints = 0``) are kept: they supervise the detector (boxes,
+  classification) but give no keypoint loss (all their keypoints have v = 0);
+- boxes are clipped to the image, and dropped if narrower or lower than 1 pixel;
+- labelled keypoints outside the image become unlabelled;
+- images without annotations are kept as negatives unless ``filter_empty=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, COCO_SIGMAS, KeypointSetConfig
+from ..errors import ConfigError, InputError
+from ..inference.sources import read_image
+from .augment import Target, clip_boxes_np
+
+MIN_BOX_SIZE = 1.0  # pixels: narrower or lower boxes are dropped at load
+
+
+# ----------------------------------------------------------------------------------------------
+# Keypoint set from the annotation file
+# ----------------------------------------------------------------------------------------------
+def _read_json(ann_file: str | Path) -> dict:
+    path = Path(ann_file)
+    if not path.is_file():
+        raise InputError(f"annotation file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read annotation file {path}: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"{path} is not a COCO annotation file (no 'images' list)")
+    return data
+
+
+def select_keypoint_category(categories: list[dict], category_id: int | None = None, source: str = "") -> dict:
+    """The category to train on: ``category_id`` if given, else COCO's ``person`` if it has keypoints, else
+    the only category with a ``keypoints`` field."""
+    where = f" in {source}" if source else ""
+    if category_id is not None:
+        for cat in categories:
+            if cat.get("id") == category_id:
+                if not cat.get("keypoints"):
+                    raise InputError(f"category {category_id}{where} has no 'keypoints' field")
+                return cat
+        raise InputError(f"no category with id {category_id}{where}")
+    with_kpts = [c for c in categories if c.get("keypoints")]
+    people = [c for c in with_kpts if c.get("name") == "person"]
+    if len(people) == 1:
+        return people[0]
+    if len(with_kpts) == 1:
+        return with_kpts[0]
+    if not with_kpts:
+        raise InputError(f"no category with a 'keypoints' field{where}: not a keypoint dataset")
+    names = ", ".join(f"{c.get('name')} ({c.get('id')})" for c in with_kpts)
+    raise InputError(f"several keypoint categories{where} ({names}); choose one with category_id")
+
+
+def _infer_flip_pairs(names: list[str]) -> list[list[int]]:
+    """Pairs of names that differ only by left <-> right (``left_wrist`` / ``right_wrist``, ``Left`` ...)."""
+    index = {n: i for i, n in enumerate(names)}
+    pairs = []
+    for i, name in enumerate(names):
+        for a, b in (("left", "right"), ("Left", "Right"), ("LEFT", "RIGHT")):
+            if a in name:
+                j = index.get(name.replace(a, b))
+                if j is not None and j != i:
+                    pairs.append([i, j])
+                break
+    return pairs
+
+
+def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetConfig:
+    """A :class:`KeypointSetConfig` from a COCO category dict.
+
+    ``keypoints`` (names) and ``skeleton`` (1-based pairs, COCO style) are read as they are; optional
+    ``flip_pairs`` (pairs of names or 0-based indices) and ``sigmas`` (K OKS sigmas) extend the format. COCO's
+    own person keypoints get the standard flip pairs and sigmas when those fields are absent; any other set
+    without ``flip_pairs`` gets the pairs whose names differ only by left/right; a set without ``sigmas``
+    is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them).
+    """
+    where = f" of {source}" if source else ""
+    label = f"category '{category.get('name')}' (id {category.get('id')}){where}"
+    names = category.get("keypoints")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{label}: 'keypoints' must be a non-empty list of names")
+    k = len(names)
+    is_coco = names == COCO_KEYPOINT_NAMES
+    try:
+        skeleton = [[int(a) - 1, int(b) - 1] for a, b in category.get("skeleton") or []]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label}: 'skeleton' must be a list of 1-based index pairs") from None
+
+    if "flip_pairs" in category:
+        flip_pairs = []
+        for pair in category["flip_pairs"]:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ConfigError(f"{label}: invalid flip pair {pair!r}")
+            idx = []
+            for item in pair:
+                if isinstance(item, str):
+                    if item not in names:
+                        raise ConfigError(f"{label}: flip pair names an unknown keypoint {item!r}")
+                    idx.append(names.index(item))
+                elif isinstance(item, int) and not isinstance(item, bool):
+                    idx.append(item)
+                else:
+                    raise ConfigError(f"{label}: invalid flip pair {pair!r}")
+            flip_pairs.append(idx)
+    elif is_coco:
+        flip_pairs = copy.deepcopy(COCO_FLIP_PAIRS)
+    else:
+        flip_pairs = _infer_flip_pairs(names)
+
+    if "sigmas" in category:
+        try:
+            sigmas = [float(s) for s in category["sigmas"]]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: 'sigmas' must be a list of {k} numbers") from None
+    elif is_coco:
+        sigmas = list(COCO_SIGMAS)
+    else:
+        raise ConfigError(f"{label} has {k} custom keypoints but no 'sigmas' field: add the {k} OKS sigmas "
+                          "(one per keypoint, as in the COCO API) to the category")
+    kset = KeypointSetConfig(names=list(names), skeleton=skeleton, flip_pairs=flip_pairs, sigmas=sigmas)
+    try:
+        kset.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    return kset
+
+
+def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None) -> KeypointSetConfig:
+    """The keypoint set (names, skeleton, flip pairs, sigmas) of a COCO-keypoints annotation file."""
+    data = _read_json(ann_file)
+    cat = select_keypoint_category(data.get("categories") or [], category_id, str(ann_file))
+    return keypoint_set_from_category(cat, str(ann_file))
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset
+# ----------------------------------------------------------------------------------------------
+def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
+                       source: str) -> Target:
+    boxes, keypoints, ignore = [], [], []
+    for ann in anns:
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            raise InputError(f"{source}: annotation {ann.get('id')} has no valid 'bbox'")
+        x, y, w, h = (float(v) for v in bbox)
+        box = np.array([[x, y, x + w, y + h]], np.float32)
+        if height is not None and width is not None:
+            box = clip_boxes_np(box, height, width)
+        if box[0, 2] - box[0, 0] < MIN_BOX_SIZE or box[0, 3] - box[0, 1] < MIN_BOX_SIZE:
+            continue
+        if ann.get("iscrowd", 0):
+            ignore.append(box[0])
+            continue
+        kp = ann.get("keypoints")
+        if kp:
+            if len(kp) != 3 * num_keypoints:
+                raise InputError(f"{source}: annotation {ann.get('id')} has {len(kp)} keypoint values, "
+                                 f"expected {3 * num_keypoints}")
+            kp = np.asarray(kp, np.float32).reshape(num_keypoints, 3)
+            labelled = kp[:, 2] > 0
+            kp[labelled, :2] += 0.5  # pixel index -> continuous coordinate of the pixel centre
+            if height is not None and width is not None:  # outside the image: unlabelled (as detectron2)
+                labelled &= (kp[:, 0] >= 0) & (kp[:, 0] <= width) & (kp[:, 1] >= 0) & (kp[:, 1] <= height)
+            kp[~labelled] = 0.0
+        else:
+            kp = np.zeros((num_keypoints, 3), np.float32)
+        boxes.append(box[0])
+        keypoints.append(kp)
+    return {
+        "boxes": np.stack(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32),
+        "keypoints": np.stack(keypoints) if keypoints else np.zeros((0, num_keypoints, 3), np.float32),
+        "ignore_boxes": np.stack(ignore).astype(np.float32) if ignore else np.zeros((0, 4), np.float32),
+    }
+
+
+class CocoKeypointDataset(Dataset):
+    """COCO-keypoints annotations + images -> training items.
+
+    Args:
+        ann_file: COCO-style JSON (``images``, ``annotations``, ``categories`` with ``keypoints``).
+        image_dir: folder the ``file_name`` of each image is relative to.
+        keypoints: the keypoint set the model is trained for; ``None`` reads it from the file
+            (:func:`keypoint_set_from_coco`). Its names must equal the category's.
+        transform: ``(image, target, rng) -> (image, target)`` (see :mod:`fcpose.data.augment`), or None.
+        category_id: the keypoint category to use (default: ``person`` or the only keypoint category).
+        filter_empty: drop images without any (non-crowd) person.
+        seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
+            ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
+            :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
+
+    An item is a dict: ``image`` uint8 ``[3, H, W]`` RGB (after the transform), ``boxes`` float ``[G, 4]``
+    xyxy, ``keypoints`` float ``[G, K, 3]`` (x, y, v), ``ignore_boxes`` float ``[C, 4]`` (all in pixels of
+    ``image``), ``image_id`` int, ``file_name`` str, ``orig_size`` (h, w) of the file, ``image_size`` (h, w)
+    of ``image``.
+    """
+
+    def __init__(self, ann_file: str | Path, image_dir: str | Path, keypoints: KeypointSetConfig | None = None,
+                 transform=None, *, category_id: int | None = None, filter_empty: bool = False,
+                 seed: int | None = None):
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        data = _read_json(self.ann_file)
+        source = str(self.ann_file)
+        category = select_keypoint_category(data.get("categories") or [], category_id, source)
+        self.category_id = int(category["id"])
+        if keypoints is None:
+            keypoints = keypoint_set_from_category(category, source)
+        elif list(keypoints.names) != list(category["keypoints"]):
+            raise ConfigError(f"the configured keypoints ({keypoints.num_keypoints}: {', '.join(keypoints.names)}) "
+                              f"differ from those of {source} ({len(category['keypoints'])}: "
+                              f"{', '.join(category['keypoints'])})")
+        self.keypoints = keypoints
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+        by_image: dict[Any, list[dict]] = {}
+        for ann in data.get("annotations") or []:
+            if ann.get("category_id") == self.category_id:
+                by_image.setdefault(ann.get("image_id"), []).append(ann)
+        self.records: list[dict] = []
+        k = keypoints.num_keypoints
+        for img in data["images"]:
+            if "id" not in img or "file_name" not in img:
+                raise InputError(f"{source}: an image entry lacks 'id' or 'file_name'")
+            h, w = img.get("height"), img.get("width")
+            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source)
+            if filter_empty and target["boxes"].shape[0] == 0:
+                continue
+            self.records.append({"image_id": img["id"], "file_name": img["file_name"],
+                                 "height": h, "width": w, "target": target})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def annotations(self, index: int) -> dict:
+        """The record of item ``index`` without reading the image (targets in original-image pixels)."""
+        rec = self.records[index]
+        return {**rec, "target": {k: v.copy() for k, v in rec["target"].items()}}
+
+    def rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([int(self.seed), self.epoch, int(index)])
+
+    def __getitem__(self, index: int) -> dict:
+        rec = self.annotations(index)
+        path = self.image_dir / rec["file_name"]
+        image = read_image(path)
+        orig_size = (int(image.shape[0]), int(image.shape[1]))
+        if rec["height"] is not None and rec["width"] is not None and orig_size != (rec["height"], rec["width"]):
+            raise InputError(f"image {path} is {orig_size[0]}x{orig_size[1]} (h x w) but its annotation says "
+                             f"{rec['height']}x{rec['width']}")
+        target = rec["target"]
+        if self.transform is not None:
+            image, target = self.transform(image, target, self.rng(index))
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "boxes": torch.from_numpy(np.ascontiguousarray(target["boxes"], np.float32)).reshape(-1, 4),
+            "keypoints": torch.from_numpy(np.ascontiguousarray(target["keypoints"], np.float32)).reshape(
+                -1, self.keypoints.num_keypoints, 3),
+            "ignore_boxes": torch.from_numpy(np.ascontiguousarray(target["ignore_boxes"], np.float32)).reshape(-1, 4),
+            "image_id": int(rec["image_id"]),
+            "file_name": rec["file_name"],
+            "orig_size": orig_size,
+            "image_size": (int(image.shape[0]), int(image.shape[1])),
+        }

@@ -1,0 +1,215 @@
+"""FCPose training criterion: dense outputs + targets -> named, weighted losses (Eq. 4).
+
+``L = L_fcos + alpha * L_heatmap + beta * L_reg`` with
+
+- ``loss_cls``: sigmoid focal loss (alpha 0.25, gamma 2) over all locations except ignored (crowd) ones,
+  summed and divided by the number of positives (averaged over processes, at least 1);
+- ``loss_box``: GIoU loss of the positives' (l, t, r, b), weighted by their centre-ness targets and
+  divided by the sum of those (averaged over processes);
+- ``loss_ctr``: binary cross-entropy of the centre-ness logits of the positives / number of positives;
+- ``loss_heatmap``: alpha x softmax cross-entropy over the ``H3 x W3`` cells of each labelled keypoint of each
+  sampled instance (one-hot target ``floor((x - 4) / 8)``), averaged over those (instance, keypoint) pairs;
+- ``loss_offset``: beta x mean squared error of the refinement offsets (per coordinate, in the model's
+  offset unit) at the supervised cells (within ``offset_radius`` cells of a labelled keypoint).
+
+At most ``max_proposals`` (M = 50) positive locations per batch generate dynamic heads, spread evenly over
+the people with labelled keypoints, most confident (``sigmoid(cls) * sigmoid(ctr)``, detached) first
+(:func:`~fcpose.targets.pose.sample_instances`). Normalisers are averaged over ``torch.distributed``
+processes so that the gradient DDP averages is the gradient of the whole batch. Every trainable
+parameter is part of every step's loss graph (a batch without people, or without keypoints, adds zero
+times the outputs that would otherwise be unused), so DDP needs no ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .engine.distributed import reduce_mean
+from .ops.boxes import generalized_box_iou_pairs
+from .structures import DenseOutputs, Instances
+from .targets.fcos import FCOSTargets, assign_fcos_targets, location_grid
+from .targets.pose import KeypointTargets, assign_keypoint_targets, sample_instances
+
+LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_heatmap", "loss_offset")
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Element-wise focal loss (Lin et al. 2017) of logits and {0, 1} targets of the same shape.
+
+    ``alpha < 0`` disables the class balancing factor.
+    """
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def _flatten_levels(maps: list[Tensor]) -> Tensor:
+    """L x ``[B, C, H_l, W_l]`` -> ``[B, L_total, C]`` (levels concatenated, each row-major)."""
+    return torch.cat([m.flatten(2) for m in maps], dim=2).permute(0, 2, 1)
+
+
+def _ltrb_to_boxes(ltrb: Tensor) -> Tensor:
+    """Distances seen from a location at the origin -> xyxy boxes (for IoU-type losses)."""
+    return torch.stack([-ltrb[:, 0], -ltrb[:, 1], ltrb[:, 2], ltrb[:, 3]], dim=1)
+
+
+class FCPoseCriterion:
+    """Computes the FCPose losses of a batch; holds no parameters. Only :meth:`from_config` reads a config.
+
+    Call as ``losses = criterion(model, dense, targets, image_sizes)``:
+
+    - ``model``: the :class:`~fcpose.model.FCPose` that produced ``dense`` (or a DDP wrapper of it); its
+      ``instance_heatmaps`` runs the controller and the dynamic heads of the sampled instances;
+    - ``dense``: :class:`~fcpose.structures.DenseOutputs` of ``model(images)``;
+    - ``targets``: one dict per image with ``boxes`` ``[G, 4]`` xyxy, ``keypoints`` ``[G, K, 3]`` (x, y, v)
+      and optionally ``ignore_boxes`` ``[C, 4]`` — all in network-input pixels (the transformed image, before
+      padding); any device;
+    - ``image_sizes``: (h, w) of each image before padding (checked against the batch size; locations in
+      the padding are background, as in FCOS).
+
+    Returns ``{"loss_cls", "loss_box", "loss_ctr", "loss_heatmap", "loss_offset"}``: scalar tensors, already
+    weighted, to be summed. After a call, :attr:`stats` holds detached counts (``num_pos``,
+    ``num_instances``, ``num_keypoints``, ``num_offset_cells``) of this process's batch.
+    """
+
+    def __init__(self, num_keypoints: int, strides: list[int], sizes_of_interest: list[float], *,
+                 center_sampling_radius: float = 1.5, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                 heatmap_weight: float = 1.0, offset_weight: float = 1.0, max_proposals: int = 50,
+                 offset_unit: str = "stride", offset_radius: float = 2.0):
+        if len(sizes_of_interest) != len(strides) - 1:
+            raise ValueError(f"{len(strides)} levels need {len(strides) - 1} sizes of interest")
+        self.num_keypoints = int(num_keypoints)
+        self.strides = [int(s) for s in strides]
+        self.sizes_of_interest = [float(s) for s in sizes_of_interest]
+        self.center_sampling_radius = float(center_sampling_radius)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.heatmap_weight = float(heatmap_weight)
+        self.offset_weight = float(offset_weight)
+        self.max_proposals = int(max_proposals)
+        self.offset_unit = offset_unit
+        self.offset_radius = float(offset_radius)
+        self.stats: dict[str, Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> FCPoseCriterion:
+        """From an :class:`~fcpose.config.FCPoseConfig`."""
+        m, loss = cfg.model, cfg.loss
+        return cls(cfg.num_keypoints, m.strides, m.fcos.sizes_of_interest,
+                   center_sampling_radius=m.fcos.center_sampling_radius, focal_alpha=loss.focal_alpha,
+                   focal_gamma=loss.focal_gamma, heatmap_weight=loss.heatmap_weight,
+                   offset_weight=loss.offset_weight, max_proposals=loss.max_proposals,
+                   offset_unit=m.keypoint.offset_unit)
+
+    # ------------------------------------------------------------------------------------------
+    def _prepare(self, dense: DenseOutputs, targets: list[dict]):
+        device = dense.kpt_feats.device
+        if list(dense.strides) != self.strides:
+            raise ValueError(f"the model's strides {dense.strides} differ from the criterion's {self.strides}")
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in dense.cls_logits]
+        grid = location_grid(sizes, self.strides, device)
+        k = self.num_keypoints
+        boxes = [t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) for t in targets]
+        ignore = [t["ignore_boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) if "ignore_boxes" in t
+                  else torch.zeros(0, 4, device=device) for t in targets]
+        kpts = [t["keypoints"].to(device=device, dtype=torch.float32).reshape(-1, k, 3) if "keypoints" in t
+                else torch.zeros(b.shape[0], k, 3, device=device) for t, b in zip(targets, boxes)]
+        for b, kp in zip(boxes, kpts):
+            if b.shape[0] != kp.shape[0]:
+                raise ValueError(f"a target has {b.shape[0]} boxes but {kp.shape[0]} keypoint sets")
+        fcos = assign_fcos_targets(list(grid.locations.split(grid.num_per_level)), self.strides,
+                                   self.sizes_of_interest, boxes, ignore, self.center_sampling_radius)
+        h3, w3 = dense.kpt_feats.shape[-2:]
+        kt = assign_keypoint_targets(kpts, int(h3), int(w3), self.strides[0], self.offset_unit, self.offset_radius)
+        return grid, fcos, kt
+
+    def __call__(self, model, dense: DenseOutputs, targets: list[dict],
+                 image_sizes: list[tuple[int, int]] | None = None) -> dict[str, Tensor]:
+        core = getattr(model, "module", model)
+        batch = int(dense.kpt_feats.shape[0])
+        if len(targets) != batch or (image_sizes is not None and len(image_sizes) != batch):
+            raise ValueError(f"{batch} images in the batch but {len(targets)} targets"
+                             + ("" if image_sizes is None else f" and {len(image_sizes)} image sizes"))
+        grid, fcos, kt = self._prepare(dense, targets)
+        losses = self.detection_losses(dense, fcos)
+        losses.update(self.keypoint_losses(core, dense, grid, fcos, kt))
+        return losses
+
+    # ------------------------------------------------------------------------------------------
+    def detection_losses(self, dense: DenseOutputs, fcos: FCOSTargets) -> dict[str, Tensor]:
+        """FCOS losses (``loss_cls``, ``loss_box``, ``loss_ctr``) from the assigned targets."""
+        cls = _flatten_levels(dense.cls_logits).float()  # [B, L, C]
+        reg = _flatten_levels(dense.box_reg).float()  # [B, L, 4]
+        ctr = _flatten_levels(dense.centerness).float()[..., 0]  # [B, L]
+        pos = fcos.positive
+        num_pos = pos.sum().float()
+        num_pos_avg = reduce_mean(num_pos).clamp(min=1.0)
+
+        onehot = torch.zeros_like(cls)
+        b_idx, l_idx = pos.nonzero(as_tuple=True)
+        onehot[b_idx, l_idx, fcos.labels[b_idx, l_idx]] = 1.0
+        focal = sigmoid_focal_loss(cls, onehot, self.focal_alpha, self.focal_gamma)
+        loss_cls = (focal * (~fcos.ignore)[..., None]).sum() / num_pos_avg
+
+        ctr_t = fcos.centerness_targets[b_idx, l_idx]
+        ctr_norm = reduce_mean(ctr_t.sum()).clamp(min=1e-6)
+        giou = generalized_box_iou_pairs(_ltrb_to_boxes(reg[b_idx, l_idx]),
+                                         _ltrb_to_boxes(fcos.box_targets[b_idx, l_idx]))
+        loss_box = ((1.0 - giou) * ctr_t).sum() / ctr_norm
+        loss_ctr = F.binary_cross_entropy_with_logits(ctr[b_idx, l_idx], ctr_t, reduction="sum") / num_pos_avg
+        self.stats["num_pos"] = num_pos.detach()
+        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
+
+    @torch.no_grad()
+    def sample_positive_instances(self, dense: DenseOutputs, grid, fcos: FCOSTargets,
+                                  kt: KeypointTargets) -> tuple[Instances, Tensor]:
+        """The positive locations that generate dynamic heads (see :func:`sample_instances`) as
+        :class:`~fcpose.structures.Instances`, and the ``[N]`` global index of each one's person."""
+        b_idx, l_idx = fcos.positive.nonzero(as_tuple=True)
+        gt = kt.gt_start[b_idx] + fcos.matched_gt[b_idx, l_idx]
+        keep = kt.has_keypoints[gt]
+        b_idx, l_idx, gt = b_idx[keep], l_idx[keep], gt[keep]
+        cls = _flatten_levels(dense.cls_logits)
+        ctr = _flatten_levels(dense.centerness)[..., 0]
+        score = torch.sigmoid(cls[b_idx, l_idx, fcos.labels[b_idx, l_idx]].float()) * \
+            torch.sigmoid(ctr[b_idx, l_idx].float())
+        sel = sample_instances(gt, score, self.max_proposals)
+        b_idx, l_idx, gt = b_idx[sel], l_idx[sel], gt[sel]
+        instances = Instances(batch_index=b_idx, levels=grid.levels[l_idx], positions=grid.positions[l_idx],
+                              locations=grid.locations[l_idx])
+        return instances, gt
+
+    def keypoint_losses(self, core, dense: DenseOutputs, grid, fcos: FCOSTargets,
+                        kt: KeypointTargets) -> dict[str, Tensor]:
+        """``loss_heatmap`` (sampled instances' dynamic heads) and ``loss_offset`` (shared refinement map)."""
+        instances, gt = self.sample_positive_instances(dense, grid, fcos, kt)
+        if len(instances) > 0:
+            heatmaps = core.instance_heatmaps(dense, instances).float()  # [N, K, H3, W3]
+            logp = F.log_softmax(heatmaps.flatten(2), dim=2)
+            nll = -logp.gather(2, kt.heatmap_index[gt][..., None]).squeeze(2)  # [N, K]
+            valid = kt.heatmap_valid[gt].float()
+            heat_sum = (nll * valid).sum()
+            num_kpts = valid.sum()
+        else:
+            # No instance: run one head anyway (image 0, first P3 cell) so that the controller and the
+            # keypoint features stay in the graph with a zero gradient.
+            dummy = Instances(batch_index=torch.zeros(1, dtype=torch.long, device=grid.levels.device),
+                              levels=grid.levels[:1], positions=grid.positions[:1], locations=grid.locations[:1])
+            heat_sum = core.instance_heatmaps(dense, dummy).float().sum() * 0.0
+            num_kpts = heat_sum.detach() * 0.0
+        loss_heatmap = self.heatmap_weight * heat_sum / reduce_mean(num_kpts).clamp(min=1.0)
+
+        pred = dense.kpt_offsets.float()
+        weights = kt.offset_weights.repeat_interleave(2, dim=1)  # [B, 2K, H3, W3]
+        sq = (pred - kt.offset_targets).square() * weights
+        num_cells = kt.offset_weights.sum()
+        loss_offset = self.offset_weight * sq.sum() / reduce_mean(2.0 * num_cells).clamp(min=1.0)
+        self.stats.update(num_instances=torch.tensor(len(instances)), num_keypoints=num_kpts.detach(),
+                          num_offset_cells=num_cells.detach())
+        return {"loss_heatmap": loss_heatmap, "loss_offset": loss_offset}
