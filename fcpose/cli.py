@@ -46,6 +46,38 @@ def _cmd_predict(args) -> int:
                        progress=not args.no_progress)
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train FCPose on a COCO-format keypoint dataset (also under torchrun)",
+                       description="Writes OUT/model_final.pt (for predict/eval), OUT/last.pt (for --resume), "
+                                   "OUT/config.yaml, OUT/metrics.jsonl and TensorBoard logs in OUT/tensorboard. "
+                                   "Distributed: torchrun --nproc_per_node N -m fcpose train ...")
+    p.add_argument("--config", required=True, help="preset name or YAML file")
+    p.add_argument("--data", required=True, help="COCO-format keypoint annotation JSON")
+    p.add_argument("--images", required=True, help="image folder of the dataset")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set solver.base_lr=0.02 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    p.add_argument("--max-iter", type=int, default=None, help="shortcut for --set solver.max_iter=N")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="global images per iteration (shortcut for solver.ims_per_batch; lr scales linearly)")
+    p.add_argument("--eval-data", default=None, help="annotation JSON evaluated periodically and at the end")
+    p.add_argument("--eval-images", default=None, help="its image folder (default: --images)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each process its local GPU)")
+    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the config's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .engine.trainer import run_train
+
+    return run_train(config=args.config, data=args.data, images=args.images, output=args.output,
+                     overrides=args.overrides, resume=args.resume, max_iter=args.max_iter,
+                     batch_size=args.batch_size, eval_data=args.eval_data, eval_images=args.eval_images,
+                     device=args.device, num_workers=args.num_workers, progress=not args.no_progress)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint on a dataset, or of a results file",
                        description="Runs inference on every image of ANN.json (sharded when launched with torchrun) "
@@ -122,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_eval, _add_synth, _add_presets):
+    for add in (_add_predict, _add_train, _add_eval, _add_synth, _add_presets):
         add(sub)
     return parser
 

@@ -13,6 +13,8 @@ There is no loop over instances.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -35,6 +37,21 @@ class DynamicKeypointHead(nn.Module):
     @property
     def num_params(self) -> int:
         return dynamic_param_count(self.dims[0], self.dims[1], len(self.dims) - 1, self.dims[-1])
+
+    def initial_params(self, generator: torch.Generator | None = None) -> Tensor:
+        """theta ``[P]`` of an ordinary Kaiming-initialised head (ReLU gain; zero biases).
+
+        Used as the controller's initial bias: at the start of training every instance then runs this same
+        working head and the controller learns the instance-specific part. A controller that starts near
+        zero gives all three layers near-zero weights, whose gradients vanish through their product.
+        """
+        parts = []
+        for i in range(len(self.dims) - 1):
+            fan_in, fan_out = self.dims[i], self.dims[i + 1]
+            bound = math.sqrt(6.0 / fan_in)  # Kaiming uniform, gain sqrt(2)
+            parts.append((torch.rand(fan_out * fan_in, generator=generator) * 2 - 1) * bound)
+            parts.append(torch.zeros(fan_out))
+        return torch.cat(parts)
 
     def split_params(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """theta ``[N, P]`` -> per layer (weight ``[N, out, in]``, bias ``[N, out]``)."""

@@ -117,6 +117,8 @@ def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides:
                                   cfg.num_keypoints, stride=strides[0])
     if dynamic.num_params != head.num_params:  # both derive from the config; a mismatch is a bug
         raise AssertionError(f"controller gives {head.num_params} parameters, head needs {dynamic.num_params}")
+    with torch.no_grad():  # start every instance from the same working head (see initial_params)
+        head.controller.bias.copy_(dynamic.initial_params())
     return FCPose(backbone, fpn, head, branch, dynamic, strides=strides, rel_coord_norm=m.rel_coord_norm,
                   pixel_mean=cfg.input.pixel_mean, pixel_std=cfg.input.pixel_std, input_format=cfg.input.format,
                   offset_unit=m.keypoint.offset_unit, keypoint_score=m.keypoint.score,

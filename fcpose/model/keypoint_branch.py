@@ -30,6 +30,7 @@ class KeypointBranch(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
+        nn.init.normal_(self.refine.weight, std=0.01)  # offsets start near 0 (targets are within +-2 strides)
         self.feat_channels = feat_channels
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,364 @@
+"""``fcpose train``: the training loop, single process or ``torchrun`` DDP.
+
+The loop (:func:`train`) is one readable function: SGD with momentum and the linear scaling rule, linear
+warm-up and step decay, AMP on CUDA, gradient clipping, and a non-finite loss or gradient that *skips the
+step* (counted and logged) instead of killing the run. Checkpoints are atomic and hold everything needed
+to continue exactly: ``--resume`` gives the same losses as an uninterrupted run, because the data of
+iteration ``t`` (which images, which augmentation) is a pure function of (seed, t) — see
+:class:`IterationSampler` — not of the process or worker that loads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from ..config import FCPoseConfig, to_dict
+from ..data.augment import TrainTransform
+from ..data.coco import CocoKeypointDataset, keypoint_set_from_coco
+from ..data.collate import collate, to_model_input
+from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_write_text
+from ..loss import FCPoseCriterion
+from ..model.backbone import load_imagenet_weights
+from ..model.fcpose import FCPose, build_model
+from . import distributed as dist
+from .checkpoint import load_state, safe_load, save_checkpoint, unwrap_model
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: iteration-deterministic sampling
+# ----------------------------------------------------------------------------------------------
+class IterationSampler(Sampler):
+    """Yields ``(epoch, index)`` items for iterations ``start_iter .. max_iter - 1`` of this rank.
+
+    The global batch of iteration t is positions ``t * B .. (t + 1) * B - 1`` of an endless stream of
+    epochs, each a permutation of the dataset seeded by (seed, epoch); rank r takes the r-th contiguous
+    slice of ``B / world`` items. A single process with batch B and W processes with B / W each see the
+    same images with the same augmentation (it is seeded by (seed, epoch, index) in the dataset).
+    """
+
+    def __init__(self, size: int, global_batch: int, *, rank: int = 0, world: int = 1, seed: int = 0,
+                 start_iter: int = 0, max_iter: int):
+        if global_batch % world:
+            raise ConfigError(f"solver.ims_per_batch ({global_batch}) must be divisible by the number of "
+                              f"processes ({world})")
+        self.size, self.batch, self.rank, self.world = size, global_batch, rank, world
+        self.seed, self.start_iter, self.max_iter = seed, start_iter, max_iter
+        self.local = global_batch // world
+
+    def _perm(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        return torch.randperm(self.size, generator=gen).tolist()
+
+    def __iter__(self):
+        cache: dict[int, list[int]] = {}
+        for it in range(self.start_iter, self.max_iter):
+            for j in range(self.rank * self.local, (self.rank + 1) * self.local):
+                pos = it * self.batch + j
+                epoch = pos // self.size
+                if epoch not in cache:
+                    cache.clear()
+                    cache[epoch] = self._perm(epoch)
+                yield epoch, cache[epoch][pos % self.size]
+
+    def __len__(self) -> int:
+        return max(0, self.max_iter - self.start_iter) * self.local
+
+
+class EpochIndexed(Dataset):
+    """``dataset[(epoch, index)]`` = the item ``index`` with the augmentation of ``epoch``."""
+
+    def __init__(self, dataset: CocoKeypointDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimisation pieces
+# ----------------------------------------------------------------------------------------------
+class TrainStep(nn.Module):
+    """Model + criterion as one module, so that DDP's forward covers the whole loss computation (the
+    controller and dynamic heads run inside the criterion)."""
+
+    def __init__(self, model: FCPose, criterion: FCPoseCriterion):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, images: torch.Tensor, targets: list[dict], image_sizes: list[tuple[int, int]]):
+        return self.criterion(self.model, self.model(images), targets, image_sizes)
+
+
+_NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def build_optimizer(model: nn.Module, cfg: FCPoseConfig) -> torch.optim.SGD:
+    """SGD, lr = base_lr x ims_per_batch / reference_batch (linear scaling); no weight decay on norms."""
+    s = cfg.solver
+    lr = s.base_lr * s.ims_per_batch / s.reference_batch
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=s.momentum)
+
+
+def lr_factor(iteration: int, cfg: FCPoseConfig) -> float:
+    """Multiplier of the base lr at ``iteration``: linear warm-up from warmup_factor, x gamma per step."""
+    s = cfg.solver
+    factor = s.gamma ** sum(1 for step in s.steps if iteration >= step)
+    if iteration < s.warmup_iters:
+        alpha = iteration / s.warmup_iters
+        factor *= s.warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging
+# ----------------------------------------------------------------------------------------------
+class _Logger:
+    """metrics.jsonl + TensorBoard scalars (when tensorboard is installed), main process only."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.writer = None
+        self.path = out_dir / "metrics.jsonl"
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            print("note: tensorboard is not installed; logging to metrics.jsonl only", file=sys.stderr)
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"iter": step, **values}) + "\n")
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    iterations: int
+    skipped_steps: int
+    last_losses: dict
+    metrics: dict
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: bool = False,
+          eval_data: str | None = None, eval_images: str | None = None, device: str = "cpu",
+          num_workers: int | None = None, progress: bool = True, loss_log: list | None = None) -> TrainResult:
+    """Train FCPose on a COCO-format keypoint dataset; writes ``output/last.pt`` (resumable),
+    ``output/model_final.pt``, ``output/config.yaml``, ``output/metrics.jsonl`` and TensorBoard logs.
+
+    ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every iteration (tests).
+    """
+    cfg = copy.deepcopy(cfg)
+    distributed = dist.init_distributed(device)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    main = dist.is_main_process()
+    dev = dist.local_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
+    out_dir = Path(output)
+    s = cfg.solver
+
+    # The dataset defines the keypoint set; the model sizes its heads and controller from it.
+    cfg.keypoints = keypoint_set_from_coco(data)
+    cfg.validate()
+    torch.manual_seed(s.seed)
+    model = build_model(cfg)
+    if cfg.model.backbone.weights and not resume:
+        report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
+        if main:
+            print(f"backbone weights {cfg.model.backbone.weights}: {report.summary()}", file=sys.stderr)
+    model.to(dev).train()
+    if distributed and dev.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN that trains is synchronised
+    criterion = FCPoseCriterion.from_config(cfg)
+    step_module: nn.Module = TrainStep(model, criterion)
+    if distributed:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    use_amp = s.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_iter, skipped = 0, 0
+    last_path = out_dir / "last.pt"
+    if resume and last_path.exists():
+        state = safe_load(last_path)
+        if not isinstance(state, dict) or "optimizer" not in state:
+            raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
+        load_state(model, state["model"], str(last_path))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_iter, skipped = int(state["step"]), int(state.get("skipped_steps", 0))
+        if main:
+            print(f"resuming from {last_path} at iteration {start_iter}", file=sys.stderr)
+    elif resume and main:
+        print(f"note: --resume given but {last_path} does not exist; starting from scratch", file=sys.stderr)
+
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    dist.barrier()
+
+    dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=s.seed)
+    if len(dataset) == 0:
+        raise ConfigError(f"{data} has no images to train on")
+    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
+                               start_iter=start_iter, max_iter=s.max_iter)
+    workers = s.num_workers if num_workers is None else num_workers
+    loader = DataLoader(EpochIndexed(dataset), batch_size=sampler.local, sampler=sampler, collate_fn=collate,
+                        num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False)
+
+    logger = _Logger(out_dir, main)
+    metrics: dict = {}
+    last_losses: dict = {}
+    bar = tqdm(total=s.max_iter, initial=start_iter, desc="train", unit="it", disable=not (progress and main),
+               file=sys.stderr, dynamic_ncols=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = s.clip_grad_norm if s.clip_grad_norm > 0 else float("inf")
+    iteration = start_iter
+    tic = time.perf_counter()
+    for batch in loader:
+        x, sizes = to_model_input(model, batch["images"], dev)
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+            losses = step_module(x, batch["targets"], sizes)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        # Gradients are all-reduced, so every rank takes the same decision.
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(total.detach()))
+        finite = not bool(dist.reduce_max(torch.tensor(0.0 if finite else 1.0, device=dev)) > 0)
+        if finite:
+            scaler.step(optimizer)
+        else:
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            if main:
+                bad = {k: round(float(v), 4) for k, v in losses.items()}
+                tqdm.write(f"warning: iteration {iteration}: non-finite loss or gradient, step skipped "
+                           f"({skipped} so far): {bad}", file=sys.stderr)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]  # the lr this step used
+        scheduler.step()
+        iteration += 1
+
+        values = dist.reduce_mean_dict({**losses, "total_loss": total})
+        last_losses = values
+        if loss_log is not None:
+            loss_log.append((iteration - 1, values))
+        if main:
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['total_loss']:.3f}", lr=f"{lr:.2e}")
+        if main and (iteration % s.log_period == 0 or iteration == s.max_iter or iteration == start_iter + 1):
+            elapsed = time.perf_counter() - tic
+            logger.log(iteration, {**values, "lr": lr, "grad_norm": float(grad_norm),
+                                   "skipped_steps": skipped, "sec_per_iter": elapsed / (iteration - start_iter)})
+        if s.checkpoint_period > 0 and iteration % s.checkpoint_period == 0 and iteration < s.max_iter:
+            _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main)
+        if (eval_data and s.eval_period > 0 and iteration % s.eval_period == 0 and iteration < s.max_iter):
+            metrics = _evaluate(model, cfg, eval_data, eval_images or images, dev, progress, main, logger, iteration)
+    bar.close()
+
+    if eval_data:
+        metrics = _evaluate(model, cfg, eval_data, eval_images or images, dev, progress, main, logger, iteration)
+    _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main)
+    if main:
+        save_checkpoint(model, out_dir / "model_final.pt", cfg=cfg, step=iteration, metrics=metrics,
+                        skipped_steps=skipped)
+        print(f"trained {iteration} iterations ({skipped} skipped) -> {out_dir / 'model_final.pt'}", file=sys.stderr)
+    logger.close()
+    dist.barrier()
+    return TrainResult(out_dir, iteration, skipped, last_losses, metrics)
+
+
+def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main) -> None:
+    if main:
+        save_checkpoint(model, out_dir / "last.pt", cfg=cfg, step=iteration, metrics=metrics,
+                        skipped_steps=skipped, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict())
+    dist.barrier()
+
+
+def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iteration) -> dict:
+    """COCO AP of the current weights (sharded over ranks); the model is put back in training mode."""
+    from ..inference.predictor import Predictor
+    from .evaluation import evaluate_keypoints
+    from .inference import format_metrics, predict_dataset
+
+    bare = unwrap_model(model)
+    predictor = Predictor(bare, device=dev)
+    results = predict_dataset(predictor, ann_file, image_dir, progress=False)
+    metrics = {}
+    if main:
+        metrics = evaluate_keypoints(ann_file, results, sigmas=cfg.keypoints.sigmas)
+        tqdm.write(f"evaluation at iteration {iteration}:\n{format_metrics(metrics)}", file=sys.stderr)
+        logger.log(iteration, {f"{kind}/{k}": v for kind, d in metrics.items() for k, v in d.items()})
+    bare.train()
+    return dist.broadcast_object(metrics)
+
+
+def run_train(*, config: str, data: str, images: str, output: str, overrides: list[str] | None = None,
+              resume: bool = False, max_iter: int | None = None, batch_size: int | None = None,
+              eval_data: str | None = None, eval_images: str | None = None, device: str = "cpu",
+              num_workers: int | None = None, progress: bool = True) -> int:
+    """``fcpose train``."""
+    from ..config import load_config
+
+    extra = list(overrides or [])
+    if max_iter is not None:
+        extra.append(f"solver.max_iter={max_iter}")
+    if batch_size is not None:
+        extra.append(f"solver.ims_per_batch={batch_size}")
+    cfg = load_config(config, extra)
+    try:
+        train(cfg, data=data, images=images, output=output, resume=resume, eval_data=eval_data,
+              eval_images=eval_images, device=device, num_workers=num_workers, progress=progress)
+    finally:
+        dist.cleanup()
+    return 0
