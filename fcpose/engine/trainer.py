@@ -177,6 +177,7 @@ class TrainResult:
     skipped_steps: int
     last_losses: dict
     metrics: dict
+    model: FCPose  # the trained model (unwrapped), in training mode
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         print(f"trained {iteration} iterations ({skipped} skipped) -> {out_dir / 'model_final.pt'}", file=sys.stderr)
     logger.close()
     dist.barrier()
-    return TrainResult(out_dir, iteration, skipped, last_losses, metrics)
+    return TrainResult(out_dir, iteration, skipped, last_losses, metrics, unwrap_model(model))
 
 
 def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main) -> None:
