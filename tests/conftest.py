@@ -31,7 +31,7 @@ def demo_video() -> Path:
     return require(DEMO_VIDEO)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def golden() -> Path:
     return require(GOLDEN / "NOTES.md").parent
 
