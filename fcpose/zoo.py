@@ -74,7 +74,8 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
     h = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "fcpose"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            print(f"downloading {url} to {dest}", file=sys.stderr)  # only once connected: offline = one line
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
                       disable=not progress, file=sys.stderr) as bar:
@@ -100,7 +101,6 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             raise CheckpointError(f"{path} does not have the expected SHA-256 of {name} ({entry.sha256}); delete "
                                   f"it to download it again")
         return path
-    print(f"downloading {name} from {entry.url} to {path}", file=sys.stderr)
     try:
         digest = download(entry.url, path, progress=progress)
     except (OSError, urllib.error.URLError, ValueError) as exc:
