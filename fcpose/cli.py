@@ -123,6 +123,38 @@ def _cmd_synth(args) -> int:
 
     return synth_main(args.out, args.num, args.seed, args.min_people, args.max_people, args.height, args.width)
 
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert an official AdelaiDet FCPose checkpoint to an fcpose checkpoint",
+                       description="Reads an official AdelaiDet FCPose .pth (R-50 or R-101, detected from its keys; "
+                                   "loaded with weights_only=True, half-precision tensors upcast to float32) or a "
+                                   "model-zoo name, and writes a self-describing fcpose checkpoint.")
+    p.add_argument("source", help="official .pth file, or a model-zoo name (fcpose_r50_official, fcpose_r101_official)")
+    p.add_argument("out", help="output fcpose checkpoint (.pt)")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args) -> int:
+    from .convert import convert_official, is_official_checkpoint
+    from .engine.checkpoint import is_fcpose_checkpoint, safe_load
+    from .errors import CheckpointError
+    from .fileio import atomic_save
+    from .zoo import resolve_weights
+
+    path = resolve_weights(args.source)
+    obj = safe_load(path)
+    if is_fcpose_checkpoint(obj):
+        raise CheckpointError(f"{path} is already an fcpose checkpoint; nothing to convert")
+    if not is_official_checkpoint(obj):
+        raise CheckpointError(f"{path} is not an official AdelaiDet FCPose checkpoint")
+    ckpt = convert_official(obj, source=str(path))
+    atomic_save(ckpt, args.out)
+    r = ckpt["conversion"]
+    print(f"{path} -> {args.out}: preset {r['preset']} (ResNet-{r['depth']}), {r['converted']} of {r['entries']} "
+          f"entries converted, {r['upcast_to_float32']} upcast to float32, sizes_of_interest "
+          f"{r['sizes_of_interest']} -> model.keypoint.rel_coord_norm; dropped {len(r['dropped'])} entries of the "
+          f"training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits)", file=sys.stderr)
+    return 0
+
 
 def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the model presets, or print one as YAML")
@@ -154,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_train, _add_eval, _add_synth, _add_presets):
+    for add in (_add_predict, _add_train, _add_eval, _add_convert, _add_synth, _add_presets):
         add(sub)
     return parser
 

@@ -1,12 +1,78 @@
-"""Official AdelaiDet FCPose checkpoints (detectron2 layout) -> fcpose checkpoints."""
+"""Official AdelaiDet FCPose checkpoints (detectron2 layout) -> fcpose checkpoints.
+
+The authors' files (``fcpose50.pth``, ``fcpose101.pth``, or any checkpoint their training code writes) hold
+a detectron2 state dict, either bare or as ``{"model": state_dict, ...}``. :func:`convert_official` renames
+every entry to this package's names, upcasts half-precision tensors to float32, reshapes the controller,
+moves ``sizes_of_interest`` into the config, and returns a regular fcpose checkpoint dict for the preset that
+matches the backbone (``fcpose_r50_official`` or ``fcpose_r101_official``, told apart by the number of res4
+blocks). Every entry must be accounted for: an unknown entry, a missing one or a wrong shape is a
+:class:`~fcpose.errors.CheckpointError` that names them.
+
+Name mapping (official -> fcpose)::
+
+    backbone.bottom_up.stem.conv1[.norm]          -> backbone.conv1 / backbone.bn1
+    backbone.bottom_up.res{2..5}.j.convN[.norm]   -> backbone.layer{1..4}.j.convN / .bnN
+    backbone.bottom_up.res{2..5}.j.shortcut[.norm]-> backbone.layer{1..4}.j.downsample.0 / .1
+    backbone.fpn_lateral{3,4,5} / fpn_output{3,4,5} -> fpn.lateral.{0,1,2} / fpn.output.{0,1,2}
+    backbone.top_block.p6 / p7                    -> fpn.p6 / fpn.p7
+    proposal_generator.fcos.fcos_head.*           -> head.* (ctrness -> centerness)
+    proposal_generator.fcpose_head.atten_producer -> head.controller ([2737, 2304] -> [2737, 256, 3, 3]:
+                                                     F.unfold is channel-major, c * 9 + ky * 3 + kx)
+    proposal_generator.basis_module.refine / tower -> keypoint_branch.refine / tower
+    proposal_generator.fcpose_head.sizes_of_interest -> config model.keypoint.rel_coord_norm (and
+                                                     model.fcos.sizes_of_interest, input.max_size_train)
+
+Dropped, and listed in the report: the basis module's training-only auxiliary heads (``seg_head``,
+``p3_logits``, ``upsampler``, ``p1_logits``), which no inference output depends on, and
+``num_batches_tracked`` counters of frozen backbone norms if a file has them.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import numpy as np
+import torch
+
+from .config import FCPoseConfig, load_config, to_dict
 from .errors import CheckpointError
 
 OFFICIAL_MARKER = "proposal_generator.fcpose_head."
+PRESET_BY_DEPTH = {50: "fcpose_r50_official", 101: "fcpose_r101_official"}
+RES4_BLOCKS = {6: 50, 23: 101}
+AUX_PREFIXES = tuple(f"proposal_generator.basis_module.{name}." for name in
+                     ("seg_head", "p3_logits", "upsampler", "p1_logits"))
+SIZES_KEY = "proposal_generator.fcpose_head.sizes_of_interest"
+
+_RULES: list[tuple[re.Pattern, Any]] = [
+    (re.compile(r"backbone\.bottom_up\.stem\.conv1\.weight"), lambda m: "backbone.conv1.weight"),
+    (re.compile(r"backbone\.bottom_up\.stem\.conv1\.norm\.(weight|bias|running_mean|running_var)"),
+     lambda m: f"backbone.bn1.{m[1]}"),
+    (re.compile(r"backbone\.bottom_up\.res([2-5])\.(\d+)\.conv([1-3])\.weight"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"),
+    (re.compile(r"backbone\.bottom_up\.res([2-5])\.(\d+)\.conv([1-3])\.norm\.(weight|bias|running_mean|running_var)"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"),
+    (re.compile(r"backbone\.bottom_up\.res([2-5])\.(\d+)\.shortcut\.weight"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"),
+    (re.compile(r"backbone\.bottom_up\.res([2-5])\.(\d+)\.shortcut\.norm\.(weight|bias|running_mean|running_var)"),
+     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"),
+    (re.compile(r"backbone\.fpn_(lateral|output)([3-5])\.(weight|bias)"),
+     lambda m: f"fpn.{m[1]}.{int(m[2]) - 3}.{m[3]}"),
+    (re.compile(r"backbone\.top_block\.(p6|p7)\.(weight|bias)"), lambda m: f"fpn.{m[1]}.{m[2]}"),
+    (re.compile(r"proposal_generator\.fcos\.fcos_head\.((?:cls|bbox)_tower\.\d+\.(?:weight|bias))"),
+     lambda m: f"head.{m[1]}"),
+    (re.compile(r"proposal_generator\.fcos\.fcos_head\.(cls_logits|bbox_pred)\.(weight|bias)"),
+     lambda m: f"head.{m[1]}.{m[2]}"),
+    (re.compile(r"proposal_generator\.fcos\.fcos_head\.ctrness\.(weight|bias)"), lambda m: f"head.centerness.{m[1]}"),
+    (re.compile(r"proposal_generator\.fcos\.fcos_head\.scales\.(\d+)\.scale"), lambda m: f"head.scales.{m[1]}.scale"),
+    (re.compile(r"proposal_generator\.fcpose_head\.atten_producer\.(weight|bias)"),
+     lambda m: f"head.controller.{m[1]}"),
+    (re.compile(r"proposal_generator\.basis_module\.((?:refine|tower)\.\S+)"), lambda m: f"keypoint_branch.{m[1]}"),
+]
+# Frozen (detectron2 FrozenBatchNorm2d) backbone norms have no step counter; drop one if a file has it.
+_FROZEN_COUNTER = re.compile(r"backbone\.bottom_up\.(stem|res[2-5]\.\d+)\.(conv[1-3]|shortcut)?\.?norm\."
+                             r"num_batches_tracked")
 
 
 def official_state_dict(obj: Any) -> dict | None:
@@ -21,5 +87,153 @@ def is_official_checkpoint(obj: Any) -> bool:
     return official_state_dict(obj) is not None
 
 
+def official_key_to_fcpose(key: str) -> str | None:
+    """The fcpose name of an official state-dict entry, or None if it has no counterpart."""
+    for pattern, target in _RULES:
+        m = pattern.fullmatch(key)
+        if m:
+            return target(m)
+    return None
+
+
+def detect_depth(sd: dict, source: str = "checkpoint") -> int:
+    """ResNet depth of an official state dict from its number of res4 blocks (6: R-50, 23: R-101)."""
+    blocks = {int(m[1]) for k in sd if (m := re.match(r"backbone\.bottom_up\.res4\.(\d+)\.", str(k)))}
+    if not blocks:
+        raise CheckpointError(f"{source}: official FCPose checkpoint without backbone.bottom_up.res4.* entries "
+                              f"(only ResNet-50/101 FCPose checkpoints can be converted)")
+    if len(blocks) not in RES4_BLOCKS:
+        raise CheckpointError(f"{source}: the backbone has {len(blocks)} res4 blocks; only ResNet-50 (6) and "
+                              f"ResNet-101 (23) FCPose checkpoints can be converted")
+    return RES4_BLOCKS[len(blocks)]
+
+
+def _as_tensor(key: str, value: Any, source: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"{source}: entry {key} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _expected_state(cfg: FCPoseConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of the state dict of the model ``cfg`` describes (built without memory)."""
+    from .model.fcpose import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+def _listing(keys: list[str]) -> str:
+    return ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+
+
 def convert_official(obj: Any, source: str = "checkpoint") -> dict:
-    raise CheckpointError(f"{source} is an official AdelaiDet checkpoint; converting it is not implemented yet")
+    """An official AdelaiDet FCPose checkpoint (loaded dict) -> an fcpose checkpoint dict.
+
+    The result is what :func:`fcpose.engine.checkpoint.save_checkpoint` writes (``format``, ``version``,
+    ``config``, ``model``), plus a ``conversion`` report: the source, the preset used, the dropped entries
+    and the number of tensors upcast to float32.
+    """
+    sd = official_state_dict(obj)
+    if sd is None:
+        raise CheckpointError(f"{source} is not an official AdelaiDet FCPose checkpoint (no {OFFICIAL_MARKER}* "
+                              f"entries)")
+    depth = detect_depth(sd, source)
+    preset = PRESET_BY_DEPTH[depth]
+
+    if SIZES_KEY not in sd:
+        raise CheckpointError(f"{source}: missing keys: {SIZES_KEY}")
+    sizes = _as_tensor(SIZES_KEY, sd[SIZES_KEY], source).reshape(-1).tolist()
+    if len(sizes) != 5 or any(v <= 0 for v in sizes):
+        raise CheckpointError(f"{source}: {SIZES_KEY} should hold 5 positive values, got {sizes}")
+    overrides = {"model": {"fcos": {"sizes_of_interest": [int(v) for v in sizes[:4]]},
+                           "keypoint": {"rel_coord_norm": [float(v) for v in sizes]}},
+                 "input": {"max_size_train": int(sizes[4])}}
+    cfg = load_config(preset, overrides)
+    expected = _expected_state(cfg)
+
+    out: dict[str, torch.Tensor] = {}
+    seen: set[str] = set()
+    unknown, dropped, shapes = [], [], []
+    upcast = 0
+    for key, value in sd.items():
+        key = str(key)
+        if key == SIZES_KEY:
+            continue
+        if key.startswith(AUX_PREFIXES) or _FROZEN_COUNTER.fullmatch(key):
+            dropped.append(key)
+            continue
+        name = official_key_to_fcpose(key)
+        if name is None or name not in expected:
+            unknown.append(key)
+            continue
+        if name in seen:
+            unknown.append(key)
+            continue
+        seen.add(name)
+        tensor = _as_tensor(key, value, source).detach().cpu()
+        shape, dtype = expected[name]
+        if tensor.is_floating_point():
+            if tensor.dtype != torch.float32:
+                upcast += 1
+            tensor = tensor.to(torch.float32)
+        elif dtype.is_floating_point or tensor.dtype == torch.bool:
+            shapes.append(f"{key} has dtype {tensor.dtype}")
+            continue
+        else:
+            tensor = tensor.to(dtype)
+        if name == "head.controller.weight" and tensor.dim() == 2:
+            if tensor.shape[0] != shape[0] or tensor.shape[1] != int(np.prod(shape[1:])):
+                shapes.append(f"{key} {tuple(tensor.shape)} vs {(shape[0], int(np.prod(shape[1:])))}")
+                continue
+            tensor = tensor.reshape(shape)
+        if tuple(tensor.shape) != shape:
+            shapes.append(f"{key} {tuple(tensor.shape)} vs {shape}")
+            continue
+        out[name] = tensor.contiguous()
+    missing = [fcpose_key_to_official(k) for k in expected if k not in seen]
+    if unknown or missing or shapes:
+        parts = []
+        for label, keys in (("unknown keys", unknown), ("missing keys", missing), ("wrong shapes/dtypes", shapes)):
+            if keys:
+                parts.append(f"{label}: {_listing(keys)}")
+        raise CheckpointError(f"{source} does not match the official FCPose R-{depth} layout; " + "; ".join(parts))
+
+    report = {"source": source, "preset": preset, "depth": depth, "sizes_of_interest": [int(v) for v in sizes],
+              "entries": len(sd), "converted": len(out), "upcast_to_float32": upcast, "dropped": dropped,
+              "note": "dropped: training-only auxiliary heads of the basis module (seg_head, p3_logits, "
+                      "upsampler, p1_logits); no inference output depends on them"}
+    cfg.name = preset
+    return {"format": "fcpose", "version": 1, "config": to_dict(cfg), "model": out, "step": None,
+            "metrics": {}, "conversion": report}
+
+
+_INVERSE_RULES: list[tuple[re.Pattern, Any]] = [
+    (re.compile(r"backbone\.conv1\.weight"), lambda m: "backbone.bottom_up.stem.conv1.weight"),
+    (re.compile(r"backbone\.bn1\.(\w+)"), lambda m: f"backbone.bottom_up.stem.conv1.norm.{m[1]}"),
+    (re.compile(r"backbone\.layer(\d)\.(\d+)\.conv(\d)\.weight"),
+     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight"),
+    (re.compile(r"backbone\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)"),
+     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
+    (re.compile(r"backbone\.layer(\d)\.(\d+)\.downsample\.0\.weight"),
+     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
+    (re.compile(r"backbone\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)"),
+     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
+    (re.compile(r"fpn\.(lateral|output)\.(\d)\.(\w+)"), lambda m: f"backbone.fpn_{m[1]}{int(m[2]) + 3}.{m[3]}"),
+    (re.compile(r"fpn\.(p6|p7)\.(\w+)"), lambda m: f"backbone.top_block.{m[1]}.{m[2]}"),
+    (re.compile(r"head\.centerness\.(\w+)"), lambda m: f"proposal_generator.fcos.fcos_head.ctrness.{m[1]}"),
+    (re.compile(r"head\.controller\.(\w+)"), lambda m: f"proposal_generator.fcpose_head.atten_producer.{m[1]}"),
+    (re.compile(r"head\.(\S+)"), lambda m: f"proposal_generator.fcos.fcos_head.{m[1]}"),
+    (re.compile(r"keypoint_branch\.(\S+)"), lambda m: f"proposal_generator.basis_module.{m[1]}"),
+]
+
+
+def fcpose_key_to_official(name: str) -> str:
+    """Inverse of :func:`official_key_to_fcpose` (used to name missing entries as the official file would)."""
+    for pattern, target in _INVERSE_RULES:
+        m = pattern.fullmatch(name)
+        if m:
+            return target(m)
+    return name

@@ -21,7 +21,7 @@ def require(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def coco_tiny() -> Path:
     return require(COCO_TINY / "person_keypoints.json").parent
 
@@ -31,7 +31,7 @@ def demo_video() -> Path:
     return require(DEMO_VIDEO)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def golden() -> Path:
     return require(GOLDEN / "NOTES.md").parent
 

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,15 +55,39 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | N
     return atomic_save(payload, path)
 
 
+def _numpy_safe_globals() -> list:
+    """The globals a pickled numpy array or scalar needs, under numpy 1.x and 2.x module names.
+
+    Rebuilding an array or scalar of a plain dtype runs no user code; an object array would still need
+    its elements' globals, which stay forbidden. detectron2-style checkpoints may hold numpy arrays.
+    """
+    multiarray = getattr(np, "_core", None) or np.core
+    reconstruct, scalar = multiarray.multiarray._reconstruct, multiarray.multiarray.scalar
+    out: list = [np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25 pickles a dtype's class too
+    for name in getattr(dtypes, "__all__", []):
+        cls = getattr(dtypes, name)
+        if isinstance(cls, type) and issubclass(cls, np.dtype) and issubclass(cls.type, (np.number, np.bool_)):
+            out.append(cls)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out += [(reconstruct, f"{module}._reconstruct"), (scalar, f"{module}.scalar")]
+    return out
+
+
 def safe_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` and one-line errors for missing/corrupt/unsafe files."""
+    """``torch.load`` with ``weights_only=True`` and one-line errors for missing/corrupt/unsafe files.
+
+    Besides tensors and plain containers, numpy arrays and scalars are allowed (see
+    :func:`_numpy_safe_globals`); nothing else that a pickle could name is.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
@@ -79,7 +104,14 @@ def is_fcpose_checkpoint(obj: Any) -> bool:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly."""
+    """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly.
+
+    ``path`` may also be a model-zoo name (``fcpose_r50_official``, see :mod:`fcpose.zoo`): its file is
+    downloaded to the cache on first use.
+    """
+    from ..zoo import resolve_weights
+
+    path = resolve_weights(path)
     obj = safe_load(path)
     if is_fcpose_checkpoint(obj):
         if not isinstance(obj.get("model"), dict) or not isinstance(obj.get("config"), dict):

@@ -1,0 +1,90 @@
+"""The official AdelaiDet keypoint branch ("basis module"): F and the refinement offsets from P3-P5.
+
+Each of P3, P4, P5 goes through its own ``refine`` block (conv3x3 without bias + norm + ReLU, to
+``channels``); the P4 and P5 branches are brought to P3's resolution with :func:`aligned_bilinear` and
+summed onto the P3 branch. A ``tower`` of ``num_convs`` x (conv3x3 without bias + norm + ReLU) and a 1x1
+conv then gives ``feat_channels`` basis channels (F) followed by ``2K`` offset channels (dx_k, dy_k
+interleaved, in input pixels), all at stride 8.
+
+The official module also holds auxiliary heads used only by its training losses (``seg_head``,
+``p3_logits``, ``upsampler``, ``p1_logits``). They play no part in the outputs and are not built here;
+:mod:`fcpose.convert` drops their checkpoint entries by name and lists them in its report.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .norm import get_norm
+
+
+def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
+    """Upsample ``[B, C, H, W]`` by an integer ``factor`` to ``[B, C, factor*H, factor*W]`` so that input
+    cell centres land on output cell centres (CondInst / AdelaiDet ``aligned_bilinear``).
+
+    Steps: replicate-pad one row/column at the bottom/right, bilinear resize with ``align_corners=True`` to
+    ``(factor*H + 1, factor*W + 1)``, replicate-pad ``factor // 2`` rows/columns at the top/left, crop to
+    ``factor*H x factor*W``.
+    """
+    if factor < 1 or int(factor) != factor:
+        raise ValueError(f"aligned_bilinear needs a positive integer factor, got {factor}")
+    factor = int(factor)
+    if factor == 1:
+        return x
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
+    half = factor // 2
+    x = F.pad(x, (half, 0, half, 0), mode="replicate")
+    return x[:, :, : factor * h, : factor * w]
+
+
+def _conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> nn.Sequential:
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    return nn.Sequential(conv, get_norm(norm, out_channels), nn.ReLU(inplace=True))
+
+
+class BasisModule(nn.Module):
+    """Official FCPose keypoint branch; same interface as :class:`~fcpose.model.keypoint_branch.KeypointBranch`.
+
+    Args:
+        in_channels: channels of the pyramid levels (256).
+        num_keypoints: K; the output has ``2K`` offset channels.
+        channels: width of the refine blocks and the tower (128).
+        num_convs: conv3x3 blocks in the tower (4).
+        norm: "BN" (eval: running statistics) or "SyncBN" (what the official code trains with); "GN" works too.
+        feat_channels: channels of F (the 32 bases).
+        num_inputs: pyramid levels fused, from P3 up (3: P3, P4, P5).
+
+    Parameter names follow the official checkpoint (``refine.i.{0,1}``, ``tower.j.{0,1}``, ``tower.<last>``).
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int, *, channels: int = 128, num_convs: int = 4,
+                 norm: str = "BN", feat_channels: int = 32, num_inputs: int = 3):
+        super().__init__()
+        self.refine = nn.ModuleList(_conv_norm_relu(in_channels, channels, norm) for _ in range(num_inputs))
+        tower: list[nn.Module] = [_conv_norm_relu(channels, channels, norm) for _ in range(num_convs)]
+        out = nn.Conv2d(channels, feat_channels + 2 * num_keypoints, 1)
+        nn.init.kaiming_uniform_(out.weight, a=1)
+        nn.init.constant_(out.bias, 0)
+        tower.append(out)
+        self.tower = nn.Sequential(*tower)
+        self.feat_channels = feat_channels
+        self.num_keypoints = num_keypoints
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``)."""
+        x = self.refine[0](features[0])
+        h, w = x.shape[-2:]
+        for level in range(1, len(self.refine)):
+            y = self.refine[level](features[level])
+            factor = h // y.shape[-2]
+            if factor * y.shape[-2] != h or factor * y.shape[-1] != w:
+                raise ValueError(f"the basis module needs input sizes divisible by the pyramid strides; level "
+                                 f"{level} is {tuple(y.shape[-2:])} for a P3 of {(h, w)} (pad the input to a "
+                                 f"multiple of 32)")
+            x = x + aligned_bilinear(y, factor)
+        out = self.tower(x)
+        return out[:, : self.feat_channels], out[:, self.feat_channels :]

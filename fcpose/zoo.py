@@ -1,0 +1,126 @@
+"""Model zoo: names that stand for released checkpoints, downloaded on first use.
+
+``fcpose predict --weights fcpose_r50_official`` (or ``Predictor.from_checkpoint("fcpose_r50_official")``)
+looks for the file in the cache folder (``$FCPOSE_CACHE``, default ``~/.cache/fcpose``), downloads it
+there over plain HTTPS if it is absent (to a temporary file, renamed when complete), checks its SHA-256 when
+one is recorded, and returns its path. The official files are AdelaiDet checkpoints, converted on loading.
+Without network access it fails with one line saying where to put the file by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError
+
+HF_BASE = "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    filename: str  # file name in the cache folder
+    url: str
+    preset: str
+    sha256: str | None = None  # unknown for the official files: printed after the first download
+    description: str = ""
+
+
+MODEL_ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        ZooEntry("fcpose_r50_official", "fcpose50.pth", HF_BASE + "fcpose50.pth", "fcpose_r50_official",
+                 description="AdelaiDet FCPose_R50_3x, 65.2 keypoint AP (COCO val2017)"),
+        ZooEntry("fcpose_r101_official", "fcpose101.pth", HF_BASE + "fcpose101.pth", "fcpose_r101_official",
+                 description="AdelaiDet FCPose_R101_3x, 67.0 keypoint AP (COCO val2017)"),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """``$FCPOSE_CACHE`` if set, else ``~/.cache/fcpose``."""
+    env = os.environ.get("FCPOSE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fcpose"
+
+
+def is_zoo_name(name: str | os.PathLike) -> bool:
+    return isinstance(name, str) and name in MODEL_ZOO
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> str:
+    """Download ``url`` to ``dest`` through a temporary file in the same folder; returns the SHA-256.
+
+    Raises ``OSError``/``urllib.error.URLError`` on network problems (nothing is left behind).
+    """
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    h = hashlib.sha256()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "fcpose"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            print(f"downloading {url} to {dest}", file=sys.stderr)  # only once connected: offline = one line
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                      disable=not progress, file=sys.stderr) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    h.update(block)
+                    bar.update(len(block))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return h.hexdigest()
+
+
+def fetch(name: str, *, progress: bool = True) -> Path:
+    """Path of the zoo checkpoint ``name`` in the cache, downloading it first if needed."""
+    if name not in MODEL_ZOO:
+        raise CheckpointError(f"unknown model-zoo name '{name}' (known: {', '.join(sorted(MODEL_ZOO))})")
+    entry = MODEL_ZOO[name]
+    path = cache_dir() / entry.filename
+    if path.is_file():
+        if entry.sha256 and sha256_of(path) != entry.sha256:
+            raise CheckpointError(f"{path} does not have the expected SHA-256 of {name} ({entry.sha256}); delete "
+                                  f"it to download it again")
+        return path
+    try:
+        digest = download(entry.url, path, progress=progress)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", None) or exc).strip().splitlines()
+        reason = reason[0] if reason else type(exc).__name__
+        raise CheckpointError(f"cannot download {name} from {entry.url} ({reason});"
+                              f" download it by hand and save it as {path} (or set FCPOSE_CACHE to the folder "
+                              f"that holds {entry.filename})") from None
+    if entry.sha256 and digest != entry.sha256:
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"the download of {name} has SHA-256 {digest}, expected {entry.sha256}; the file "
+                              f"was deleted")
+    print(f"saved {path} (sha256 {digest})", file=sys.stderr)
+    return path
+
+
+def resolve_weights(weights: str | os.PathLike) -> Path:
+    """A checkpoint path as given, or the cached file of a model-zoo name (a file of that name wins)."""
+    path = Path(weights)
+    if is_zoo_name(weights) and not path.exists():
+        return fetch(str(weights))
+    return path
+

@@ -1,0 +1,241 @@
+"""Official AdelaiDet checkpoint conversion, safe loading, the model zoo and ``fcpose convert``.
+
+No test touches the network: downloads are served from local ``file://`` URLs or fail on purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import urllib.error
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fcpose import CheckpointError, Predictor, build_model
+from fcpose.cli import main
+from fcpose.convert import (
+    AUX_PREFIXES,
+    convert_official,
+    fcpose_key_to_official,
+    is_official_checkpoint,
+    official_key_to_fcpose,
+)
+from fcpose.engine.checkpoint import load_model, read_checkpoint, safe_load
+from fcpose.zoo import MODEL_ZOO, cache_dir, fetch, resolve_weights
+
+CKPT = "model_r50_fp16.pth"
+
+
+def read_key_list(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape, dtype, _kind = line.split("\t")
+        dims = () if shape == "scalar" else tuple(int(v) for v in shape.split("x"))
+        rows.append((key, dims, dtype))
+    return rows
+
+
+def fake_state_dict(rows, float_dtype=torch.float16) -> OrderedDict:
+    """Zeros with the listed shapes (floats as ``float_dtype``); sizes_of_interest gets its real values."""
+    sd = OrderedDict()
+    for key, dims, dtype in rows:
+        if key.endswith("sizes_of_interest"):
+            sd[key] = torch.tensor([64, 128, 256, 512, 1333])
+        elif dtype == "int64":
+            sd[key] = torch.zeros(dims, dtype=torch.long)
+        else:
+            sd[key] = torch.zeros((), dtype=float_dtype).expand(dims)
+    return sd
+
+
+@pytest.fixture(scope="module")
+def r50_rows(golden):
+    return read_key_list(golden / "state_dict_keys_r50.txt")
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_key_lists_convert(golden, depth):
+    rows = read_key_list(golden / f"state_dict_keys_r{depth}.txt")
+    header = (golden / f"state_dict_keys_r{depth}.txt").read_text().splitlines()[0]
+    assert f"{len(rows)} entries" in header
+    ckpt = convert_official({"model": fake_state_dict(rows), "__author__": "test"}, source="fake")
+    report = ckpt["conversion"]
+    assert report["preset"] == f"fcpose_r{depth}_official" and report["depth"] == depth
+    aux = [k for k, _, _ in rows if k.startswith(AUX_PREFIXES)]
+    assert sorted(report["dropped"]) == sorted(aux) and len(aux) == 18
+    assert report["converted"] == len(rows) - len(aux) - 1  # sizes_of_interest goes into the config
+    assert report["upcast_to_float32"] == sum(1 for _, _, d in rows if d == "float32") - sum(
+        1 for k, _, d in rows if d == "float32" and k.startswith(AUX_PREFIXES))
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
+    assert ckpt["config"]["model"]["keypoint"]["rel_coord_norm"] == [64.0, 128.0, 256.0, 512.0, 1333.0]
+    # Every element is accounted for: ours + dropped + sizes_of_interest = the official total.
+    total = sum(math.prod(d) for _, d, _ in rows)
+    dropped = sum(math.prod(d) for k, d, _ in rows if k.startswith(AUX_PREFIXES))
+    assert sum(v.numel() for v in ckpt["model"].values()) == total - dropped - 5
+    # Names and shapes are those of the model its config describes (built on the meta device: no memory).
+    from fcpose.engine.checkpoint import config_from_checkpoint
+
+    with torch.device("meta"):
+        own = build_model(config_from_checkpoint(ckpt)).state_dict()
+    assert list(own) == list(ckpt["model"]) or sorted(own) == sorted(ckpt["model"])
+    assert all(own[k].shape == v.shape and own[k].dtype == v.dtype for k, v in ckpt["model"].items())
+    # Official names round-trip through the mapping.
+    for key, _, _ in rows:
+        name = official_key_to_fcpose(key)
+        if name is not None:
+            assert fcpose_key_to_official(name) == key
+
+
+def test_missing_key_is_named(r50_rows):
+    sd = fake_state_dict(r50_rows)
+    del sd["backbone.bottom_up.res4.5.conv2.norm.running_var"]
+    del sd["proposal_generator.basis_module.tower.4.bias"]
+    with pytest.raises(CheckpointError) as info:
+        convert_official(sd, source="x.pth")
+    msg = str(info.value)
+    assert "missing keys" in msg and "backbone.bottom_up.res4.5.conv2.norm.running_var" in msg
+    assert "proposal_generator.basis_module.tower.4.bias" in msg and "\n" not in msg
+
+
+def test_extra_key_is_named(r50_rows):
+    sd = fake_state_dict(r50_rows)
+    sd["proposal_generator.fcpose_head.new_layer.weight"] = torch.zeros(3)
+    sd["backbone.bottom_up.res2.0.conv4.weight"] = torch.zeros(3)
+    with pytest.raises(CheckpointError) as info:
+        convert_official({"model": sd}, source="x.pth")
+    msg = str(info.value)
+    assert "unknown keys" in msg and "proposal_generator.fcpose_head.new_layer.weight" in msg
+    assert "backbone.bottom_up.res2.0.conv4.weight" in msg
+
+
+def test_wrong_shape_and_depth(r50_rows):
+    sd = fake_state_dict(r50_rows)
+    sd["proposal_generator.fcpose_head.atten_producer.weight"] = torch.zeros(2000, 2304)
+    with pytest.raises(CheckpointError, match="atten_producer.weight"):
+        convert_official(sd)
+    sd = fake_state_dict(r50_rows)
+    sd["proposal_generator.fcos.fcos_head.cls_logits.weight"] = torch.zeros(80, 256, 3, 3)
+    with pytest.raises(CheckpointError, match=r"cls_logits.weight \(80, 256, 3, 3\)"):
+        convert_official(sd)
+    sd = fake_state_dict(r50_rows)
+    sd["backbone.bottom_up.res4.9.conv1.weight"] = torch.zeros(256, 1024, 1, 1)
+    with pytest.raises(CheckpointError, match="7 res4 blocks"):
+        convert_official(sd)
+    assert not is_official_checkpoint({"model": {"backbone.conv1.weight": torch.zeros(1)}})
+
+
+def test_numpy_entries_and_bare_state_dict(r50_rows, tmp_path):
+    sd = fake_state_dict(r50_rows)
+    key = "proposal_generator.fcos.fcos_head.scales.2.scale"
+    sd[key] = np.array([1.25], dtype=np.float64)
+    path = tmp_path / "bare_legacy.pth"
+    # A bare state dict (AdelaiDet's remove_optim_from_ckpt.py writes that), in the pre-1.6 file format.
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    ckpt = read_checkpoint(path)
+    assert ckpt["model"]["head.scales.2.scale"].dtype == torch.float32
+    assert ckpt["model"]["head.scales.2.scale"].item() == 1.25
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_unsafe_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"proposal_generator.fcpose_head.x": _Evil()}}, path)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        safe_load(path)
+
+
+def test_golden_checkpoint_converts_and_round_trips(golden, tmp_path, capsys):
+    out = tmp_path / "r50.pt"
+    assert main(["convert", str(golden / CKPT), str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "fcpose_r50_official" in err and "370 of 389" in err and "dropped 18" in err
+    converted = torch.load(out, map_location="cpu", weights_only=True)
+    assert converted["format"] == "fcpose" and converted["conversion"]["upcast_to_float32"] == 360
+    a = load_model(out).state_dict()
+    b = load_model(golden / CKPT).state_dict()  # converted on the fly
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    raw = torch.load(golden / CKPT, map_location="cpu", weights_only=True)["model"]
+    w = raw["proposal_generator.fcpose_head.atten_producer.weight"].float()
+    assert torch.equal(a["head.controller.weight"].reshape(2737, -1), w)
+    assert main(["convert", str(out), str(tmp_path / "again.pt")]) == 2
+    assert "already an fcpose checkpoint" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# Model zoo
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("FCPOSE_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr("fcpose.zoo.urllib.request.urlopen", no_network)
+
+
+def test_zoo_entries():
+    assert MODEL_ZOO["fcpose_r50_official"].url == "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/fcpose50.pth"
+    assert MODEL_ZOO["fcpose_r101_official"].url == "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/fcpose101.pth"
+    assert {e.preset for e in MODEL_ZOO.values()} == {"fcpose_r50_official", "fcpose_r101_official"}
+
+
+def test_zoo_uses_a_preplaced_file(golden, cache, offline):
+    cache.mkdir()
+    (cache / "fcpose50.pth").symlink_to(golden / CKPT)
+    assert resolve_weights("fcpose_r50_official") == cache / "fcpose50.pth"
+    predictor = Predictor.from_checkpoint("fcpose_r50_official")
+    assert predictor.cfg.name == "fcpose_r50_official" and predictor.cfg.model.keypoint.branch == "official"
+
+
+def test_zoo_offline_fails_with_one_line(cache, offline, tmp_path, capsys):
+    with pytest.raises(CheckpointError) as info:
+        fetch("fcpose_r101_official", progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and str(cache / "fcpose101.pth") in msg and "network disabled" in msg
+    assert not cache.exists() or not any(cache.iterdir())  # no partial file left behind
+    image = tmp_path / "x.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["predict", str(image), "--weights", "fcpose_r101_official", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fcpose predict: error: cannot download fcpose_r101_official")
+    assert str(cache / "fcpose101.pth") in err[0]
+
+
+def test_zoo_download_checks_and_renames(cache, tmp_path, monkeypatch, capsys):
+    # The real urlopen, serving a local file:// URL.
+    import hashlib
+
+    payload = tmp_path / "served.bin"
+    payload.write_bytes(b"fcpose" * 1000)
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    entry = dataclasses.replace(MODEL_ZOO["fcpose_r50_official"], url=payload.as_uri())
+    monkeypatch.setitem(MODEL_ZOO, "fcpose_r50_official", entry)
+    path = fetch("fcpose_r50_official", progress=False)
+    assert path == cache_dir() / "fcpose50.pth" and path.read_bytes() == payload.read_bytes()
+    assert digest in capsys.readouterr().err
+    assert sorted(p.name for p in cache.iterdir()) == ["fcpose50.pth"]
+    # A known, wrong hash: the download is deleted.
+    path.unlink()
+    monkeypatch.setitem(MODEL_ZOO, "fcpose_r50_official", dataclasses.replace(entry, sha256="0" * 64))
+    with pytest.raises(CheckpointError, match="expected 0000"):
+        fetch("fcpose_r50_official", progress=False)
+    assert not any(cache.iterdir())
