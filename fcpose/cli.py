@@ -153,6 +153,74 @@ def _cmd_convert(args) -> int:
           f"entries converted, {r['upcast_to_float32']} upcast to float32, sizes_of_interest "
           f"{r['sizes_of_interest']} -> model.keypoint.rel_coord_norm; dropped {len(r['dropped'])} entries of the "
           f"training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits)", file=sys.stderr)
+
+def _parse_persons(text: str) -> list:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "auto":
+            out.append("auto")
+        elif item.isdigit() and int(item) > 0:
+            out.append(int(item))
+        else:
+            raise argparse.ArgumentTypeError(f"--persons takes positive integers or 'auto', got {item!r}")
+    return out
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="latency vs number of people, memory, FLOPs and conv throughput",
+                       description="End-to-end latency split into preprocessing, network, NMS/selection and "
+                                   "dynamic heads + decoding (median/p90 over --runs after --warmup), peak memory, "
+                                   "FPS, network FLOPs and achieved GFLOP/s against a conv probe run in the same "
+                                   "process. An integer in --persons forces exactly that many people through the "
+                                   "dynamic heads (threshold skipped; the N*--candidates-per-person best locations "
+                                   "go through NMS, the N best survivors are kept, topped up with suppressed ones "
+                                   "if needed), so random weights work; 'auto' runs the normal threshold + NMS.")
+    p.add_argument("--config", default=None,
+                   help="preset name or YAML (default fcpose_r50_fpn; with --weights the checkpoint's)")
+    p.add_argument("--weights", default=None, help="checkpoint or model-zoo name (default: random weights)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--size", type=int, default=None, help="test short side (default: the preset's)")
+    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the preset's)")
+    p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
+                   help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="the model as built and the reference decoder (no BN folding, channels-last, fast heads)")
+    p.add_argument("--no-channels-last", action="store_true", help="optimise but keep NCHW weights/activations")
+    p.add_argument("--image", default=None,
+                   help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "
+                        "resized to exactly --size x --max-size)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per entry (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--candidates-per-person", type=int, default=20,
+                   help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
+    p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
+    p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import format_report, run_bench, write_json
+
+    if args.runs < 1 or args.warmup < 0:
+        raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
+    report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
+                       device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
+                       compile=args.compile, optimize=not args.no_optimize,
+                       channels_last=False if args.no_channels_last else None, image=args.image,
+                       threads=args.threads, candidates_per_person=args.candidates_per_person,
+                       probe=not args.no_probe, flops=not args.no_flops, overrides=args.overrides, note=args.note,
+                       log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+    print(format_report(report))
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0
 
 
@@ -186,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_train, _add_eval, _add_convert, _add_synth, _add_presets):
+    for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_convert, _add_synth, _add_presets):
         add(sub)
     return parser
 
