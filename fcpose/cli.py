@@ -33,6 +33,14 @@ def _add_predict(sub) -> None:
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="torch (default), or onnxruntime with --weights MODEL.onnx from `fcpose export`")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="network autocast (torch backend; bf16 needs a CPU with native bf16, fp16 CUDA or AVX512-FP16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="run the model as loaded with the reference decoder (default: folded BN, channels-last, "
+                        "fast dynamic heads)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -43,7 +51,8 @@ def _cmd_predict(args) -> int:
                        device=args.device, size=args.size, max_size=args.max_size, annotations=args.annotations,
                        render=not args.no_render, draw_threshold=args.draw_threshold,
                        keypoint_threshold=args.keypoint_threshold, batch_size=args.batch_size,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, backend=args.backend, precision=args.precision,
+                       compile=args.compile, optimize=not args.no_optimize)
 
 
 def _add_train(sub) -> None:
@@ -224,6 +233,38 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the whole pipeline to ONNX",
+                       description="Exports network, selection, NMS (in the graph, as ONNX NonMaxSuppression), the "
+                                   "dynamic keypoint heads for a dynamic number of people, and keypoint decoding. "
+                                   "Inputs: 'image' float32 [1,3,H,W], normalised (the config's mean/std and channel "
+                                   "order) and zero-padded to multiples of 32, and 'score_threshold' float32 []. "
+                                   "Outputs in network-input pixels: boxes [N,4], scores [N], keypoints [N,K,3], "
+                                   "levels [N], locations [N,2]. `fcpose predict --backend onnxruntime --weights "
+                                   "MODEL.onnx` does the preprocessing and rescaling around it.")
+    p.add_argument("--weights", required=True, help="fcpose checkpoint, official .pth or model-zoo name")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--size", default=None, metavar="HxW",
+                       help="export for this padded input size only (e.g. 800x1344)")
+    group.add_argument("--dynamic", action="store_true", help="any input size (default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before export, e.g. test.max_detections=50 (repeatable)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .engine.checkpoint import load_model
+    from .export.onnx import export_onnx, parse_size
+
+    size = parse_size(args.size) if args.size else None
+    model = load_model(args.weights, device="cpu", overrides=args.overrides)
+    path = export_onnx(model, args.out, size=size, dynamic=size is None)
+    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size)", file=sys.stderr)
+    return 0
+
+
 def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the model presets, or print one as YAML")
     p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
@@ -254,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_convert, _add_synth, _add_presets):
+    for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
+                _add_presets):
         add(sub)
     return parser
 
