@@ -56,7 +56,7 @@ from .errors import InputError
 from .inference.optimize import InferenceRunner, autocast_context, cpu_supports
 from .inference.predictor import Predictor
 
-__all__ = ["run_bench", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
+__all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
            "synthetic_image", "format_report", "write_json"]
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
@@ -89,6 +89,11 @@ def _cpu_times() -> list[int] | None:
         return [int(v) for v in fields[1:9]]
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _loadavg() -> list[float] | None:
@@ -290,7 +295,7 @@ def load_bench_image(image: str | None, min_size: int, max_size: int) -> tuple[n
 # ------------------------------------------------------------------------------------------------
 # The benchmark
 # ------------------------------------------------------------------------------------------------
-def _stats(values: list[float]) -> dict:
+def summarize(values: list[float]) -> dict:
     arr = np.asarray(values, dtype=np.float64)
     return {"median": round(float(np.median(arr)), 3), "p90": round(float(np.percentile(arr, 90)), 3),
             "mean": round(float(arr.mean()), 3), "min": round(float(arr.min()), 3)}
@@ -332,7 +337,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     rh, rw = resize_shape(out_size[0], out_size[1], predictor.min_size, predictor.max_size)
     ph, pw = padded_size(rh, rw, net.size_divisibility)
     say = log or (lambda msg: None)
-    stat0, load0 = _cpu_times(), _loadavg()
+    stat0, load0, own0 = _cpu_times(), _loadavg(), _own_cpu_seconds()
 
     def preprocess():
         tensor, resized = predictor.prepare(picture)
@@ -406,7 +411,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
                                   ("heads", t3, t4)):
                     spans[key].append((b - a) * 1e3)
         entry = {"persons": n, "instances": count}
-        entry.update({f"{k}_ms": _stats(v) for k, v in spans.items()})
+        entry.update({f"{k}_ms": summarize(v) for k, v in spans.items()})
         entry.update(memory.peak_mb())
         entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
         if flops:
@@ -435,8 +440,12 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     if stat0 and stat1:
         delta = [b - a for a, b in zip(stat0, stat1)]
         total = max(1, sum(delta))
+        busy = total - delta[3] - delta[4]
+        own = (_own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
         contention["steal_pct"] = round(100.0 * delta[7] / total, 2)
-        contention["busy_pct"] = round(100.0 * (total - delta[3] - delta[4]) / total, 1)
+        contention["busy_pct"] = round(100.0 * busy / total, 1)
+        # CPU time used by other processes, as a share of all CPUs: > ~5 means the timings are disturbed.
+        contention["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
     report["contention"] = contention
     return report
 
@@ -486,7 +495,8 @@ def format_report(report: dict) -> str:
         lines.append(line)
     c = report.get("contention", {})
     if c:
-        lines.append(f"load average {c.get('loadavg_start')} -> {c.get('loadavg_end')}, steal {c.get('steal_pct')}%")
+        lines.append(f"load average {c.get('loadavg_start')} -> {c.get('loadavg_end')}, steal {c.get('steal_pct')}%, "
+                     f"other processes {c.get('others_cpu_pct')}% of the CPUs")
     return "\n".join(lines)
 
 
