@@ -33,7 +33,7 @@ from ..structures import DenseOutputs, Instances, PoseDetections
 from .fast_decode import decode_people, select_forced
 
 __all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_context", "CompiledNetwork",
-           "InferenceRunner", "cpu_supports"]
+           "InferenceRunner", "cpu_supports", "Float32Branch"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -95,6 +95,22 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class Float32Branch(nn.Module):
+    """Runs ``inner`` in float32 with autocast off (inputs cast to float32), inside an autocast network.
+
+    Optional for the keypoint branch under bf16/fp16 (the 32-channel map F feeds the dynamic heads, whose
+    logits can reach the hundreds); the branch is ~6% of R-50's FLOPs.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features: list[Tensor]):
+        with torch.autocast(device_type=features[0].device.type, enabled=False):
+            return self.inner([f.float() for f in features])
+
+
 class CompiledNetwork:
     """``torch.compile(model)`` that falls back to the eager model, with one warning, if compiling fails."""
 
@@ -126,13 +142,15 @@ class InferenceRunner:
     """Network + decoding of a (possibly optimised) model, as separate timed stages.
 
     ``optimize=True``: :func:`optimize_for_inference` (a folded, channels-last copy unless
-    ``inplace``) and the fast decoder (:mod:`fcpose.inference.fast_decode`); ``optimize=False``: the model
-    as given and the reference :func:`fcpose.postprocess.postprocess`.
+    ``inplace``) and the fast decoder (:mod:`fcpose.inference.fast_decode`); with
+    ``fp32_keypoint_branch`` the keypoint branch stays in float32 under bf16/fp16 (:class:`Float32Branch`;
+    on random R-50 weights it did not reduce the keypoint deviations, see benchmarks/README.md).
+    ``optimize=False``: the model as given and the reference :func:`fcpose.postprocess.postprocess`.
     """
 
     def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", optimize: bool = True,
                  precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
-                 inplace: bool = False):
+                 inplace: bool = False, fp32_keypoint_branch: bool = False):
         self.device = torch.device(device)
         check_precision(self.device, precision)
         model = model.to(self.device).eval()
@@ -141,6 +159,8 @@ class InferenceRunner:
             channels_last = self.optimize
         if self.optimize:
             model = optimize_for_inference(model, channels_last=channels_last, inplace=inplace)
+            if precision != "fp32" and fp32_keypoint_branch:
+                model.keypoint_branch = Float32Branch(model.keypoint_branch)
         elif channels_last:
             raise FCPoseError("channels_last needs optimize=True")
         self.model = model
