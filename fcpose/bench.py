@@ -10,8 +10,10 @@ What one run measures (wall clock, ``time.perf_counter``; on CUDA with a synchro
   heads, peaks, softmax scores, offsets, rescaling and the :class:`PoseDetections` (on the CPU);
 * ``total_ms`` — all of the above, timed as one span.
 
-Each is summarised as median, p90, mean and min over ``runs`` runs after ``warmup`` runs; ``fps`` is
-``1000 / median(total_ms)``.
+Each is summarised as median, p90, mean and min over ``runs`` runs; ``fps`` is ``1000 / median(total_ms)``.
+Every entry first gets ``warmup`` untimed runs (which also measure its peak memory); the timed runs then
+go round-robin over the entries, in a rotating order, so a slow drift of the machine (clocks, other load)
+does not bias the entries measured last.
 
 **Forced-N mode** (an integer in ``persons``): exactly N instances go through the dynamic heads whatever
 the weights (random ones included), so time against people is measured as in the paper's Fig. 6:
@@ -383,36 +385,49 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
         say("compiling")
         runner.network(batch)
         report["compile_failed"] = runner.compile_failed
+    keys = ("total", "preprocess", "network", "nms", "heads")
+    spans = {str(n): {k: [] for k in keys} for n in persons}
+    counts: dict[str, int] = {}
+
+    def run_once(n) -> dict[str, float]:
+        force = None if n == "auto" else int(n)
+        _sync(dev)
+        t0 = time.perf_counter()
+        batch, resized = preprocess()
+        t1 = time.perf_counter()
+        dense = runner.network(batch)
+        _sync(dev)
+        t2 = time.perf_counter()
+        instances, scale = runner.select(dense, params, [resized], [out_size], force, candidates_per_person)
+        _sync(dev)
+        t3 = time.perf_counter()
+        dets = [d.to("cpu") for d in runner.decode(dense, instances, scale, [out_size])]
+        _sync(dev)
+        t4 = time.perf_counter()
+        counts[str(n)] = len(dets[0])
+        return {"total": t4 - t0, "preprocess": t1 - t0, "network": t2 - t1, "nms": t3 - t2, "heads": t4 - t3}
+
+    # Memory first (untimed), one entry at a time: the peak while that many people are decoded.
+    peaks = {}
+    for n in persons:
+        say(f"persons={n}: warm-up and memory")
+        memory.reset()
+        for _ in range(max(1, warmup)):
+            run_once(n)
+        peaks[str(n)] = memory.peak_mb()
+    # Timed runs interleave the entries (rotating their order), so slow drifts of the machine (clock,
+    # other load) spread over all entries instead of biasing the later ones.
+    say(f"timing {runs} rounds of {len(persons)} entries")
+    for r in range(runs):
+        order = list(persons[r % len(persons):]) + list(persons[:r % len(persons)])
+        for n in order:
+            for key, value in run_once(n).items():
+                spans[str(n)][key].append(value * 1e3)
     results = []
     for n in persons:
-        force = None if n == "auto" else int(n)
-        say(f"persons={n}")
-        memory.reset()
-        spans: dict[str, list[float]] = {k: [] for k in ("total", "preprocess", "network", "nms", "heads")}
-        count = 0
-        for i in range(warmup + runs):
-            _sync(dev)
-            t0 = time.perf_counter()
-            batch, resized = preprocess()
-            t1 = time.perf_counter()
-            dense = runner.network(batch)
-            _sync(dev)
-            t2 = time.perf_counter()
-            instances, scale = runner.select(dense, params, [resized], [out_size], force, candidates_per_person)
-            _sync(dev)
-            t3 = time.perf_counter()
-            dets = [d.to("cpu") for d in runner.decode(dense, instances, scale, [out_size])]
-            _sync(dev)
-            t4 = time.perf_counter()
-            count = len(dets[0])
-            del dense, instances, dets
-            if i >= warmup:
-                for key, a, b in (("total", t0, t4), ("preprocess", t0, t1), ("network", t1, t2), ("nms", t2, t3),
-                                  ("heads", t3, t4)):
-                    spans[key].append((b - a) * 1e3)
-        entry = {"persons": n, "instances": count}
-        entry.update({f"{k}_ms": summarize(v) for k, v in spans.items()})
-        entry.update(memory.peak_mb())
+        entry = {"persons": n, "instances": counts[str(n)]}
+        entry.update({f"{k}_ms": summarize(v) for k, v in spans[str(n)].items()})
+        entry.update(peaks[str(n)])
         entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
         if flops:
             entry["network_gflops_per_s"] = round(report["flops"]["network_gflop"] /
@@ -506,4 +521,5 @@ def write_json(report: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+    path.chmod(0o644)  # the atomic write's temporary file is private
     return path
