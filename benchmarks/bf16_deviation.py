@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16"])
     p.add_argument("--persons", type=int, default=20)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fp32-keypoint-branch", action="store_true",
+                   help="keep the keypoint branch in float32 (InferenceRunner(fp32_keypoint_branch=True))")
     p.add_argument("--note", default="")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -75,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             ctrl.bias.copy_(torch.randn(ctrl.bias.shape, generator=gen) * 0.5)
     dev = torch.device(args.device)
     fp32 = InferenceRunner(model, device=dev, optimize=True)
-    low = InferenceRunner(model, device=dev, optimize=True, precision=args.precision)
+    low = InferenceRunner(model, device=dev, optimize=True, precision=args.precision,
+                          fp32_keypoint_branch=args.fp32_keypoint_branch)
+    nchw = InferenceRunner(model, device=dev, optimize=True, channels_last=False)  # fp32 vs fp32: the noise floor
     pre = Predictor(fp32.model, device=dev)
     paths = sorted(Path(args.images).glob("*.jpg")) if Path(args.images).is_dir() else []
     images = [(str(p), read_image(p)) for p in paths] or [("synthetic", synthetic_image(800, 1333))]
     params = DetectionParams.from_config(model.cfg.test)
     kp_dev, kp_score_dev, box_dev, score_dev, overlap, t32, tlow = [], [], [], [], [], [], []
+    floor, gaps, peaks = [], [], []
     for _, image in images:
         tensor, size = pre.prepare(image)
         batch = batch_images([tensor], fp32.model.size_divisibility)
@@ -98,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         a = fp32.decode(dense32, inst, scale, [size])[0]
         b = low.decode(dense_low, inst, scale, [size])[0]  # the same people, reduced-precision maps
         kp_dev.append((a.keypoints[..., :2] - b.keypoints[..., :2]).norm(dim=-1).reshape(-1))
+        c = nchw.decode(nchw.network(batch), inst, scale, [size])[0]
+        floor.append((a.keypoints[..., :2] - c.keypoints[..., :2]).norm(dim=-1).reshape(-1))
+        with torch.inference_mode():
+            top2 = fp32.model.instance_heatmaps(dense32, inst).flatten(2).topk(2, dim=2).values
+        gaps.append(top2[..., 0] - top2[..., 1])
+        peaks.append(top2[..., 0].abs())
         kp_score_dev.append((a.keypoints[..., 2] - b.keypoints[..., 2]).abs().reshape(-1))
         ba, sa = boxes_scores(dense32, inst)
         bb, sb = boxes_scores(dense_low, inst)
@@ -114,17 +125,22 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "note": args.note, "machine": machine_info(dev), "config": model.cfg.name, "weights": args.weights or "random",
-        "precision": args.precision, "persons": args.persons, "images": [n for n, _ in images],
-        "keypoint_xy_px": dist(kp_dev), "keypoint_score_abs": dist(kp_score_dev), "box_coord_px": dist(box_dev),
+        "precision": args.precision, "fp32_keypoint_branch": args.fp32_keypoint_branch,
+        "persons": args.persons, "images": [n for n, _ in images],
+        "keypoint_xy_px": dist(kp_dev),
+        "fp32_nchw_vs_fp32_keypoint_xy_px": dist(floor),  # how much any rounding change moves the peaks
+        "heatmap_top2_logit_gap": dist(gaps), "heatmap_peak_abs_logit": dist(peaks),
+        "keypoint_score_abs": dist(kp_score_dev), "box_coord_px": dist(box_dev),
         "detection_score_abs": dist(score_dev), "selection_overlap": float(np.mean(overlap)),
         "network_ms_fp32": summarize(t32), f"network_ms_{args.precision}": summarize(tlow),
         "speedup": round(float(np.median(t32) / np.median(tlow)), 3),
     }
     out = args.out or RESULTS / f"precision_deviation_{args.precision}.json"
     write_json(report, out)
-    for key in ("keypoint_xy_px", "keypoint_score_abs", "box_coord_px", "detection_score_abs"):
+    for key in ("keypoint_xy_px", "fp32_nchw_vs_fp32_keypoint_xy_px", "keypoint_score_abs", "box_coord_px",
+                "detection_score_abs", "heatmap_top2_logit_gap", "heatmap_peak_abs_logit"):
         r = report[key]
-        print(f"{key:22s} median {r['median']:.4g}  p90 {r['p90']:.4g}  max {r['max']:.4g}")
+        print(f"{key:34s} median {r['median']:.4g}  p90 {r['p90']:.4g}  max {r['max']:.4g}")
     print(f"selection overlap {report['selection_overlap']:.3f}; {args.precision} speed-up {report['speedup']:.2f}x")
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -26,7 +26,8 @@ def load(paths: list[Path]) -> list[dict]:
         if not rows:
             continue
         rows.sort(key=lambda r: r["persons"])
-        label = f"{report['config']} {report.get('variant', '')} {report['precision']}".replace("  ", " ")
+        variant = report.get("variant", "")
+        label = f"{report['config']} {variant}" + ("" if report["precision"] in variant else f" {report['precision']}")
         series.append({"label": label, "persons": [r["persons"] for r in rows],
                        "median": [r["total_ms"]["median"] for r in rows], "p90": [r["total_ms"]["p90"] for r in rows],
                        "device": report["machine"].get("device_name", "")})
