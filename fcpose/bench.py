@@ -318,7 +318,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
               warmup: int = 3, precision: str = "fp32", compile: bool = False, optimize: bool = True,
               channels_last: bool | None = None, image: str | None = None, threads: int | None = None,
               candidates_per_person: int = 20, probe: bool = True, flops: bool = True, probe_runs: int = 5,
-              overrides: list[str] | None = None, note: str = "", log=None) -> dict:
+              overrides: list[str] | None = None, note: str = "", log=None, post_threads: int | None = None) -> dict:
     """Run the benchmark and return the JSON-ready report (see the module docstring)."""
     from .inference.predictor import resolve_device
 
@@ -329,7 +329,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     cfg = model.cfg
     predictor = Predictor(model, device=dev, min_size=size, max_size=max_size)  # preprocessing and params
     runner = InferenceRunner(model, device=dev, optimize=optimize, precision=precision, compile=compile,
-                             channels_last=channels_last, inplace=True)  # the benchmark owns the model
+                             channels_last=channels_last, inplace=True, post_threads=post_threads)  # owns the model
     predictor.runner, predictor.model = runner, runner.model
     del model
     net = runner.model
@@ -362,6 +362,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
         "optimize": bool(optimize),
         "fold_bn": bool(optimize),
         "channels_last": runner.channels_last,
+        "post_threads": post_threads or torch.get_num_threads(),
         "compile": bool(compile),
         "runs": runs,
         "warmup": warmup,

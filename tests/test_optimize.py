@@ -119,3 +119,17 @@ def test_predictor_accepts_arrays_of_any_size_when_optimized(tiny_model):
     fast = fcpose.Predictor(tiny_model, optimize=True, score_threshold=0.0)
     dets = fast(np.zeros((37, 53, 3), dtype=np.uint8))
     assert dets.image_size == (37, 53) and dets.keypoints.shape[1:] == (17, 3)
+
+
+def test_post_threads_restores_thread_count(tiny_model):
+    from fcpose.postprocess import DetectionParams
+
+    before = torch.get_num_threads()
+    runner = InferenceRunner(tiny_model, post_threads=1)
+    plain = InferenceRunner(tiny_model)
+    batch = tiny_model.normalize(torch.rand(1, 3, 96, 128) * 255)
+    params = DetectionParams(score_threshold=0.0, max_detections=5)
+    (a,) = runner(batch, [(96, 128)], [(96, 128)], params)
+    (b,) = plain(batch, [(96, 128)], [(96, 128)], params)
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(a.keypoints, b.keypoints)

@@ -150,7 +150,7 @@ class InferenceRunner:
 
     def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", optimize: bool = True,
                  precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
-                 inplace: bool = False, fp32_keypoint_branch: bool = False):
+                 inplace: bool = False, fp32_keypoint_branch: bool = False, post_threads: int | None = None):
         self.device = torch.device(device)
         check_precision(self.device, precision)
         model = model.to(self.device).eval()
@@ -168,6 +168,22 @@ class InferenceRunner:
         self.precision = precision
         self.network_fn = CompiledNetwork(model) if compile else model
         self.compile = bool(compile)
+        self.post_threads = post_threads
+
+    @contextlib.contextmanager
+    def _post_threads(self):
+        """Intra-op threads for selection/NMS/heads: many small ops, each an OpenMP barrier. On a core shared
+        with another busy process every barrier can wait a scheduler slice, so ``post_threads=1`` is far
+        more robust there (and costs ~2x on those stages on an idle 2-core machine)."""
+        if not self.post_threads or self.device.type != "cpu" or self.post_threads == torch.get_num_threads():
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.post_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     @property
     def compile_failed(self) -> str | None:
@@ -184,7 +200,7 @@ class InferenceRunner:
     def select(self, dense: DenseOutputs, params: DetectionParams, input_sizes, output_sizes,
                force: int | None = None, candidates_per_person: int = 20) -> tuple[Instances, Tensor]:
         """Threshold, top-k, NMS (or the forced-N selection of :func:`select_forced`) and boxes in output pixels."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._post_threads():
             if force is not None:
                 return select_forced(dense, params, force, candidates_per_person, input_sizes, output_sizes)
             instances = select_instances(dense, params)
@@ -193,13 +209,13 @@ class InferenceRunner:
     def decode(self, dense: DenseOutputs, instances: Instances, scale: Tensor, output_sizes
                ) -> list[PoseDetections]:
         """Dynamic heads, peaks and offsets of the selected instances -> one detection set per image."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._post_threads():
             return decode_people(self.model, dense, instances, scale, output_sizes, fast=self.optimize)
 
     def __call__(self, batch: Tensor, input_sizes, output_sizes, params: DetectionParams) -> list[PoseDetections]:
         dense = self.network(batch)
         if not self.optimize:  # the reference decoder, under the network's autocast (it reads bf16/fp16 maps)
-            with torch.inference_mode(), autocast_context(self.device, self.precision):
+            with torch.inference_mode(), autocast_context(self.device, self.precision), self._post_threads():
                 return postprocess(self.model, dense, input_sizes, output_sizes, params)
         instances, scale = self.select(dense, params, input_sizes, output_sizes)
         return self.decode(dense, instances, scale, output_sizes)
