@@ -206,6 +206,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--runs", type=int, default=20, help="timed runs per entry (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--post-threads", type=int, default=None,
+                   help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
     p.add_argument("--candidates-per-person", type=int, default=20,
                    help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
     p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
@@ -226,6 +228,7 @@ def _cmd_bench(args) -> int:
                        channels_last=False if args.no_channels_last else None, image=args.image,
                        threads=args.threads, candidates_per_person=args.candidates_per_person,
                        probe=not args.no_probe, flops=not args.no_flops, overrides=args.overrides, note=args.note,
+                       post_threads=args.post_threads,
                        log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
     print(format_report(report))
     if args.json:
