@@ -8,7 +8,7 @@ Writes ``benchmarks/results/people_<preset>_<device>_<variant>.json`` (the forma
 see :mod:`fcpose.bench`) and prints each report's table. Variants: ``optimized`` (folded BN, channels-last,
 fast dynamic heads; what ``fcpose predict`` runs), ``reference`` (the model as built and the reference
 decoder), ``bf16`` / ``fp16`` (optimised + autocast), ``nchw`` (optimised without channels-last), ``compile``
-(optimised + torch.compile).
+(optimised + torch.compile), ``post1`` (optimised, selection/NMS/heads on one thread).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ VARIANTS = {
     "fp16": {"precision": "fp16"},
     "nchw": {"channels_last": False},
     "compile": {"compile": True},
+    "post1": {"post_threads": 1},
 }
 
 
