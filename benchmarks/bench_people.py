@@ -2,7 +2,7 @@
 
     python benchmarks/bench_people.py                       # all presets, optimised fp32, CPU
     python benchmarks/bench_people.py --presets fcpose_r50_fpn --variants optimized,reference,bf16,nchw
-    python benchmarks/bench_people.py --weights model.pt --presets my_run   # a checkpoint instead of a preset
+    python benchmarks/bench_people.py --weights model.pt --presets my_run   # a checkpoint (name used for the file)
 
 Writes ``benchmarks/results/people_<preset>_<device>_<variant>.json`` (the format of ``fcpose bench --json``,
 see :mod:`fcpose.bench`) and prints each report's table. Variants: ``optimized`` (folded BN, channels-last,
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated (default {','.join(PRESETS)})")
     p.add_argument("--weights", default=None, help="a checkpoint to benchmark instead of random weights")
     p.add_argument("--variants", default="optimized", help=f"comma-separated from {','.join(VARIANTS)}")
-    p.add_argument("--persons", default="1,5,10,20,50")
+    p.add_argument("--persons", default="1,5,10,20,50", help="comma-separated counts; 'auto' = normal threshold + NMS")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="stored in every JSON, e.g. 'preliminary: busy machine'")
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
-    persons = [int(v) for v in args.persons.split(",")]
+    persons = [v if v == "auto" else int(v) for v in args.persons.split(",")]
     known = set(list_presets())
     for preset in args.presets.split(","):
         if not args.weights and preset not in known:
