@@ -314,8 +314,9 @@ def select_forced(dense: DenseOutputs, params: DetectionParams, num: int, candid
     The score threshold is skipped. Per level the ``pre_nms_topk`` best locations are taken as usual; of
     those, the ``num * candidates_per_person`` best over all levels (all of them if
     ``candidates_per_person`` is 0) go through the same NMS as in normal inference, so the NMS workload
-    grows with the number of people as it does with a trained model (about 10-30 candidates per person
-    pass the 0.05 threshold). The ``num`` best kept boxes are used; if NMS kept fewer, the best suppressed
+    grows with the number of people as it does with a trained model (the default 20 is an assumption —
+    about the FCOS locations around a person's centre that fire — not a measured figure). The ``num``
+    best kept boxes are used; if NMS kept fewer, the best suppressed
     candidates fill up to ``num``. Boxes are scaled to ``output_sizes`` and clipped but never dropped.
 
     Returns the instances (boxes in output pixels) and their ``[N, 2]`` scale factors, like
