@@ -33,6 +33,14 @@ def _add_predict(sub) -> None:
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="torch (default), or onnxruntime with --weights MODEL.onnx from `fcpose export`")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="network autocast (torch backend; bf16 needs a CPU with native bf16, fp16 CUDA or AVX512-FP16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="run the model as loaded with the reference decoder (default: folded BN, channels-last, "
+                        "fast dynamic heads)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -43,7 +51,8 @@ def _cmd_predict(args) -> int:
                        device=args.device, size=args.size, max_size=args.max_size, annotations=args.annotations,
                        render=not args.no_render, draw_threshold=args.draw_threshold,
                        keypoint_threshold=args.keypoint_threshold, batch_size=args.batch_size,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, backend=args.backend, precision=args.precision,
+                       compile=args.compile, optimize=not args.no_optimize)
 
 
 def _add_train(sub) -> None:
@@ -153,6 +162,109 @@ def _cmd_convert(args) -> int:
           f"entries converted, {r['upcast_to_float32']} upcast to float32, sizes_of_interest "
           f"{r['sizes_of_interest']} -> model.keypoint.rel_coord_norm; dropped {len(r['dropped'])} entries of the "
           f"training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits)", file=sys.stderr)
+
+def _parse_persons(text: str) -> list:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "auto":
+            out.append("auto")
+        elif item.isdigit() and int(item) > 0:
+            out.append(int(item))
+        else:
+            raise argparse.ArgumentTypeError(f"--persons takes positive integers or 'auto', got {item!r}")
+    return out
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="latency vs number of people, memory, FLOPs and conv throughput",
+                       description="End-to-end latency split into preprocessing, network, NMS/selection and "
+                                   "dynamic heads + decoding (median/p90 over --runs after --warmup), peak memory, "
+                                   "FPS, network FLOPs and achieved GFLOP/s against a conv probe run in the same "
+                                   "process. An integer in --persons forces exactly that many people through the "
+                                   "dynamic heads (threshold skipped; the N*--candidates-per-person best locations "
+                                   "go through NMS, the N best survivors are kept, topped up with suppressed ones "
+                                   "if needed), so random weights work; 'auto' runs the normal threshold + NMS.")
+    p.add_argument("--config", default=None,
+                   help="preset name or YAML (default fcpose_r50_fpn; with --weights the checkpoint's)")
+    p.add_argument("--weights", default=None, help="checkpoint or model-zoo name (default: random weights)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--size", type=int, default=None, help="test short side (default: the preset's)")
+    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the preset's)")
+    p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
+                   help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="the model as built and the reference decoder (no BN folding, channels-last, fast heads)")
+    p.add_argument("--no-channels-last", action="store_true", help="optimise but keep NCHW weights/activations")
+    p.add_argument("--image", default=None,
+                   help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "
+                        "resized to exactly --size x --max-size)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per entry (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--post-threads", type=int, default=None,
+                   help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
+    p.add_argument("--candidates-per-person", type=int, default=20,
+                   help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
+    p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
+    p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import format_report, run_bench, write_json
+
+    if args.runs < 1 or args.warmup < 0:
+        raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
+    report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
+                       device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
+                       compile=args.compile, optimize=not args.no_optimize,
+                       channels_last=False if args.no_channels_last else None, image=args.image,
+                       threads=args.threads, candidates_per_person=args.candidates_per_person,
+                       probe=not args.no_probe, flops=not args.no_flops, overrides=args.overrides, note=args.note,
+                       post_threads=args.post_threads,
+                       log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+    print(format_report(report))
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the whole pipeline to ONNX",
+                       description="Exports network, selection, NMS (in the graph, as ONNX NonMaxSuppression), the "
+                                   "dynamic keypoint heads for a dynamic number of people, and keypoint decoding. "
+                                   "Inputs: 'image' float32 [1,3,H,W], normalised (the config's mean/std and channel "
+                                   "order) and zero-padded to multiples of 32, and 'score_threshold' float32 []. "
+                                   "Outputs in network-input pixels: boxes [N,4], scores [N], keypoints [N,K,3], "
+                                   "levels [N], locations [N,2]. `fcpose predict --backend onnxruntime --weights "
+                                   "MODEL.onnx` does the preprocessing and rescaling around it.")
+    p.add_argument("--weights", required=True, help="fcpose checkpoint, official .pth or model-zoo name")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--size", default=None, metavar="HxW",
+                       help="export for this padded input size only (e.g. 800x1344)")
+    group.add_argument("--dynamic", action="store_true", help="any input size (default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before export, e.g. test.max_detections=50 (repeatable)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .engine.checkpoint import load_model
+    from .export.onnx import export_onnx, parse_size
+
+    size = parse_size(args.size) if args.size else None
+    model = load_model(args.weights, device="cpu", overrides=args.overrides)
+    path = export_onnx(model, args.out, size=size, dynamic=size is None)
+    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size)", file=sys.stderr)
     return 0
 
 
@@ -186,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_train, _add_eval, _add_convert, _add_synth, _add_presets):
+    for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
+                _add_presets):
         add(sub)
     return parser
 

@@ -9,8 +9,9 @@ import torch
 
 from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
 from ..errors import FCPoseError, InputError
-from ..postprocess import DetectionParams, postprocess
+from ..postprocess import DetectionParams
 from ..structures import PoseDetections
+from .optimize import InferenceRunner
 from .sources import read_image
 
 
@@ -29,13 +30,20 @@ class Predictor:
     Images are resized so the short side is ``min_size`` (long side at most ``max_size``; defaults from
     the model's config), normalised and padded to the size divisibility. Images are batched (up to
     ``batch_size``) only with others of the same padded size, so results never depend on the batch.
+
+    ``optimize=True`` runs a folded, channels-last copy of the model and the fast keypoint decoder;
+    ``precision`` ("fp32", "bf16", "fp16") sets the network's autocast and ``compile`` wraps it in
+    ``torch.compile`` (see :mod:`fcpose.inference.optimize`). The defaults run the model as given.
     """
 
     def __init__(self, model, *, device: str | torch.device = "cpu", min_size: int | None = None,
-                 max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 4):
+                 max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 4,
+                 optimize: bool = False, precision: str = "fp32", compile: bool = False):
         cfg = model.cfg
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.runner = InferenceRunner(model, device=self.device, optimize=optimize, precision=precision,
+                                      compile=compile)
+        self.model = self.runner.model
         self.min_size = int(min_size or cfg.input.min_size_test)
         self.max_size = int(max_size or cfg.input.max_size_test)
         self.params = DetectionParams.from_config(cfg.test)
@@ -72,8 +80,7 @@ class Predictor:
     @torch.inference_mode()
     def _run(self, tensors: list[torch.Tensor], input_sizes, output_sizes) -> list[PoseDetections]:
         batch = batch_images(tensors, self.model.size_divisibility)
-        dense = self.model(batch)
-        dets = postprocess(self.model, dense, input_sizes, output_sizes, self.params)
+        dets = self.runner(batch, input_sizes, output_sizes, self.params)
         return [d.to("cpu") for d in dets]
 
     def predict(self, images: list) -> list[PoseDetections]:

@@ -38,7 +38,7 @@ class _Renderer:
     def __init__(self, predictor: Predictor, draw_threshold: float, keypoint_threshold: float | None):
         self.skeleton = predictor.cfg.keypoints.skeleton
         self.draw_threshold = draw_threshold
-        self.keypoint_threshold = (DEFAULT_KEYPOINT_THRESHOLD[predictor.model.keypoint_score]
+        self.keypoint_threshold = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
                                    if keypoint_threshold is None else keypoint_threshold)
 
     def __call__(self, image, dets):
@@ -60,14 +60,25 @@ def _unique_output(out_dir: Path, source: Path, suffix: str, used: set[str]) -> 
 def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: float | None = None,
                 device: str = "cpu", size: int | None = None, max_size: int | None = None,
                 annotations: str | None = None, render: bool = True, draw_threshold: float = 0.3,
-                keypoint_threshold: float | None = None, batch_size: int = 4, progress: bool = True) -> int:
-    """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed)."""
+                keypoint_threshold: float | None = None, batch_size: int = 4, progress: bool = True,
+                backend: str = "torch", precision: str = "fp32", compile: bool = False, optimize: bool = True) -> int:
+    """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed).
+
+    ``backend="onnxruntime"`` runs an ``fcpose export`` ONNX file given as ``weights``.
+    """
     sources, problems = collect_sources(inputs)
     if not sources:
         raise InputError("; ".join(problems) if problems else "no input images or videos were given")
     ids_by_name = _load_ids(annotations)
-    predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
-                                          score_threshold=score_threshold, batch_size=batch_size)
+    if backend == "onnxruntime":
+        from ..export.onnx_predictor import OnnxPredictor
+
+        predictor = OnnxPredictor(weights, device=device, min_size=size, max_size=max_size,
+                                  score_threshold=score_threshold, batch_size=batch_size)
+    else:
+        predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
+                                              score_threshold=score_threshold, batch_size=batch_size,
+                                              optimize=optimize, precision=precision, compile=compile)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     renderer = _Renderer(predictor, draw_threshold, keypoint_threshold)

@@ -1,0 +1,142 @@
+"""Run an exported FCPose ONNX model (:mod:`fcpose.export.onnx`) with onnxruntime, like :class:`~fcpose.Predictor`.
+
+Same preprocessing (resize rule and PIL resize, normalisation from the config stored in the file, zero
+padding to the size divisibility) and the same output path (boxes and keypoints rescaled to the original
+image, clipped, empty boxes dropped, :class:`~fcpose.structures.PoseDetections`), so ``fcpose predict
+--backend onnxruntime`` writes the same COCO JSON and renderings as the PyTorch backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import from_dict
+from ..data.transforms import batch_images, image_to_tensor, resize_image, resize_shape
+from ..errors import CheckpointError, FCPoseError, InputError
+from ..inference.fast_decode import assemble_detections
+from ..inference.predictor import Predictor
+from ..postprocess import DetectionParams, rescale_boxes
+from ..structures import Instances, PoseDetections
+from .onnx import EXPORT_FORMAT
+
+__all__ = ["OnnxPredictor", "is_onnx_file"]
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    return str(path).lower().endswith(".onnx")
+
+
+class OnnxPredictor:
+    """``predictor(image)`` / ``predictor.predict(images)`` -> :class:`PoseDetections` in image pixels.
+
+    ``device="cuda"`` uses onnxruntime's CUDA provider when it is installed; ``threads`` sets its
+    intra-op threads (default: onnxruntime's).
+    """
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", min_size: int | None = None,
+                 max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 1,
+                 threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise FCPoseError("--backend onnxruntime needs onnxruntime (pip install fcpose[export])") from None
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no constant-folding chatter
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise FCPoseError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            export = json.loads(meta["fcpose_export"])
+            if export.get("format") != EXPORT_FORMAT:
+                raise KeyError("format")
+            cfg = from_dict(json.loads(meta["fcpose_config"]))
+        except (KeyError, ValueError, TypeError):
+            raise CheckpointError(f"{path} is not an fcpose ONNX export (no fcpose metadata)") from None
+        self.cfg = cfg
+        self.export_info = export
+        self.min_size = int(min_size or cfg.input.min_size_test)
+        self.max_size = int(max_size or cfg.input.max_size_test)
+        self.size_divisibility = int(export["size_divisibility"])
+        self.static_size = tuple(export["size"]) if export.get("size") else None
+        self.params = DetectionParams(**export["detection_params"])
+        if score_threshold is not None:
+            self.params.score_threshold = float(score_threshold)
+        self.batch_size = max(1, int(batch_size))
+        self.keypoint_score = cfg.model.keypoint.score
+        self.mean = torch.tensor(cfg.input.pixel_mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(cfg.input.pixel_std, dtype=torch.float32).view(3, 1, 1)
+        self.strides = cfg.model.strides
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """As ``FCPose.normalize``: RGB 0-255 -> the network's channel order, mean and std."""
+        if self.cfg.input.format == "BGR":
+            images = images.flip(-3)
+        return (images - self.mean) / self.std
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
+        return self.normalize(image_to_tensor(resize_image(image, h, w))), (h, w)
+
+    def _pad(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.static_size is None:
+            return batch_images([tensor], self.size_divisibility)
+        sh, sw = self.static_size
+        if tensor.shape[-2] > sh or tensor.shape[-1] > sw:
+            raise InputError(f"this ONNX model was exported for {sh}x{sw} inputs; the resized image is "
+                             f"{tensor.shape[-2]}x{tensor.shape[-1]} (export with --dynamic, or lower --size)")
+        return torch.nn.functional.pad(tensor, (0, sw - tensor.shape[-1], 0, sh - tensor.shape[-2]))[None]
+
+    def run_raw(self, batch: np.ndarray, score_threshold: float | None = None) -> dict[str, np.ndarray]:
+        """One ``[1, 3, H, W]`` normalised padded image -> the graph's outputs by name (input pixels)."""
+        thr = self.params.score_threshold if score_threshold is None else score_threshold
+        outs = self.session.run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32),
+                                       "score_threshold": np.asarray(thr, dtype=np.float32)})
+        return {o.name: v for o, v in zip(self.session.get_outputs(), outs)}
+
+    def _detect(self, image: np.ndarray) -> PoseDetections:
+        tensor, resized = self.prepare(image)
+        out = self.run_raw(self._pad(tensor).numpy())
+        levels = torch.from_numpy(out["levels"]).long()
+        locations = torch.from_numpy(out["locations"]).float()
+        strides = torch.tensor(self.strides, dtype=torch.float32)[levels]
+        positions = torch.stack([(locations[:, 1] - (strides // 2)) / strides,
+                                 (locations[:, 0] - (strides // 2)) / strides], dim=1).round().long()
+        instances = Instances(batch_index=torch.zeros_like(levels), levels=levels, positions=positions,
+                              locations=locations, boxes=torch.from_numpy(out["boxes"]).float(),
+                              scores=torch.from_numpy(out["scores"]).float())
+        size = (int(image.shape[0]), int(image.shape[1]))
+        kept = _kept_rows(instances.boxes, resized, size)  # the rows rescale_boxes keeps, for the keypoints
+        instances, scale = rescale_boxes(instances, [resized], [size])
+        keypoints = torch.from_numpy(out["keypoints"]).float()[kept]
+        keypoints[:, :, :2] *= scale[:, None, :]
+        return assemble_detections(instances, keypoints, [size])[0]
+
+    def predict(self, images: list) -> list[PoseDetections]:
+        return [self._detect(Predictor._as_array(self, im)) for im in images]
+
+    def __call__(self, image) -> PoseDetections:
+        return self.predict([image])[0]
+
+
+def _kept_rows(boxes: torch.Tensor, resized: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The rows :func:`rescale_boxes` keeps (non-empty after scaling and clipping), computed the same way."""
+    from ..ops.boxes import clip_boxes, nonempty
+
+    scale = torch.tensor([[size[1] / resized[1], size[0] / resized[0]]], dtype=torch.float32)
+    return nonempty(clip_boxes(boxes * scale.repeat(1, 2), float(size[0]), float(size[1])))

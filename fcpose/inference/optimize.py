@@ -1,0 +1,221 @@
+"""Inference speed-ups: a folded channels-last copy of the model, autocast, ``torch.compile`` and the
+fast decoder, behind one :class:`InferenceRunner` that the :class:`~fcpose.Predictor` and the benchmark
+share.
+
+* :func:`optimize_for_inference` returns a **copy** (by default) of the model in eval mode, without
+  gradients, with every frozen batch norm folded into the convolution before it
+  (:func:`~fcpose.model.norm.fold_frozen_bn`) and, optionally, channels-last weights (NHWC, what oneDNN
+  and cuDNN convolutions prefer). The copy is for inference only: its state dict differs (conv biases
+  appear, norm entries vanish), so never train or save it; the original model is left untouched.
+* ``precision``: ``"fp32"``; ``"bf16"`` or ``"fp16"`` autocast (on CPU only where oneDNN has native
+  kernels for it, see :func:`check_precision`; bf16 on CUDA needs bf16 support). Autocast covers the
+  network; with ``optimize`` the selection, NMS and the dynamic heads run in float32. Whether reduced
+  precision is faster depends on the CPU: without AMX, oneDNN's bf16/fp16 convolutions can be slower than
+  fp32 (``fcpose bench --precision bf16`` measures it).
+* ``compile=True`` wraps the network in ``torch.compile``; if compiling fails (no C++ compiler for
+  Inductor on CPU, no Triton on CUDA, an unsupported op) a warning is printed once and the eager network
+  is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import FCPoseError
+from ..model.norm import fold_frozen_bn
+from ..postprocess import DetectionParams, postprocess, rescale_boxes, select_instances
+from ..structures import DenseOutputs, Instances, PoseDetections
+from .fast_decode import decode_people, select_forced
+
+__all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_context", "CompiledNetwork",
+           "InferenceRunner", "cpu_supports", "Float32Branch"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
+                           inplace: bool = False) -> nn.Module:
+    """An inference-only version of ``model``: eval mode, no gradients, frozen BN folded into convs,
+    channels-last weights. A deep copy unless ``inplace`` (then ``model`` itself is changed and must not be
+    trained or saved afterwards)."""
+    out = model if inplace else copy.deepcopy(model)
+    out.eval()
+    out.requires_grad_(False)
+    if fold_bn:
+        fold_frozen_bn(out)
+    if channels_last:
+        out.to(memory_format=torch.channels_last)
+    out.inference_only = True
+    out.channels_last = bool(channels_last)
+    return out
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether oneDNN has native kernels for ``precision`` on this CPU (bf16: AVX512-BF16 or AMX; fp16:
+    AVX512-FP16 or AMX-FP16)."""
+    if precision == "fp32":
+        return True
+    try:
+        if precision == "bf16":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if precision == "fp16":
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        pass
+    return False
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise :class:`~fcpose.errors.FCPoseError` when ``precision`` cannot run on ``device``."""
+    if precision not in PRECISIONS:
+        raise FCPoseError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise FCPoseError("--precision bf16: this GPU does not support bfloat16")
+        return
+    if device.type != "cpu":
+        raise FCPoseError(f"--precision {precision} is supported on cpu and cuda only")
+    if not cpu_supports(precision):
+        raise FCPoseError(f"--precision {precision}: this CPU has no native {precision} support "
+                          "(bf16: AVX512-BF16/AMX, fp16: AVX512-FP16/AMX-FP16); use fp32")
+
+
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Float32Branch(nn.Module):
+    """Runs ``inner`` in float32 with autocast off (inputs cast to float32), inside an autocast network.
+
+    Optional for the keypoint branch under bf16/fp16 (the 32-channel map F feeds the dynamic heads, whose
+    logits can reach the hundreds); the branch is ~6% of R-50's FLOPs.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features: list[Tensor]):
+        with torch.autocast(device_type=features[0].device.type, enabled=False):
+            return self.inner([f.float() for f in features])
+
+
+class CompiledNetwork:
+    """``torch.compile(model)`` that falls back to the eager model, with one warning, if compiling fails."""
+
+    def __init__(self, model: nn.Module, **compile_kwargs):
+        self.model = model
+        self.failed: str | None = None
+        try:
+            self.compiled = torch.compile(model, **compile_kwargs)
+        except Exception as exc:  # torch.compile itself may refuse (e.g. unsupported Python)
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self.failed = f"{type(exc).__name__}: {first[:300]}"
+        self.compiled = None
+        warnings.warn(f"fcpose: torch.compile failed, running the eager model ({self.failed})", RuntimeWarning,
+                      stacklevel=3)
+
+    def __call__(self, images: Tensor) -> DenseOutputs:
+        if self.compiled is not None:
+            try:
+                return self.compiled(images)
+            except Exception as exc:  # compiler toolchain missing or an op Inductor cannot handle
+                self._fail(exc)
+        return self.model(images)
+
+
+class InferenceRunner:
+    """Network + decoding of a (possibly optimised) model, as separate timed stages.
+
+    ``optimize=True``: :func:`optimize_for_inference` (a folded, channels-last copy unless
+    ``inplace``) and the fast decoder (:mod:`fcpose.inference.fast_decode`); with
+    ``fp32_keypoint_branch`` the keypoint branch stays in float32 under bf16/fp16 (:class:`Float32Branch`;
+    on random R-50 weights it did not reduce the keypoint deviations, see benchmarks/README.md).
+    ``optimize=False``: the model as given and the reference :func:`fcpose.postprocess.postprocess`.
+    """
+
+    def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", optimize: bool = True,
+                 precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
+                 inplace: bool = False, fp32_keypoint_branch: bool = False, post_threads: int | None = None):
+        self.device = torch.device(device)
+        check_precision(self.device, precision)
+        model = model.to(self.device).eval()
+        self.optimize = bool(optimize)
+        if channels_last is None:
+            channels_last = self.optimize
+        if self.optimize:
+            model = optimize_for_inference(model, channels_last=channels_last, inplace=inplace)
+            if precision != "fp32" and fp32_keypoint_branch:
+                model.keypoint_branch = Float32Branch(model.keypoint_branch)
+        elif channels_last:
+            raise FCPoseError("channels_last needs optimize=True")
+        self.model = model
+        self.channels_last = bool(channels_last)
+        self.precision = precision
+        self.network_fn = CompiledNetwork(model) if compile else model
+        self.compile = bool(compile)
+        self.post_threads = post_threads
+
+    @contextlib.contextmanager
+    def _post_threads(self):
+        """Intra-op threads for selection/NMS/heads: many small ops, each an OpenMP barrier. On a core shared
+        with another busy process every barrier can wait a scheduler slice, so ``post_threads=1`` is far
+        more robust there (and costs ~2x on those stages on an idle 2-core machine)."""
+        if not self.post_threads or self.device.type != "cpu" or self.post_threads == torch.get_num_threads():
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.post_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    @property
+    def compile_failed(self) -> str | None:
+        return getattr(self.network_fn, "failed", None)
+
+    def network(self, batch: Tensor) -> DenseOutputs:
+        """``[B, 3, H, W]`` normalised padded images -> dense outputs (under the precision's autocast)."""
+        batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            return self.network_fn(batch)
+
+    def select(self, dense: DenseOutputs, params: DetectionParams, input_sizes, output_sizes,
+               force: int | None = None, candidates_per_person: int = 20) -> tuple[Instances, Tensor]:
+        """Threshold, top-k, NMS (or the forced-N selection of :func:`select_forced`) and boxes in output pixels."""
+        with torch.inference_mode(), self._post_threads():
+            if force is not None:
+                return select_forced(dense, params, force, candidates_per_person, input_sizes, output_sizes)
+            instances = select_instances(dense, params)
+            return rescale_boxes(instances, input_sizes, output_sizes)
+
+    def decode(self, dense: DenseOutputs, instances: Instances, scale: Tensor, output_sizes
+               ) -> list[PoseDetections]:
+        """Dynamic heads, peaks and offsets of the selected instances -> one detection set per image."""
+        with torch.inference_mode(), self._post_threads():
+            return decode_people(self.model, dense, instances, scale, output_sizes, fast=self.optimize)
+
+    def __call__(self, batch: Tensor, input_sizes, output_sizes, params: DetectionParams) -> list[PoseDetections]:
+        dense = self.network(batch)
+        if not self.optimize:  # the reference decoder, under the network's autocast (it reads bf16/fp16 maps)
+            with torch.inference_mode(), autocast_context(self.device, self.precision), self._post_threads():
+                return postprocess(self.model, dense, input_sizes, output_sizes, params)
+        instances, scale = self.select(dense, params, input_sizes, output_sizes)
+        return self.decode(dense, instances, scale, output_sizes)

@@ -1,0 +1,86 @@
+"""`fcpose bench`: report format, forced-N instance counts, FLOP counting (no timing assertions)."""
+
+import json
+
+import pytest
+import torch
+
+import fcpose
+from fcpose.bench import count_network_flops, head_flops_per_person, run_bench, synthetic_image
+from fcpose.cli import main
+
+STAT_KEYS = {"median", "p90", "mean", "min"}
+
+
+def _check_entry(entry, persons):
+    assert entry["persons"] == persons
+    for key in ("total_ms", "network_ms", "heads_ms", "nms_ms", "preprocess_ms"):
+        assert set(entry[key]) == STAT_KEYS and entry[key]["median"] >= 0
+        assert entry[key]["p90"] >= entry[key]["min"]
+    assert entry["total_ms"]["median"] >= entry["network_ms"]["median"]
+    assert entry["peak_mem_mb"] >= 0 and entry["peak_total_mb"] > 0 and entry["fps"] > 0
+
+
+def test_bench_cli_writes_report(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--config", "fcpose_r18_tiny", "--size", "96", "--max-size", "160", "--persons", "1,3,7",
+                 "--runs", "2", "--warmup", "1", "--json", str(out), "--note", "test run"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "persons" in printed and "conv probe" in printed
+    report = json.loads(out.read_text())
+    machine = report["machine"]
+    for key in ("cpu_model", "logical_cpus", "torch", "torch_threads", "cpu_flags", "device_name"):
+        assert key in machine
+    assert report["config"] == "fcpose_r18_tiny" and report["weights"] == "random" and report["note"] == "test run"
+    assert report["input_shape"] == [96, 160] and report["resized_shape"] == [96, 160]
+    assert report["optimize"] and report["fold_bn"] and report["precision"] == "fp32"
+    assert [r["persons"] for r in report["results"]] == [1, 3, 7]
+    for r, n in zip(report["results"], [1, 3, 7]):
+        _check_entry(r, n)
+        assert r["instances"] == n  # forced-N: exactly N people through the dynamic heads
+        assert r["network_gflops_per_s"] > 0
+    assert report["flops"]["network_gflop"] > 0 and report["flops"]["heads_gflop_per_person"] > 0
+    probe = report["conv_probe"]
+    assert probe["gflops_per_s"] > 0 and len(probe["convs"]) >= 5
+    assert set(report["summary"]) >= {"total_ratio_max_over_min_persons", "network_vs_conv_probe", "per_person_share"}
+    assert "loadavg_start" in report["contention"] and report["memory_method"]
+
+
+def test_bench_reference_path_and_auto_mode(tiny_checkpoint):
+    report = run_bench(weights=str(tiny_checkpoint), size=96, max_size=128, persons=["auto", 4], runs=1, warmup=0,
+                       optimize=False, probe=False, flops=False)
+    assert not report["optimize"] and not report["channels_last"]
+    auto, forced = report["results"]
+    _check_entry(auto, "auto")
+    _check_entry(forced, 4)
+    assert forced["instances"] == 4 and auto["instances"] >= 0
+    assert "conv_probe" not in report and "flops" not in report
+
+
+def test_bench_bad_persons_is_a_user_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--persons", "1,x"])
+    assert "--persons" in capsys.readouterr().err
+
+
+def test_flop_counts(tiny_model):
+    x = torch.randn(1, 3, 64, 96)
+    flops = count_network_flops(tiny_model, x, torch.device("cpu"), "fp32")
+    stem = 2 * 3 * 64 * 7 * 7 * 32 * 48  # the 7x7 stem alone
+    assert flops > stem
+    # Doubling the image area about doubles the FLOPs.
+    twice = count_network_flops(tiny_model, torch.randn(1, 3, 128, 96), torch.device("cpu"), "fp32")
+    assert 1.8 < twice / flops < 2.2
+    per_person = head_flops_per_person(tiny_model, 8, 12)
+    assert per_person == 2 * 64 * 2737 + 2 * 8 * 12 * (34 * 32 + 32 * 32 + 32 * 17)
+
+
+def test_synthetic_image_resizes_to_the_test_size():
+    from fcpose.data.transforms import resize_shape
+
+    img = synthetic_image(800, 1333)
+    assert img.dtype.name == "uint8" and resize_shape(*img.shape[:2], 800, 1333) == (800, 1333)
+    cfg = fcpose.load_config("fcpose_dla34_rt")
+    img = synthetic_image(cfg.input.min_size_test, cfg.input.max_size_test)
+    assert resize_shape(*img.shape[:2], 512, 736) == (512, 736)
