@@ -19,7 +19,7 @@ does not bias the entries measured last.
 the weights (random ones included), so time against people is measured as in the paper's Fig. 6:
 the score threshold is skipped, the ``N * candidates_per_person`` best locations (after the usual
 per-level top-k) go through the normal NMS, the N best survivors are kept and, if NMS left fewer,
-the best suppressed ones fill up to N (:func:`fcpose.inference.fast_decode.select_forced`). ``"auto"``
+the best suppressed ones fill up to N (``force_num`` of :func:`fcpose.postprocess.select_instances`). ``"auto"``
 in ``persons`` runs the normal threshold + NMS instead (meaningful with trained weights).
 
 **Memory** (``peak_mem_mb``): on CPU the resident-set high-water mark while one entry runs — ``VmHWM``

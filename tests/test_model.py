@@ -116,7 +116,7 @@ def test_keypoints_are_peak_plus_offset(tiny_model):
         inst = select_instances(dense, DetectionParams(score_threshold=0.0, max_detections=5))
         from fcpose.postprocess import decode_keypoints
 
-        kpts = decode_keypoints(tiny_model, dense, inst, chunk_size=2)
+        kpts = decode_keypoints(tiny_model, dense, inst, tile_bytes=1)  # many small tiles
         heat = tiny_model.instance_heatmaps(dense, inst)
     w = heat.shape[-1]
     for n in range(len(inst)):

@@ -14,9 +14,9 @@ The exported graph (opset 18, exported with ``torch.onnx.export(dynamo=True)``) 
 Unlike the PyTorch post-processing, boxes tied with the ``max_detections``-th score are not all kept.
 The steps before it follow :func:`fcpose.postprocess.select_instances`: per level, locations whose class
 probability exceeds ``score_threshold``, the ``pre_nms_topk`` best by ``cls * ctr``, score
-``sqrt(cls * ctr)``. The dynamic heads run for the N kept people only, as in
-:mod:`fcpose.inference.fast_decode` (layer 0 folded with the coordinates into one product) but on the
-whole map; each keypoint is the arg-max cell plus the shared offset there, scored with its softmax
+``sqrt(cls * ctr)``. The dynamic heads run for the N kept people only, folded as in
+:meth:`fcpose.model.dynamic_head.DynamicKeypointHead.fold` (layer 0 and the coordinates in one product) but
+on the whole map; each keypoint is the arg-max cell plus the shared offset there, scored with its softmax
 probability (or its logit, per the model).
 
 Rescaling to the original image, clipping and dropping empty boxes happen outside, in
@@ -109,8 +109,6 @@ class OnnxPipeline(nn.Module):
         return patch.permute(1, 0, 2).reshape(cells.shape[0], -1)
 
     def forward(self, image: Tensor, score_threshold: Tensor):
-        from ..inference.fast_decode import fold_heads
-
         model = self.model
         dense = model(image)
         device = image.device
@@ -137,7 +135,7 @@ class OnnxPipeline(nn.Module):
 
         weight = model.head.controller.weight
         params = nn.functional.linear(inputs.float(), weight.reshape(weight.shape[0], -1), model.head.controller.bias)
-        heads = fold_heads(model.dynamic_head, params, locations, model.rel_coord_norm[levels])
+        heads = model.dynamic_head.fold(params, locations, model.rel_coord_norm[levels])
         feats = dense.kpt_feats[0]
         f, h3, w3 = feats.shape
         stride = dense.strides[0]

@@ -17,9 +17,8 @@ import torch
 from ..config import from_dict
 from ..data.transforms import batch_images, image_to_tensor, resize_image, resize_shape
 from ..errors import CheckpointError, FCPoseError, InputError
-from ..inference.fast_decode import assemble_detections
 from ..inference.predictor import Predictor
-from ..postprocess import DetectionParams, rescale_boxes
+from ..postprocess import DetectionParams, rescale_boxes, split_per_image
 from ..structures import Instances, PoseDetections
 from .onnx import EXPORT_FORMAT
 
@@ -125,7 +124,7 @@ class OnnxPredictor:
         instances, scale = rescale_boxes(instances, [resized], [size])
         keypoints = torch.from_numpy(out["keypoints"]).float()[kept]
         keypoints[:, :, :2] *= scale[:, None, :]
-        return assemble_detections(instances, keypoints, [size])[0]
+        return split_per_image(instances, keypoints, [size])[0]
 
     def predict(self, images: list) -> list[PoseDetections]:
         return [self._detect(Predictor._as_array(self, im)) for im in images]

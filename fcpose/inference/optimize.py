@@ -28,9 +28,8 @@ from torch import Tensor, nn
 
 from ..errors import FCPoseError
 from ..model.norm import fold_frozen_bn
-from ..postprocess import DetectionParams, postprocess, rescale_boxes, select_instances
+from ..postprocess import DetectionParams, decode_keypoints, rescale_boxes, select_instances, split_per_image
 from ..structures import DenseOutputs, Instances, PoseDetections
-from .fast_decode import decode_people, select_forced
 
 __all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_context", "CompiledNetwork",
            "InferenceRunner", "cpu_supports", "Float32Branch"]
@@ -141,11 +140,11 @@ class CompiledNetwork:
 class InferenceRunner:
     """Network + decoding of a (possibly optimised) model, as separate timed stages.
 
-    ``optimize=True``: :func:`optimize_for_inference` (a folded, channels-last copy unless
-    ``inplace``) and the fast decoder (:mod:`fcpose.inference.fast_decode`); with
-    ``fp32_keypoint_branch`` the keypoint branch stays in float32 under bf16/fp16 (:class:`Float32Branch`;
-    on random R-50 weights it did not reduce the keypoint deviations, see benchmarks/README.md).
-    ``optimize=False``: the model as given and the reference :func:`fcpose.postprocess.postprocess`.
+    ``optimize=True``: :func:`optimize_for_inference` (a folded, channels-last copy unless ``inplace``);
+    with ``fp32_keypoint_branch`` the keypoint branch stays in float32 under bf16/fp16
+    (:class:`Float32Branch`; on random R-50 weights it did not reduce the keypoint deviations, see
+    benchmarks/README.md). ``optimize=False``: the model as given. Either way the selection, NMS and the
+    dynamic heads (:mod:`fcpose.postprocess`) run in float32 outside autocast.
     """
 
     def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", optimize: bool = True,
@@ -199,23 +198,20 @@ class InferenceRunner:
 
     def select(self, dense: DenseOutputs, params: DetectionParams, input_sizes, output_sizes,
                force: int | None = None, candidates_per_person: int = 20) -> tuple[Instances, Tensor]:
-        """Threshold, top-k, NMS (or the forced-N selection of :func:`select_forced`) and boxes in output pixels."""
+        """Threshold, top-k, NMS (or the forced-N selection) and boxes in output pixels."""
         with torch.inference_mode(), self._post_threads():
-            if force is not None:
-                return select_forced(dense, params, force, candidates_per_person, input_sizes, output_sizes)
-            instances = select_instances(dense, params)
-            return rescale_boxes(instances, input_sizes, output_sizes)
+            instances = select_instances(dense, params, force_num=force, candidates_per_person=candidates_per_person)
+            return rescale_boxes(instances, input_sizes, output_sizes, drop_empty=force is None)
 
     def decode(self, dense: DenseOutputs, instances: Instances, scale: Tensor, output_sizes
                ) -> list[PoseDetections]:
         """Dynamic heads, peaks and offsets of the selected instances -> one detection set per image."""
         with torch.inference_mode(), self._post_threads():
-            return decode_people(self.model, dense, instances, scale, output_sizes, fast=self.optimize)
+            keypoints = decode_keypoints(self.model, dense, instances)
+            keypoints[:, :, :2] *= scale[:, None, :]
+            return split_per_image(instances, keypoints, output_sizes)
 
     def __call__(self, batch: Tensor, input_sizes, output_sizes, params: DetectionParams) -> list[PoseDetections]:
         dense = self.network(batch)
-        if not self.optimize:  # the reference decoder, under the network's autocast (it reads bf16/fp16 maps)
-            with torch.inference_mode(), autocast_context(self.device, self.precision), self._post_threads():
-                return postprocess(self.model, dense, input_sizes, output_sizes, params)
         instances, scale = self.select(dense, params, input_sizes, output_sizes)
         return self.decode(dense, instances, scale, output_sizes)

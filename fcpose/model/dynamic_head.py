@@ -6,20 +6,54 @@ shared keypoint features) with two relative-coordinate maps in front:
 ``(F + 2) -> C -> ... -> K`` with ReLU between them, whose weights come from theta_i, split in the order
 ``w0, b0, w1, b1, ..., w_last, b_last`` (each w as ``[out, in]`` row-major).
 
-All instances run together: layer 0 is one GEMM per image (its instances' stacked weights times the
-image's F) plus a batched rank-2 update for the coordinates; the next layers are batched matmuls.
-There is no loop over instances.
+Two ways to run the heads, both without a loop over instances:
+
+* :meth:`DynamicKeypointHead.forward` materialises the ``[N, K, H, W]`` heatmap logits (training: the loss
+  needs them). Layer 0 is one GEMM per image (its instances' stacked weights times the image's F) plus a
+  batched rank-2 update for the coordinates; the next layers are batched matmuls.
+* :meth:`DynamicKeypointHead.peaks` gives only what inference needs — per keypoint the arg-max cell, the
+  peak logit and the softmax normaliser — streaming all instances over spatial tiles so that the
+  activations stay in cache and no heatmap is stored (see :meth:`fold`). Tests check it against
+  ``forward``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..config import dynamic_param_count
 from ..targets.locations import compute_locations
+
+EXP_FLOOR = -80.0  # exp() arguments are clamped here (exp(-80) ~ 1.8e-35, far above float32 subnormals)
+
+
+def default_tile_bytes(device: torch.device) -> int:
+    """Activation bytes per tile for :meth:`DynamicKeypointHead.peaks`: ~L2-sized on CPU, large on GPUs."""
+    return 256 << 20 if device.type == "cuda" else 512 << 10
+
+
+@dataclass
+class FoldedHeads:
+    """n dynamic heads rewritten as plain products on ``[F; x; y; 1]`` (see :meth:`DynamicKeypointHead.fold`).
+
+    first: ``[n * c_0, F + 3]`` layer 0 (rows grouped by instance); mids: ``[n, c_{i+1}, c_i]`` hidden
+    layers; last: ``[n, K, c_L]`` (None when the head has one layer and ``first`` gives the logits). Every
+    ``c_i`` includes a constant-1 channel that carries the next layer's bias.
+    """
+
+    first: Tensor
+    mids: list[Tensor]
+    last: Tensor | None
+    widths: list[int]  # c_0, c_1, ... (with the constant channel)
+    num_keypoints: int
+
+    @property
+    def num_instances(self) -> int:
+        return self.first.shape[0] // self.widths[0]
 
 
 class DynamicKeypointHead(nn.Module):
@@ -103,3 +137,104 @@ class DynamicKeypointHead(nn.Module):
         for w_l, b_l in layers[1:]:
             x = torch.baddbmm(b_l[:, :, None], w_l, torch.relu(x))
         return x.reshape(n, self.num_keypoints, h, w)
+
+    # ------------------------------------------------------------------------------------------
+    # Inference: peaks without heatmaps
+    # ------------------------------------------------------------------------------------------
+    def fold(self, params: Tensor, locations: Tensor, norms: Tensor) -> FoldedHeads:
+        """theta ``[n, P]``, locations ``[n, 2]`` (x, y) input pixels, divisors ``[n]`` -> :class:`FoldedHeads`.
+
+        Layer 0's coordinate part is affine in the cell position p:
+        ``w_xy . ((x_i, y_i) - p) / norm_i = w_xy . (x_i, y_i) / norm_i - (w_xy / norm_i) . p``, so
+        ``[w_F, -w_xy / norm_i, b'_i]`` times ``[F; x; y; 1]`` (shared by all instances of an image) is the
+        whole layer, bias included; hidden layers carry a constant-1 channel so each next bias is one more
+        weight column.
+        """
+        layers = self.split_params(params)
+        w0, b0 = layers[0]
+        n, c1, cin = w0.shape
+        f = cin - 2
+        wxy = w0[:, :, :2] / norms[:, None, None]  # [n, c1, 2]
+        bias0 = b0 + (wxy * locations[:, None, :]).sum(2)  # [n, c1]
+        k = layers[-1][0].shape[1]
+        if len(layers) == 1:
+            first = torch.cat([w0[:, :, 2:], -wxy, bias0[:, :, None]], dim=2).reshape(n * c1, f + 3)
+            return FoldedHeads(first, [], None, [c1], k)
+        first = params.new_zeros(n, c1 + 1, f + 3)
+        first[:, :c1, :f] = w0[:, :, 2:]
+        first[:, :c1, f:f + 2] = -wxy
+        first[:, :c1, f + 2] = bias0
+        first[:, c1, f + 2] = 1.0  # the constant channel
+        widths = [c1 + 1]
+        mids = []
+        for w, b in layers[1:-1]:
+            out_c = w.shape[1]
+            m = params.new_zeros(n, out_c + 1, widths[-1])
+            m[:, :out_c, :-1] = w
+            m[:, :out_c, -1] = b
+            m[:, out_c, -1] = 1.0
+            mids.append(m)
+            widths.append(out_c + 1)
+        w, b = layers[-1]
+        last = torch.cat([w, b[:, :, None]], dim=2).contiguous()
+        return FoldedHeads(first.reshape(n * (c1 + 1), f + 3), mids, last, widths, k)
+
+    def feature_rows(self, feats: Tensor) -> Tensor:
+        """One image's F ``[F, H, W]`` -> ``[F + 3, H * W]``: F, the cell centres x and y, and ones (float32)."""
+        c, h, w = feats.shape
+        grid = compute_locations(h, w, self.stride, device=feats.device, dtype=torch.float32).t()
+        return torch.cat([feats.reshape(c, h * w).float(), grid, feats.new_ones(1, h * w, dtype=torch.float32)])
+
+    def peaks(self, feats: Tensor, params: Tensor, locations: Tensor, norms: Tensor,
+              tile_bytes: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Heatmap peaks of n instances of ONE image, without storing heatmaps.
+
+        feats ``[F, H, W]``, params ``[n, P]``, locations ``[n, 2]``, norms ``[n]`` -> per keypoint ``[n, K]``:
+        the peak cell (flat index, first on ties), the peak logit, and ``S = sum_cells exp(logit - peak)``
+        (the peak's softmax probability is ``1 / S``). Runs in float32. All instances go through all layers
+        one spatial tile at a time (``tile_bytes`` of activations, ~L2 on CPU); per tile each keypoint keeps
+        its maximum and ``sum exp(logit - max)``, which combine exactly into the global values.
+        """
+        heads = self.fold(params.float(), locations.float(), norms.float())
+        rows = self.feature_rows(feats)
+        hw = rows.shape[1]
+        n, k = heads.num_instances, heads.num_keypoints
+        widest = max(heads.widths)
+        tile_bytes = tile_bytes or default_tile_bytes(feats.device)
+        tile = min(hw, max(256, (tile_bytes // (4 * n * widest)) // 64 * 64))
+        ntile = -(-hw // tile)
+        dev = rows.device
+        vals = torch.empty(ntile, n, k, device=dev)
+        index = torch.empty(ntile, n, k, dtype=torch.long, device=dev)
+        sums = torch.empty(ntile, n, k, device=dev)
+        ping = torch.empty(n * widest * tile, device=dev)
+        pong = torch.empty(n * widest * tile, device=dev)
+        logits_buf = torch.empty(n * k * tile, device=dev)
+        for t in range(ntile):
+            s0 = t * tile
+            size = min(hw, s0 + tile) - s0
+            cols = rows[:, s0:s0 + size]
+            if heads.last is None:
+                logits = logits_buf[:n * k * size].view(n * k, size)
+                torch.mm(heads.first, cols, out=logits)
+                logits = logits.view(n, k, size)
+            else:
+                x = ping[:n * heads.widths[0] * size].view(n * heads.widths[0], size)
+                torch.mm(heads.first, cols, out=x)
+                x = x.relu_().view(n, heads.widths[0], size)
+                bufs = (pong, ping)
+                for i, m in enumerate(heads.mids):
+                    y = bufs[i % 2][:n * heads.widths[i + 1] * size].view(n, heads.widths[i + 1], size)
+                    torch.bmm(m, x, out=y)
+                    x = y.relu_()
+                logits = logits_buf[:n * k * size].view(n, k, size)
+                torch.bmm(heads.last, x, out=logits)
+            torch.max(logits, dim=2, out=(vals[t], index[t]))
+            if s0:
+                index[t] += s0
+            logits.sub_(vals[t][:, :, None]).clamp_min_(EXP_FLOOR).exp_()
+            torch.sum(logits, dim=2, out=sums[t])
+        peak, best_tile = vals.max(dim=0)  # the first tile holding the maximum: first cell on ties
+        cell = index.gather(0, best_tile[None])[0]
+        total = (sums * (vals - peak[None]).clamp_min_(EXP_FLOOR).exp_()).sum(0)
+        return cell, peak, total

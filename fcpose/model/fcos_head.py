@@ -114,4 +114,4 @@ class FCOSHead(nn.Module):
     def controller_params(self, inputs: Tensor) -> Tensor:
         """``[N, C * k * k]`` -> theta ``[N, num_params]`` (the controller conv evaluated at those locations)."""
         weight = self.controller.weight
-        return F.linear(inputs, weight.reshape(weight.shape[0], -1), self.controller.bias)
+        return F.linear(inputs.to(weight.dtype), weight.reshape(weight.shape[0], -1), self.controller.bias)
