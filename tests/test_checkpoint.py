@@ -93,3 +93,14 @@ def test_public_api_names(tiny_checkpoint):
         if torch.cuda.is_available():
             raise fcpose.FCPoseError("CUDA is not available (skipped: a GPU is present)")
         fcpose.Predictor.from_checkpoint(tiny_checkpoint, device="cuda")
+
+
+def test_half_precision_checkpoint(tiny_model, tmp_path: Path):
+    full = save_checkpoint(tiny_model, tmp_path / "full.pt")
+    half = save_checkpoint(tiny_model, tmp_path / "half.pt", half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    stored = torch.load(half, weights_only=True)["model"]
+    assert stored["head.controller.weight"].dtype == torch.float16
+    model = load_model(half)
+    assert model.head.controller.weight.dtype == torch.float32
+    torch.testing.assert_close(model.head.controller.weight, tiny_model.head.controller.weight, rtol=1e-3, atol=1e-4)

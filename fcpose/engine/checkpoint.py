@@ -41,15 +41,23 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | None = None, step: int | None = None,
-                    metrics: dict | None = None, **state: Any) -> Path:
+                    metrics: dict | None = None, half: bool = False, **state: Any) -> Path:
     """Save ``model`` with its config (``model.cfg`` unless ``cfg`` is given) and optional loop ``state``
-    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values)."""
+    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values).
+
+    ``half=True`` stores floating-point weights as float16 (half the size, for distribution); they are
+    upcast to the model's dtype when loaded. Values beyond float16's range are kept in float32.
+    """
     bare = unwrap_model(model)
     cfg = cfg or getattr(bare, "cfg", None)
     if cfg is None:
         raise ValueError("save_checkpoint needs a config: the model has no .cfg and none was given")
-    payload = {"format": FORMAT, "version": VERSION, "config": to_dict(cfg),
-               "model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
+    weights = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
+    if half:
+        limit = torch.finfo(torch.float16).max
+        weights = {k: (v.half() if v.is_floating_point() and bool(v.abs().max() < limit) else v) if v.numel() else v
+                   for k, v in weights.items()}
+    payload = {"format": FORMAT, "version": VERSION, "config": to_dict(cfg), "model": weights,
                "step": step, "metrics": dict(metrics or {})}
     payload.update(state)
     return atomic_save(payload, path)
