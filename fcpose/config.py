@@ -131,6 +131,9 @@ class KeypointHeadConfig:
     # the last value for the last level (CondInst).
     rel_coord_norm: list[float] = field(default_factory=list)
     offset_unit: str = "stride"  # refinement offsets are predicted in "stride" units or in "pixel"s
+    # What the refinement conv reads: "p3" (the paper: one conv on P3) or "tower" (the keypoint branch's
+    # tower output, like the official code's offsets; better for small pyramids trained from scratch).
+    refine_input: str = "p3"
     score: str = "softmax"  # keypoint score: softmax probability of the peak, or the raw "logit"
 
     def num_dynamic_params(self, num_keypoints: int) -> int:
@@ -186,6 +189,7 @@ class LossConfig:
     focal_gamma: float = 2.0
     heatmap_weight: float = 1.0  # alpha in Eq. (4)
     offset_weight: float = 1.0  # beta in Eq. (4)
+    offset_radius: float = 2.0  # refinement offsets are supervised within this many cells of a keypoint
     max_proposals: int = 50  # M: positive locations per batch that generate dynamic heads
 
 
@@ -238,6 +242,7 @@ class FCPoseConfig:
             "model.keypoint.branch": (m.keypoint.branch, {"paper", "official"}),
             "model.keypoint.branch_norm": (m.keypoint.branch_norm, {"GN", "BN", "SyncBN"}),
             "model.keypoint.offset_unit": (m.keypoint.offset_unit, {"stride", "pixel"}),
+            "model.keypoint.refine_input": (m.keypoint.refine_input, {"p3", "tower"}),
             "model.keypoint.score": (m.keypoint.score, {"softmax", "logit"}),
             "input.format": (self.input.format, {"RGB", "BGR"}),
         }

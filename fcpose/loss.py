@@ -105,7 +105,7 @@ class FCPoseCriterion:
                    center_sampling_radius=m.fcos.center_sampling_radius, focal_alpha=loss.focal_alpha,
                    focal_gamma=loss.focal_gamma, heatmap_weight=loss.heatmap_weight,
                    offset_weight=loss.offset_weight, max_proposals=loss.max_proposals,
-                   offset_unit=m.keypoint.offset_unit)
+                   offset_unit=m.keypoint.offset_unit, offset_radius=loss.offset_radius)
 
     # ------------------------------------------------------------------------------------------
     def _prepare(self, dense: DenseOutputs, targets: list[dict]):

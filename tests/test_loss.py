@@ -228,3 +228,22 @@ def test_short_overfit_on_one_coco_image(coco_tiny):
     assert last["loss_cls"] < 0.2 * first["loss_cls"]
     assert last["loss_box"] < 0.8 * first["loss_box"]
     assert last["loss_heatmap"] < 0.6 * first["loss_heatmap"]
+
+
+def test_offset_radius_from_config_sets_the_supervised_cells(tiny):
+    cfg, model = tiny
+    targets = [_target([_person(10, 10, 70, 120)])]
+    with torch.no_grad():
+        x, sizes = to_model_input(model, [torch.zeros(3, H, W, dtype=torch.uint8)], "cpu")
+        dense = model(x)
+        cells = {}
+        for radius in (0.5, 2.0):
+            crit = FCPoseCriterion.from_config(load_config("fcpose_r18_tiny", [f"loss.offset_radius={radius}"]))
+            assert crit.offset_radius == radius
+            crit(model, dense, targets, sizes)
+            cells[radius] = float(crit.stats["num_offset_cells"])
+    labelled = int((targets[0]["keypoints"][:, :, 2] > 0).sum())
+    # Radius 0.5 cell: only the cells whose centre is within 4 px of a keypoint (at most 4 per keypoint);
+    # radius 2: a disc of about 4 pi cells around each keypoint.
+    assert 0 < cells[0.5] <= 4 * labelled
+    assert cells[2.0] > 3 * cells[0.5]

@@ -173,3 +173,16 @@ def test_odd_image_sizes(tiny_model, hw):
     assert (dets.boxes[:, 1::2] >= 0).all() and (dets.boxes[:, 1::2] <= hw[0]).all()
     assert ((dets.boxes[:, 2] - dets.boxes[:, 0]) > 0).all()
     assert torch.isfinite(dets.keypoints).all()
+
+
+@pytest.mark.parametrize("refine_input", ["p3", "tower"])
+def test_refinement_reads_p3_or_the_branch_tower(refine_input):
+    cfg = load_config("fcpose_r18_tiny", [f"model.keypoint.refine_input={refine_input}"])
+    model = fcpose.build_model(cfg).eval()
+    branch = model.keypoint_branch
+    expected_in = cfg.model.fpn.channels if refine_input == "p3" else cfg.model.keypoint.branch_channels
+    assert branch.refine.in_channels == expected_in
+    assert branch.refine.out_channels == 2 * cfg.num_keypoints
+    with torch.no_grad():
+        dense = model(torch.zeros(1, 3, 96, 128))
+    assert dense.kpt_offsets.shape == (1, 34, 12, 16)

@@ -86,7 +86,8 @@ def build_keypoint_branch(cfg: FCPoseConfig, in_channels: int) -> nn.Module:
     kp = cfg.model.keypoint
     if kp.branch == "paper":
         return KeypointBranch(in_channels, cfg.num_keypoints, channels=kp.branch_channels,
-                              num_convs=kp.branch_num_convs, norm=kp.branch_norm, feat_channels=kp.feat_channels)
+                              num_convs=kp.branch_num_convs, norm=kp.branch_norm, feat_channels=kp.feat_channels,
+                              refine_input=kp.refine_input)
     if kp.branch == "official":
         from .basis_module import BasisModule
 

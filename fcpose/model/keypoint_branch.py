@@ -1,8 +1,9 @@
 """The paper's keypoint branch: the shared feature map F and the keypoint refinement module (Sec. 3.1-3.2).
 
 F: ``num_convs`` x (conv3x3 + norm + ReLU) on P3 and a 1x1 conv to ``feat_channels`` (32) channels, at P3
-resolution. Refinement: one conv on P3 with 2K outputs, the offsets (dx_k, dy_k) from each cell to the
-nearest keypoint of type k, shared by all instances.
+resolution. Refinement: one conv with 2K outputs, the offsets (dx_k, dy_k) from each cell to the nearest
+keypoint of type k, shared by all instances; it reads P3 (the paper) or, with ``refine_input="tower"``, the
+branch's tower output (as the official code derives its offsets from its basis tower).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .norm import get_norm
 
 class KeypointBranch(nn.Module):
     def __init__(self, in_channels: int, num_keypoints: int, *, channels: int = 128, num_convs: int = 4,
-                 norm: str = "GN", feat_channels: int = 32):
+                 norm: str = "GN", feat_channels: int = 32, refine_input: str = "p3"):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -24,7 +25,10 @@ class KeypointBranch(nn.Module):
             c = channels
         self.tower = nn.Sequential(*layers)
         self.feat_out = nn.Conv2d(c, feat_channels, 1)
-        self.refine = nn.Conv2d(in_channels, 2 * num_keypoints, 3, padding=1)
+        if refine_input not in ("p3", "tower"):
+            raise ValueError(f"refine_input must be 'p3' or 'tower', got {refine_input!r}")
+        self.refine_input = refine_input
+        self.refine = nn.Conv2d(in_channels if refine_input == "p3" else c, 2 * num_keypoints, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
@@ -36,4 +40,5 @@ class KeypointBranch(nn.Module):
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``)."""
         p3 = features[0]
-        return self.feat_out(self.tower(p3)), self.refine(p3)
+        tower = self.tower(p3)
+        return self.feat_out(tower), self.refine(p3 if self.refine_input == "p3" else tower)
