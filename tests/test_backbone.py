@@ -415,6 +415,26 @@ def test_build_backbone_dispatch():
         build_backbone(BackboneConfig(name="resnet18", norm="Batch"))
 
 
+@pytest.mark.parametrize("depth, width, expected", [(18, 32, [64, 128, 256]), (50, 16, [128, 256, 512])])
+def test_resnet_width_scales_every_stage(depth, width, expected):
+    model = build_backbone(BackboneConfig(name=f"resnet{depth}", norm="GN" if width >= 32 else "BN", freeze_at=0,
+                                          width=width)).eval()
+    assert model.out_channels == expected
+    assert model.conv1.out_channels == width and model.layer1[0].conv1.out_channels == width
+    with torch.no_grad():
+        outs = model(torch.zeros(1, 3, 70, 90))
+    assert [tuple(o.shape) for o in outs] == [(1, c, math.ceil(70 / s), math.ceil(90 / s))
+                                             for c, s in zip(expected, (8, 16, 32))]
+    # The standard width keeps the ImageNet names and shapes; another width is a different network.
+    full = build_backbone(BackboneConfig(name=f"resnet{depth}"))
+    convs = {n: m.weight.shape for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    full_convs = {n: m.weight.shape for n, m in full.named_modules() if isinstance(m, nn.Conv2d)}
+    assert convs.keys() == full_convs.keys()
+    assert all(convs[n][0] * 64 == full_convs[n][0] * width for n in convs)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        build_backbone(BackboneConfig(name="resnet18", width=20))
+
+
 # ------------------------------------------------------------------------------------------------
 # BN folding
 # ------------------------------------------------------------------------------------------------

@@ -164,36 +164,42 @@ class ResNet(_Backbone):
             :class:`FrozenBatchNorm2d`.
         stride_in_1x1: Bottleneck only: the first block of layer2-4 strides in its 1x1 ``conv1``
             (MSRA/detectron2) instead of its 3x3 ``conv2`` (torchvision).
+        width: channels of the stem and the first stage (64 in the standard ResNets, whose ImageNet
+            checkpoints need it); the stages have ``width * (1, 2, 4, 8)`` planes. Narrower networks are for
+            small models trained from scratch (the synthetic-data benchmark).
 
     Forward: ``[B, 3, H, W]`` -> ``[C3, C4, C5]`` of shapes ``[B, c, ceil(H/s), ceil(W/s)]`` with
     ``(c, s)`` = (128, 8), (256, 16), (512, 32) for depth 18/34 and (512, 8), (1024, 16),
-    (2048, 32) for depth 50/101.
+    (2048, 32) for depth 50/101, scaled by ``width / 64``.
     """
 
     _conv_norm_pairs = (("conv1", "bn1"),)
     _stages = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
     def __init__(
-        self, depth: int = 50, norm: str = "FrozenBN", freeze_at: int = 2, stride_in_1x1: bool = False
+        self, depth: int = 50, norm: str = "FrozenBN", freeze_at: int = 2, stride_in_1x1: bool = False,
+        width: int = 64,
     ):
         super().__init__()
         if depth not in _RESNET_SPECS:
             raise ConfigError(f"ResNet depth must be one of {sorted(_RESNET_SPECS)}, got {depth!r}")
         block, counts = _RESNET_SPECS[depth]
         self.depth = depth
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = get_norm(norm, 64)
+        if width < 8 or width % 8:
+            raise ConfigError(f"ResNet width must be a positive multiple of 8, got {width!r}")
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = get_norm(norm, width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_ch = 64
-        for i, (planes, n) in enumerate(zip([64, 128, 256, 512], counts)):
+        in_ch = width
+        for i, (planes, n) in enumerate(zip([width, 2 * width, 4 * width, 8 * width], counts)):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
                 blocks.append(block(in_ch, planes, stride, norm, stride_in_1x1))
                 in_ch = planes * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-        self.out_channels = [128 * block.expansion, 256 * block.expansion, 512 * block.expansion]
+        self.out_channels = [2 * width * block.expansion, 4 * width * block.expansion, 8 * width * block.expansion]
         self.strides = [8, 16, 32]
         self._init_weights()
         self._freeze(freeze_at, norm)
@@ -400,6 +406,7 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
             norm=cfg.norm,
             freeze_at=cfg.freeze_at,
             stride_in_1x1=cfg.stride_in_1x1,
+            width=cfg.width,
         )
     if name == "dla34":
         return DLA34(norm=cfg.norm, freeze_at=cfg.freeze_at)
