@@ -210,7 +210,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
         if main:
             print(f"backbone weights {cfg.model.backbone.weights}: {report.summary()}", file=sys.stderr)
-    model.to(dev).train()
+    memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
+    model.to(dev, memory_format=memory_format).train()
     if distributed and dev.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN that trains is synchronised
     criterion = FCPoseCriterion.from_config(cfg)
@@ -265,6 +266,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     tic = time.perf_counter()
     for batch in loader:
         x, sizes = to_model_input(model, batch["images"], dev)
+        x = x.contiguous(memory_format=memory_format)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
             losses = step_module(x, batch["targets"], sizes)
         total = sum(losses.values())
