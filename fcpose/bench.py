@@ -192,7 +192,8 @@ class PeakMemory:
         hwm = _status_kb("VmHWM") if self.method.startswith("VmHWM") else None
         if hwm is None:
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-        return {"peak_mem_mb": round((hwm - self.start) / 1024, 1), "peak_total_mb": round(hwm / 1024, 1)}
+        # The resident size can drop below the baseline (pages given back after it was taken): no growth is 0.
+        return {"peak_mem_mb": round(max(hwm - self.start, 0) / 1024, 1), "peak_total_mb": round(hwm / 1024, 1)}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -85,6 +85,24 @@ def test_resume_continues_exactly(coco_tiny, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+def test_channels_last_training_matches_and_saves_a_loadable_model(coco_tiny, tmp_path):
+    common = dict(data=str(coco_tiny / "person_keypoints.json"), images=str(coco_tiny), num_workers=0,
+                  progress=False)
+    logs: dict = {}
+    for name, flag in (("nchw", "false"), ("nhwc", "true")):
+        logs[name] = []
+        train(fast_cfg("solver.max_iter=3", "solver.ims_per_batch=2", f"solver.channels_last={flag}"),
+              output=str(tmp_path / name), loss_log=logs[name], **common)
+    for (_, a), (_, b) in zip(logs["nchw"], logs["nhwc"]):
+        for key in ("loss_cls", "loss_box", "loss_heatmap", "loss_offset"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+    from fcpose.inference.predictor import Predictor
+
+    dets = Predictor.from_checkpoint(tmp_path / "nhwc" / "model_final.pt")(
+        torch.zeros(120, 160, 3, dtype=torch.uint8).numpy())
+    assert dets.keypoints.shape[1:] == (17, 3)
+
+
 def test_non_finite_loss_skips_the_step(coco_tiny, tmp_path, monkeypatch):
     real_call = trainer_mod.FCPoseCriterion.__call__
     calls = {"n": 0}
