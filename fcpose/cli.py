@@ -39,8 +39,8 @@ def _add_predict(sub) -> None:
                    help="network autocast (torch backend; bf16 needs a CPU with native bf16, fp16 CUDA or AVX512-FP16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
     p.add_argument("--no-optimize", action="store_true",
-                   help="run the model as loaded with the reference decoder (default: folded BN, channels-last, "
-                        "fast dynamic heads)")
+                   help="run the model as loaded (default: an inference copy with frozen BN folded into the "
+                        "convolutions and channels-last memory)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -198,7 +198,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
     p.add_argument("--no-optimize", action="store_true",
-                   help="the model as built and the reference decoder (no BN folding, channels-last, fast heads)")
+                   help="the model as built (no BN folding, no channels-last)")
     p.add_argument("--no-channels-last", action="store_true", help="optimise but keep NCHW weights/activations")
     p.add_argument("--image", default=None,
                    help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "

@@ -183,6 +183,16 @@ def split_per_image(instances: Instances, keypoints: Tensor, output_sizes: list[
     return results
 
 
+def detections_from_instances(model, dense: DenseOutputs, instances: Instances, scale: Tensor,
+                              output_sizes: list[tuple[int, int]], tile_bytes: int | None = None
+                              ) -> list[PoseDetections]:
+    """Decode the keypoints of ``instances`` (boxes already in output pixels, ``scale`` their ``[N, 2]``
+    input-to-output factors from :func:`rescale_boxes`) -> one :class:`PoseDetections` per image."""
+    keypoints = decode_keypoints(model, dense, instances, tile_bytes)
+    keypoints[:, :, :2] *= scale[:, None, :]
+    return split_per_image(instances, keypoints, output_sizes)
+
+
 @torch.no_grad()
 def postprocess(model, dense: DenseOutputs, input_sizes: list[tuple[int, int]],
                 output_sizes: list[tuple[int, int]] | None = None, params: DetectionParams | None = None,
@@ -192,6 +202,4 @@ def postprocess(model, dense: DenseOutputs, input_sizes: list[tuple[int, int]],
     params = params or DetectionParams()
     output_sizes = output_sizes or input_sizes
     instances, scale = rescale_boxes(select_instances(dense, params), input_sizes, output_sizes)
-    keypoints = decode_keypoints(model, dense, instances, tile_bytes)
-    keypoints[:, :, :2] *= scale[:, None, :]
-    return split_per_image(instances, keypoints, output_sizes)
+    return detections_from_instances(model, dense, instances, scale, output_sizes, tile_bytes)

@@ -1,6 +1,6 @@
-"""Inference speed-ups: a folded channels-last copy of the model, autocast, ``torch.compile`` and the
-fast decoder, behind one :class:`InferenceRunner` that the :class:`~fcpose.Predictor` and the benchmark
-share.
+"""Inference speed-ups: a folded channels-last copy of the model, autocast and ``torch.compile``, with the
+streamed keypoint decoder of :mod:`fcpose.postprocess`, behind one :class:`InferenceRunner` that the
+:class:`~fcpose.Predictor` and the benchmark share.
 
 * :func:`optimize_for_inference` returns a **copy** (by default) of the model in eval mode, without
   gradients, with every frozen batch norm folded into the convolution before it
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import FCPoseError
 from ..model.norm import fold_frozen_bn
-from ..postprocess import DetectionParams, decode_keypoints, rescale_boxes, select_instances, split_per_image
+from ..postprocess import DetectionParams, detections_from_instances, rescale_boxes, select_instances
 from ..structures import DenseOutputs, Instances, PoseDetections
 
 __all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_context", "CompiledNetwork",
@@ -207,9 +207,7 @@ class InferenceRunner:
                ) -> list[PoseDetections]:
         """Dynamic heads, peaks and offsets of the selected instances -> one detection set per image."""
         with torch.inference_mode(), self._post_threads():
-            keypoints = decode_keypoints(self.model, dense, instances)
-            keypoints[:, :, :2] *= scale[:, None, :]
-            return split_per_image(instances, keypoints, output_sizes)
+            return detections_from_instances(self.model, dense, instances, scale, output_sizes)
 
     def __call__(self, batch: Tensor, input_sizes, output_sizes, params: DetectionParams) -> list[PoseDetections]:
         dense = self.network(batch)
