@@ -197,10 +197,15 @@ class LossConfig:
 @dataclass
 class SolverConfig:
     ims_per_batch: int = 16
+    optimizer: str = "sgd"  # sgd (the paper) | adamw (converges faster when training small models from scratch)
     base_lr: float = 0.01  # at 16 images per batch; scaled linearly with ims_per_batch
     reference_batch: int = 16
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum; AdamW's beta1
     weight_decay: float = 1e-4
+    lr_schedule: str = "step"  # step: x gamma at each of `steps` | cosine: from base_lr to 0 at max_iter
+    # Exponential moving average of the weights (0 disables). The average is what model_final.pt holds and
+    # what periodic evaluation scores; the decay ramps up as min(ema_decay, (1 + t) / (10 + t)).
+    ema_decay: float = 0.0
     max_iter: int = 90000
     steps: list[int] = field(default_factory=lambda: [60000, 80000])
     gamma: float = 0.1
@@ -247,6 +252,8 @@ class FCPoseConfig:
             "model.keypoint.refine_input": (m.keypoint.refine_input, {"p3", "tower"}),
             "model.keypoint.score": (m.keypoint.score, {"softmax", "logit"}),
             "input.format": (self.input.format, {"RGB", "BGR"}),
+            "solver.optimizer": (self.solver.optimizer, {"sgd", "adamw"}),
+            "solver.lr_schedule": (self.solver.lr_schedule, {"step", "cosine"}),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -266,6 +273,8 @@ class FCPoseConfig:
             raise ConfigError("input.pixel_mean and input.pixel_std need 3 values")
         if len(self.input.min_size_train) != 2 or len(self.input.crop_range) != 2:
             raise ConfigError("input.min_size_train and input.crop_range are [low, high] pairs")
+        if not 0.0 <= self.solver.ema_decay < 1.0:
+            raise ConfigError(f"solver.ema_decay must be in [0, 1) (0 disables), got {self.solver.ema_decay}")
         return self
 
 

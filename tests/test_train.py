@@ -12,10 +12,11 @@ import torch
 import torch.multiprocessing as mp
 
 from fcpose.cli import main
-from fcpose.config import load_config
+from fcpose.config import apply_overrides, load_config
 from fcpose.engine import trainer as trainer_mod
 from fcpose.engine.checkpoint import read_checkpoint
-from fcpose.engine.trainer import IterationSampler, lr_factor, train
+from fcpose.engine.trainer import IterationSampler, ModelEMA, build_optimizer, lr_factor, train
+from fcpose.errors import ConfigError
 
 # Small and fast: ResNet-18/GN from scratch at a 160-pixel short side.
 FAST = ["input.min_size_train=[160, 160]", "input.max_size_train=256", "input.min_size_test=160",
@@ -62,27 +63,81 @@ def test_short_training_reduces_the_loss(coco_tiny, tmp_path):
     assert lines[-1]["iter"] == 24 and "lr" in lines[-1] and "loss_heatmap" in lines[-1]
 
 
-def test_resume_continues_exactly(coco_tiny, tmp_path):
+def test_cosine_schedule_and_optimizer_choice():
+    cfg = load_config("overfit_tiny", ["solver.lr_schedule=cosine", "solver.max_iter=100", "solver.warmup_iters=0"])
+    assert lr_factor(0, cfg) == 1.0 and lr_factor(50, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12) and lr_factor(25, cfg) == pytest.approx(0.853553, 1e-5)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))
+    opt = build_optimizer(model, load_config("overfit_tiny", ["solver.optimizer=adamw", "solver.weight_decay=0.05"]))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # no decay on the norm layer
+    assert isinstance(build_optimizer(model, load_config("overfit_tiny")), torch.optim.SGD)
+    for bad in ("solver.optimizer=adam", "solver.lr_schedule=poly", "solver.ema_decay=1.0"):
+        with pytest.raises(ConfigError):
+            load_config("overfit_tiny", [bad])
+
+
+def test_weight_average_follows_the_documented_decay():
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(model.weight)
+    ema = ModelEMA(model, decay=0.5)
+    expected = torch.zeros(1, 2)
+    for step, value in enumerate((1.0, 2.0, 4.0), start=1):
+        model.weight.data.fill_(value)
+        ema.update(model)
+        d = min(0.5, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * value
+        torch.testing.assert_close(ema.module.weight, expected)
+    assert not ema.module.weight.requires_grad and ema.updates == 3
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter(list):
+    """A loss log that kills the run when the given number of iterations have been logged."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+
+    def append(self, item) -> None:
+        super().append(item)
+        if len(self) == self.count:
+            raise _Crash
+
+
+@pytest.mark.parametrize("options", [[], ["solver.optimizer=adamw", "solver.base_lr=0.002", "solver.lr_schedule=cosine",
+                                          "solver.ema_decay=0.9"]], ids=["sgd", "adamw_cosine_ema"])
+def test_resume_continues_exactly(coco_tiny, tmp_path, options):
     common = dict(data=str(coco_tiny / "person_keypoints.json"), images=str(coco_tiny), num_workers=0,
                   progress=False)
+    cfg = fast_cfg("solver.max_iter=6", "solver.ims_per_batch=2", *options)
     straight: list = []
-    train(fast_cfg("solver.max_iter=6", "solver.ims_per_batch=2"), output=str(tmp_path / "a"), loss_log=straight,
-          **common)
-    first: list = []
-    train(fast_cfg("solver.max_iter=3", "solver.ims_per_batch=2"), output=str(tmp_path / "b"), loss_log=first,
-          **common)
+    train(cfg, output=str(tmp_path / "a"), loss_log=straight, **common)
+    # The same run killed during its 5th iteration, with a checkpoint every 3: it resumes from step 3.
+    with pytest.raises(_Crash):
+        train(apply_overrides(cfg, ["solver.checkpoint_period=3"]), output=str(tmp_path / "b"),
+              loss_log=_CrashAfter(5), **common)
     resumed: list = []
-    result = train(fast_cfg("solver.max_iter=6", "solver.ims_per_batch=2"), output=str(tmp_path / "b"),
-                   resume=True, loss_log=resumed, **common)
+    result = train(cfg, output=str(tmp_path / "b"), resume=True, loss_log=resumed, **common)
     assert [it for it, _ in resumed] == [3, 4, 5] and result.iterations == 6
     for (it_a, a), (it_b, b) in zip(straight[3:], resumed):
         assert it_a == it_b
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (it_a, key)
-    a = read_checkpoint(tmp_path / "a" / "model_final.pt")["model"]
-    b = read_checkpoint(tmp_path / "b" / "model_final.pt")["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    a = read_checkpoint(tmp_path / "a" / "model_final.pt")
+    b = read_checkpoint(tmp_path / "b" / "model_final.pt")
+    assert a["weight_average"] == b["weight_average"] == ("solver.ema_decay=0.9" in options)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
+    if options:  # model_final.pt holds the average, last.pt the raw weights and the average to resume from
+        last = read_checkpoint(tmp_path / "b" / "last.pt")
+        assert last["ema"]["updates"] == 6
+        assert any(not torch.equal(last["model"][k], b["model"][k]) for k in b["model"] if k.endswith("weight"))
+        for k in b["model"]:
+            torch.testing.assert_close(last["ema"]["weights"][k], b["model"][k])
 
 
 def test_channels_last_training_matches_and_saves_a_loadable_model(coco_tiny, tmp_path):

@@ -1,10 +1,11 @@
 """``fcpose train``: the training loop, single process or ``torchrun`` DDP.
 
-The loop (:func:`train`) is one readable function: SGD with momentum and the linear scaling rule, linear
-warm-up and step decay, AMP on CUDA, gradient clipping, and a non-finite loss or gradient that *skips the
-step* (counted and logged) instead of killing the run. Checkpoints are atomic and hold everything needed
-to continue exactly: ``--resume`` gives the same losses as an uninterrupted run, because the data of
-iteration ``t`` (which images, which augmentation) is a pure function of (seed, t) — see
+The loop (:func:`train`) is one readable function: SGD with momentum (or AdamW) and the linear scaling rule,
+linear warm-up and step or cosine decay, an optional moving average of the weights, AMP on CUDA, gradient
+clipping, and a non-finite loss or gradient that *skips the step* (counted and logged) instead of killing the
+run. Checkpoints are atomic and hold everything needed to continue exactly: ``--resume`` gives the same
+losses as an uninterrupted run, because the data of iteration ``t`` (which images, which augmentation) is a
+pure function of (seed, t) — see
 :class:`IterationSampler` — not of the process or worker that loads it.
 """
 
@@ -111,8 +112,9 @@ class TrainStep(nn.Module):
 _NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
-def build_optimizer(model: nn.Module, cfg: FCPoseConfig) -> torch.optim.SGD:
-    """SGD, lr = base_lr x ims_per_batch / reference_batch (linear scaling); no weight decay on norms."""
+def build_optimizer(model: nn.Module, cfg: FCPoseConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or AdamW; lr = base_lr x ims_per_batch / reference_batch (linear
+    scaling rule); no weight decay on normalisation layers."""
     s = cfg.solver
     lr = s.base_lr * s.ims_per_batch / s.reference_batch
     decay, no_decay, seen = [], [], set()
@@ -123,17 +125,61 @@ def build_optimizer(model: nn.Module, cfg: FCPoseConfig) -> torch.optim.SGD:
             seen.add(id(p))
             (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=s.momentum)
+    groups = [g for g in groups if g["params"]]
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(s.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=s.momentum)
 
 
 def lr_factor(iteration: int, cfg: FCPoseConfig) -> float:
-    """Multiplier of the base lr at ``iteration``: linear warm-up from warmup_factor, x gamma per step."""
+    """Multiplier of the base lr at ``iteration``: linear warm-up from warmup_factor, then x gamma per
+    step (``lr_schedule: step``) or a half cosine down to 0 at max_iter (``lr_schedule: cosine``)."""
     s = cfg.solver
-    factor = s.gamma ** sum(1 for step in s.steps if iteration >= step)
+    if s.lr_schedule == "cosine":
+        progress = min(1.0, iteration / max(1, s.max_iter))
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        factor = s.gamma ** sum(1 for step in s.steps if iteration >= step)
     if iteration < s.warmup_iters:
         alpha = iteration / s.warmup_iters
         factor *= s.warmup_factor * (1 - alpha) + alpha
     return factor
+
+
+class ModelEMA:
+    """Exponential moving average of a model's floating-point parameters and buffers.
+
+    After optimizer step t (counting from 1) every averaged tensor becomes ``d * avg + (1 - d) * w`` with
+    ``d = min(decay, (1 + t) / (10 + t))``: early averages follow the fast-moving weights, later ones
+    smooth the last ~1 / (1 - decay) steps. Integer buffers are copied. The average lives in its own copy
+    of the (unwrapped) model, which is what gets evaluated and saved.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.updates = 0
+        self.module = copy.deepcopy(unwrap_model(model)).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        source = unwrap_model(model).state_dict()
+        for name, avg in self.module.state_dict().items():
+            if avg.is_floating_point():
+                avg.mul_(d).add_(source[name].detach(), alpha=1 - d)
+            else:
+                avg.copy_(source[name])
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates,
+                "weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.module.load_state_dict(state["weights"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +223,7 @@ class TrainResult:
     skipped_steps: int
     last_losses: dict
     metrics: dict
-    model: FCPose  # the trained model (unwrapped), in training mode
+    model: FCPose  # the trained model (unwrapped; the weight average when solver.ema_decay > 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,6 +286,13 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
             print(f"resuming from {last_path} at iteration {start_iter}", file=sys.stderr)
     elif resume and main:
         print(f"note: --resume given but {last_path} does not exist; starting from scratch", file=sys.stderr)
+    ema = ModelEMA(model, s.ema_decay) if s.ema_decay > 0 else None
+    if ema is not None and start_iter > 0:
+        if state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        elif main:
+            print(f"note: {last_path} holds no weight average; solver.ema_decay starts one from the resumed "
+                  "weights", file=sys.stderr)
 
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,6 +332,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         finite = not bool(dist.reduce_max(torch.tensor(0.0 if finite else 1.0, device=dev)) > 0)
         if finite:
             scaler.step(optimizer)
+            if ema is not None:
+                ema.update(model)
         else:
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
@@ -303,28 +358,36 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
             logger.log(iteration, {**values, "lr": lr, "grad_norm": float(grad_norm),
                                    "skipped_steps": skipped, "sec_per_iter": elapsed / (iteration - start_iter)})
         if s.checkpoint_period > 0 and iteration % s.checkpoint_period == 0 and iteration < s.max_iter:
-            _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main)
+            _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
         if (eval_data and s.eval_period > 0 and iteration % s.eval_period == 0 and iteration < s.max_iter):
-            metrics = _evaluate(model, cfg, eval_data, eval_images or images, dev, progress, main, logger, iteration)
+            metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
+                                logger, iteration)
     bar.close()
 
     if eval_data:
-        metrics = _evaluate(model, cfg, eval_data, eval_images or images, dev, progress, main, logger, iteration)
-    _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main)
+        metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
+                            logger, iteration)
+    _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
     if main:
-        save_checkpoint(model, out_dir / "model_final.pt", cfg=cfg, step=iteration, metrics=metrics,
-                        skipped_steps=skipped)
+        save_checkpoint(final_model(model, ema), out_dir / "model_final.pt", cfg=cfg, step=iteration,
+                        metrics=metrics, skipped_steps=skipped, weight_average=ema is not None)
         print(f"trained {iteration} iterations ({skipped} skipped) -> {out_dir / 'model_final.pt'}", file=sys.stderr)
     logger.close()
     dist.barrier()
-    return TrainResult(out_dir, iteration, skipped, last_losses, metrics, unwrap_model(model))
+    return TrainResult(out_dir, iteration, skipped, last_losses, metrics, final_model(model, ema))
 
 
-def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, metrics, main) -> None:
+def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:
+    """What training delivers: the weight average when there is one, else the (unwrapped) model."""
+    return ema.module if ema is not None else unwrap_model(model)
+
+
+def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main) -> None:
     if main:
+        extra = {"ema": ema.state_dict()} if ema is not None else {}
         save_checkpoint(model, out_dir / "last.pt", cfg=cfg, step=iteration, metrics=metrics,
                         skipped_steps=skipped, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict())
+                        scaler=scaler.state_dict(), **extra)
     dist.barrier()
 
 
