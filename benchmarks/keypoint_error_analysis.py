@@ -1,0 +1,189 @@
+"""Where does a model's keypoint AP go? Error analysis of a checkpoint on a COCO-format keypoint set.
+
+    python benchmarks/keypoint_error_analysis.py --weights OUT/model_final.pt --data ANN.json --images DIR
+                                                 [--json FILE] [--size S]
+
+Each detection is matched to the ground-truth person of highest box IoU (>= 0.5); for matched people it
+reports the pixel error of every labelled keypoint (percentiles, per keypoint, visible vs occluded), how
+many gross errors (> one stride-8 cell) are left/right swaps or another person's keypoint, and the
+keypoint AP of "what if" copies of the results:
+
+* ``oracle_keypoints``: every matched person's keypoints replaced by the truth — the ceiling set by the
+  detections (boxes, scores, duplicates) alone;
+* ``oracle_keypoints_noise_S``: the truth plus Gaussian noise of S px per coordinate — how precise the
+  keypoints must be for a given AP;
+* ``fix_gross``: only the keypoints that are off by more than 8 px replaced by the truth;
+* ``fix_fine``: only the keypoints within 8 px replaced (what perfect refinement would add);
+* ``unswap_pairs``: left/right pairs exchanged wherever that brings both closer to the truth.
+
+Writes a JSON summary (default ``benchmarks/results/keypoint_error_analysis.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fcpose.engine.checkpoint import load_model  # noqa: E402
+from fcpose.engine.evaluation import evaluate_keypoints  # noqa: E402
+from fcpose.engine.inference import predict_dataset  # noqa: E402
+from fcpose.inference.predictor import Predictor  # noqa: E402
+
+GROSS_PX = 8.0  # one cell of the stride-8 heatmap
+
+
+def box_iou_xywh(a, b) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_detections(results: list[dict], gt_by_image: dict[int, list[dict]], min_iou: float = 0.5) -> list:
+    """For each detection, the ground-truth person with the highest box IoU (>= min_iou) or None."""
+    out = []
+    for r in results:
+        cands = gt_by_image.get(r["image_id"], [])
+        best = max(cands, key=lambda g: box_iou_xywh(r["bbox"], g["bbox"]), default=None)
+        out.append(best if best is not None and box_iou_xywh(r["bbox"], best["bbox"]) >= min_iou else None)
+    return out
+
+
+def _kpts(d: dict) -> np.ndarray:
+    return np.asarray(d["keypoints"], dtype=np.float64).reshape(-1, 3)
+
+
+def replaced(results, matches, choose) -> list[dict]:
+    """Copy of ``results`` where ``choose(pred, truth) -> new xy (K, 2)`` rewrites matched people."""
+    out = []
+    for r, g in zip(results, matches):
+        r = dict(r)
+        if g is not None:
+            p, t = _kpts(r), _kpts(g)
+            p[:, :2] = choose(p, t)
+            r["keypoints"] = p.reshape(-1).tolist()
+        out.append(r)
+    return out
+
+
+def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_score: float = 0.3,
+            seed: int = 0, sigmas=None) -> dict:
+    ann_by_image: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        if not a.get("iscrowd", 0):
+            ann_by_image.setdefault(a["image_id"], []).append(a)
+    matches = match_detections(results, ann_by_image)
+    num_k = len(gt["categories"][0]["keypoints"])
+    flip = list(range(num_k))
+    for a, b in flip_pairs:
+        flip[a], flip[b] = b, a
+
+    errors = {1: [], 2: []}
+    per_kpt = [[] for _ in range(num_k)]
+    gross = swaps = other_person = 0
+    for r, g in zip(results, matches):
+        if g is None or r["score"] < min_score:
+            continue
+        p, t = _kpts(r), _kpts(g)
+        others = [_kpts(o) for o in ann_by_image[r["image_id"]] if o is not g]
+        for k in range(num_k):
+            if t[k, 2] <= 0:
+                continue
+            e = float(np.linalg.norm(p[k, :2] - t[k, :2]))
+            errors[int(t[k, 2])].append(e)
+            per_kpt[k].append(e)
+            if e <= GROSS_PX:
+                continue
+            gross += 1
+            if t[flip[k], 2] > 0 and np.linalg.norm(p[k, :2] - t[flip[k], :2]) <= GROSS_PX:
+                swaps += 1
+            elif any(o[k, 2] > 0 and np.linalg.norm(p[k, :2] - o[k, :2]) <= GROSS_PX for o in others):
+                other_person += 1
+
+    quiet = io.StringIO()
+
+    def ap(res: list[dict]) -> float:
+        with contextlib.redirect_stdout(quiet):
+            metrics = evaluate_keypoints(gt, res, sigmas=sigmas, iou_types=("keypoints",))
+        return round(float(metrics["keypoints"]["AP"]), 4)
+
+    rng = np.random.default_rng(seed)
+
+    def noisy(sd):
+        return lambda p, t: t[:, :2] + rng.normal(0.0, sd, t[:, :2].shape)
+
+    def fix(gross_only: bool):
+        def choose(p, t):
+            e = np.linalg.norm(p[:, :2] - t[:, :2], axis=1)
+            take = (t[:, 2] > 0) & ((e > GROSS_PX) if gross_only else (e <= GROSS_PX))
+            return np.where(take[:, None], t[:, :2], p[:, :2])
+        return choose
+
+    def unswap(p, t):
+        q = p[:, :2].copy()
+        for a, b in flip_pairs:
+            if t[a, 2] > 0 and t[b, 2] > 0:
+                straight = np.linalg.norm(p[a, :2] - t[a, :2]) + np.linalg.norm(p[b, :2] - t[b, :2])
+                crossed = np.linalg.norm(p[a, :2] - t[b, :2]) + np.linalg.norm(p[b, :2] - t[a, :2])
+                if crossed < straight:
+                    q[a], q[b] = p[b, :2], p[a, :2]
+        return q
+
+    all_err = np.array(errors[1] + errors[2])
+    what_if = {"actual": ap(results), "oracle_keypoints": ap(replaced(results, matches, lambda p, t: t[:, :2]))}
+    for sd in (1, 2, 3):
+        what_if[f"oracle_keypoints_noise_{sd}px"] = ap(replaced(results, matches, noisy(sd)))
+    what_if["fix_gross"] = ap(replaced(results, matches, fix(True)))
+    what_if["fix_fine"] = ap(replaced(results, matches, fix(False)))
+    what_if["unswap_pairs"] = ap(replaced(results, matches, unswap))
+
+    def pct(v):
+        return [round(float(x), 2) for x in np.percentile(v, [25, 50, 75, 90])] if len(v) else []
+
+    return {
+        "matched_keypoints": int(all_err.size),
+        "error_px_p25_p50_p75_p90": pct(all_err),
+        "error_px_visible": pct(errors[2]),
+        "error_px_occluded": pct(errors[1]),
+        "gross_fraction": round(float(np.mean(all_err > GROSS_PX)), 4) if all_err.size else None,
+        "gross_errors": gross, "gross_left_right_swaps": swaps, "gross_other_person": other_person,
+        "per_keypoint_median_px": [round(float(np.median(v)), 2) if v else None for v in per_kpt],
+        "per_keypoint_gross_fraction": [round(float(np.mean(np.array(v) > GROSS_PX)), 3) if v else None
+                                        for v in per_kpt],
+        "keypoint_AP": what_if,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--data", required=True, help="COCO keypoint annotation JSON")
+    ap.add_argument("--images", required=True)
+    ap.add_argument("--size", type=int, default=None, help="test short side (default: the checkpoint's)")
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "keypoint_error_analysis.json"))
+    args = ap.parse_args()
+
+    model = load_model(args.weights).eval()
+    kw = {"min_size": args.size} if args.size else {}
+    results = predict_dataset(Predictor(model, **kw), args.data, args.images, progress=False)
+    gt = json.loads(Path(args.data).read_text())
+    summary = {"weights": args.weights, "data": args.data, "detections": len(results),
+               **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas)}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if not k.startswith("per_keypoint")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""benchmarks/keypoint_error_analysis.py: matching, gross-error taxonomy and the what-if APs."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcpose.config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "keypoint_error_analysis.py"
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    spec = importlib.util.spec_from_file_location("keypoint_error_analysis", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _person(x0: float, y0: float, ann_id: int) -> dict:
+    rng = np.random.default_rng(ann_id)
+    xy = np.stack([x0 + rng.uniform(0, 80, 17), y0 + rng.uniform(0, 160, 17)], 1)
+    xy[9], xy[10] = [x0 + 5, y0 + 80], [x0 + 75, y0 + 80]  # wrists far apart
+    kps = np.concatenate([xy, np.full((17, 1), 2.0)], 1)
+    return {"id": ann_id, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 80 * 160 * 0.5,
+            "bbox": [x0, y0, 80, 160], "num_keypoints": 17, "keypoints": kps.reshape(-1).round(2).tolist()}
+
+
+def _dataset() -> dict:
+    cat = {"id": 1, "name": "person", "keypoints": COCO_KEYPOINT_NAMES, "skeleton": []}
+    return {"images": [{"id": 1, "file_name": "a.jpg", "width": 400, "height": 300}], "categories": [cat],
+            "annotations": [_person(20, 40, 1), _person(200, 60, 2)]}
+
+
+def test_perfect_results_and_a_left_right_swap(analysis):
+    gt = _dataset()
+    results = [{"image_id": 1, "category_id": 1, "bbox": a["bbox"], "score": 0.9 - 0.1 * i,
+                "keypoints": list(a["keypoints"])} for i, a in enumerate(gt["annotations"])]
+    perfect = analysis.analyse(results, gt, COCO_FLIP_PAIRS)
+    assert perfect["keypoint_AP"]["actual"] == pytest.approx(1.0)
+    assert perfect["gross_errors"] == 0 and perfect["matched_keypoints"] == 34
+    assert perfect["keypoint_AP"]["oracle_keypoints"] == pytest.approx(1.0)
+
+    swapped = copy.deepcopy(results)
+    k = np.asarray(swapped[0]["keypoints"]).reshape(17, 3)
+    k[[9, 10]] = k[[10, 9]]  # the first person's wrists exchanged (70 px apart)
+    k[0, :2] += 30  # and the nose far off, but not onto anybody's nose
+    swapped[0]["keypoints"] = k.reshape(-1).tolist()
+    report = analysis.analyse(swapped, gt, COCO_FLIP_PAIRS)
+    assert report["gross_errors"] == 3 and report["gross_left_right_swaps"] == 2
+    assert report["gross_other_person"] == 0
+    ap = report["keypoint_AP"]
+    assert ap["actual"] < ap["unswap_pairs"] < 1.0  # the nose is still wrong after un-swapping
+    assert ap["fix_gross"] == pytest.approx(1.0) and ap["oracle_keypoints"] == pytest.approx(1.0)
+    assert ap["fix_fine"] == pytest.approx(ap["actual"])  # nothing within 8 px was wrong
+    assert ap["oracle_keypoints_noise_1px"] > ap["oracle_keypoints_noise_3px"]
+
+
+def test_unmatched_detections_are_left_alone(analysis):
+    gt = _dataset()
+    stray = {"image_id": 1, "category_id": 1, "bbox": [330, 200, 40, 60], "score": 0.95,
+             "keypoints": [350.0, 230.0, 1.0] * 17}
+    assert analysis.match_detections([stray], {1: gt["annotations"]}) == [None]
+    out = analysis.replaced([stray], [None], lambda p, t: t[:, :2])
+    assert out[0]["keypoints"] == stray["keypoints"]
