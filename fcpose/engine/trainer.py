@@ -338,7 +338,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
             if main:
-                bad = {k: round(float(v), 4) for k, v in losses.items()}
+                bad = {k: round(float(v.detach()), 4) for k, v in losses.items()}
                 tqdm.write(f"warning: iteration {iteration}: non-finite loss or gradient, step skipped "
                            f"({skipped} so far): {bad}", file=sys.stderr)
         scaler.update()
