@@ -22,40 +22,44 @@ Writes a JSON summary (default ``benchmarks/results/keypoint_error_analysis.json
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fcpose.engine.checkpoint import load_model  # noqa: E402
-from fcpose.engine.evaluation import evaluate_keypoints  # noqa: E402
+from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
 from fcpose.engine.inference import predict_dataset  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
+from fcpose.ops.boxes import box_iou  # noqa: E402
 
 GROSS_PX = 8.0  # one cell of the stride-8 heatmap
 
 
-def box_iou_xywh(a, b) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def _xyxy(boxes_xywh: list) -> torch.Tensor:
+    b = torch.tensor(boxes_xywh, dtype=torch.float64).reshape(-1, 4)
+    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
 
 
 def match_detections(results: list[dict], gt_by_image: dict[int, list[dict]], min_iou: float = 0.5) -> list:
     """For each detection, the ground-truth person with the highest box IoU (>= min_iou) or None."""
-    out = []
-    for r in results:
-        cands = gt_by_image.get(r["image_id"], [])
-        best = max(cands, key=lambda g: box_iou_xywh(r["bbox"], g["bbox"]), default=None)
-        out.append(best if best is not None and box_iou_xywh(r["bbox"], best["bbox"]) >= min_iou else None)
+    dets_by_image: dict[int, list[int]] = {}
+    for i, r in enumerate(results):
+        dets_by_image.setdefault(r["image_id"], []).append(i)
+    out: list = [None] * len(results)
+    for image_id, idx in dets_by_image.items():
+        cands = gt_by_image.get(image_id, [])
+        if not cands:
+            continue
+        iou = box_iou(_xyxy([results[i]["bbox"] for i in idx]), _xyxy([g["bbox"] for g in cands]))
+        best, arg = iou.max(1)
+        for i, ok, j in zip(idx, (best >= min_iou).tolist(), arg.tolist()):
+            out[i] = cands[j] if ok else None
     return out
 
 
@@ -110,11 +114,10 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
             elif any(o[k, 2] > 0 and np.linalg.norm(p[k, :2] - o[k, :2]) <= GROSS_PX for o in others):
                 other_person += 1
 
-    quiet = io.StringIO()
+    coco_gt = load_gt(gt)  # indexed once for the seven evaluations
 
     def ap(res: list[dict]) -> float:
-        with contextlib.redirect_stdout(quiet):
-            metrics = evaluate_keypoints(gt, res, sigmas=sigmas, iou_types=("keypoints",))
+        metrics = evaluate_keypoints(coco_gt, res, sigmas=sigmas, iou_types=("keypoints",))
         return round(float(metrics["keypoints"]["AP"]), 4)
 
     rng = np.random.default_rng(seed)

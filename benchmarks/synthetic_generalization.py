@@ -25,12 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from fcpose.config import load_config  # noqa: E402
 from fcpose.data.synthetic import generate_dataset  # noqa: E402
-from fcpose.engine.checkpoint import load_state, safe_load  # noqa: E402
+from fcpose.engine.checkpoint import load_model  # noqa: E402
 from fcpose.engine.evaluation import evaluate_keypoints  # noqa: E402
 from fcpose.engine.inference import format_metrics, predict_dataset  # noqa: E402
 from fcpose.engine.trainer import train  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
-from fcpose.model.fcpose import build_model  # noqa: E402
 
 
 def main() -> int:
@@ -69,9 +68,7 @@ def main() -> int:
     times["total_s"] = time.perf_counter() - t0
     raw_metrics = None
     if cfg.solver.ema_decay > 0:  # for comparison (not timed): the last raw weights, kept in last.pt
-        raw = build_model(result.model.cfg)
-        load_state(raw, safe_load(work / "run" / "last.pt")["model"], "last.pt")
-        raw_metrics = held_out_metrics(raw)
+        raw_metrics = held_out_metrics(load_model(work / "run" / "last.pt"))
 
     summary = {
         "what": "train on synthetic scenes (seed 1), keypoint AP on held-out synthetic scenes (seed 2)",

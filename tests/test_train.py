@@ -84,7 +84,7 @@ def test_weight_average_follows_the_documented_decay():
     expected = torch.zeros(1, 2)
     for step, value in enumerate((1.0, 2.0, 4.0), start=1):
         model.weight.data.fill_(value)
-        ema.update(model)
+        ema.update()
         d = min(0.5, (1 + step) / (10 + step))
         expected = d * expected + (1 - d) * value
         torch.testing.assert_close(ema.module.weight, expected)

@@ -152,26 +152,30 @@ class ModelEMA:
     After optimizer step t (counting from 1) every averaged tensor becomes ``d * avg + (1 - d) * w`` with
     ``d = min(decay, (1 + t) / (10 + t))``: early averages follow the fast-moving weights, later ones
     smooth the last ~1 / (1 - decay) steps. Integer buffers are copied. The average lives in its own copy
-    of the (unwrapped) model, which is what gets evaluated and saved.
+    of the (unwrapped) model, which is what gets evaluated and saved. The tensors to average are paired
+    once: the optimizer updates the model's weights in place, so each step is one fused ``lerp``.
     """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)
         self.updates = 0
-        self.module = copy.deepcopy(unwrap_model(model)).eval()
+        source = unwrap_model(model)
+        self.module = copy.deepcopy(source).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        avg, src = self.module.state_dict(), source.state_dict()
+        self._float = ([avg[k] for k in avg if avg[k].is_floating_point()],
+                       [src[k] for k in avg if avg[k].is_floating_point()])
+        self._other = [(avg[k], src[k]) for k in avg if not avg[k].is_floating_point()]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self) -> None:
+        """Average in the tracked model's current weights (call after each optimizer step)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        source = unwrap_model(model).state_dict()
-        for name, avg in self.module.state_dict().items():
-            if avg.is_floating_point():
-                avg.mul_(d).add_(source[name].detach(), alpha=1 - d)
-            else:
-                avg.copy_(source[name])
+        torch._foreach_lerp_(self._float[0], self._float[1], 1.0 - d)
+        for avg, src in self._other:
+            avg.copy_(src)
 
     def state_dict(self) -> dict:
         return {"updates": self.updates,
@@ -270,7 +274,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     use_amp = s.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_iter, skipped = 0, 0
+    start_iter, skipped, state = 0, 0, {}
     last_path = out_dir / "last.pt"
     if resume and last_path.exists():
         state = safe_load(last_path)
@@ -333,7 +337,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         if finite:
             scaler.step(optimizer)
             if ema is not None:
-                ema.update(model)
+                ema.update()
         else:
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
