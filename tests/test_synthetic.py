@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -201,15 +200,6 @@ def test_left_joints_on_image_right_when_facing_camera():
             if fig.labelled[L_EYE] and fig.labelled[R_EYE]:
                 assert k[L_EYE, 0] > k[R_EYE, 0]
     assert checked > 10
-
-
-def test_speed():
-    rng = np.random.default_rng(0)
-    render_scene(rng, 384, 512, 4)  # warm up
-    start = time.perf_counter()
-    for i in range(20):
-        render_scene(np.random.default_rng([1, i]), 384, 512, 1 + i % 8)
-    assert time.perf_counter() - start < 5.0
 
 
 def test_synth_main_and_bad_arguments(tmp_path, capsys):
