@@ -99,7 +99,7 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
         if g is None or r["score"] < min_score:
             continue
         p, t = _kpts(r), _kpts(g)
-        others = [_kpts(o) for o in ann_by_image[r["image_id"]] if o is not g]
+        others = None  # the other people's keypoints, read at the first gross error
         for k in range(num_k):
             if t[k, 2] <= 0:
                 continue
@@ -111,7 +111,10 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
             gross += 1
             if t[flip[k], 2] > 0 and np.linalg.norm(p[k, :2] - t[flip[k], :2]) <= GROSS_PX:
                 swaps += 1
-            elif any(o[k, 2] > 0 and np.linalg.norm(p[k, :2] - o[k, :2]) <= GROSS_PX for o in others):
+                continue
+            if others is None:
+                others = [_kpts(o) for o in ann_by_image[r["image_id"]] if o is not g]
+            if any(o[k, 2] > 0 and np.linalg.norm(p[k, :2] - o[k, :2]) <= GROSS_PX for o in others):
                 other_person += 1
 
     coco_gt = load_gt(gt)  # indexed once for the seven evaluations

@@ -164,8 +164,8 @@ class ModelEMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
         avg, src = self.module.state_dict(), source.state_dict()
-        self._float = ([avg[k] for k in avg if avg[k].is_floating_point()],
-                       [src[k] for k in avg if avg[k].is_floating_point()])
+        floats = [k for k in avg if avg[k].is_floating_point()]
+        self._avg, self._src = [avg[k] for k in floats], [src[k] for k in floats]
         self._other = [(avg[k], src[k]) for k in avg if not avg[k].is_floating_point()]
 
     @torch.no_grad()
@@ -173,7 +173,7 @@ class ModelEMA:
         """Average in the tracked model's current weights (call after each optimizer step)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self._float[0], self._float[1], 1.0 - d)
+        torch._foreach_lerp_(self._avg, self._src, 1.0 - d)
         for avg, src in self._other:
             avg.copy_(src)
 
