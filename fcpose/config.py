@@ -136,6 +136,9 @@ class KeypointHeadConfig:
     # tower output, like the official code's offsets; better for small pyramids trained from scratch).
     refine_input: str = "p3"
     score: str = "softmax"  # keypoint score: softmax probability of the peak, or the raw "logit"
+    # Official basis module only: the auxiliary heatmap heads (seg_head, p3_logits, upsampler, p1_logits) that
+    # the official training supervises with Gaussian heatmaps (loss.recipe: official). No output depends on them.
+    aux_heads: bool = False
 
     def num_dynamic_params(self, num_keypoints: int) -> int:
         return dynamic_param_count(self.feat_channels + 2, self.head_channels, self.head_layers, num_keypoints)
@@ -174,6 +177,11 @@ class InputConfig:
     crop: bool = True
     crop_range: list[float] = field(default_factory=lambda: [0.4, 1.0])  # relative crop size
     flip: bool = True
+    # Crowd annotations (iscrowd = 1): "ignore" regions (neither positive nor negative, the paper variant) or
+    # "drop" them (the official trainer: no ignore handling anywhere).
+    crowd: str = "ignore"
+    filter_empty: bool = False  # drop training images without any (non-crowd) person (detectron2's default)
+    min_keypoints_per_image: int = 0  # drop training images with fewer labelled keypoints (official: 1)
 
 
 @dataclass
@@ -192,6 +200,16 @@ class LossConfig:
     offset_weight: float = 1.0  # beta in Eq. (4)
     offset_radius: float = 2.0  # refinement offsets are supervised within this many cells of a keypoint
     max_proposals: int = 50  # M: positive locations per batch that generate dynamic heads
+    # "paper": Sec. 3.3 as in the paper (heatmap CE on the stride-8 grid, offset MSE, M sampled instances spread
+    # over the people). "official": AdelaiDet's training maths exactly (see docs/official_training.md): CE on
+    # the x4-upsampled stride-2 grid, the softmax-weighted direction loss, p1/p3 auxiliary heatmap losses,
+    # per-person top-k heads (k = max_proposals // people), GIoU in stride units with +1 smoothing.
+    recipe: str = "paper"
+    keypoint_weight: float = 2.5  # official: LOSS_WEIGHT_KEYPOINT
+    direction_weight: float = 9.0  # official: LOSS_WEIGHT_DIRECTION
+    distance_norm: float = 12.0  # official: DISTANCE_NORM of the direction loss
+    aux_weight: float = 0.2  # official: BASIS_MODULE.LOSS_WEIGHT of the p1/p3 heatmap losses
+    aux_sigma: float = 1.8  # official: HEATMAP_SIGMA of the stride-2 p1 target (the stride-8 p3 target uses half)
 
 
 @dataclass
@@ -212,6 +230,7 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: float = 10.0  # 0 disables
+    clip_grad_value: float = 0.0  # > 0: clamp every gradient element to [-v, v] (official: 1.0); 0 disables
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     channels_last: bool = False  # NHWC activations and weights while training (about 10% faster on CPU)
     checkpoint_period: int = 5000
@@ -252,6 +271,8 @@ class FCPoseConfig:
             "model.keypoint.refine_input": (m.keypoint.refine_input, {"p3", "tower"}),
             "model.keypoint.score": (m.keypoint.score, {"softmax", "logit"}),
             "input.format": (self.input.format, {"RGB", "BGR"}),
+            "input.crowd": (self.input.crowd, {"ignore", "drop"}),
+            "loss.recipe": (self.loss.recipe, {"paper", "official"}),
             "solver.optimizer": (self.solver.optimizer, {"sgd", "adamw"}),
             "solver.lr_schedule": (self.solver.lr_schedule, {"step", "cosine"}),
         }
@@ -273,6 +294,13 @@ class FCPoseConfig:
             raise ConfigError("input.pixel_mean and input.pixel_std need 3 values")
         if len(self.input.min_size_train) != 2 or len(self.input.crop_range) != 2:
             raise ConfigError("input.min_size_train and input.crop_range are [low, high] pairs")
+        if self.loss.recipe == "official" and not (m.keypoint.branch == "official" and m.keypoint.aux_heads):
+            raise ConfigError("loss.recipe: official needs the official keypoint branch with its auxiliary heads "
+                              "(model.keypoint.branch: official, model.keypoint.aux_heads: true)")
+        if m.keypoint.aux_heads and m.keypoint.branch != "official":
+            raise ConfigError("model.keypoint.aux_heads exists only for model.keypoint.branch: official")
+        if self.solver.clip_grad_value < 0 or self.solver.clip_grad_norm < 0:
+            raise ConfigError("solver.clip_grad_value and solver.clip_grad_norm must be >= 0 (0 disables)")
         if not 0.0 <= self.solver.ema_decay < 1.0:
             raise ConfigError(f"solver.ema_decay must be in [0, 1) (0 disables), got {self.solver.ema_decay}")
         return self

@@ -22,8 +22,9 @@ Name mapping (official -> fcpose)::
     proposal_generator.fcpose_head.sizes_of_interest -> config model.keypoint.rel_coord_norm (and
                                                      model.fcos.sizes_of_interest, input.max_size_train)
 
-Dropped, and listed in the report: the basis module's training-only auxiliary heads (``seg_head``,
-``p3_logits``, ``upsampler``, ``p1_logits``), which no inference output depends on, and
+The basis module's training-only auxiliary heads (``seg_head``, ``p3_logits``, ``upsampler``,
+``p1_logits``) are kept (``model.keypoint.aux_heads: true``) so that the official training recipe can
+continue from the file; with ``keep_aux=False`` they are dropped and listed in the report. Dropped always:
 ``num_batches_tracked`` counters of frozen backbone norms if a file has them.
 """
 
@@ -68,7 +69,8 @@ _RULES: list[tuple[re.Pattern, Any]] = [
     (re.compile(r"proposal_generator\.fcos\.fcos_head\.scales\.(\d+)\.scale"), lambda m: f"head.scales.{m[1]}.scale"),
     (re.compile(r"proposal_generator\.fcpose_head\.atten_producer\.(weight|bias)"),
      lambda m: f"head.controller.{m[1]}"),
-    (re.compile(r"proposal_generator\.basis_module\.((?:refine|tower)\.\S+)"), lambda m: f"keypoint_branch.{m[1]}"),
+    (re.compile(r"proposal_generator\.basis_module\.((?:refine|tower|seg_head|p3_logits|upsampler|p1_logits)\.\S+)"),
+     lambda m: f"keypoint_branch.{m[1]}"),
 ]
 # Frozen (detectron2 FrozenBatchNorm2d) backbone norms have no step counter; drop one if a file has it.
 _FROZEN_COUNTER = re.compile(r"backbone\.bottom_up\.(stem|res[2-5]\.\d+)\.(conv[1-3]|shortcut)?\.?norm\."
@@ -129,8 +131,12 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
 
 
-def convert_official(obj: Any, source: str = "checkpoint") -> dict:
+def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None = None) -> dict:
     """An official AdelaiDet FCPose checkpoint (loaded dict) -> an fcpose checkpoint dict.
+
+    ``keep_aux``: keep the basis module's auxiliary training heads (``model.keypoint.aux_heads``: needed to
+    train or fine-tune with the official recipe, unused at inference). Default: keep them when the file has
+    them, so that a converted release can be fine-tuned exactly like the official trainer would.
 
     The result is what :func:`fcpose.engine.checkpoint.save_checkpoint` writes (``format``, ``version``,
     ``config``, ``model``), plus a ``conversion`` report: the source, the preset used, the dropped entries
@@ -148,9 +154,13 @@ def convert_official(obj: Any, source: str = "checkpoint") -> dict:
     sizes = _as_tensor(SIZES_KEY, sd[SIZES_KEY], source).reshape(-1).tolist()
     if len(sizes) != 5 or any(v <= 0 for v in sizes):
         raise CheckpointError(f"{source}: {SIZES_KEY} should hold 5 positive values, got {sizes}")
+    if keep_aux is None:
+        keep_aux = any(str(k).startswith(AUX_PREFIXES) for k in sd)
     overrides = {"model": {"fcos": {"sizes_of_interest": [int(v) for v in sizes[:4]]},
-                           "keypoint": {"rel_coord_norm": [float(v) for v in sizes]}},
+                           "keypoint": {"rel_coord_norm": [float(v) for v in sizes], "aux_heads": bool(keep_aux)}},
                  "input": {"max_size_train": int(sizes[4])}}
+    if not keep_aux:  # inference only: the official training recipe needs the auxiliary heads
+        overrides["loss"] = {"recipe": "paper"}
     cfg = load_config(preset, overrides)
     expected = _expected_state(cfg)
 
@@ -162,7 +172,7 @@ def convert_official(obj: Any, source: str = "checkpoint") -> dict:
         key = str(key)
         if key == SIZES_KEY:
             continue
-        if key.startswith(AUX_PREFIXES) or _FROZEN_COUNTER.fullmatch(key):
+        if (key.startswith(AUX_PREFIXES) and not keep_aux) or _FROZEN_COUNTER.fullmatch(key):
             dropped.append(key)
             continue
         name = official_key_to_fcpose(key)
@@ -203,8 +213,11 @@ def convert_official(obj: Any, source: str = "checkpoint") -> dict:
 
     report = {"source": source, "preset": preset, "depth": depth, "sizes_of_interest": [int(v) for v in sizes],
               "entries": len(sd), "converted": len(out), "upcast_to_float32": upcast, "dropped": dropped,
-              "note": "dropped: training-only auxiliary heads of the basis module (seg_head, p3_logits, "
-                      "upsampler, p1_logits); no inference output depends on them"}
+              "auxiliary_heads": bool(keep_aux),
+              "note": ("kept the training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits) for "
+                       "training/fine-tuning; no inference output depends on them") if keep_aux else
+                      ("dropped: training-only auxiliary heads of the basis module (seg_head, p3_logits, "
+                       "upsampler, p1_logits); no inference output depends on them")}
     cfg.name = preset
     return {"format": "fcpose", "version": 1, "config": to_dict(cfg), "model": out, "step": None,
             "metrics": {}, "conversion": report}

@@ -26,13 +26,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .engine.distributed import reduce_mean
-from .ops.boxes import generalized_box_iou_pairs
+from .engine.distributed import reduce_mean, reduce_sum
+from .ops.boxes import ltrb_giou
 from .structures import DenseOutputs, Instances
-from .targets.fcos import FCOSTargets, assign_fcos_targets, location_grid
-from .targets.pose import KeypointTargets, assign_keypoint_targets, sample_instances
+from .targets.fcos import FCOSTargets, LocationGrid, assign_fcos_targets, location_grid
+from .targets.locations import compute_locations
+from .targets.pose import (
+    KeypointTargets,
+    OfficialKeypointTargets,
+    assign_keypoint_targets,
+    assign_official_keypoint_targets,
+    sample_instances,
+    select_heads_per_person,
+)
 
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_heatmap", "loss_offset")
+# The official recipe, in the official summation order (AdelaiDet's loss_fcos_cls, loss_fcos_loc, loss_fcos_ctr,
+# p1_loss, p3_loss, loss_keypoint, loss_direction).
+OFFICIAL_LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_p1", "loss_p3", "loss_keypoint", "loss_direction")
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -52,11 +63,6 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gam
 def _flatten_levels(maps: list[Tensor]) -> Tensor:
     """L x ``[B, C, H_l, W_l]`` -> ``[B, L_total, C]`` (levels concatenated, each row-major)."""
     return torch.cat([m.flatten(2) for m in maps], dim=2).permute(0, 2, 1)
-
-
-def _ltrb_to_boxes(ltrb: Tensor) -> Tensor:
-    """Distances seen from a location at the origin -> xyxy boxes (for IoU-type losses)."""
-    return torch.stack([-ltrb[:, 0], -ltrb[:, 1], ltrb[:, 2], ltrb[:, 3]], dim=1)
 
 
 class FCPoseCriterion:
@@ -81,7 +87,11 @@ class FCPoseCriterion:
     def __init__(self, num_keypoints: int, strides: list[int], sizes_of_interest: list[float], *,
                  center_sampling_radius: float = 1.5, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  heatmap_weight: float = 1.0, offset_weight: float = 1.0, max_proposals: int = 50,
-                 offset_unit: str = "stride", offset_radius: float = 2.0):
+                 offset_unit: str = "stride", offset_radius: float = 2.0, recipe: str = "paper",
+                 keypoint_weight: float = 2.5, direction_weight: float = 9.0, distance_norm: float = 12.0,
+                 aux_weight: float = 0.2, aux_sigma: float = 1.8):
+        if recipe not in ("paper", "official"):
+            raise ValueError(f"unknown loss recipe {recipe!r}")
         if len(sizes_of_interest) != len(strides) - 1:
             raise ValueError(f"{len(strides)} levels need {len(strides) - 1} sizes of interest")
         self.num_keypoints = int(num_keypoints)
@@ -95,6 +105,12 @@ class FCPoseCriterion:
         self.max_proposals = int(max_proposals)
         self.offset_unit = offset_unit
         self.offset_radius = float(offset_radius)
+        self.recipe = recipe
+        self.keypoint_weight = float(keypoint_weight)
+        self.direction_weight = float(direction_weight)
+        self.distance_norm = float(distance_norm)
+        self.aux_weight = float(aux_weight)
+        self.aux_sigma = float(aux_sigma)
         self.stats: dict[str, Tensor] = {}
 
     @classmethod
@@ -105,10 +121,13 @@ class FCPoseCriterion:
                    center_sampling_radius=m.fcos.center_sampling_radius, focal_alpha=loss.focal_alpha,
                    focal_gamma=loss.focal_gamma, heatmap_weight=loss.heatmap_weight,
                    offset_weight=loss.offset_weight, max_proposals=loss.max_proposals,
-                   offset_unit=m.keypoint.offset_unit, offset_radius=loss.offset_radius)
+                   offset_unit=m.keypoint.offset_unit, offset_radius=loss.offset_radius, recipe=loss.recipe,
+                   keypoint_weight=loss.keypoint_weight, direction_weight=loss.direction_weight,
+                   distance_norm=loss.distance_norm, aux_weight=loss.aux_weight, aux_sigma=loss.aux_sigma)
 
     # ------------------------------------------------------------------------------------------
-    def _prepare(self, dense: DenseOutputs, targets: list[dict]):
+    def _prepare(self, dense: DenseOutputs, targets: list[dict], image_sizes: list[tuple[int, int]] | None = None):
+        """(location grid, FCOS targets, keypoint targets of the recipe) of a batch."""
         device = dense.kpt_feats.device
         if list(dense.strides) != self.strides:
             raise ValueError(f"the model's strides {dense.strides} differ from the criterion's {self.strides}")
@@ -125,9 +144,12 @@ class FCPoseCriterion:
                 raise ValueError(f"a target has {b.shape[0]} boxes but {kp.shape[0]} keypoint sets")
         fcos = assign_fcos_targets(list(grid.locations.split(grid.num_per_level)), self.strides,
                                    self.sizes_of_interest, boxes, ignore, self.center_sampling_radius)
-        h3, w3 = dense.kpt_feats.shape[-2:]
-        kt = assign_keypoint_targets(kpts, int(h3), int(w3), self.strides[0], self.offset_unit, self.offset_radius)
-        return grid, fcos, kt
+        h3, w3 = (int(v) for v in dense.kpt_feats.shape[-2:])
+        if self.recipe == "official":
+            if image_sizes is None:
+                raise ValueError("the official recipe needs the image sizes (its targets live on each image's grid)")
+            return grid, fcos, assign_official_keypoint_targets(kpts, boxes, list(image_sizes), h3, w3, self.aux_sigma)
+        return grid, fcos, assign_keypoint_targets(kpts, h3, w3, self.strides[0], self.offset_unit, self.offset_radius)
 
     def __call__(self, model, dense: DenseOutputs, targets: list[dict],
                  image_sizes: list[tuple[int, int]] | None = None) -> dict[str, Tensor]:
@@ -136,14 +158,21 @@ class FCPoseCriterion:
         if len(targets) != batch or (image_sizes is not None and len(image_sizes) != batch):
             raise ValueError(f"{batch} images in the batch but {len(targets)} targets"
                              + ("" if image_sizes is None else f" and {len(image_sizes)} image sizes"))
-        grid, fcos, kt = self._prepare(dense, targets)
-        losses = self.detection_losses(dense, fcos)
+        grid, fcos, kt = self._prepare(dense, targets, image_sizes)
+        losses = self.detection_losses(dense, fcos, grid)
+        if self.recipe == "official":
+            losses.update(self.auxiliary_losses(dense, kt))
+            losses.update(self.official_keypoint_losses(core, dense, grid, fcos, kt))
+            return losses
         losses.update(self.keypoint_losses(core, dense, grid, fcos, kt))
         return losses
 
     # ------------------------------------------------------------------------------------------
-    def detection_losses(self, dense: DenseOutputs, fcos: FCOSTargets) -> dict[str, Tensor]:
-        """FCOS losses (``loss_cls``, ``loss_box``, ``loss_ctr``) from the assigned targets."""
+    def detection_losses(self, dense: DenseOutputs, fcos: FCOSTargets, grid: LocationGrid) -> dict[str, Tensor]:
+        """FCOS losses (``loss_cls``, ``loss_box``, ``loss_ctr``) from the assigned targets.
+
+        The paper recipe takes the GIoU of the boxes in pixels; the official one (AdelaiDet ``compute_ious``)
+        the smoothed GIoU (``(I + 1) / (U + 1)``) of the distances in stride units."""
         cls = _flatten_levels(dense.cls_logits).float()  # [B, L, C]
         reg = _flatten_levels(dense.box_reg).float()  # [B, L, 4]
         ctr = _flatten_levels(dense.centerness).float()[..., 0]  # [B, L]
@@ -159,8 +188,12 @@ class FCPoseCriterion:
 
         ctr_t = fcos.centerness_targets[b_idx, l_idx]
         ctr_norm = reduce_mean(ctr_t.sum()).clamp(min=1e-6)
-        giou = generalized_box_iou_pairs(_ltrb_to_boxes(reg[b_idx, l_idx]),
-                                         _ltrb_to_boxes(fcos.box_targets[b_idx, l_idx]))
+        pred_ltrb, target_ltrb = reg[b_idx, l_idx], fcos.box_targets[b_idx, l_idx]
+        if self.recipe == "official":  # strides are powers of 2: the division is exact
+            stride = grid.strides[l_idx][:, None]
+            giou = ltrb_giou(pred_ltrb / stride, target_ltrb / stride, smooth=1.0)
+        else:
+            giou = ltrb_giou(pred_ltrb, target_ltrb)
         loss_box = ((1.0 - giou) * ctr_t).sum() / ctr_norm
         loss_ctr = F.binary_cross_entropy_with_logits(ctr[b_idx, l_idx], ctr_t, reduction="sum") / num_pos_avg
         self.stats["num_pos"] = num_pos.detach()
@@ -213,3 +246,103 @@ class FCPoseCriterion:
         self.stats.update(num_instances=torch.tensor(len(instances)), num_keypoints=num_kpts.detach(),
                           num_offset_cells=num_cells.detach())
         return {"loss_heatmap": loss_heatmap, "loss_offset": loss_offset}
+
+    # ------------------------------------------------------------------------------------------
+    # The official recipe (AdelaiDet FCPose; every fact in docs/official_training.md)
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def select_official_heads(self, dense: DenseOutputs, grid: LocationGrid, fcos: FCOSTargets,
+                              kt: OfficialKeypointTargets) -> tuple[Instances, Tensor, Tensor]:
+        """The positive locations that get dynamic heads in the official recipe
+        (:func:`~fcpose.targets.pose.select_heads_per_person`): every person's positives, cut to its top
+        ``max(max_proposals // people, 1)`` by ``sigmoid(cls) * sigmoid(ctr)``; people without labelled keypoints
+        included (as officially: they only dilute the normalisers).
+
+        Returns (instances, ``[N]`` global person index, ``[N]`` loss weight ``1 / heads of that person``)."""
+        b_idx, l_idx = fcos.positive.nonzero(as_tuple=True)
+        # The official positive order: level, then image, then row-major within the level.
+        order = torch.argsort(grid.levels[l_idx] * (fcos.positive.shape[0] * fcos.positive.shape[1])
+                              + b_idx * fcos.positive.shape[1] + l_idx)
+        b_idx, l_idx = b_idx[order], l_idx[order]
+        gt = kt.gt_start[b_idx] + fcos.matched_gt[b_idx, l_idx]
+        cls = _flatten_levels(dense.cls_logits)
+        ctr = _flatten_levels(dense.centerness)[..., 0]
+        score = torch.sigmoid(cls[b_idx, l_idx, fcos.labels[b_idx, l_idx]].float()) * \
+            torch.sigmoid(ctr[b_idx, l_idx].float())
+        sel, count = select_heads_per_person(gt, b_idx, score, self.max_proposals)
+        b_idx, l_idx, gt = b_idx[sel], l_idx[sel], gt[sel]
+        instances = Instances(batch_index=b_idx, levels=grid.levels[l_idx], positions=grid.positions[l_idx],
+                              locations=grid.locations[l_idx])
+        return instances, gt, 1.0 / count.to(torch.float32)
+
+    def official_keypoint_losses(self, core, dense: DenseOutputs, grid: LocationGrid, fcos: FCOSTargets,
+                                 kt: OfficialKeypointTargets) -> dict[str, Tensor]:
+        """``loss_keypoint`` and ``loss_direction`` of AdelaiDet's ``compute_loss_softmax``.
+
+        For every head n (weight w_n) and labelled keypoint k of its person:
+
+        - keypoint: ``-log softmax`` of the head's stride-8 logits upsampled x4 (bilinear, align_corners False)
+          to the batch's stride-2 grid, at the one-hot target cell; summed with weights w, divided by K and by
+          the sum of all heads' weights (people without keypoints included);
+        - direction: ``sum_cells softmax_8(logits) * (2 sigmoid(d_norm * |p_cell - kpt| / ((w_box + h_box) / 2)) - 1)``
+          with ``p_cell`` the cell centre + its predicted offset (pixels); summed with weights w, divided by
+          the sum of all weights and by d_norm.
+
+        Both carry the factor ``people here / people over all processes``.
+        """
+        instances, gt, weight = self.select_official_heads(dense, grid, fcos, kt)
+        k = self.num_keypoints
+        people = torch.tensor(float(int(gt.max()) + 1) if gt.numel() else 0.0, device=weight.device)
+        total_people = reduce_sum(people)
+        balance = people / total_people.clamp(min=1.0)
+        if len(instances) == 0:
+            # No positive location in the batch (the official code raises here): run one head anyway so that
+            # every parameter stays in the graph, with a zero loss.
+            dummy = Instances(batch_index=torch.zeros(1, dtype=torch.long, device=grid.levels.device),
+                              levels=grid.levels[:1], positions=grid.positions[:1], locations=grid.locations[:1])
+            zero = core.instance_heatmaps(dense, dummy).float().sum() * 0.0 + dense.kpt_offsets.float().sum() * 0.0
+            self.stats.update(num_instances=torch.tensor(0), num_keypoints=torch.tensor(0.0))
+            return {"loss_keypoint": zero, "loss_direction": zero.clone()}
+        logits = core.instance_heatmaps(dense, instances).float()  # [N, K, H3, W3]
+        n, _, h3, w3 = logits.shape
+        valid = kt.head_valid[gt]  # [N, K]
+        sum_w = weight.sum()
+        if not bool(valid.any()):
+            zero = logits.sum() * 0.0 + dense.kpt_offsets.float().sum() * 0.0
+            self.stats.update(num_instances=torch.tensor(n), num_keypoints=torch.tensor(0.0))
+            return {"loss_keypoint": zero, "loss_direction": zero.clone()}
+        row_w = weight[:, None].expand(n, k)[valid]  # [R]
+        rows = F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False).flatten(2)[valid]
+        target = kt.head_index[gt][valid]
+        ce = torch.logsumexp(rows, dim=1) - rows.gather(1, target[:, None]).squeeze(1)  # -log softmax at the target
+        loss_kp = (ce * row_w).sum() / k / sum_w * balance
+
+        prob = torch.softmax(logits.flatten(2), dim=2)[valid]  # [R, H3 W3]
+        centres = compute_locations(h3, w3, self.strides[0], device=logits.device)  # [H3 W3, 2]
+        offsets = dense.kpt_offsets.float().flatten(2)  # [B, 2K, H3 W3]
+        pos = offsets.view(offsets.shape[0], k, 2, h3 * w3).permute(0, 1, 3, 2) + centres  # [B, K, HW, 2]
+        kind = torch.arange(k, device=logits.device).expand(n, k)[valid]
+        image = instances.batch_index[:, None].expand(n, k)[valid]
+        gt_rows = gt[:, None].expand(n, k)[valid]
+        dist = (pos[image, kind] - kt.keypoints[gt_rows, kind, None, :2]).square().sum(-1).sqrt()  # [R, HW]
+        box = kt.boxes[gt_rows]
+        scale = ((box[:, 2] - box[:, 0]) + (box[:, 3] - box[:, 1])) / 2
+        squash = (torch.sigmoid(dist / scale[:, None] * self.distance_norm) - 0.5) * 2
+        per_row = (squash * prob).sum(dim=1)
+        loss_dir = (per_row * row_w / sum_w * balance / self.distance_norm).sum()
+        self.stats.update(num_instances=torch.tensor(n), num_keypoints=valid.sum().float())
+        return {"loss_keypoint": self.keypoint_weight * loss_kp, "loss_direction": self.direction_weight * loss_dir}
+
+    def auxiliary_losses(self, dense: DenseOutputs, kt: OfficialKeypointTargets) -> dict[str, Tensor]:
+        """``loss_p1`` and ``loss_p3``: squared error of the basis module's auxiliary heatmaps (stride 2 and 8)
+        against the per-image maximum of the people's Gaussians, each divided by ``max(mean over processes of
+        sum(target^2), 1)``, times ``aux_weight``."""
+        if not dense.aux_heatmaps:
+            raise ValueError("the official recipe needs the basis module's auxiliary heads "
+                             "(model.keypoint.aux_heads: true) and a model in training mode")
+        out = {}
+        for name, target in (("p1", kt.p1), ("p3", kt.p3)):
+            pred = dense.aux_heatmaps[name].float()
+            norm = reduce_mean((target ** 2).sum()).clamp(min=1.0)
+            out[f"loss_{name}"] = self.aux_weight * F.mse_loss(target, pred, reduction="sum") / norm
+        return out

@@ -27,6 +27,9 @@ class DenseOutputs:
     kpt_feats: Tensor  # [B, F, H_3, W_3] the shared keypoint feature map F (stride strides[0])
     kpt_offsets: Tensor  # [B, 2K, H_3, W_3] refinement offsets (dx_k, dy_k) interleaved, raw
     strides: list[int] = field(default_factory=list)
+    # Training only, official basis module with aux_heads: {"p3": [B, K, H_3, W_3], "p1": [B, K, 4 H_3, 4 W_3]}
+    # auxiliary heatmap logits (stride 8 and stride 2); empty otherwise.
+    aux_heatmaps: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def num_levels(self) -> int:

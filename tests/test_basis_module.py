@@ -38,14 +38,15 @@ def test_aligned_bilinear_puts_input_cells_on_output_cells():
 def test_basis_module_outputs_and_gradients():
     module = BasisModule(16, 17, channels=32, num_convs=2, norm="BN", feat_channels=8)
     feats = [torch.randn(2, 16, 16, 24), torch.randn(2, 16, 8, 12), torch.randn(2, 16, 4, 6)]
-    f, offsets = module(feats)
+    f, offsets, aux = module(feats)
+    assert aux == {}
     assert f.shape == (2, 8, 16, 24) and offsets.shape == (2, 34, 16, 24)
     (f.sum() + offsets.sum()).backward()
     assert all(p.grad is not None for p in module.parameters())
     module.eval()
     with torch.no_grad():
-        f1, o1 = module([t[:1] for t in feats])
-        f2, o2 = module(feats)
+        f1, o1, _ = module([t[:1] for t in feats])
+        f2, o2, _ = module(feats)
     assert torch.allclose(f1, f2[:1], atol=1e-5) and torch.allclose(o1, o2[:1], atol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
         module([torch.randn(1, 16, 15, 24), torch.randn(1, 16, 8, 12), torch.randn(1, 16, 4, 6)])
@@ -73,7 +74,7 @@ def test_basis_module_matches_plain_formula():
         x = x + aligned_bilinear(block(module.refine[1], feats[1]), 2)
         x = x + aligned_bilinear(block(module.refine[2], feats[2]), 4)
         out = module.tower[-1](block(module.tower[0], x))
-        f, offsets = module(feats)
+        f, offsets, _ = module(feats)
     assert torch.allclose(torch.cat([f, offsets], 1), out, atol=1e-5)
 
 
@@ -87,3 +88,15 @@ def test_official_presets_build(preset):
     assert model.head.controller.weight.shape == (2737, 256, 3, 3)
     assert cfg.model.rel_coord_norm == [64.0, 128.0, 256.0, 512.0, 1333.0]
     assert model.backbone.layer2[0].conv1.stride == (2, 2)  # MSRA: stride in the 1x1
+
+
+def test_auxiliary_heads_shapes_and_training_only():
+    module = BasisModule(16, 5, channels=32, num_convs=1, norm="BN", feat_channels=8, aux_heads=True)
+    feats = [torch.randn(2, 16, 8, 12), torch.randn(2, 16, 4, 6), torch.randn(2, 16, 2, 3)]
+    f, offsets, aux = module(feats)
+    assert aux["p3"].shape == (2, 5, 8, 12) and aux["p1"].shape == (2, 5, 32, 48)  # stride 8 and stride 2
+    (f.sum() + offsets.sum() + aux["p3"].sum() + aux["p1"].sum()).backward()
+    assert all(p.grad is not None for p in module.parameters())
+    assert module.upsampler[0].weight.shape == (32 + 5, 32, 8, 8)  # ConvTranspose2d: [in, out, k, k]
+    module.eval()
+    assert module(feats)[2] == {}  # inference never runs them

@@ -6,13 +6,16 @@ summed onto the P3 branch. A ``tower`` of ``num_convs`` x (conv3x3 without bias 
 conv then gives ``feat_channels`` basis channels (F) followed by ``2K`` offset channels (dx_k, dy_k
 interleaved, in input pixels), all at stride 8.
 
-The official module also holds auxiliary heads used only by its training losses (``seg_head``,
-``p3_logits``, ``upsampler``, ``p1_logits``). They play no part in the outputs and are not built here;
-:mod:`fcpose.convert` drops their checkpoint entries by name and lists them in its report.
+The official module also holds auxiliary heads used only by its training losses (built with
+``aux_heads=True``): ``seg_head`` (2 x conv3x3 + norm + ReLU on the fused feature), ``p3_logits`` (1x1 conv to
+K stride-8 heatmaps), ``upsampler`` (ConvTranspose2d(channels + K -> channels, kernel 8, stride 4, padding 2)
++ ReLU on ``[seg, p3]``) and ``p1_logits`` (conv3x3 to K stride-2 heatmaps). They run only in training mode
+and play no part in the outputs; without them :mod:`fcpose.convert` drops their checkpoint entries.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -57,12 +60,13 @@ class BasisModule(nn.Module):
         norm: "BN" (eval: running statistics) or "SyncBN" (what the official code trains with); "GN" works too.
         feat_channels: channels of F (the 32 bases).
         num_inputs: pyramid levels fused, from P3 up (3: P3, P4, P5).
+        aux_heads: build the auxiliary p3/p1 heatmap heads of the official training (see the module docstring).
 
     Parameter names follow the official checkpoint (``refine.i.{0,1}``, ``tower.j.{0,1}``, ``tower.<last>``).
     """
 
     def __init__(self, in_channels: int, num_keypoints: int, *, channels: int = 128, num_convs: int = 4,
-                 norm: str = "BN", feat_channels: int = 32, num_inputs: int = 3):
+                 norm: str = "BN", feat_channels: int = 32, num_inputs: int = 3, aux_heads: bool = False):
         super().__init__()
         self.refine = nn.ModuleList(_conv_norm_relu(in_channels, channels, norm) for _ in range(num_inputs))
         tower: list[nn.Module] = [_conv_norm_relu(channels, channels, norm) for _ in range(num_convs)]
@@ -73,9 +77,28 @@ class BasisModule(nn.Module):
         self.tower = nn.Sequential(*tower)
         self.feat_channels = feat_channels
         self.num_keypoints = num_keypoints
+        self.aux_heads = bool(aux_heads)
+        if self.aux_heads:
+            self.seg_head = nn.Sequential(_conv_norm_relu(channels, channels, norm),
+                                          _conv_norm_relu(channels, channels, norm))
+            self.p3_logits = nn.Conv2d(channels, num_keypoints, 1)
+            self.upsampler = nn.Sequential(nn.ConvTranspose2d(channels + num_keypoints, channels, 8, stride=4,
+                                                              padding=2), nn.ReLU())
+            self.p1_logits = nn.Conv2d(channels, num_keypoints, 3, padding=1)
+            for conv in (self.p3_logits, self.p1_logits):
+                nn.init.normal_(conv.weight, std=1e-4)
+                nn.init.constant_(conv.bias, 0.0)
 
-    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``)."""
+    def auxiliary(self, x: Tensor) -> dict[str, Tensor]:
+        """Fused feature ``[B, C, H3, W3]`` -> ``{"p3": [B, K, H3, W3], "p1": [B, K, 4 H3, 4 W3]}`` heatmap logits."""
+        seg = self.seg_head(x)
+        p3 = self.p3_logits(seg)
+        p1 = self.p1_logits(self.upsampler(torch.cat([seg, p3], dim=1)))
+        return {"p3": p3, "p1": p1}
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``,
+        auxiliary heatmap logits: :meth:`auxiliary` in training mode with ``aux_heads``, else ``{}``)."""
         x = self.refine[0](features[0])
         h, w = x.shape[-2:]
         for level in range(1, len(self.refine)):
@@ -87,4 +110,5 @@ class BasisModule(nn.Module):
                                  f"multiple of 32)")
             x = x + aligned_bilinear(y, factor)
         out = self.tower(x)
-        return out[:, : self.feat_channels], out[:, self.feat_channels :]
+        aux = self.auxiliary(x) if self.aux_heads and self.training else {}
+        return out[:, : self.feat_channels], out[:, self.feat_channels :], aux

@@ -65,9 +65,9 @@ class FCPose(nn.Module):
         """images: ``[B, 3, H, W]`` normalised (see :meth:`normalize`) and zero-padded, any H and W."""
         features = self.fpn(self.backbone(images))
         logits, boxes, ctrness, towers = self.head(features)
-        kpt_feats, kpt_offsets = self.keypoint_branch(features)
+        kpt_feats, kpt_offsets, aux = self.keypoint_branch(features)
         return DenseOutputs(cls_logits=logits, box_reg=boxes, centerness=ctrness, ctrl_feats=towers,
-                            kpt_feats=kpt_feats, kpt_offsets=kpt_offsets, strides=self.strides)
+                            kpt_feats=kpt_feats, kpt_offsets=kpt_offsets, strides=self.strides, aux_heatmaps=aux)
 
     def instance_params(self, dense: DenseOutputs, instances: Instances) -> Tensor:
         """theta ``[N, P]`` of the dynamic heads of ``instances`` (the controller at their locations)."""
@@ -92,7 +92,8 @@ def build_keypoint_branch(cfg: FCPoseConfig, in_channels: int) -> nn.Module:
         from .basis_module import BasisModule
 
         return BasisModule(in_channels, cfg.num_keypoints, channels=kp.branch_channels,
-                           num_convs=kp.branch_num_convs, norm=kp.branch_norm, feat_channels=kp.feat_channels)
+                           num_convs=kp.branch_num_convs, norm=kp.branch_norm, feat_channels=kp.feat_channels,
+                           aux_heads=kp.aux_heads)
     raise ConfigError(f"unknown keypoint branch {kp.branch!r}")
 
 

@@ -37,8 +37,9 @@ class KeypointBranch(nn.Module):
         nn.init.normal_(self.refine.weight, std=0.01)  # offsets start near 0 (targets are within +-2 strides)
         self.feat_channels = feat_channels
 
-    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``)."""
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``, ``{}``:
+        this branch has no auxiliary heads)."""
         p3 = features[0]
         tower = self.tower(p3)
-        return self.feat_out(tower), self.refine(p3 if self.refine_input == "p3" else tower)
+        return self.feat_out(tower), self.refine(p3 if self.refine_input == "p3" else tower), {}

@@ -96,3 +96,21 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block_size: int = 1
             current = updated
         keep[start:stop] = current
     return order[keep]
+
+
+def ltrb_giou(pred: Tensor, target: Tensor, smooth: float = 0.0) -> Tensor:
+    """GIoU of ``[N, 4]`` (left, top, right, bottom) distance pairs seen from the same location.
+
+    With ``smooth = 0`` this is the GIoU of the two boxes (the location lies inside both, so they
+    intersect). The official FCOS/FCPose code uses ``IoU = (I + 1) / (U + 1)`` on distances in stride units
+    (``smooth = 1``): ``GIoU = IoU - (C - U) / C`` with C the enclosing box's area.
+    """
+    pl, pt, pr, pb = pred.unbind(-1)
+    tl, tt, tr, tb = target.unbind(-1)
+    target_area = (tl + tr) * (tt + tb)
+    pred_area = (pl + pr) * (pt + pb)
+    inter = (torch.min(pl, tl) + torch.min(pr, tr)) * (torch.min(pb, tb) + torch.min(pt, tt))
+    enclose = (torch.max(pl, tl) + torch.max(pr, tr)) * (torch.max(pb, tb) + torch.max(pt, tt))
+    union = target_area + pred_area - inter
+    iou = (inter + smooth) / (union + smooth).clamp(min=1e-12)
+    return iou - (enclose - union) / enclose.clamp(min=1e-12)

@@ -9,6 +9,9 @@ as the one-hot cell ``(floor((x - s/2) / s), floor((y - s/2) / s))`` — for s =
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -60,6 +63,76 @@ def decode_heatmap_peaks(heatmaps: Tensor, score: str = "softmax") -> tuple[Tens
     else:
         raise ValueError(f"unknown keypoint score {score!r}")
     return index, value
+
+
+# ----------------------------------------------------------------------------------------------
+# Official targets: truncated cells and Gaussian heatmaps (AdelaiDet's HeatmapGenerator)
+# ----------------------------------------------------------------------------------------------
+def official_grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
+    """The official heatmap grid of an image of ``height x width`` input pixels at ``stride`` (2 or 8):
+    ``ceil(h / 32) * 32 / stride`` x ``ceil(w / 32) * 32 / stride`` cells (the image's own padded size)."""
+    return int(math.ceil(height / 32) * 32 // stride), int(math.ceil(width / 32) * 32 // stride)
+
+
+def encode_truncated_cell(keypoints: Tensor, stride: int, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """``[..., 3]`` keypoints (x, y, v) -> (``[...]`` flat index ``row * width + col``, ``[...]`` bool valid).
+
+    The official rule: cell ``(int(x / s), int(y / s))`` (truncation) on a ``height x width`` grid, valid when
+    v > 0 and the cell lies in the grid. Invalid entries get index 0.
+    """
+    col = torch.trunc(keypoints[..., 0] / stride).to(torch.long)
+    row = torch.trunc(keypoints[..., 1] / stride).to(torch.long)
+    valid = (keypoints[..., 2] > 0) & (col >= 0) & (row >= 0) & (col < width) & (row < height)
+    return torch.where(valid, row * width + col, torch.zeros_like(col)), valid
+
+
+def decode_truncated_cell(index: Tensor, width: int, stride: int) -> Tensor:
+    """Inverse of :func:`encode_truncated_cell` up to the cell: ``[...]`` flat index -> ``[..., 2]`` (x, y) of the
+    cell's top-left corner; the encoded keypoint lies in ``[x, x + s) x [y, y + s)``."""
+    col = torch.remainder(index, width)
+    row = torch.div(index, width, rounding_mode="floor")
+    return torch.stack([col * stride, row * stride], dim=-1).to(torch.float32)
+
+
+def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, sigma: float) -> Tensor:
+    """Official Gaussian targets: ``[G, K, 3]`` keypoints (x, y, v) -> ``[K, height, width]`` (max over people).
+
+    Keypoint k of a person puts ``exp(-(dx^2 + dy^2) / (2 sigma^2))`` on the cells of the patch around its
+    truncated cell ``(int(x / s), int(y / s))`` (:func:`encode_truncated_cell`), the patch spanning
+    ``round(c - 3 sigma - 1) .. round(c + 3 sigma + 2)`` (exclusive) on each axis, computed in float64 and
+    stored as float32; labelled keypoints only, cells outside the grid dropped.
+    """
+    g, k = keypoints.shape[:2]
+    device = keypoints.device
+    out = torch.zeros(k, height * width, dtype=torch.float32, device=device)
+    if g == 0:
+        return out.reshape(k, height, width)
+    _, valid = encode_truncated_cell(keypoints, stride, height, width)
+    col = torch.trunc(keypoints[..., 0] / stride).to(torch.long)[valid]  # [P]
+    row = torch.trunc(keypoints[..., 1] / stride).to(torch.long)[valid]
+    kind = torch.arange(k, device=device).expand(g, k)[valid]
+    if col.numel() == 0:
+        return out.reshape(k, height, width)
+    size = int(2 * np.round(3 * sigma) + 3)
+    centre = (size - 1) / 2
+    lo = int(np.round(-3 * sigma - 1))  # patch start relative to the cell (the official ul for an integer cell)
+    idx = torch.arange(size, device=device)
+    gauss = torch.exp(-((idx[None, :] - centre) ** 2 + (idx[:, None] - centre) ** 2).double() / (2 * sigma ** 2))
+    cols = col[:, None] + lo + idx[None, :]  # [P, size]
+    rows = row[:, None] + lo + idx[None, :]
+    inside = (rows[:, :, None] >= 0) & (rows[:, :, None] < height) & (cols[:, None, :] >= 0) & \
+        (cols[:, None, :] < width)  # [P, size, size]
+    flat = (kind[:, None, None] * (height * width) + rows[:, :, None] * width + cols[:, None, :])[inside]
+    values = gauss.to(torch.float32)[None].expand(col.numel(), size, size)[inside]
+    out.view(-1).scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
+    return out.reshape(k, height, width)
+
+
+def decode_heatmap_argmax(heatmaps: Tensor, stride: int) -> Tensor:
+    """Inverse of :func:`gaussian_heatmaps` for one person: ``[K, H, W]`` -> ``[K, 2]`` (x, y) top-left corner of
+    each map's maximum cell (its truncated cell, see :func:`decode_truncated_cell`)."""
+    k, h, w = heatmaps.shape
+    return decode_truncated_cell(heatmaps.reshape(k, h * w).argmax(dim=1), w, stride)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .keypoints import decode_offsets, encode_heatmap_index, encode_offset_maps, gather_offsets
+from .keypoints import (
+    decode_offsets,
+    encode_heatmap_index,
+    encode_offset_maps,
+    encode_truncated_cell,
+    gather_offsets,
+    gaussian_heatmaps,
+    official_grid_size,
+)
 
 
 @dataclass
@@ -100,3 +108,98 @@ def sample_instances(groups: Tensor, scores: Tensor, max_instances: int) -> Tens
     order = order[torch.sort(rank[order], stable=True).indices]
     n = min(p, max(int(max_instances), int(start.sum())))
     return by_group[order[:n]]
+
+
+# ----------------------------------------------------------------------------------------------
+# The official recipe (AdelaiDet): stride-2 one-hot head targets and Gaussian auxiliary targets
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class OfficialKeypointTargets:
+    """Keypoint targets of the official training; people concatenated over images (image 0's first).
+
+    The batch's stride-2 grid is ``4 H3 x 4 W3`` (``H3 x W3``: the padded stride-8 grid of the batch); each
+    image's own targets live in its top-left ``ceil(h / 32) * 16 x ceil(w / 32) * 16`` part, zeros elsewhere.
+    """
+
+    head_index: Tensor  # [G_total, K] long: flat cell on the batch's stride-2 grid (0 where not valid)
+    head_valid: Tensor  # [G_total, K] bool: labelled and inside the image's stride-2 grid
+    keypoints: Tensor  # [G_total, K, 3] (x, y, v) input pixels, as given
+    boxes: Tensor  # [G_total, 4] xyxy input pixels
+    p1: Tensor  # [B, K, 4 H3, 4 W3] max over the image's people of the sigma Gaussians (stride 2)
+    p3: Tensor  # [B, K, H3, W3] the same at stride 8 with sigma / 2
+    gt_image: Tensor  # [G_total] long
+    gt_start: Tensor  # [B] long
+
+    @property
+    def has_keypoints(self) -> Tensor:
+        return self.head_valid.any(dim=1)
+
+
+@torch.no_grad()
+def assign_official_keypoint_targets(keypoints_per_image: list[Tensor], boxes_per_image: list[Tensor],
+                                     image_sizes: list[tuple[int, int]], height: int, width: int,
+                                     sigma: float = 1.8) -> OfficialKeypointTargets:
+    """Targets of AdelaiDet's FCPose training on the batch's ``height x width`` stride-8 grid.
+
+    keypoints_per_image: B x ``[G_b, K, 3]`` (x, y, v); boxes_per_image: B x ``[G_b, 4]``; image_sizes: (h, w)
+    of each image before padding. Head target of (person, keypoint): the one-hot stride-2 cell
+    ``(int(x / 2), int(y / 2))``; p1/p3: :func:`~fcpose.targets.keypoints.gaussian_heatmaps` at stride 2
+    (``sigma``) and stride 8 (``sigma / 2``) on each image's grid.
+    """
+    if not keypoints_per_image:
+        raise ValueError("assign_official_keypoint_targets needs at least one image")
+    device = keypoints_per_image[0].device
+    k = int(keypoints_per_image[0].shape[1])
+    h2, w2 = 4 * height, 4 * width
+    kpts = [kp.to(device=device, dtype=torch.float32).reshape(-1, k, 3) for kp in keypoints_per_image]
+    boxes = [b.to(device=device, dtype=torch.float32).reshape(-1, 4) for b in boxes_per_image]
+    p1 = torch.zeros(len(kpts), k, h2, w2, device=device)
+    p3 = torch.zeros(len(kpts), k, height, width, device=device)
+    index, valid = [], []
+    for b, (kp, (ih, iw)) in enumerate(zip(kpts, image_sizes)):
+        gh, gw = official_grid_size(ih, iw, 2)
+        if gh > h2 or gw > w2:
+            raise ValueError(f"image {b} ({ih}x{iw}) is larger than the batch's stride-8 grid {height}x{width}")
+        cell, ok = encode_truncated_cell(kp, 2, gh, gw)
+        # Re-index from the image's grid to the batch's (same rows, wider row pitch).
+        index.append(torch.where(ok, torch.div(cell, gw, rounding_mode="floor") * w2 + cell % gw, cell))
+        valid.append(ok)
+        p1[b, :, :gh, :gw] = gaussian_heatmaps(kp, 2, gh, gw, sigma)
+        p3[b, :, :gh // 4, :gw // 4] = gaussian_heatmaps(kp, 8, gh // 4, gw // 4, sigma / 2)
+    counts = torch.tensor([kp.shape[0] for kp in kpts], dtype=torch.long, device=device)
+    return OfficialKeypointTargets(
+        head_index=torch.cat(index), head_valid=torch.cat(valid), keypoints=torch.cat(kpts),
+        boxes=torch.cat(boxes), p1=p1, p3=p3,
+        gt_image=torch.repeat_interleave(torch.arange(len(kpts), device=device), counts),
+        gt_start=torch.cumsum(counts, 0) - counts)
+
+
+@torch.no_grad()
+def select_heads_per_person(groups: Tensor, images: Tensor, scores: Tensor, max_proposals: int
+                            ) -> tuple[Tensor, Tensor]:
+    """The official choice of the positive locations that get dynamic heads.
+
+    groups ``[P]`` global person index of each positive location, images ``[P]`` its image, scores ``[P]``
+    (``sigmoid(cls) * sigmoid(ctr)``), all in the official positive order (level, image, row-major). With
+    ``n = max(groups) + 1`` people, each person keeps at most ``k = max(max_proposals // n, 1)`` locations:
+    all of them in their order if it has at most k, else its top-k by score (highest first). Heads are
+    ordered image by image, person by person (ascending), as the official code does; unlike it, every image
+    of the batch is visited (the official loop stops after 2 images).
+
+    Returns (``[N]`` indices into the P locations, ``[N]`` number of heads of each head's person).
+    """
+    if groups.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=groups.device)
+        return empty, empty
+    num = int(groups.max()) + 1
+    k = max(int(max_proposals) // num, 1)
+    keep, counts = [], []
+    for image in torch.unique(images).tolist():
+        in_image = (images == image).nonzero().squeeze(1)
+        for person in torch.unique(groups[in_image]).tolist():
+            sel = in_image[groups[in_image] == person]
+            if sel.numel() > k:
+                sel = sel[scores[sel].topk(k).indices]
+            keep.append(sel)
+            counts.append(torch.full((sel.numel(),), sel.numel(), dtype=torch.long, device=groups.device))
+    return torch.cat(keep), torch.cat(counts)
