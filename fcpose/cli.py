@@ -67,6 +67,10 @@ def _add_train(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set solver.base_lr=0.02 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="fine-tune from a checkpoint (fcpose .pt, official .pth or a zoo name such as "
+                        "fcpose_r50_official): tensors that fit are loaded, the others (e.g. for another keypoint "
+                        "count) re-initialised and listed; the optimiser starts fresh")
     p.add_argument("--max-iter", type=int, default=None, help="shortcut for --set solver.max_iter=N")
     p.add_argument("--batch-size", type=int, default=None,
                    help="global images per iteration (shortcut for solver.ims_per_batch; lr scales linearly)")
@@ -84,7 +88,8 @@ def _cmd_train(args) -> int:
     return run_train(config=args.config, data=args.data, images=args.images, output=args.output,
                      overrides=args.overrides, resume=args.resume, max_iter=args.max_iter,
                      batch_size=args.batch_size, eval_data=args.eval_data, eval_images=args.eval_images,
-                     device=args.device, num_workers=args.num_workers, progress=not args.no_progress)
+                     device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
+                     init=args.init)
 
 
 def _add_eval(sub) -> None:
@@ -160,8 +165,9 @@ def _cmd_convert(args) -> int:
     r = ckpt["conversion"]
     print(f"{path} -> {args.out}: preset {r['preset']} (ResNet-{r['depth']}), {r['converted']} of {r['entries']} "
           f"entries converted, {r['upcast_to_float32']} upcast to float32, sizes_of_interest "
-          f"{r['sizes_of_interest']} -> model.keypoint.rel_coord_norm; dropped {len(r['dropped'])} entries of the "
-          f"training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits)", file=sys.stderr)
+          f"{r['sizes_of_interest']} -> model.keypoint.rel_coord_norm; "
+          + ("kept the training-only auxiliary heads" if r.get("auxiliary_heads") else
+             f"dropped {len(r['dropped'])} entries of the training-only auxiliary heads"), file=sys.stderr)
 
 def _parse_persons(text: str) -> list:
     out = []

@@ -13,6 +13,7 @@ SHARED = Path(os.environ.get("FCPOSE_SHARED", REPO.parent / "shared"))
 COCO_TINY = SHARED / "data" / "coco_tiny"
 DEMO_VIDEO = SHARED / "data" / "video" / "demo.mp4"
 GOLDEN = SHARED / "golden" / "adelaidet_fcpose"
+GOLDEN_TRAIN = SHARED / "golden" / "adelaidet_fcpose_train"
 
 
 def require(path: Path) -> Path:
@@ -34,6 +35,11 @@ def demo_video() -> Path:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return require(GOLDEN / "NOTES.md").parent
+
+
+@pytest.fixture(scope="session")
+def golden_train() -> Path:
+    return require(GOLDEN_TRAIN / "train_golden_r50.pt")
 
 
 @pytest.fixture(autouse=True)

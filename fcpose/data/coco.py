@@ -159,7 +159,7 @@ def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None)
 # Dataset
 # ----------------------------------------------------------------------------------------------
 def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
-                       source: str) -> Target:
+                       source: str, crowd: str = "ignore") -> Target:
     boxes, keypoints, ignore = [], [], []
     for ann in anns:
         bbox = ann.get("bbox")
@@ -172,7 +172,8 @@ def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | Non
         if box[0, 2] - box[0, 0] < MIN_BOX_SIZE or box[0, 3] - box[0, 1] < MIN_BOX_SIZE:
             continue
         if ann.get("iscrowd", 0):
-            ignore.append(box[0])
+            if crowd == "ignore":
+                ignore.append(box[0])
             continue
         kp = ann.get("keypoints")
         if kp:
@@ -207,6 +208,9 @@ class CocoKeypointDataset(Dataset):
         transform: ``(image, target, rng) -> (image, target)`` (see :mod:`fcpose.data.augment`), or None.
         category_id: the keypoint category to use (default: ``person`` or the only keypoint category).
         filter_empty: drop images without any (non-crowd) person.
+        crowd: ``"ignore"`` (crowd boxes become ignore regions) or ``"drop"`` (removed, as the official trainer).
+        min_keypoints: drop images with fewer labelled keypoints in all (detectron2's
+            ``MIN_KEYPOINTS_PER_IMAGE``; the official FCPose recipe uses 1).
         seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
             ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
             :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
@@ -219,7 +223,9 @@ class CocoKeypointDataset(Dataset):
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, keypoints: KeypointSetConfig | None = None,
                  transform=None, *, category_id: int | None = None, filter_empty: bool = False,
-                 seed: int | None = None):
+                 seed: int | None = None, crowd: str = "ignore", min_keypoints: int = 0):
+        if crowd not in ("ignore", "drop"):
+            raise ConfigError(f"crowd must be 'ignore' or 'drop', got {crowd!r}")
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         data = _read_json(self.ann_file)
@@ -247,8 +253,10 @@ class CocoKeypointDataset(Dataset):
             if "id" not in img or "file_name" not in img:
                 raise InputError(f"{source}: an image entry lacks 'id' or 'file_name'")
             h, w = img.get("height"), img.get("width")
-            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source)
+            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd)
             if filter_empty and target["boxes"].shape[0] == 0:
+                continue
+            if min_keypoints > 0 and int((target["keypoints"][..., 2] > 0).sum()) < min_keypoints:
                 continue
             self.records.append({"image_id": img["id"], "file_name": img["file_name"],
                                  "height": h, "width": w, "target": target})

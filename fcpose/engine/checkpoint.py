@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,53 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     model = build_model(cfg)
     load_state(model, ckpt["model"], str(path))
     return model.to(device).eval()
+
+
+@dataclass
+class InitReport:
+    """What :func:`init_from_checkpoint` did: tensors loaded, re-initialised (absent or another shape) and
+    unused (in the file but not in the model)."""
+
+    source: str
+    loaded: list[str]
+    reinitialized: list[str]
+    unused: list[str]
+
+    def summary(self) -> str:
+        def names(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
+
+        text = f"initialised from {self.source}: {len(self.loaded)} tensors loaded"
+        if self.reinitialized:
+            text += f"; {len(self.reinitialized)} re-initialised (absent or another shape): {names(self.reinitialized)}"
+        if self.unused:
+            text += f"; {len(self.unused)} unused: {names(self.unused)}"
+        return text
+
+
+def init_from_checkpoint(model: nn.Module, weights: str | Path) -> InitReport:
+    """Fine-tuning start: copy every tensor of a checkpoint (fcpose ``.pt``, official ``.pth`` — also a full
+    detectron2 training checkpoint — or a model-zoo name) whose name and shape fit ``model``.
+
+    Tensors the model has but the file lacks or holds with another shape (another keypoint count: the
+    controller, the offsets, the auxiliary heads; another width) keep their fresh initialisation and are
+    listed; the file's optimiser and schedule state are ignored (the optimiser starts fresh).
+    """
+    ckpt = read_checkpoint(weights)
+    source = str(weights)
+    state = ckpt["model"]
+    own = unwrap_model(model).state_dict()
+    loaded, reinit = [], []
+    with torch.no_grad():
+        for name, tensor in own.items():
+            value = state.get(name)
+            if isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(tensor.shape):
+                tensor.copy_(value.to(dtype=tensor.dtype))
+                loaded.append(name)
+            else:
+                reinit.append(name)
+    unused = [k for k in state if k not in own]
+    if not loaded:
+        raise CheckpointError(f"{source} has no tensor that fits this model (is it a checkpoint of another "
+                              f"architecture? e.g. the paper variant vs the official one)")
+    return InitReport(source, loaded, reinit, unused)

@@ -35,7 +35,7 @@ from ..loss import FCPoseCriterion
 from ..model.backbone import load_imagenet_weights
 from ..model.fcpose import FCPose, build_model
 from . import distributed as dist
-from .checkpoint import load_state, safe_load, save_checkpoint, unwrap_model
+from .checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,6 +146,27 @@ def lr_factor(iteration: int, cfg: FCPoseConfig) -> float:
     return factor
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: FCPoseConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The lr schedule of :func:`lr_factor`, stepped once after every iteration (as detectron2's hook does):
+    the lr that iteration i uses is ``base lr x lr_factor(i)``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+
+
+def clip_gradients(params: list[nn.Parameter], cfg: FCPoseConfig) -> torch.Tensor:
+    """Clip the gradients as ``solver`` says; returns the total L2 norm *before* clipping (for the log and the
+    non-finite check).
+
+    ``clip_grad_value > 0``: every element clamped to ``[-v, v]``, parameter by parameter (the official
+    ``CLIP_TYPE: value``); ``clip_grad_norm > 0``: the total norm scaled down to at most that value. Both may
+    be set (the norm is clipped first).
+    """
+    s = cfg.solver
+    norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm if s.clip_grad_norm > 0 else float("inf"))
+    if s.clip_grad_value > 0:
+        torch.nn.utils.clip_grad_value_(params, s.clip_grad_value)
+    return norm
+
+
 class ModelEMA:
     """Exponential moving average of a model's floating-point parameters and buffers.
 
@@ -235,9 +256,14 @@ class TrainResult:
 # ----------------------------------------------------------------------------------------------
 def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: bool = False,
           eval_data: str | None = None, eval_images: str | None = None, device: str = "cpu",
-          num_workers: int | None = None, progress: bool = True, loss_log: list | None = None) -> TrainResult:
+          num_workers: int | None = None, progress: bool = True, loss_log: list | None = None,
+          init: str | None = None) -> TrainResult:
     """Train FCPose on a COCO-format keypoint dataset; writes ``output/last.pt`` (resumable),
     ``output/model_final.pt``, ``output/config.yaml``, ``output/metrics.jsonl`` and TensorBoard logs.
+
+    ``init``: fine-tune from a checkpoint (fcpose ``.pt``, official ``.pth``, zoo name): its tensors that fit
+    are loaded, the others re-initialised and listed (:func:`~fcpose.engine.checkpoint.init_from_checkpoint`);
+    the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
 
     ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every iteration (tests).
     """
@@ -256,7 +282,12 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     cfg.validate()
     torch.manual_seed(s.seed)
     model = build_model(cfg)
-    if cfg.model.backbone.weights and not resume:
+    last_path = out_dir / "last.pt"
+    if init and not (resume and last_path.exists()):
+        report = init_from_checkpoint(model, init)
+        if main:
+            print(report.summary(), file=sys.stderr)
+    elif cfg.model.backbone.weights and not resume:
         report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
         if main:
             print(f"backbone weights {cfg.model.backbone.weights}: {report.summary()}", file=sys.stderr)
@@ -270,12 +301,11 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    scheduler = build_scheduler(optimizer, cfg)
     use_amp = s.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_iter, skipped, state = 0, 0, {}
-    last_path = out_dir / "last.pt"
     if resume and last_path.exists():
         state = safe_load(last_path)
         if not isinstance(state, dict) or "optimizer" not in state:
@@ -303,7 +333,9 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     dist.barrier()
 
-    dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=s.seed)
+    dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=s.seed,
+                                  crowd=cfg.input.crowd, filter_empty=cfg.input.filter_empty,
+                                  min_keypoints=cfg.input.min_keypoints_per_image)
     if len(dataset) == 0:
         raise ConfigError(f"{data} has no images to train on")
     sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
@@ -318,7 +350,6 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     bar = tqdm(total=s.max_iter, initial=start_iter, desc="train", unit="it", disable=not (progress and main),
                file=sys.stderr, dynamic_ncols=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    clip = s.clip_grad_norm if s.clip_grad_norm > 0 else float("inf")
     iteration = start_iter
     tic = time.perf_counter()
     for batch in loader:
@@ -330,7 +361,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        grad_norm = clip_gradients(params, cfg)
         # Gradients are all-reduced, so every rank takes the same decision.
         finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(total.detach()))
         finite = not bool(dist.reduce_max(torch.tensor(0.0 if finite else 1.0, device=dev)) > 0)
@@ -416,7 +447,7 @@ def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iter
 def run_train(*, config: str, data: str, images: str, output: str, overrides: list[str] | None = None,
               resume: bool = False, max_iter: int | None = None, batch_size: int | None = None,
               eval_data: str | None = None, eval_images: str | None = None, device: str = "cpu",
-              num_workers: int | None = None, progress: bool = True) -> int:
+              num_workers: int | None = None, progress: bool = True, init: str | None = None) -> int:
     """``fcpose train``."""
     from ..config import load_config
 
@@ -428,7 +459,7 @@ def run_train(*, config: str, data: str, images: str, output: str, overrides: li
     cfg = load_config(config, extra)
     try:
         train(cfg, data=data, images=images, output=output, resume=resume, eval_data=eval_data,
-              eval_images=eval_images, device=device, num_workers=num_workers, progress=progress)
+              eval_images=eval_images, device=device, num_workers=num_workers, progress=progress, init=init)
     finally:
         dist.cleanup()
     return 0
