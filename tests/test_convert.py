@@ -335,3 +335,80 @@ def test_zoo_http_download_is_verified(cache, http_server, monkeypatch, capsys):
     assert len(errors) == 1 and errors[0] == err[-1] and "Traceback" not in "".join(err)
     assert err[-1].startswith("fcpose convert: error: the download of fcpose_r50_official has SHA-256")
     assert not any(cache.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------
+# A detectron2 *training* checkpoint (what the released files are; TRAIN_NOTES.md "Part C")
+# ----------------------------------------------------------------------------------------------
+def _read_kinds(path: Path) -> dict[str, str]:
+    return {line.split("\t")[0]: line.split("\t")[3] for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+def detectron2_training_checkpoint(rows, kinds: dict[str, str]) -> dict:
+    """The top-level structure AdelaiDet's ``AdetCheckpointer`` writes during training (see TRAIN_NOTES.md
+    Part C): exactly ``model`` (an OrderedDict state dict with ``_metadata``, float32 + int64), ``optimizer``
+    (SGD state: one momentum buffer per trainable parameter, 2 param groups), ``scheduler`` and
+    ``iteration``. Every tensor is a stride-0 view of one value, so the file stays a few hundred KB; each
+    entry has its own value, so the test can see that every tensor lands in the right place."""
+    model = OrderedDict()
+    for i, (key, dims, dtype) in enumerate(rows):
+        if key.endswith("sizes_of_interest"):
+            model[key] = torch.tensor([64, 128, 256, 512, 1333])
+        elif dtype == "int64":
+            model[key] = torch.zeros((), dtype=torch.long).expand(dims)
+        else:
+            model[key] = torch.tensor(1.0 + i / 1000.0).expand(dims)
+    prefixes = sorted({k.rsplit(".", 1)[0] for k in model} | {""})
+    model._metadata = OrderedDict((p, {"version": 1}) for p in prefixes)
+    # Trainable: every parameter except the frozen stem/res2 (freeze_at 2) and the int64 sizes_of_interest;
+    # norm parameters (1-d weight/bias of a module whose weight is 1-d) form the second group (no decay).
+    trainable = [k for k, _, d in rows if kinds[k] == "param" and d == "float32"
+                 and not k.startswith(("backbone.bottom_up.stem.", "backbone.bottom_up.res2."))]
+    shapes = {k: dims for k, dims, _ in rows}
+
+    def is_norm(key: str) -> bool:
+        owner, leaf = key.rsplit(".", 1)
+        return leaf in ("weight", "bias") and len(shapes.get(f"{owner}.weight", (0, 0))) == 1
+
+    decay = [k for k in trainable if not is_norm(k)]
+    no_decay = [k for k in trainable if is_norm(k)]
+    order = decay + no_decay
+    group = dict(lr=0.004, momentum=0.9, dampening=0, nesterov=False, maximize=False, foreach=True,
+                 differentiable=False, fused=None, initial_lr=0.004)
+    optimizer = {"state": {i: {"momentum_buffer": torch.tensor(-0.5).expand(shapes[k])} for i, k in enumerate(order)},
+                 "param_groups": [{**group, "weight_decay": 0.0001, "params": list(range(len(decay)))},
+                                  {**group, "weight_decay": 0.0, "params": list(range(len(decay), len(order)))}]}
+    return {"model": model, "optimizer": optimizer, "scheduler": {"base_lrs": [0.004, 0.004], "last_epoch": 1},
+            "iteration": 0}
+
+
+def test_detectron2_training_checkpoint_loads_and_converts(golden, r50_rows, tmp_path, capsys):
+    kinds = _read_kinds(golden / "state_dict_keys_r50.txt")
+    obj = detectron2_training_checkpoint(r50_rows, kinds)
+    groups = obj["optimizer"]["param_groups"]
+    assert [len(g["params"]) for g in groups] == [104, 34]  # as in the real file (TRAIN_NOTES.md Part C)
+    path = tmp_path / "model_0000000.pth"
+    torch.save(obj, path)
+    assert path.stat().st_size < 2_000_000
+    # The project's loader (weights_only=True) reads the whole structure back.
+    loaded = safe_load(path)
+    assert sorted(loaded) == ["iteration", "model", "optimizer", "scheduler"]
+    assert type(loaded["model"]) is OrderedDict and len(loaded["model"]) == 389
+    assert loaded["model"]._metadata[""] == {"version": 1}
+    assert loaded["optimizer"]["param_groups"][1]["fused"] is None and len(loaded["optimizer"]["state"]) == 138
+    assert loaded["scheduler"] == {"base_lrs": [0.004, 0.004], "last_epoch": 1} and loaded["iteration"] == 0
+    # Every path that takes a .pth: fcpose convert, read_checkpoint/load_model, Predictor.from_checkpoint.
+    out = tmp_path / "converted.pt"
+    assert main(["convert", str(path), str(out)]) == 0
+    assert "370 of 389 entries converted" in capsys.readouterr().err
+    model = load_model(path)
+    state = model.state_dict()
+    for i, (key, _, dtype) in enumerate(r50_rows):
+        name = official_key_to_fcpose(key)
+        if dtype == "float32" and name is not None and not key.startswith(AUX_PREFIXES):
+            assert torch.all(state[name] == torch.tensor(1.0 + i / 1000.0)), key
+    converted = load_model(out).state_dict()
+    assert all(torch.equal(converted[k], v) for k, v in state.items())
+    predictor = Predictor.from_checkpoint(path)
+    assert predictor.cfg.name == "fcpose_r50_official"
