@@ -32,7 +32,8 @@ def test_from_scratch_trains_the_whole_backbone(capsys):
     assert fit_backbone_to_scratch(copy.deepcopy(cfg), has_pretrained=True) == []
     lines = fit_backbone_to_scratch(cfg, has_pretrained=False)
     assert capsys.readouterr().err.splitlines() == lines and len(lines) == 2
-    assert lines[0].startswith("warning: no pretrained backbone weights") and "random stem, res2 fixed" in lines[0]
+    assert lines[0].startswith("warning: no pretrained backbone weights")
+    assert "the randomly initialised stem and res2 fixed" in lines[0]
     assert "freeze_at=0" in lines[0]
     assert "FrozenBatchNorm2d starts as the identity" in lines[1] and "model.backbone.norm=GN" in lines[1]
     assert cfg.model.backbone.freeze_at == 0
@@ -41,10 +42,12 @@ def test_from_scratch_trains_the_whole_backbone(capsys):
     # GroupNorm trains from scratch: only the freeze warning; and nothing to say when freeze_at is 0.
     gn = load_config("fcpose_r18_tiny", ["model.backbone.norm=GN", "model.backbone.freeze_at=3"])
     assert len(fit_backbone_to_scratch(gn, has_pretrained=False, verbose=False)) == 1
-    assert "stem, res2, res3" in fit_backbone_to_scratch(
+    assert "initialised stem, res2 and res3 fixed" in fit_backbone_to_scratch(
         load_config("fcpose_r18_tiny", ["model.backbone.norm=GN", "model.backbone.freeze_at=3"]),
         has_pretrained=False, verbose=False)[0]
     assert fit_backbone_to_scratch(gn, has_pretrained=False, verbose=False) == []
+    dla = fit_backbone_to_scratch(load_config("fcpose_dla34_rt"), has_pretrained=False, verbose=False)
+    assert "initialised first 2 stages fixed" in dla[0]
 
 
 def test_frozen_batchnorm_starts_as_the_identity():

@@ -56,11 +56,12 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
     bb = cfg.model.backbone
     lines = []
     if bb.freeze_at > 0:
-        frozen = (", ".join(_RESNET_STAGES[:bb.freeze_at]) if bb.name.startswith("resnet")
-                  else f"the first {bb.freeze_at} stage(s)")
+        names = list(_RESNET_STAGES[:bb.freeze_at])
+        frozen = (" and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+                  if bb.name.startswith("resnet") else f"first {bb.freeze_at} stage" + "s" * (bb.freeze_at > 1))
         lines.append(f"warning: no pretrained backbone weights (model.backbone.weights is empty), so "
-                     f"model.backbone.freeze_at={bb.freeze_at} would keep a random {frozen} fixed; training the "
-                     f"whole backbone instead (freeze_at=0)")
+                     f"model.backbone.freeze_at={bb.freeze_at} would keep the randomly initialised {frozen} fixed; "
+                     f"training the whole backbone instead (freeze_at=0)")
         bb.freeze_at = 0
     if bb.norm == "FrozenBN":
         lines.append("warning: model.backbone.norm=FrozenBN without pretrained backbone weights: FrozenBatchNorm2d "
