@@ -92,6 +92,10 @@ def test_schedule_longer_than_the_run_is_scaled(capsys):
     # A tiny run: steps stay inside it, a warm-up of 10% rounds down to none.
     assert _schedule("solver.max_iter=3")[1:] == (1, [2, 2])
     assert _schedule("solver.max_iter=5", "solver.warmup_iters=5", "solver.steps=[2]")[1:] == (0, [2])
+    assert _schedule("solver.max_iter=1", "solver.warmup_iters=0", "solver.steps=[1]") == (None, 0, [1])
+    assert _schedule("solver.max_iter=1", "solver.warmup_iters=5", "solver.steps=[1]") == (
+        "note: the lr schedule did not fit in solver.max_iter=1, so it was scaled to it: warmup_iters 5 -> 0 "
+        "(10% of the run)", 0, [1])
     # The result fits: applying the rule again (a resumed run reading config.yaml) changes nothing.
     cfg = load_config("fcpose_r18_tiny", ["solver.max_iter=100"])
     fit_schedule(cfg)

@@ -100,7 +100,8 @@ def fit_schedule(cfg: FCPoseConfig, *, verbose: bool = True) -> str | None:
         s.steps = [min(max(1, round(step * factor)), max(1, T - 1)) for step in s.steps]
         if s.warmup_iters > 0:
             s.warmup_iters = max(1, round(s.warmup_iters * factor))
-        changes.append(f"steps {before[1]} -> {s.steps} (x{factor:.3g}: the last step at 8/9 of the run)")
+        if s.steps != before[1]:
+            changes.append(f"steps {before[1]} -> {s.steps} (x{factor:.3g}: the last step at 8/9 of the run)")
         warmup_rule = "scaled likewise"
     if s.warmup_iters >= T:
         s.warmup_iters = int(T * WARMUP_FRACTION)
