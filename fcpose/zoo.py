@@ -2,9 +2,19 @@
 
 ``fcpose predict --weights fcpose_r50_official`` (or ``Predictor.from_checkpoint("fcpose_r50_official")``)
 looks for the file in the cache folder (``$FCPOSE_CACHE``, default ``~/.cache/fcpose``), downloads it
-there over plain HTTPS if it is absent (to a temporary file, renamed when complete), checks its SHA-256 when
-one is recorded, and returns its path. The official files are AdelaiDet checkpoints, converted on loading.
-Without network access it fails with one line saying where to put the file by hand.
+there over plain HTTPS if it is absent (to a temporary file, renamed when complete) and returns its path.
+The official files are AdelaiDet checkpoints, converted on loading. Without network access it fails with
+one line saying where to put the file by hand.
+
+Verification (for an entry with a recorded ``size`` and ``sha256``, as both official files have):
+
+- a download whose size or SHA-256 differs from the record is deleted and is one :class:`CheckpointError`
+  line (nothing is left in the cache);
+- a file already in the cache (downloaded earlier or put there by hand) has its size checked on every use
+  (one ``stat``) and its SHA-256 once: the verified hash is remembered in a marker file next to it,
+  ``.<filename>.verified``, together with the file's size and modification time; if the file changes, it is
+  hashed again. A cached file that fails either check is left in place (it may be the user's own copy) and
+  the error says to delete it.
 """
 
 from __future__ import annotations
@@ -29,16 +39,19 @@ class ZooEntry:
     filename: str  # file name in the cache folder
     url: str
     preset: str
-    sha256: str | None = None  # unknown for the official files: printed after the first download
+    sha256: str | None = None  # None: not checked (the hash is printed after the download)
     description: str = ""
+    size: int | None = None  # bytes; None: not checked
 
 
 MODEL_ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
         ZooEntry("fcpose_r50_official", "fcpose50.pth", HF_BASE + "fcpose50.pth", "fcpose_r50_official",
+                 sha256="b9dfd9758e499e0d64561bc2c9b4fdcdea5402d8f62429412088e818f6badc5a", size=330_645_960,
                  description="AdelaiDet FCPose_R50_3x, 65.2 keypoint AP (COCO val2017)"),
         ZooEntry("fcpose_r101_official", "fcpose101.pth", HF_BASE + "fcpose101.pth", "fcpose_r101_official",
+                 sha256="97f5ca289e2400da07564c3d5dfc289071628f9f7c23953238556dfdb4547802", size=482_703_626,
                  description="AdelaiDet FCPose_R101_3x, 67.0 keypoint AP (COCO val2017)"),
     )
 }
@@ -90,16 +103,54 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
     return h.hexdigest()
 
 
+def _marker(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _stamp(path: Path, digest: str) -> str:
+    st = path.stat()
+    return f"{digest} {st.st_size} {st.st_mtime_ns}\n"
+
+
+def _remember(path: Path, digest: str) -> None:
+    """Record that ``path`` (as it is now) has SHA-256 ``digest``; best effort (a read-only cache just
+    means hashing again next time)."""
+    try:
+        _marker(path).write_text(_stamp(path, digest))
+    except OSError:
+        pass
+
+
+def verify_cached(entry: ZooEntry, path: Path) -> None:
+    """Check a cached file against ``entry``: its size every time, its SHA-256 once (see the module
+    docstring). Raises :class:`CheckpointError` (one line) on a mismatch; the file is left in place."""
+    if entry.size is not None and (actual := path.stat().st_size) != entry.size:
+        raise CheckpointError(f"{path} is {actual:,} bytes, but {entry.name} is {entry.size:,} bytes (an incomplete "
+                              f"or different file); delete it to download it again")
+    if not entry.sha256:
+        return
+    marker = _marker(path)
+    try:
+        if marker.read_text() == _stamp(path, entry.sha256):
+            return
+    except OSError:
+        pass
+    digest = sha256_of(path)
+    if digest != entry.sha256:
+        raise CheckpointError(f"{path} has SHA-256 {digest}, but {entry.name} has {entry.sha256} (a different or "
+                              f"damaged file); delete it to download it again")
+    _remember(path, digest)
+
+
 def fetch(name: str, *, progress: bool = True) -> Path:
-    """Path of the zoo checkpoint ``name`` in the cache, downloading it first if needed."""
+    """Path of the zoo checkpoint ``name`` in the cache, downloading it first if needed (and checking its
+    size and SHA-256 when the entry records them)."""
     if name not in MODEL_ZOO:
         raise CheckpointError(f"unknown model-zoo name '{name}' (known: {', '.join(sorted(MODEL_ZOO))})")
     entry = MODEL_ZOO[name]
     path = cache_dir() / entry.filename
     if path.is_file():
-        if entry.sha256 and sha256_of(path) != entry.sha256:
-            raise CheckpointError(f"{path} does not have the expected SHA-256 of {name} ({entry.sha256}); delete "
-                                  f"it to download it again")
+        verify_cached(entry, path)
         return path
     try:
         digest = download(entry.url, path, progress=progress)
@@ -109,11 +160,18 @@ def fetch(name: str, *, progress: bool = True) -> Path:
         raise CheckpointError(f"cannot download {name} from {entry.url} ({reason});"
                               f" download it by hand and save it as {path} (or set FCPOSE_CACHE to the folder "
                               f"that holds {entry.filename})") from None
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"the download of {name} from {entry.url} is {size:,} bytes, expected {entry.size:,}; "
+                              f"the file was deleted")
     if entry.sha256 and digest != entry.sha256:
         path.unlink(missing_ok=True)
         raise CheckpointError(f"the download of {name} has SHA-256 {digest}, expected {entry.sha256}; the file "
                               f"was deleted")
-    print(f"saved {path} (sha256 {digest})", file=sys.stderr)
+    if entry.sha256:
+        _remember(path, digest)
+    print(f"saved {path} (sha256 {digest}{', verified' if entry.sha256 else ''})", file=sys.stderr)
     return path
 
 

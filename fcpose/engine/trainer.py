@@ -36,6 +36,7 @@ from ..model.backbone import load_imagenet_weights
 from ..model.fcpose import FCPose, build_model
 from . import distributed as dist
 from .checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
+from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +281,9 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     # The dataset defines the keypoint set; the model sizes its heads and controller from it.
     cfg.keypoints = keypoint_set_from_coco(data)
     cfg.validate()
+    # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
+    fit_backbone_to_scratch(cfg, has_pretrained=bool(cfg.model.backbone.weights) or init is not None, verbose=main)
+    fit_schedule(cfg, verbose=main)
     torch.manual_seed(s.seed)
     model = build_model(cfg)
     last_path = out_dir / "last.pt"
@@ -340,7 +344,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         raise ConfigError(f"{data} has no images to train on")
     sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
                                start_iter=start_iter, max_iter=s.max_iter)
-    workers = s.num_workers if num_workers is None else num_workers
+    workers = clamp_workers(s.num_workers if num_workers is None else num_workers, verbose=main)
     loader = DataLoader(EpochIndexed(dataset), batch_size=sampler.local, sampler=sampler, collate_fn=collate,
                         num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False)
 

@@ -1,0 +1,136 @@
+"""Checks that turn silent training traps into one-line notes, applied by :func:`fcpose.engine.trainer.train`.
+
+- :func:`fit_backbone_to_scratch`: without pretrained backbone weights, ``freeze_at`` would keep random
+  layers fixed for the whole run; train everything instead (and say that a FrozenBN backbone cannot learn
+  its norms either).
+- :func:`fit_schedule`: a warm-up or step schedule longer than ``solver.max_iter`` (a preset's 1000-iteration
+  warm-up and steps at 60k/80k with ``--max-iter 100``) would never leave warm-up; scale it to the run.
+- :func:`clamp_workers`: more data-loader workers than usable CPUs only adds processes (and PyTorch
+  warnings); use as many as there are CPUs.
+
+The first two change the config itself, before the model, the optimizer, the scheduler and ``config.yaml``
+are built or written: the checkpoints record the configuration that was actually trained, and a resumed
+run, given the same config, takes the same decisions (each is a pure function of the config).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..config import FCPoseConfig
+
+_RESNET_STAGES = ("stem", "res2", "res3", "res4", "res5")
+
+# A step schedule that does not fit is taken to have been written for a run whose last decay sits at 8/9
+# of it (detectron2's 1x/3x schedules: 80k of 90k, 240k of 270k, as in the presets).
+LAST_STEP_FRACTION = 8 / 9
+# A warm-up that does not fit becomes this fraction of the run.
+WARMUP_FRACTION = 0.1
+
+
+def _note(message: str, verbose: bool) -> None:
+    if verbose:
+        print(message, file=sys.stderr)
+
+
+def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose: bool = True) -> list[str]:
+    """Make a from-scratch run train its whole backbone; returns the one-line warnings (printed to stderr
+    when ``verbose``).
+
+    ``has_pretrained``: the run starts from trained weights (``model.backbone.weights``, or a checkpoint to
+    fine-tune from); the caller decides. Without them:
+
+    - ``model.backbone.freeze_at > 0`` would keep the randomly initialised stem (and res2, ...) fixed for
+      the whole run: ``freeze_at`` is set to 0 in ``cfg`` (so the saved config says what was trained);
+    - ``model.backbone.norm: FrozenBN`` cannot be fixed here: ``FrozenBatchNorm2d`` starts as the identity
+      (weight 1, bias 0, running mean 0, running var 1) and is never trained, so the backbone trains without
+      any normalisation; a warning suggests GN (or BN/SyncBN).
+
+    With pretrained weights nothing changes. A resumed run must pass what its first run passed (resuming
+    restores trained weights, but the model and its optimizer groups are rebuilt as the first run built
+    them, so ``--resume`` alone does not count as pretrained).
+    """
+    if has_pretrained:
+        return []
+    bb = cfg.model.backbone
+    lines = []
+    if bb.freeze_at > 0:
+        names = list(_RESNET_STAGES[:bb.freeze_at])
+        frozen = (" and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+                  if bb.name.startswith("resnet") else f"first {bb.freeze_at} stage" + "s" * (bb.freeze_at > 1))
+        lines.append(f"warning: no pretrained backbone weights (model.backbone.weights is empty), so "
+                     f"model.backbone.freeze_at={bb.freeze_at} would keep the randomly initialised {frozen} fixed; "
+                     f"training the whole backbone instead (freeze_at=0)")
+        bb.freeze_at = 0
+    if bb.norm == "FrozenBN":
+        lines.append("warning: model.backbone.norm=FrozenBN without pretrained backbone weights: FrozenBatchNorm2d "
+                     "starts as the identity (weight 1, bias 0, mean 0, var 1) and is never trained, so the backbone "
+                     "trains without normalisation; use model.backbone.norm=GN (or BN) to train it from scratch")
+    for line in lines:
+        _note(line, verbose)
+    return lines
+
+
+def fit_schedule(cfg: FCPoseConfig, *, verbose: bool = True) -> str | None:
+    """Scale a warm-up / step schedule that does not fit inside ``solver.max_iter`` (in ``cfg``); returns
+    the one-line note (printed to stderr when ``verbose``), or None when nothing changed.
+
+    A schedule that fits (every step < max_iter with ``lr_schedule: step``, and warmup_iters < max_iter) is
+    never touched. Otherwise, with T = max_iter:
+
+    1. ``lr_schedule: step`` and max(steps) >= T: the schedule is taken to have been written for a run of
+       length L = max(steps) / (8/9) (the last decay at 8/9 of the run, as in detectron2's 1x/3x schedules
+       and the presets: 80000 of 90000). Every step and warmup_iters are multiplied by T / L and rounded;
+       a step is kept in 1 .. T - 1 and a non-zero warm-up stays >= 1 iteration. The gammas and their
+       number are kept, so the final lr is the same (two steps that land on one iteration apply both decays there).
+    2. Then, if warmup_iters >= T (the steps fit, ``lr_schedule: cosine`` ignores them, or the warm-up was
+       longer than the steps): warmup_iters = T // 10 (0 for a run under 10 iterations: no warm-up).
+
+    Example: max_iter 100, warmup 1000, steps [60000, 80000] -> L = 90000, warmup 1, steps [67, 89].
+    """
+    s = cfg.solver
+    T = int(s.max_iter)
+    if T <= 0:
+        return None
+    before = (s.warmup_iters, list(s.steps))
+    changes, warmup_rule = [], ""
+    if s.lr_schedule == "step" and s.steps and max(s.steps) >= T:
+        factor = T * LAST_STEP_FRACTION / max(s.steps)
+        s.steps = [min(max(1, round(step * factor)), max(1, T - 1)) for step in s.steps]
+        if s.warmup_iters > 0:
+            s.warmup_iters = max(1, round(s.warmup_iters * factor))
+        if s.steps != before[1]:
+            changes.append(f"steps {before[1]} -> {s.steps} (x{factor:.3g}: the last step at 8/9 of the run)")
+        warmup_rule = "scaled likewise"
+    if s.warmup_iters >= T:
+        s.warmup_iters = int(T * WARMUP_FRACTION)
+        warmup_rule = "10% of the run"
+    if (s.warmup_iters, s.steps) == before:  # e.g. max_iter 1: nothing left to scale
+        return None
+    if s.warmup_iters != before[0]:
+        changes.append(f"warmup_iters {before[0]} -> {s.warmup_iters} ({warmup_rule})")
+    line = (f"note: the lr schedule did not fit in solver.max_iter={T}, so it was scaled to it: "
+            + "; ".join(changes))
+    _note(line, verbose)
+    return line
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def clamp_workers(requested: int, *, verbose: bool = True) -> int:
+    """``requested`` data-loader workers, at most :func:`usable_cpus` (one note on stderr when reduced,
+    if ``verbose``). 0 (load in the main process) stays 0. Which images and augmentations each iteration
+    gets does not depend on the number of workers, so this changes speed only."""
+    cpus = usable_cpus()
+    if requested <= cpus:
+        return requested
+    _note(f"note: {requested} data-loader workers requested (solver.num_workers / --num-workers) but this process "
+          f"can use {cpus} CPU(s); using {cpus}", verbose)
+    return cpus
