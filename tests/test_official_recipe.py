@@ -14,6 +14,7 @@ from fcpose.engine.checkpoint import init_from_checkpoint, read_checkpoint
 from fcpose.engine.trainer import train
 from fcpose.loss import OFFICIAL_LOSS_NAMES, FCPoseCriterion
 from fcpose.model.fcpose import build_model
+from fcpose.model.norm import DistributedBatchNorm2d
 
 H, W = 128, 160
 SMALL = ["input.min_size_train=[128, 128]", "input.max_size_train=192", "input.min_size_test=128",
@@ -187,3 +188,54 @@ def test_init_report_lists_what_does_not_fit(golden):
             "keypoint_branch.upsampler.0.weight"} <= reinit
     assert "backbone.conv1.weight" in report.loaded and "head.cls_logits.weight" in report.loaded
     assert not report.unused
+
+
+def _bn_worker(rank: int, port: int, out: str):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(4, 3, 5, 6) * 3 + 1
+        r = torch.randn(4, 3, 5, 6)
+        bn = DistributedBatchNorm2d(3)
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-1, 1)
+        xs = x[2 * rank:2 * rank + 2].clone().requires_grad_(True)
+        y = bn(xs)
+        (y * r[2 * rank:2 * rank + 2]).sum().backward()
+        torch.save({"y": y.detach(), "gx": xs.grad, "gw": bn.weight.grad, "gb": bn.bias.grad,
+                    "mean": bn.running_mean, "var": bn.running_var}, f"{out}/bn{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_distributed_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
+    """CPU/gloo: two processes with half a batch each normalise like one BatchNorm on the whole batch."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_bn_worker, args=(port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    parts = [torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in range(2)]
+    torch.manual_seed(0)
+    x = (torch.randn(4, 3, 5, 6) * 3 + 1).requires_grad_(True)
+    r = torch.randn(4, 3, 5, 6)
+    ref = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+        ref.bias.uniform_(-1, 1)
+    y = ref(x)
+    (y * r).sum().backward()
+    torch.testing.assert_close(torch.cat([p["y"] for p in parts]), y.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([p["gx"] for p in parts]), x.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(parts[0]["gw"] + parts[1]["gw"], ref.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(parts[0]["gb"] + parts[1]["gb"], ref.bias.grad, rtol=1e-4, atol=1e-5)
+    for p in parts:
+        torch.testing.assert_close(p["mean"], ref.running_mean)
+        torch.testing.assert_close(p["var"], ref.running_var)

@@ -34,6 +34,7 @@ from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
 from ..model.backbone import load_imagenet_weights
 from ..model.fcpose import FCPose, build_model
+from ..model.norm import DistributedBatchNorm2d
 from . import distributed as dist
 from .checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
 from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
@@ -297,8 +298,9 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
             print(f"backbone weights {cfg.model.backbone.weights}: {report.summary()}", file=sys.stderr)
     memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format).train()
-    if distributed and dev.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN that trains is synchronised
+    if distributed:  # BN that trains normalises with the statistics of the whole (global) batch
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if dev.type == "cuda" else \
+            DistributedBatchNorm2d.convert(model)
     criterion = FCPoseCriterion.from_config(cfg)
     step_module: nn.Module = TrainStep(model, criterion)
     if distributed:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["FrozenBatchNorm2d", "get_norm", "fold_frozen_bn", "NORM_NAMES"]
+__all__ = ["FrozenBatchNorm2d", "DistributedBatchNorm2d", "get_norm", "fold_frozen_bn", "NORM_NAMES"]
 
 NORM_NAMES = ("FrozenBN", "BN", "SyncBN", "GN", "none", "")
 
@@ -184,3 +184,68 @@ def fold_frozen_bn(module: nn.Module) -> int:
                 setattr(parent, norm_name, nn.Identity())
                 count += 1
     return count
+
+
+class _AllReduceStats(torch.autograd.Function):
+    """Sum of per-channel statistics over all processes, with the matching (summed) backward."""
+
+    @staticmethod
+    def forward(ctx, stats: torch.Tensor) -> torch.Tensor:
+        out = stats.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+
+class DistributedBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose training statistics are those of the whole batch over all ``torch.distributed``
+    processes, on any device (PyTorch's ``nn.SyncBatchNorm`` runs on GPUs only; this serves CPU/gloo runs).
+
+    Training: per channel, ``sum(x)``, ``sum(x^2)`` and the count are all-reduced (differentiably), giving the
+    global mean and biased variance used to normalise; the running statistics take the unbiased variance with
+    ``momentum``, like ``nn.BatchNorm2d`` on the whole batch. Eval mode, or a single process: plain batch norm.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dist = torch.distributed
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        xf = x.float()
+        count = torch.full((1,), float(x.numel() // c), device=x.device)
+        local = torch.cat([xf.sum(dim=(0, 2, 3)), xf.square().sum(dim=(0, 2, 3)), count])
+        total = _AllReduceStats.apply(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c:2 * c] / n - mean.square()).clamp(min=0.0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * n / (n - 1).clamp(min=1.0)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """Replace every ``nn.BatchNorm2d`` / ``nn.SyncBatchNorm`` (not frozen ones) by this class, keeping
+        parameters and buffers; returns the module (or its replacement)."""
+        if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)) and not isinstance(module, cls):
+            new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            new.load_state_dict(module.state_dict())
+            new.train(module.training)
+            return new.to(next(iter(module.state_dict().values())).device)
+        for name, child in module.named_children():
+            new_child = cls.convert(child)
+            if new_child is not child:
+                setattr(module, name, new_child)
+        return module
