@@ -66,20 +66,28 @@ def test_key_lists_convert(golden, depth):
     rows = read_key_list(golden / f"state_dict_keys_r{depth}.txt")
     header = (golden / f"state_dict_keys_r{depth}.txt").read_text().splitlines()[0]
     assert f"{len(rows)} entries" in header
+    # Inference only (keep_aux=False): the training-only auxiliary heads are dropped and listed.
+    lean = convert_official({"model": fake_state_dict(rows), "__author__": "test"}, source="fake", keep_aux=False)
+    aux = [k for k, _, _ in rows if k.startswith(AUX_PREFIXES)]
+    assert sorted(lean["conversion"]["dropped"]) == sorted(aux) and len(aux) == 18
+    assert lean["conversion"]["converted"] == len(rows) - len(aux) - 1  # sizes_of_interest goes into the config
+    assert lean["config"]["model"]["keypoint"]["aux_heads"] is False
+    assert lean["config"]["loss"]["recipe"] == "paper"
+    # Default: everything kept, so that the official recipe can train on from the file.
     ckpt = convert_official({"model": fake_state_dict(rows), "__author__": "test"}, source="fake")
     report = ckpt["conversion"]
     assert report["preset"] == f"fcpose_r{depth}_official" and report["depth"] == depth
-    aux = [k for k, _, _ in rows if k.startswith(AUX_PREFIXES)]
-    assert sorted(report["dropped"]) == sorted(aux) and len(aux) == 18
-    assert report["converted"] == len(rows) - len(aux) - 1  # sizes_of_interest goes into the config
-    assert report["upcast_to_float32"] == sum(1 for _, _, d in rows if d == "float32") - sum(
-        1 for k, _, d in rows if d == "float32" and k.startswith(AUX_PREFIXES))
+    assert report["dropped"] == [] and report["auxiliary_heads"] is True
+    assert report["converted"] == len(rows) - 1
+    assert report["upcast_to_float32"] == sum(1 for _, _, d in rows if d == "float32")
     assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
     assert ckpt["config"]["model"]["keypoint"]["rel_coord_norm"] == [64.0, 128.0, 256.0, 512.0, 1333.0]
-    # Every element is accounted for: ours + dropped + sizes_of_interest = the official total.
+    assert ckpt["config"]["loss"]["recipe"] == "official"
+    # Every element is accounted for: ours + sizes_of_interest = the official total (and without the heads).
     total = sum(math.prod(d) for _, d, _ in rows)
     dropped = sum(math.prod(d) for k, d, _ in rows if k.startswith(AUX_PREFIXES))
-    assert sum(v.numel() for v in ckpt["model"].values()) == total - dropped - 5
+    assert sum(v.numel() for v in ckpt["model"].values()) == total - 5
+    assert sum(v.numel() for v in lean["model"].values()) == total - dropped - 5
     # Names and shapes are those of the model its config describes (built on the meta device: no memory).
     from fcpose.engine.checkpoint import config_from_checkpoint
 
@@ -160,13 +168,14 @@ def test_golden_checkpoint_converts_and_round_trips(golden, tmp_path, capsys):
     out = tmp_path / "r50.pt"
     assert main(["convert", str(golden / CKPT), str(out)]) == 0
     err = capsys.readouterr().err
-    assert "fcpose_r50_official" in err and "370 of 389" in err and "dropped 18" in err
+    assert "fcpose_r50_official" in err and "388 of 389" in err and "kept the training-only auxiliary heads" in err
     converted = torch.load(out, map_location="cpu", weights_only=True)
-    assert converted["format"] == "fcpose" and converted["conversion"]["upcast_to_float32"] == 360
+    raw = torch.load(golden / CKPT, map_location="cpu", weights_only=True)["model"]
+    halves = sum(1 for v in raw.values() if v.dtype == torch.float16)
+    assert converted["format"] == "fcpose" and converted["conversion"]["upcast_to_float32"] == halves == 376
     a = load_model(out).state_dict()
     b = load_model(golden / CKPT).state_dict()  # converted on the fly
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    raw = torch.load(golden / CKPT, map_location="cpu", weights_only=True)["model"]
     w = raw["proposal_generator.fcpose_head.atten_producer.weight"].float()
     assert torch.equal(a["head.controller.weight"].reshape(2737, -1), w)
     assert main(["convert", str(out), str(tmp_path / "again.pt")]) == 2
@@ -401,7 +410,7 @@ def test_detectron2_training_checkpoint_loads_and_converts(golden, r50_rows, tmp
     # Every path that takes a .pth: fcpose convert, read_checkpoint/load_model, Predictor.from_checkpoint.
     out = tmp_path / "converted.pt"
     assert main(["convert", str(path), str(out)]) == 0
-    assert "370 of 389 entries converted" in capsys.readouterr().err
+    assert "388 of 389 entries converted" in capsys.readouterr().err
     model = load_model(path)
     state = model.state_dict()
     for i, (key, _, dtype) in enumerate(r50_rows):

@@ -326,3 +326,31 @@ def test_optimizer_groups_match_official(golden_data, golden_train):
     for ours, ref in zip(optimizer.param_groups, gold):
         assert ours["weight_decay"] == ref["weight_decay"]
         assert sorted(names[id(p)] for p in ours["params"]) == sorted(ref["params"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: our dataset and transforms give the official mapper's images and ground truth
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tag", ["A", "B"])
+def test_dataset_gives_the_official_inputs(golden_data, coco_tiny, tag):
+    from fcpose.data.augment import TrainTransform
+    from fcpose.data.coco import CocoKeypointDataset
+
+    gold = golden_data[f"batch_{tag}"]
+    cfg = load_config("fcpose_r50_official")
+    flip = bool(gold["hflip_forced"])
+    transform = TrainTransform((gold["min_size"], gold["min_size"]), 1333, cfg.keypoints.flip_index(),
+                               crop_range=None, flip_prob=1.0 if flip else 0.0)
+    dataset = CocoKeypointDataset(coco_tiny / "person_keypoints.json", coco_tiny, cfg.keypoints, transform, seed=0,
+                                  crowd="drop", filter_empty=True, min_keypoints=1)
+    by_name = {rec["file_name"]: i for i, rec in enumerate(dataset.records)}
+    for i, name in enumerate(gold["files"]):
+        item = dataset[by_name[name]]
+        bgr = item["image"].flip(0)
+        ref = gold["inputs"]["images_uint8_bgr"][i]
+        assert bgr.shape == ref.shape and torch.equal(bgr, ref), name  # PIL bilinear resize, bit-exact
+        g = gold["gt"][i]
+        torch.testing.assert_close(item["boxes"], g["gt_boxes_xyxy"], rtol=0, atol=1e-3)
+        # +0.5 on load, scaled (and mirrored with left/right swapped for B), unlabelled = (0, 0, 0).
+        torch.testing.assert_close(item["keypoints"][..., :2], g["gt_keypoints_xyv"][..., :2], rtol=0, atol=1e-3)
+        assert torch.equal(item["keypoints"][..., 2], g["gt_keypoints_xyv"][..., 2])
