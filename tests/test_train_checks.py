@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 import yaml
+from test_train import _Crash, _CrashAfter  # the training tests' crash-and-resume helpers
 
 from fcpose.config import apply_overrides, load_config, to_dict
 from fcpose.data.coco import keypoint_set_from_coco
@@ -127,21 +128,6 @@ def test_workers_are_clamped_to_the_usable_cpus(monkeypatch, capsys):
 # ----------------------------------------------------------------------------------------------
 # In train(): the decisions reach the model, the lr, the saved config and a resumed run
 # ----------------------------------------------------------------------------------------------
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(list):
-    def __init__(self, count: int):
-        super().__init__()
-        self.count = count
-
-    def append(self, item) -> None:
-        super().append(item)
-        if len(self) == self.count:
-            raise _Crash
-
-
 def test_train_from_scratch_with_a_long_schedule_and_resume(coco_tiny, tmp_path, capsys):
     """overfit_tiny (300 iterations: warm-up 30, steps [240]) with freeze_at 2, for 6 iterations: the stem
     trains, the lr leaves warm-up and decays, and a crashed + resumed run matches an uninterrupted one."""
