@@ -134,9 +134,11 @@ def test_short_official_run_reduces_the_loss(coco_tiny, tmp_path):
     assert ckpt["config"]["loss"]["recipe"] == "official"
 
 
-def _k14_dataset(tmp_path, coco_tiny):
-    """coco_tiny with 14 keypoints (eyes and one ear dropped): a custom keypoint set."""
-    data = json.loads((coco_tiny / "person_keypoints.json").read_text())
+def _k14_dataset(tmp_path):
+    """Four synthetic scenes (``fcpose synth``) with 14 keypoints (eyes and one ear dropped): a custom set."""
+    assert main(["synth", "--out", str(tmp_path / "synth"), "--num", "4", "--seed", "5", "--max-people", "3",
+                 "--height", "192", "--width", "256"]) == 0
+    data = json.loads((tmp_path / "synth" / "annotations.json").read_text())
     keep = [0] + list(range(4, 17))
     cat = next(c for c in data["categories"] if c.get("name") == "person")
     sigmas = [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087,
@@ -156,11 +158,12 @@ def _k14_dataset(tmp_path, coco_tiny):
     return path
 
 
-def test_finetune_golden_checkpoint_on_14_keypoints(golden, coco_tiny, tmp_path, capsys):
-    """--init from the official-layout golden checkpoint onto another keypoint set (K = 14)."""
-    ann = _k14_dataset(tmp_path, coco_tiny)
+def test_finetune_golden_checkpoint_on_14_keypoints(golden, tmp_path, capsys):
+    """--init from the official-layout golden checkpoint onto a synthetic dataset with another keypoint set (K = 14)."""
+    ann = _k14_dataset(tmp_path)
     out = tmp_path / "ft"
-    rc = main(["train", "--config", "fcpose_r50_official", "--data", str(ann), "--images", str(coco_tiny),
+    rc = main(["train", "--config", "fcpose_r50_official", "--data", str(ann), "--images",
+               str(tmp_path / "synth" / "images"),
                "--output", str(out), "--init", str(golden / "model_r50_fp16.pth"), "--max-iter", "2",
                "--batch-size", "2", "--num-workers", "0", "--no-progress",
                "--set", "input.min_size_train=[160, 160]", "--set", "input.max_size_train=256",
