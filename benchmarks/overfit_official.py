@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -49,7 +51,15 @@ def run(data: Path, images: Path, overrides: list[str], work: Path) -> dict:
             "met": metrics["keypoints"]["AP"] >= 0.9 and total_s <= 600,
             "first_loss": losses[0].get("total_loss"), "last_loss": losses[-1].get("total_loss"),
             "iterations": losses[-1].get("iter"), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_seconds": round(_cpu_seconds(), 1), "load_average_1min": round(os.getloadavg()[0], 2),
             "machine": platform.processor() or platform.machine()}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process: on a machine shared with other jobs, cpu_seconds / threads
+    estimates the wall time the run takes on an idle one."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:

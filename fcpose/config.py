@@ -176,6 +176,10 @@ class InputConfig:
     size_divisibility: int = 32
     crop: bool = True
     crop_range: list[float] = field(default_factory=lambda: [0.4, 1.0])  # relative crop size
+    # A person cut by the crop stays a person if at least this share of its box is visible (else an ignore region
+    # with crowd: ignore); the official trainer keeps every clipped box that is not empty (0).
+    crop_min_visible: float = 0.1
+    min_box_size: float = 1.0  # pixels: narrower or lower boxes are dropped (load and crop); official: 1e-5
     flip: bool = True
     # Crowd annotations (iscrowd = 1): "ignore" regions (neither positive nor negative, the paper variant) or
     # "drop" them (the official trainer: no ignore handling anywhere).

@@ -242,3 +242,23 @@ def test_distributed_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
     for p in parts:
         torch.testing.assert_close(p["mean"], ref.running_mean)
         torch.testing.assert_close(p["var"], ref.running_var)
+
+
+def test_official_crop_keeps_every_clipped_person():
+    """The official mapper clips boxes to the crop and keeps every non-empty one (no ignore regions); the paper
+    variant turns a person with less than 10% visible into an ignore region."""
+    import numpy as np
+
+    from fcpose.data.augment import TrainTransform, crop_targets
+
+    target = {"boxes": np.array([[0, 0, 50, 100], [90, 0, 200, 100]], np.float32),
+              "keypoints": np.zeros((2, 17, 3), np.float32), "ignore_boxes": np.zeros((0, 4), np.float32)}
+    official = TrainTransform.from_config(load_config("fcpose_r50_official"))
+    paper = TrainTransform.from_config(load_config("fcpose_r50_fpn"))
+    # The window [0, 100] x [0, 100] shows 10/110 of the second person (9%).
+    kept, keep = crop_targets(target, 0, 0, 100, 100, min_box_size=official.min_box_size,
+                              min_visible=official.min_visible)
+    assert keep.tolist() == [True, True] and kept["ignore_boxes"].shape[0] == 0
+    assert kept["boxes"][1].tolist() == [90, 0, 100, 100]
+    kept, keep = crop_targets(target, 0, 0, 100, 100, min_box_size=paper.min_box_size, min_visible=paper.min_visible)
+    assert keep.tolist() == [True, False] and kept["ignore_boxes"].tolist() == [[90, 0, 100, 100]]

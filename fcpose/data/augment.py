@@ -200,7 +200,8 @@ class TrainTransform:
         """From an :class:`~fcpose.config.FCPoseConfig` (``input`` and ``keypoints``)."""
         inp = cfg.input
         return cls(inp.min_size_train, inp.max_size_train, cfg.keypoints.flip_index(),
-                   crop_range=inp.crop_range if inp.crop else None, flip_prob=0.5 if inp.flip else 0.0)
+                   crop_range=inp.crop_range if inp.crop else None, flip_prob=0.5 if inp.flip else 0.0,
+                   min_box_size=inp.min_box_size, min_visible=inp.crop_min_visible)
 
     def crop(self, image: np.ndarray, target: Target, rng: np.random.Generator) -> tuple[np.ndarray, Target]:
         height, width = image.shape[:2]

@@ -159,7 +159,7 @@ def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None)
 # Dataset
 # ----------------------------------------------------------------------------------------------
 def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
-                       source: str, crowd: str = "ignore") -> Target:
+                       source: str, crowd: str = "ignore", min_box_size: float = MIN_BOX_SIZE) -> Target:
     boxes, keypoints, ignore = [], [], []
     for ann in anns:
         bbox = ann.get("bbox")
@@ -169,7 +169,7 @@ def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | Non
         box = np.array([[x, y, x + w, y + h]], np.float32)
         if height is not None and width is not None:
             box = clip_boxes_np(box, height, width)
-        if box[0, 2] - box[0, 0] < MIN_BOX_SIZE or box[0, 3] - box[0, 1] < MIN_BOX_SIZE:
+        if box[0, 2] - box[0, 0] < min_box_size or box[0, 3] - box[0, 1] < min_box_size:
             continue
         if ann.get("iscrowd", 0):
             if crowd == "ignore":
@@ -211,6 +211,7 @@ class CocoKeypointDataset(Dataset):
         crowd: ``"ignore"`` (crowd boxes become ignore regions) or ``"drop"`` (removed, as the official trainer).
         min_keypoints: drop images with fewer labelled keypoints in all (detectron2's
             ``MIN_KEYPOINTS_PER_IMAGE``; the official FCPose recipe uses 1).
+        min_box_size: boxes (clipped to the image) narrower or lower than this many pixels are dropped.
         seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
             ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
             :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
@@ -223,7 +224,8 @@ class CocoKeypointDataset(Dataset):
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, keypoints: KeypointSetConfig | None = None,
                  transform=None, *, category_id: int | None = None, filter_empty: bool = False,
-                 seed: int | None = None, crowd: str = "ignore", min_keypoints: int = 0):
+                 seed: int | None = None, crowd: str = "ignore", min_keypoints: int = 0,
+                 min_box_size: float = MIN_BOX_SIZE):
         if crowd not in ("ignore", "drop"):
             raise ConfigError(f"crowd must be 'ignore' or 'drop', got {crowd!r}")
         self.ann_file = Path(ann_file)
@@ -253,7 +255,7 @@ class CocoKeypointDataset(Dataset):
             if "id" not in img or "file_name" not in img:
                 raise InputError(f"{source}: an image entry lacks 'id' or 'file_name'")
             h, w = img.get("height"), img.get("width")
-            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd)
+            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd, min_box_size)
             if filter_empty and target["boxes"].shape[0] == 0:
                 continue
             if min_keypoints > 0 and int((target["keypoints"][..., 2] > 0).sum()) < min_keypoints:

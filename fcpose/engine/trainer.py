@@ -341,7 +341,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
 
     dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=s.seed,
                                   crowd=cfg.input.crowd, filter_empty=cfg.input.filter_empty,
-                                  min_keypoints=cfg.input.min_keypoints_per_image)
+                                  min_keypoints=cfg.input.min_keypoints_per_image,
+                                  min_box_size=cfg.input.min_box_size)
     if len(dataset) == 0:
         raise ConfigError(f"{data} has no images to train on")
     sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
