@@ -317,7 +317,12 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         if not isinstance(state, dict) or "optimizer" not in state:
             raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
         load_state(model, state["model"], str(last_path))
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{last_path}: its optimizer state does not fit this run's trainable parameters "
+                                  f"({exc}); resume with the same config, --init and backbone weights as the run "
+                                  f"that wrote it") from None
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
