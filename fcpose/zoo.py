@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
+from .fileio import default_file_mode
 
 HF_BASE = "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/"
 
@@ -71,6 +72,7 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.fchmod(fd, default_file_mode())  # the cached file gets the user's usual mode, not mkstemp's 0o600
     h = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "fcpose"})
