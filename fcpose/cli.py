@@ -29,7 +29,12 @@ def _add_predict(sub) -> None:
                    help="COCO annotation JSON whose image ids are used for image_id (default: numeric file names)")
     p.add_argument("--batch-size", type=int, default=4, help="images of equal size run together (default 4)")
     p.add_argument("--no-render", action="store_true", help="only write predictions.json")
-    p.add_argument("--draw-threshold", type=float, default=0.3, help="minimum score of people drawn (default 0.3)")
+    p.add_argument("--draw-threshold", type=float, default=0.3,
+                   help="minimum score of the people drawn and counted on screen (default 0.3); predictions.json "
+                        "keeps every detection above --score-threshold")
+    p.add_argument("--draw-nms", type=float, default=0.5,
+                   help="people drawn are also suppressed when their box overlaps a better-scored drawn one by "
+                        "IoU > this (default 0.5; 1 turns it off); predictions.json is not affected")
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -52,7 +57,7 @@ def _cmd_predict(args) -> int:
                        render=not args.no_render, draw_threshold=args.draw_threshold,
                        keypoint_threshold=args.keypoint_threshold, batch_size=args.batch_size,
                        progress=not args.no_progress, backend=args.backend, precision=args.precision,
-                       compile=args.compile, optimize=not args.no_optimize)
+                       compile=args.compile, optimize=not args.no_optimize, draw_nms=args.draw_nms)
 
 
 def _add_train(sub) -> None:

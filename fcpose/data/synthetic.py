@@ -45,6 +45,9 @@ import numpy as np
 from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON
 from ..errors import InputError
 
+# info.description of every dataset written by generate_dataset (also how predict recognises synthetic input)
+SYNTH_DESCRIPTION = "fcpose synthetic multi-person poses"
+
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "SIZE_CHOICES",
@@ -1044,7 +1047,7 @@ def generate_dataset(
 
     size_text = " or ".join(f"{h}x{w}" for h, w in sizes)
     data = {
-        "info": {"description": "fcpose synthetic multi-person poses", "seed": int(seed)},
+        "info": {"description": SYNTH_DESCRIPTION, "seed": int(seed)},
         "images": images,
         "annotations": annotations,
         "categories": coco_categories(),

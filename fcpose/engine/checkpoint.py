@@ -4,7 +4,10 @@ Layout (a plain dict, loadable with ``torch.load(..., weights_only=True)``, i.e.
 pickled code)::
 
     {"format": "fcpose", "version": 1, "config": {...nested config...}, "model": state_dict,
-     "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...}
+     "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "trained_on": "synthetic" | "COCO train2017" | ...}   # optional: what the weights were trained on
+
+``fcpose predict`` warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images.
 
 Files are written atomically (temporary file + rename), so an interrupted save never leaves a broken
 checkpoint behind.
@@ -43,7 +46,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | None = None, step: int | None = None,
                     metrics: dict | None = None, half: bool = False, **state: Any) -> Path:
     """Save ``model`` with its config (``model.cfg`` unless ``cfg`` is given) and optional loop ``state``
-    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values).
+    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values, e.g.
+    ``trained_on="synthetic"`` to record what the weights were trained on).
 
     ``half=True`` stores floating-point weights as float16 (half the size, for distribution); they are
     upcast to the model's dtype when loaded. Values beyond float16's range are kept in float32.
@@ -173,4 +177,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
         cfg = apply_overrides(cfg, overrides).validate()
     model = build_model(cfg)
     load_state(model, ckpt["model"], str(path))
+    trained_on = ckpt.get("trained_on")
+    model.trained_on = str(trained_on) if trained_on is not None else None  # read by Predictor
     return model.to(device).eval()
