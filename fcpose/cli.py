@@ -79,7 +79,7 @@ def _add_train(sub) -> None:
     p.add_argument("--eval-images", default=None, help="its image folder (default: --images)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each process its local GPU)")
     p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the config's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -106,7 +106,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--size", type=int, default=None, help="test short side (default: the model's)")
     p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--score-threshold", type=float, default=None, help="detection threshold (default: the model's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -124,9 +124,9 @@ def _add_synth(sub) -> None:
                                    "with occlusion and textured backgrounds: OUT/images/*.jpg + OUT/annotations.json.")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--num", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-people", type=int, default=1)
-    p.add_argument("--max-people", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same dataset (default 0)")
+    p.add_argument("--min-people", type=int, default=1, help="fewest people per image (default 1)")
+    p.add_argument("--max-people", type=int, default=8, help="most people per image (default 8)")
     p.add_argument("--height", type=int, default=None, help="image height (default 384)")
     p.add_argument("--width", type=int, default=None, help="image width (default 512)")
     p.set_defaults(func=_cmd_synth)
@@ -274,23 +274,72 @@ def _cmd_export(args) -> int:
 
 
 def _add_presets(sub) -> None:
-    p = sub.add_parser("presets", help="list the model presets, or print one as YAML")
+    p = sub.add_parser("presets", help="list the model presets, or print one as YAML",
+                       description="Without NAME: one line per preset with its description, parameter count and "
+                                   "whether released weights exist (model-zoo name for --weights). With NAME: its "
+                                   "full config as YAML, every default filled in (try overrides with --set).")
     p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable)")
+                   help="override a config value (repeatable), e.g. --set test.score_threshold=0.1")
     p.set_defaults(func=_cmd_presets)
+
+
+# one line each for `fcpose presets`; a preset without an entry shows the first comment line of its YAML
+_PRESET_SUMMARIES = {
+    "fcpose_r50_fpn": "the paper's model: ResNet-50 + FPN P3-P7",
+    "fcpose_r101_fpn": "ResNet-101 + FPN P3-P7 (paper, Table 6)",
+    "fcpose_dla34_rt": "real-time: DLA-34, P3-P5, 512 short side",
+    "fcpose_r18_tiny": "small ResNet-18 model for fast CPU tests and demos",
+    "fcpose_r50_official": "official AdelaiDet R-50 variant (runs fcpose50.pth)",
+    "fcpose_r101_official": "official AdelaiDet R-101 variant (runs fcpose101.pth)",
+    "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN, from scratch)",
+}
+
+
+def _preset_summary(name: str) -> str:
+    if name in _PRESET_SUMMARIES:
+        return _PRESET_SUMMARIES[name]
+    from importlib.resources import files
+
+    try:
+        text = (files("fcpose") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    first = next((line for line in text.splitlines() if line.startswith("#")), "")
+    return first.lstrip("# ").strip()
+
+
+def _parameter_count(cfg) -> int:
+    """Parameters of the model a config builds, counted on the meta device (no memory, no init)."""
+    import torch
+
+    from .model.fcpose import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _cmd_presets(args) -> int:
     import yaml
 
     from .config import list_presets, load_config, to_dict
+    from .zoo import MODEL_ZOO, cache_dir
 
     if args.name is None:
+        weights = {entry.preset: entry for entry in MODEL_ZOO.values()}
+        print(f"{'preset':22s} {'params':>7s}  {'test size':10s} {'released weights (--weights)':31s} description")
         for name in list_presets():
             cfg = load_config(name)
-            print(f"{name:24s} backbone={cfg.model.backbone.name:9s} levels=P3-P{3 + len(cfg.model.strides) - 1} "
-                  f"test={cfg.input.min_size_test}/{cfg.input.max_size_test}")
+            entry = weights.get(name)
+            if entry is None:
+                released = "none: train it"
+            else:
+                where = "cached" if (cache_dir() / entry.filename).is_file() else "download"
+                released = f"{entry.name} ({where})"
+            size = f"{cfg.input.min_size_test}/{cfg.input.max_size_test}"
+            print(f"{name:22s} {_parameter_count(cfg) / 1e6:6.1f}M  {size:10s} {released:31s} {_preset_summary(name)}")
+        print("fcpose presets NAME prints one in full; licence of the released weights: see the README")
         return 0
     cfg = load_config(args.name, args.overrides)
     sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))

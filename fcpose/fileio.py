@@ -65,6 +65,26 @@ def prepare_output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check, without creating anything, that ``path`` is a writable folder or can be created as one:
+    one-line :class:`OutputError` otherwise. Lets a command fail before its slow work starts."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"{what} {path} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path} is not writable (permission denied)")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create {what} {path}: {parent} is not writable (permission denied)")
+    return path
+
+
 def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
     path = Path(path)
     if path.is_dir():

@@ -118,16 +118,47 @@ def _resolve_sigmas(coco, sigmas: Sequence[float] | None, k: int) -> np.ndarray 
     return arr
 
 
-def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str]) -> list[dict]:
-    """Validate results and return deep copies with plain-float lists (pycocotools mutates them)."""
+def _ids_by_file_name(coco) -> dict[str, int]:
+    """Ground-truth image id of each file name (and of its base name, when that is unambiguous)."""
+    out: dict[str, int] = {}
+    base: dict[str, list[int]] = {}
+    for img in coco.dataset.get("images", []):
+        name = img.get("file_name") if isinstance(img, dict) else None
+        if isinstance(name, str):
+            out[name] = img["id"]
+            base.setdefault(Path(name).name, []).append(img["id"])
+    for name, ids in base.items():
+        if len(ids) == 1:
+            out.setdefault(name, ids[0])
+    return out
+
+
+def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str],
+                   ids_by_name: dict[str, int] | None = None) -> list[dict]:
+    """Validate results and return deep copies with plain-float lists (pycocotools mutates them).
+
+    A result without ``image_id`` but with a ``file_name`` (as ``fcpose predict`` writes for images whose
+    names are not numeric ids) is matched to the ground-truth image of that file name."""
     out = []
     unknown = set()
     for i, r in enumerate(results):
         if not isinstance(r, dict):
-            raise FCPoseError(f"result {i} is not a dict")
+            raise FCPoseError(f"result {i} is not a JSON object (a COCO results file is a list of objects)")
+        if "frame" in r:
+            raise FCPoseError(f"result {i} is from a video (it has a 'frame'); COCO evaluation scores images only")
+        if "image_id" not in r and isinstance(r.get("file_name"), str) and ids_by_name is not None:
+            name = r["file_name"]
+            if name not in ids_by_name and Path(name).name not in ids_by_name:
+                raise FCPoseError(f"result {i} has file_name {name!r} and no image_id, and no ground-truth image "
+                                  f"has that file name")
+            r = {**r, "image_id": ids_by_name.get(name, ids_by_name.get(Path(name).name))}
         missing = [key for key in ("image_id", "category_id", "score", *need) if key not in r]
         if missing:
-            raise FCPoseError(f"result {i} lacks {', '.join(missing)}")
+            hint = ""
+            if "image_id" in missing:
+                hint = (" (results need an image_id, or a file_name of a ground-truth image: run `fcpose predict "
+                        "--annotations ANN.json` to write the dataset's image ids)")
+            raise FCPoseError(f"result {i} lacks {', '.join(missing)}{hint}")
         c = dict(r)
         if "keypoints" in c:
             kps = [float(v) for v in np.asarray(c["keypoints"], dtype=np.float64).reshape(-1)]
@@ -233,7 +264,7 @@ def evaluate_keypoints(
         if missing:
             raise FCPoseError(f"image_ids not in the ground truth: {missing[:5]}")
     need = ("keypoints",) if "keypoints" in iou_types else ("bbox",)
-    dets = _check_results(_load_results(results), gt_ids, k, need)
+    dets = _check_results(_load_results(results), gt_ids, k, need, _ids_by_file_name(coco_gt))
 
     out: dict[str, dict[str, float]] = {}
     have_boxes = all("bbox" in d for d in dets)

@@ -56,10 +56,12 @@ def evaluate_model(predictor, ann_file: str | Path, image_dir: str | Path, *, si
 
 
 def format_metrics(metrics: dict) -> str:
+    """The metrics as on screen: fractions in [0, 1] with three decimals, exactly as in the ``--json``
+    file (``nan``: undefined, no ground truth in that area range)."""
     lines = []
     for kind in ("keypoints", "bbox"):
         if kind in metrics:
-            vals = "  ".join(f"{k} {v * 100:5.1f}" for k, v in metrics[kind].items())
+            vals = "  ".join(f"{k} {v:.3f}" for k, v in metrics[kind].items())
             lines.append(f"{kind:9s} {vals}")
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..fileio import atomic_write_text, prepare_output_dir
+from ..fileio import atomic_write_text, check_output_dir, prepare_output_dir
 from .predictor import Predictor
 from .sources import Source, VideoReader, VideoWriter, collect_sources, read_image
 from .visualize import draw_poses, save_image
@@ -166,7 +166,7 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
     sources, problems = collect_sources(inputs)
     if not sources:
         raise InputError("; ".join(problems) if problems else "no input images or videos were given")
-    out_dir = prepare_output_dir(out)  # before the model loads: a bad --out fails at once
+    check_output_dir(out)  # before the model loads: a bad --out fails at once (created once the model works)
     ids_by_name = _load_ids(annotations)
     if backend == "onnxruntime":
         from ..export.onnx_predictor import OnnxPredictor
@@ -177,6 +177,7 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
         predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
                                               score_threshold=score_threshold, batch_size=batch_size,
                                               optimize=optimize, precision=precision, compile=compile)
+    out_dir = prepare_output_dir(out)
     domain = _DomainCheck(predictor, say)
     renderer = _Renderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
     results: list[dict] = []
