@@ -47,26 +47,21 @@ def load_gt(gt: Any, *, verbose: bool = False):
     ``COCO`` (returned as is)."""
     from pycocotools.coco import COCO
 
+    from ..data.coco import check_coco_dataset, read_coco_json
+
     if isinstance(gt, COCO):
         return gt
-    if isinstance(gt, dict):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        with _quiet(verbose):
-            coco.createIndex()
-        return coco
     if isinstance(gt, (str, Path)):
-        path = Path(gt)
-        if not path.is_file():
-            raise FCPoseError(f"ground-truth annotation file not found: {path}")
-        try:
-            with _quiet(verbose):
-                return COCO(str(path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FCPoseError(f"ground-truth file {path} is not valid JSON: {exc}") from None
-        except (KeyError, TypeError, AssertionError) as exc:
-            raise FCPoseError(f"ground-truth file {path} is not a COCO annotation file: {exc}") from None
-    raise FCPoseError(f"ground truth must be a path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+        gt = read_coco_json(gt, for_eval=True)  # one-line errors for a missing, unreadable or malformed file
+    elif isinstance(gt, dict):
+        gt = copy.deepcopy(check_coco_dataset(gt, "the ground truth", for_eval=True))
+    else:
+        raise FCPoseError(f"ground truth must be a path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+    coco = COCO()
+    coco.dataset = gt
+    with _quiet(verbose):
+        coco.createIndex()
+    return coco
 
 
 def _load_results(results: Any) -> list[dict]:
@@ -76,8 +71,10 @@ def _load_results(results: Any) -> list[dict]:
             raise FCPoseError(f"results file not found: {path}")
         try:
             results = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FCPoseError(f"results file {path} is not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise FCPoseError(f"results file {path} is not valid JSON: {' '.join(str(exc).split())}") from None
+        except OSError as exc:
+            raise FCPoseError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     if not isinstance(results, (list, tuple)):
         raise FCPoseError(
             f"results must be a list of dicts or a path to a JSON list, got {type(results).__name__}"
@@ -116,6 +113,16 @@ def _resolve_sigmas(coco, sigmas: Sequence[float] | None, k: int) -> np.ndarray 
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise FCPoseError("OKS sigmas must be positive finite numbers")
     return arr
+
+
+def _numbers(values: Any, what: str) -> list[float]:
+    """A flat list of finite floats, or a one-line FCPoseError."""
+    if isinstance(values, np.ndarray):
+        values = values.reshape(-1).tolist()
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+        raise FCPoseError(f"{what} must be a list of finite numbers")
+    return [float(v) for v in values]
 
 
 def _ids_by_file_name(coco) -> dict[str, int]:
@@ -160,19 +167,25 @@ def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str]
                         "--annotations ANN.json` to write the dataset's image ids)")
             raise FCPoseError(f"result {i} lacks {', '.join(missing)}{hint}")
         c = dict(r)
+        for key in ("image_id", "category_id"):
+            if not isinstance(c[key], int) or isinstance(c[key], bool):
+                raise FCPoseError(f"result {i} has {key} {c[key]!r}, not an integer")
         if "keypoints" in c:
-            kps = [float(v) for v in np.asarray(c["keypoints"], dtype=np.float64).reshape(-1)]
+            kps = _numbers(c["keypoints"], f"result {i}: 'keypoints'")
             if len(kps) != 3 * k:
                 raise FCPoseError(
                     f"result {i} has {len(kps)} keypoint values, expected {3 * k} for {k} keypoints"
                 )
             c["keypoints"] = kps
         if "bbox" in c:
-            box = [float(v) for v in np.asarray(c["bbox"], dtype=np.float64).reshape(-1)]
+            box = _numbers(c["bbox"], f"result {i}: 'bbox'")
             if len(box) != 4:
                 raise FCPoseError(f"result {i} has a bbox of {len(box)} values, expected [x, y, w, h]")
             c["bbox"] = box
-        c["score"] = float(c["score"])
+        score = c["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float, np.floating)) or not np.isfinite(score):
+            raise FCPoseError(f"result {i} has score {score!r}, not a finite number")
+        c["score"] = float(score)
         image_id = c["image_id"]
         if image_id not in gt_ids:
             unknown.add(image_id)

@@ -29,11 +29,10 @@ def _image_id(path: Path, ids_by_name: dict[str, int]) -> int | None:
 def _load_ids(annotations: str | None) -> dict[str, int]:
     if not annotations:
         return {}
-    try:
-        data = json.loads(Path(annotations).read_text())
-        return {Path(im["file_name"]).name: int(im["id"]) for im in data["images"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read image ids from {annotations}: {exc}") from None
+    from ..data.coco import read_coco_json
+
+    data = read_coco_json(annotations)  # one-line errors for a missing, unreadable or malformed file
+    return {Path(im["file_name"]).name: int(im["id"]) for im in data["images"]}
 
 
 def pose_nms(boxes: torch.Tensor, scores: torch.Tensor, keypoints: torch.Tensor, sigmas,
