@@ -85,6 +85,9 @@ def _add_train(sub) -> None:
 
 def _cmd_train(args) -> int:
     from .engine.trainer import run_train
+    from .fileio import check_output_dir
+
+    check_output_dir(args.output)
 
     return run_train(config=args.config, data=args.data, images=args.images, output=args.output,
                      overrides=args.overrides, resume=args.resume, max_iter=args.max_iter,
@@ -112,6 +115,11 @@ def _add_eval(sub) -> None:
 
 def _cmd_eval(args) -> int:
     from .engine.inference import run_eval
+    from .fileio import check_output_file
+
+    for path, what in ((args.json_out, "metrics file"), (args.results_out, "results file")):
+        if path:
+            check_output_file(path, what)  # before the slow part
 
     return run_eval(data=args.data, weights=args.weights, images=args.images, predictions=args.predictions,
                     json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
@@ -134,6 +142,9 @@ def _add_synth(sub) -> None:
 
 def _cmd_synth(args) -> int:
     from .data.synthetic import synth_main
+    from .fileio import check_output_dir
+
+    check_output_dir(args.out)
 
     return synth_main(args.out, args.num, args.seed, args.min_people, args.max_people, args.height, args.width)
 
@@ -151,9 +162,10 @@ def _cmd_convert(args) -> int:
     from .convert import convert_official, is_official_checkpoint
     from .engine.checkpoint import is_fcpose_checkpoint, safe_load
     from .errors import CheckpointError
-    from .fileio import atomic_save
+    from .fileio import atomic_save, check_output_file
     from .zoo import resolve_weights
 
+    check_output_file(args.out, "checkpoint")
     path = resolve_weights(args.source)
     obj = safe_load(path)
     if is_fcpose_checkpoint(obj):
@@ -224,9 +236,12 @@ def _add_bench(sub) -> None:
 
 def _cmd_bench(args) -> int:
     from .bench import format_report, run_bench, write_json
+    from .fileio import check_output_file
 
     if args.runs < 1 or args.warmup < 0:
         raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
+    if args.json:
+        check_output_file(args.json, "benchmark report")  # before the slow part
     report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
                        device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
                        compile=args.compile, optimize=not args.no_optimize,
@@ -265,11 +280,23 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from .engine.checkpoint import load_model
     from .export.onnx import export_onnx, parse_size
+    from .fileio import check_output_file
 
     size = parse_size(args.size) if args.size else None
+    check_output_file(args.out, "ONNX file")  # before the slow part
     model = load_model(args.weights, device="cpu", overrides=args.overrides)
-    path = export_onnx(model, args.out, size=size, dynamic=size is None)
-    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size)", file=sys.stderr)
+    report: dict = {}
+    path = export_onnx(model, args.out, size=size, dynamic=size is None, report=report)
+    if report:
+        people = report["people"]
+        diffs = (f": scores within {report['scores']:.1e}, boxes {report['boxes_px']:.3f} px, keypoints "
+                 f"{report['keypoints_px']:.3f} px" if people else "")
+        check = (f"outputs checked against onnxruntime on a sample {report['size'][0]}x{report['size'][1]} input "
+                 f"({people} people at threshold {report['score_threshold']:g}{diffs})")
+    else:
+        check = "graph checked with onnx.checker; install onnxruntime to also compare outputs with PyTorch"
+    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size); {check}",
+          file=sys.stderr)
     return 0
 
 

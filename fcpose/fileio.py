@@ -85,6 +85,25 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Check, without creating anything, that ``path`` can be written as a file (not a folder; its folder
+    exists and is writable or can be created); one-line :class:`OutputError` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {what} {path}: it is a folder")
+    try:
+        check_output_dir(path.parent, "folder")
+    except OutputError as exc:
+        raise OutputError(f"cannot write {what} {path}: {exc}") from None
+    return path
+
+
+def atomic_file(path: str | Path, write: Callable[[str], None], what: str = "file") -> Path:
+    """Call ``write(tmp)`` to fill a temporary file next to ``path``, then rename it over ``path``
+    (any exception, Ctrl-C included, removes the temporary file and leaves ``path`` as it was)."""
+    return _atomic(path, write, what)
+
+
 def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
     path = Path(path)
     if path.is_dir():
