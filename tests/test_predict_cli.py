@@ -210,3 +210,23 @@ def test_output_folder_errors_are_one_line(case, tiny_checkpoint, tmp_path, caps
     assert len(lines) == 1 and lines[0].startswith("fcpose predict: error: ") and str(out) in lines[0], err
     if case == "out_is_file":
         assert out.read_text() == "keep me"
+
+
+def test_eval_with_one_unreadable_image_scores_the_rest(tiny_checkpoint, coco_tiny, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in coco_tiny.glob("*.jpg"):
+        shutil.copy(p, images / p.name)
+    broken = sorted(images.glob("*.jpg"))[1]
+    broken.write_bytes(broken.read_bytes()[:3000])
+    metrics = tmp_path / "m.json"
+    code, out, err = run_cli(["eval", "--data", str(coco_tiny / "person_keypoints.json"), "--weights",
+                              str(tiny_checkpoint), "--images", str(images), "--json", str(metrics),
+                              "--no-progress"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"skipped: cannot read image {broken}")
+    assert lines[0].endswith("(scored as no detections)")
+    assert lines[-1] == "1 image(s) could not be read (listed above) and count as having no detections"
+    assert set(json.loads(metrics.read_text())) == {"keypoints", "bbox"}
+    assert out.startswith("keypoints AP ")
