@@ -108,9 +108,11 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     except (OSError, urllib.error.URLError, ValueError) as exc:
         reason = str(getattr(exc, "reason", None) or exc).strip().splitlines()
         reason = reason[0] if reason else type(exc).__name__
-        raise CheckpointError(f"cannot download {name} from {entry.url} ({reason});"
-                              f" download it by hand and save it as {path} (or set FCPOSE_CACHE to the folder "
-                              f"that holds {entry.filename})") from None
+        error = CheckpointError(f"cannot download {name} from {entry.url} ({reason});"
+                                f" download it by hand and save it as {path} (or set FCPOSE_CACHE to the folder "
+                                f"that holds {entry.filename})")
+        error.reason = reason  # the network's reason alone, for callers that fall back (make demo)
+        raise error from None
     if entry.sha256 and digest != entry.sha256:
         path.unlink(missing_ok=True)
         raise CheckpointError(f"the download of {name} has SHA-256 {digest}, expected {entry.sha256}; the file "
