@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import COCO_TINY, DEMO_VIDEO  # FCPOSE_SHARED or ../shared
 from PIL import Image
 
 from fcpose.errors import InputError
@@ -21,10 +22,6 @@ from fcpose.inference.sources import (
     collect_sources,
     read_image,
 )
-
-SHARED = Path("/work/shared/data")
-COCO_TINY = SHARED / "coco_tiny"
-DEMO_VIDEO = SHARED / "video" / "demo.mp4"
 
 
 def _coco_jpeg() -> Path:
