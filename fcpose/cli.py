@@ -12,6 +12,53 @@ import sys
 from .errors import FCPoseError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (the usage itself is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error, on one line. An error raised in a DataLoader worker arrives with the worker's
+    traceback in its message; its last line is the original message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(text.split())
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="detect people and keypoints in images, folders and videos",
                        description="Writes OUT/predictions.json (COCO results format; keypoints in COCO's pixel-"
@@ -20,19 +67,19 @@ def _add_predict(sub) -> None:
     p.add_argument("--weights", required=True,
                    help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--score-threshold", type=float, default=None,
+    p.add_argument("--score-threshold", type=_unit_float, default=None,
                    help="minimum detection score (default: the model's, 0.05)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--size", type=int, default=None, help="test short side in pixels (default: the model's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side in pixels (default: the model's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--annotations", default=None,
                    help="COCO annotation JSON whose image ids are used for image_id (default: numeric file names)")
-    p.add_argument("--batch-size", type=int, default=4, help="images of equal size run together (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="images of equal size run together (default 4)")
     p.add_argument("--no-render", action="store_true", help="only write predictions.json")
-    p.add_argument("--draw-threshold", type=float, default=0.3,
+    p.add_argument("--draw-threshold", type=_unit_float, default=0.3,
                    help="minimum score of the people drawn and counted on screen (default 0.3); predictions.json "
                         "keeps every detection above --score-threshold")
-    p.add_argument("--draw-nms", type=float, default=0.5,
+    p.add_argument("--draw-nms", type=_unit_float, default=0.5,
                    help="people drawn are also suppressed when their box overlaps a better-scored drawn one by "
                         "IoU > this (default 0.5; 1 turns it off); predictions.json is not affected")
     p.add_argument("--keypoint-threshold", type=float, default=None,
@@ -72,21 +119,28 @@ def _add_train(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set solver.base_lr=0.02 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
-    p.add_argument("--max-iter", type=int, default=None, help="shortcut for --set solver.max_iter=N")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--max-iter", type=_positive_int, default=None, help="shortcut for --set solver.max_iter=N")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="global images per iteration (shortcut for solver.ims_per_batch; lr scales linearly)")
     p.add_argument("--eval-data", default=None, help="annotation JSON evaluated periodically and at the end")
     p.add_argument("--eval-images", default=None, help="its image folder (default: --images)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each process its local GPU)")
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the config's)")
+    p.add_argument("--num-workers", type=_non_negative_int, default=None,
+                   help="data loader workers (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
+    from pathlib import Path
+
     from .engine.trainer import run_train
+    from .errors import InputError
     from .fileio import check_output_dir
 
+    for folder, what in ((args.images, "--images"), (args.eval_images, "--eval-images")):
+        if folder is not None and not Path(folder).is_dir():
+            raise InputError(f"{what} folder not found: {folder}")
     check_output_dir(args.output)
 
     return run_train(config=args.config, data=args.data, images=args.images, output=args.output,
@@ -106,9 +160,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
     p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--size", type=int, default=None, help="test short side (default: the model's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
-    p.add_argument("--score-threshold", type=float, default=None, help="detection threshold (default: the model's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side (default: the model's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--score-threshold", type=_unit_float, default=None,
+                   help="detection threshold (default: the model's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -131,12 +186,12 @@ def _add_synth(sub) -> None:
                        description="Articulated figures on the COCO 17-keypoint skeleton, 1-8 people per image, "
                                    "with occlusion and textured backgrounds: OUT/images/*.jpg + OUT/annotations.json.")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--num", type=int, required=True, help="number of images")
+    p.add_argument("--num", type=_positive_int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same dataset (default 0)")
-    p.add_argument("--min-people", type=int, default=1, help="fewest people per image (default 1)")
-    p.add_argument("--max-people", type=int, default=8, help="most people per image (default 8)")
-    p.add_argument("--height", type=int, default=None, help="image height (default 384)")
-    p.add_argument("--width", type=int, default=None, help="image width (default 512)")
+    p.add_argument("--min-people", type=_non_negative_int, default=1, help="fewest people per image (default 1)")
+    p.add_argument("--max-people", type=_positive_int, default=8, help="most people per image (default 8)")
+    p.add_argument("--height", type=_positive_int, default=None, help="image height (default 384)")
+    p.add_argument("--width", type=_positive_int, default=None, help="image width (default 512)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -207,8 +262,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--weights", default=None, help="checkpoint or model-zoo name (default: random weights)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
-    p.add_argument("--size", type=int, default=None, help="test short side (default: the preset's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the preset's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side (default: the preset's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the preset's)")
     p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
                    help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -220,12 +275,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--image", default=None,
                    help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "
                         "resized to exactly --size x --max-size)")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per entry (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--post-threads", type=int, default=None,
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs per entry (default 20)")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--post-threads", type=_positive_int, default=None,
                    help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
-    p.add_argument("--candidates-per-person", type=int, default=20,
+    p.add_argument("--candidates-per-person", type=_non_negative_int, default=20,
                    help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
     p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
@@ -376,7 +431,7 @@ def _cmd_presets(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
@@ -391,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FCPoseError as exc:
-        print(f"fcpose {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fcpose {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fcpose {args.command}: interrupted", file=sys.stderr)

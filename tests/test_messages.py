@@ -164,3 +164,41 @@ def test_presets_lists_description_parameters_and_weights(capsys, monkeypatch, t
     assert "fcpose_r101_official (download)" in rows["fcpose_r101_official"]
     assert "none: train it" in rows["fcpose_r50_fpn"] and "the paper's model" in rows["fcpose_r50_fpn"]
     assert all(len(row.split()) > 5 for row in rows.values())  # every preset has a description
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["predict", "x.jpg", "--weights", "w", "--out", "o", "--size", "-5"],
+     "fcpose predict: error: argument --size: expected a positive integer, got '-5' (see fcpose predict --help)"),
+    (["predict", "x.jpg", "--weights", "w", "--out", "o", "--draw-threshold", "3"],
+     "fcpose predict: error: argument --draw-threshold: expected a number in [0, 1], got '3' "
+     "(see fcpose predict --help)"),
+    (["predict"], "fcpose predict: error: the following arguments are required: SOURCE, --weights, --out "
+                  "(see fcpose predict --help)"),
+    (["synth", "--out", "o", "--num", "0"],
+     "fcpose synth: error: argument --num: expected a positive integer, got '0' (see fcpose synth --help)"),
+])
+def test_usage_errors_are_one_line(args, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
+
+
+def test_train_checks_its_image_folder_first(tmp_path, capsys):
+    ann = tmp_path / "a.json"
+    ann.write_text("{}")
+    line = _one_line_error(capsys, ["train", "--config", "fcpose_r18_tiny", "--data", str(ann), "--images",
+                                    str(tmp_path / "nope"), "--output", str(tmp_path / "run")], "train")
+    assert line == f"fcpose train: error: --images folder not found: {tmp_path / 'nope'}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_errors_from_data_loader_workers_become_one_line():
+    from fcpose.cli import _one_line
+    from fcpose.errors import InputError
+
+    worker = InputError("Caught InputError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\n    raise InputError(msg)\nfcpose.errors.InputError: "
+                        "cannot read image a.jpg: not an image file or an unsupported format\n")
+    assert _one_line(worker) == "cannot read image a.jpg: not an image file or an unsupported format"
+    assert _one_line(InputError("plain  message\nwrapped")) == "plain message wrapped"
