@@ -1,25 +1,62 @@
 # Two entry points for a fresh machine (see README):  make demo   |   make test
-# torch is installed first and pinned, so pip never resolves an open-ended torch requirement
-# (which would pull several GB of CUDA wheels). Override TORCH_SPEC for another build.
+#
+# torch is installed first and pinned, so pip never resolves an open-ended torch requirement. Which build:
+#   * no NVIDIA GPU (no working `nvidia-smi`): the CPU-only wheel from PyTorch's index, TORCH_INDEX below
+#     (a plain `pip install torch==X` on x86-64 Linux gets the CUDA build from PyPI, several GB);
+#   * an NVIDIA GPU: PyPI's default build, which is the CUDA one.
+# If the CPU index cannot be reached (offline, behind a mirror), the pin is installed from pip's configured
+# index and wheel folders instead, with a note. Overrides:
+#   make setup TORCH_SPEC="torch==2.5.1"                                   another version
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu124          another build (index)
+#   make setup TORCH_INDEX=                                                pip's configured index only
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+HAVE_NVIDIA_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_INDEX ?= $(if $(HAVE_NVIDIA_GPU),,$(TORCH_CPU_INDEX))
 BIN := $(VENV)/bin
+# exit 0 when the index answers for torch (an http(s) index within 10 s, or a file:// folder that exists)
+define INDEX_PROBE
+import os, sys, urllib.parse, urllib.request
+url = sys.argv[1].rstrip("/") + "/torch/"
+parts = urllib.parse.urlparse(url)
+if parts.scheme == "file":
+    sys.exit(0 if os.path.isdir(urllib.request.url2pathname(parts.path)) else 1)
+urllib.request.urlopen(url, timeout=10)
+endef
+export INDEX_PROBE
+PIP := $(BIN)/python -m pip
 
 .PHONY: setup demo test test-all lint clean
 
 $(BIN)/fcpose: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(PIP) install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ] && $(BIN)/python -c "$$INDEX_PROBE" "$(TORCH_INDEX)" 2>/dev/null; then \
+	    echo "installing $(TORCH_SPEC) from $(TORCH_INDEX)$(if $(HAVE_NVIDIA_GPU),, (no NVIDIA GPU found: CPU-only build))"; \
+	    $(PIP) install --quiet --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)" || { \
+	        echo "note: $(TORCH_INDEX) could not provide $(TORCH_SPEC); installing it from pip's configured index"; \
+	        $(PIP) install --quiet "$(TORCH_SPEC)"; }; \
+	elif [ -n "$(TORCH_INDEX)" ]; then \
+	    echo "note: $(TORCH_INDEX) cannot be reached (offline?): installing $(TORCH_SPEC) from pip's configured index and wheel folders (on x86-64 Linux, PyPI would give the CUDA build)"; \
+	    $(PIP) install --quiet "$(TORCH_SPEC)"; \
+	else \
+	    echo "installing $(TORCH_SPEC) from pip's configured index$(if $(HAVE_NVIDIA_GPU), (NVIDIA GPU found: default CUDA build))"; \
+	    $(PIP) install --quiet "$(TORCH_SPEC)"; \
+	fi
+	$(PIP) install --quiet -e ".[dev]"
+	@$(BIN)/python -c "import torch; print(f'torch {torch.__version__} ({\"CUDA \" + torch.version.cuda if torch.version.cuda else \"CPU only\"})')"
 	@touch $(BIN)/fcpose
 
 setup: $(BIN)/fcpose
+	@echo "ready: source $(VENV)/bin/activate (then fcpose --help), or run $(BIN)/fcpose directly"
 
+# the authors' COCO model on a COCO photo when its weights can be downloaded, else the bundled synthetic
+# model on a synthetic scene (one line says which and why); WEIGHTS=... picks the weights yourself
 demo: setup
-	$(BIN)/fcpose predict assets/sample.jpg --weights $(or $(WEIGHTS),assets/fcpose_synth_demo.pt) --out demo_out
-	@echo "rendered skeletons and predictions.json are in demo_out/"
+	$(BIN)/python -m fcpose.demo --out demo_out $(if $(WEIGHTS),--weights $(WEIGHTS))
+	@echo "to run fcpose yourself: source $(VENV)/bin/activate, then e.g. fcpose predict PHOTO.jpg --weights fcpose_r50_official --out out (or $(BIN)/fcpose ...)"
 
 test: setup
 	$(BIN)/python -m pytest -q

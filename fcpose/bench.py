@@ -491,7 +491,10 @@ def format_report(report: dict) -> str:
                      f"{f['heads_gflop_per_person'] * 1e3:.1f} MFLOP per person")
     if "conv_probe" in report:
         lines.append(f"conv probe {report['conv_probe']['gflops_per_s']:.1f} GFLOP/s")
-    head = f"{'persons':>7} {'inst':>5} {'total ms':>17} {'network':>9} {'nms':>7} {'heads':>7} {'prep':>7} " \
+    lines.append(f"times in ms: total as median/p90 over {report.get('runs', '?')} runs, stages as medians; "
+                 f"inst = people through the dynamic heads; prep = resize + normalise; nms = selection + NMS; "
+                 f"heads = dynamic heads + decoding")
+    head = f"{'persons':>7} {'inst':>5} {'total med/p90':>17} {'network':>9} {'nms':>7} {'heads':>7} {'prep':>7} " \
            f"{'peak MB':>8} {'fps':>7}"
     if "flops" in report:
         head += f" {'GFLOP/s':>8}"
@@ -522,6 +525,5 @@ def write_json(report: dict, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
-    path.chmod(0o644)  # the atomic write's temporary file is private
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n", what="benchmark report")
     return path

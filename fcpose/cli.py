@@ -12,6 +12,53 @@ import sys
 from .errors import FCPoseError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (the usage itself is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error, on one line. An error raised in a DataLoader worker arrives with the worker's
+    traceback in its message; its last line is the original message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(text.split())
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="detect people and keypoints in images, folders and videos",
                        description="Writes OUT/predictions.json (COCO results format; keypoints in COCO's pixel-"
@@ -20,16 +67,21 @@ def _add_predict(sub) -> None:
     p.add_argument("--weights", required=True,
                    help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--score-threshold", type=float, default=None,
+    p.add_argument("--score-threshold", type=_unit_float, default=None,
                    help="minimum detection score (default: the model's, 0.05)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--size", type=int, default=None, help="test short side in pixels (default: the model's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side in pixels (default: the model's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--annotations", default=None,
                    help="COCO annotation JSON whose image ids are used for image_id (default: numeric file names)")
-    p.add_argument("--batch-size", type=int, default=4, help="images of equal size run together (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="images of equal size run together (default 4)")
     p.add_argument("--no-render", action="store_true", help="only write predictions.json")
-    p.add_argument("--draw-threshold", type=float, default=0.3, help="minimum score of people drawn (default 0.3)")
+    p.add_argument("--draw-threshold", type=_unit_float, default=0.3,
+                   help="minimum score of the people drawn and counted on screen (default 0.3); predictions.json "
+                        "keeps every detection above --score-threshold")
+    p.add_argument("--draw-nms", type=_unit_float, default=0.5,
+                   help="people drawn are also suppressed when their box overlaps a better-scored drawn one by "
+                        "IoU > this (default 0.5; 1 turns it off); predictions.json is not affected")
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -52,7 +104,7 @@ def _cmd_predict(args) -> int:
                        render=not args.no_render, draw_threshold=args.draw_threshold,
                        keypoint_threshold=args.keypoint_threshold, batch_size=args.batch_size,
                        progress=not args.no_progress, backend=args.backend, precision=args.precision,
-                       compile=args.compile, optimize=not args.no_optimize)
+                       compile=args.compile, optimize=not args.no_optimize, draw_nms=args.draw_nms)
 
 
 def _add_train(sub) -> None:
@@ -71,19 +123,29 @@ def _add_train(sub) -> None:
                    help="fine-tune from a checkpoint (fcpose .pt, official .pth or a zoo name such as "
                         "fcpose_r50_official): tensors that fit are loaded, the others (e.g. for another keypoint "
                         "count) re-initialised and listed; the optimiser starts fresh")
-    p.add_argument("--max-iter", type=int, default=None, help="shortcut for --set solver.max_iter=N")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--max-iter", type=_positive_int, default=None, help="shortcut for --set solver.max_iter=N")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="global images per iteration (shortcut for solver.ims_per_batch; lr scales linearly)")
     p.add_argument("--eval-data", default=None, help="annotation JSON evaluated periodically and at the end")
     p.add_argument("--eval-images", default=None, help="its image folder (default: --images)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each process its local GPU)")
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: the config's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--num-workers", type=_non_negative_int, default=None,
+                   help="data loader workers (default: the config's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
+    from pathlib import Path
+
     from .engine.trainer import run_train
+    from .errors import InputError
+    from .fileio import check_output_dir
+
+    for folder, what in ((args.images, "--images"), (args.eval_images, "--eval-images")):
+        if folder is not None and not Path(folder).is_dir():
+            raise InputError(f"{what} folder not found: {folder}")
+    check_output_dir(args.output)
 
     return run_train(config=args.config, data=args.data, images=args.images, output=args.output,
                      overrides=args.overrides, resume=args.resume, max_iter=args.max_iter,
@@ -103,15 +165,21 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
     p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--size", type=int, default=None, help="test short side (default: the model's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
-    p.add_argument("--score-threshold", type=float, default=None, help="detection threshold (default: the model's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side (default: the model's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--score-threshold", type=_unit_float, default=None,
+                   help="detection threshold (default: the model's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args) -> int:
     from .engine.inference import run_eval
+    from .fileio import check_output_file
+
+    for path, what in ((args.json_out, "metrics file"), (args.results_out, "results file")):
+        if path:
+            check_output_file(path, what)  # before the slow part
 
     return run_eval(data=args.data, weights=args.weights, images=args.images, predictions=args.predictions,
                     json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
@@ -123,17 +191,20 @@ def _add_synth(sub) -> None:
                        description="Articulated figures on the COCO 17-keypoint skeleton, 1-8 people per image, "
                                    "with occlusion and textured backgrounds: OUT/images/*.jpg + OUT/annotations.json.")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--num", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-people", type=int, default=1)
-    p.add_argument("--max-people", type=int, default=8)
-    p.add_argument("--height", type=int, default=None, help="image height (default 384)")
-    p.add_argument("--width", type=int, default=None, help="image width (default 512)")
+    p.add_argument("--num", type=_positive_int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same dataset (default 0)")
+    p.add_argument("--min-people", type=_non_negative_int, default=1, help="fewest people per image (default 1)")
+    p.add_argument("--max-people", type=_positive_int, default=8, help="most people per image (default 8)")
+    p.add_argument("--height", type=_positive_int, default=None, help="image height (default 384)")
+    p.add_argument("--width", type=_positive_int, default=None, help="image width (default 512)")
     p.set_defaults(func=_cmd_synth)
 
 
 def _cmd_synth(args) -> int:
     from .data.synthetic import synth_main
+    from .fileio import check_output_dir
+
+    check_output_dir(args.out)
 
     return synth_main(args.out, args.num, args.seed, args.min_people, args.max_people, args.height, args.width)
 
@@ -151,9 +222,10 @@ def _cmd_convert(args) -> int:
     from .convert import convert_official, is_official_checkpoint
     from .engine.checkpoint import is_fcpose_checkpoint, safe_load
     from .errors import CheckpointError
-    from .fileio import atomic_save
+    from .fileio import atomic_save, check_output_file
     from .zoo import resolve_weights
 
+    check_output_file(args.out, "checkpoint")
     path = resolve_weights(args.source)
     obj = safe_load(path)
     if is_fcpose_checkpoint(obj):
@@ -196,8 +268,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--weights", default=None, help="checkpoint or model-zoo name (default: random weights)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
-    p.add_argument("--size", type=int, default=None, help="test short side (default: the preset's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the preset's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side (default: the preset's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the preset's)")
     p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
                    help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -209,12 +281,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--image", default=None,
                    help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "
                         "resized to exactly --size x --max-size)")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per entry (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--post-threads", type=int, default=None,
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs per entry (default 20)")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--post-threads", type=_positive_int, default=None,
                    help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
-    p.add_argument("--candidates-per-person", type=int, default=20,
+    p.add_argument("--candidates-per-person", type=_non_negative_int, default=20,
                    help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
     p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
@@ -225,9 +297,12 @@ def _add_bench(sub) -> None:
 
 def _cmd_bench(args) -> int:
     from .bench import format_report, run_bench, write_json
+    from .fileio import check_output_file
 
     if args.runs < 1 or args.warmup < 0:
         raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
+    if args.json:
+        check_output_file(args.json, "benchmark report")  # before the slow part
     report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
                        device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
                        compile=args.compile, optimize=not args.no_optimize,
@@ -266,32 +341,93 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from .engine.checkpoint import load_model
     from .export.onnx import export_onnx, parse_size
+    from .fileio import check_output_file
 
     size = parse_size(args.size) if args.size else None
+    check_output_file(args.out, "ONNX file")  # before the slow part
     model = load_model(args.weights, device="cpu", overrides=args.overrides)
-    path = export_onnx(model, args.out, size=size, dynamic=size is None)
-    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size)", file=sys.stderr)
+    report: dict = {}
+    path = export_onnx(model, args.out, size=size, dynamic=size is None, report=report)
+    if report:
+        people = report["people"]
+        diffs = (f": scores within {report['scores']:.1e}, boxes {report['boxes_px']:.3f} px, keypoints "
+                 f"{report['keypoints_px']:.3f} px" if people else "")
+        check = (f"outputs checked against onnxruntime on a sample {report['size'][0]}x{report['size'][1]} input "
+                 f"({people} people at threshold {report['score_threshold']:g}{diffs})")
+    else:
+        check = "graph checked with onnx.checker; install onnxruntime to also compare outputs with PyTorch"
+    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size); {check}",
+          file=sys.stderr)
     return 0
 
 
 def _add_presets(sub) -> None:
-    p = sub.add_parser("presets", help="list the model presets, or print one as YAML")
+    p = sub.add_parser("presets", help="list the model presets, or print one as YAML",
+                       description="Without NAME: one line per preset with its description, parameter count and "
+                                   "whether released weights exist (model-zoo name for --weights). With NAME: its "
+                                   "full config as YAML, every default filled in (try overrides with --set).")
     p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable)")
+                   help="override a config value (repeatable), e.g. --set test.score_threshold=0.1")
     p.set_defaults(func=_cmd_presets)
+
+
+# one line each for `fcpose presets`; a preset without an entry shows the first comment line of its YAML
+_PRESET_SUMMARIES = {
+    "fcpose_r50_fpn": "the paper's model: ResNet-50 + FPN P3-P7",
+    "fcpose_r101_fpn": "ResNet-101 + FPN P3-P7 (paper, Table 6)",
+    "fcpose_dla34_rt": "real-time: DLA-34, P3-P5, 512 short side",
+    "fcpose_r18_tiny": "small ResNet-18 model for fast CPU tests and demos",
+    "fcpose_r50_official": "official AdelaiDet R-50 variant (runs fcpose50.pth)",
+    "fcpose_r101_official": "official AdelaiDet R-101 variant (runs fcpose101.pth)",
+    "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN, from scratch)",
+}
+
+
+def _preset_summary(name: str) -> str:
+    if name in _PRESET_SUMMARIES:
+        return _PRESET_SUMMARIES[name]
+    from importlib.resources import files
+
+    try:
+        text = (files("fcpose") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    first = next((line for line in text.splitlines() if line.startswith("#")), "")
+    return first.lstrip("# ").strip()
+
+
+def _parameter_count(cfg) -> int:
+    """Parameters of the model a config builds, counted on the meta device (no memory, no init)."""
+    import torch
+
+    from .model.fcpose import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _cmd_presets(args) -> int:
     import yaml
 
     from .config import list_presets, load_config, to_dict
+    from .zoo import MODEL_ZOO, cache_dir
 
     if args.name is None:
+        weights = {entry.preset: entry for entry in MODEL_ZOO.values()}
+        print(f"{'preset':22s} {'params':>7s}  {'test size':10s} {'released weights (--weights)':31s} description")
         for name in list_presets():
             cfg = load_config(name)
-            print(f"{name:24s} backbone={cfg.model.backbone.name:9s} levels=P3-P{3 + len(cfg.model.strides) - 1} "
-                  f"test={cfg.input.min_size_test}/{cfg.input.max_size_test}")
+            entry = weights.get(name)
+            if entry is None:
+                released = "none: train it"
+            else:
+                where = "cached" if (cache_dir() / entry.filename).is_file() else "download"
+                released = f"{entry.name} ({where})"
+            size = f"{cfg.input.min_size_test}/{cfg.input.max_size_test}"
+            print(f"{name:22s} {_parameter_count(cfg) / 1e6:6.1f}M  {size:10s} {released:31s} {_preset_summary(name)}")
+        print("fcpose presets NAME prints one in full; licence of the released weights: see the README")
         return 0
     cfg = load_config(args.name, args.overrides)
     sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -301,7 +437,7 @@ def _cmd_presets(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
@@ -316,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FCPoseError as exc:
-        print(f"fcpose {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fcpose {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fcpose {args.command}: interrupted", file=sys.stderr)

@@ -220,7 +220,8 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
                        "upsampler, p1_logits); no inference output depends on them")}
     cfg.name = preset
     return {"format": "fcpose", "version": 1, "config": to_dict(cfg), "model": out, "step": None,
-            "metrics": {}, "conversion": report}
+            "metrics": {}, "conversion": report,
+            "trained_on": "COCO train2017 (official AdelaiDet weights)"}
 
 
 _INVERSE_RULES: list[tuple[re.Pattern, Any]] = [

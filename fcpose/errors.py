@@ -21,3 +21,7 @@ class CheckpointError(FCPoseError):
 
 class InputError(FCPoseError):
     """Missing, unreadable or unsupported image/video/dataset input."""
+
+
+class OutputError(FCPoseError):
+    """An output file or folder that cannot be written (a file in the way, no permission, disk full)."""

@@ -1,38 +1,152 @@
 """Atomic file writes: a temporary file in the target folder, then a rename over the target.
 
-An interrupted write (crash, Ctrl-C, full disk) never leaves a truncated checkpoint or JSON behind.
+An interrupted write (crash, Ctrl-C, full disk) never leaves a truncated checkpoint or JSON behind: the
+target is either the complete new file or untouched. The file gets the permissions any other new file
+of the user would get (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``. A folder or file
+that cannot be written raises :class:`~fcpose.errors.OutputError` with one line naming the path.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .errors import OutputError
 
-def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (``/proc/self/status``)."""
     try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore (briefly the strictest mask, never a looser one)
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: ``0o666`` minus the umask."""
+    return 0o666 & ~current_umask()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def prepare_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) if needed and check it is a writable folder; one-line
+    :class:`OutputError` otherwise (a file in the way, no permission, read-only file system)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {what} {path}: {_reason(exc)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} is not writable (permission denied)")
+    return path
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check, without creating anything, that ``path`` is a writable folder or can be created as one:
+    one-line :class:`OutputError` otherwise. Lets a command fail before its slow work starts."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"{what} {path} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path} is not writable (permission denied)")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create {what} {path}: {parent} is not writable (permission denied)")
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Check, without creating anything, that ``path`` can be written as a file (not a folder; its folder
+    exists and is writable or can be created); one-line :class:`OutputError` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {what} {path}: it is a folder")
+    try:
+        check_output_dir(path.parent, "folder")
+    except OutputError as exc:
+        raise OutputError(f"cannot write {what} {path}: {exc}") from None
+    return path
+
+
+def atomic_file(path: str | Path, write: Callable[[str], None], what: str = "file") -> Path:
+    """Call ``write(tmp)`` to fill a temporary file next to ``path``, then rename it over ``path``
+    (any exception, Ctrl-C included, removes the temporary file and leaves ``path`` as it was)."""
+    return _atomic(path, write, what)
+
+
+def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {what} {path}: it is a folder")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {path.parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder of {what} {path}: {_reason(exc)}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
+    try:
+        try:
+            os.fchmod(fd, default_file_mode())  # mkstemp makes 0o600; give the user's usual mode
+        finally:
+            os.close(fd)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
+def atomic_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
     """``torch.save(obj, path)``, atomically."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+    def write(tmp: str) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a full disk / I/O error as RuntimeError
+            if "write" not in str(exc).lower():
+                raise
+            raise OSError(errno.EIO, " ".join(str(exc).split())) from None
+
+    return _atomic(path, write, what)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
     """Write ``text`` (UTF-8) to ``path``, atomically."""
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
+from .fileio import default_file_mode
 
 HF_BASE = "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/"
 
@@ -84,6 +85,7 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.fchmod(fd, default_file_mode())  # the cached file gets the user's usual mode, not mkstemp's 0o600
     h = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "fcpose"})
@@ -157,9 +159,11 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     except (OSError, urllib.error.URLError, ValueError) as exc:
         reason = str(getattr(exc, "reason", None) or exc).strip().splitlines()
         reason = reason[0] if reason else type(exc).__name__
-        raise CheckpointError(f"cannot download {name} from {entry.url} ({reason});"
-                              f" download it by hand and save it as {path} (or set FCPOSE_CACHE to the folder "
-                              f"that holds {entry.filename})") from None
+        error = CheckpointError(f"cannot download {name} from {entry.url} ({reason});"
+                                f" download it by hand and save it as {path} (or set FCPOSE_CACHE to the folder "
+                                f"that holds {entry.filename})")
+        error.reason = reason  # the network's reason alone, for callers that fall back (make demo)
+        raise error from None
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
         path.unlink(missing_ok=True)

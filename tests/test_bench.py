@@ -28,6 +28,7 @@ def test_bench_cli_writes_report(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "persons" in printed and "conv probe" in printed
+    assert "total med/p90" in printed and "total as median/p90 over" in printed  # columns are labelled
     report = json.loads(out.read_text())
     machine = report["machine"]
     for key in ("cpu_model", "logical_cpus", "torch", "torch_threads", "cpu_flags", "device_name"):

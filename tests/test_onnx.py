@@ -121,3 +121,29 @@ def test_not_an_export(tmp_path):
         OnnxPredictor(bad)
     with pytest.raises(CheckpointError, match="not found"):
         OnnxPredictor(tmp_path / "missing.onnx")
+
+
+def test_export_compares_outputs_with_onnxruntime(onnx_model, tiny_model, tiny_checkpoint, tmp_path, capsys):
+    import copy
+
+    from fcpose.export.onnx import OnnxPipeline, compare_with_onnxruntime
+    from fcpose.inference.optimize import optimize_for_inference
+    from fcpose.postprocess import DetectionParams
+
+    params = DetectionParams.from_config(tiny_model.cfg.test)
+    same = OnnxPipeline(optimize_for_inference(tiny_model, channels_last=False), params).eval()
+    report = compare_with_onnxruntime(same, onnx_model, (256, 384), 0.05)
+    assert report["people"] > 0 and report["keypoints_px"] <= 0.5 and report["scores"] <= 1e-3
+
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.head.controller.bias.add_(0.5)  # a different model: its keypoints move
+    changed = OnnxPipeline(optimize_for_inference(other, channels_last=False), params).eval()
+    with pytest.raises(FCPoseError, match="does not match PyTorch on a sample 256x384 input"):
+        compare_with_onnxruntime(changed, onnx_model, (256, 384), 0.05)
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(tiny_checkpoint), "--out", str(out), "--size", "128x192"]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "outputs checked against onnxruntime on a sample 128x192 input" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left

@@ -104,3 +104,129 @@ def test_module_entry_point_and_unknown_key(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fcpose", "presets"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0 and "fcpose_dla34_rt" in proc.stdout
+
+
+def _write_image(path: Path, size=(64, 48)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, (120, 90, 60)).save(path)
+    return path
+
+
+def test_single_corrupt_image_is_one_line_exit_2_and_no_output(tiny_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    _write_image(tmp_path / "ok.jpg")
+    bad.write_bytes((tmp_path / "ok.jpg").read_bytes()[:200])
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(bad), "--weights", str(tiny_checkpoint), "--out", str(out),
+                            "--no-progress"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "broken.jpg" in lines[0]
+    assert lines[0].startswith("fcpose predict: error: cannot read image")
+    assert not (out / "predictions.json").exists()
+
+
+def test_all_inputs_bad_is_one_line(tiny_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, _, err = run_cli(["predict", str(bad), str(tmp_path / "absent.jpg"), "--weights", str(tiny_checkpoint),
+                            "--out", str(tmp_path / "out"), "--no-progress"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "none of the 2 inputs could be used" in lines[0], err
+    assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_folder_reports_each_bad_image_once(tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _write_image(folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"not a jpeg")
+    (folder / "c.png").write_bytes(b"not a png either")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(folder), "--weights", str(tiny_checkpoint), "--out", str(out),
+                            "--no-progress"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert sum("b.jpg" in line for line in lines) == 1 and sum("c.png" in line for line in lines) == 1
+    assert [line for line in lines if line.startswith("skipped:")] == [
+        line for line in lines if "b.jpg" in line or "c.png" in line]
+    assert lines[-1] == "2 of 3 input(s) failed (listed above)"
+    assert {r["file_name"] for r in json.loads((out / "predictions.json").read_text())} <= {"a.jpg"}
+
+
+def test_people_count_is_what_is_drawn(tiny_checkpoint, tmp_path, capsys):
+    """The screen reports the people drawn (score >= --draw-threshold after duplicate removal), per image,
+    with the time; predictions.json keeps every detection above --score-threshold."""
+    image = _write_image(tmp_path / "x.png", (96, 80))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(image), "--weights", str(tiny_checkpoint), "--out", str(out),
+                            "--score-threshold", "0.01", "--draw-threshold", "0.5", "--no-progress"], capsys)
+    assert code == 0, err
+    results = json.loads((out / "predictions.json").read_text())
+    assert len(results) > 0
+    lines = err.strip().splitlines()
+    import re
+
+    m = re.fullmatch(r"x\.png: (\d+) (?:person|people) \(score >= 0\.5\), \d+ ms", lines[0])
+    assert m, lines[0]
+    drawn = int(m.group(1))
+    assert drawn <= sum(r["score"] >= 0.5 for r in results)
+    assert re.fullmatch(rf"1 image: {drawn} (person|people) \(score >= 0\.5\), \d+ ms per image \([\d.]+/s\) -> "
+                        rf".*predictions\.json \(all {len(results)} detections with score >= 0\.01\)", lines[-1]), \
+        lines[-1]
+
+
+def test_pose_nms_removes_duplicates_not_neighbours():
+    import torch
+
+    from fcpose.config import COCO_SIGMAS
+    from fcpose.inference.run import pose_nms
+
+    gen = torch.Generator().manual_seed(0)
+    person = torch.rand(17, 2, generator=gen) * torch.tensor([40.0, 100.0]) + torch.tensor([10.0, 10.0])
+    same = person + torch.randn(17, 2, generator=gen) * 1.0  # the same person seen from a second location
+    other = person + torch.tensor([45.0, 0.0])  # a neighbour of the same build standing next to them
+    kps = torch.cat([torch.stack([person, same, other]), torch.ones(3, 17, 1)], dim=2)
+    boxes = torch.tensor([[10.0, 10, 50, 110], [8, 12, 52, 108], [55, 10, 95, 110]])
+    scores = torch.tensor([0.9, 0.5, 0.8])
+    assert pose_nms(boxes, scores, kps, COCO_SIGMAS, 0.5).tolist() == [0, 2]
+    assert pose_nms(boxes, scores, kps, COCO_SIGMAS, 1.0).tolist() == [0, 2, 1]  # 1 keeps everyone
+
+
+@pytest.mark.parametrize("case", ["out_is_file", "out_uncreatable"])
+def test_output_folder_errors_are_one_line(case, tiny_checkpoint, tmp_path, capsys):
+    image = _write_image(tmp_path / "x.png")
+    if case == "out_is_file":
+        out = tmp_path / "taken"
+        out.write_text("keep me")
+    else:
+        out = Path("/proc/fcpose-test-out")
+    code, _, err = run_cli(["predict", str(image), "--weights", str(tiny_checkpoint), "--out", str(out),
+                            "--no-progress"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fcpose predict: error: ") and str(out) in lines[0], err
+    if case == "out_is_file":
+        assert out.read_text() == "keep me"
+
+
+def test_eval_with_one_unreadable_image_scores_the_rest(tiny_checkpoint, coco_tiny, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in coco_tiny.glob("*.jpg"):
+        shutil.copy(p, images / p.name)
+    broken = sorted(images.glob("*.jpg"))[1]
+    broken.write_bytes(broken.read_bytes()[:3000])
+    metrics = tmp_path / "m.json"
+    code, out, err = run_cli(["eval", "--data", str(coco_tiny / "person_keypoints.json"), "--weights",
+                              str(tiny_checkpoint), "--images", str(images), "--json", str(metrics),
+                              "--no-progress"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"skipped: cannot read image {broken}")
+    assert lines[0].endswith("(scored as no detections)")
+    assert lines[-1] == "1 image(s) could not be read (listed above) and count as having no detections"
+    assert set(json.loads(metrics.read_text())) == {"keypoints", "bbox"}
+    assert out.startswith("keypoints AP ")

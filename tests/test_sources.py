@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import COCO_TINY, DEMO_VIDEO  # FCPOSE_SHARED or ../shared
 from PIL import Image
 
 from fcpose.errors import InputError
@@ -21,10 +22,6 @@ from fcpose.inference.sources import (
     collect_sources,
     read_image,
 )
-
-SHARED = Path("/work/shared/data")
-COCO_TINY = SHARED / "coco_tiny"
-DEMO_VIDEO = SHARED / "video" / "demo.mp4"
 
 
 def _coco_jpeg() -> Path:
@@ -321,3 +318,45 @@ def test_video_reader_rejects_non_video(tmp_path):
         VideoReader(path)
     with pytest.raises(InputError, match="absent.mp4"):
         VideoReader(tmp_path / "absent.mp4")
+
+
+def _codec_of(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.name
+
+
+def test_video_writer_prefers_h264(tmp_path):
+    pytest.importorskip("av", reason="PyAV (the video extra) is not installed")
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, fps=10, width=32, height=24) as writer:
+        for _ in range(3):
+            writer.write(np.zeros((24, 32, 3), np.uint8))
+    assert writer.path == path and writer.codec == "libx264" and "H.264" in writer.codec_note
+    assert _codec_of(path) == "h264"
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # the temporary file was renamed
+
+
+def test_video_writer_without_h264_writes_a_browser_format(tmp_path, monkeypatch):
+    from fcpose.inference import sources
+
+    monkeypatch.setattr(sources, "_have_pyav_encoder", lambda name: False)  # as if PyAV were not installed
+    with VideoWriter(tmp_path / "clip.mp4", fps=10, width=32, height=24) as writer:
+        for _ in range(3):
+            writer.write(np.zeros((24, 32, 3), np.uint8))
+    # OpenCV's own H.264 if its FFmpeg has one, else VP9 in WebM; mp4v only if neither exists
+    assert (writer.codec, writer.path.suffix) in {("avc1", ".mp4"), ("VP90", ".webm"), ("mp4v", ".mp4")}
+    if writer.codec == "mp4v":
+        assert "cannot play" in writer.codec_note
+    with VideoReader(writer.path) as reader:
+        assert sum(1 for _ in reader) == 3
+    assert [p.name for p in tmp_path.iterdir()] == [writer.path.name]
+
+
+def test_interrupted_video_leaves_no_file(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "clip.mp4", fps=10, width=32, height=24) as writer:
+            writer.write(np.zeros((24, 32, 3), np.uint8))
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

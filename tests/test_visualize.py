@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COCO_TINY  # FCPOSE_SHARED or ../shared
 from PIL import Image
 
 from fcpose.config import COCO_SKELETON
@@ -19,7 +19,6 @@ from fcpose.inference.visualize import (
     save_image,
 )
 
-COCO_TINY = Path("/work/shared/data/coco_tiny")
 GRAY = 90
 
 

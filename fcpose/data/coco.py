@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,120 @@ MIN_BOX_SIZE = 1.0  # pixels: narrower or lower boxes are dropped at load
 # ----------------------------------------------------------------------------------------------
 # Keypoint set from the annotation file
 # ----------------------------------------------------------------------------------------------
-def _read_json(ann_file: str | Path) -> dict:
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dict:
+    """Check that ``data`` has the shape of a COCO keypoint annotation file; one-line
+    :class:`~fcpose.errors.InputError` naming the first problem otherwise. Returns ``data``.
+
+    Checked: a JSON object with a non-empty ``images`` list (integer ``id``, unique, and a ``file_name``
+    string; ``width``/``height`` positive numbers when present), ``annotations`` a list (when present)
+    of objects with an integer ``id``, an ``image_id`` of a listed image, an integer ``category_id``, a
+    ``bbox`` of 4 finite numbers with non-negative width and height, ``keypoints`` (when present) 3 finite
+    numbers per keypoint of its category, and ``categories`` a non-empty list of objects with an integer
+    ``id`` (``keypoints``, when present, a list of names). ``for_eval`` (pycocotools' COCOeval) also needs
+    ``area``, ``iscrowd``, ``num_keypoints`` and ``keypoints`` on every annotation.
+    """
+    def bad(msg: str) -> InputError:
+        return InputError(f"{source} is not a valid COCO annotation file: {msg}")
+
+    if not isinstance(data, dict):
+        raise bad(f"the top level is a JSON {type(data).__name__}, not an object with 'images', 'annotations' "
+                  f"and 'categories'")
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise bad("no 'images' list")
+    if not images:
+        raise bad("its 'images' list is empty")
+    ids: set[int] = set()
+    for i, img in enumerate(images):
+        if not isinstance(img, dict):
+            raise bad(f"images[{i}] is not an object")
+        if not _is_int(img.get("id")):
+            raise bad(f"images[{i}] has no integer 'id'")
+        if img["id"] in ids:
+            raise bad(f"image id {img['id']} appears twice")
+        ids.add(img["id"])
+        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            raise bad(f"image {img['id']} has no 'file_name' string")
+        for key in ("width", "height"):
+            if key in img and not (_is_number(img[key]) and img[key] > 0):
+                raise bad(f"image {img['id']} has an invalid '{key}' ({img[key]!r})")
+    categories = data.get("categories")
+    if not isinstance(categories, list) or not categories:
+        raise bad("no 'categories' list (or it is empty)")
+    num_kpts: dict[int, int] = {}
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise bad(f"categories[{i}] is not an object with an integer 'id'")
+        names = cat.get("keypoints")
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise bad(f"category {cat['id']} has a 'keypoints' entry that is not a list of names")
+            num_kpts[cat["id"]] = len(names)
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        raise bad("'annotations' is not a list")
+    for i, ann in enumerate(anns):
+        if not isinstance(ann, dict):
+            raise bad(f"annotations[{i}] is not an object")
+        where = f"annotation {ann.get('id')!r} (annotations[{i}])"
+        if not _is_int(ann.get("id")):
+            raise bad(f"annotations[{i}] has no integer 'id'")
+        if not _is_int(ann.get("image_id")) or ann["image_id"] not in ids:
+            raise bad(f"{where} refers to image {ann.get('image_id')!r}, which is not in 'images'")
+        if not _is_int(ann.get("category_id")):
+            raise bad(f"{where} has no integer 'category_id'")
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
+                and box[2] >= 0 and box[3] >= 0):
+            raise bad(f"{where} has no valid 'bbox' [x, y, width, height]")
+        kps = ann.get("keypoints")
+        if kps is not None:
+            k = num_kpts.get(ann["category_id"])
+            if not isinstance(kps, list) or not all(_is_number(v) for v in kps):
+                raise bad(f"{where} has 'keypoints' that are not a list of numbers")
+            if kps and k is not None and len(kps) != 3 * k:
+                raise bad(f"{where} has {len(kps)} keypoint values, expected {3 * k} (x, y, v for {k} keypoints)")
+            if kps and len(kps) % 3:
+                raise bad(f"{where} has {len(kps)} keypoint values, not a multiple of 3")
+        if "num_keypoints" in ann and not _is_int(ann["num_keypoints"]):
+            raise bad(f"{where} has a 'num_keypoints' that is not an integer")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            raise bad(f"{where} has 'iscrowd' {ann['iscrowd']!r} (expected 0 or 1)")
+        if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+            raise bad(f"{where} has an invalid 'area' ({ann['area']!r})")
+        if for_eval:
+            for key in ("area", "iscrowd", "num_keypoints", "keypoints"):
+                if key not in ann:
+                    raise bad(f"{where} lacks '{key}', which COCO evaluation needs")
+    return data
+
+
+def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
+    """Load and check (:func:`check_coco_dataset`) a COCO annotation file; one-line InputError otherwise."""
     path = Path(ann_file)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"annotation file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"annotation path is not a file: {path}")
     try:
         with path.open("rb") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except PermissionError:
+        raise InputError(f"cannot read annotation file {path}: permission denied") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InputError(f"cannot read annotation file {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise InputError(f"{path} is not a COCO annotation file (no 'images' list)")
-    return data
+    return check_coco_dataset(data, str(path), for_eval=for_eval)
+
+
+_read_json = read_coco_json
 
 
 def select_keypoint_category(categories: list[dict], category_id: int | None = None, source: str = "") -> dict:

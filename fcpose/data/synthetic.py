@@ -33,6 +33,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ import numpy as np
 
 from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON
 from ..errors import InputError
+from ..fileio import atomic_write_text
+
+# info.description of every dataset written by generate_dataset (also how predict recognises synthetic input)
+SYNTH_DESCRIPTION = "fcpose synthetic multi-person poses"
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -1034,7 +1039,9 @@ def generate_dataset(
         )
         if not ok:  # pragma: no cover - OpenCV failure
             raise InputError(f"cannot encode {name}")
-        (img_dir / name).write_bytes(buf.tobytes())
+        tmp = img_dir / f".{name}.part"
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, img_dir / name)  # an interrupted run leaves whole images only
         images.append({"id": image_id, "file_name": name, "width": w, "height": h})
         for ann in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
@@ -1044,13 +1051,13 @@ def generate_dataset(
 
     size_text = " or ".join(f"{h}x{w}" for h, w in sizes)
     data = {
-        "info": {"description": "fcpose synthetic multi-person poses", "seed": int(seed)},
+        "info": {"description": SYNTH_DESCRIPTION, "seed": int(seed)},
         "images": images,
         "annotations": annotations,
         "categories": coco_categories(),
     }
     ann_path = out / "annotations.json"
-    ann_path.write_text(json.dumps(data, separators=(",", ":")))
+    atomic_write_text(ann_path, json.dumps(data, separators=(",", ":")), what="annotation file")
     (out / "README.txt").write_text(
         "Synthetic multi-person pose dataset written by fcpose.data.synthetic.generate_dataset.\n"
         f"seed={int(seed)}, images={int(num_images)}, people per image {min_people}-{max_people}, "

@@ -4,7 +4,10 @@ Layout (a plain dict, loadable with ``torch.load(..., weights_only=True)``, i.e.
 pickled code)::
 
     {"format": "fcpose", "version": 1, "config": {...nested config...}, "model": state_dict,
-     "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...}
+     "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "trained_on": "synthetic" | "COCO train2017" | ...}   # optional: what the weights were trained on
+
+``fcpose predict`` warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images.
 
 Files are written atomically (temporary file + rename), so an interrupted save never leaves a broken
 checkpoint behind.
@@ -13,6 +16,7 @@ checkpoint behind.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +48,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | None = None, step: int | None = None,
                     metrics: dict | None = None, half: bool = False, **state: Any) -> Path:
     """Save ``model`` with its config (``model.cfg`` unless ``cfg`` is given) and optional loop ``state``
-    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values).
+    (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values, e.g.
+    ``trained_on="synthetic"`` to record what the weights were trained on).
 
     ``half=True`` stores floating-point weights as float16 (half the size, for distribution); they are
     upcast to the model's dtype when loaded. Values beyond float16's range are kept in float32.
@@ -91,21 +96,45 @@ def safe_load(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(_not_found(path))
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX model, not a PyTorch checkpoint: run it with "
+                              f"`fcpose predict --backend onnxruntime --weights {path}`")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise CheckpointError(f"{path} is a config file, not weights: train it with `fcpose train --config {path} "
+                              f"...` and pass the model_final.pt it writes")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                              f"containers, which could run code when unpickled ({first})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise CheckpointError(f"refusing to load {path}: it names the Python object {found.group(1)}, and "
+                                  f"loading it would run code; only tensors and plain containers are loaded") from None
+        raise CheckpointError(_corrupt(path)) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError,
             AttributeError, ImportError, IndexError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a PyTorch "
-                              f"checkpoint ({first[:200]})") from None
+        if isinstance(exc, PermissionError):
+            raise CheckpointError(f"cannot read checkpoint {path}: permission denied") from None
+        raise CheckpointError(_corrupt(path)) from None
+
+
+def _corrupt(path: Path) -> str:
+    return (f"cannot read checkpoint {path}: it is not a readable PyTorch checkpoint (the file is truncated, "
+            f"corrupt or of another format); download or save it again")
+
+
+def _not_found(path: Path) -> str:
+    from ..config import list_presets
+    from ..zoo import MODEL_ZOO
+
+    zoo = ", ".join(sorted(MODEL_ZOO))
+    if str(path) in list_presets():
+        return (f"'{path}' is a preset (a model architecture), not weights: train it with `fcpose train --config "
+                f"{path} ...` and pass OUT/model_final.pt, or use released weights ({zoo})")
+    return f"checkpoint not found: {path} (give an fcpose .pt, an official .pth or a model-zoo name: {zoo})"
 
 
 def is_fcpose_checkpoint(obj: Any) -> bool:
@@ -174,6 +203,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
         cfg = apply_overrides(cfg, overrides).validate()
     model = build_model(cfg)
     load_state(model, ckpt["model"], str(path))
+    trained_on = ckpt.get("trained_on")
+    model.trained_on = str(trained_on) if trained_on is not None else None  # read by Predictor
     return model.to(device).eval()
 
 

@@ -47,26 +47,21 @@ def load_gt(gt: Any, *, verbose: bool = False):
     ``COCO`` (returned as is)."""
     from pycocotools.coco import COCO
 
+    from ..data.coco import check_coco_dataset, read_coco_json
+
     if isinstance(gt, COCO):
         return gt
-    if isinstance(gt, dict):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        with _quiet(verbose):
-            coco.createIndex()
-        return coco
     if isinstance(gt, (str, Path)):
-        path = Path(gt)
-        if not path.is_file():
-            raise FCPoseError(f"ground-truth annotation file not found: {path}")
-        try:
-            with _quiet(verbose):
-                return COCO(str(path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FCPoseError(f"ground-truth file {path} is not valid JSON: {exc}") from None
-        except (KeyError, TypeError, AssertionError) as exc:
-            raise FCPoseError(f"ground-truth file {path} is not a COCO annotation file: {exc}") from None
-    raise FCPoseError(f"ground truth must be a path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+        gt = read_coco_json(gt, for_eval=True)  # one-line errors for a missing, unreadable or malformed file
+    elif isinstance(gt, dict):
+        gt = copy.deepcopy(check_coco_dataset(gt, "the ground truth", for_eval=True))
+    else:
+        raise FCPoseError(f"ground truth must be a path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+    coco = COCO()
+    coco.dataset = gt
+    with _quiet(verbose):
+        coco.createIndex()
+    return coco
 
 
 def _load_results(results: Any) -> list[dict]:
@@ -76,8 +71,10 @@ def _load_results(results: Any) -> list[dict]:
             raise FCPoseError(f"results file not found: {path}")
         try:
             results = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FCPoseError(f"results file {path} is not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise FCPoseError(f"results file {path} is not valid JSON: {' '.join(str(exc).split())}") from None
+        except OSError as exc:
+            raise FCPoseError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     if not isinstance(results, (list, tuple)):
         raise FCPoseError(
             f"results must be a list of dicts or a path to a JSON list, got {type(results).__name__}"
@@ -118,30 +115,77 @@ def _resolve_sigmas(coco, sigmas: Sequence[float] | None, k: int) -> np.ndarray 
     return arr
 
 
-def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str]) -> list[dict]:
-    """Validate results and return deep copies with plain-float lists (pycocotools mutates them)."""
+def _numbers(values: Any, what: str) -> list[float]:
+    """A flat list of finite floats, or a one-line FCPoseError."""
+    if isinstance(values, np.ndarray):
+        values = values.reshape(-1).tolist()
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+        raise FCPoseError(f"{what} must be a list of finite numbers")
+    return [float(v) for v in values]
+
+
+def _ids_by_file_name(coco) -> dict[str, int]:
+    """Ground-truth image id of each file name (and of its base name, when that is unambiguous)."""
+    out: dict[str, int] = {}
+    base: dict[str, list[int]] = {}
+    for img in coco.dataset.get("images", []):
+        name = img.get("file_name") if isinstance(img, dict) else None
+        if isinstance(name, str):
+            out[name] = img["id"]
+            base.setdefault(Path(name).name, []).append(img["id"])
+    for name, ids in base.items():
+        if len(ids) == 1:
+            out.setdefault(name, ids[0])
+    return out
+
+
+def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str],
+                   ids_by_name: dict[str, int] | None = None) -> list[dict]:
+    """Validate results and return deep copies with plain-float lists (pycocotools mutates them).
+
+    A result without ``image_id`` but with a ``file_name`` (as ``fcpose predict`` writes for images whose
+    names are not numeric ids) is matched to the ground-truth image of that file name."""
     out = []
     unknown = set()
     for i, r in enumerate(results):
         if not isinstance(r, dict):
-            raise FCPoseError(f"result {i} is not a dict")
+            raise FCPoseError(f"result {i} is not a JSON object (a COCO results file is a list of objects)")
+        if "frame" in r:
+            raise FCPoseError(f"result {i} is from a video (it has a 'frame'); COCO evaluation scores images only")
+        if "image_id" not in r and isinstance(r.get("file_name"), str) and ids_by_name is not None:
+            name = r["file_name"]
+            if name not in ids_by_name and Path(name).name not in ids_by_name:
+                raise FCPoseError(f"result {i} has file_name {name!r} and no image_id, and no ground-truth image "
+                                  f"has that file name")
+            r = {**r, "image_id": ids_by_name.get(name, ids_by_name.get(Path(name).name))}
         missing = [key for key in ("image_id", "category_id", "score", *need) if key not in r]
         if missing:
-            raise FCPoseError(f"result {i} lacks {', '.join(missing)}")
+            hint = ""
+            if "image_id" in missing:
+                hint = (" (results need an image_id, or a file_name of a ground-truth image: run `fcpose predict "
+                        "--annotations ANN.json` to write the dataset's image ids)")
+            raise FCPoseError(f"result {i} lacks {', '.join(missing)}{hint}")
         c = dict(r)
+        for key in ("image_id", "category_id"):
+            if not isinstance(c[key], int) or isinstance(c[key], bool):
+                raise FCPoseError(f"result {i} has {key} {c[key]!r}, not an integer")
         if "keypoints" in c:
-            kps = [float(v) for v in np.asarray(c["keypoints"], dtype=np.float64).reshape(-1)]
+            kps = _numbers(c["keypoints"], f"result {i}: 'keypoints'")
             if len(kps) != 3 * k:
                 raise FCPoseError(
                     f"result {i} has {len(kps)} keypoint values, expected {3 * k} for {k} keypoints"
                 )
             c["keypoints"] = kps
         if "bbox" in c:
-            box = [float(v) for v in np.asarray(c["bbox"], dtype=np.float64).reshape(-1)]
+            box = _numbers(c["bbox"], f"result {i}: 'bbox'")
             if len(box) != 4:
                 raise FCPoseError(f"result {i} has a bbox of {len(box)} values, expected [x, y, w, h]")
             c["bbox"] = box
-        c["score"] = float(c["score"])
+        score = c["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float, np.floating)) or not np.isfinite(score):
+            raise FCPoseError(f"result {i} has score {score!r}, not a finite number")
+        c["score"] = float(score)
         image_id = c["image_id"]
         if image_id not in gt_ids:
             unknown.add(image_id)
@@ -233,7 +277,7 @@ def evaluate_keypoints(
         if missing:
             raise FCPoseError(f"image_ids not in the ground truth: {missing[:5]}")
     need = ("keypoints",) if "keypoints" in iou_types else ("bbox",)
-    dets = _check_results(_load_results(results), gt_ids, k, need)
+    dets = _check_results(_load_results(results), gt_ids, k, need, _ids_by_file_name(coco_gt))
 
     out: dict[str, dict[str, float]] = {}
     have_boxes = all("bbox" in d for d in dets)

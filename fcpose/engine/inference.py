@@ -27,7 +27,8 @@ def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[in
     return items
 
 
-def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True) -> list[dict]:
+def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True,
+                    skipped: list[str] | None = None) -> list[dict]:
     """COCO results for every image of the dataset. Under torch.distributed each rank predicts a shard
     (every world_size-th image) and every rank returns the gathered, id-sorted results."""
     from ..inference.sources import read_image
@@ -36,10 +37,21 @@ def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, prog
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = items[rank::world]
     results: list[dict] = []
+    unreadable = 0
     bar = tqdm(mine, desc="eval", unit="img", disable=not progress or not dist.is_main_process(), file=sys.stderr)
     for image_id, path in bar:
-        dets = predictor(read_image(path))
+        try:
+            image = read_image(path)
+        except InputError as exc:  # one bad image does not lose the run: it is scored as having no detections
+            unreadable += 1
+            if skipped is not None:
+                skipped.append(str(exc))
+            tqdm.write(f"skipped: {exc} (scored as no detections)", file=sys.stderr)
+            continue
+        dets = predictor(image)
         results.extend(dets.to_coco(image_id=image_id))
+    if unreadable == len(mine) and mine:
+        raise InputError(f"none of the {len(mine)} images of {ann_file} could be read from {image_dir}")
     if world > 1:
         gathered = dist.all_gather_object(results)
         results = [r for part in gathered for r in part]
@@ -56,10 +68,12 @@ def evaluate_model(predictor, ann_file: str | Path, image_dir: str | Path, *, si
 
 
 def format_metrics(metrics: dict) -> str:
+    """The metrics as on screen: fractions in [0, 1] with three decimals, exactly as in the ``--json``
+    file (``nan``: undefined, no ground truth in that area range)."""
     lines = []
     for kind in ("keypoints", "bbox"):
         if kind in metrics:
-            vals = "  ".join(f"{k} {v * 100:5.1f}" for k, v in metrics[kind].items())
+            vals = "  ".join(f"{k} {v:.3f}" for k, v in metrics[kind].items())
             lines.append(f"{kind:9s} {vals}")
     return "\n".join(lines)
 
@@ -74,6 +88,7 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
     if predictions is not None and weights is not None:
         raise InputError("give either --weights or --predictions, not both")
     dist.init_distributed(device)
+    skipped: list[str] = []
     try:
         if predictions is not None:
             metrics = evaluate_keypoints(data, predictions) if dist.is_main_process() else {}
@@ -86,14 +101,17 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
             predictor = Predictor.from_checkpoint(weights, device=dist.local_device(device), min_size=size,
                                                   max_size=max_size, score_threshold=score_threshold)
             sigmas = predictor.cfg.keypoints.sigmas
-            results = predict_dataset(predictor, data, images, progress)
+            results = predict_dataset(predictor, data, images, progress, skipped)
             metrics = evaluate_keypoints(data, results, sigmas=sigmas) if dist.is_main_process() else {}
         if dist.is_main_process():
             print(format_metrics(metrics))
             if json_out:
-                atomic_write_text(json_out, json.dumps(metrics, indent=2))
+                atomic_write_text(json_out, json.dumps(metrics, indent=2), what="metrics file")
             if results_out and results is not None:
-                atomic_write_text(results_out, json.dumps(results))
+                atomic_write_text(results_out, json.dumps(results), what="results file")
+            if skipped:
+                print(f"{len(skipped)} image(s) could not be read (listed above) and count as having no "
+                      f"detections", file=sys.stderr)
     finally:
         dist.cleanup()
-    return 0
+    return 1 if skipped else 0

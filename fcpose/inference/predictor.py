@@ -51,6 +51,8 @@ class Predictor:
             self.params.score_threshold = float(score_threshold)
         self.batch_size = max(1, int(batch_size))
         self.cfg = cfg
+        # what the weights were trained on, from the checkpoint's metadata ("synthetic", "COCO", ...; None: unknown)
+        self.trained_on = getattr(model, "trained_on", None)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Predictor:

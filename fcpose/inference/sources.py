@@ -9,6 +9,7 @@ message that names the file; programming errors (a frame of the wrong shape) rai
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,6 @@ from ..errors import InputError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
-# FourCC used by VideoWriter for each output suffix.
-WRITER_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 
 DEFAULT_FPS = 25.0
 # Containers sometimes report a time base (90000) or garbage as the frame rate.
@@ -278,12 +277,88 @@ class VideoReader:
         )
 
 
-class VideoWriter:
-    """Write ``uint8`` ``[height, width, 3]`` RGB frames to a video file with OpenCV.
+def _have_pyav_encoder(name: str) -> bool:
+    try:
+        import av
+    except ImportError:
+        return False
+    return name in getattr(av, "codecs_available", ())
 
-    The codec is chosen by suffix: ``.mp4`` -> ``mp4v``, ``.avi`` -> ``MJPG``. The encoders need
-    even frame sizes, so an odd ``width``/``height`` is padded by one replicated column/row at the
-    right/bottom (``frame_size`` is the size written). Parent folders are created.
+
+class _PyAvBackend:
+    """H.264 (libx264) or VP9 through PyAV's bundled FFmpeg."""
+
+    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]):
+        from fractions import Fraction
+
+        import av
+
+        options = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
+        self._container = av.open(str(path), mode="w", options=options)
+        try:
+            self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            self._stream.width, self._stream.height = size
+            self._stream.pix_fmt = "yuv420p"  # what browsers decode
+            if codec == "libx264":
+                self._stream.options = {"crf": "20", "preset": "veryfast"}
+        except Exception:
+            self._container.close()
+            raise
+        self._frame_cls = av.VideoFrame
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = self._frame_cls.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+
+class _OpenCvBackend:
+    def __init__(self, path: Path, fourcc: str, fps: float, size: tuple[int, int]):
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            raise OSError(f"OpenCV cannot encode {fourcc}")
+
+    def write(self, rgb: np.ndarray) -> None:
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self._writer.release()
+
+
+# (suffix written, library, codec, what it is) in order of preference for each requested suffix
+_VIDEO_CHOICES: dict[str, list[tuple[str, str, str, str]]] = {
+    ".mp4": [(".mp4", "pyav", "libx264", "H.264 MP4 via PyAV"),
+             (".mp4", "opencv", "avc1", "H.264 MP4 via OpenCV"),
+             (".webm", "pyav", "libvpx-vp9", "VP9 WebM via PyAV (no H.264 encoder found)"),
+             (".webm", "opencv", "VP90", "VP9 WebM via OpenCV (no H.264 encoder found; pip install av for H.264)"),
+             (".mp4", "opencv", "mp4v", "MPEG-4 Part 2 (mp4v) MP4: no H.264 or VP9 encoder found, and most "
+                                        "browsers cannot play this; pip install av for H.264")],
+    ".webm": [(".webm", "pyav", "libvpx-vp9", "VP9 WebM via PyAV"),
+              (".webm", "opencv", "VP90", "VP9 WebM via OpenCV")],
+    ".avi": [(".avi", "opencv", "MJPG", "Motion-JPEG AVI via OpenCV")],
+}
+
+
+class VideoWriter:
+    """Write ``uint8`` ``[height, width, 3]`` RGB frames to a video file that browsers can play.
+
+    For ``.mp4`` the first encoder that works wins: H.264 through PyAV (``pip install av``, the
+    ``video`` extra), H.264 through OpenCV's FFmpeg, then VP9 in a ``.webm`` file (the suffix of
+    :attr:`path` changes), and MPEG-4 Part 2 (``mp4v``, which most browsers cannot play) only as a last
+    resort. ``.webm`` is VP9, ``.avi`` Motion-JPEG. :attr:`codec_note` says in words what was written.
+    The encoders need even frame sizes, so an odd ``width``/``height`` is padded by one replicated
+    column/row at the right/bottom (``frame_size`` is the size written). Parent folders are created.
+
+    Frames go to a hidden temporary file next to the target, renamed to :attr:`path` by :meth:`close`:
+    an interrupted run (Ctrl-C, an error inside ``with``) leaves no half-written video behind.
 
     Raises:
         InputError: unsupported suffix, invalid fps or size, or the writer cannot be opened
@@ -293,10 +368,10 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: float, width: int, height: int):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
-        if suffix not in WRITER_FOURCC:
+        if suffix not in _VIDEO_CHOICES:
             raise InputError(
                 f"unsupported video output type '{self.path.suffix or '(none)'}': {self.path} "
-                f"(use {' or '.join(sorted(WRITER_FOURCC))})"
+                f"(use {' or '.join(sorted(_VIDEO_CHOICES))})"
             )
         fps = float(fps)
         if not math.isfinite(fps) or fps <= 0:
@@ -313,16 +388,28 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create folder for video {self.path}: {_one_line(exc)}") from None
-        fourcc = cv2.VideoWriter_fourcc(*WRITER_FOURCC[suffix])
-        self._writer: cv2.VideoWriter | None = cv2.VideoWriter(str(self.path), fourcc, fps, self.frame_size)
-        if not self._writer.isOpened():
-            self._writer.release()
-            self._writer = None
+        self._backend = None
+        self._tmp: Path | None = None
+        for out_suffix, library, codec, note in _VIDEO_CHOICES[suffix]:
+            if library == "pyav" and not _have_pyav_encoder(codec):
+                continue
+            target = self.path.with_suffix(out_suffix)
+            tmp = target.with_name(f".{target.stem}.part{out_suffix}")
+            try:
+                backend = (_PyAvBackend(tmp, codec, fps, self.frame_size) if library == "pyav"
+                           else _OpenCvBackend(tmp, codec, fps, self.frame_size))
+            except Exception:  # this encoder is unavailable or the folder is not writable: try the next
+                tmp.unlink(missing_ok=True)
+                continue
+            self._backend, self._tmp, self.path = backend, tmp, target
+            self.codec, self.codec_note = codec, note
+            break
+        if self._backend is None:
             raise InputError(f"cannot open video writer for {self.path} (not writable or codec unavailable)")
 
     def write(self, frame_rgb: np.ndarray) -> None:
         """Append one ``uint8`` ``[height, width, 3]`` RGB frame."""
-        if self._writer is None:
+        if self._backend is None:
             raise ValueError(f"VideoWriter for {self.path} is closed")
         frame = np.asarray(frame_rgb)
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -333,16 +420,41 @@ class VideoWriter:
         pad_w, pad_h = self.frame_size[0] - self.width, self.frame_size[1] - self.height
         if pad_w or pad_h:
             frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self._backend.write(frame)
         self.frames_written += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finish the file and rename it to :attr:`path` (no file at all when no frame was written)."""
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            try:
+                backend.close()
+            except BaseException:
+                self.abort()
+                raise
+            if self.frames_written and self._tmp.is_file():
+                os.replace(self._tmp, self.path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def abort(self) -> None:
+        """Stop writing and delete the unfinished file (:attr:`path` is not created)."""
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            try:
+                backend.close()
+            except Exception:
+                pass
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -229,15 +230,24 @@ def save_image(path: str | Path, image_rgb: Any, quality: int = 95) -> Path:
     ):
         got = "None" if image is None else f"{image.dtype} {image.shape}"
         raise ValueError(f"save_image expects a uint8 [H, W, 3] RGB image, got {got}")
+    tmp = path.with_name(f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         pil = Image.fromarray(np.ascontiguousarray(image))
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            pil.save(path, quality=quality)
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"unknown file extension: {path.suffix or '(none)'}")
+        # a hidden temporary file renamed over the target: an interrupted run leaves no half-written image
+        if fmt == "JPEG":
+            pil.save(tmp, format=fmt, quality=quality)
         else:
-            pil.save(path)
+            pil.save(tmp, format=fmt)
+        os.replace(tmp, path)
     except ValueError as exc:  # PIL: unknown extension
         raise InputError(f"cannot save image {path}: {' '.join(str(exc).split())}") from None
     except OSError as exc:
         raise InputError(f"cannot save image {path}: {exc.strerror or ' '.join(str(exc).split())}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path

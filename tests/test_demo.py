@@ -1,0 +1,84 @@
+"""`make demo`: the official COCO model on a real photo when its weights can be had, else the synthetic
+model on a synthetic scene, with one line saying which and why; a synthetic-only model warns on real photos."""
+
+import json
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from fcpose import demo
+from fcpose.errors import CheckpointError
+
+
+def test_shipped_demo_model_says_it_is_synthetic():
+    from fcpose.engine.checkpoint import read_checkpoint
+
+    assert read_checkpoint(demo.SYNTH_MODEL)["trained_on"] == "synthetic"
+    assert demo.PHOTO.is_file() and demo.SCENE.is_file()
+    notes = (demo.ASSETS / "README.md").read_text()
+    assert demo.PHOTO.name in notes and "creativecommons.org/licenses/by/2.0" in notes
+
+
+def test_demo_falls_back_to_synthetic_offline(monkeypatch, tmp_path, capsys):
+    from fcpose import zoo
+
+    def offline(url, dest, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("FCPOSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "download", offline)
+    assert demo.main(["--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == ("demo: the official COCO weights (fcpose_r50_official) could not be downloaded ([Errno -2] "
+                        "Name or service not known), so this is the small model trained on synthetic scenes only, on "
+                        "a synthetic scene; with internet access (or the file in the cache, see the README) the demo "
+                        "runs the COCO model on a real photo")
+    assert not any(line.startswith("warning:") for line in lines)  # a synthetic scene: no domain warning
+    assert lines[1].startswith("sample.jpg: ")
+    assert json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert (tmp_path / "out" / "sample.jpg").is_file()
+
+
+def test_demo_uses_the_official_model_when_it_can(monkeypatch, tmp_path):
+    from fcpose import zoo
+
+    monkeypatch.setattr(zoo, "fetch", lambda name, **kw: tmp_path / "fcpose50.pth")
+    weights, image, line = demo.choose()
+    assert (weights, image) == ("fcpose_r50_official", demo.PHOTO)
+    assert line.startswith("demo: the authors' COCO model (fcpose_r50_official) on a COCO val2017 photo")
+
+
+def test_demo_offline_reason_comes_from_the_zoo(monkeypatch):
+    from fcpose import zoo
+
+    def fail(name, **kw):
+        error = CheckpointError("long message")
+        error.reason = "timed out"
+        raise error
+
+    monkeypatch.setattr(zoo, "fetch", fail)
+    weights, image, line = demo.choose()
+    assert Path(weights) == demo.SYNTH_MODEL and image == demo.SCENE and "(timed out)" in line
+
+
+@pytest.mark.parametrize("source, warns", [("photo", True), ("scene", False), ("synth", False)])
+def test_synthetic_model_warns_once_on_real_images(source, warns, tmp_path, capsys):
+    import shutil
+
+    from fcpose.cli import main
+
+    if source == "photo":
+        inputs = [str(demo.PHOTO), str(tmp_path / "copy.jpg")]
+        shutil.copy(demo.PHOTO, inputs[1])
+    elif source == "scene":
+        inputs = [str(demo.SCENE)]
+    else:
+        assert main(["synth", "--out", str(tmp_path / "ds"), "--num", "2", "--height", "96", "--width", "128"]) == 0
+        inputs = [str(tmp_path / "ds" / "images")]
+    capsys.readouterr()
+    assert main(["predict", *inputs, "--weights", str(demo.SYNTH_MODEL), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    warnings = [line for line in lines if line.startswith("warning: this model was trained on synthetic scenes only")]
+    assert len(warnings) == (1 if warns else 0), lines
