@@ -417,11 +417,26 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
     if main:
         save_checkpoint(final_model(model, ema), out_dir / "model_final.pt", cfg=cfg, step=iteration,
+                        trained_on=trained_on_label(data),
                         metrics=metrics, skipped_steps=skipped, weight_average=ema is not None)
         print(f"trained {iteration} iterations ({skipped} skipped) -> {out_dir / 'model_final.pt'}", file=sys.stderr)
     logger.close()
     dist.barrier()
     return TrainResult(out_dir, iteration, skipped, last_losses, metrics, final_model(model, ema))
+
+
+def trained_on_label(ann_file: str) -> str:
+    """What a checkpoint says it was trained on: ``"synthetic"`` for an ``fcpose synth`` dataset (``predict``
+    then warns when the model meets real photos), else the annotation file's name."""
+    from ..data.synthetic import SYNTH_DESCRIPTION
+
+    try:
+        info = json.loads(Path(ann_file).read_text()).get("info", {})
+    except (OSError, ValueError, AttributeError):
+        info = {}
+    if isinstance(info, dict) and info.get("description") == SYNTH_DESCRIPTION:
+        return "synthetic"
+    return Path(ann_file).name
 
 
 def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:
