@@ -64,21 +64,18 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                 backend: str = "torch", precision: str = "fp32", compile: bool = False, optimize: bool = True) -> int:
     """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed).
 
-    ``backend="onnxruntime"`` runs an ``fcpose export`` ONNX file given as ``weights``.
+    ``backend="onnxruntime"`` / ``"openvino"`` runs an ``fcpose export`` .onnx / .xml file given as ``weights``.
     """
     sources, problems = collect_sources(inputs)
     if not sources:
         raise InputError("; ".join(problems) if problems else "no input images or videos were given")
     ids_by_name = _load_ids(annotations)
-    if backend == "onnxruntime":
-        from ..export.onnx_predictor import OnnxPredictor
+    from .backends import load_predictor
 
-        predictor = OnnxPredictor(weights, device=device, min_size=size, max_size=max_size,
-                                  score_threshold=score_threshold, batch_size=batch_size)
-    else:
-        predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
-                                              score_threshold=score_threshold, batch_size=batch_size,
-                                              optimize=optimize, precision=precision, compile=compile)
+    predictor = load_predictor(backend, weights, device=device, min_size=size, max_size=max_size,
+                               score_threshold=score_threshold, batch_size=batch_size,
+                               **({"optimize": optimize, "precision": precision, "compile": compile}
+                                  if backend == "torch" else {}))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     renderer = _Renderer(predictor, draw_threshold, keypoint_threshold)
