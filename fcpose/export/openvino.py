@@ -20,6 +20,7 @@ full BiasCorrection, slower and sometimes more accurate.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -149,6 +150,7 @@ def export_openvino(model, out: str | Path, *, size: tuple[int, int] | None = No
                 return {"image": pre._pad(tensor).numpy(),
                         "score_threshold": np.asarray(pre.params.score_threshold, dtype=np.float32)}
 
+            nncf.set_log_level(logging.WARNING)  # not its per-node INFO lines; the progress bars stay
             ignored = nncf.IgnoredScope(types=["MatMul"]) if keep_heads_fp32 else None
             kwargs = {"ignored_scope": ignored} if ignored is not None else {}
             ov_model = nncf.quantize(ov_model, nncf.Dataset(items, transform), subset_size=len(items),
