@@ -225,6 +225,17 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON here")
+    b = p.add_argument_group("backends side by side, end to end (read, resize, network, selection, heads, decode)")
+    b.add_argument("--backends", default=None, metavar="LIST",
+                   help="e.g. torch,onnxruntime,openvino,openvino-int8: the model (--config/--weights) in each, "
+                        "exported here at the benchmark size, timed round-robin in one run")
+    b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="onnxruntime / openvino: time the exported --weights MODEL.onnx / MODEL.xml end to end")
+    b.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
+                   help="int8 calibration images for openvino-int8 (default: random noise images)")
+    b.add_argument("--calib-images", type=int, default=20, help="calibration images for openvino-int8 (default 20)")
+    b.add_argument("--score-threshold", type=float, default=None,
+                   help="detection threshold of the backend comparison (default: the model's)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -233,6 +244,20 @@ def _cmd_bench(args) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
+    if args.backends or args.backend != "torch":
+        from .bench_backends import format_backend_report, run_backend_bench
+
+        backends = [b.strip() for b in args.backends.split(",")] if args.backends else [args.backend]
+        report = run_backend_bench(args.config, args.weights, backends=backends, size=args.size,
+                                   max_size=args.max_size, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                                   image=args.image, score_threshold=args.score_threshold,
+                                   calibration=args.calibration, calib_images=args.calib_images,
+                                   overrides=args.overrides, note=args.note,
+                                   log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+        print(format_backend_report(report))
+        if args.json:
+            print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
+        return 0
     report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
                        device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
                        compile=args.compile, optimize=not args.no_optimize,

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 from ..errors import CheckpointError, FCPoseError, InputError
 from ..postprocess import DetectionParams
 
-__all__ = ["export_openvino", "calibration_images", "require_openvino", "IR_PRECISIONS"]
+__all__ = ["export_openvino", "onnx_to_openvino", "calibration_images", "require_openvino", "IR_PRECISIONS"]
 
 IR_PRECISIONS = ("fp32", "int8")
 RT_EXPORT = ["fcpose", "export"]
@@ -100,20 +101,27 @@ def _save_ir(ov_model, out: Path) -> Path:
 
 
 def export_openvino(model, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
-                    params: DetectionParams | None = None, int8: bool = False, calibration: str | Path | None = None,
-                    calib_images: int = 300, keep_heads_fp32: bool = True, fast_bias_correction: bool = True,
-                    seed: int = 0, log=None) -> Path:
+                    params: DetectionParams | None = None, log=None, **options) -> Path:
     """Export ``model`` (an FCPose) to the OpenVINO IR ``out`` (.xml, with its .bin beside it).
 
-    ``size``/``dynamic`` as :func:`fcpose.export.onnx.export_onnx`. ``int8=True`` quantises with NNCF on up to
-    ``calib_images`` images of ``calibration`` (a folder or a COCO annotation JSON; ``"random"`` uses uniform
-    noise images, only for speed measurements with random weights).
+    ``size``/``dynamic``/``params`` as :func:`fcpose.export.onnx.export_onnx`; ``options`` (``int8``,
+    ``calibration``, ...) as :func:`onnx_to_openvino`.
     """
     from .onnx import export_onnx
 
-    ov = require_openvino("OpenVINO export")
-    nncf = _require_nncf() if int8 else None
-    out = Path(out)
+    _check_options(Path(out), **options)  # before the (slow) ONNX export
+    say = log or (lambda msg: None)
+    with tempfile.TemporaryDirectory(prefix="fcpose_ov_") as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", size=size, dynamic=dynamic, params=params,
+                                verify=False)
+        say("ONNX graph exported")
+        return onnx_to_openvino(onnx_path, out, log=log, **options)
+
+
+def _check_options(out: Path, int8: bool = False, calibration=None, calib_images: int = 300, **_) -> None:
+    require_openvino("OpenVINO export")
+    if int8:
+        _require_nncf()
     if out.suffix.lower() != ".xml":
         raise InputError(f"--out {out}: an OpenVINO IR is an .xml file (with its .bin beside it)")
     if int8:
@@ -121,44 +129,62 @@ def export_openvino(model, out: str | Path, *, size: tuple[int, int] | None = No
             raise InputError("--int8 needs --calibration DIR_OR_ANN.json (>= 100 images of your own domain)")
         if calib_images < 1:
             raise InputError("--calib-images must be >= 1")
-        paths = None if str(calibration) == "random" else calibration_images(calibration, calib_images)
+        if str(calibration) != "random":
+            calibration_images(calibration, calib_images)
+
+
+def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = False,
+                     calibration: str | Path | None = None, calib_images: int = 300, keep_heads_fp32: bool = True,
+                     fast_bias_correction: bool = True, seed: int = 0, log=None) -> Path:
+    """An ``fcpose export`` ONNX file -> the OpenVINO IR ``out``, fp32 or (``int8=True``) quantised with NNCF on
+    up to ``calib_images`` images of ``calibration`` (a folder or a COCO annotation JSON; ``"random"``: uniform
+    noise images, only for speed measurements of random weights)."""
+    out = Path(out)
+    _check_options(out, int8=int8, calibration=calibration, calib_images=calib_images)
+    import openvino as ov
+
     say = log or (lambda msg: None)
-    with tempfile.TemporaryDirectory(prefix="fcpose_ov_") as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", size=size, dynamic=dynamic, params=params,
-                                verify=False)
-        say(f"ONNX graph exported; converting to OpenVINO{' and quantising' if int8 else ''}")
-        ov_model = ov.convert_model(str(onnx_path))
+    ov_model = ov.convert_model(str(onnx_path))
+    try:
         meta = {key: ov_model.get_rt_info(["framework", key]).astype(str) for key in ("fcpose_export", "fcpose_config")}
-        export = json.loads(meta["fcpose_export"])
-        export["openvino"] = {"precision": "fp32", "version": ov.get_version()}
-        if int8:
-            fp32_xml = _save_ir(_with_meta(ov_model, export, meta["fcpose_config"]), Path(tmp) / "fp32.xml")
-            from ..inference.predictor import Predictor
-            from .openvino_predictor import OpenVinoPredictor
-
-            pre = OpenVinoPredictor(fp32_xml)  # the inference preprocessing, for the calibration inputs
-            if paths is None:
-                rng = np.random.default_rng(seed)
-                h, w = pre.static_size or (pre.min_size, pre.max_size)
-                items = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(calib_images)]
-                source = "random uniform noise images"
-            else:
-                items, source = paths, str(calibration)
-
-            def transform(item):
-                tensor, _ = pre.prepare(Predictor._as_array(pre, item))  # a path or an RGB array
-                return {"image": pre._pad(tensor).numpy(),
-                        "score_threshold": np.asarray(pre.params.score_threshold, dtype=np.float32)}
-
-            nncf.set_log_level(logging.WARNING)  # not its per-node INFO lines; the progress bars stay
-            ignored = nncf.IgnoredScope(types=["MatMul"]) if keep_heads_fp32 else None
-            kwargs = {"ignored_scope": ignored} if ignored is not None else {}
-            ov_model = nncf.quantize(ov_model, nncf.Dataset(items, transform), subset_size=len(items),
-                                     fast_bias_correction=fast_bias_correction, **kwargs)
-            export["openvino"].update({"precision": "int8", "calibration": source, "calibration_images": len(items),
-                                       "nncf": nncf.__version__, "fast_bias_correction": bool(fast_bias_correction),
-                                       "fp32_ops": "MatMul (controller, dynamic heads)" if keep_heads_fp32 else "none"})
+    except RuntimeError:
+        raise CheckpointError(f"{onnx_path} is not an fcpose ONNX export (no fcpose metadata)") from None
+    export = json.loads(meta["fcpose_export"])
+    export["openvino"] = {"precision": "fp32", "version": ov.get_version()}
+    if not int8:
         return _save_ir(_with_meta(ov_model, export, meta["fcpose_config"]), out)
+    import nncf
+
+    from ..inference.predictor import Predictor
+    from .openvino_predictor import OpenVinoPredictor
+
+    say("quantising to int8 (NNCF)")
+    with tempfile.TemporaryDirectory(prefix="fcpose_ov_") as tmp:
+        fp32_xml = _save_ir(_with_meta(ov_model, export, meta["fcpose_config"]), Path(tmp) / "fp32.xml")
+        pre = OpenVinoPredictor(fp32_xml)  # the inference preprocessing, for the calibration inputs
+    if str(calibration) == "random":
+        rng = np.random.default_rng(seed)
+        h, w = pre.static_size or (pre.min_size, pre.max_size)
+        items = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(calib_images)]
+        source = "random uniform noise images"
+    else:
+        items, source = calibration_images(calibration, calib_images), str(calibration)
+
+    def transform(item):
+        tensor, _ = pre.prepare(Predictor._as_array(pre, item))  # a path or an RGB array
+        return {"image": pre._pad(tensor).numpy(),
+                "score_threshold": np.asarray(pre.params.score_threshold, dtype=np.float32)}
+
+    nncf.set_log_level(logging.WARNING)  # not its per-node INFO lines; the progress bars stay
+    kwargs = {"ignored_scope": nncf.IgnoredScope(types=["MatMul"])} if keep_heads_fp32 else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy overflow in NNCF's statistics of huge activations
+        ov_model = nncf.quantize(ov_model, nncf.Dataset(items, transform), subset_size=len(items),
+                                 fast_bias_correction=fast_bias_correction, **kwargs)
+    export["openvino"].update({"precision": "int8", "calibration": source, "calibration_images": len(items),
+                               "nncf": nncf.__version__, "fast_bias_correction": bool(fast_bias_correction),
+                               "fp32_ops": "MatMul (controller, dynamic heads)" if keep_heads_fp32 else "none"})
+    return _save_ir(_with_meta(ov_model, export, meta["fcpose_config"]), out)
 
 
 def _with_meta(ov_model, export: dict, config_json: str):
