@@ -154,7 +154,7 @@ def _export_all(model, ref, wanted, shape, tmp: Path, predictors, threads, calib
         say(f"quantising to int8 on {calib_images} {'images of ' + calibration if calibration else 'noise images'}")
         t0 = time.perf_counter()
         xml = onnx_to_openvino(onnx_path, tmp / "int8.xml", int8=True, calibration=calibration or "random",
-                               calib_images=calib_images)
+                               calib_images=calib_images, min_size=ref.min_size, max_size=ref.max_size)
         predictors["openvino-int8"] = OpenVinoPredictor(xml, **common)
         seconds["openvino-int8"] = round(time.perf_counter() - t0, 1)
         report["int8"] = predictors["openvino-int8"].export_info["openvino"]

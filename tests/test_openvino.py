@@ -238,3 +238,26 @@ def test_export_argument_errors(tiny_checkpoint, coco_tiny, tmp_path, capsys):
                       str(tmp_path / "o"), "--backend", "openvino"], capsys)
     assert code == 2 and ".xml" in err
     assert not list(tmp_path.glob("m.*"))
+
+
+def test_bench_backends_side_by_side(ir_fp32, tmp_path, capsys):
+    """`fcpose bench --backends`: one report with every backend, the same people in each; and an exported
+    file timed alone (structure only: speed is measured in benchmarks/, not asserted here)."""
+    out = tmp_path / "b.json"
+    assert main(["bench", "--config", "fcpose_r18_tiny", "--size", "128", "--max-size", "192", "--backends",
+                 "torch,openvino,openvino-int8", "--calib-images", "2", "--runs", "2", "--warmup", "1",
+                 "--score-threshold", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["backend"] for r in report["results"]] == ["torch", "openvino", "openvino-int8"]
+    assert report["input_shape"] == [128, 192] and report["int8"]["calibration"] == "random uniform noise images"
+    people = {r["backend"]: r["people"] for r in report["results"]}
+    assert people["torch"] == people["openvino"] > 0 and report["detection_params"]["score_threshold"] == 0
+    assert all(r["total_ms"]["median"] > 0 and "speedup_vs_torch" in r for r in report["results"])
+    assert "openvino-int8" in capsys.readouterr().out
+    single = tmp_path / "s.json"
+    assert main(["bench", "--backend", "openvino", "--weights", str(ir_fp32), "--runs", "1", "--warmup", "0",
+                 "--json", str(single)]) == 0
+    one = json.loads(single.read_text())
+    assert [r["backend"] for r in one["results"]] == ["openvino"] and one["config"] == "fcpose_r18_tiny"
+    code, err = _run(["bench", "--backends", "torch,tensorrt", "--config", "fcpose_r18_tiny"], capsys)
+    assert code == 2 and "tensorrt" in err

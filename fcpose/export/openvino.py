@@ -135,10 +135,12 @@ def _check_options(out: Path, int8: bool = False, calibration=None, calib_images
 
 def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = False,
                      calibration: str | Path | None = None, calib_images: int = 300, keep_heads_fp32: bool = True,
-                     fast_bias_correction: bool = True, seed: int = 0, log=None) -> Path:
+                     fast_bias_correction: bool = True, seed: int = 0, min_size: int | None = None,
+                     max_size: int | None = None, log=None) -> Path:
     """An ``fcpose export`` ONNX file -> the OpenVINO IR ``out``, fp32 or (``int8=True``) quantised with NNCF on
     up to ``calib_images`` images of ``calibration`` (a folder or a COCO annotation JSON; ``"random"``: uniform
-    noise images, only for speed measurements of random weights)."""
+    noise images, only for speed measurements of random weights), resized as at inference with
+    ``min_size``/``max_size`` (default: the config's test sizes)."""
     out = Path(out)
     _check_options(out, int8=int8, calibration=calibration, calib_images=calib_images)
     import openvino as ov
@@ -161,7 +163,8 @@ def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = Fal
     say("quantising to int8 (NNCF)")
     with tempfile.TemporaryDirectory(prefix="fcpose_ov_") as tmp:
         fp32_xml = _save_ir(_with_meta(ov_model, export, meta["fcpose_config"]), Path(tmp) / "fp32.xml")
-        pre = OpenVinoPredictor(fp32_xml)  # the inference preprocessing, for the calibration inputs
+        # the inference preprocessing, for the calibration inputs
+        pre = OpenVinoPredictor(fp32_xml, min_size=min_size, max_size=max_size)
     if str(calibration) == "random":
         rng = np.random.default_rng(seed)
         h, w = pre.static_size or (pre.min_size, pre.max_size)
