@@ -217,8 +217,11 @@ def speed(args) -> int:
                  for r in rep["results"]}
         entry["input_shape"] = rep["input_shape"]
         entry["contention"] = rep.get("contention")
-        if preset == "fcpose_r50_fpn":
+        if preset == "fcpose_r50_fpn":  # 4.2 s is a quiet-machine time: only comparable when others_cpu_pct ~ 0
             entry["int8_vs_official_4.2s"] = round(OFFICIAL_R50_S * 1000 / entry["openvino-int8"]["median_ms"], 2)
+            entry["int8_vs_official_note"] = ("official 4.2 s was measured on a quiet machine; this run's absolute "
+                                              f"times had other processes at {rep['contention'].get('others_cpu_pct')}"
+                                              "% of the CPUs")
         summary["presets"][preset] = entry
     from fcpose.bench import write_json
 
