@@ -155,6 +155,11 @@ def test_corrupt_and_foreign_ir(ir_fp32, coco_tiny, tmp_path, capsys):
     bad.with_suffix(".bin").write_bytes(b"\0" * 16)
     with pytest.raises(CheckpointError, match="cannot load OpenVINO model"):
         OpenVinoPredictor(bad)
+    garbage = tmp_path / "garbage.xml"
+    garbage.write_bytes(b"garbage")
+    garbage.with_suffix(".bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="not an OpenVINO IR"):
+        OpenVinoPredictor(garbage)
     code, err = _run(["predict", str(coco_tiny), "--weights", str(bad), "--out", str(tmp_path / "o"),
                       "--backend", "openvino"], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "cannot load OpenVINO model" in err

@@ -40,6 +40,10 @@ class OpenVinoPredictor(OnnxPredictor):
             raise CheckpointError(f"OpenVINO model not found: {path}")
         if not path.with_suffix(".bin").is_file():
             raise CheckpointError(f"OpenVINO model {path}: its weights file {path.with_suffix('.bin').name} is missing")
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if b"<net" not in head:  # not an IR: OpenVINO would try its other frontends, which log to stderr
+            raise CheckpointError(f"cannot load OpenVINO model {path}: not an OpenVINO IR .xml (no <net> element)")
         core = ov.Core()
         try:
             self.ov_model = core.read_model(str(path))
