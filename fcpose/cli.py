@@ -85,8 +85,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
-                   help="torch (default), or onnxruntime with --weights MODEL.onnx from `fcpose export`")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="torch (default); onnxruntime with --weights MODEL.onnx or openvino with --weights MODEL.xml "
+                        "(fp32 or int8) from `fcpose export`")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="network autocast (torch backend; bf16 needs a CPU with native bf16, fp16 CUDA or AVX512-FP16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
@@ -169,6 +170,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--score-threshold", type=_unit_float, default=None,
                    help="detection threshold (default: the model's)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="torch (default); onnxruntime / openvino with --weights MODEL.onnx / MODEL.xml from "
+                        "`fcpose export` (e.g. to measure the AP of an int8 model)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -183,7 +187,8 @@ def _cmd_eval(args) -> int:
 
     return run_eval(data=args.data, weights=args.weights, images=args.images, predictions=args.predictions,
                     json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
-                    max_size=args.max_size, score_threshold=args.score_threshold, progress=not args.no_progress)
+                    max_size=args.max_size, score_threshold=args.score_threshold, progress=not args.no_progress,
+                    backend=args.backend)
 
 
 def _add_synth(sub) -> None:
@@ -292,6 +297,17 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON here")
+    b = p.add_argument_group("backends side by side, end to end (read, resize, network, selection, heads, decode)")
+    b.add_argument("--backends", default=None, metavar="LIST",
+                   help="e.g. torch,onnxruntime,openvino,openvino-int8: the model (--config/--weights) in each, "
+                        "exported here at the benchmark size, timed round-robin in one run")
+    b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="onnxruntime / openvino: time the exported --weights MODEL.onnx / MODEL.xml end to end")
+    b.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
+                   help="int8 calibration images for openvino-int8 (default: random noise images)")
+    b.add_argument("--calib-images", type=int, default=20, help="calibration images for openvino-int8 (default 20)")
+    b.add_argument("--score-threshold", type=float, default=None,
+                   help="detection threshold of the backend comparison (default: the model's)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -303,6 +319,20 @@ def _cmd_bench(args) -> int:
         raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
     if args.json:
         check_output_file(args.json, "benchmark report")  # before the slow part
+    if args.backends or args.backend != "torch":
+        from .bench_backends import format_backend_report, run_backend_bench
+
+        backends = [b.strip() for b in args.backends.split(",")] if args.backends else [args.backend]
+        report = run_backend_bench(args.config, args.weights, backends=backends, size=args.size,
+                                   max_size=args.max_size, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                                   image=args.image, score_threshold=args.score_threshold,
+                                   calibration=args.calibration, calib_images=args.calib_images,
+                                   overrides=args.overrides, note=args.note,
+                                   log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+        print(format_backend_report(report))
+        if args.json:
+            print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
+        return 0
     report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
                        device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
                        compile=args.compile, optimize=not args.no_optimize,
@@ -318,7 +348,7 @@ def _cmd_bench(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export the whole pipeline to ONNX",
+    p = sub.add_parser("export", help="export the whole pipeline to ONNX or OpenVINO (fp32 / int8)",
                        description="Exports network, selection, NMS (in the graph, as ONNX NonMaxSuppression), the "
                                    "dynamic keypoint heads for a dynamic number of people, and keypoint decoding. "
                                    "Inputs: 'image' float32 [1,3,H,W], normalised (the config's mean/std and channel "
@@ -327,14 +357,29 @@ def _add_export(sub) -> None:
                                    "levels [N], locations [N,2]. `fcpose predict --backend onnxruntime --weights "
                                    "MODEL.onnx` does the preprocessing and rescaling around it.")
     p.add_argument("--weights", required=True, help="fcpose checkpoint, official .pth or model-zoo name")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
-    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                   help="onnx (default), or openvino: an OpenVINO IR (MODEL.xml + MODEL.bin) of the same graph, "
+                        "fp32 or with --int8 (needs pip install 'fcpose[openvino]')")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx or model.xml")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--size", default=None, metavar="HxW",
                        help="export for this padded input size only (e.g. 800x1344)")
     group.add_argument("--dynamic", action="store_true", help="any input size (default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value before export, e.g. test.max_detections=50 (repeatable)")
+    q = p.add_argument_group("int8 (--format openvino)")
+    q.add_argument("--int8", action="store_true",
+                   help="NNCF post-training int8 quantisation of the convolutions (controller and dynamic heads "
+                        "stay fp32); check the AP afterwards with `fcpose eval --backend openvino`")
+    q.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
+                   help="calibration images: a folder, or a COCO annotation file's images (use >= 100 images of "
+                        "your own domain)")
+    q.add_argument("--calib-images", type=int, default=300, metavar="N",
+                   help="use at most N calibration images (default 300, NNCF's default subset)")
+    q.add_argument("--bias-correction", default="fast", choices=["fast", "full"],
+                   help="NNCF's fast bias correction (default) or the full, slower BiasCorrection")
+    q.add_argument("--int8-heads", action="store_true",
+                   help="also quantise the controller and dynamic-head MatMuls (not the default: see the README)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -344,6 +389,25 @@ def _cmd_export(args) -> int:
     from .fileio import check_output_file
 
     size = parse_size(args.size) if args.size else None
+    if args.format != "openvino" and (args.int8 or args.calibration or args.int8_heads):
+        raise FCPoseError("--int8, --calibration and --int8-heads are for --format openvino")
+    if args.calibration and not args.int8:
+        raise FCPoseError("--calibration is for --int8")
+    if args.format == "openvino":
+        from .export.openvino import export_openvino, require_openvino
+
+        require_openvino("--format openvino")  # before loading the model: fail fast
+        check_output_file(args.out, "OpenVINO IR")  # before the slow part
+        model = load_model(args.weights, device="cpu", overrides=args.overrides)
+        path = export_openvino(model, args.out, size=size, dynamic=size is None, int8=args.int8,
+                               calibration=args.calibration, calib_images=args.calib_images,
+                               keep_heads_fp32=not args.int8_heads,
+                               fast_bias_correction=args.bias_correction == "fast",
+                               log=lambda msg: print(f"[export] {msg}", file=sys.stderr))
+        kind = " int8" if args.int8 else ""
+        print(f"wrote {path}{kind} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size)",
+              file=sys.stderr)
+        return 0
     check_output_file(args.out, "ONNX file")  # before the slow part
     model = load_model(args.weights, device="cpu", overrides=args.overrides)
     report: dict = {}

@@ -81,8 +81,9 @@ def format_metrics(metrics: dict) -> str:
 def run_eval(*, data: str, weights: str | None = None, images: str | None = None, predictions: str | None = None,
              json_out: str | None = None, results_out: str | None = None, device: str = "cpu",
              size: int | None = None, max_size: int | None = None, score_threshold: float | None = None,
-             progress: bool = True) -> int:
-    """``fcpose eval``: score a checkpoint on a dataset, or an existing results file."""
+             progress: bool = True, backend: str = "torch") -> int:
+    """``fcpose eval``: score a checkpoint (or, with ``backend``, an exported model) on a dataset, or an
+    existing results file."""
     if predictions is None and weights is None:
         raise InputError("give --weights CKPT (with --images DIR) or --predictions RESULTS.json")
     if predictions is not None and weights is not None:
@@ -96,10 +97,10 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
         else:
             if images is None:
                 raise InputError("--weights needs --images DIR (the dataset's image folder)")
-            from ..inference.predictor import Predictor
+            from ..inference.backends import load_predictor
 
-            predictor = Predictor.from_checkpoint(weights, device=dist.local_device(device), min_size=size,
-                                                  max_size=max_size, score_threshold=score_threshold)
+            predictor = load_predictor(backend, weights, device=dist.local_device(device), min_size=size,
+                                       max_size=max_size, score_threshold=score_threshold)
             sigmas = predictor.cfg.keypoints.sigmas
             results = predict_dataset(predictor, data, images, progress, skipped)
             metrics = evaluate_keypoints(data, results, sigmas=sigmas) if dist.is_main_process() else {}

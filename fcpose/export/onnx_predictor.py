@@ -20,7 +20,7 @@ from ..errors import CheckpointError, FCPoseError, InputError
 from ..inference.predictor import Predictor
 from ..postprocess import DetectionParams, rescale_boxes, split_per_image
 from ..structures import Instances, PoseDetections
-from .onnx import EXPORT_FORMAT
+from .onnx import EXPORT_FORMAT, INPUT_NAMES, OUTPUT_NAMES
 
 __all__ = ["OnnxPredictor", "is_onnx_file"]
 
@@ -36,39 +36,24 @@ class OnnxPredictor:
     intra-op threads (default: onnxruntime's).
     """
 
+    model_kind = "ONNX model"  # what the errors call the file; subclasses run the same graph on another runtime
+
     def __init__(self, path: str | Path, *, device: str = "cpu", min_size: int | None = None,
                  max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 1,
                  threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise FCPoseError("--backend onnxruntime needs onnxruntime (pip install fcpose[export])") from None
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"ONNX model not found: {path}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no constant-folding chatter
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise FCPoseError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
+        self.session = self._open_session(path, device, threads)
+        meta = self._metadata(path)
         try:
             export = json.loads(meta["fcpose_export"])
             if export.get("format") != EXPORT_FORMAT:
                 raise KeyError("format")
             cfg = from_dict(json.loads(meta["fcpose_config"]))
         except (KeyError, ValueError, TypeError):
-            raise CheckpointError(f"{path} is not an fcpose ONNX export (no fcpose metadata)") from None
+            raise CheckpointError(f"{path} is not an fcpose {self.model_kind} export (no fcpose metadata)") from None
         self.cfg = cfg
         self.export_info = export
+        self._check_interface(path, cfg, export)
         self.min_size = int(min_size or cfg.input.min_size_test)
         self.max_size = int(max_size or cfg.input.max_size_test)
         self.size_divisibility = int(export["size_divisibility"])
@@ -81,6 +66,56 @@ class OnnxPredictor:
         self.mean = torch.tensor(cfg.input.pixel_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(cfg.input.pixel_std, dtype=torch.float32).view(3, 1, 1)
         self.strides = cfg.model.strides
+
+    def _check_interface(self, path: Path, cfg, export: dict) -> None:
+        """The graph's inputs and outputs are the ones the metadata describes (names, K, static size)."""
+        inputs, outputs = self._io_shapes()
+        problem = None
+        if list(inputs) != INPUT_NAMES or list(outputs) != OUTPUT_NAMES:
+            problem = f"inputs {list(inputs)} / outputs {list(outputs)}, expected {INPUT_NAMES} / {OUTPUT_NAMES}"
+        elif len(outputs["keypoints"]) != 3 or outputs["keypoints"][1] not in (None, cfg.num_keypoints):
+            problem = f"keypoints output {outputs['keypoints']}, the config has {cfg.num_keypoints} keypoints"
+        elif export.get("size") and [d for d in inputs["image"][2:] if d is not None] not in ([], export["size"]):
+            problem = f"image input {inputs['image']}, the metadata says static size {export['size']}"
+        if problem:
+            raise CheckpointError(f"{path}: the model does not match its fcpose metadata ({problem})")
+
+    def _io_shapes(self) -> tuple[dict[str, list], dict[str, list]]:
+        """Input and output shapes by name, in graph order; ``None`` for a dynamic dimension."""
+        dims = lambda shape: [d if isinstance(d, int) else None for d in shape]
+        return ({i.name: dims(i.shape) for i in self.session.get_inputs()},
+                {o.name: dims(o.shape) for o in self.session.get_outputs()})
+
+    def _open_session(self, path: Path, device: str, threads: int | None):
+        """The runtime's loaded model (here an onnxruntime ``InferenceSession``)."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise FCPoseError("--backend onnxruntime needs onnxruntime (pip install fcpose[export])") from None
+        if not path.is_file():
+            raise CheckpointError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no constant-folding chatter
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise FCPoseError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
+
+    def _metadata(self, path: Path) -> dict[str, str]:
+        """The export's string metadata (``fcpose_export``, ``fcpose_config``)."""
+        return self.session.get_modelmeta().custom_metadata_map
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One run of the graph: inputs by name -> outputs by name."""
+        outs = self.session.run(None, feeds)
+        return {o.name: v for o, v in zip(self.session.get_outputs(), outs)}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """As ``FCPose.normalize``: RGB 0-255 -> the network's channel order, mean and std."""
@@ -97,16 +132,15 @@ class OnnxPredictor:
             return batch_images([tensor], self.size_divisibility)
         sh, sw = self.static_size
         if tensor.shape[-2] > sh or tensor.shape[-1] > sw:
-            raise InputError(f"this ONNX model was exported for {sh}x{sw} inputs; the resized image is "
+            raise InputError(f"this {self.model_kind} was exported for {sh}x{sw} inputs; the resized image is "
                              f"{tensor.shape[-2]}x{tensor.shape[-1]} (export with --dynamic, or lower --size)")
         return torch.nn.functional.pad(tensor, (0, sw - tensor.shape[-1], 0, sh - tensor.shape[-2]))[None]
 
     def run_raw(self, batch: np.ndarray, score_threshold: float | None = None) -> dict[str, np.ndarray]:
         """One ``[1, 3, H, W]`` normalised padded image -> the graph's outputs by name (input pixels)."""
         thr = self.params.score_threshold if score_threshold is None else score_threshold
-        outs = self.session.run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32),
-                                       "score_threshold": np.asarray(thr, dtype=np.float32)})
-        return {o.name: v for o, v in zip(self.session.get_outputs(), outs)}
+        return self._infer({"image": np.ascontiguousarray(batch, dtype=np.float32),
+                            "score_threshold": np.asarray(thr, dtype=np.float32)})
 
     def _detect(self, image: np.ndarray) -> PoseDetections:
         tensor, resized = self.prepare(image)

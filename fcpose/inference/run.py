@@ -152,9 +152,9 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
     """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed).
 
     Raises :class:`~fcpose.errors.InputError` (exit 2 on the command line, no output file) when no input
-    could be used at all. ``backend="onnxruntime"`` runs an ``fcpose export`` ONNX file given as ``weights``.
-    One line per input says how many people were found (score >= ``draw_threshold``, the ones drawn)
-    and how long it took; ``log`` (default: stderr) receives these lines.
+    could be used at all. ``backend="onnxruntime"`` / ``"openvino"`` runs an ``fcpose export`` .onnx / .xml
+    file given as ``weights``. One line per input says how many people were found (score >=
+    ``draw_threshold``, the ones drawn) and how long it took; ``log`` (default: stderr) receives these lines.
     """
     def say(msg: str) -> None:
         if log is not None:
@@ -167,15 +167,12 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
         raise InputError("; ".join(problems) if problems else "no input images or videos were given")
     check_output_dir(out)  # before the model loads: a bad --out fails at once (created once the model works)
     ids_by_name = _load_ids(annotations)
-    if backend == "onnxruntime":
-        from ..export.onnx_predictor import OnnxPredictor
+    from .backends import load_predictor
 
-        predictor = OnnxPredictor(weights, device=device, min_size=size, max_size=max_size,
-                                  score_threshold=score_threshold, batch_size=batch_size)
-    else:
-        predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
-                                              score_threshold=score_threshold, batch_size=batch_size,
-                                              optimize=optimize, precision=precision, compile=compile)
+    predictor = load_predictor(backend, weights, device=device, min_size=size, max_size=max_size,
+                               score_threshold=score_threshold, batch_size=batch_size,
+                               **({"optimize": optimize, "precision": precision, "compile": compile}
+                                  if backend == "torch" else {}))
     out_dir = prepare_output_dir(out)
     domain = _DomainCheck(predictor, say)
     renderer = _Renderer(predictor, draw_threshold, keypoint_threshold, draw_nms)

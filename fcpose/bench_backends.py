@@ -1,0 +1,178 @@
+"""``fcpose bench --backends torch,onnxruntime,openvino,openvino-int8``: the backends side by side, end to end.
+
+One process, one benchmark image, one model: each backend runs the whole ``predictor(path)`` — JPEG read,
+resize, normalise, pad, network, selection, NMS, dynamic heads, decoding, rescaling — ``warmup`` untimed
+times, then ``runs`` timed rounds that go round-robin over the backends in a rotating order (a slow drift of
+the machine spreads over all of them). Ratios between backends measured this way are what to quote on a
+busy machine; absolute times move with the load (``contention`` in the JSON says how busy it was).
+
+Entries:
+
+* ``torch`` — :class:`~fcpose.Predictor` on the checkpoint (or random weights of ``config``), fp32, the
+  default optimised path (folded BN, channels-last);
+* ``onnxruntime``, ``openvino``, ``openvino-int8`` — the same model exported here at the benchmark's padded
+  input size (static shapes: the fastest graphs), int8 calibrated on ``calibration`` (default: random noise
+  images, which is only right for timing random weights);
+* ``--backend onnxruntime|openvino --weights MODEL.onnx|.xml`` times that exported file alone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .bench import _cpu_times, _loadavg, _own_cpu_seconds, load_bench_image, machine_info, summarize
+from .errors import InputError
+
+__all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
+
+ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-int8")
+
+
+def _contention(stat0, load0, own0) -> dict:
+    import os
+
+    stat1 = _cpu_times()
+    out = {"loadavg_start": load0, "loadavg_end": _loadavg()}
+    if stat0 and stat1:
+        delta = [b - a for a, b in zip(stat0, stat1)]
+        total = max(1, sum(delta))
+        busy = total - delta[3] - delta[4]
+        own = (_own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
+        out["steal_pct"] = round(100.0 * delta[7] / total, 2)
+        out["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
+    return out
+
+
+def run_backend_bench(config: str | None = None, weights: str | None = None, *, backends=ALL_BACKENDS,
+                      size: int | None = None, max_size: int | None = None, runs: int = 10, warmup: int = 2,
+                      threads: int | None = None, image: str | None = None, score_threshold: float | None = None,
+                      calibration: str | None = None, calib_images: int = 20, overrides: list[str] | None = None,
+                      note: str = "", log=None) -> dict:
+    """Time the backends end to end (see the module docstring) -> the JSON-ready report."""
+    from .data.transforms import padded_size, resize_shape
+    from .inference.backends import load_predictor
+    from .inference.predictor import Predictor
+    from .inference.visualize import save_image
+
+    backends = list(backends)
+    unknown = [b for b in backends if b not in ALL_BACKENDS]
+    if unknown or not backends:
+        raise InputError(f"--backends: unknown {unknown} (choose from {', '.join(ALL_BACKENDS)})")
+    say = log or (lambda msg: None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    threads = threads or torch.get_num_threads()
+    exported = weights is not None and str(weights).lower().endswith((".onnx", ".xml"))
+    report: dict = {"schema": 1, "kind": "backends",
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "note": note,
+                    "machine": machine_info(torch.device("cpu")), "runs": runs, "warmup": warmup,
+                    "threads": threads, "weights": str(weights) if weights else "random"}
+    with tempfile.TemporaryDirectory(prefix="fcpose_bench_") as tmp:
+        tmp = Path(tmp)
+        predictors: dict[str, object] = {}
+        if exported:
+            if len(backends) != 1 or backends[0] not in ("onnxruntime", "openvino"):
+                raise InputError("an exported --weights file is timed alone: --backend onnxruntime (.onnx) or "
+                                 "openvino (.xml)")
+            predictors[backends[0]] = load_predictor(backends[0], weights, min_size=size, max_size=max_size,
+                                                     score_threshold=score_threshold, threads=threads)
+            ref = next(iter(predictors.values()))
+            report["config"] = ref.cfg.name
+        else:
+            from .bench import _load_model
+
+            model, report["weights"] = _load_model(config, weights, overrides)
+            ref = Predictor(model, min_size=size, max_size=max_size, score_threshold=score_threshold,
+                            optimize=True)
+            report["config"] = model.cfg.name or str(config)
+            if "torch" in backends:
+                predictors["torch"] = ref
+        picture, report["image"] = load_bench_image(image, ref.min_size, ref.max_size)
+        path = tmp / "bench.jpg"
+        save_image(path, picture)  # read back from disk in every run: decoding is part of end to end
+        rh, rw = resize_shape(picture.shape[0], picture.shape[1], ref.min_size, ref.max_size)
+        div = int(getattr(ref, "size_divisibility", 0) or ref.model.size_divisibility)
+        ph, pw = padded_size(rh, rw, div)
+        report.update({"size": [ref.min_size, ref.max_size], "image_shape": list(picture.shape[:2]),
+                       "input_shape": [ph, pw], "detection_params": vars(ref.params).copy()})
+        wanted = [b for b in backends if b != "torch"]
+        if wanted and not exported:
+            report["export_s"] = _export_all(model, ref, wanted, (ph, pw), tmp, predictors, threads, calibration,
+                                             calib_images, report, say)
+        names = [b for b in backends if b in predictors]
+        stat0, load0, own0 = _cpu_times(), _loadavg(), _own_cpu_seconds()
+        people, times = {}, {b: [] for b in names}
+        for name in names:
+            say(f"{name}: warm-up")
+            for _ in range(max(1, warmup)):
+                people[name] = len(predictors[name](path))
+        say(f"timing {runs} rounds of {len(names)} backends")
+        for r in range(runs):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                t0 = time.perf_counter()
+                predictors[name](path)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        report["contention"] = _contention(stat0, load0, own0)
+    results = []
+    base = summarize(times["torch"])["median"] if "torch" in times else None
+    for name in names:
+        entry = {"backend": name, "people": people[name], "total_ms": summarize(times[name])}
+        entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
+        if base:
+            entry["speedup_vs_torch"] = round(base / entry["total_ms"]["median"], 3)
+        results.append(entry)
+    report["results"] = results
+    return report
+
+
+def _export_all(model, ref, wanted, shape, tmp: Path, predictors, threads, calibration, calib_images, report,
+                say) -> dict:
+    from .export.onnx import export_onnx
+    from .export.onnx_predictor import OnnxPredictor
+    from .export.openvino import onnx_to_openvino
+    from .export.openvino_predictor import OpenVinoPredictor
+
+    common = dict(min_size=ref.min_size, max_size=ref.max_size, score_threshold=ref.params.score_threshold,
+                  threads=threads)
+    seconds = {}
+    say(f"exporting ONNX at {shape[0]}x{shape[1]}")
+    t0 = time.perf_counter()
+    onnx_path = export_onnx(model, tmp / "model.onnx", size=shape, dynamic=False, verify=False)
+    seconds["onnx"] = round(time.perf_counter() - t0, 1)
+    if "onnxruntime" in wanted:
+        predictors["onnxruntime"] = OnnxPredictor(onnx_path, **common)
+    if "openvino" in wanted:
+        t0 = time.perf_counter()
+        predictors["openvino"] = OpenVinoPredictor(onnx_to_openvino(onnx_path, tmp / "fp32.xml"), **common)
+        seconds["openvino"] = round(time.perf_counter() - t0, 1)
+    if "openvino-int8" in wanted:
+        say(f"quantising to int8 on {calib_images} {'images of ' + calibration if calibration else 'noise images'}")
+        t0 = time.perf_counter()
+        xml = onnx_to_openvino(onnx_path, tmp / "int8.xml", int8=True, calibration=calibration or "random",
+                               calib_images=calib_images, min_size=ref.min_size, max_size=ref.max_size)
+        predictors["openvino-int8"] = OpenVinoPredictor(xml, **common)
+        seconds["openvino-int8"] = round(time.perf_counter() - t0, 1)
+        report["int8"] = predictors["openvino-int8"].export_info["openvino"]
+    return seconds
+
+
+def format_backend_report(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"{report['config']} ({report['weights']} weights)  input {report['input_shape'][0]}x"
+             f"{report['input_shape'][1]}  {m.get('cpu_model', '')}  threads {report['threads']}",
+             f"{'backend':>14} {'people':>6} {'total ms':>17} {'fps':>7} {'vs torch':>9}"]
+    for r in report["results"]:
+        ratio = f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "-"
+        t = r["total_ms"]
+        lines.append(f"{r['backend']:>14} {r['people']:>6} {t['median']:>8.1f}/{t['p90']:<8.1f} {r['fps']:>7.2f} "
+                     f"{ratio:>9}")
+    c = report.get("contention", {})
+    if c:
+        lines.append(f"load average {c.get('loadavg_start')} -> {c.get('loadavg_end')}, other processes "
+                     f"{c.get('others_cpu_pct')}% of the CPUs")
+    return "\n".join(lines)

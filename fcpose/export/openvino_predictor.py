@@ -1,0 +1,85 @@
+"""Run an ``fcpose export --format openvino`` IR (fp32 or int8) with OpenVINO, like :class:`~fcpose.Predictor`.
+
+The IR is the ONNX export's graph, so this is :class:`~fcpose.export.onnx_predictor.OnnxPredictor` with an
+OpenVINO compiled model as its session: the same preprocessing, the same rescaling of boxes and keypoints
+to the image and the same :class:`~fcpose.structures.PoseDetections` (no second copy of selection, heads or
+decoding). ``fcpose predict|eval|bench --backend openvino --weights MODEL.xml``.
+
+The CPU plugin runs the layers that are not int8 in fp32 (``INFERENCE_PRECISION_HINT=f32``): its default on
+CPUs with bf16 instructions is bf16, which moves scores by ~1e-3 and keypoints by pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, FCPoseError
+from .onnx_predictor import OnnxPredictor
+from .openvino import read_ir_metadata, require_openvino
+
+__all__ = ["OpenVinoPredictor", "is_openvino_file"]
+
+
+def is_openvino_file(path: str | Path) -> bool:
+    return str(path).lower().endswith(".xml")
+
+
+class OpenVinoPredictor(OnnxPredictor):
+    """``predictor(image)`` / ``predictor.predict(images)`` -> :class:`PoseDetections` in image pixels, from an
+    OpenVINO IR. ``threads`` sets OpenVINO's inference threads (default: all cores); CPU only."""
+
+    model_kind = "OpenVINO model"
+
+    def _open_session(self, path: Path, device: str, threads: int | None):
+        ov = require_openvino("--backend openvino")
+        if str(device).lower() != "cpu":
+            raise FCPoseError(f"--backend openvino runs on the CPU here (--device cpu), not {device}")
+        if not path.is_file():
+            raise CheckpointError(f"OpenVINO model not found: {path}")
+        if not path.with_suffix(".bin").is_file():
+            raise CheckpointError(f"OpenVINO model {path}: its weights file {path.with_suffix('.bin').name} is missing")
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if b"<net" not in head:  # not an IR: OpenVINO would try its other frontends, which log to stderr
+            raise CheckpointError(f"cannot load OpenVINO model {path}: not an OpenVINO IR .xml (no <net> element)")
+        core = ov.Core()
+        try:
+            self.ov_model = core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError with multi-line messages for unreadable IRs
+            raise CheckpointError(f"cannot load OpenVINO model {path}: {_first_line(exc)}") from None
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            session = core.compile_model(self.ov_model, "CPU", config)
+        except Exception as exc:
+            raise CheckpointError(f"cannot compile OpenVINO model {path}: {_first_line(exc)}") from None
+        self._request = session.create_infer_request()
+        self._output_names = [o.get_any_name() for o in session.outputs]
+        return session
+
+    def _metadata(self, path: Path) -> dict[str, str]:
+        return read_ir_metadata(self.ov_model, path)
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``int8`` (from the export's metadata)."""
+        return self.export_info.get("openvino", {}).get("precision", "fp32")
+
+    def _io_shapes(self) -> tuple[dict[str, list], dict[str, list]]:
+        dims = lambda port: [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+        return ({i.get_any_name(): dims(i) for i in self.ov_model.inputs},
+                {o.get_any_name(): dims(o) for o in self.ov_model.outputs})
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer(feeds)
+        return {name: np.array(result[port]) for name, port in zip(self._output_names, self.session.outputs)}
+
+
+def _first_line(exc: Exception) -> str:
+    """The informative line of an OpenVINO error (they start with 'Exception from src/...' lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check "))] or lines
+    return useful[0][:200] if useful else type(exc).__name__
