@@ -49,6 +49,7 @@ class TrackedPeople:
     scores: np.ndarray  # [N]
     keypoints: np.ndarray  # [N, K, 3]
     raw_keypoints: np.ndarray  # [N, K, 3]
+    detection_index: np.ndarray  # [N] index of each person among the frame's detections
     image_size: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
@@ -220,6 +221,7 @@ class PoseTracker:
             scores=scores[idx] if n else np.zeros(0),
             keypoints=np.stack(out_kpts) if out_kpts else np.zeros((0, k, 3)),
             raw_keypoints=keypoints[idx] if n else np.zeros((0, k, 3)),
+            detection_index=idx,
             image_size=tuple(image_size),
         )
 
