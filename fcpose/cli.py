@@ -55,6 +55,53 @@ def _cmd_predict(args) -> int:
                        compile=args.compile, optimize=not args.no_optimize)
 
 
+def _add_track(sub) -> None:
+    p = sub.add_parser("track", help="track people across video frames (ids, smoothing, live sources)",
+                       description="Each SOURCE is one sequence: a video file, a webcam index (0), an rtsp:// or "
+                                   "http(s):// stream, an image URL, a folder or glob pattern of images (frames in "
+                                   "name order). Writes OUT/tracks.json (PoseTrack18-style: images with frame_id/"
+                                   "vid_id, annotations with track_id, keypoints, scores, bbox), OUT/mot/NAME.txt "
+                                   "with --mot, and OUT/NAME.mp4 with each person coloured by track id. Ctrl-C stops "
+                                   "and keeps everything processed so far (valid JSON, playable video).")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="video, webcam index, stream/image URL, folder, glob")
+    p.add_argument("--weights", required=True,
+                   help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--smooth", action="store_true", help="One-Euro keypoint smoothing per track (tracker.min_cutoff, "
+                                                          "tracker.beta)")
+    p.add_argument("--mot", action="store_true", help="also write MOT-challenge text files in OUT/mot/")
+    p.add_argument("--realtime", action="store_true",
+                   help="live sources: drop frames when inference falls behind (default: every frame is processed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
+                   help="override a tracker setting, e.g. --set tracker.max_missed=60 (repeatable)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum detection score (default: the model's, 0.05)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--size", type=int, default=None, help="test short side in pixels (default: the model's)")
+    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=1, help="frames per network call (default 1)")
+    p.add_argument("--no-render", action="store_true", help="only write the JSON (and MOT) files")
+    p.add_argument("--draw-threshold", type=float, default=0.3, help="minimum score of people drawn (default 0.3)")
+    p.add_argument("--keypoint-threshold", type=float, default=None,
+                   help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a URL or stream (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
+    p.add_argument("--no-optimize", action="store_true", help="run the model as loaded")
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args) -> int:
+    from .inference.track import run_track
+
+    return run_track(args.sources, args.weights, args.out, smooth=args.smooth, mot=args.mot,
+                     render=not args.no_render, realtime=args.realtime, overrides=args.overrides,
+                     score_threshold=args.score_threshold, device=args.device, size=args.size,
+                     max_size=args.max_size, batch_size=args.batch_size, draw_threshold=args.draw_threshold,
+                     keypoint_threshold=args.keypoint_threshold, progress=not args.no_progress,
+                     precision=args.precision, optimize=not args.no_optimize, timeout=args.timeout)
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train FCPose on a COCO-format keypoint dataset (also under torchrun)",
                        description="Writes OUT/model_final.pt (for predict/eval), OUT/last.pt (for --resume), "
@@ -304,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
+    for add in (_add_predict, _add_track, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
                 _add_presets):
         add(sub)
     return parser
