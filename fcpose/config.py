@@ -255,10 +255,11 @@ class TrackerConfig:
     min_hits: int = 2  # matched frames before a new track is reported (1: at once; the first frame: always)
     keypoint_threshold: float = 0.05  # keypoints above this score count in OKS and drive the smoothing
     kalman_std_position: float = 0.05  # measurement noise, fraction of the box size
+    kalman_std_process: float = 0.015  # process noise of the position, fraction of the box size per frame
     kalman_std_velocity: float = 0.00625  # process noise of the velocity, fraction of the box size per frame
-    smooth: bool = False  # One-Euro smoothing of the keypoints (``--smooth``)
+    smooth: bool = False  # One-Euro smoothing of the keypoints relative to the box centre (``--smooth``)
     min_cutoff: float = 1.0  # One-Euro minimum cutoff frequency (Hz): lower = less jitter at rest
-    beta: float = 0.05  # One-Euro speed coefficient (per pixel/s): higher = less lag on fast motion
+    beta: float = 0.02  # One-Euro speed coefficient (per pixel/s): higher = less lag on fast motion
     d_cutoff: float = 1.0  # One-Euro cutoff of the speed estimate (Hz)
 
 

@@ -3,8 +3,8 @@ turning, crossing and occluding each other, with ground-truth ``track_id`` s.
 
 Each person of a clip keeps its body (proportions, joint angles, colours; one seed for
 :func:`~fcpose.data.synthetic.sample_figure_pose`) and changes only its body yaw (turning) and its
-position: a constant horizontal velocity (half the people go left, half right, so they cross) with a
-small vertical drift, bouncing off the image borders. People lower in the frame are drawn in front,
+position: walking left or right (half the people each way, so they cross), turning back smoothly
+before the image borders (a sinusoidal path), with a small vertical drift. People lower in the frame are drawn in front,
 so crossings occlude. :func:`write_clips` renders the clips to MP4 and writes their ground truth in the
 PoseTrack-style format of :mod:`fcpose.tracking.posetrack`; :meth:`Clip.ground_truth` gives the same
 poses as arrays without rendering (for tracker-only benchmarks).
@@ -63,16 +63,15 @@ class Clip:
     grain: float
 
     def _state(self, person: ClipPerson, t: int) -> tuple[float, float]:
-        """Box-centre x and box bottom y at frame t, bouncing off the borders (triangle wave)."""
-
-        def bounce(p0: float, v: float, lo: float, hi: float) -> float:
-            span = max(hi - lo, 1e-3)
-            u = (p0 - lo + v * t) % (2 * span)
-            return lo + (u if u <= span else 2 * span - u)
-
+        """Box-centre x and box bottom y at frame t: walking at ``vx`` and turning back smoothly before
+        the borders (a sinusoid through the start point with that speed there), drifting at ``vy``."""
         margin = 0.15 * person.height_px
-        x = bounce(person.x0, person.vx, margin, self.width - margin)
-        y = bounce(person.foot0, person.vy, 0.55 * self.height, self.height * 1.02)
+        lo, hi = margin, self.width - margin
+        centre, amp = 0.5 * (lo + hi), 0.5 * max(hi - lo, 1e-3)
+        phase0 = math.asin(float(np.clip((person.x0 - centre) / amp, -1.0, 1.0)))
+        omega = abs(person.vx) / max(amp * math.cos(phase0), 0.25 * amp)
+        x = centre + amp * math.sin(phase0 + math.copysign(omega, person.vx) * t)
+        y = float(np.clip(person.foot0 + person.vy * t, 0.55 * self.height, 1.02 * self.height))
         return x, y
 
     def _figure(self, person: ClipPerson, t: int):

@@ -21,12 +21,15 @@ def cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
 
 
 class BoxKalman:
-    """Kalman filter of one box. ``std_position`` / ``std_velocity`` are fractions of the box size
-    (the standard deviations of the measurement / process noise per frame)."""
+    """Kalman filter of one box. Standard deviations, as fractions of the box size: ``std_position`` of the
+    measurement noise, ``std_process`` / ``std_velocity`` of the per-frame process noise on the position /
+    velocity (a small ``std_process`` trusts the constant-velocity motion more than single boxes)."""
 
-    def __init__(self, box_xyxy: np.ndarray, std_position: float = 0.05, std_velocity: float = 0.00625):
+    def __init__(self, box_xyxy: np.ndarray, std_position: float = 0.05, std_velocity: float = 0.00625,
+                 std_process: float = 0.015):
         self.std_pos = float(std_position)
         self.std_vel = float(std_velocity)
+        self.std_proc = float(std_process)
         z = xyxy_to_cxcywh(box_xyxy)
         self.x = np.concatenate([z, np.zeros(4)])
         scale = np.array([z[2], z[3], z[2], z[3]])
@@ -43,7 +46,7 @@ class BoxKalman:
     def predict(self) -> np.ndarray:
         """Advance one frame; returns the predicted box (xyxy)."""
         s = self._scale()
-        q = np.diag(np.concatenate([self.std_pos * s, self.std_vel * s]) ** 2)
+        q = np.diag(np.concatenate([self.std_proc * s, self.std_vel * s]) ** 2)
         self.x = self.F @ self.x
         self.x[2:4] = np.maximum(self.x[2:4], 1e-3)
         self.P = self.F @ self.P @ self.F.T + q

@@ -192,7 +192,8 @@ class PoseTracker:
         for di in (high[j] for j in left_d):
             if scores[di] < cfg.new_track_threshold:
                 continue
-            track = _Track(self._next_id, BoxKalman(boxes[di], cfg.kalman_std_position, cfg.kalman_std_velocity),
+            track = _Track(self._next_id, BoxKalman(boxes[di], cfg.kalman_std_position, cfg.kalman_std_velocity,
+                                           cfg.kalman_std_process),
                            keypoints[di].copy(), boxes[di].copy(), float(scores[di]), smoother=self._new_smoother())
             track.pred_box = boxes[di].copy()
             self._next_id += 1
@@ -208,8 +209,11 @@ class PoseTracker:
                 continue
             kp = keypoints[di].copy()
             if track.smoother is not None:
+                # Smoothed relative to the Kalman-filtered box centre: the motion model carries the person's
+                # translation without lag, the One-Euro filter removes the jitter of the articulation.
+                centre = track.kalman.x[:2].copy()
                 conf = kp[:, 2:3] > cfg.keypoint_threshold
-                kp[:, :2] = track.smoother(kp[:, :2], t_now, mask=conf)
+                kp[:, :2] = track.smoother(kp[:, :2] - centre, t_now, mask=conf) + centre
             out_idx.append(di)
             out_ids.append(track.track_id)
             out_kpts.append(kp)
