@@ -66,8 +66,13 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
 
     ``backend="onnxruntime"`` runs an ``fcpose export`` ONNX file given as ``weights``.
     """
-    sources, problems = collect_sources(inputs)
-    if not sources:
+    from .sources import expand_globs, is_url, is_webcam
+
+    remote = [str(s) for s in inputs if is_url(str(s)) or is_webcam(str(s))]  # image/stream URLs, webcams
+    inputs, glob_problems = expand_globs([s for s in inputs if str(s) not in remote])
+    sources, problems = collect_sources(inputs) if inputs else ([], [])
+    problems = glob_problems + problems
+    if not sources and not remote:
         raise InputError("; ".join(problems) if problems else "no input images or videos were given")
     ids_by_name = _load_ids(annotations)
     if backend == "onnxruntime":
@@ -108,8 +113,19 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
             failures.append(str(exc))
             print(f"warning: {exc}", file=sys.stderr)
 
+    interrupted = False
+    if remote:
+        from .remote import predict_remote
+
+        more, remote_failures, interrupted = predict_remote(predictor, remote, out_dir, renderer, render, progress,
+                                                            used, sole=not sources and len(remote) == 1)
+        results.extend(more)
+        failures.extend(remote_failures)
     atomic_write_text(out_dir / "predictions.json", json.dumps(results))
-    done = len(sources) - (len(failures) - len(problems))
+    if interrupted:
+        print(f"interrupted: {len(results)} people so far -> {out_dir / 'predictions.json'}", file=sys.stderr)
+        return 130
+    done = len(sources) + len(remote) - (len(failures) - len(problems))
     print(f"{len(results)} people in {done} input(s) -> {out_dir / 'predictions.json'}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} input(s) failed: " + "; ".join(failures), file=sys.stderr)

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,7 +281,8 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
                              keypoint_names=predictor.cfg.keypoints.names, skeleton=predictor.cfg.keypoints.skeleton)
     failures = list(problems)
     used: set[str] = set()
-    total_people = total_frames = 0
+    totals = [0, 0]  # frames, people (kept up to date, for the summary after Ctrl-C too)
+    opened = 0
     try:
         for name, opener in sequences:
             unique = name
@@ -293,17 +294,19 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
             try:
                 seq = opener()
             except InputError as exc:
+                if len(sequences) == 1:
+                    raise  # the only source: one line, exit status 2
                 failures.append(str(exc))
                 print(f"warning: {exc}", file=sys.stderr)
                 continue
-            frames, people = _track_sequence(predictor, seq, unique, writer, out_dir, tcfg, kthr, render=render,
-                                             realtime=realtime, batch_size=batch_size, progress=progress,
-                                             draw_threshold=draw_threshold, flush_seconds=flush_seconds)
-            total_frames += frames
-            total_people += people
+            opened += 1
+            _track_sequence(predictor, seq, unique, writer, out_dir, tcfg, kthr, totals, render=render,
+                            realtime=realtime, batch_size=batch_size, progress=progress,
+                            draw_threshold=draw_threshold, flush_seconds=flush_seconds)
     finally:
-        path = writer.write()  # complete and valid, also after Ctrl-C
-        print(f"{total_people} tracked people in {total_frames} frame(s) -> {path}", file=sys.stderr)
+        if opened:
+            path = writer.write()  # complete and valid, also after Ctrl-C
+            print(f"{totals[1]} tracked people in {totals[0]} frame(s) -> {path}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} source(s) failed: " + "; ".join(failures), file=sys.stderr)
         return 1
@@ -311,11 +314,11 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
 
 
 def _track_sequence(predictor, seq: Sequence, name: str, writer: PoseTrackWriter, out_dir: Path,
-                    tcfg: TrackerConfig, kthr: float, *, render: bool, realtime: bool, batch_size: int,
-                    progress: bool, draw_threshold: float, flush_seconds: float) -> tuple[int, int]:
+                    tcfg: TrackerConfig, kthr: float, totals: list[int], *, render: bool, realtime: bool,
+                    batch_size: int, progress: bool, draw_threshold: float, flush_seconds: float) -> None:
     tracker = make_tracker(predictor, tcfg, fps=seq.fps)
     vnum = writer.add_video(name)
-    frames = people_count = 0
+    frames = 0
     sink_fn = None
     with ExitStack() as stack:
         stack.callback(seq.close)
@@ -328,17 +331,19 @@ def _track_sequence(predictor, seq: Sequence, name: str, writer: PoseTrackWriter
         bar = stack.enter_context(tqdm(total=seq.frame_count or None, desc=name, unit="frame",
                                        disable=not progress, file=sys.stderr, dynamic_ncols=True))
         last_flush = time.monotonic()
-        for frame, tracked in track_frames(predictor, seq.frames, tracker, batch_size=batch_size,
-                                           realtime=realtime and seq.is_live):
+        # Closed first on the way out (Ctrl-C too): stops the decoder thread before the reader is closed.
+        loop = stack.enter_context(closing(track_frames(predictor, seq.frames, tracker, batch_size=batch_size,
+                                                        realtime=realtime and seq.is_live)))
+        for frame, tracked in loop:
             entries = [person_entry(int(t), b, float(s), k) for t, b, s, k in
                        zip(tracked.track_ids, tracked.boxes, tracked.scores, tracked.keypoints)]
             writer.add_frame(vnum, frames, entries, file_name=name, width=frame.shape[1], height=frame.shape[0])
             if render:
                 sink.put((frame, tracked))
             frames += 1
-            people_count += len(entries)
+            totals[0] += 1
+            totals[1] += len(entries)
             bar.update(1)
             if seq.frame_count == 0 and time.monotonic() - last_flush > flush_seconds:
                 writer.write()  # a live stream: keep a valid JSON of everything so far on disk
                 last_flush = time.monotonic()
-    return frames, people_count
