@@ -172,17 +172,32 @@ def _add_synth(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--num", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-people", type=int, default=1)
-    p.add_argument("--max-people", type=int, default=8)
+    p.add_argument("--min-people", type=int, default=None, help="default 1 (2 with --video)")
+    p.add_argument("--max-people", type=int, default=None, help="default 8 (5 with --video)")
     p.add_argument("--height", type=int, default=None, help="image height (default 384)")
     p.add_argument("--width", type=int, default=None, help="image width (default 512)")
+    p.add_argument("--video", action="store_true",
+                   help="tracking clips instead: --num clips of --frames frames where the figures walk, turn, cross "
+                        "and occlude each other -> OUT/videos/clip_NNN.mp4 + OUT/annotations.json (PoseTrack-style, "
+                        "ground-truth track_id; default 288x384, 2-5 people)")
+    p.add_argument("--frames", type=int, default=60, help="--video: frames per clip (default 60)")
     p.set_defaults(func=_cmd_synth)
 
 
 def _cmd_synth(args) -> int:
     from .data.synthetic import synth_main
 
-    return synth_main(args.out, args.num, args.seed, args.min_people, args.max_people, args.height, args.width)
+    if args.video:
+        from .data.synthetic_video import write_clips
+
+        path = write_clips(args.out, args.num, args.seed, num_frames=args.frames, height=args.height or 288,
+                           width=args.width or 384,
+                           min_people=2 if args.min_people is None else args.min_people,
+                           max_people=5 if args.max_people is None else args.max_people)
+        print(f"wrote {args.num} clips of {args.frames} frames to {path}")
+        return 0
+    return synth_main(args.out, args.num, args.seed, 1 if args.min_people is None else args.min_people,
+                      8 if args.max_people is None else args.max_people, args.height, args.width)
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert an official AdelaiDet FCPose checkpoint to an fcpose checkpoint",

@@ -230,3 +230,16 @@ def test_synthetic_clips_have_crossings_and_ids():
     assert order_changes > 0  # people pass each other
     gt = clip.ground_truth(0)
     assert sorted(gt.track_ids.tolist()) == [1, 2, 3, 4]
+
+
+def test_synth_video_writes_clips_with_ground_truth_track_ids(tmp_path):
+    assert main(["synth", "--video", "--out", str(tmp_path), "--num", "2", "--frames", "4", "--height", "96",
+                 "--width", "128", "--min-people", "2", "--max-people", "2"]) == 0
+    videos = load_posetrack(tmp_path / "annotations.json")
+    assert sorted(videos) == ["clip_000", "clip_001"]
+    for name, frames in videos.items():
+        assert len(frames) == 4 and count_frames(tmp_path / "videos" / f"{name}.mp4") == 4
+        ids = {int(i) for f in frames for i in f.track_ids}
+        assert ids <= {1, 2} and ids
+        flags = np.concatenate([f.keypoints[..., 2].reshape(-1) for f in frames])
+        assert set(np.unique(flags)) <= {0.0, 1.0, 2.0}
