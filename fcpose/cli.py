@@ -282,6 +282,11 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON here")
+    p.add_argument("--video", default=None, metavar="FILE",
+                   help="instead: end-to-end video FPS (threaded decode + network + tracking + render/encode) next "
+                        "to network-only FPS on the same frames (fcpose/inference/video_bench.py)")
+    p.add_argument("--video-frames", type=int, default=20, help="--video: frames (the video is looped; default 20)")
+    p.add_argument("--video-rounds", type=int, default=2, help="--video: interleaved rounds (default 2)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -290,6 +295,8 @@ def _cmd_bench(args) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
+    if args.video:
+        return _bench_video(args)
     report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
                        device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
                        compile=args.compile, optimize=not args.no_optimize,
@@ -299,6 +306,24 @@ def _cmd_bench(args) -> int:
                        post_threads=args.post_threads,
                        log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
     print(format_report(report))
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
+    return 0
+
+
+def _bench_video(args) -> int:
+    from .bench import write_json
+    from .inference.sources import VideoReader
+    from .inference.video_bench import format_video_report, run_video_bench
+
+    if args.video_frames < 1 or args.video_rounds < 1:
+        raise FCPoseError("--video-frames and --video-rounds must be >= 1")
+    VideoReader(args.video).close()  # a missing or unreadable video: one line
+    report = run_video_bench(args.video, config=args.config, weights=args.weights, frames=args.video_frames,
+                             rounds=args.video_rounds, warmup=args.warmup, size=args.size, max_size=args.max_size,
+                             device=args.device, threads=args.threads, overrides=args.overrides,
+                             log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+    print(format_video_report(report))
     if args.json:
         print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0
