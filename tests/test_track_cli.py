@@ -243,3 +243,20 @@ def test_synth_video_writes_clips_with_ground_truth_track_ids(tmp_path):
         assert ids <= {1, 2} and ids
         flags = np.concatenate([f.keypoints[..., 2].reshape(-1) for f in frames])
         assert set(np.unique(flags)) <= {0.0, 1.0, 2.0}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["missing.mp4"], "video not found"),
+    (["notes.txt"], "unsupported file type"),
+    (["frames/*.png"], "no files match"),
+    (["CLIP", "--set", "tracker.nope=1"], "unknown config key 'tracker.nope'"),
+    (["CLIP", "--set", "model.backbone.name=x"], "only takes tracker.* keys"),
+    (["CLIP", "--set", "tracker.low_threshold=0.9"], "low_threshold <= high_threshold"),
+])
+def test_track_user_errors_are_one_line(args, needle, clip_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    args = [str(clip_dir / "videos" / "clip_000.mp4") if a == "CLIP" else a for a in args]
+    code = main(["track", *args, "--weights", str(DEMO), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
