@@ -260,3 +260,13 @@ def test_track_user_errors_are_one_line(args, needle, clip_dir, tmp_path, capsys
     code = main(["track", *args, "--weights", str(DEMO), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
+
+
+def test_bench_video_reports_both_fps(demo_video, tmp_path):
+    out = tmp_path / "v.json"
+    assert main(["bench", "--video", str(demo_video), "--config", "fcpose_r18_tiny", "--size", "64", "--max-size",
+                 "128", "--video-frames", "3", "--video-rounds", "1", "--warmup", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["fps"]) == {"network_only", "end_to_end", "serial"} and report["frames"] == 3
+    assert report["end_to_end_over_network"] == pytest.approx(
+        report["fps"]["end_to_end"] / report["fps"]["network_only"], abs=2e-3)
