@@ -1,4 +1,4 @@
-"""The ``fcpose`` command line: ``predict | train | eval | bench | export | convert | synth | presets``.
+"""The ``fcpose`` command line: ``predict | track | train | eval | bench | export | convert | synth | presets``.
 
 Errors a user can cause (bad paths, unreadable images, wrong checkpoints, unknown config keys) print one
 line on stderr and exit with status 2, without a traceback.
