@@ -1,4 +1,4 @@
-"""The ``fcpose`` command line: ``predict | train | eval | bench | export | convert | synth | presets``.
+"""The ``fcpose`` command line: ``predict | track | train | eval | bench | export | convert | synth | presets``.
 
 Errors a user can cause (bad paths, unreadable images, wrong checkpoints, unknown config keys) print one
 line on stderr and exit with status 2, without a traceback.
@@ -108,6 +108,53 @@ def _cmd_predict(args) -> int:
                        compile=args.compile, optimize=not args.no_optimize, draw_nms=args.draw_nms)
 
 
+def _add_track(sub) -> None:
+    p = sub.add_parser("track", help="track people across video frames (ids, smoothing, live sources)",
+                       description="Each SOURCE is one sequence: a video file, a webcam index (0), an rtsp:// or "
+                                   "http(s):// stream, an image URL, a folder or glob pattern of images (frames in "
+                                   "name order). Writes OUT/tracks.json (PoseTrack18-style: images with frame_id/"
+                                   "vid_id, annotations with track_id, keypoints, scores, bbox), OUT/mot/NAME.txt "
+                                   "with --mot, and OUT/NAME.mp4 with each person coloured by track id. Ctrl-C stops "
+                                   "and keeps everything processed so far (valid JSON, playable video).")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="video, webcam index, stream/image URL, folder, glob")
+    p.add_argument("--weights", required=True,
+                   help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--smooth", action="store_true", help="One-Euro keypoint smoothing per track (tracker.min_cutoff, "
+                                                          "tracker.beta)")
+    p.add_argument("--mot", action="store_true", help="also write MOT-challenge text files in OUT/mot/")
+    p.add_argument("--realtime", action="store_true",
+                   help="live sources: drop frames when inference falls behind (default: every frame is processed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
+                   help="override a tracker setting, e.g. --set tracker.max_missed=60 (repeatable)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum detection score (default: the model's, 0.05)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--size", type=int, default=None, help="test short side in pixels (default: the model's)")
+    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=1, help="frames per network call (default 1)")
+    p.add_argument("--no-render", action="store_true", help="only write the JSON (and MOT) files")
+    p.add_argument("--draw-threshold", type=float, default=0.3, help="minimum score of people drawn (default 0.3)")
+    p.add_argument("--keypoint-threshold", type=float, default=None,
+                   help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a URL or stream (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
+    p.add_argument("--no-optimize", action="store_true", help="run the model as loaded")
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args) -> int:
+    from .inference.track import run_track
+
+    return run_track(args.sources, args.weights, args.out, smooth=args.smooth, mot=args.mot,
+                     render=not args.no_render, realtime=args.realtime, overrides=args.overrides,
+                     score_threshold=args.score_threshold, device=args.device, size=args.size,
+                     max_size=args.max_size, batch_size=args.batch_size, draw_threshold=args.draw_threshold,
+                     keypoint_threshold=args.keypoint_threshold, progress=not args.no_progress,
+                     precision=args.precision, optimize=not args.no_optimize, timeout=args.timeout)
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train FCPose on a COCO-format keypoint dataset (also under torchrun)",
                        description="Writes OUT/model_final.pt (for predict/eval), OUT/last.pt (for --resume), "
@@ -196,12 +243,19 @@ def _add_synth(sub) -> None:
                        description="Articulated figures on the COCO 17-keypoint skeleton, 1-8 people per image, "
                                    "with occlusion and textured backgrounds: OUT/images/*.jpg + OUT/annotations.json.")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--num", type=_positive_int, required=True, help="number of images")
+    p.add_argument("--num", type=_positive_int, required=True, help="number of images (with --video: of clips)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same dataset (default 0)")
-    p.add_argument("--min-people", type=_non_negative_int, default=1, help="fewest people per image (default 1)")
-    p.add_argument("--max-people", type=_positive_int, default=8, help="most people per image (default 8)")
-    p.add_argument("--height", type=_positive_int, default=None, help="image height (default 384)")
-    p.add_argument("--width", type=_positive_int, default=None, help="image width (default 512)")
+    p.add_argument("--min-people", type=_non_negative_int, default=None,
+                   help="fewest people per image (default 1; 2 with --video)")
+    p.add_argument("--max-people", type=_positive_int, default=None,
+                   help="most people per image (default 8; 5 with --video)")
+    p.add_argument("--height", type=_positive_int, default=None, help="image height (default 384; 288 with --video)")
+    p.add_argument("--width", type=_positive_int, default=None, help="image width (default 512; 384 with --video)")
+    p.add_argument("--video", action="store_true",
+                   help="tracking clips instead: --num clips of --frames frames where the figures walk, turn, cross "
+                        "and occlude each other -> OUT/videos/clip_NNN.mp4 + OUT/annotations.json (PoseTrack-style, "
+                        "ground-truth track_id; default 288x384, 2-5 people)")
+    p.add_argument("--frames", type=_positive_int, default=60, help="--video: frames per clip (default 60)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -211,7 +265,17 @@ def _cmd_synth(args) -> int:
 
     check_output_dir(args.out)
 
-    return synth_main(args.out, args.num, args.seed, args.min_people, args.max_people, args.height, args.width)
+    if args.video:
+        from .data.synthetic_video import write_clips
+
+        path = write_clips(args.out, args.num, args.seed, num_frames=args.frames, height=args.height or 288,
+                           width=args.width or 384,
+                           min_people=2 if args.min_people is None else args.min_people,
+                           max_people=5 if args.max_people is None else args.max_people)
+        print(f"wrote {args.num} clips of {args.frames} frames to {path}")
+        return 0
+    return synth_main(args.out, args.num, args.seed, 1 if args.min_people is None else args.min_people,
+                      8 if args.max_people is None else args.max_people, args.height, args.width)
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert an official AdelaiDet FCPose checkpoint to an fcpose checkpoint",
@@ -308,6 +372,13 @@ def _add_bench(sub) -> None:
     b.add_argument("--calib-images", type=int, default=20, help="calibration images for openvino-int8 (default 20)")
     b.add_argument("--score-threshold", type=float, default=None,
                    help="detection threshold of the backend comparison (default: the model's)")
+    p.add_argument("--video", default=None, metavar="FILE",
+                   help="instead: end-to-end video FPS (threaded decode + network + tracking + render/encode) next "
+                        "to network-only FPS on the same frames (fcpose/inference/video_bench.py)")
+    p.add_argument("--video-frames", type=_positive_int, default=20,
+                   help="--video: frames (the video is looped; default 20)")
+    p.add_argument("--video-rounds", type=_positive_int, default=2,
+                   help="--video: interleaved rounds (default 2)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -333,6 +404,8 @@ def _cmd_bench(args) -> int:
         if args.json:
             print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
         return 0
+    if args.video:
+        return _bench_video(args)
     report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
                        device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
                        compile=args.compile, optimize=not args.no_optimize,
@@ -342,6 +415,24 @@ def _cmd_bench(args) -> int:
                        post_threads=args.post_threads,
                        log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
     print(format_report(report))
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
+    return 0
+
+
+def _bench_video(args) -> int:
+    from .bench import write_json
+    from .inference.sources import VideoReader
+    from .inference.video_bench import format_video_report, run_video_bench
+
+    if args.video_frames < 1 or args.video_rounds < 1:
+        raise FCPoseError("--video-frames and --video-rounds must be >= 1")
+    VideoReader(args.video).close()  # a missing or unreadable video: one line
+    report = run_video_bench(args.video, config=args.config, weights=args.weights, frames=args.video_frames,
+                             rounds=args.video_rounds, warmup=args.warmup, size=args.size, max_size=args.max_size,
+                             device=args.device, threads=args.threads, overrides=args.overrides,
+                             log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+    print(format_video_report(report))
     if args.json:
         print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0
@@ -504,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fcpose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
+    for add in (_add_predict, _add_track, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
                 _add_presets):
         add(sub)
     return parser

@@ -245,6 +245,29 @@ class SolverConfig:
 
 
 @dataclass
+class TrackerConfig:
+    """``fcpose track``: ByteTrack-style association with a box Kalman filter and pose similarity, plus
+    One-Euro keypoint smoothing. Old checkpoints without this section get these defaults."""
+
+    high_threshold: float = 0.5  # detections at or above this score are matched first
+    low_threshold: float = 0.1  # detections in [low, high) are matched second, to the tracks left over
+    new_track_threshold: float = 0.6  # minimum score of a detection that starts a new track
+    pose_weight: float = 0.5  # similarity = (1 - w) * box IoU + w * OKS(predicted track pose, detection); 0: IoU only
+    match_threshold: float = 0.2  # minimum similarity of a match in the first (high-score) round
+    low_match_threshold: float = 0.4  # ... in the second (low-score) round
+    max_missed: int = 30  # frames a track survives without a match (then it ends; a return gets a new id)
+    min_hits: int = 2  # matched frames before a new track is reported (1: at once; the first frame: always)
+    keypoint_threshold: float = 0.05  # keypoints above this score count in OKS and drive the smoothing
+    kalman_std_position: float = 0.05  # measurement noise, fraction of the box size
+    kalman_std_process: float = 0.015  # process noise of the position, fraction of the box size per frame
+    kalman_std_velocity: float = 0.00625  # process noise of the velocity, fraction of the box size per frame
+    smooth: bool = False  # One-Euro smoothing of the keypoints relative to the box centre (``--smooth``)
+    min_cutoff: float = 1.0  # One-Euro minimum cutoff frequency (Hz): lower = less jitter at rest
+    beta: float = 0.02  # One-Euro speed coefficient (per pixel/s): higher = less lag on fast motion
+    d_cutoff: float = 1.0  # One-Euro cutoff of the speed estimate (Hz)
+
+
+@dataclass
 class FCPoseConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     keypoints: KeypointSetConfig = field(default_factory=KeypointSetConfig)
@@ -252,6 +275,7 @@ class FCPoseConfig:
     test: TestConfig = field(default_factory=TestConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     name: str = ""  # preset name, informational
 
     @property

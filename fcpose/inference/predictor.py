@@ -104,3 +104,17 @@ class Predictor:
 
     def __call__(self, image) -> PoseDetections:
         return self.predict([image])[0]
+
+    def track(self, frames, *, tracker=None, smooth: bool | None = None, fps: float | None = None,
+              realtime: bool = False):
+        """Track people across frames: an iterator of :class:`~fcpose.tracking.TrackedPeople`, one per frame.
+
+        ``frames``: an iterable of RGB ``uint8`` arrays or image paths, or one video file, stream URL or
+        webcam index (``"0"``). ``tracker``: a :class:`~fcpose.config.TrackerConfig` (default: the
+        checkpoint's ``tracker`` section) or a :class:`~fcpose.tracking.PoseTracker` to continue.
+        ``smooth`` switches One-Euro keypoint smoothing on or off; ``fps`` is its time base (default: the
+        video's, else 25). See :mod:`fcpose.inference.track`.
+        """
+        from .track import iter_track
+
+        return iter_track(self, frames, tracker=tracker, smooth=smooth, fps=fps, batch_size=1, realtime=realtime)

@@ -162,8 +162,13 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
         else:
             tqdm.write(msg, file=sys.stderr)
 
-    sources, problems = collect_sources(inputs)
-    if not sources:
+    from .sources import expand_globs, is_url, is_webcam
+
+    remote = [str(s) for s in inputs if is_url(str(s)) or is_webcam(str(s))]  # image/stream URLs, webcams
+    inputs, glob_problems = expand_globs([s for s in inputs if str(s) not in remote])
+    sources, problems = collect_sources(inputs) if inputs else ([], [])
+    problems = glob_problems + problems
+    if not sources and not remote:
         raise InputError("; ".join(problems) if problems else "no input images or videos were given")
     check_output_dir(out)  # before the model loads: a bad --out fails at once (created once the model works)
     ids_by_name = _load_ids(annotations)
@@ -226,6 +231,21 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
         results.extend(entries)
         done, seconds, frames, video_frames = done + 1, seconds + elapsed, frames + n_frames, video_frames + n_frames
 
+    interrupted = False
+    if remote:
+        from .remote import predict_remote
+
+        more, remote_failures, interrupted = predict_remote(predictor, remote, out_dir, renderer, render, progress,
+                                                            used, sole=not sources and len(remote) == 1)
+        results.extend(more)
+        failures.extend(remote_failures)
+        done += len(remote) - len(remote_failures)
+        if done:
+            succeeded()
+    if interrupted:
+        path = atomic_write_text(out_dir / "predictions.json", json.dumps(results), what="predictions")
+        say(f"interrupted: {len(results)} detections so far -> {path}")
+        return 130
     if not done:
         raise InputError(failures[0] if len(failures) == 1 else
                          f"none of the {len(failures)} inputs could be used: " + "; ".join(failures))
@@ -236,8 +256,10 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
         parts.append(f"{n} image{'s' if n != 1 else ''}: {_people(people)} (score >= {draw_threshold:g})")
     if video_frames:
         parts.append(f"{video_frames} video frame{'s' if video_frames != 1 else ''}")
+    if remote:
+        parts.append(f"{len(remote) - len(remote_failures)} live or remote source(s)")
     what = "image" if not video_frames else "frame" if frames == video_frames else "image or frame"
-    rate = f", {seconds / frames * 1000:.0f} ms per {what} ({frames / seconds:.1f}/s)" if seconds > 0 else ""
+    rate = f", {seconds / frames * 1000:.0f} ms per {what} ({frames / seconds:.1f}/s)" if seconds > 0 and frames else ""
     say(f"{'; '.join(parts)}{rate} -> {path} (all {len(results)} detections with score >= "
         f"{predictor.params.score_threshold:g})")
     if failures:

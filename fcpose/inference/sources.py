@@ -458,3 +458,190 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+# --------------------------------------------------------------------------------------------
+# Live and remote sources, glob patterns
+# --------------------------------------------------------------------------------------------
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+GLOB_CHARS = set("*?[")
+DEFAULT_URL_TIMEOUT = 10.0
+
+
+def is_webcam(spec: str) -> bool:
+    """A webcam index such as ``0``."""
+    return str(spec).isdigit()
+
+
+def is_url(spec: str) -> bool:
+    return str(spec).lower().startswith(STREAM_SCHEMES)
+
+
+def _url_suffix(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return Path(urlparse(url).path).suffix.lower()
+
+
+def is_image_url(spec: str) -> bool:
+    """An ``http(s)://`` URL whose path ends in an image extension."""
+    return str(spec).lower().startswith(("http://", "https://")) and _url_suffix(str(spec)) in IMAGE_EXTENSIONS
+
+
+def source_name(spec: str) -> str:
+    """A file-name-safe name for a source: the stem of a path or URL path, ``webcam0`` for a webcam."""
+    text = str(spec)
+    if is_webcam(text):
+        return f"webcam{text}"
+    if is_url(text):
+        from urllib.parse import urlparse
+
+        parsed = urlparse(text)
+        stem = Path(parsed.path).stem or parsed.hostname or "stream"
+    else:
+        stem = Path(text).stem or "input"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
+
+
+def _check_url(url: str, timeout: float) -> None:
+    """Fail early, with the reason, when an http(s) URL cannot be fetched."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=0-0"}), timeout=timeout):
+            pass
+    except urllib.error.HTTPError as exc:
+        raise InputError(f"cannot open {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise InputError(f"cannot open {url}: {_one_line(getattr(exc, 'reason', exc))}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot open {url}: {_one_line(exc)}") from None
+
+
+def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: int = 256 << 20) -> np.ndarray:
+    """Download and decode an image from an ``http(s)://`` URL (standard library + PIL) -> RGB uint8.
+
+    Raises:
+        InputError: unreachable, an HTTP error, too large, or not a decodable image.
+    """
+    import io
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            data = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise InputError(f"cannot download image {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise InputError(f"cannot download image {url}: {_one_line(getattr(exc, 'reason', exc))}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot download image {url}: {_one_line(exc)}") from None
+    if len(data) > max_bytes:
+        raise InputError(f"image at {url} is larger than {max_bytes >> 20} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:
+                pass
+            arr = _to_rgb_array(img)
+    except Exception as exc:
+        raise InputError(f"cannot read image {url}: not an image or corrupt ({_one_line(exc)})") from None
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image has zero size: {url}")
+    return arr
+
+
+class StreamReader:
+    """Frames of a webcam (an index such as ``0``) or a network stream (``rtsp://``, ``http(s)://`` ...,
+    through OpenCV's FFmpeg backend) as ``uint8`` ``[H, W, 3]`` RGB arrays; same interface as
+    :class:`VideoReader`. ``frame_count`` is 0 for live streams (unknown); ``is_live`` is True for webcams
+    and non-HTTP streams. A stream can be iterated once.
+
+    Raises:
+        InputError: the camera or URL cannot be opened, or sends no frame (one line, with the reason
+            where the standard library can tell it for http(s)).
+    """
+
+    def __init__(self, spec: str, timeout: float = DEFAULT_URL_TIMEOUT):
+        self.spec = str(spec)
+        self.path = Path(source_name(self.spec))
+        self.is_live = is_webcam(self.spec) or not self.spec.lower().startswith(("http://", "https://"))
+        if self.spec.lower().startswith(("http://", "https://")):
+            _check_url(self.spec, timeout)
+        if is_webcam(self.spec):
+            cap = cv2.VideoCapture(int(self.spec))
+            what = f"webcam {self.spec}"
+        else:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                      int(timeout * 1000)]
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+            what = f"stream {self.spec}"
+        if not cap.isOpened():
+            cap.release()
+            raise InputError(f"cannot open {what} (unreachable, offline or not a video)")
+        ok, frame = cap.read()
+        if not ok or frame is None or frame.size == 0:
+            cap.release()
+            raise InputError(f"{what} sent no frames")
+        self._cap: cv2.VideoCapture | None = cap
+        self._first: np.ndarray | None = _bgr_to_rgb(frame)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps: float = fps if math.isfinite(fps) and 0.0 < fps <= _MAX_PLAUSIBLE_FPS else DEFAULT_FPS
+        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.frame_count: int = int(count) if not self.is_live and math.isfinite(count) and count > 0 else 0
+        self.height, self.width = int(self._first.shape[0]), int(self._first.shape[1])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        while self._cap is not None:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                break
+            yield _bgr_to_rgb(frame)
+
+    def __len__(self) -> int:
+        return self.frame_count
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> StreamReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def expand_globs(inputs: Iterable[str | Path]) -> tuple[list[str], list[str]]:
+    """Replace each glob pattern (``*``, ``?``, ``[``; not an existing path, not a URL) by the files it
+    matches, sorted. Returns ``(inputs, problems)``; a pattern that matches nothing is a problem."""
+    import glob
+
+    out: list[str] = []
+    problems: list[str] = []
+    for item in inputs:
+        text = str(item)
+        if is_url(text) or Path(text).exists() or not (GLOB_CHARS & set(text)):
+            out.append(text)
+            continue
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            problems.append(f"no files match {text}")
+        out.extend(matches)
+    return out, problems
+
+
+def open_frames(spec: str, timeout: float = DEFAULT_URL_TIMEOUT):
+    """A reader of frames for a video file, a webcam index or a stream URL (:class:`VideoReader` or
+    :class:`StreamReader`)."""
+    if is_webcam(spec) or is_url(spec):
+        return StreamReader(spec, timeout=timeout)
+    return VideoReader(spec)

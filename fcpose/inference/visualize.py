@@ -79,6 +79,8 @@ def draw_poses(
     box_color: Color | None = None,
     line_width: int | None = None,
     show_scores: bool = True,
+    colors: Sequence[Color] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Draw people on a copy of an image.
 
@@ -94,6 +96,8 @@ def draw_poses(
         box_color: RGB colour of every box; ``None`` uses each person's palette colour.
         line_width: pixels; ``None`` scales with the image (:func:`default_line_width`).
         show_scores: write each person's score above its box.
+        colors: one RGB colour per person (e.g. by track id) instead of the cycled palette.
+        labels: one text per person (e.g. ``"id 7"``) written instead of the score.
 
     Boxes and joints are coloured per person (:data:`PERSON_COLORS`, cycled), skeleton edges per
     edge index, so left and right limbs differ. People are drawn in increasing score order, so the
@@ -148,16 +152,18 @@ def draw_poses(
         order = sorted(order, key=lambda i: (np.nan_to_num(scores_np[i], nan=-np.inf), -i))
 
     for i in order:
-        color = PERSON_COLORS[i % len(PERSON_COLORS)]
+        color = tuple(colors[i]) if colors is not None else PERSON_COLORS[i % len(PERSON_COLORS)]
         if boxes_np is not None:
             score = None if scores_np is None or not show_scores else float(scores_np[i])
-            _draw_box(out, boxes_np[i], box_color or color, lw, score)
+            label = labels[i] if labels is not None else None
+            _draw_box(out, boxes_np[i], box_color or color, lw, score, label)
         if kpts_np is not None:
             _draw_skeleton(out, kpts_np[i], edges, color, lw, radius, keypoint_threshold)
     return out
 
 
-def _draw_box(img: np.ndarray, box: np.ndarray, color: Color, lw: int, score: float | None) -> None:
+def _draw_box(img: np.ndarray, box: np.ndarray, color: Color, lw: int, score: float | None,
+              label: str | None = None) -> None:
     if not np.all(np.isfinite(box)):
         return
     h, w = img.shape[:2]
@@ -173,9 +179,9 @@ def _draw_box(img: np.ndarray, box: np.ndarray, color: Color, lw: int, score: fl
     py1 = int(np.clip(math.ceil(y1) - 1, -margin, h + margin))
     px1, py1 = max(px0, px1), max(py0, py1)
     cv2.rectangle(img, (px0, py0), (px1, py1), color, lw, cv2.LINE_AA)
-    if score is None or not math.isfinite(score):
+    if label is None and (score is None or not math.isfinite(score)):
         return
-    text = f"{score:.2f}"
+    text = label if label is not None else f"{score:.2f}"
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * lw
     thickness = max(1, lw // 2)
     (tw, th), baseline = cv2.getTextSize(text, font, scale, thickness)

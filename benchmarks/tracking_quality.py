@@ -1,0 +1,288 @@
+"""Tracking quality on synthetic clips, with motmetrics (IDF1, ID switches, MOTA), and One-Euro smoothing.
+
+(a) Tracker only: the ground-truth poses of ``--clips`` synthetic clips (figures walking both ways, so
+    they cross and occlude, bouncing off the borders, some turning; :mod:`fcpose.data.synthetic_video`)
+    turned into detections with box and keypoint noise, random drop-outs, low-score detections and
+    false positives. The same detections go through pose-aware association (the default
+    ``tracker.pose_weight``) and IoU-only association (``pose_weight = 0``); both are reported.
+    Smoothing: mean frame-to-frame keypoint acceleration (jitter, px/frame^2) and mean keypoint error
+    against the ground truth, raw vs One-Euro smoothed, on the same tracks.
+
+(b) With ``--weights``: end to end on rendered clips (``fcpose synth --video``-style MP4s) with a
+    model, scored against the clips' ground truth.
+
+    python benchmarks/tracking_quality.py --clips 24 --json benchmarks/results/tracking_quality.json
+    python benchmarks/tracking_quality.py --clips 4 --frames 40 --weights assets/fcpose_synth_demo.pt \
+        --e2e-only --json benchmarks/results/tracking_e2e.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import motmetrics as mm  # noqa: E402
+
+from fcpose.config import TrackerConfig  # noqa: E402
+from fcpose.data.synthetic import _unit_extent, sample_figure_pose  # noqa: E402
+from fcpose.data.synthetic_video import clip_for  # noqa: E402
+from fcpose.ops.boxes import box_iou  # noqa: E402
+from fcpose.tracking import PoseTracker  # noqa: E402
+
+
+def make_detections(clip, rng, *, drop=0.05, low=0.15, fp_rate=0.3, box_noise=0.03, kpt_noise=0.02):
+    """Per frame: (boxes, scores, keypoints, gt_index per detection (-1 = false positive), truth)."""
+    frames = []
+    for t in range(clip.num_frames):
+        gt = clip.ground_truth(t)
+        boxes, scores, kps, src = [], [], [], []
+        for i in range(len(gt.track_ids)):
+            if rng.random() < drop:
+                continue
+            b = gt.boxes[i]
+            w, h = b[2] - b[0], b[3] - b[1]
+            if w < 4 or h < 4:
+                continue
+            boxes.append(b + rng.normal(0, box_noise, 4) * np.array([w, h, w, h]))
+            scores.append(rng.uniform(0.15, 0.5) if rng.random() < low else rng.uniform(0.6, 1.0))
+            k = gt.keypoints[i] + rng.normal(0, kpt_noise * h, (17, 2))
+            ks = np.where(gt.labelled[i], rng.uniform(0.3, 1.0, 17), 0.01)
+            kps.append(np.concatenate([k, ks[:, None]], 1))
+            src.append(i)
+        for _ in range(rng.poisson(fp_rate)):  # a false positive: some other figure somewhere
+            pose = sample_figure_pose(rng)
+            kxy, (x0, y0, x1, y1) = _unit_extent(pose, 0.0)
+            s = rng.uniform(0.3, 0.6) * clip.height / (y1 - y0)
+            off = np.array([rng.uniform(0, clip.width), rng.uniform(0.3, 1.0) * clip.height]) - np.array(
+                [0.5 * (x0 + x1), y1]) * s
+            boxes.append(np.array([x0 * s, y0 * s, x1 * s, y1 * s]) + np.r_[off, off])
+            scores.append(rng.uniform(0.1, 0.7))
+            kps.append(np.concatenate([kxy * s + off, rng.uniform(0.1, 0.8, (17, 1))], 1))
+            src.append(-1)
+        n = len(boxes)
+        frames.append((np.asarray(boxes).reshape(n, 4), np.asarray(scores).reshape(n),
+                       np.asarray(kps).reshape(n, 17, 3), np.asarray(src, np.int64), gt))
+    return frames
+
+
+def iou_distance(gt_boxes: np.ndarray, hyp_boxes: np.ndarray) -> np.ndarray:
+    """The motmetrics distance 1 - IoU (xyxy boxes, fcpose.ops.boxes.box_iou), NaN where IoU < 0.5 (no match).
+
+    Same as ``motmetrics.distances.iou_matrix(..., max_iou=0.5)``, which motmetrics 1.4.0 cannot run on
+    NumPy 2 (it calls the removed ``np.asfarray``)."""
+    iou = box_iou(torch.as_tensor(np.asarray(gt_boxes, np.float64).reshape(-1, 4)),
+                  torch.as_tensor(np.asarray(hyp_boxes, np.float64).reshape(-1, 4))).numpy()
+    dist = 1.0 - iou
+    dist[dist > 0.5] = np.nan
+    return dist
+
+
+def run_tracker(frames, cfg: TrackerConfig):
+    tracker = PoseTracker(cfg, fps=25.0)
+    acc = mm.MOTAccumulator(auto_id=True)
+    outputs = []
+    for boxes, scores, kps, src, gt in frames:
+        out = tracker.update(boxes, scores, kps, image_size=(0, 0))
+        acc.update(gt.track_ids.tolist(), out.track_ids.tolist(), iou_distance(gt.boxes, out.boxes))
+        outputs.append((out, src, gt))
+    return acc, outputs
+
+
+def smoothing_stats(outputs) -> dict:
+    """Jitter and error of the reported keypoints, per (track id, keypoint), where the detection is a true
+    person and the keypoint is labelled; raw (detector) vs reported (smoothed if on) vs ground truth."""
+    series: dict[tuple[int, int], list] = {}
+    for t, (out, src, gt) in enumerate(outputs):
+        for j in range(len(out)):
+            g = int(src[out.detection_index[j]])
+            if g < 0:
+                continue
+            tid = int(out.track_ids[j])
+            for k in range(17):
+                if gt.labelled[g, k]:
+                    series.setdefault((tid, k), []).append((t, out.keypoints[j, k, :2], out.raw_keypoints[j, k, :2],
+                                                            gt.keypoints[g, k]))
+    acc = {"smoothed": [], "raw": [], "truth": []}
+    err = {"smoothed": [], "raw": []}
+    for items in series.values():
+        for a, b, c in zip(items, items[1:], items[2:]):
+            if c[0] - a[0] != 2:  # three consecutive frames only
+                continue
+            for name, idx in (("smoothed", 1), ("raw", 2), ("truth", 3)):
+                acc[name].append(float(np.linalg.norm(c[idx] - 2 * b[idx] + a[idx])))
+        for it in items:
+            err["smoothed"].append(float(np.linalg.norm(it[1] - it[3])))
+            err["raw"].append(float(np.linalg.norm(it[2] - it[3])))
+    return {
+        "jitter_raw": float(np.mean(acc["raw"])), "jitter_smoothed": float(np.mean(acc["smoothed"])),
+        "jitter_ground_truth": float(np.mean(acc["truth"])),
+        "error_raw": float(np.mean(err["raw"])), "error_smoothed": float(np.mean(err["smoothed"])),
+    }
+
+
+METRICS = ["idf1", "num_switches", "mota", "motp", "num_false_positives", "num_misses", "num_unique_objects",
+           "mostly_tracked", "num_fragmentations"]
+
+
+def summarize(accs, names) -> dict:
+    mh = mm.metrics.create()
+    summary = mh.compute_many(accs, metrics=METRICS, names=names, generate_overall=True)
+    row = summary.loc["OVERALL"]
+    return {m: (float(row[m]) if "num" not in m and m != "mostly_tracked" else int(row[m])) for m in METRICS}
+
+
+def count_crossings(frames) -> tuple[int, int]:
+    """(crossings, crossings with box IoU > 0.3): a pair of people whose left-right order changes between two
+    consecutive frames."""
+    crossings = overlapping = 0
+    prev = None
+    for *_, gt in frames:
+        cx = {int(t): 0.5 * (b[0] + b[2]) for t, b in zip(gt.track_ids, gt.boxes)}
+        boxes = {int(t): b for t, b in zip(gt.track_ids, gt.boxes)}
+        if prev is not None:
+            ids = sorted(set(cx) & set(prev))
+            for a_i, a in enumerate(ids):
+                for b in ids[a_i + 1:]:
+                    if (cx[a] - cx[b]) * (prev[a] - prev[b]) < 0:
+                        crossings += 1
+                        iou = box_iou(torch.as_tensor(boxes[a][None]), torch.as_tensor(boxes[b][None]))
+                        overlapping += int(float(iou) > 0.3)
+        prev = cx
+    return crossings, overlapping
+
+
+def tracker_only(args) -> dict:
+    base = TrackerConfig()
+    variants = {"pose_aware": TrackerConfig(pose_weight=base.pose_weight),
+                "iou_only": TrackerConfig(pose_weight=0.0)}
+    accs = {k: [] for k in variants}
+    smooth_outputs = []
+    crossings = [0, 0]
+    t0 = time.perf_counter()
+    for c in range(args.clips):
+        clip = clip_for(args.seed, c, num_frames=args.frames, min_people=args.min_people, max_people=args.max_people)
+        frames = make_detections(clip, np.random.default_rng([args.seed, c, 1]), drop=args.drop,
+                                 box_noise=args.box_noise, kpt_noise=args.kpt_noise, fp_rate=args.fp_rate)
+        c_all, c_overlap = count_crossings(frames)
+        crossings[0] += c_all
+        crossings[1] += c_overlap
+        for name, cfg in variants.items():
+            acc, _ = run_tracker(frames, cfg)
+            accs[name].append(acc)
+        _, outs = run_tracker(frames, TrackerConfig(pose_weight=base.pose_weight, smooth=True))
+        smooth_outputs += [outs]
+    names = [f"clip_{c:03d}" for c in range(args.clips)]
+    result = {name: summarize(a, names) for name, a in accs.items()}
+    stats = [smoothing_stats(o) for o in smooth_outputs]
+    sm = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+    sm["jitter_reduction"] = 1.0 - sm["jitter_smoothed"] / sm["jitter_raw"]
+    sm["error_change"] = sm["error_smoothed"] / sm["error_raw"] - 1.0
+    sm.update(min_cutoff=base.min_cutoff, beta=base.beta, d_cutoff=base.d_cutoff)
+    result["smoothing"] = sm
+    result["crossings"] = {"pairs_passing_each_other": crossings[0], "with_box_iou_above_0.3": crossings[1]}
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def end_to_end(args) -> dict:
+    """Rendered clips through the model (once per frame) and the tracker (pose-aware and IoU-only on the same
+    detections), scored against the clips' ground truth."""
+    from fcpose.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(args.weights, device="cpu", min_size=args.size, max_size=args.max_size)
+    variants = {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
+    accs = {k: [] for k in variants}
+    names = []
+    t0 = time.perf_counter()
+    frames_done = 0
+    net_seconds = 0.0
+    for c in range(args.clips):
+        clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
+                        max_people=args.max_people)
+        trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0) for k, cfg in variants.items()}
+        acc = {k: mm.MOTAccumulator(auto_id=True) for k in variants}
+        for t in range(clip.num_frames):
+            scene, _ = clip.scene(t)
+            image = scene.render().image
+            gt = clip.ground_truth(t)
+            t1 = time.perf_counter()
+            dets = predictor(image)
+            net_seconds += time.perf_counter() - t1
+            for k, tracker in trackers.items():
+                people = tracker.update_detections(dets)
+                keep = people.scores >= args.e2e_min_score
+                acc[k].update(gt.track_ids.tolist(), people.track_ids[keep].tolist(),
+                              iou_distance(gt.boxes, people.boxes[keep]))
+            frames_done += 1
+        for k in variants:
+            accs[k].append(acc[k])
+        names.append(f"clip_{c:03d}")
+        print(f"(b) clip {c + 1}/{args.clips} done", file=sys.stderr, flush=True)
+    out = {k: summarize(a, names) for k, a in accs.items()}
+    out.update(weights=str(args.weights), clips=args.clips, frames=args.frames, size=predictor.min_size,
+               max_size=predictor.max_size, min_score_reported=args.e2e_min_score,
+               seconds=round(time.perf_counter() - t0, 1), network_seconds=round(net_seconds, 1))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--min-people", type=int, default=3)
+    ap.add_argument("--max-people", type=int, default=6)
+    ap.add_argument("--drop", type=float, default=0.05, help="(a): probability that a person is not detected")
+    ap.add_argument("--box-noise", type=float, default=0.03, help="(a): box noise std, fraction of the box size")
+    ap.add_argument("--kpt-noise", type=float, default=0.02, help="(a): keypoint noise std, fraction of the height")
+    ap.add_argument("--fp-rate", type=float, default=0.3, help="(a): mean false positives per frame")
+    ap.add_argument("--weights", default=None, help="also run (b) end to end with this model")
+    ap.add_argument("--e2e-only", action="store_true", help="only (b)")
+    ap.add_argument("--e2e-min-score", type=float, default=0.3, help="(b): people reported at or above this score")
+    ap.add_argument("--size", type=int, default=None, help="(b): test short side")
+    ap.add_argument("--max-size", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    report = {"benchmark": "tracking_quality", "clips": args.clips, "frames_per_clip": args.frames,
+              "people_per_clip": [args.min_people, args.max_people], "seed": args.seed,
+              "detection_noise": {"drop": args.drop, "box_noise": args.box_noise, "kpt_noise": args.kpt_noise,
+                                  "fp_rate": args.fp_rate, "low_score_fraction": 0.15},
+              "machine": platform.platform(), "metrics_library": f"motmetrics {mm.__version__}"}
+    if not args.e2e_only:
+        report["tracker_only"] = tracker_only(args)
+        r = report["tracker_only"]
+        for name in ("pose_aware", "iou_only"):
+            m = r[name]
+            print(f"(a) {name:10s} IDF1 {m['idf1']:.4f}  ID switches {m['num_switches']:4d}  MOTA {m['mota']:.4f}  "
+                  f"FP {m['num_false_positives']}  misses {m['num_misses']}  fragmentations {m['num_fragmentations']}")
+        print(f"(a) {r['crossings']['pairs_passing_each_other']} crossings "
+              f"({r['crossings']['with_box_iou_above_0.3']} with box IoU > 0.3)")
+        s = r["smoothing"]
+        print(f"(a) smoothing: jitter {s['jitter_raw']:.3f} -> {s['jitter_smoothed']:.3f} px/frame^2 "
+              f"({100 * s['jitter_reduction']:.1f}% less; ground truth itself {s['jitter_ground_truth']:.3f}), "
+              f"error {s['error_raw']:.3f} -> {s['error_smoothed']:.3f} px ({100 * s['error_change']:+.1f}%)")
+    if args.weights:
+        report["end_to_end"] = end_to_end(args)
+        for name in ("pose_aware", "iou_only"):
+            m = report["end_to_end"][name]
+            print(f"(b) {name:10s} end to end ({args.weights}): IDF1 {m['idf1']:.4f}  ID switches "
+                  f"{m['num_switches']}  MOTA {m['mota']:.4f}  FP {m['num_false_positives']}  "
+                  f"misses {m['num_misses']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""``fcpose track``: people tracked across the frames of videos, streams, webcams and image sequences.
+
+Each SOURCE is one sequence: a video file, a webcam index (``0``), a stream URL (``rtsp://``,
+``http(s)://`` video), an image URL (one frame), a folder of images or a glob pattern of images (frames
+in file-name order), or one image. Outputs in ``--out``:
+
+* ``tracks.json``: PoseTrack18-style (see :mod:`fcpose.tracking.posetrack`), one ``vid_id`` per source;
+* ``mot/NAME.txt`` with ``--mot``: MOT-challenge lines ``frame,id,x,y,w,h,score,-1,-1,-1``;
+* ``NAME.mp4`` (unless ``--no-render``): every person coloured by ``track_id``, with the id written.
+
+Decoding, inference and rendering/encoding overlap (:mod:`fcpose.inference.pipeline`). Every output is
+complete or absent: the JSON is rewritten atomically (every ``flush_seconds`` while a stream runs and at
+the end, also after Ctrl-C), the video is written under a temporary name and renamed once closed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import TrackerConfig, apply_overrides
+from ..errors import InputError
+from ..tracking.posetrack import PoseTrackWriter, person_entry
+from ..tracking.tracker import PoseTracker, TrackedPeople
+from .pipeline import OrderedSink, Prefetcher
+from .sources import (
+    DEFAULT_URL_TIMEOUT,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    VideoWriter,
+    expand_globs,
+    is_image_url,
+    is_url,
+    is_webcam,
+    open_frames,
+    read_image,
+    read_image_url,
+    source_name,
+)
+from .visualize import PERSON_COLORS, draw_poses
+
+DEFAULT_KEYPOINT_THRESHOLD = {"softmax": 0.05, "logit": 0.0}
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """The colour of a track: the person palette indexed by ``track_id``."""
+    return PERSON_COLORS[int(track_id) % len(PERSON_COLORS)]
+
+
+# --------------------------------------------------------------------------------------------
+# Sequences
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Sequence:
+    """One source to track: its frames and what is known about them."""
+
+    name: str
+    frames: Iterable[np.ndarray]
+    fps: float = 25.0
+    frame_count: int = 0  # 0: unknown (a stream)
+    is_live: bool = False
+    closers: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for c in self.closers:
+            c()
+
+
+class _ImageFrames:
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for p in self.paths:
+            yield read_image(p)
+
+
+def open_sequences(inputs: list[str], timeout: float = DEFAULT_URL_TIMEOUT) -> tuple[list[Any], list[str]]:
+    """Expand the command-line sources -> (``[(name, opener)]``, problems). Openers run lazily so one
+    unreachable stream does not stop the others."""
+    expanded_groups: list[tuple[str, list[str]]] = []
+    problems: list[str] = []
+    for item in inputs:
+        text = str(item)
+        if is_url(text) or is_webcam(text) or Path(text).exists():
+            expanded_groups.append((text, [text]))
+            continue
+        files, probs = expand_globs([text])
+        problems += probs
+        if files:
+            expanded_groups.append((text, files))
+
+    out: list[tuple[str, Any]] = []
+    for _label, files in expanded_groups:
+        if len(files) == 1 and (is_url(files[0]) or is_webcam(files[0])):
+            spec = files[0]
+            if is_image_url(spec):
+                out.append((source_name(spec), lambda s=spec: Sequence(source_name(s), [read_image_url(s, timeout)],
+                                                                       frame_count=1)))
+            else:
+                out.append((source_name(spec), lambda s=spec: _open_stream(s, timeout)))
+            continue
+        paths = [Path(f) for f in files]
+        if len(paths) == 1 and paths[0].is_dir():
+            paths = sorted((p for p in paths[0].iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not p.name.startswith(".")), key=lambda p: p.name)
+            if not paths:
+                problems.append(f"folder contains no images: {files[0]}")
+                continue
+            name = source_name(files[0])
+        else:
+            name = source_name(str(paths[0].parent.resolve())) if len(paths) > 1 else None
+        videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
+        images = [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS]
+        for p in paths:
+            if p not in videos and p not in images:
+                problems.append(f"unsupported file type '{p.suffix or '(none)'}': {p}")
+        for v in videos:
+            out.append((source_name(str(v)), lambda s=str(v): _open_stream(s, timeout)))
+        if images:
+            seq_name = name or source_name(str(images[0]))
+            out.append((seq_name, lambda ims=images, n=seq_name: Sequence(n, _ImageFrames(ims),
+                                                                        frame_count=len(ims))))
+    return out, problems
+
+
+def _open_stream(spec: str, timeout: float) -> Sequence:
+    reader = open_frames(spec, timeout=timeout)
+    return Sequence(source_name(spec), reader, fps=reader.fps, frame_count=reader.frame_count,
+                    is_live=bool(getattr(reader, "is_live", False)), closers=[reader.close])
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+def track_frames(predictor, frames: Iterable[np.ndarray], tracker: PoseTracker, *, batch_size: int = 1,
+                 realtime: bool = False, prefetch: int = 8) -> Iterator[tuple[np.ndarray, TrackedPeople]]:
+    """Detect and track: yields ``(frame, people)`` in frame order. Frames are decoded ahead in a thread
+    (``prefetch`` of them); ``realtime`` drops the oldest decoded frames when inference falls behind."""
+    batch_size = 1 if realtime else max(1, int(batch_size))
+    with Prefetcher(frames, maxsize=max(prefetch, 2 * batch_size), drop=realtime) as pre:
+        batch: list[np.ndarray] = []
+        for _, frame in pre:
+            batch.append(frame)
+            if len(batch) < batch_size:
+                continue
+            for f, dets in zip(batch, predictor.predict(batch)):
+                yield f, tracker.update_detections(dets)
+            batch = []
+        if batch:
+            for f, dets in zip(batch, predictor.predict(batch)):
+                yield f, tracker.update_detections(dets)
+
+
+def iter_track(predictor, frames, *, tracker: TrackerConfig | PoseTracker | None = None, smooth: bool | None = None,
+               fps: float | None = None, batch_size: int = 1, realtime: bool = False,
+               timeout: float = DEFAULT_URL_TIMEOUT) -> Iterator[TrackedPeople]:
+    """:meth:`Predictor.track`: ``frames`` is an iterable of RGB ``uint8`` arrays (or image paths), or one
+    video file / stream URL / webcam index; yields one :class:`TrackedPeople` per frame, in order."""
+    closers = []
+    if isinstance(frames, (str, Path)):
+        reader = open_frames(str(frames), timeout=timeout)
+        closers.append(reader.close)
+        fps = fps or reader.fps
+        frames = reader
+    else:
+        frames = (read_image(f) if isinstance(f, (str, Path)) else predictor._as_array(f) for f in frames)
+    if isinstance(tracker, PoseTracker):
+        trk = tracker
+    else:
+        cfg = tracker if tracker is not None else predictor.cfg.tracker
+        if smooth is not None:
+            import copy
+
+            cfg = copy.deepcopy(cfg)
+            cfg.smooth = bool(smooth)
+        trk = make_tracker(predictor, cfg, fps=fps or 25.0)
+    try:
+        for _, people in track_frames(predictor, frames, trk, batch_size=batch_size, realtime=realtime):
+            yield people
+    finally:
+        for c in closers:
+            c()
+
+
+def make_tracker(predictor, cfg: TrackerConfig | None = None, fps: float = 25.0) -> PoseTracker:
+    cfg = cfg if cfg is not None else predictor.cfg.tracker
+    return PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=fps)
+
+
+def tracker_config(base: TrackerConfig, overrides: list[str] | None, smooth: bool | None) -> TrackerConfig:
+    """The checkpoint's tracker section, with ``--set tracker.KEY=VALUE`` overrides and ``--smooth``."""
+    from ..config import FCPoseConfig
+
+    cfg = FCPoseConfig()
+    cfg.tracker = base
+    bad = [o for o in overrides or [] if not o.strip().startswith("tracker.")]
+    if bad:
+        raise InputError(f"--set only takes tracker.* keys here, got {bad[0]!r}")
+    cfg = apply_overrides(cfg, overrides)
+    if smooth is not None:
+        cfg.tracker.smooth = bool(smooth)
+    t = cfg.tracker
+    if not 0 <= t.low_threshold <= t.high_threshold <= 1 or t.max_missed < 0 or t.min_hits < 1:
+        raise InputError("tracker: need 0 <= low_threshold <= high_threshold <= 1, max_missed >= 0, min_hits >= 1")
+    if t.min_cutoff <= 0 or t.d_cutoff <= 0 or t.beta < 0 or not 0 <= t.pose_weight <= 1:
+        raise InputError("tracker: need min_cutoff > 0, d_cutoff > 0, beta >= 0 and 0 <= pose_weight <= 1")
+    return t
+
+
+class _VideoSink:
+    """Renders and encodes frames in order (in the :class:`OrderedSink` thread); the file is written
+    under a hidden temporary name, opened at the first frame, and renamed when closed."""
+
+    def __init__(self, path: Path, fps: float, skeleton, keypoint_threshold: float, draw_threshold: float):
+        self.path = path
+        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.fps = fps
+        self.skeleton = skeleton
+        self.keypoint_threshold = keypoint_threshold
+        self.draw_threshold = draw_threshold
+        self.writer: VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+
+    def __call__(self, item) -> None:
+        frame, people = item
+        if self.writer is None:
+            self.size = (frame.shape[1], frame.shape[0])
+            self.writer = VideoWriter(self.tmp, self.fps, frame.shape[1], frame.shape[0])
+        keep = people.scores >= self.draw_threshold
+        ids = people.track_ids[keep]
+        image = draw_poses(frame, people.boxes[keep], people.scores[keep], people.keypoints[keep], self.skeleton,
+                           keypoint_threshold=self.keypoint_threshold, colors=[track_color(i) for i in ids],
+                           labels=[f"id {int(i)}" for i in ids])
+        if (image.shape[1], image.shape[0]) != self.size:
+            import cv2
+
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+
+    def finish(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False, mot: bool = False,
+              render: bool = True, realtime: bool = False, overrides: list[str] | None = None,
+              score_threshold: float | None = None, device: str = "cpu", size: int | None = None,
+              max_size: int | None = None, batch_size: int = 1, draw_threshold: float = 0.3,
+              keypoint_threshold: float | None = None, progress: bool = True, precision: str = "fp32",
+              compile: bool = False, optimize: bool = True, timeout: float = DEFAULT_URL_TIMEOUT,
+              flush_seconds: float = 10.0) -> int:
+    """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed).
+    Ctrl-C ends the run after writing everything processed so far (KeyboardInterrupt is raised again)."""
+    from .predictor import Predictor
+
+    sequences, problems = open_sequences(inputs, timeout=timeout)
+    if not sequences:
+        raise InputError("; ".join(problems) if problems else "no sources were given")
+    predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
+                                          score_threshold=score_threshold, batch_size=batch_size,
+                                          optimize=optimize, precision=precision, compile=compile)
+    tcfg = tracker_config(predictor.cfg.tracker, overrides, smooth)
+    kthr = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
+            if keypoint_threshold is None else keypoint_threshold)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = PoseTrackWriter(out_dir / "tracks.json", mot_dir=out_dir / "mot" if mot else None,
+                             keypoint_names=predictor.cfg.keypoints.names, skeleton=predictor.cfg.keypoints.skeleton)
+    failures = list(problems)
+    used: set[str] = set()
+    totals = [0, 0]  # frames, people (kept up to date, for the summary after Ctrl-C too)
+    opened = 0
+    try:
+        for name, opener in sequences:
+            unique = name
+            i = 1
+            while unique in used:
+                unique = f"{name}_{i}"
+                i += 1
+            used.add(unique)
+            try:
+                seq = opener()
+            except InputError as exc:
+                if len(sequences) == 1:
+                    raise  # the only source: one line, exit status 2
+                failures.append(str(exc))
+                print(f"warning: {exc}", file=sys.stderr)
+                continue
+            opened += 1
+            _track_sequence(predictor, seq, unique, writer, out_dir, tcfg, kthr, totals, render=render,
+                            realtime=realtime, batch_size=batch_size, progress=progress,
+                            draw_threshold=draw_threshold, flush_seconds=flush_seconds)
+    finally:
+        if opened:
+            path = writer.write()  # complete and valid, also after Ctrl-C
+            print(f"{totals[1]} tracked people in {totals[0]} frame(s) -> {path}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} source(s) failed: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _track_sequence(predictor, seq: Sequence, name: str, writer: PoseTrackWriter, out_dir: Path,
+                    tcfg: TrackerConfig, kthr: float, totals: list[int], *, render: bool, realtime: bool,
+                    batch_size: int, progress: bool, draw_threshold: float, flush_seconds: float) -> None:
+    tracker = make_tracker(predictor, tcfg, fps=seq.fps)
+    vnum = writer.add_video(name)
+    frames = 0
+    sink_fn = None
+    with ExitStack() as stack:
+        stack.callback(seq.close)
+        if render:
+            sink_fn = _VideoSink(out_dir / f"{name}.mp4", seq.fps, predictor.cfg.keypoints.skeleton, kthr,
+                                 draw_threshold)
+            stack.callback(sink_fn.finish)  # runs after the sink thread has drained (LIFO)
+            sink = stack.enter_context(OrderedSink(sink_fn, maxsize=8))
+        # A stream has no length: tqdm then shows the frame count and the rate (FPS) instead of a bar.
+        bar = stack.enter_context(tqdm(total=seq.frame_count or None, desc=name, unit="frame",
+                                       disable=not progress, file=sys.stderr, dynamic_ncols=True))
+        last_flush = time.monotonic()
+        # Closed first on the way out (Ctrl-C too): stops the decoder thread before the reader is closed.
+        loop = stack.enter_context(closing(track_frames(predictor, seq.frames, tracker, batch_size=batch_size,
+                                                        realtime=realtime and seq.is_live)))
+        for frame, tracked in loop:
+            entries = [person_entry(int(t), b, float(s), k) for t, b, s, k in
+                       zip(tracked.track_ids, tracked.boxes, tracked.scores, tracked.keypoints)]
+            writer.add_frame(vnum, frames, entries, file_name=name, width=frame.shape[1], height=frame.shape[0])
+            if render:
+                sink.put((frame, tracked))
+            frames += 1
+            totals[0] += 1
+            totals[1] += len(entries)
+            bar.update(1)
+            if seq.frame_count == 0 and time.monotonic() - last_flush > flush_seconds:
+                writer.write()  # a live stream: keep a valid JSON of everything so far on disk
+                last_flush = time.monotonic()
