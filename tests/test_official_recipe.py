@@ -273,3 +273,25 @@ def test_checkpoint_records_what_it_was_trained_on(tmp_path):
     assert trained_on_label(str(tmp_path / "s" / "annotations.json")) == "synthetic"
     (tmp_path / "real.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     assert trained_on_label(str(tmp_path / "real.json")) == "real.json"
+
+
+def test_an_unreadable_training_image_is_skipped(coco_tiny, tmp_path, capsys):
+    """One corrupt image does not end a training run: it is named once and the next image takes its place."""
+    import shutil
+
+    from fcpose.data.coco import CocoKeypointDataset
+    from fcpose.engine.trainer import EpochIndexed
+
+    images = tmp_path / "images"
+    shutil.copytree(coco_tiny, images)
+    (images / "000000000785.jpg").write_bytes(b"not a jpeg")
+    dataset = EpochIndexed(CocoKeypointDataset(coco_tiny / "person_keypoints.json", images))
+    bad = next(i for i, r in enumerate(dataset.dataset.records) if r["file_name"] == "000000000785.jpg")
+    item = dataset[(0, bad)]
+    assert item["file_name"] != "000000000785.jpg"
+    dataset[(1, bad)]
+    assert capsys.readouterr().err.count("skipping a training image") == 1
+    for name in ("000000040083.jpg", "000000196141.jpg", "000000197388.jpg"):
+        (images / name).write_bytes(b"")
+    with pytest.raises(Exception, match="cannot|corrupt|empty|read"):
+        dataset[(0, 0)]

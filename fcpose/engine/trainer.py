@@ -29,7 +29,7 @@ from ..config import FCPoseConfig, to_dict
 from ..data.augment import TrainTransform
 from ..data.coco import CocoKeypointDataset, keypoint_set_from_coco
 from ..data.collate import collate, to_model_input
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InputError
 from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
 from ..model.backbone import load_imagenet_weights
@@ -81,10 +81,16 @@ class IterationSampler(Sampler):
 
 
 class EpochIndexed(Dataset):
-    """``dataset[(epoch, index)]`` = the item ``index`` with the augmentation of ``epoch``."""
+    """``dataset[(epoch, index)]`` = the item ``index`` with the augmentation of ``epoch``.
+
+    An image that cannot be read (missing, corrupt, another size than its annotation says) does not end the
+    run: one line names it (once per image and process) and the next readable item takes its place, so the
+    substitute is the same whatever the worker; if no image at all can be read, the error is raised.
+    """
 
     def __init__(self, dataset: CocoKeypointDataset):
         self.dataset = dataset
+        self.reported: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -92,7 +98,17 @@ class EpochIndexed(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
         self.dataset.set_epoch(epoch)
-        return self.dataset[index]
+        first: InputError | None = None
+        for step in range(len(self.dataset)):
+            i = (index + step) % len(self.dataset)
+            try:
+                return self.dataset[i]
+            except InputError as exc:
+                first = first or exc
+                if i not in self.reported:
+                    self.reported.add(i)
+                    print(f"warning: skipping a training image: {exc}", file=sys.stderr)
+        raise first
 
 
 # ----------------------------------------------------------------------------------------------
