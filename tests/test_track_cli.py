@@ -168,7 +168,7 @@ def test_sigint_during_a_video_leaves_valid_outputs(clip_dir, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fcpose", "track", str(long_video), "--weights", str(DEMO),
                              "--out", str(out), "--no-progress", *SIZE], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    partial = out / ".long.partial.mp4"
+    partial = out / ".long.part.mp4"  # VideoWriter's temporary file (H.264 through PyAV, a dev dependency)
     deadline = time.monotonic() + 240
     while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the video is opened at the first rendered frame

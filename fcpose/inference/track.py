@@ -15,7 +15,6 @@ the end, also after Ctrl-C), the video is written under a temporary name and ren
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -222,8 +221,7 @@ class _VideoSink:
     under a hidden temporary name, opened at the first frame, and renamed when closed."""
 
     def __init__(self, path: Path, fps: float, skeleton, keypoint_threshold: float, draw_threshold: float):
-        self.path = path
-        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.path = path  # VideoWriter writes a hidden temporary file and renames it when closed
         self.fps = fps
         self.skeleton = skeleton
         self.keypoint_threshold = keypoint_threshold
@@ -235,7 +233,7 @@ class _VideoSink:
         frame, people = item
         if self.writer is None:
             self.size = (frame.shape[1], frame.shape[0])
-            self.writer = VideoWriter(self.tmp, self.fps, frame.shape[1], frame.shape[0])
+            self.writer = VideoWriter(self.path, self.fps, frame.shape[1], frame.shape[0])
         keep = people.scores >= self.draw_threshold
         ids = people.track_ids[keep]
         image = draw_poses(frame, people.boxes[keep], people.scores[keep], people.keypoints[keep], self.skeleton,
@@ -251,8 +249,7 @@ class _VideoSink:
         if self.writer is None:
             return None
         self.writer.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self.writer.path  # .mp4, or .webm where no H.264 encoder is installed
 
 
 def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False, mot: bool = False,
