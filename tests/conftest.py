@@ -83,6 +83,10 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    # The OpenVINO/NNCF tests run last: after NNCF has quantised a model in this process, a later training
+    # test crashed the interpreter (segfault in native code, reproduced with test_openvino.py followed by
+    # test_train_checks.py; not seen in separate processes). Known limitation, see the closing note.
+    items.sort(key=lambda item: item.fspath.basename == "test_openvino.py")
     if config.getoption("--runslow") or os.environ.get("FCPOSE_RUNSLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow end-to-end check: run with --runslow (make test-all)")

@@ -369,8 +369,11 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
                                start_iter=start_iter, max_iter=s.max_iter)
     workers = clamp_workers(s.num_workers if num_workers is None else num_workers, verbose=main)
+    # Workers are spawned, not forked: forking a process that holds native thread pools (OpenMP, oneDNN,
+    # OpenVINO) is unsafe.
     loader = DataLoader(EpochIndexed(dataset), batch_size=sampler.local, sampler=sampler, collate_fn=collate,
-                        num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False)
+                        num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
+                        multiprocessing_context="spawn" if workers > 0 else None)
 
     logger = _Logger(out_dir, main)
     metrics: dict = {}
