@@ -27,7 +27,7 @@ from fcpose.bench import machine_info, summarize, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
 from fcpose.export.onnx import export_onnx
 from fcpose.export.onnx_predictor import OnnxPredictor
-from fcpose.inference.optimize import InferenceRunner
+from fcpose.inference.runner import InferenceRunner
 from fcpose.inference.predictor import Predictor
 from fcpose.model.fcpose import build_model
 
@@ -56,18 +56,17 @@ def bench_preset(preset: str, runs: int, warmup: int, threads: int | None, workd
     path = export_onnx(model, workdir / f"{preset}.onnx", size=(h, w), dynamic=False)
     export_s = time.perf_counter() - t0
     ort_pred = OnnxPredictor(path, threads=threads or torch.get_num_threads())
-    runners = {"torch_optimized": InferenceRunner(model, optimize=True),
-               "torch_reference": InferenceRunner(model, optimize=False)}
     entry = {"config": preset, "input_shape": [h, w], "export_s": round(export_s, 1), "workloads": []}
     for threshold in (0.0, 1.0):
-        params = plain.params
-        params.score_threshold = threshold
+        post = plain.postprocessor.with_params(score_threshold=threshold)
+        runners = {"torch_optimized": InferenceRunner(model, post, optimize=True),
+                   "torch_reference": InferenceRunner(model, post, optimize=False)}
         res = {"score_threshold": threshold}
         stats, out = _time(lambda t=threshold: ort_pred.run_raw(batch.numpy(), t), runs, warmup)
         res["onnxruntime_ms"] = stats
         res["people"] = int(out["scores"].shape[0])
         for name, runner in runners.items():
-            stats, dets = _time(lambda r=runner, q=params: r(batch, [resized], [resized], q), runs, warmup)
+            stats, dets = _time(lambda r=runner: r(batch, [resized], [resized]), runs, warmup)
             res[f"{name}_ms"] = stats
             res[f"{name}_people"] = len(dets[0])
         res["onnxruntime_vs_torch_optimized"] = round(res["onnxruntime_ms"]["median"] /

@@ -25,10 +25,9 @@ import torch
 
 from fcpose.bench import machine_info, summarize, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
-from fcpose.inference.optimize import InferenceRunner
+from fcpose.inference.runner import InferenceRunner
 from fcpose.inference.predictor import Predictor
 from fcpose.inference.sources import read_image
-from fcpose.postprocess import DetectionParams
 from fcpose.targets.boxes import decode_ltrb
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     pre = Predictor(fp32.model, device=dev)
     paths = sorted(Path(args.images).glob("*.jpg")) if Path(args.images).is_dir() else []
     images = [(str(p), read_image(p)) for p in paths] or [("synthetic", synthetic_image(800, 1333))]
-    params = DetectionParams.from_config(model.cfg.test)
+    post = fp32.postprocessor
+
+    def keypoints(runner: InferenceRunner, dense, inst):
+        """The same people's keypoints decoded from one runner's dense maps (input pixels)."""
+        with torch.inference_mode():
+            return post.keypoints(dense, inst, runner.model.instance_params(dense, inst))
+
     kp_dev, kp_score_dev, box_dev, score_dev, overlap, t32, tlow = [], [], [], [], [], [], []
     floor, gaps, peaks = [], [], []
     for _, image in images:
@@ -98,18 +103,19 @@ def main(argv: list[str] | None = None) -> int:
                 dense32 = dense
             else:
                 dense_low = dense
-        inst, scale = fp32.select(dense32, params, [size], [size], force=args.persons)
-        inst_low, _ = low.select(dense_low, params, [size], [size], force=args.persons)
-        a = fp32.decode(dense32, inst, scale, [size])[0]
-        b = low.decode(dense_low, inst, scale, [size])[0]  # the same people, reduced-precision maps
-        kp_dev.append((a.keypoints[..., :2] - b.keypoints[..., :2]).norm(dim=-1).reshape(-1))
-        c = nchw.decode(nchw.network(batch), inst, scale, [size])[0]
-        floor.append((a.keypoints[..., :2] - c.keypoints[..., :2]).norm(dim=-1).reshape(-1))
+        with torch.inference_mode():
+            inst = post.select(dense32, force_num=args.persons)
+            inst_low = post.select(dense_low, force_num=args.persons)
+        a = keypoints(fp32, dense32, inst)
+        b = keypoints(low, dense_low, inst)  # the same people, reduced-precision maps
+        kp_dev.append((a[..., :2] - b[..., :2]).norm(dim=-1).reshape(-1))
+        c = keypoints(nchw, nchw.network(batch), inst)
+        floor.append((a[..., :2] - c[..., :2]).norm(dim=-1).reshape(-1))
         with torch.inference_mode():
             top2 = fp32.model.instance_heatmaps(dense32, inst).flatten(2).topk(2, dim=2).values
         gaps.append(top2[..., 0] - top2[..., 1])
         peaks.append(top2[..., 0].abs())
-        kp_score_dev.append((a.keypoints[..., 2] - b.keypoints[..., 2]).abs().reshape(-1))
+        kp_score_dev.append((a[..., 2] - b[..., 2]).abs().reshape(-1))
         ba, sa = boxes_scores(dense32, inst)
         bb, sb = boxes_scores(dense_low, inst)
         box_dev.append((ba - bb).abs().reshape(-1))

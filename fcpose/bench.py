@@ -19,7 +19,7 @@ does not bias the entries measured last.
 the weights (random ones included), so time against people is measured as in the paper's Fig. 6:
 the score threshold is skipped, the ``N * candidates_per_person`` best locations (after the usual
 per-level top-k) go through the normal NMS, the N best survivors are kept and, if NMS left fewer,
-the best suppressed ones fill up to N (``force_num`` of :func:`fcpose.postprocess.select_instances`). ``"auto"``
+the best suppressed ones fill up to N (``force_num`` of :meth:`fcpose.postprocess.PostProcessor.select`). ``"auto"``
 in ``persons`` runs the normal threshold + NMS instead (meaningful with trained weights).
 
 **Memory** (``peak_mem_mb``): on CPU the resident-set high-water mark while one entry runs — ``VmHWM``
@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from .data.transforms import batch_images, padded_size, resize_shape
 from .errors import InputError
-from .inference.optimize import InferenceRunner, autocast_context, cpu_supports
+from .inference.runner import InferenceRunner, autocast_context, cpu_supports
 from .inference.predictor import Predictor
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
@@ -328,11 +328,11 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     dev = resolve_device(device)
     model, weights_name = _load_model(config, weights, overrides)
     cfg = model.cfg
-    predictor = Predictor(model, device=dev, min_size=size, max_size=max_size)  # preprocessing and params
-    runner = InferenceRunner(model, device=dev, optimize=optimize, precision=precision, compile=compile,
-                             channels_last=channels_last, inplace=True, post_threads=post_threads)  # owns the model
-    predictor.runner, predictor.model = runner, runner.model
+    predictor = Predictor(model, device=dev, min_size=size, max_size=max_size, optimize=optimize,
+                          precision=precision, compile=compile, channels_last=channels_last, inplace=True,
+                          post_threads=post_threads)  # owns the (optimised) model
     del model
+    runner = predictor.runner
     net = runner.model
     params = predictor.params
     picture, image_name = load_bench_image(image, predictor.min_size, predictor.max_size)
@@ -375,7 +375,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     batch, _ = preprocess()
     if flops:
         say("counting FLOPs")
-        gflop = count_network_flops(net, runner_input(runner, batch), dev, precision) / 1e9
+        gflop = count_network_flops(net, runner.network_input(batch), dev, precision) / 1e9
         h3, w3 = ph // net.strides[0], pw // net.strides[0]
         report["flops"] = {"network_gflop": round(gflop, 2),
                            "heads_gflop_per_person": round(head_flops_per_person(net, h3, w3) / 1e9, 4),
@@ -393,21 +393,25 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
 
     def run_once(n) -> dict[str, float]:
         force = None if n == "auto" else int(n)
-        _sync(dev)
-        t0 = time.perf_counter()
+        marks: dict[str, float] = {}
+
+        def mark(stage: str) -> None:
+            _sync(dev)
+            marks[stage] = time.perf_counter()
+
+        mark("start")
         batch, resized = preprocess()
-        t1 = time.perf_counter()
+        mark("preprocess")
         dense = runner.network(batch)
-        _sync(dev)
-        t2 = time.perf_counter()
-        instances, scale = runner.select(dense, params, [resized], [out_size], force, candidates_per_person)
-        _sync(dev)
-        t3 = time.perf_counter()
-        dets = [d.to("cpu") for d in runner.decode(dense, instances, scale, [out_size])]
-        _sync(dev)
-        t4 = time.perf_counter()
+        mark("network")
+        dets = runner.postprocess(dense, [resized], [out_size], force_num=force,
+                                  candidates_per_person=candidates_per_person, on_stage=mark)
+        dets = [d.to("cpu") for d in dets]
+        mark("end")
         counts[str(n)] = len(dets[0])
-        return {"total": t4 - t0, "preprocess": t1 - t0, "network": t2 - t1, "nms": t3 - t2, "heads": t4 - t3}
+        return {"total": marks["end"] - marks["start"], "preprocess": marks["preprocess"] - marks["start"],
+                "network": marks["network"] - marks["preprocess"], "nms": marks["select"] - marks["network"],
+                "heads": marks["end"] - marks["select"]}
 
     # Memory first (untimed), one entry at a time: the peak while that many people are decoded.
     peaks = {}
@@ -465,12 +469,6 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
         contention["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
     report["contention"] = contention
     return report
-
-
-def runner_input(runner, batch: torch.Tensor) -> torch.Tensor:
-    """The batch as the runner feeds it to the network (device, memory format)."""
-    batch = batch.to(runner.device)
-    return batch.contiguous(memory_format=torch.channels_last) if runner.channels_last else batch
 
 
 # ------------------------------------------------------------------------------------------------

@@ -190,6 +190,10 @@ class InputConfig:
 
 @dataclass
 class TestConfig:
+    """The test-time parameters of the post-processor (one dataclass: config section and runtime values)."""
+
+    __test__ = False  # not a pytest test class
+
     score_threshold: float = 0.05
     pre_nms_topk: int = 1000  # per level
     nms_threshold: float = 0.6

@@ -47,6 +47,21 @@ def _seed():
     torch.manual_seed(0)
 
 
+def select_people(model, dense, params=None, **options):
+    """Stage 1 of the model's post-processor (``params``: a TestConfig, default the model's)."""
+    from fcpose.postprocess import PostProcessor
+
+    return PostProcessor.from_model(model, params).select(dense, **options)
+
+
+def decode_people(model, dense, instances, tile_bytes=None):
+    """Stage 2 of the model's post-processor: ``[N, K, 3]`` keypoints of ``instances``."""
+    from fcpose.postprocess import PostProcessor
+
+    return PostProcessor.from_model(model).keypoints(dense, instances, model.instance_params(dense, instances),
+                                                     tile_bytes=tile_bytes)
+
+
 def make_lively(model):
     """Re-initialise a fresh model so a random network still produces structured outputs: confident
     classification everywhere and dynamic heads with non-flat heatmaps (no arg-max ties)."""

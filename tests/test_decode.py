@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import make_lively
+from conftest import decode_people, make_lively, select_people
 
 import fcpose
-from fcpose.postprocess import DetectionParams, decode_keypoints, select_instances
+from fcpose.config import TestConfig
 from fcpose.targets.keypoints import decode_heatmap_peaks, decode_offsets, gather_offsets
 
 
@@ -30,7 +30,7 @@ def _dense_and_instances(model, shape=(2, 3, 96, 160), n=9):
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         dense = model(torch.randn(*shape, generator=gen))
-    inst = select_instances(dense, DetectionParams(score_threshold=0.0, max_detections=n))
+    inst = select_people(model, dense, TestConfig(score_threshold=0.0, max_detections=n))
     return dense, inst
 
 
@@ -47,14 +47,14 @@ def test_streamed_peaks_equal_materialised_heatmaps(overrides):
     dense, inst = _dense_and_instances(model)
     assert len(inst) == 18
     with torch.no_grad():
-        assert_same_keypoints(decode_keypoints(model, dense, inst), reference_keypoints(model, dense, inst))
+        assert_same_keypoints(decode_people(model, dense, inst), reference_keypoints(model, dense, inst))
 
 
 def test_tiling_does_not_change_results(tiny_model):
     dense, inst = _dense_and_instances(tiny_model, shape=(1, 3, 160, 224), n=5)
     with torch.no_grad():
-        one_tile = decode_keypoints(tiny_model, dense, inst, tile_bytes=1 << 30)
-        many = decode_keypoints(tiny_model, dense, inst, tile_bytes=1)  # 256-cell tiles, last one partial
+        one_tile = decode_people(tiny_model, dense, inst, tile_bytes=1 << 30)
+        many = decode_people(tiny_model, dense, inst, tile_bytes=1)  # 256-cell tiles, last one partial
     assert (160 // 8) * (224 // 8) % 256 != 0
     assert torch.equal(one_tile[..., :2], many[..., :2])
     torch.testing.assert_close(one_tile[..., 2], many[..., 2], rtol=1e-5, atol=0)
@@ -66,7 +66,7 @@ def test_softmax_score_is_exact_for_huge_logits(tiny_model):
     dense.kpt_feats = dense.kpt_feats * 50
     with torch.no_grad():
         heat = tiny_model.instance_heatmaps(dense, inst).double().flatten(2)
-        got = decode_keypoints(tiny_model, dense, inst)
+        got = decode_people(tiny_model, dense, inst)
     assert heat.abs().max() > 100
     want = torch.softmax(heat, dim=2).max(dim=2).values.float()
     torch.testing.assert_close(got[..., 2], want, rtol=2e-4, atol=1e-7)
@@ -75,26 +75,26 @@ def test_softmax_score_is_exact_for_huge_logits(tiny_model):
 def test_empty_instances(tiny_model):
     dense, inst = _dense_and_instances(tiny_model, shape=(1, 3, 64, 64), n=0)
     inst = inst.index(torch.zeros(len(inst), dtype=torch.bool))
-    assert decode_keypoints(tiny_model, dense, inst).shape == (0, 17, 3)
+    assert decode_people(tiny_model, dense, inst).shape == (0, 17, 3)
 
 
 @pytest.mark.parametrize("num,per_person", [(1, 20), (7, 20), (40, 0), (60, 1)])
 def test_forced_selection_gives_exactly_n(tiny_model, num, per_person):
     with torch.no_grad():
         dense = tiny_model(torch.randn(2, 3, 96, 128))
-    params = DetectionParams(score_threshold=0.99, nms_threshold=0.01)  # a threshold that would keep nothing
-    inst = select_instances(dense, params, force_num=num, candidates_per_person=per_person)
+    params = TestConfig(score_threshold=0.99, nms_threshold=0.01)  # a threshold that would keep nothing
+    inst = select_people(tiny_model, dense, params, force_num=num, candidates_per_person=per_person)
     for image in range(2):
         assert int((inst.batch_index == image).sum()) == num
     with torch.no_grad():
-        kpts = decode_keypoints(tiny_model, dense, inst)
+        kpts = decode_people(tiny_model, dense, inst)
     assert kpts.shape == (2 * num, 17, 3)
 
 
 def test_forced_selection_prefers_nms_survivors(tiny_model):
     with torch.no_grad():
         dense = tiny_model(torch.randn(1, 3, 96, 128))
-    params = DetectionParams(score_threshold=0.0, nms_threshold=0.6, max_detections=1000)
-    normal = select_instances(dense, params)
-    forced = select_instances(dense, params, force_num=5, candidates_per_person=0)
+    params = TestConfig(score_threshold=0.0, nms_threshold=0.6, max_detections=1000)
+    normal = select_people(tiny_model, dense, params)
+    forced = select_people(tiny_model, dense, params, force_num=5, candidates_per_person=0)
     assert torch.equal(forced.positions, normal.positions[:5]) and torch.equal(forced.levels, normal.levels[:5])

@@ -4,7 +4,6 @@ import torch
 
 from fcpose.targets.boxes import decode_ltrb, encode_ltrb
 from fcpose.targets.keypoints import (
-    cell_centers,
     decode_heatmap_peaks,
     decode_offsets,
     encode_heatmap_index,
@@ -12,7 +11,7 @@ from fcpose.targets.keypoints import (
     encode_offsets,
     gather_offsets,
 )
-from fcpose.targets.locations import compute_locations
+from fcpose.targets.locations import compute_locations, flat_to_locations
 
 
 def test_heatmap_cell_is_floor_x_minus_4_over_8():
@@ -70,7 +69,7 @@ def test_dense_offset_targets_point_to_nearest_keypoint():
                        [[60.0, 20.0, 2.0], [44.0, 30.0, 1.0]]])  # G=2 people, K=2
     targets, weights = encode_offset_maps(kp, 6, 10, 8, "stride", radius=2.0)
     assert targets.shape == (4, 6, 10) and weights.shape == (2, 6, 10)
-    centres = cell_centers(torch.arange(60), 10, 8).reshape(6, 10, 2)
+    centres = flat_to_locations(torch.arange(60), 10, 8).reshape(6, 10, 2)
     for r in range(6):
         for c in range(10):
             cx, cy = centres[r, c].tolist()

@@ -1,10 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import decode_people, select_people
 
 import fcpose
-from fcpose.config import load_config
-from fcpose.postprocess import DetectionParams, postprocess, select_instances
+from fcpose.config import TestConfig, load_config
+from fcpose.postprocess import PostProcessor
 from fcpose.structures import Instances
 from fcpose.targets.locations import positions_to_locations
 
@@ -76,9 +77,9 @@ def test_sparse_controller_equals_dense_conv(kernel):
 def test_no_detections_gives_empty_results(tiny_model):
     with torch.no_grad():
         dense = tiny_model(torch.randn(1, 3, 64, 64))
-    params = DetectionParams(score_threshold=1.1)
-    assert len(select_instances(dense, params)) == 0
-    (dets,) = postprocess(tiny_model, dense, [(64, 60)], [(128, 120)], params)
+    params = TestConfig(score_threshold=1.1)
+    assert len(select_people(tiny_model, dense, params)) == 0
+    (dets,) = PostProcessor.from_model(tiny_model, params)(tiny_model, dense, [(64, 60)], [(128, 120)])
     assert len(dets) == 0
     assert dets.boxes.shape == (0, 4) and dets.keypoints.shape == (0, 17, 3) and dets.scores.shape == (0,)
     assert dets.to_coco(image_id=1) == []
@@ -87,7 +88,7 @@ def test_no_detections_gives_empty_results(tiny_model):
 def test_postprocess_selection_rules(tiny_model):
     with torch.no_grad():
         dense = tiny_model(torch.randn(2, 3, 128, 192))
-    inst = select_instances(dense, DetectionParams(score_threshold=0.0, max_detections=7, nms_threshold=0.6))
+    inst = select_people(tiny_model, dense, TestConfig(score_threshold=0.0, max_detections=7, nms_threshold=0.6))
     for image in range(2):
         sel = inst.batch_index == image
         assert sel.sum() == 7
@@ -113,10 +114,8 @@ def test_keypoints_are_peak_plus_offset(tiny_model):
     """The decoded keypoint equals the arg-max cell of the instance's own heatmap plus the offset there."""
     with torch.no_grad():
         dense = tiny_model(torch.randn(1, 3, 96, 128))
-        inst = select_instances(dense, DetectionParams(score_threshold=0.0, max_detections=5))
-        from fcpose.postprocess import decode_keypoints
-
-        kpts = decode_keypoints(tiny_model, dense, inst, tile_bytes=1)  # many small tiles
+        inst = select_people(tiny_model, dense, TestConfig(score_threshold=0.0, max_detections=5))
+        kpts = decode_people(tiny_model, dense, inst, tile_bytes=1)  # many small tiles
         heat = tiny_model.instance_heatmaps(dense, inst)
     w = heat.shape[-1]
     for n in range(len(inst)):
@@ -152,10 +151,11 @@ def test_batch_of_two_equals_two_batches_of_one(tiny_model):
 
 def test_raw_batch_of_two_equals_single_runs(tiny_model):
     x = torch.randn(2, 3, 96, 128) * 50
-    params = DetectionParams(score_threshold=0.0)
+    params = TestConfig(score_threshold=0.0)
     with torch.no_grad():
-        both = postprocess(tiny_model, tiny_model(x), [(96, 128)] * 2, None, params)
-        each = [postprocess(tiny_model, tiny_model(x[i:i + 1]), [(96, 128)], None, params)[0] for i in range(2)]
+        post = PostProcessor.from_model(tiny_model, params)
+        both = post(tiny_model, tiny_model(x), [(96, 128)] * 2)
+        each = [post(tiny_model, tiny_model(x[i:i + 1]), [(96, 128)])[0] for i in range(2)]
     for a, b in zip(each, both):
         assert len(a) == len(b) > 0
         torch.testing.assert_close(a.boxes, b.boxes, rtol=1e-4, atol=1e-3)

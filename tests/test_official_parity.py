@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import decode_people, select_people
 
 from fcpose.cli import main
 from fcpose.engine.checkpoint import load_model
 from fcpose.inference.predictor import Predictor
 from fcpose.inference.sources import read_image
-from fcpose.postprocess import DetectionParams, decode_keypoints, select_instances
 from fcpose.structures import Instances
 
 CKPT = "model_r50_fp16.pth"
@@ -140,7 +140,7 @@ def test_intermediates_match_official(model, golden):
 
     # Proposals (resized-image coordinates, before rescaling): same set, same boxes and scores.
     props = d["proposals_before_postprocess"]
-    inst = select_instances(dense, DetectionParams())
+    inst = select_people(model, dense)
     ours = {(int(lv), float(x), float(y)): i
             for i, (lv, (x, y)) in enumerate(zip(inst.levels.tolist(), inst.locations.tolist()))}
     keys = [(int(lv), float(x), float(y)) for lv, (x, y) in zip(props["fpn_levels"].tolist(),
@@ -162,7 +162,7 @@ def test_intermediates_match_official(model, golden):
                                                   official.positions)
         params = model.head.controller_params(attn_input)
         heatmaps = model.instance_heatmaps(dense, official.index(slice(0, 8)))
-        keypoints = decode_keypoints(model, dense, official)
+        keypoints = decode_people(model, dense, official)
         argmax = torch.cat([model.instance_heatmaps(dense, official.index(slice(s, s + 25))).flatten(2).argmax(2)
                             for s in range(0, len(official), 25)])
     errors["attn_input"] = rel_err(attn_input, d["attn_input"])

@@ -127,18 +127,18 @@ def test_export_compares_outputs_with_onnxruntime(onnx_model, tiny_model, tiny_c
     import copy
 
     from fcpose.export.onnx import OnnxPipeline, compare_with_onnxruntime
-    from fcpose.inference.optimize import optimize_for_inference
-    from fcpose.postprocess import DetectionParams
+    from fcpose.inference.runner import optimize_for_inference
+    from fcpose.postprocess import PostProcessor
 
-    params = DetectionParams.from_config(tiny_model.cfg.test)
-    same = OnnxPipeline(optimize_for_inference(tiny_model, channels_last=False), params).eval()
+    post = PostProcessor.from_model(tiny_model)
+    same = OnnxPipeline(optimize_for_inference(tiny_model, channels_last=False), post).eval()
     report = compare_with_onnxruntime(same, onnx_model, (256, 384), 0.05)
     assert report["people"] > 0 and report["keypoints_px"] <= 0.5 and report["scores"] <= 1e-3
 
     other = copy.deepcopy(tiny_model)
     with torch.no_grad():
         other.head.controller.bias.add_(0.5)  # a different model: its keypoints move
-    changed = OnnxPipeline(optimize_for_inference(other, channels_last=False), params).eval()
+    changed = OnnxPipeline(optimize_for_inference(other, channels_last=False), post).eval()
     with pytest.raises(FCPoseError, match="does not match PyTorch on a sample 256x384 input"):
         compare_with_onnxruntime(changed, onnx_model, (256, 384), 0.05)
 

@@ -6,7 +6,7 @@ import torch
 
 import fcpose
 from fcpose.errors import FCPoseError
-from fcpose.inference.optimize import (
+from fcpose.inference.runner import (
     CompiledNetwork,
     InferenceRunner,
     check_precision,
@@ -26,7 +26,7 @@ def _images():
 def test_optimized_copy_matches_and_leaves_original(tiny_model, channels_last):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     fast = optimize_for_inference(tiny_model, channels_last=channels_last)
-    assert fast is not tiny_model and fast.inference_only
+    assert fast is not tiny_model and not fast.training and not any(p.requires_grad for p in fast.parameters())
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in tiny_model.modules())
     after = tiny_model.state_dict()
@@ -43,7 +43,7 @@ def test_optimized_copy_matches_and_leaves_original(tiny_model, channels_last):
 
 
 def test_optimized_predictor_matches_reference(tiny_model):
-    ref = fcpose.Predictor(tiny_model, score_threshold=0.05)
+    ref = fcpose.Predictor(tiny_model, score_threshold=0.05, optimize=False)
     fast = fcpose.Predictor(tiny_model, score_threshold=0.05, optimize=True)
     assert fast.model is not tiny_model and ref.model is tiny_model
     for r, f in zip(ref.predict(_images()), fast.predict(_images())):
@@ -78,11 +78,13 @@ def test_bf16_runs_and_stays_close(tiny_model):
 def test_reference_runner_under_bf16_autocast(tiny_model):
     if not cpu_supports("bf16"):
         pytest.skip("this CPU has no native bf16 kernels")
-    runner = InferenceRunner(tiny_model, optimize=False, precision="bf16")
-    from fcpose.postprocess import DetectionParams
+    from fcpose.config import TestConfig
+    from fcpose.postprocess import PostProcessor
 
+    post = PostProcessor.from_model(tiny_model, TestConfig(score_threshold=0.0, max_detections=3))
+    runner = InferenceRunner(tiny_model, post, optimize=False, precision="bf16")
     batch = tiny_model.normalize(torch.rand(1, 3, 96, 128) * 255)
-    (dets,) = runner(batch, [(96, 128)], [(96, 128)], DetectionParams(score_threshold=0.0, max_detections=3))
+    (dets,) = runner(batch, [(96, 128)], [(96, 128)])
     assert 1 <= len(dets) <= 3 and torch.isfinite(dets.keypoints).all()
 
 
@@ -122,14 +124,15 @@ def test_predictor_accepts_arrays_of_any_size_when_optimized(tiny_model):
 
 
 def test_post_threads_restores_thread_count(tiny_model):
-    from fcpose.postprocess import DetectionParams
+    from fcpose.config import TestConfig
+    from fcpose.postprocess import PostProcessor
 
     before = torch.get_num_threads()
-    runner = InferenceRunner(tiny_model, post_threads=1)
-    plain = InferenceRunner(tiny_model)
+    post = PostProcessor.from_model(tiny_model, TestConfig(score_threshold=0.0, max_detections=5))
+    runner = InferenceRunner(tiny_model, post, post_threads=1)
+    plain = InferenceRunner(tiny_model, post)
     batch = tiny_model.normalize(torch.rand(1, 3, 96, 128) * 255)
-    params = DetectionParams(score_threshold=0.0, max_detections=5)
-    (a,) = runner(batch, [(96, 128)], [(96, 128)], params)
-    (b,) = plain(batch, [(96, 128)], [(96, 128)], params)
+    (a,) = runner(batch, [(96, 128)], [(96, 128)])
+    (b,) = plain(batch, [(96, 128)], [(96, 128)])
     assert torch.get_num_threads() == before
     torch.testing.assert_close(a.keypoints, b.keypoints)

@@ -11,13 +11,10 @@ The exported graph (opset 18, exported with ``torch.onnx.export(dynamo=True)``) 
 
 **NMS is inside the graph**, as the ONNX ``NonMaxSuppression`` operator (class-agnostic, IoU >
 ``nms_threshold`` suppresses, at most ``max_detections`` kept — fixed at export from the config).
-Unlike the PyTorch post-processing, boxes tied with the ``max_detections``-th score are not all kept.
-The steps before it follow :func:`fcpose.postprocess.select_instances`: per level, locations whose class
-probability exceeds ``score_threshold``, the ``pre_nms_topk`` best by ``cls * ctr``, score
-``sqrt(cls * ctr)``. The dynamic heads run for the N kept people only, folded as in
-:meth:`fcpose.model.dynamic_head.DynamicKeypointHead.fold` (layer 0 and the coordinates in one product) but
-on the whole map; each keypoint is the arg-max cell plus the shared offset there, scored with its softmax
-probability (or its logit, per the model).
+The graph is the model followed by the traceable form of
+:meth:`fcpose.postprocess.PostProcessor.people` — the same selection, controller, dynamic-head fast
+path and decoding as PyTorch inference, with static shapes (unlike the PyTorch post-processing, boxes
+tied with the ``max_detections``-th score are not all kept).
 
 Rescaling to the original image, clipping and dropping empty boxes happen outside, in
 :class:`fcpose.export.onnx_predictor.OnnxPredictor`, with the same code as the PyTorch
@@ -35,13 +32,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import to_dict
+from ..config import TestConfig, to_dict
 from ..errors import FCPoseError
 from ..fileio import atomic_file, check_output_file
-from ..ops.boxes import nms
-from ..postprocess import DetectionParams
-from ..targets.boxes import decode_ltrb
-from ..targets.keypoints import offset_unit_scale
+from ..model.fcpose import FCPose
+from ..ops.boxes import traceable_nms  # noqa: F401  (registers torch.ops.fcpose.nms)
+from ..postprocess import PostProcessor
 
 __all__ = ["OnnxPipeline", "export_onnx", "EXPORT_FORMAT", "INPUT_NAMES", "OUTPUT_NAMES", "OPSET"]
 
@@ -49,24 +45,10 @@ EXPORT_FORMAT = "fcpose-onnx-1"
 OPSET = 18
 INPUT_NAMES = ["image", "score_threshold"]
 OUTPUT_NAMES = ["boxes", "scores", "keypoints", "levels", "locations"]
-NMS_SCORE_FLOOR = -0.5  # candidates below the class threshold get score -1 and NMS drops them
-
-
-@torch.library.custom_op("fcpose::nms", mutates_args=())
-def nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float, max_output: int) -> Tensor:
-    """Kept box indices, best first: boxes scoring above ``score_threshold``, greedy NMS, the first
-    ``max_output``. Exported as ONNX ``NonMaxSuppression``; runs :func:`fcpose.ops.boxes.nms` in PyTorch."""
-    valid = (scores > score_threshold).nonzero().squeeze(1)
-    return valid[nms(boxes[valid], scores[valid], iou_threshold)][:max_output]
-
-
-@nms_op.register_fake
-def _nms_fake(boxes, scores, iou_threshold, score_threshold, max_output):
-    count = torch.library.get_ctx().new_dynamic_size()
-    return boxes.new_empty((count,), dtype=torch.int64)
 
 
 def _nms_to_onnx(boxes, scores, iou_threshold: float, score_threshold: float, max_output: int):
+    """ONNX ``NonMaxSuppression`` for :func:`fcpose.ops.boxes.traceable_nms`."""
     from onnxscript import opset18 as op
 
     selected = op.NonMaxSuppression(
@@ -75,91 +57,20 @@ def _nms_to_onnx(boxes, scores, iou_threshold: float, score_threshold: float, ma
     return op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])  # [n, 3] (batch, class, box) -> box indices
 
 
-def _grid(height, width, stride: int, device) -> Tensor:
-    """``[H * W, 2]`` (x, y) cell centres, row-major (as ``compute_locations``, with symbolic sizes)."""
-    ys = torch.arange(height, device=device).float() * stride + stride // 2
-    xs = torch.arange(width, device=device).float() * stride + stride // 2
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-
-
 class OnnxPipeline(nn.Module):
-    """The exported computation: image -> people (see the module docstring). Batch size 1."""
+    """The exported computation, batch size 1: the model, then the post-processor's traceable
+    :meth:`~fcpose.postprocess.PostProcessor.people` (selection, NMS, controller, dynamic heads, decoding)."""
 
-    def __init__(self, model: nn.Module, params: DetectionParams):
+    def __init__(self, model: FCPose, postprocessor: PostProcessor):
         super().__init__()
         self.model = model
-        self.pre_nms_topk = int(params.pre_nms_topk)
-        self.nms_threshold = float(params.nms_threshold)
-        self.max_detections = int(params.max_detections)
-        self.kernel = model.head.controller.kernel_size[0]
-
-    def _controller_inputs(self, tower: Tensor, cells: Tensor) -> Tensor:
-        """``[C, h, w]`` box-tower map, ``[k]`` flat cells -> ``[k, C * kk]`` (zero beyond the map, channel-major)."""
-        c, h, w = tower.shape
-        if self.kernel == 1:
-            return tower.reshape(c, h * w)[:, cells].t()
-        pad = self.kernel // 2
-        padded = nn.functional.pad(tower, (pad, pad, pad, pad)).reshape(c, -1)
-        row = torch.div(cells, w, rounding_mode="floor")
-        col = cells - row * w
-        dy, dx = torch.meshgrid(torch.arange(self.kernel, device=cells.device),
-                                torch.arange(self.kernel, device=cells.device), indexing="ij")
-        flat = (row[:, None] + dy.reshape(1, -1)) * (w + 2 * pad) + col[:, None] + dx.reshape(1, -1)  # [k, kk]
-        patch = padded[:, flat.reshape(-1)].reshape(c, -1, self.kernel * self.kernel)  # [C, k, kk]
-        return patch.permute(1, 0, 2).reshape(cells.shape[0], -1)
+        self.postprocessor = postprocessor
 
     def forward(self, image: Tensor, score_threshold: Tensor):
-        model = self.model
-        dense = model(image)
-        device = image.device
-        boxes, scores, inputs, locations, levels = [], [], [], [], []
-        for level, stride in enumerate(dense.strides):
-            cls = dense.cls_logits[level][0]
-            _, h, w = cls.shape
-            prob = torch.sigmoid(cls).amax(dim=0).reshape(-1)
-            rank = prob * torch.sigmoid(dense.centerness[level][0, 0]).reshape(-1)
-            masked = torch.where(prob > score_threshold, rank, torch.full_like(rank, -1.0))
-            top, cells = masked.topk(min(self.pre_nms_topk, h * w))
-            loc = _grid(h, w, stride, device)[cells]
-            ltrb = dense.box_reg[level][0].reshape(4, -1)[:, cells].t()
-            boxes.append(decode_ltrb(loc, ltrb))
-            scores.append(torch.where(top >= 0, torch.sqrt(top.clamp(min=0)), torch.full_like(top, -1.0)))
-            inputs.append(self._controller_inputs(dense.ctrl_feats[level][0], cells))
-            locations.append(loc)
-            levels.append(torch.full_like(cells, level))
-        boxes, scores, inputs = torch.cat(boxes), torch.cat(scores), torch.cat(inputs)
-        locations, levels = torch.cat(locations), torch.cat(levels)
-        keep = nms_op(boxes, scores, self.nms_threshold, NMS_SCORE_FLOOR, self.max_detections)
-        boxes, scores, inputs = boxes[keep], scores[keep], inputs[keep]
-        locations, levels = locations[keep], levels[keep]
-
-        weight = model.head.controller.weight
-        params = nn.functional.linear(inputs.float(), weight.reshape(weight.shape[0], -1), model.head.controller.bias)
-        heads = model.dynamic_head.fold(params, locations, model.rel_coord_norm[levels])
-        feats = dense.kpt_feats[0]
-        f, h3, w3 = feats.shape
-        stride = dense.strides[0]
-        grid = _grid(h3, w3, stride, device)  # [HW, 2]
-        rows = torch.cat([feats.reshape(f, -1), grid.t(), torch.ones_like(grid[:, :1]).t()], dim=0)
-        x = heads.first @ rows  # [n * c0, HW]
-        if heads.last is not None:
-            x = torch.relu(x).reshape(-1, heads.widths[0], h3 * w3)
-            for m in heads.mids:
-                x = torch.relu(torch.bmm(m, x))
-            x = torch.bmm(heads.last, x)
-        logits = x.reshape(-1, heads.num_keypoints, h3 * w3)  # [n, K, HW]
-        peak, cell = logits.max(dim=2)
-        if model.keypoint_score == "softmax":
-            kscore = 1.0 / torch.exp(logits - peak[:, :, None]).sum(dim=2)
-        else:
-            kscore = peak
-        k = heads.num_keypoints
-        channel = torch.arange(2 * k, device=device).reshape(1, k, 2)  # dx_k, dy_k interleaved
-        offsets = dense.kpt_offsets[0].reshape(-1)[channel * (h3 * w3) + cell[:, :, None]]  # [n, K, 2]
-        xy = grid[cell] + offsets.float() * offset_unit_scale(model.offset_unit, stride)
-        keypoints = torch.cat([xy, kscore[:, :, None]], dim=2)
-        return boxes, scores, keypoints, levels, locations
+        dense = self.model(image)
+        people, keypoints = self.postprocessor.people(self.model, dense, score_threshold=score_threshold,
+                                                      traceable=True)
+        return people.boxes, people.scores, keypoints, people.levels, people.locations
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -172,8 +83,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def export_onnx(model: nn.Module, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
-                params: DetectionParams | None = None, verify: bool = True, report: dict | None = None) -> Path:
+def export_onnx(model: FCPose, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
+                params: TestConfig | None = None, verify: bool = True, report: dict | None = None) -> Path:
     """Export ``model`` (an FCPose; not modified: a folded copy is exported) to ``out``.
 
     ``dynamic=True``: any H and W that are multiples of the size divisibility (traced at ``size`` or a
@@ -189,16 +100,19 @@ def export_onnx(model: nn.Module, out: str | Path, *, size: tuple[int, int] | No
     except ImportError as exc:
         raise FCPoseError(f"ONNX export needs the 'export' extras (pip install fcpose[export]): {exc}") from None
     from ..data.transforms import padded_size
-    from ..inference.optimize import optimize_for_inference
+    from ..inference.runner import optimize_for_inference
 
     cfg = model.cfg
-    params = params or DetectionParams.from_config(cfg.test)
+    if cfg is None:
+        raise FCPoseError("ONNX export needs a model with its config (build_model or load_model): the file stores it")
+    post = PostProcessor.from_model(model, params)
+    params = post.params
     div = max(1, int(model.size_divisibility))
     if size is None:
         size = (8 * div, 12 * div) if dynamic else (cfg.input.min_size_test, cfg.input.max_size_test)
     h, w = padded_size(size[0], size[1], div)
     net = optimize_for_inference(model.to("cpu"), channels_last=False)
-    pipeline = OnnxPipeline(net, params).eval()
+    pipeline = OnnxPipeline(net, post).eval()
     example = (torch.zeros(1, 3, h, w), torch.tensor(params.score_threshold, dtype=torch.float32))
     dynamic_shapes = None
     if dynamic:

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import from_dict
+from ..config import TestConfig, from_dict
 from ..data.transforms import batch_images, image_to_tensor, resize_image, resize_shape
 from ..errors import CheckpointError, FCPoseError, InputError
 from ..inference.predictor import Predictor
-from ..postprocess import DetectionParams, rescale_boxes, split_per_image
+from ..postprocess import PostProcessor
 from ..structures import Instances, PoseDetections
+from ..targets.locations import locations_to_positions
 from .onnx import EXPORT_FORMAT, INPUT_NAMES, OUTPUT_NAMES
 
 __all__ = ["OnnxPredictor", "is_onnx_file"]
@@ -58,14 +59,20 @@ class OnnxPredictor:
         self.max_size = int(max_size or cfg.input.max_size_test)
         self.size_divisibility = int(export["size_divisibility"])
         self.static_size = tuple(export["size"]) if export.get("size") else None
-        self.params = DetectionParams(**export["detection_params"])
+        cfg.test = TestConfig(**export["detection_params"])  # the parameters the graph was exported with
+        self.postprocessor = PostProcessor.from_config(cfg)  # rescaling and splitting, as the torch backend
         if score_threshold is not None:
-            self.params.score_threshold = float(score_threshold)
+            self.postprocessor = self.postprocessor.with_params(score_threshold=float(score_threshold))
         self.batch_size = max(1, int(batch_size))
-        self.keypoint_score = cfg.model.keypoint.score
+        self.trained_on: str | None = None  # not recorded in exports
         self.mean = torch.tensor(cfg.input.pixel_mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(cfg.input.pixel_std, dtype=torch.float32).view(3, 1, 1)
         self.strides = cfg.model.strides
+
+    @property
+    def params(self) -> TestConfig:
+        """The test-time parameters (the score threshold is a graph input; the others are fixed in it)."""
+        return self.postprocessor.params
 
     def _check_interface(self, path: Path, cfg, export: dict) -> None:
         """The graph's inputs and outputs are the ones the metadata describes (names, K, static size)."""
@@ -147,29 +154,17 @@ class OnnxPredictor:
         out = self.run_raw(self._pad(tensor).numpy())
         levels = torch.from_numpy(out["levels"]).long()
         locations = torch.from_numpy(out["locations"]).float()
-        strides = torch.tensor(self.strides, dtype=torch.float32)[levels]
-        positions = torch.stack([(locations[:, 1] - (strides // 2)) / strides,
-                                 (locations[:, 0] - (strides // 2)) / strides], dim=1).round().long()
-        instances = Instances(batch_index=torch.zeros_like(levels), levels=levels, positions=positions,
-                              locations=locations, boxes=torch.from_numpy(out["boxes"]).float(),
-                              scores=torch.from_numpy(out["scores"]).float())
+        strides = torch.tensor(self.strides)[levels]
+        instances = Instances(batch_index=torch.zeros_like(levels), levels=levels,
+                              positions=locations_to_positions(locations, strides), locations=locations,
+                              boxes=torch.from_numpy(out["boxes"]).float(), scores=torch.from_numpy(out["scores"]).float())
         size = (int(image.shape[0]), int(image.shape[1]))
-        kept = _kept_rows(instances.boxes, resized, size)  # the rows rescale_boxes keeps, for the keypoints
-        instances, scale = rescale_boxes(instances, [resized], [size])
-        keypoints = torch.from_numpy(out["keypoints"]).float()[kept]
-        keypoints[:, :, :2] *= scale[:, None, :]
-        return split_per_image(instances, keypoints, [size])[0]
+        keypoints = torch.from_numpy(out["keypoints"]).float()
+        instances, keypoints = self.postprocessor.rescale(instances, keypoints, [resized], [size])
+        return self.postprocessor.split(instances, keypoints, [size])[0]
 
     def predict(self, images: list) -> list[PoseDetections]:
         return [self._detect(Predictor._as_array(self, im)) for im in images]
 
     def __call__(self, image) -> PoseDetections:
         return self.predict([image])[0]
-
-
-def _kept_rows(boxes: torch.Tensor, resized: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """The rows :func:`rescale_boxes` keeps (non-empty after scaling and clipping), computed the same way."""
-    from ..ops.boxes import clip_boxes, nonempty
-
-    scale = torch.tensor([[size[1] / resized[1], size[0] / resized[0]]], dtype=torch.float32)
-    return nonempty(clip_boxes(boxes * scale.repeat(1, 2), float(size[0]), float(size[1])))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, FCPoseError, InputError
-from ..postprocess import DetectionParams
+from ..config import TestConfig
 
 __all__ = ["export_openvino", "onnx_to_openvino", "calibration_images", "require_openvino", "IR_PRECISIONS"]
 
@@ -101,7 +101,7 @@ def _save_ir(ov_model, out: Path) -> Path:
 
 
 def export_openvino(model, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
-                    params: DetectionParams | None = None, log=None, **options) -> Path:
+                    params: TestConfig | None = None, log=None, **options) -> Path:
     """Export ``model`` (an FCPose) to the OpenVINO IR ``out`` (.xml, with its .bin beside it).
 
     ``size``/``dynamic``/``params`` as :func:`fcpose.export.onnx.export_onnx`; ``options`` (``int8``,

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import InputConfig, TestConfig
 from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
 from ..errors import FCPoseError, InputError
-from ..postprocess import DetectionParams
+from ..model.fcpose import FCPose
+from ..postprocess import PostProcessor
 from ..structures import PoseDetections
-from .optimize import InferenceRunner
+from .runner import InferenceRunner
 from .sources import read_image
 
 
@@ -28,31 +30,46 @@ class Predictor:
     ``predictor(image)`` takes a path or an RGB ``uint8 [H, W, 3]`` array and returns
     :class:`~fcpose.structures.PoseDetections` in that image's pixels; :meth:`predict` takes a list.
     Images are resized so the short side is ``min_size`` (long side at most ``max_size``; defaults from
-    the model's config), normalised and padded to the size divisibility. Images are batched (up to
-    ``batch_size``) only with others of the same padded size, so results never depend on the batch.
+    the model's config, or the :class:`~fcpose.config.InputConfig` defaults for a model built from parts),
+    normalised and padded to the size divisibility. Images are batched (up to ``batch_size``) only with
+    others of the same padded size, so results never depend on the batch.
 
-    ``optimize=True`` runs a folded, channels-last copy of the model and the fast keypoint decoder;
-    ``precision`` ("fp32", "bf16", "fp16") sets the network's autocast and ``compile`` wraps it in
-    ``torch.compile`` (see :mod:`fcpose.inference.optimize`). The defaults run the model as given.
+    ``postprocessor`` (default :meth:`PostProcessor.from_model`: the config's test parameters) turns the
+    network's outputs into people. ``optimize=True`` (the default everywhere: ``fcpose predict``, ``eval``,
+    ``track`` and ``bench`` run the same network) runs a folded, channels-last copy of the model;
+    ``optimize=False`` runs the model as given. ``precision`` ("fp32", "bf16", "fp16") sets the network's
+    autocast and ``compile`` wraps it in ``torch.compile``; ``runner_options`` go to the
+    :class:`~fcpose.inference.runner.InferenceRunner` (``channels_last``, ``inplace``, ``post_threads``).
     """
 
-    def __init__(self, model, *, device: str | torch.device = "cpu", min_size: int | None = None,
-                 max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 4,
-                 optimize: bool = False, precision: str = "fp32", compile: bool = False):
+    def __init__(self, model: FCPose, postprocessor: PostProcessor | None = None, *,
+                 device: str | torch.device = "cpu", min_size: int | None = None, max_size: int | None = None,
+                 score_threshold: float | None = None, batch_size: int = 4, optimize: bool = True,
+                 precision: str = "fp32", compile: bool = False, **runner_options):
         cfg = model.cfg
         self.device = resolve_device(device)
-        self.runner = InferenceRunner(model, device=self.device, optimize=optimize, precision=precision,
-                                      compile=compile)
-        self.model = self.runner.model
-        self.min_size = int(min_size or cfg.input.min_size_test)
-        self.max_size = int(max_size or cfg.input.max_size_test)
-        self.params = DetectionParams.from_config(cfg.test)
+        post = postprocessor or PostProcessor.from_model(model)
         if score_threshold is not None:
-            self.params.score_threshold = float(score_threshold)
+            post = post.with_params(score_threshold=float(score_threshold))
+        # what the weights were trained on, from the checkpoint's metadata ("synthetic", "COCO", ...; None: unknown)
+        self.trained_on = model.trained_on
+        self.runner = InferenceRunner(model, post, device=self.device, optimize=optimize, precision=precision,
+                                      compile=compile, **runner_options)
+        self.model = self.runner.model
+        sizes = cfg.input if cfg is not None else InputConfig()
+        self.min_size = int(min_size or sizes.min_size_test)
+        self.max_size = int(max_size or sizes.max_size_test)
         self.batch_size = max(1, int(batch_size))
         self.cfg = cfg
-        # what the weights were trained on, from the checkpoint's metadata ("synthetic", "COCO", ...; None: unknown)
-        self.trained_on = getattr(model, "trained_on", None)
+
+    @property
+    def postprocessor(self) -> PostProcessor:
+        return self.runner.postprocessor
+
+    @property
+    def params(self) -> TestConfig:
+        """The test-time parameters in use (score threshold, top-k, NMS, detections per image)."""
+        return self.runner.postprocessor.params
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Predictor:
@@ -82,7 +99,7 @@ class Predictor:
     @torch.inference_mode()
     def _run(self, tensors: list[torch.Tensor], input_sizes, output_sizes) -> list[PoseDetections]:
         batch = batch_images(tensors, self.model.size_divisibility)
-        dets = self.runner(batch, input_sizes, output_sizes, self.params)
+        dets = self.runner(batch, input_sizes, output_sizes)
         return [d.to("cpu") for d in dets]
 
     def predict(self, images: list) -> list[PoseDetections]:

@@ -186,17 +186,24 @@ class DynamicKeypointHead(nn.Module):
         return torch.cat([feats.reshape(c, h * w).float(), grid, feats.new_ones(1, h * w, dtype=torch.float32)])
 
     def peaks(self, feats: Tensor, params: Tensor, locations: Tensor, norms: Tensor,
-              tile_bytes: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+              tile_bytes: int | None = None, traceable: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Heatmap peaks of n instances of ONE image, without storing heatmaps.
 
         feats ``[F, H, W]``, params ``[n, P]``, locations ``[n, 2]``, norms ``[n]`` -> per keypoint ``[n, K]``:
         the peak cell (flat index, first on ties), the peak logit, and ``S = sum_cells exp(logit - peak)``
         (the peak's softmax probability is ``1 / S``). Runs in float32. All instances go through all layers
-        one spatial tile at a time (``tile_bytes`` of activations, ~L2 on CPU); per tile each keypoint keeps
-        its maximum and ``sum exp(logit - max)``, which combine exactly into the global values.
+        one spatial tile at a time (``tile_bytes`` of activations, ~L2 on CPU, in preallocated buffers); per
+        tile each keypoint keeps its maximum and ``sum exp(logit - max)``, which combine exactly into the
+        global values. ``traceable=True`` is the form for export: the same products on one tile (the whole
+        map), out of place, with no size-dependent Python control flow.
         """
         heads = self.fold(params.float(), locations.float(), norms.float())
         rows = self.feature_rows(feats)
+        if traceable:
+            logits = _tile_logits(heads, rows)
+            peak, cell = logits.max(dim=2)
+            total = (logits - peak[:, :, None]).clamp_min(EXP_FLOOR).exp().sum(dim=2)
+            return cell, peak, total
         hw = rows.shape[1]
         n, k = heads.num_instances, heads.num_keypoints
         widest = max(heads.widths)
@@ -207,28 +214,11 @@ class DynamicKeypointHead(nn.Module):
         vals = torch.empty(ntile, n, k, device=dev)
         index = torch.empty(ntile, n, k, dtype=torch.long, device=dev)
         sums = torch.empty(ntile, n, k, device=dev)
-        ping = torch.empty(n * widest * tile, device=dev)
-        pong = torch.empty(n * widest * tile, device=dev)
-        logits_buf = torch.empty(n * k * tile, device=dev)
+        buffers = _TileBuffers(torch.empty(n * widest * tile, device=dev), torch.empty(n * widest * tile, device=dev),
+                               torch.empty(n * k * tile, device=dev))
         for t in range(ntile):
             s0 = t * tile
-            size = min(hw, s0 + tile) - s0
-            cols = rows[:, s0:s0 + size]
-            if heads.last is None:
-                logits = logits_buf[:n * k * size].view(n * k, size)
-                torch.mm(heads.first, cols, out=logits)
-                logits = logits.view(n, k, size)
-            else:
-                x = ping[:n * heads.widths[0] * size].view(n * heads.widths[0], size)
-                torch.mm(heads.first, cols, out=x)
-                x = x.relu_().view(n, heads.widths[0], size)
-                bufs = (pong, ping)
-                for i, m in enumerate(heads.mids):
-                    y = bufs[i % 2][:n * heads.widths[i + 1] * size].view(n, heads.widths[i + 1], size)
-                    torch.bmm(m, x, out=y)
-                    x = y.relu_()
-                logits = logits_buf[:n * k * size].view(n, k, size)
-                torch.bmm(heads.last, x, out=logits)
+            logits = _tile_logits(heads, rows[:, s0:min(hw, s0 + tile)], buffers)
             torch.max(logits, dim=2, out=(vals[t], index[t]))
             if s0:
                 index[t] += s0
@@ -238,3 +228,43 @@ class DynamicKeypointHead(nn.Module):
         cell = index.gather(0, best_tile[None])[0]
         total = (sums * (vals - peak[None]).clamp_min_(EXP_FLOOR).exp_()).sum(0)
         return cell, peak, total
+
+
+@dataclass
+class _TileBuffers:
+    """Preallocated activations for :func:`_tile_logits` (two ping-pong hidden buffers and the logits)."""
+
+    ping: Tensor
+    pong: Tensor
+    logits: Tensor
+
+
+def _tile_logits(heads: FoldedHeads, cols: Tensor, buffers: _TileBuffers | None = None) -> Tensor:
+    """Folded heads on ``[F + 3, T]`` feature columns -> logits ``[n, K, T]``: layer 0 as one GEMM, ReLU, the
+    hidden and last layers as batched products. With ``buffers`` every product writes into them (no
+    allocation per tile); without, out of place (autograd- and export-friendly)."""
+    n, size = heads.num_instances, cols.shape[1]
+    k, widths = heads.num_keypoints, heads.widths
+    if buffers is None:
+        x = heads.first @ cols
+        if heads.last is None:
+            return x.reshape(-1, k, size)
+        x = x.relu().reshape(-1, widths[0], size)
+        for m in heads.mids:
+            x = torch.bmm(m, x).relu()
+        return torch.bmm(heads.last, x)
+    if heads.last is None:
+        logits = buffers.logits[:n * k * size].view(n * k, size)
+        torch.mm(heads.first, cols, out=logits)
+        return logits.view(n, k, size)
+    x = buffers.ping[:n * widths[0] * size].view(n * widths[0], size)
+    torch.mm(heads.first, cols, out=x)
+    x = x.relu_().view(n, widths[0], size)
+    bufs = (buffers.pong, buffers.ping)
+    for i, m in enumerate(heads.mids):
+        y = bufs[i % 2][:n * widths[i + 1] * size].view(n, widths[i + 1], size)
+        torch.bmm(m, x, out=y)
+        x = y.relu_()
+    logits = buffers.logits[:n * k * size].view(n, k, size)
+    torch.bmm(heads.last, x, out=logits)
+    return logits

@@ -88,27 +88,25 @@ class FCOSHead(nn.Module):
 
         batch_index ``[N]``, levels ``[N]``, positions ``[N, 2]`` (row, col). For k = 3 the 3x3
         neighbourhood (zero beyond the map) is flattened channel-major (c * 9 + ky * 3 + kx), the layout
-        of ``F.unfold`` and of the conv weight.
+        of ``F.unfold`` and of the conv weight. Trace-friendly (no data-dependent shapes or branches), so
+        the exported graph runs this same code: every level is read at every instance's (clamped)
+        position and each instance keeps its own level's patch — a few thousand values per level.
         """
         k = self.controller.kernel_size[0]
-        c = towers[0].shape[1]
-        out = towers[0].new_zeros(batch_index.shape[0], c * k * k)
         pad = k // 2
+        n, c = batch_index.shape[0], towers[0].shape[1]
+        taps = torch.arange(k, device=positions.device) - pad
+        dy, dx = torch.meshgrid(taps, taps, indexing="ij")
+        out = towers[0].new_zeros(n, c * k * k)
         for level, tower in enumerate(towers):
-            sel = (levels == level).nonzero().squeeze(1)
-            if sel.numel() == 0:
-                continue
-            b, row, col = batch_index[sel], positions[sel, 0], positions[sel, 1]
-            if k == 1:
-                out[sel] = tower[b, :, row, col]
-            else:
-                padded = F.pad(tower, (pad, pad, pad, pad))
-                dy, dx = torch.meshgrid(torch.arange(k, device=row.device), torch.arange(k, device=row.device),
-                                        indexing="ij")
-                rows = (row[:, None] + dy.reshape(1, -1))  # [n, k*k] in padded coordinates
-                cols = (col[:, None] + dx.reshape(1, -1))
-                patch = padded[b[:, None], :, rows, cols]  # [n, k*k, C]
-                out[sel] = patch.permute(0, 2, 1).reshape(sel.numel(), c * k * k)
+            h, w = tower.shape[-2:]
+            rows = positions[:, 0, None] + dy.reshape(1, -1)  # [N, k*k]
+            cols = positions[:, 1, None] + dx.reshape(1, -1)
+            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+            cells = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)
+            patch = tower.flatten(2)[batch_index[:, None], :, cells]  # [N, k*k, C]
+            patch = (patch * inside[:, :, None].to(patch.dtype)).permute(0, 2, 1).reshape(n, c * k * k)
+            out = torch.where((levels == level)[:, None], patch, out)
         return out
 
     def controller_params(self, inputs: Tensor) -> Tensor:

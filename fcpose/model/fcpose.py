@@ -1,8 +1,10 @@
 """FCPose: backbone -> FPN -> FCOS head + controller, keypoint branch -> dynamic keypoint heads.
 
-``forward`` returns raw dense tensors only (:class:`~fcpose.structures.DenseOutputs`); instance
-selection and decoding live in :mod:`fcpose.postprocess`, target assignment and losses in
-:mod:`fcpose.targets` and :mod:`fcpose.loss`. Only :func:`build_model` reads the config.
+``forward`` returns raw dense tensors only (:class:`~fcpose.structures.DenseOutputs`); the model keeps
+its weights, ``forward`` and the per-instance head parameters (:meth:`FCPose.instance_params`). Instance
+selection and decoding live in :class:`fcpose.postprocess.PostProcessor`, target assignment and losses in
+:mod:`fcpose.targets` and :mod:`fcpose.loss`. Only the builders read the config; an ``FCPose`` built from
+parts (``cfg=None``) works everywhere (the :class:`~fcpose.Predictor` then uses the default test sizes).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class FCPose(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
         self.cfg = cfg
+        self.trained_on: str | None = None  # what the weights were trained on (checkpoint metadata), if known
 
     @property
     def num_keypoints(self) -> int:
@@ -97,6 +100,13 @@ def build_keypoint_branch(cfg: FCPoseConfig, in_channels: int) -> nn.Module:
     raise ConfigError(f"unknown keypoint branch {kp.branch!r}")
 
 
+def build_dynamic_head(cfg: FCPoseConfig) -> DynamicKeypointHead:
+    """The (parameter-free) dynamic keypoint head of a config: shared by the model and the post-processor."""
+    kp = cfg.model.keypoint
+    return DynamicKeypointHead(kp.feat_channels, kp.head_channels, kp.head_layers, cfg.num_keypoints,
+                               stride=cfg.model.strides[0])
+
+
 def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides: list[str] | dict | None = None
                 ) -> FCPose:
     """Build FCPose from a preset name, a YAML path or a config object (plus optional overrides).
@@ -115,8 +125,7 @@ def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides:
     head = FCOSHead(m.fpn.channels, strides, cfg.num_dynamic_params, num_convs=m.fcos.num_convs,
                     norm=m.fcos.norm, prior_prob=m.fcos.prior_prob, controller_kernel=m.keypoint.controller_kernel)
     branch = build_keypoint_branch(cfg, m.fpn.channels)
-    dynamic = DynamicKeypointHead(m.keypoint.feat_channels, m.keypoint.head_channels, m.keypoint.head_layers,
-                                  cfg.num_keypoints, stride=strides[0])
+    dynamic = build_dynamic_head(cfg)
     if dynamic.num_params != head.num_params:  # both derive from the config; a mismatch is a bug
         raise AssertionError(f"controller gives {head.num_params} parameters, head needs {dynamic.num_params}")
     with torch.no_grad():  # start every instance from the same working head (see initial_params)

@@ -98,6 +98,22 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block_size: int = 1
     return order[keep]
 
 
+@torch.library.custom_op("fcpose::nms", mutates_args=())
+def traceable_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float,
+                  max_output: int) -> Tensor:
+    """:func:`nms` as one traceable operator: kept indices, best first, of the boxes scoring above
+    ``score_threshold``, at most ``max_output``. ``fcpose.export.onnx`` exports it as ONNX
+    ``NonMaxSuppression``; in PyTorch it runs :func:`nms`."""
+    valid = (scores > score_threshold).nonzero().squeeze(1)
+    return valid[nms(boxes[valid], scores[valid], iou_threshold)][:max_output]
+
+
+@traceable_nms.register_fake
+def _traceable_nms_fake(boxes, scores, iou_threshold, score_threshold, max_output):
+    count = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((count,), dtype=torch.int64)
+
+
 def ltrb_giou(pred: Tensor, target: Tensor, smooth: float = 0.0) -> Tensor:
     """GIoU of ``[N, 4]`` (left, top, right, bottom) distance pairs seen from the same location.
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .locations import flat_to_locations
+
 
 def offset_unit_scale(unit: str, stride: int) -> float:
     """Pixels per unit of the predicted offsets: ``stride`` for "stride" units, 1 for "pixel"."""
@@ -23,14 +25,6 @@ def offset_unit_scale(unit: str, stride: int) -> float:
     if unit == "pixel":
         return 1.0
     raise ValueError(f"unknown offset unit {unit!r}")
-
-
-def cell_centers(index: Tensor, width: int, stride: int) -> Tensor:
-    """Flat cell indices ``[...]`` on a grid of ``width`` columns -> ``[..., 2]`` (x, y) pixel centres."""
-    col = torch.remainder(index, width)
-    row = torch.div(index, width, rounding_mode="floor")
-    half = stride // 2
-    return torch.stack([col * stride + half, row * stride + half], dim=-1).to(torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,27 +134,25 @@ def decode_heatmap_argmax(heatmaps: Tensor, stride: int) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 def encode_offsets(xy: Tensor, index: Tensor, width: int, stride: int, unit: str = "stride") -> Tensor:
     """Offset ``[..., 2]`` from cell ``index`` (flat, ``[...]``) to keypoint ``xy`` (``[..., 2]``), in ``unit``."""
-    return (xy - cell_centers(index, width, stride)) / offset_unit_scale(unit, stride)
+    return (xy - flat_to_locations(index, width, stride)) / offset_unit_scale(unit, stride)
 
 
 def decode_offsets(index: Tensor, offsets: Tensor, width: int, stride: int, unit: str = "stride") -> Tensor:
     """Inverse of :func:`encode_offsets`: cell centre + offset -> ``[..., 2]`` keypoint (x, y) pixels."""
-    return cell_centers(index, width, stride) + offsets * offset_unit_scale(unit, stride)
+    return flat_to_locations(index, width, stride) + offsets * offset_unit_scale(unit, stride)
 
 
 def gather_offsets(offset_maps: Tensor, batch_index: Tensor, index: Tensor) -> Tensor:
     """Read the refinement offsets at given cells.
 
     offset_maps: ``[B, 2K, H, W]`` (dx_k, dy_k interleaved); batch_index: ``[N]``; index: ``[N, K]`` flat
-    cells -> ``[N, K, 2]`` raw offsets of keypoint k at its own cell.
+    cells -> ``[N, K, 2]`` raw offsets of keypoint k at its own cell. (One flat gather: trace-friendly.)
     """
     b, c, h, w = offset_maps.shape
-    flat = offset_maps.reshape(b, c, h * w)
     channel = 2 * torch.arange(c // 2, device=offset_maps.device)[None, :]  # [1, K]
-    image = batch_index[:, None]  # [N, 1]
-    dx = flat[image, channel, index]  # [N, K]
-    dy = flat[image, channel + 1, index]
-    return torch.stack([dx, dy], dim=-1)
+    dx_at = (batch_index[:, None] * c + channel) * (h * w) + index  # [N, K] positions of dx_k in the flat maps
+    flat = offset_maps.reshape(-1)
+    return torch.stack([flat[dx_at], flat[dx_at + h * w]], dim=-1)
 
 
 @torch.no_grad()
@@ -181,7 +173,7 @@ def encode_offset_maps(keypoints: Tensor, height: int, width: int, stride: int, 
     weights = torch.zeros(k, height * width, device=device)
     if g == 0:
         return targets.reshape(2 * k, height, width), weights.reshape(k, height, width)
-    centres = cell_centers(torch.arange(height * width, device=device), width, stride)  # [HW, 2]
+    centres = flat_to_locations(torch.arange(height * width, device=device), width, stride)  # [HW, 2]
     xy = keypoints[..., :2].permute(1, 0, 2)  # [K, G, 2]
     labelled = (keypoints[..., 2] > 0).permute(1, 0)  # [K, G]
     delta = xy[:, None, :, :] - centres[None, :, None, :]  # [K, HW, G, 2]

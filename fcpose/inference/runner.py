@@ -1,6 +1,6 @@
-"""Inference speed-ups: a folded channels-last copy of the model, autocast and ``torch.compile``, with the
-streamed keypoint decoder of :mod:`fcpose.postprocess`, behind one :class:`InferenceRunner` that the
-:class:`~fcpose.Predictor` and the benchmark share.
+"""The inference runner: the network (optionally a folded channels-last copy, under autocast or
+``torch.compile``) followed by the :class:`~fcpose.postprocess.PostProcessor`, behind one
+:class:`InferenceRunner` that the :class:`~fcpose.Predictor`, ``fcpose eval`` and ``fcpose bench`` share.
 
 * :func:`optimize_for_inference` returns a **copy** (by default) of the model in eval mode, without
   gradients, with every frozen batch norm folded into the convolution before it
@@ -28,8 +28,9 @@ from torch import Tensor, nn
 
 from ..errors import FCPoseError
 from ..model.norm import fold_frozen_bn
-from ..postprocess import DetectionParams, detections_from_instances, rescale_boxes, select_instances
-from ..structures import DenseOutputs, Instances, PoseDetections
+from ..model.fcpose import FCPose
+from ..postprocess import PostProcessor, StageHook
+from ..structures import DenseOutputs, PoseDetections
 
 __all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_context", "CompiledNetwork",
            "InferenceRunner", "cpu_supports", "Float32Branch"]
@@ -37,8 +38,8 @@ __all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
-                           inplace: bool = False) -> nn.Module:
+def optimize_for_inference(model: FCPose, *, fold_bn: bool = True, channels_last: bool = True,
+                           inplace: bool = False) -> FCPose:
     """An inference-only version of ``model``: eval mode, no gradients, frozen BN folded into convs,
     channels-last weights. A deep copy unless ``inplace`` (then ``model`` itself is changed and must not be
     trained or saved afterwards)."""
@@ -49,8 +50,6 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
         fold_frozen_bn(out)
     if channels_last:
         out.to(memory_format=torch.channels_last)
-    out.inference_only = True
-    out.channels_last = bool(channels_last)
     return out
 
 
@@ -138,18 +137,20 @@ class CompiledNetwork:
 
 
 class InferenceRunner:
-    """Network + decoding of a (possibly optimised) model, as separate timed stages.
+    """Network + post-processing of a (possibly optimised) model, as separate timed stages.
 
     ``optimize=True``: :func:`optimize_for_inference` (a folded, channels-last copy unless ``inplace``);
     with ``fp32_keypoint_branch`` the keypoint branch stays in float32 under bf16/fp16
     (:class:`Float32Branch`; on random R-50 weights it did not reduce the keypoint deviations, see
     benchmarks/README.md). ``optimize=False``: the model as given. Either way the selection, NMS and the
-    dynamic heads (:mod:`fcpose.postprocess`) run in float32 outside autocast.
+    dynamic heads (``postprocessor``, default :meth:`PostProcessor.from_model`) run in float32 outside
+    autocast.
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device | str = "cpu", optimize: bool = True,
-                 precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
-                 inplace: bool = False, fp32_keypoint_branch: bool = False, post_threads: int | None = None):
+    def __init__(self, model: FCPose, postprocessor: PostProcessor | None = None, *,
+                 device: torch.device | str = "cpu", optimize: bool = True, precision: str = "fp32",
+                 compile: bool = False, channels_last: bool | None = None, inplace: bool = False,
+                 fp32_keypoint_branch: bool = False, post_threads: int | None = None):
         self.device = torch.device(device)
         check_precision(self.device, precision)
         model = model.to(self.device).eval()
@@ -163,6 +164,7 @@ class InferenceRunner:
         elif channels_last:
             raise FCPoseError("channels_last needs optimize=True")
         self.model = model
+        self.postprocessor = postprocessor or PostProcessor.from_model(model)
         self.channels_last = bool(channels_last)
         self.precision = precision
         self.network_fn = CompiledNetwork(model) if compile else model
@@ -188,28 +190,23 @@ class InferenceRunner:
     def compile_failed(self) -> str | None:
         return getattr(self.network_fn, "failed", None)
 
+    def network_input(self, batch: Tensor) -> Tensor:
+        """The batch as the network gets it (device, memory format)."""
+        batch = batch.to(self.device)
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
     def network(self, batch: Tensor) -> DenseOutputs:
         """``[B, 3, H, W]`` normalised padded images -> dense outputs (under the precision's autocast)."""
-        batch = batch.to(self.device)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = self.network_input(batch)
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             return self.network_fn(batch)
 
-    def select(self, dense: DenseOutputs, params: DetectionParams, input_sizes, output_sizes,
-               force: int | None = None, candidates_per_person: int = 20) -> tuple[Instances, Tensor]:
-        """Threshold, top-k, NMS (or the forced-N selection) and boxes in output pixels."""
+    def postprocess(self, dense: DenseOutputs, input_sizes, output_sizes, *, force_num: int | None = None,
+                    candidates_per_person: int = 20, on_stage: StageHook | None = None) -> list[PoseDetections]:
+        """:class:`~fcpose.postprocess.PostProcessor` on the dense outputs -> one detection set per image."""
         with torch.inference_mode(), self._post_threads():
-            instances = select_instances(dense, params, force_num=force, candidates_per_person=candidates_per_person)
-            return rescale_boxes(instances, input_sizes, output_sizes, drop_empty=force is None)
+            return self.postprocessor(self.model, dense, input_sizes, output_sizes, force_num=force_num,
+                                      candidates_per_person=candidates_per_person, on_stage=on_stage)
 
-    def decode(self, dense: DenseOutputs, instances: Instances, scale: Tensor, output_sizes
-               ) -> list[PoseDetections]:
-        """Dynamic heads, peaks and offsets of the selected instances -> one detection set per image."""
-        with torch.inference_mode(), self._post_threads():
-            return detections_from_instances(self.model, dense, instances, scale, output_sizes)
-
-    def __call__(self, batch: Tensor, input_sizes, output_sizes, params: DetectionParams) -> list[PoseDetections]:
-        dense = self.network(batch)
-        instances, scale = self.select(dense, params, input_sizes, output_sizes)
-        return self.decode(dense, instances, scale, output_sizes)
+    def __call__(self, batch: Tensor, input_sizes, output_sizes) -> list[PoseDetections]:
+        return self.postprocess(self.network(batch), input_sizes, output_sizes)
