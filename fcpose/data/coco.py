@@ -191,6 +191,20 @@ def _infer_flip_pairs(names: list[str]) -> list[list[int]]:
     return pairs
 
 
+def category_sigmas(category: dict, label: str = "the category") -> list[float] | None:
+    """The OKS sigmas of a keypoint category: its ``sigmas`` field, COCO's for COCO's own 17 person
+    keypoints, else None. The one rule for training (:func:`keypoint_set_from_category`) and evaluation."""
+    if "sigmas" in category:
+        try:
+            return [float(s) for s in category["sigmas"]]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: 'sigmas' must be a list of {len(category.get('keypoints') or [])} "
+                              "numbers") from None
+    if category.get("keypoints") == COCO_KEYPOINT_NAMES:
+        return list(COCO_SIGMAS)
+    return None
+
+
 def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetConfig:
     """A :class:`KeypointSetConfig` from a COCO category dict.
 
@@ -233,14 +247,8 @@ def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetC
     else:
         flip_pairs = _infer_flip_pairs(names)
 
-    if "sigmas" in category:
-        try:
-            sigmas = [float(s) for s in category["sigmas"]]
-        except (TypeError, ValueError):
-            raise ConfigError(f"{label}: 'sigmas' must be a list of {k} numbers") from None
-    elif is_coco:
-        sigmas = list(COCO_SIGMAS)
-    else:
+    sigmas = category_sigmas(category, label)
+    if sigmas is None:
         raise ConfigError(f"{label} has {k} custom keypoints but no 'sigmas' field: add the {k} OKS sigmas "
                           "(one per keypoint, as in the COCO API) to the category")
     kset = KeypointSetConfig(names=list(names), skeleton=skeleton, flip_pairs=flip_pairs, sigmas=sigmas)

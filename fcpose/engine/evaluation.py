@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import COCO_SIGMAS
-from ..errors import FCPoseError
+from ..errors import ConfigError, FCPoseError, InputError
 
 __all__ = ["KEYPOINT_METRICS", "BBOX_METRICS", "evaluate_keypoints", "gt_to_results", "load_gt"]
 
@@ -82,11 +82,22 @@ def _load_results(results: Any) -> list[dict]:
     return list(results)
 
 
+def _keypoint_category(coco) -> dict | None:
+    """The keypoint category, chosen as for training (:func:`~fcpose.data.coco.select_keypoint_category`),
+    or None for a dataset without one."""
+    from ..data.coco import select_keypoint_category
+
+    try:
+        return select_keypoint_category(coco.dataset.get("categories", []))
+    except InputError:
+        return None
+
+
 def _num_keypoints(coco) -> int:
-    """K from the person category (its ``keypoints`` names), else from the first annotation."""
-    for cat in coco.dataset.get("categories", []):
-        if cat.get("keypoints"):
-            return len(cat["keypoints"])
+    """K from the keypoint category (its ``keypoints`` names), else from the first annotation."""
+    cat = _keypoint_category(coco)
+    if cat is not None:
+        return len(cat["keypoints"])
     for ann in coco.dataset.get("annotations", []):
         if ann.get("keypoints"):
             return len(ann["keypoints"]) // 3
@@ -94,12 +105,16 @@ def _num_keypoints(coco) -> int:
 
 
 def _resolve_sigmas(coco, sigmas: Sequence[float] | None, k: int) -> np.ndarray | None:
-    """The OKS sigmas to set on ``COCOeval.params`` or None to keep pycocotools' own COCO values."""
-    if sigmas is None:
-        for cat in coco.dataset.get("categories", []):
-            if cat.get("sigmas") is not None:
-                sigmas = cat["sigmas"]
-                break
+    """The OKS sigmas to set on ``COCOeval.params`` or None to keep pycocotools' own COCO values (the
+    category's, by :func:`~fcpose.data.coco.category_sigmas`, when not given)."""
+    from ..data.coco import category_sigmas
+
+    cat = _keypoint_category(coco)
+    if sigmas is None and cat is not None and "sigmas" in cat:
+        try:
+            sigmas = category_sigmas(cat)
+        except ConfigError as exc:
+            raise FCPoseError(str(exc)) from None
     if sigmas is None:
         if k != len(COCO_SIGMAS):
             raise FCPoseError(
