@@ -27,8 +27,8 @@ from fcpose.bench import machine_info, summarize, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
 from fcpose.export.onnx import export_onnx
 from fcpose.export.onnx_predictor import OnnxPredictor
-from fcpose.inference.runner import InferenceRunner
 from fcpose.inference.predictor import Predictor
+from fcpose.inference.runner import InferenceRunner
 from fcpose.model.fcpose import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -25,8 +25,8 @@ import torch
 
 from fcpose.bench import machine_info, summarize, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
-from fcpose.inference.runner import InferenceRunner
 from fcpose.inference.predictor import Predictor
+from fcpose.inference.runner import InferenceRunner
 from fcpose.inference.sources import read_image
 from fcpose.targets.boxes import decode_ltrb
 

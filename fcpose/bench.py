@@ -47,7 +47,9 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +57,9 @@ import torch.nn.functional as F
 
 from .data.transforms import batch_images, padded_size, resize_shape
 from .errors import InputError
-from .inference.runner import InferenceRunner, autocast_context, cpu_supports
 from .inference.predictor import Predictor
+from .inference.runner import autocast_context, cpu_supports
+from .model.fcpose import FCPose
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
            "synthetic_image", "format_report", "write_json"]
@@ -199,7 +202,8 @@ class PeakMemory:
 # ------------------------------------------------------------------------------------------------
 # FLOPs and conv throughput
 # ------------------------------------------------------------------------------------------------
-def count_network_flops(network, batch: torch.Tensor, device: torch.device, precision: str) -> int:
+def count_network_flops(network: Callable[[torch.Tensor], Any], batch: torch.Tensor, device: torch.device,
+                        precision: str) -> int:
     """Conv/matmul FLOPs (2 per multiply-add) of one ``network(batch)`` call."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -209,7 +213,7 @@ def count_network_flops(network, batch: torch.Tensor, device: torch.device, prec
     return int(counter.get_total_flops())
 
 
-def head_flops_per_person(model, height: int, width: int) -> int:
+def head_flops_per_person(model: FCPose, height: int, width: int) -> int:
     """FLOPs one person adds: the controller at one location plus its dynamic head on the ``height x width``
     P3 map (the peak/softmax reductions, ~5 operations per logit, are not counted)."""
     dims = model.dynamic_head.dims

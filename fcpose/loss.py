@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .engine.distributed import reduce_mean, reduce_sum
+from .model.fcpose import FCPose
 from .ops.boxes import ltrb_giou
 from .structures import DenseOutputs, Instances
 from .targets.fcos import FCOSTargets, LocationGrid, assign_fcos_targets, location_grid
@@ -151,7 +152,7 @@ class FCPoseCriterion:
             return grid, fcos, assign_official_keypoint_targets(kpts, boxes, list(image_sizes), h3, w3, self.aux_sigma)
         return grid, fcos, assign_keypoint_targets(kpts, h3, w3, self.strides[0], self.offset_unit, self.offset_radius)
 
-    def __call__(self, model, dense: DenseOutputs, targets: list[dict],
+    def __call__(self, model: nn.Module, dense: DenseOutputs, targets: list[dict],
                  image_sizes: list[tuple[int, int]] | None = None) -> dict[str, Tensor]:
         core = getattr(model, "module", model)
         batch = int(dense.kpt_feats.shape[0])
@@ -218,7 +219,7 @@ class FCPoseCriterion:
                               locations=grid.locations[l_idx])
         return instances, gt
 
-    def keypoint_losses(self, core, dense: DenseOutputs, grid, fcos: FCOSTargets,
+    def keypoint_losses(self, core: FCPose, dense: DenseOutputs, grid, fcos: FCOSTargets,
                         kt: KeypointTargets) -> dict[str, Tensor]:
         """``loss_heatmap`` (sampled instances' dynamic heads) and ``loss_offset`` (shared refinement map)."""
         instances, gt = self.sample_positive_instances(dense, grid, fcos, kt)
@@ -275,7 +276,7 @@ class FCPoseCriterion:
                               locations=grid.locations[l_idx])
         return instances, gt, 1.0 / count.to(torch.float32)
 
-    def official_keypoint_losses(self, core, dense: DenseOutputs, grid: LocationGrid, fcos: FCOSTargets,
+    def official_keypoint_losses(self, core: FCPose, dense: DenseOutputs, grid: LocationGrid, fcos: FCOSTargets,
                                  kt: OfficialKeypointTargets) -> dict[str, Tensor]:
         """``loss_keypoint`` and ``loss_direction`` of AdelaiDet's ``compute_loss_softmax``.
 

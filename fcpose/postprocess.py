@@ -148,7 +148,7 @@ class PostProcessor:
         parts = []
         for image in range(dense.kpt_feats.shape[0]):
             indices, boxes, scores, levels = [], [], [], []
-            for level, stride in enumerate(dense.strides):
+            for level in range(len(dense.strides)):
                 prob, ctr = self._probabilities(dense, level, image)
                 if force_num is None:
                     index = (prob > thr).nonzero().squeeze(1)

@@ -7,6 +7,7 @@ levels, K = keypoints, F = channels of the keypoint feature map, N = instances.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -126,3 +127,18 @@ class PoseDetections:
             levels=torch.zeros(0, dtype=torch.long, device=device),
             locations=torch.zeros(0, 2, device=device),
         )
+
+
+class PosePredictor(Protocol):
+    """What ``predict``, ``eval``, ``track`` and ``bench`` need of a predictor, whatever runs it
+    (:class:`~fcpose.Predictor`, :class:`~fcpose.export.onnx_predictor.OnnxPredictor`,
+    :class:`~fcpose.export.openvino_predictor.OpenVinoPredictor`): images (paths or RGB ``uint8`` arrays) in,
+    :class:`PoseDetections` in those images' pixels out."""
+
+    min_size: int
+    max_size: int
+    trained_on: str | None
+
+    def predict(self, images: list[Any]) -> list[PoseDetections]: ...
+
+    def __call__(self, image: Any) -> PoseDetections: ...

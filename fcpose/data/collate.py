@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..model.fcpose import FCPose
 from .transforms import batch_images
 
 
@@ -18,7 +19,7 @@ def collate(batch: list[dict]) -> dict:
             "targets": [{k: v for k, v in item.items() if k != "image"} for item in batch]}
 
 
-def to_model_input(model, images: list[Tensor], device: torch.device | str | None = None
+def to_model_input(model: FCPose, images: list[Tensor], device: torch.device | str | None = None
                    ) -> tuple[Tensor, list[tuple[int, int]]]:
     """uint8 ``[3, h_i, w_i]`` RGB images -> (``[B, 3, H, W]`` float batch, ``[(h_i, w_i)]``).
 

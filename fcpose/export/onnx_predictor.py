@@ -134,7 +134,8 @@ class OnnxPredictor:
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
         return self.normalize(image_to_tensor(resize_image(image, h, w))), (h, w)
 
-    def _pad(self, tensor: torch.Tensor) -> torch.Tensor:
+    def pad_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A normalised ``[3, h, w]`` image -> the graph's ``[1, 3, H, W]`` input (zero-padded; static size checked)."""
         if self.static_size is None:
             return batch_images([tensor], self.size_divisibility)
         sh, sw = self.static_size
@@ -151,13 +152,14 @@ class OnnxPredictor:
 
     def _detect(self, image: np.ndarray) -> PoseDetections:
         tensor, resized = self.prepare(image)
-        out = self.run_raw(self._pad(tensor).numpy())
+        out = self.run_raw(self.pad_input(tensor).numpy())
         levels = torch.from_numpy(out["levels"]).long()
         locations = torch.from_numpy(out["locations"]).float()
         strides = torch.tensor(self.strides)[levels]
         instances = Instances(batch_index=torch.zeros_like(levels), levels=levels,
                               positions=locations_to_positions(locations, strides), locations=locations,
-                              boxes=torch.from_numpy(out["boxes"]).float(), scores=torch.from_numpy(out["scores"]).float())
+                              boxes=torch.from_numpy(out["boxes"]).float(),
+                              scores=torch.from_numpy(out["scores"]).float())
         size = (int(image.shape[0]), int(image.shape[1]))
         keypoints = torch.from_numpy(out["keypoints"]).float()
         instances, keypoints = self.postprocessor.rescale(instances, keypoints, [resized], [size])

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, FCPoseError, InputError
 from ..config import TestConfig
+from ..errors import CheckpointError, FCPoseError, InputError
+from ..model.fcpose import FCPose
 
 __all__ = ["export_openvino", "onnx_to_openvino", "calibration_images", "require_openvino", "IR_PRECISIONS"]
 
@@ -100,7 +101,7 @@ def _save_ir(ov_model, out: Path) -> Path:
     return out
 
 
-def export_openvino(model, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
+def export_openvino(model: FCPose, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
                     params: TestConfig | None = None, log=None, **options) -> Path:
     """Export ``model`` (an FCPose) to the OpenVINO IR ``out`` (.xml, with its .bin beside it).
 
@@ -175,7 +176,7 @@ def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = Fal
 
     def transform(item):
         tensor, _ = pre.prepare(Predictor._as_array(pre, item))  # a path or an RGB array
-        return {"image": pre._pad(tensor).numpy(),
+        return {"image": pre.pad_input(tensor).numpy(),
                 "score_threshold": np.asarray(pre.params.score_threshold, dtype=np.float32)}
 
     nncf.set_log_level(logging.WARNING)  # not its per-node INFO lines; the progress bars stay

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import FCPoseError
-from ..model.norm import fold_frozen_bn
 from ..model.fcpose import FCPose
+from ..model.norm import fold_frozen_bn
 from ..postprocess import PostProcessor, StageHook
 from ..structures import DenseOutputs, PoseDetections
 

@@ -171,11 +171,10 @@ def fold_frozen_bn(module: nn.Module) -> int:
     count = 0
     for parent in list(module.modules()):
         if isinstance(parent, nn.Sequential):
-            names = list(parent._modules.keys())
-            for a, b in zip(names[:-1], names[1:]):
-                conv, norm = parent._modules[a], parent._modules[b]
-                if conv is not None and norm is not None and _fold_pair(conv, norm):
-                    parent._modules[b] = nn.Identity()
+            children = list(parent.named_children())
+            for (_, conv), (name, norm) in zip(children[:-1], children[1:]):
+                if _fold_pair(conv, norm):
+                    setattr(parent, name, nn.Identity())
                     count += 1
         for conv_name, norm_name in getattr(type(parent), "_conv_norm_pairs", ()):
             conv = getattr(parent, conv_name, None)
