@@ -5,7 +5,7 @@
     python benchmarks/bench_people.py --weights model.pt --presets my_run   # a checkpoint (name used for the file)
 
 Writes ``benchmarks/results/people_<preset>_<device>_<variant>.json`` (the format of ``fcpose bench --json``,
-see :mod:`fcpose.bench`) and prints each report's table. Variants: ``optimized`` (folded BN, channels-last,
+see :mod:`fcpose.bench.people`) and prints each report's table. Variants: ``optimized`` (folded BN, channels-last,
 fast dynamic heads; what ``fcpose predict`` runs), ``reference`` (the model as built and the reference
 decoder), ``bf16`` / ``fp16`` (optimised + autocast), ``nchw`` (optimised without channels-last), ``compile``
 (optimised + torch.compile), ``post1`` (optimised, selection/NMS/heads on one thread).
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fcpose.bench import format_report, run_bench, write_json
+from fcpose.bench.people import format_report, run_bench, write_json
 from fcpose.config import list_presets
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcpose.bench import machine_info, summarize, synthetic_image, write_json
+from fcpose.bench.people import machine_info, summarize, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
 from fcpose.inference.predictor import Predictor
 from fcpose.inference.runner import InferenceRunner

@@ -196,7 +196,7 @@ def accuracy(args) -> int:
             "golden", GOLDEN, ann, COCO_TINY, str(ann), 4, work / "golden", [("openvino_int8", cal)])
     elif "golden" in args.sets:
         report["sets"]["golden_coco_tiny"] = {"skipped": f"{GOLDEN} is absent"}
-    from fcpose.bench import write_json
+    from fcpose.bench.people import write_json
 
     print(f"wrote {write_json(report, args.out)}", file=sys.stderr)
     return 0
@@ -223,7 +223,7 @@ def speed(args) -> int:
                                               f"times had other processes at {rep['contention'].get('others_cpu_pct')}"
                                               "% of the CPUs")
         summary["presets"][preset] = entry
-    from fcpose.bench import write_json
+    from fcpose.bench.people import write_json
 
     print(json.dumps(summary, indent=1))
     print(f"wrote {write_json(summary, RESULTS / 'openvino_speed.json')}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """End-to-end video FPS vs network-only FPS for the R-50 and DLA-34 presets (random weights), in one run.
 
-Each preset goes through ``fcpose bench --video`` (:mod:`fcpose.inference.video_bench`): the Predictor on
+Each preset goes through ``fcpose bench --video`` (:mod:`fcpose.bench.video`): the Predictor on
 frames decoded in memory (network-only) against the whole ``fcpose track`` pipeline on the video file
 (threaded decoding, the Predictor, tracking, rendering and MP4 encoding), interleaved over rounds, plus the
 same work done serially. Prints a table and writes JSON.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fcpose.inference.video_bench import format_video_report, run_video_bench  # noqa: E402
+from fcpose.bench.video import format_video_report, run_video_bench  # noqa: E402
 
 
 def main() -> int:

@@ -374,7 +374,7 @@ def _add_bench(sub) -> None:
                    help="detection threshold of the backend comparison (default: the model's)")
     p.add_argument("--video", default=None, metavar="FILE",
                    help="instead: end-to-end video FPS (threaded decode + network + tracking + render/encode) next "
-                        "to network-only FPS on the same frames (fcpose/inference/video_bench.py)")
+                        "to network-only FPS on the same frames (fcpose/bench/video.py)")
     p.add_argument("--video-frames", type=_positive_int, default=20,
                    help="--video: frames (the video is looped; default 20)")
     p.add_argument("--video-rounds", type=_positive_int, default=2,
@@ -383,7 +383,7 @@ def _add_bench(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import format_report, run_bench, write_json
+    from .bench.people import format_report, run_bench, write_json
     from .fileio import check_output_file
 
     if args.runs < 1 or args.warmup < 0:
@@ -391,7 +391,7 @@ def _cmd_bench(args) -> int:
     if args.json:
         check_output_file(args.json, "benchmark report")  # before the slow part
     if args.backends or args.backend != "torch":
-        from .bench_backends import format_backend_report, run_backend_bench
+        from .bench.backends import format_backend_report, run_backend_bench
 
         backends = [b.strip() for b in args.backends.split(",")] if args.backends else [args.backend]
         report = run_backend_bench(args.config, args.weights, backends=backends, size=args.size,
@@ -421,9 +421,9 @@ def _cmd_bench(args) -> int:
 
 
 def _bench_video(args) -> int:
-    from .bench import write_json
+    from .bench.people import write_json
+    from .bench.video import format_video_report, run_video_bench
     from .inference.sources import VideoReader
-    from .inference.video_bench import format_video_report, run_video_bench
 
     if args.video_frames < 1 or args.video_rounds < 1:
         raise FCPoseError("--video-frames and --video-rounds must be >= 1")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fcpose
-from fcpose.bench import count_network_flops, head_flops_per_person, run_bench, synthetic_image
+from fcpose.bench.people import count_network_flops, head_flops_per_person, run_bench, synthetic_image
 from fcpose.cli import main
 
 STAT_KEYS = {"median", "p90", "mean", "min"}

@@ -216,7 +216,7 @@ def tracker_config(base: TrackerConfig, overrides: list[str] | None, smooth: boo
     return t
 
 
-class _VideoSink:
+class VideoSink:
     """Renders and encodes frames in order (in the :class:`OrderedSink` thread); the file is written
     under a hidden temporary name, opened at the first frame, and renamed when closed."""
 
@@ -320,7 +320,7 @@ def _track_sequence(predictor, seq: Sequence, name: str, writer: PoseTrackWriter
     with ExitStack() as stack:
         stack.callback(seq.close)
         if render:
-            sink_fn = _VideoSink(out_dir / f"{name}.mp4", seq.fps, predictor.cfg.keypoints.skeleton, kthr,
+            sink_fn = VideoSink(out_dir / f"{name}.mp4", seq.fps, predictor.cfg.keypoints.skeleton, kthr,
                                  draw_threshold)
             stack.callback(sink_fn.finish)  # runs after the sink thread has drained (LIFO)
             sink = stack.enter_context(OrderedSink(sink_fn, maxsize=8))

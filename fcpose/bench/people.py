@@ -55,11 +55,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.transforms import batch_images, padded_size, resize_shape
-from .errors import InputError
-from .inference.predictor import Predictor
-from .inference.runner import autocast_context, cpu_supports
-from .model.fcpose import FCPose
+from ..data.transforms import batch_images, padded_size, resize_shape
+from ..errors import InputError
+from ..inference.predictor import Predictor
+from ..inference.runner import autocast_context, cpu_supports
+from ..model.fcpose import FCPose
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
            "synthetic_image", "format_report", "write_json"]
@@ -87,7 +87,7 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model, flags
 
 
-def _cpu_times() -> list[int] | None:
+def cpu_times() -> list[int] | None:
     """user, nice, system, idle, iowait, irq, softirq, steal (clock ticks, all CPUs) or None."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
@@ -96,12 +96,12 @@ def _cpu_times() -> list[int] | None:
         return None
 
 
-def _own_cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _loadavg() -> list[float] | None:
+def loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -291,7 +291,7 @@ def synthetic_image(min_size: int, max_size: int, seed: int = 0) -> np.ndarray:
 def load_bench_image(image: str | None, min_size: int, max_size: int) -> tuple[np.ndarray, str]:
     if image in (None, "", DEFAULT_IMAGE):
         return synthetic_image(min_size, max_size), DEFAULT_IMAGE
-    from .inference.sources import read_image
+    from ..inference.sources import read_image
 
     path = Path(image)
     if not path.is_file():
@@ -308,12 +308,13 @@ def summarize(values: list[float]) -> dict:
             "mean": round(float(arr.mean()), 3), "min": round(float(arr.min()), 3)}
 
 
-def _load_model(config, weights, overrides):
+def load_bench_model(config: str | None, weights: str | None, overrides: list[str] | None) -> tuple[FCPose, str]:
+    """The model to benchmark: ``weights`` loaded (its name returned), else ``config`` with random weights."""
     if weights:
-        from .engine.checkpoint import load_model
+        from ..engine.checkpoint import load_model
 
         return load_model(weights, device="cpu", overrides=overrides), str(weights)
-    from .model.fcpose import build_model
+    from ..model.fcpose import build_model
 
     return build_model(config or "fcpose_r50_fpn", overrides), "random"
 
@@ -325,12 +326,12 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
               candidates_per_person: int = 20, probe: bool = True, flops: bool = True, probe_runs: int = 5,
               overrides: list[str] | None = None, note: str = "", log=None, post_threads: int | None = None) -> dict:
     """Run the benchmark and return the JSON-ready report (see the module docstring)."""
-    from .inference.predictor import resolve_device
+    from ..inference.predictor import resolve_device
 
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    model, weights_name = _load_model(config, weights, overrides)
+    model, weights_name = load_bench_model(config, weights, overrides)
     cfg = model.cfg
     predictor = Predictor(model, device=dev, min_size=size, max_size=max_size, optimize=optimize,
                           precision=precision, compile=compile, channels_last=channels_last, inplace=True,
@@ -344,7 +345,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     rh, rw = resize_shape(out_size[0], out_size[1], predictor.min_size, predictor.max_size)
     ph, pw = padded_size(rh, rw, net.size_divisibility)
     say = log or (lambda msg: None)
-    stat0, load0, own0 = _cpu_times(), _loadavg(), _own_cpu_seconds()
+    stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
 
     def preprocess():
         tensor, resized = predictor.prepare(picture)
@@ -460,13 +461,13 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
             best = statistics.median(r["network_gflops_per_s"] for r in forced)
             report["summary"]["network_gflops_per_s"] = best
             report["summary"]["network_vs_conv_probe"] = round(best / report["conv_probe"]["gflops_per_s"], 3)
-    stat1 = _cpu_times()
-    contention = {"loadavg_start": load0, "loadavg_end": _loadavg()}
+    stat1 = cpu_times()
+    contention = {"loadavg_start": load0, "loadavg_end": loadavg()}
     if stat0 and stat1:
         delta = [b - a for a, b in zip(stat0, stat1)]
         total = max(1, sum(delta))
         busy = total - delta[3] - delta[4]
-        own = (_own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
+        own = (own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
         contention["steal_pct"] = round(100.0 * delta[7] / total, 2)
         contention["busy_pct"] = round(100.0 * busy / total, 1)
         # CPU time used by other processes, as a share of all CPUs: > ~5 means the timings are disturbed.
@@ -523,7 +524,7 @@ def format_report(report: dict) -> str:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    from .fileio import atomic_write_text
+    from ..fileio import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from ..config import TrackerConfig
-from .pipeline import OrderedSink
-from .predictor import Predictor
-from .sources import VideoReader, VideoWriter
-from .track import DEFAULT_KEYPOINT_THRESHOLD, _VideoSink, make_tracker, track_frames
+from ..inference.pipeline import OrderedSink
+from ..inference.predictor import Predictor
+from ..inference.sources import VideoReader, VideoWriter
+from ..inference.track import DEFAULT_KEYPOINT_THRESHOLD, VideoSink, make_tracker, track_frames
 
 
 def _loop_video(src: Path, dst: Path, frames: int) -> tuple[int, int, float]:
@@ -42,12 +42,12 @@ def run_video_bench(video: str | Path, *, config: str | None = "fcpose_r50_fpn",
                     frames: int = 20, rounds: int = 2, warmup: int = 2, size: int | None = None,
                     max_size: int | None = None, device: str = "cpu", threads: int | None = None,
                     serial: bool = True, overrides: list[str] | None = None, log=None) -> dict:
-    from ..bench import _load_model
+    from .people import load_bench_model
 
     say = log or (lambda msg: None)
     if threads:
         torch.set_num_threads(int(threads))
-    model, weights_name = _load_model(config, weights, overrides)
+    model, weights_name = load_bench_model(config, weights, overrides)
     predictor = Predictor(model, device=device, min_size=size, max_size=max_size, batch_size=1, optimize=True)
     cfg = predictor.cfg
     kthr = DEFAULT_KEYPOINT_THRESHOLD[cfg.model.keypoint.score]
@@ -82,7 +82,7 @@ def run_video_bench(video: str | Path, *, config: str | None = "fcpose_r50_fpn",
 
         def end_to_end(threaded: bool) -> tuple[float, int]:
             tracker = make_tracker(predictor, TrackerConfig(), fps=fps)
-            sink_fn = _VideoSink(tmpdir / "out.mp4", fps, cfg.keypoints.skeleton, kthr, 0.3)
+            sink_fn = VideoSink(tmpdir / "out.mp4", fps, cfg.keypoints.skeleton, kthr, 0.3)
             people = 0
             t0, c0 = time.perf_counter(), time.process_time()
             with VideoReader(looped) as reader:

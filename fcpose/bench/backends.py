@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from .bench import _cpu_times, _loadavg, _own_cpu_seconds, load_bench_image, machine_info, summarize
-from .errors import InputError
+from ..errors import InputError
+from .people import cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
 
 __all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
 
@@ -36,13 +36,13 @@ ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-int8")
 def _contention(stat0, load0, own0) -> dict:
     import os
 
-    stat1 = _cpu_times()
-    out = {"loadavg_start": load0, "loadavg_end": _loadavg()}
+    stat1 = cpu_times()
+    out = {"loadavg_start": load0, "loadavg_end": loadavg()}
     if stat0 and stat1:
         delta = [b - a for a, b in zip(stat0, stat1)]
         total = max(1, sum(delta))
         busy = total - delta[3] - delta[4]
-        own = (_own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
+        own = (own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
         out["steal_pct"] = round(100.0 * delta[7] / total, 2)
         out["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
     return out
@@ -54,10 +54,10 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
                       calibration: str | None = None, calib_images: int = 20, overrides: list[str] | None = None,
                       note: str = "", log=None) -> dict:
     """Time the backends end to end (see the module docstring) -> the JSON-ready report."""
-    from .data.transforms import padded_size, resize_shape
-    from .inference.backends import load_predictor
-    from .inference.predictor import Predictor
-    from .inference.visualize import save_image
+    from ..data.transforms import padded_size, resize_shape
+    from ..inference.backends import load_predictor
+    from ..inference.predictor import Predictor
+    from ..inference.visualize import save_image
 
     backends = list(backends)
     unknown = [b for b in backends if b not in ALL_BACKENDS]
@@ -84,9 +84,9 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
             ref = next(iter(predictors.values()))
             report["config"] = ref.cfg.name
         else:
-            from .bench import _load_model
+            from .people import load_bench_model
 
-            model, report["weights"] = _load_model(config, weights, overrides)
+            model, report["weights"] = load_bench_model(config, weights, overrides)
             ref = Predictor(model, min_size=size, max_size=max_size, score_threshold=score_threshold,
                             optimize=True)
             report["config"] = model.cfg.name or str(config)
@@ -105,7 +105,7 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
             report["export_s"] = _export_all(model, ref, wanted, (ph, pw), tmp, predictors, threads, calibration,
                                              calib_images, report, say)
         names = [b for b in backends if b in predictors]
-        stat0, load0, own0 = _cpu_times(), _loadavg(), _own_cpu_seconds()
+        stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
         people, times = {}, {b: [] for b in names}
         for name in names:
             say(f"{name}: warm-up")
@@ -132,10 +132,10 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
 
 def _export_all(model, ref, wanted, shape, tmp: Path, predictors, threads, calibration, calib_images, report,
                 say) -> dict:
-    from .export.onnx import export_onnx
-    from .export.onnx_predictor import OnnxPredictor
-    from .export.openvino import onnx_to_openvino
-    from .export.openvino_predictor import OpenVinoPredictor
+    from ..export.onnx import export_onnx
+    from ..export.onnx_predictor import OnnxPredictor
+    from ..export.openvino import onnx_to_openvino
+    from ..export.openvino_predictor import OpenVinoPredictor
 
     common = dict(min_size=ref.min_size, max_size=ref.max_size, score_threshold=ref.params.score_threshold,
                   threads=threads)
