@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import FCPoseConfig
 from .engine.distributed import reduce_mean, reduce_sum
 from .model.fcpose import FCPose
 from .ops.boxes import ltrb_giou
@@ -115,7 +116,7 @@ class FCPoseCriterion:
         self.stats: dict[str, Tensor] = {}
 
     @classmethod
-    def from_config(cls, cfg) -> FCPoseCriterion:
+    def from_config(cls, cfg: FCPoseConfig) -> FCPoseCriterion:
         """From an :class:`~fcpose.config.FCPoseConfig`."""
         m, loss = cfg.model, cfg.loss
         return cls(cfg.num_keypoints, m.strides, m.fcos.sizes_of_interest,
