@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.weights:
-        from fcpose.engine.checkpoint import load_model
+        from fcpose.weights.checkpoint import load_model
 
         model = load_model(args.weights)
     else:

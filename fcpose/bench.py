@@ -306,7 +306,7 @@ def summarize(values: list[float]) -> dict:
 
 def _load_model(config, weights, overrides):
     if weights:
-        from .engine.checkpoint import load_model
+        from .weights.checkpoint import load_model
 
         return load_model(weights, device="cpu", overrides=overrides), str(weights)
     from .model.fcpose import build_model

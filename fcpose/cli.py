@@ -288,11 +288,11 @@ def _add_convert(sub) -> None:
 
 
 def _cmd_convert(args) -> int:
-    from .convert import convert_official, is_official_checkpoint
-    from .engine.checkpoint import is_fcpose_checkpoint, safe_load
     from .errors import CheckpointError
     from .fileio import atomic_save, check_output_file
-    from .zoo import resolve_weights
+    from .weights.checkpoint import is_fcpose_checkpoint, safe_load
+    from .weights.official import convert_official, is_official_checkpoint
+    from .weights.zoo import resolve_weights
 
     check_output_file(args.out, "checkpoint")
     path = resolve_weights(args.source)
@@ -475,9 +475,9 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from .engine.checkpoint import load_model
     from .export.onnx import export_onnx, parse_size
     from .fileio import check_output_file
+    from .weights.checkpoint import load_model
 
     size = parse_size(args.size) if args.size else None
     if args.format != "openvino" and (args.int8 or args.calibration or args.int8_heads):
@@ -567,7 +567,7 @@ def _cmd_presets(args) -> int:
     import yaml
 
     from .config import list_presets, load_config, to_dict
-    from .zoo import MODEL_ZOO, cache_dir
+    from .weights.zoo import MODEL_ZOO, cache_dir
 
     if args.name is None:
         weights = {entry.preset: entry for entry in MODEL_ZOO.values()}

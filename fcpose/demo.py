@@ -29,7 +29,7 @@ def choose(weights: str | None = None) -> tuple[str, Path, str]:
         synthetic = Path(weights).resolve() == SYNTH_MODEL.resolve()
         image = SCENE if synthetic else PHOTO
         return weights, image, f"demo: --weights {weights} on {image.name} (chosen by you)"
-    from .zoo import fetch
+    from .weights.zoo import fetch
 
     try:
         fetch(OFFICIAL)

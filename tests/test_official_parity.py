@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from fcpose.cli import main
-from fcpose.engine.checkpoint import load_model
 from fcpose.inference.predictor import Predictor
 from fcpose.inference.sources import read_image
 from fcpose.postprocess import DetectionParams, decode_keypoints, select_instances
 from fcpose.structures import Instances
+from fcpose.weights.checkpoint import load_model
 
 CKPT = "model_r50_fp16.pth"
 PX_TOL = 0.5

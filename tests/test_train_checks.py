@@ -15,10 +15,10 @@ from test_train import _Crash, _CrashAfter  # the training tests' crash-and-resu
 from fcpose.config import apply_overrides, load_config, to_dict
 from fcpose.data.coco import keypoint_set_from_coco
 from fcpose.engine import train_checks
-from fcpose.engine.checkpoint import read_checkpoint
 from fcpose.engine.train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
 from fcpose.engine.trainer import build_model, lr_factor, train
 from fcpose.model.norm import FrozenBatchNorm2d
+from fcpose.weights.checkpoint import read_checkpoint
 
 FAST = ["input.min_size_train=[160, 160]", "input.max_size_train=256", "input.min_size_test=160",
         "input.max_size_test=256", "solver.log_period=1", "solver.checkpoint_period=0"]

@@ -35,8 +35,8 @@ from ..loss import FCPoseCriterion
 from ..model.backbone import load_imagenet_weights
 from ..model.fcpose import FCPose, build_model
 from ..model.norm import DistributedBatchNorm2d
+from ..weights.checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
 from . import distributed as dist
-from .checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
 from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
 
 
@@ -280,7 +280,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     ``output/model_final.pt``, ``output/config.yaml``, ``output/metrics.jsonl`` and TensorBoard logs.
 
     ``init``: fine-tune from a checkpoint (fcpose ``.pt``, official ``.pth``, zoo name): its tensors that fit
-    are loaded, the others re-initialised and listed (:func:`~fcpose.engine.checkpoint.init_from_checkpoint`);
+    are loaded, the others re-initialised and listed (:func:`~fcpose.weights.checkpoint.init_from_checkpoint`);
     the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
 
     ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every iteration (tests).

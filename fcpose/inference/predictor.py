@@ -57,7 +57,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Predictor:
         """Load a checkpoint (fcpose, official AdelaiDet, or a model-zoo name) and wrap it."""
-        from ..engine.checkpoint import load_model
+        from ..weights.checkpoint import load_model
 
         return cls(load_model(path, device="cpu"), device=device, **kwargs)
 

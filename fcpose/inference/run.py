@@ -95,7 +95,7 @@ def is_synthetic_input(path: Path) -> bool:
     """Whether an input image comes from ``fcpose synth``: it lies in the ``images/`` folder of a dataset
     whose ``annotations.json`` carries the synthetic description, or it is the bundled demo scene."""
     from ..data.synthetic import SYNTH_DESCRIPTION
-    from ..zoo import sha256_of
+    from ..weights.zoo import sha256_of
 
     ann = path.parent.parent / "annotations.json"
     if path.parent.name == "images" and ann.is_file():

@@ -128,7 +128,7 @@ def _corrupt(path: Path) -> str:
 
 def _not_found(path: Path) -> str:
     from ..config import list_presets
-    from ..zoo import MODEL_ZOO
+    from .zoo import MODEL_ZOO
 
     zoo = ", ".join(sorted(MODEL_ZOO))
     if str(path) in list_presets():
@@ -144,10 +144,10 @@ def is_fcpose_checkpoint(obj: Any) -> bool:
 def read_checkpoint(path: str | Path) -> dict:
     """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly.
 
-    ``path`` may also be a model-zoo name (``fcpose_r50_official``, see :mod:`fcpose.zoo`): its file is
+    ``path`` may also be a model-zoo name (``fcpose_r50_official``, see :mod:`fcpose.weights.zoo`): its file is
     downloaded to the cache on first use.
     """
-    from ..zoo import resolve_weights
+    from .zoo import resolve_weights
 
     path = resolve_weights(path)
     obj = safe_load(path)
@@ -158,7 +158,7 @@ def read_checkpoint(path: str | Path) -> dict:
             raise CheckpointError(f"checkpoint {path} has format version {obj['version']}; this fcpose reads up "
                                   f"to version {VERSION} (upgrade fcpose)")
         return obj
-    from ..convert import convert_official, is_official_checkpoint
+    from .official import convert_official, is_official_checkpoint
 
     if is_official_checkpoint(obj):
         return convert_official(obj, source=str(path))

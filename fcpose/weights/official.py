@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import FCPoseConfig, load_config, to_dict
-from .errors import CheckpointError
+from ..config import FCPoseConfig, load_config, to_dict
+from ..errors import CheckpointError
 
 OFFICIAL_MARKER = "proposal_generator.fcpose_head."
 PRESET_BY_DEPTH = {50: "fcpose_r50_official", 101: "fcpose_r101_official"}
@@ -120,7 +120,7 @@ def _as_tensor(key: str, value: Any, source: str) -> torch.Tensor:
 
 def _expected_state(cfg: FCPoseConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Names, shapes and dtypes of the state dict of the model ``cfg`` describes (built without memory)."""
-    from .model.fcpose import build_model
+    from ..model.fcpose import build_model
 
     with torch.device("meta"):
         model = build_model(cfg)
@@ -138,7 +138,7 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
     train or fine-tune with the official recipe, unused at inference). Default: keep them when the file has
     them, so that a converted release can be fine-tuned exactly like the official trainer would.
 
-    The result is what :func:`fcpose.engine.checkpoint.save_checkpoint` writes (``format``, ``version``,
+    The result is what :func:`fcpose.weights.checkpoint.save_checkpoint` writes (``format``, ``version``,
     ``config``, ``model``), plus a ``conversion`` report: the source, the preset used, the dropped entries
     and the number of tensors upcast to float32.
     """
