@@ -32,10 +32,10 @@ from ..data.collate import collate, to_model_input
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
-from ..model.backbone import load_imagenet_weights
 from ..model.fcpose import FCPose, build_model
 from ..model.norm import DistributedBatchNorm2d
 from ..weights.checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
+from ..weights.imagenet import load_imagenet_weights
 from . import distributed as dist
 from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
 
@@ -311,7 +311,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     elif cfg.model.backbone.weights and not resume:
         report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
         if main:
-            print(f"backbone weights {cfg.model.backbone.weights}: {report.summary()}", file=sys.stderr)
+            print(report.summary(), file=sys.stderr)
     memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format).train()
     if distributed:  # BN that trains normalises with the statistics of the whole (global) batch

@@ -1,6 +1,6 @@
 """Self-describing checkpoints: the config, the weights and (for training) the loop state in one file.
 
-Layout (a plain dict, loadable with ``torch.load(..., weights_only=True)``, i.e. without executing any
+Layout (a plain dict, loadable with PyTorch's ``weights_only=True`` unpickler, i.e. without executing any
 pickled code)::
 
     {"format": "fcpose", "version": 1, "config": {...nested config...}, "model": state_dict,
@@ -10,7 +10,8 @@ pickled code)::
 ``fcpose predict`` warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images.
 
 Files are written atomically (temporary file + rename), so an interrupted save never leaves a broken
-checkpoint behind.
+checkpoint behind. :func:`checkpoint_dict` is the one place the layout is written; :func:`safe_load` is the
+one place a PyTorch file is read; :class:`StateDictReport` is how every loader says what did not fit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,16 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | N
         limit = torch.finfo(torch.float16).max
         weights = {k: (v.half() if v.is_floating_point() and bool(v.abs().max() < limit) else v) if v.numel() else v
                    for k, v in weights.items()}
-    payload = {"format": FORMAT, "version": VERSION, "config": to_dict(cfg), "model": weights,
-               "step": step, "metrics": dict(metrics or {})}
-    payload.update(state)
-    return atomic_save(payload, path)
+    return atomic_save(checkpoint_dict(weights, cfg, step=step, metrics=metrics, **state), path)
+
+
+def checkpoint_dict(state_dict: dict, cfg: FCPoseConfig, *, step: int | None = None, metrics: dict | None = None,
+                    **meta: Any) -> dict:
+    """The fcpose checkpoint layout (see the module docstring) around ``state_dict`` and ``cfg``: what
+    :func:`save_checkpoint` writes and :func:`~fcpose.weights.official.convert_official` returns. ``meta``:
+    further entries (loop state, ``trained_on``, a ``conversion`` report...)."""
+    return {"format": FORMAT, "version": VERSION, "config": to_dict(cfg), "model": state_dict, "step": step,
+            "metrics": dict(metrics or {}), **meta}
 
 
 def _numpy_safe_globals() -> list:
@@ -89,7 +96,8 @@ def _numpy_safe_globals() -> list:
 
 
 def safe_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` and one-line errors for missing/corrupt/unsafe files.
+    """The one reader of PyTorch files in fcpose: weights only (``weights_only=True``) and one-line errors for
+    missing/corrupt/unsafe files.
 
     Besides tensors and plain containers, numpy arrays and scalars are allowed (see
     :func:`_numpy_safe_globals`); nothing else that a pickle could name is.
@@ -175,20 +183,102 @@ def config_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> FCPoseConf
         raise CheckpointError(f"{source}: its config is not valid for this fcpose version: {exc}") from None
 
 
+# How a state dict fits a model: one report for every loader
+_WORDING = {  # kind -> (first sentence, labels of the missing / unexpected / shape-mismatched keys)
+    "strict": ("{source} does not fit the model it describes",
+               ("missing keys", "unexpected keys", "shape mismatches")),
+    "partial": ("backbone weights {source}: loaded {loaded} tensors",
+                ("missing ({n})", "unexpected ({n})", "shape mismatch ({n})")),
+    "init": ("initialised from {source}: {loaded} tensors loaded",
+             ("{n} re-initialised (absent from the file)", "{n} unused", "{n} re-initialised (another shape)")),
+    "official": ("{source} does not match the official FCPose layout",
+                 ("missing keys", "unknown keys", "wrong shapes/dtypes")),
+}
+
+
+@dataclass
+class StateDictReport:
+    """How a file's state dict fits a model, as lists of keys — what every loader reports.
+
+    ``loaded``: copied into the model. ``missing``: model keys the file lacks (left as they were).
+    ``unexpected``: file keys the model does not have (e.g. an ImageNet classifier's ``fc.*``).
+    ``shape_mismatch``: keys of both whose shapes (or dtypes) differ (not loaded); ``notes`` holds the
+    detail shown after such a key (``"(7,) vs (64,)"``: the file's shape, then the model's).
+
+    ``kind`` words :meth:`summary` for its loader: ``"strict"`` (:func:`load_state`: the file must fit
+    exactly, anything else is an error), ``"partial"`` (ImageNet backbone weights: what fits is loaded),
+    ``"init"`` (:func:`init_from_checkpoint`: what does not fit keeps its fresh initialisation) or
+    ``"official"`` (:func:`~fcpose.weights.official.convert_official`; keys in the official names).
+    ``headline``, if set, replaces the kind's first sentence.
+    """
+
+    source: str = "checkpoint"
+    kind: str = "strict"
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    headline: str = ""
+
+    @property
+    def fits(self) -> bool:
+        """Nothing missing, unexpected or of another shape."""
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    @property
+    def reinitialized(self) -> list[str]:
+        """Fine-tuning's view: the model's tensors that kept their fresh initialisation."""
+        return self.missing + self.shape_mismatch
+
+    @property
+    def unused(self) -> list[str]:
+        """Fine-tuning's view: the file's tensors the model has no place for."""
+        return self.unexpected
+
+    def summary(self, limit: int = 8) -> str:
+        """One line: the kind's first sentence, then each non-empty list (its first ``limit`` keys)."""
+        headline, labels = _WORDING[self.kind]
+        parts = [self.headline or headline.format(source=self.source, loaded=len(self.loaded))]
+        for label, keys in zip(labels, (self.missing, self.unexpected, self.shape_mismatch)):
+            if keys:
+                shown = ", ".join(f"{k} {self.notes[k]}" if k in self.notes else k for k in keys[:limit])
+                shown += f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+                parts.append(f"{label.format(n=len(keys))}: {shown}")
+        return "; ".join(parts)
+
+
+def match_state_dict(own: dict, state: dict, *, source: str = "checkpoint", kind: str = "strict",
+                     quiet=None) -> tuple[StateDictReport, dict[str, torch.Tensor]]:
+    """Compare a file's ``state`` with a model's ``own`` state dict: the report and the tensors that fit
+    (same name and shape), to be loaded. ``quiet(key)``: keys that load when they fit but are listed
+    nowhere (e.g. ``num_batches_tracked`` counters)."""
+    quiet = quiet or (lambda key: False)
+    report = StateDictReport(source=source, kind=kind)
+    fit: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is not None and isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(target.shape):
+            fit[key] = value
+            if not quiet(key):
+                report.loaded.append(key)
+        elif quiet(key):
+            continue
+        elif target is None:
+            report.unexpected.append(key)
+        else:
+            report.shape_mismatch.append(key)
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+            report.notes[key] = f"{found} vs {tuple(target.shape)}"
+    report.missing = [k for k in own if k not in state and not quiet(k)]
+    return report, fit
+
+
 def load_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """Strict ``load_state_dict`` whose mismatches become one clear :class:`CheckpointError`."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape:
-        parts = []
-        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shape)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"{name}: {shown}")
-        raise CheckpointError(f"{source} does not fit the model it describes; " + "; ".join(parts))
+    report, _ = match_state_dict(model.state_dict(), state_dict, source=source)
+    if not report.fits:
+        raise CheckpointError(report.summary())
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -208,51 +298,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     return model.to(device).eval()
 
 
-@dataclass
-class InitReport:
-    """What :func:`init_from_checkpoint` did: tensors loaded, re-initialised (absent or another shape) and
-    unused (in the file but not in the model)."""
-
-    source: str
-    loaded: list[str]
-    reinitialized: list[str]
-    unused: list[str]
-
-    def summary(self) -> str:
-        def names(keys: list[str]) -> str:
-            return ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
-
-        text = f"initialised from {self.source}: {len(self.loaded)} tensors loaded"
-        if self.reinitialized:
-            text += f"; {len(self.reinitialized)} re-initialised (absent or another shape): {names(self.reinitialized)}"
-        if self.unused:
-            text += f"; {len(self.unused)} unused: {names(self.unused)}"
-        return text
-
-
-def init_from_checkpoint(model: nn.Module, weights: str | Path) -> InitReport:
+def init_from_checkpoint(model: nn.Module, weights: str | Path) -> StateDictReport:
     """Fine-tuning start: copy every tensor of a checkpoint (fcpose ``.pt``, official ``.pth`` — also a full
     detectron2 training checkpoint — or a model-zoo name) whose name and shape fit ``model``.
 
     Tensors the model has but the file lacks or holds with another shape (another keypoint count: the
     controller, the offsets, the auxiliary heads; another width) keep their fresh initialisation and are
-    listed; the file's optimiser and schedule state are ignored (the optimiser starts fresh).
+    listed (``report.reinitialized``); the file's optimiser and schedule state are ignored (the optimiser
+    starts fresh).
     """
     ckpt = read_checkpoint(weights)
     source = str(weights)
-    state = ckpt["model"]
     own = unwrap_model(model).state_dict()
-    loaded, reinit = [], []
-    with torch.no_grad():
-        for name, tensor in own.items():
-            value = state.get(name)
-            if isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(tensor.shape):
-                tensor.copy_(value.to(dtype=tensor.dtype))
-                loaded.append(name)
-            else:
-                reinit.append(name)
-    unused = [k for k in state if k not in own]
-    if not loaded:
+    report, fit = match_state_dict(own, ckpt["model"], source=source, kind="init")
+    if not fit:
         raise CheckpointError(f"{source} has no tensor that fits this model (is it a checkpoint of another "
                               f"architecture? e.g. the paper variant vs the official one)")
-    return InitReport(source, loaded, reinit, unused)
+    with torch.no_grad():
+        for name, value in fit.items():
+            own[name].copy_(value.to(dtype=own[name].dtype))
+    return report
