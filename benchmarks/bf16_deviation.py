@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from fcpose.bench import machine_info, summarize, synthetic_image, write_json
+from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images
 from fcpose.inference.optimize import InferenceRunner
 from fcpose.inference.predictor import Predictor
-from fcpose.inference.sources import read_image
 from fcpose.postprocess import DetectionParams
 from fcpose.targets.boxes import decode_ltrb
 

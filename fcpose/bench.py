@@ -287,7 +287,7 @@ def synthetic_image(min_size: int, max_size: int, seed: int = 0) -> np.ndarray:
 def load_bench_image(image: str | None, min_size: int, max_size: int) -> tuple[np.ndarray, str]:
     if image in (None, "", DEFAULT_IMAGE):
         return synthetic_image(min_size, max_size), DEFAULT_IMAGE
-    from .inference.sources import read_image
+    from .data.images import read_image
 
     path = Path(image)
     if not path.is_file():

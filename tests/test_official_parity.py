@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from fcpose.cli import main
+from fcpose.data.images import read_image
 from fcpose.inference.predictor import Predictor
-from fcpose.inference.sources import read_image
 from fcpose.postprocess import DetectionParams, decode_keypoints, select_instances
 from fcpose.structures import Instances
 from fcpose.weights.checkpoint import load_model

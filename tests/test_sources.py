@@ -12,15 +12,14 @@ import pytest
 from conftest import COCO_TINY, DEMO_VIDEO  # FCPOSE_SHARED or ../shared
 from PIL import Image
 
+from fcpose.data.images import IMAGE_EXTENSIONS, read_image
 from fcpose.errors import InputError
 from fcpose.inference.sources import (
-    IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Source,
     VideoReader,
     VideoWriter,
     collect_sources,
-    read_image,
 )
 
 

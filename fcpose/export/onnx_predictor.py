@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ..config import from_dict
+from ..data.images import as_rgb_array
 from ..data.transforms import batch_images, image_to_tensor, resize_image, resize_shape
 from ..errors import CheckpointError, FCPoseError, InputError
-from ..inference.predictor import Predictor
 from ..postprocess import DetectionParams, rescale_boxes, split_per_image
 from ..structures import Instances, PoseDetections
 from .onnx import EXPORT_FORMAT, INPUT_NAMES, OUTPUT_NAMES
@@ -161,7 +161,7 @@ class OnnxPredictor:
         return split_per_image(instances, keypoints, [size])[0]
 
     def predict(self, images: list) -> list[PoseDetections]:
-        return [self._detect(Predictor._as_array(self, im)) for im in images]
+        return [self._detect(as_rgb_array(im)) for im in images]
 
     def __call__(self, image) -> PoseDetections:
         return self.predict([image])[0]

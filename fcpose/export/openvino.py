@@ -58,7 +58,7 @@ def _require_nncf():
 def calibration_images(source: str | Path, limit: int | None = None) -> list[Path]:
     """Image files for calibration: a folder's images (sorted, not recursive), or the images of a COCO
     annotation JSON (``file_name`` relative to the JSON's folder or its ``images/`` subfolder), in id order."""
-    from ..inference.sources import IMAGE_EXTENSIONS
+    from ..data.images import IMAGE_EXTENSIONS
 
     source = Path(source)
     if source.is_dir():

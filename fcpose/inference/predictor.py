@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.images import as_rgb_array
 from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
-from ..errors import FCPoseError, InputError
+from ..errors import FCPoseError
 from ..postprocess import DetectionParams
 from ..structures import PoseDetections
 from .optimize import InferenceRunner
-from .sources import read_image
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -63,14 +63,7 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------
     def _as_array(self, image) -> np.ndarray:
-        if isinstance(image, (str, Path)):
-            return read_image(image)
-        arr = np.asarray(image)
-        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-            raise InputError(f"expected an RGB uint8 image of shape [H, W, 3], got {arr.dtype} {arr.shape}")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise InputError("the image is empty (zero height or width)")
-        return arr
+        return as_rgb_array(image)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """RGB uint8 image -> (normalised ``[3, h, w]`` tensor on the device, its resized (h, w))."""

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..data.images import read_image
 from ..errors import InputError
 from ..fileio import atomic_write_text, check_output_dir, prepare_output_dir
 from .predictor import Predictor
-from .sources import Source, VideoReader, VideoWriter, collect_sources, read_image
+from .sources import Source, VideoReader, VideoWriter, collect_sources
 from .visualize import draw_poses, save_image
 
 DEFAULT_KEYPOINT_THRESHOLD = {"softmax": 0.05, "logit": 0.0}

@@ -1,4 +1,5 @@
-"""Reading images and videos, expanding command-line inputs, and writing videos.
+"""Reading videos, streams and image URLs, expanding command-line inputs, and writing videos (image files
+are read by :mod:`fcpose.data.images`).
 
 Every array that crosses this module's boundary is a ``uint8`` ``H x W x 3`` image in **RGB**
 channel order (OpenCV's BGR is converted at the edge). Problems a user can cause — a missing,
@@ -19,90 +20,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..data.images import IMAGE_EXTENSIONS, check_file, one_line, pil_to_rgb
 from ..errors import InputError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 DEFAULT_FPS = 25.0
 # Containers sometimes report a time base (90000) or garbage as the frame rate.
 _MAX_PLAUSIBLE_FPS = 1000.0
-
-
-def _one_line(text: object) -> str:
-    """Collapse an exception message to a single line."""
-    return " ".join(str(text).split()) or "unknown error"
-
-
-def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise InputError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{what} path is a directory, not a file: {path}")
-    if not path.is_file():
-        raise InputError(f"{what} path is not a regular file: {path}")
-
-
-# --------------------------------------------------------------------------------------------
-# Images
-# --------------------------------------------------------------------------------------------
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> ``uint8`` ``H x W x 3`` RGB (16-bit and float data are rescaled, alpha dropped)."""
-    mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit PNG/TIFF (PIL's "I;16*" modes, or "I" from older plugins): keep the top 8 bits.
-        arr = np.asarray(img).astype(np.int64)
-        if mode == "I" and arr.size and arr.max() <= 255 and arr.min() >= 0:
-            gray = arr.astype(np.uint8)
-        else:
-            gray = (np.clip(arr, 0, 65535) // 257).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if mode == "F":
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        if arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if mode != "RGB":
-        img = img.convert("RGB")
-    return np.array(img, dtype=np.uint8)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file with PIL.
-
-    Returns a new ``uint8`` array of shape ``[H, W, 3]`` in RGB order, after applying the EXIF
-    orientation tag (so ``H x W`` is the upright size a viewer shows). Palette, grayscale, RGBA
-    (alpha dropped), CMYK and 16-bit images are converted to 8-bit RGB.
-
-    Raises:
-        InputError: the file is missing, a directory, unreadable, not an image, corrupt or
-            truncated, or has zero size. The message names the file.
-    """
-    path = Path(path)
-    _check_file(path, "image")
-    try:
-        with Image.open(path) as img:
-            img.load()  # force a full decode: truncated data fails here, not later
-            try:
-                upright = ImageOps.exif_transpose(img)
-            except Exception:  # a malformed EXIF block does not make the pixels unusable
-                upright = img
-            arr = _to_rgb_array(upright)
-    except PermissionError:
-        raise InputError(f"cannot read image {path}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"cannot read image {path}: not an image file or an unsupported format") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"cannot read image {path}: {_one_line(exc)}") from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
-        raise InputError(f"cannot read image {path}: corrupt or truncated ({_one_line(exc)})") from None
-    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputError(f"image has zero size: {path}")
-    return arr
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +89,7 @@ def collect_sources(inputs: Iterable[str | Path]) -> tuple[list[Source], list[st
             try:
                 entries = sorted(path.iterdir(), key=lambda p: p.name)
             except OSError as exc:
-                problems.append(f"cannot list folder {path}: {_one_line(exc.strerror or exc)}")
+                problems.append(f"cannot list folder {path}: {one_line(exc.strerror or exc)}")
                 continue
             found = 0
             for entry in entries:
@@ -216,7 +142,7 @@ class VideoReader:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        _check_file(self.path, "video")
+        check_file(self.path, "video")
         self._cap: cv2.VideoCapture | None = None
         self._first: np.ndarray | None = None
         self._iterated = False
@@ -387,7 +313,7 @@ class VideoWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputError(f"cannot create folder for video {self.path}: {_one_line(exc)}") from None
+            raise InputError(f"cannot create folder for video {self.path}: {one_line(exc)}") from None
         self._backend = None
         self._tmp: Path | None = None
         for out_suffix, library, codec, note in _VIDEO_CHOICES[suffix]:
@@ -514,9 +440,9 @@ def _check_url(url: str, timeout: float) -> None:
     except urllib.error.HTTPError as exc:
         raise InputError(f"cannot open {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise InputError(f"cannot open {url}: {_one_line(getattr(exc, 'reason', exc))}") from None
+        raise InputError(f"cannot open {url}: {one_line(getattr(exc, 'reason', exc))}") from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot open {url}: {_one_line(exc)}") from None
+        raise InputError(f"cannot open {url}: {one_line(exc)}") from None
 
 
 def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: int = 256 << 20) -> np.ndarray:
@@ -535,9 +461,9 @@ def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: in
     except urllib.error.HTTPError as exc:
         raise InputError(f"cannot download image {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise InputError(f"cannot download image {url}: {_one_line(getattr(exc, 'reason', exc))}") from None
+        raise InputError(f"cannot download image {url}: {one_line(getattr(exc, 'reason', exc))}") from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot download image {url}: {_one_line(exc)}") from None
+        raise InputError(f"cannot download image {url}: {one_line(exc)}") from None
     if len(data) > max_bytes:
         raise InputError(f"image at {url} is larger than {max_bytes >> 20} MiB")
     try:
@@ -547,9 +473,9 @@ def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: in
                 img = ImageOps.exif_transpose(img)
             except Exception:
                 pass
-            arr = _to_rgb_array(img)
+            arr = pil_to_rgb(img)
     except Exception as exc:
-        raise InputError(f"cannot read image {url}: not an image or corrupt ({_one_line(exc)})") from None
+        raise InputError(f"cannot read image {url}: not an image or corrupt ({one_line(exc)})") from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image has zero size: {url}")
     return arr

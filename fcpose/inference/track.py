@@ -27,13 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import TrackerConfig, apply_overrides
+from ..data.images import IMAGE_EXTENSIONS, read_image
 from ..errors import InputError
 from ..tracking.posetrack import PoseTrackWriter, person_entry
 from ..tracking.tracker import PoseTracker, TrackedPeople
 from .pipeline import OrderedSink, Prefetcher
 from .sources import (
     DEFAULT_URL_TIMEOUT,
-    IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     VideoWriter,
     expand_globs,
@@ -41,7 +41,6 @@ from .sources import (
     is_url,
     is_webcam,
     open_frames,
-    read_image,
     read_image_url,
     source_name,
 )
