@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .engine.distributed import reduce_mean, reduce_sum
+from .distributed import reduce_mean, reduce_sum
 from .ops.boxes import ltrb_giou
 from .structures import DenseOutputs, Instances
 from .targets.fcos import FCOSTargets, LocationGrid, assign_fcos_targets, location_grid

@@ -189,7 +189,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_overrides: list, data: str
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from fcpose.engine import distributed as dist
+    from fcpose import distributed as dist
 
     try:
         result = train(load_config("overfit_tiny", cfg_overrides), data=data, images=images, output=out,

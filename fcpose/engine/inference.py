@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import distributed as dist
 from ..errors import InputError
 from ..fileio import atomic_write_text
-from . import distributed as dist
 from .evaluation import evaluate_keypoints, load_gt
 
 

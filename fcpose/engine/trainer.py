@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from .. import distributed as dist
 from ..config import FCPoseConfig, to_dict
 from ..data.augment import TrainTransform
 from ..data.coco import CocoKeypointDataset, keypoint_set_from_coco
@@ -36,7 +37,6 @@ from ..model.fcpose import FCPose, build_model
 from ..model.norm import DistributedBatchNorm2d
 from ..weights.checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
 from ..weights.imagenet import load_imagenet_weights
-from . import distributed as dist
 from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
 
 
