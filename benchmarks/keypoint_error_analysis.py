@@ -32,8 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fcpose.engine.evaluate import predict_dataset  # noqa: E402
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
-from fcpose.engine.inference import predict_dataset  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
 from fcpose.ops.boxes import box_iou  # noqa: E402
 from fcpose.weights.checkpoint import load_model  # noqa: E402

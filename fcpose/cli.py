@@ -98,7 +98,7 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from .inference.run import run_predict
+    from .inference.predict_command import run_predict
 
     return run_predict(args.sources, args.weights, args.out, score_threshold=args.score_threshold,
                        device=args.device, size=args.size, max_size=args.max_size, annotations=args.annotations,
@@ -225,7 +225,7 @@ def _add_eval(sub) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from .engine.inference import run_eval
+    from .engine.evaluate import run_eval
     from .fileio import check_output_file
 
     for path, what in ((args.json_out, "metrics file"), (args.results_out, "results file")):

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None,
                         help="run these weights instead of choosing (default: official if downloadable)")
     args = parser.parse_args(argv)
-    from .inference.run import run_predict
+    from .inference.predict_command import run_predict
 
     try:
         weights, image, line = choose(args.weights)

@@ -475,8 +475,8 @@ def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, sc
 def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iteration) -> dict:
     """COCO AP of the current weights (sharded over ranks); the model is put back in training mode."""
     from ..inference.predictor import Predictor
+    from .evaluate import format_metrics, predict_dataset
     from .evaluation import evaluate_keypoints
-    from .inference import format_metrics, predict_dataset
 
     bare = unwrap_model(model)
     predictor = Predictor(bare, device=dev)

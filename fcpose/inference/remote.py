@@ -23,7 +23,7 @@ def predict_remote(predictor, specs: list[str], out_dir: Path, renderer, render:
                    ) -> tuple[list[dict], list[str], bool]:
     """Returns ``(COCO result entries, failure lines, interrupted)``. ``sole``: this is the only input, so
     a failure is raised (one line, exit status 2) instead of collected."""
-    from .run import _unique_output
+    from .predict_command import _unique_output
 
     results: list[dict] = []
     failures: list[str] = []
