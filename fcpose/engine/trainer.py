@@ -37,7 +37,7 @@ from ..model.fcpose import FCPose, build_model
 from ..model.norm import DistributedBatchNorm2d
 from ..weights.checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
 from ..weights.imagenet import load_imagenet_weights
-from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
+from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,6 +279,9 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     """Train FCPose on a COCO-format keypoint dataset; writes ``output/last.pt`` (resumable),
     ``output/model_final.pt``, ``output/config.yaml``, ``output/metrics.jsonl`` and TensorBoard logs.
 
+    The keypoint set is the training data's (:func:`~fcpose.engine.train_checks.fit_keypoints_to_data`): a
+    config that set another one is replaced, with one note line saying what was replaced by what.
+
     ``init``: fine-tune from a checkpoint (fcpose ``.pt``, official ``.pth``, zoo name): its tensors that fit
     are loaded, the others re-initialised and listed (:func:`~fcpose.weights.checkpoint.init_from_checkpoint`);
     the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
@@ -296,7 +299,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     s = cfg.solver
 
     # The dataset defines the keypoint set; the model sizes its heads and controller from it.
-    cfg.keypoints = keypoint_set_from_coco(data)
+    fit_keypoints_to_data(cfg, keypoint_set_from_coco(data), data, verbose=main)
     cfg.validate()
     # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
     fit_backbone_to_scratch(cfg, has_pretrained=bool(cfg.model.backbone.weights) or init is not None, verbose=main)
@@ -354,6 +357,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         elif main:
             print(f"note: {last_path} holds no weight average; solver.ema_decay starts one from the resumed "
                   "weights", file=sys.stderr)
+    loop = _LoopState(optimizer, scheduler, scaler, ema)
 
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +428,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
             logger.log(iteration, {**values, "lr": lr, "grad_norm": float(grad_norm),
                                    "skipped_steps": skipped, "sec_per_iter": elapsed / (iteration - start_iter)})
         if s.checkpoint_period > 0 and iteration % s.checkpoint_period == 0 and iteration < s.max_iter:
-            _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
+            _save_last(model, out_dir, cfg, iteration=iteration, skipped=skipped, loop=loop, metrics=metrics,
+                       main=main)
         if (eval_data and s.eval_period > 0 and iteration % s.eval_period == 0 and iteration < s.max_iter):
             metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
                                 logger, iteration)
@@ -433,7 +438,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     if eval_data:
         metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
                             logger, iteration)
-    _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
+    _save_last(model, out_dir, cfg, iteration=iteration, skipped=skipped, loop=loop, metrics=metrics,
+               main=main)
     if main:
         save_checkpoint(final_model(model, ema), out_dir / "model_final.pt", cfg=cfg, step=iteration,
                         trained_on=trained_on_label(data),
@@ -463,12 +469,24 @@ def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:
     return ema.module if ema is not None else unwrap_model(model)
 
 
-def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main) -> None:
+@dataclass
+class _LoopState:
+    """What ``last.pt`` holds besides the weights and the config: enough to resume the loop exactly."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+
+
+def _save_last(model: nn.Module, out_dir: Path, cfg: FCPoseConfig, *, iteration: int, skipped: int,
+               loop: _LoopState, metrics: dict, main: bool) -> None:
+    """Write ``out_dir/last.pt`` (main process; every rank waits for it)."""
     if main:
-        extra = {"ema": ema.state_dict()} if ema is not None else {}
+        extra = {"ema": loop.ema.state_dict()} if loop.ema is not None else {}
         save_checkpoint(model, out_dir / "last.pt", cfg=cfg, step=iteration, metrics=metrics,
-                        skipped_steps=skipped, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(), **extra)
+                        skipped_steps=skipped, optimizer=loop.optimizer.state_dict(),
+                        scheduler=loop.scheduler.state_dict(), scaler=loop.scaler.state_dict(), **extra)
     dist.barrier()
 
 
