@@ -59,6 +59,7 @@ demo: setup
 	@echo "to run fcpose yourself: source $(VENV)/bin/activate, then e.g. fcpose predict PHOTO.jpg --weights fcpose_r50_official --out out (or $(BIN)/fcpose ...)"
 
 test: setup
+	$(BIN)/lint-imports --no-cache  # the layers of docs/architecture.md (contracts in pyproject.toml)
 	$(BIN)/python -m pytest -q
 
 test-all: setup
@@ -66,6 +67,7 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check fcpose tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from fcpose.bench.people import machine_info, summarize, synthetic_image, write_json
+from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images
 from fcpose.inference.predictor import Predictor
 from fcpose.inference.runner import InferenceRunner
-from fcpose.inference.sources import read_image
 from fcpose.targets.boxes import decode_ltrb
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.weights:
-        from fcpose.engine.checkpoint import load_model
+        from fcpose.weights.checkpoint import load_model
 
         model = load_model(args.weights)
     else:

@@ -32,11 +32,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fcpose.engine.checkpoint import load_model  # noqa: E402
+from fcpose.engine.evaluate import predict_dataset  # noqa: E402
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
-from fcpose.engine.inference import predict_dataset  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
 from fcpose.ops.boxes import box_iou  # noqa: E402
+from fcpose.weights.checkpoint import load_model  # noqa: E402
 
 GROSS_PX = 8.0  # one cell of the stride-8 heatmap
 

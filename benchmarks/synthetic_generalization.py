@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from fcpose.config import load_config  # noqa: E402
 from fcpose.data.synthetic import generate_dataset  # noqa: E402
-from fcpose.engine.checkpoint import load_model  # noqa: E402
+from fcpose.engine.evaluate import format_metrics, predict_dataset  # noqa: E402
 from fcpose.engine.evaluation import evaluate_keypoints  # noqa: E402
-from fcpose.engine.inference import format_metrics, predict_dataset  # noqa: E402
 from fcpose.engine.trainer import train  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
+from fcpose.weights.checkpoint import load_model  # noqa: E402
 
 
 def main() -> int:

@@ -15,12 +15,12 @@ __version__ = "0.1.0"
 
 from .builder import build  # noqa: E402
 from .config import FCPoseConfig, list_presets, load_config  # noqa: E402
-from .engine.checkpoint import load_model, save_checkpoint  # noqa: E402
 from .errors import CheckpointError, ConfigError, FCPoseError, InputError  # noqa: E402
 from .inference.predictor import Predictor  # noqa: E402
 from .model.fcpose import FCPose, build_model  # noqa: E402
 from .postprocess import PostProcessor  # noqa: E402
 from .structures import DenseOutputs, Instances, PoseDetections  # noqa: E402
+from .weights.checkpoint import load_model, save_checkpoint  # noqa: E402
 
 __all__ = [
     "CheckpointError", "ConfigError", "DenseOutputs", "FCPose", "FCPoseConfig", "FCPoseError", "InputError",

@@ -19,34 +19,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _bounded(cast, expected: str, low, high=None):
+    """An argparse ``type``: ``cast(text)`` within ``[low, high]`` (no upper bound when ``high`` is None), else
+    the one-line error "expected <expected>, got '<text>'"."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not (low <= value and (high is None or value <= high)):  # also rejects nan
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+_positive_int = _bounded(int, "a positive integer", 1)
+_non_negative_int = _bounded(int, "an integer >= 0", 0)
+_unit_float = _bounded(float, "a number in [0, 1]", 0.0, 1.0)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -98,7 +89,7 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from .inference.run import run_predict
+    from .inference.predict_command import run_predict
 
     return run_predict(args.sources, args.weights, args.out, score_threshold=args.score_threshold,
                        device=args.device, size=args.size, max_size=args.max_size, annotations=args.annotations,
@@ -145,7 +136,7 @@ def _add_track(sub) -> None:
 
 
 def _cmd_track(args) -> int:
-    from .inference.track import run_track
+    from .inference.track_command import run_track
 
     return run_track(args.sources, args.weights, args.out, smooth=args.smooth, mot=args.mot,
                      render=not args.no_render, realtime=args.realtime, overrides=args.overrides,
@@ -225,7 +216,7 @@ def _add_eval(sub) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from .engine.inference import run_eval
+    from .engine.evaluate import run_eval
     from .fileio import check_output_file
 
     for path, what in ((args.json_out, "metrics file"), (args.results_out, "results file")):
@@ -288,11 +279,11 @@ def _add_convert(sub) -> None:
 
 
 def _cmd_convert(args) -> int:
-    from .convert import convert_official, is_official_checkpoint
-    from .engine.checkpoint import is_fcpose_checkpoint, safe_load
     from .errors import CheckpointError
     from .fileio import atomic_save, check_output_file
-    from .zoo import resolve_weights
+    from .weights.files import is_fcpose_checkpoint, safe_load
+    from .weights.official import convert_official, is_official_checkpoint
+    from .weights.zoo import resolve_weights
 
     check_output_file(args.out, "checkpoint")
     path = resolve_weights(args.source)
@@ -423,7 +414,7 @@ def _cmd_bench(args) -> int:
 def _bench_video(args) -> int:
     from .bench.people import write_json
     from .bench.video import format_video_report, run_video_bench
-    from .inference.sources import VideoReader
+    from .data.video import VideoReader
 
     if args.video_frames < 1 or args.video_rounds < 1:
         raise FCPoseError("--video-frames and --video-rounds must be >= 1")
@@ -475,9 +466,9 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from .engine.checkpoint import load_model
     from .export.onnx import export_onnx, parse_size
     from .fileio import check_output_file
+    from .weights.checkpoint import load_model
 
     size = parse_size(args.size) if args.size else None
     if args.format != "openvino" and (args.int8 or args.calibration or args.int8_heads):
@@ -567,7 +558,7 @@ def _cmd_presets(args) -> int:
     import yaml
 
     from .config import list_presets, load_config, to_dict
-    from .zoo import MODEL_ZOO, cache_dir
+    from .weights.zoo import MODEL_ZOO, cache_dir
 
     if args.name is None:
         weights = {entry.preset: entry for entry in MODEL_ZOO.values()}

@@ -29,7 +29,7 @@ def choose(weights: str | None = None) -> tuple[str, Path, str]:
         synthetic = Path(weights).resolve() == SYNTH_MODEL.resolve()
         image = SCENE if synthetic else PHOTO
         return weights, image, f"demo: --weights {weights} on {image.name} (chosen by you)"
-    from .zoo import fetch
+    from .weights.zoo import fetch
 
     try:
         fetch(OFFICIAL)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None,
                         help="run these weights instead of choosing (default: official if downloadable)")
     args = parser.parse_args(argv)
-    from .inference.run import run_predict
+    from .inference.predict_command import run_predict
 
     try:
         weights, image, line = choose(args.weights)

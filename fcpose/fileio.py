@@ -150,3 +150,15 @@ def atomic_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
 def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
     """Write ``text`` (UTF-8) to ``path``, atomically."""
     return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what)
+
+
+def unique_output_path(out_dir: Path, source: str | Path, suffix: str, used: set[str]) -> Path:
+    """``out_dir / (stem + suffix)`` for ``source``, numbered (``stem_1``, ``stem_2``...) past the names in
+    ``used`` (which records the chosen one): outputs of same-named inputs never overwrite each other."""
+    stem = Path(source).stem
+    name, i = stem + suffix, 1
+    while name in used:
+        name = f"{stem}_{i}{suffix}"
+        i += 1
+    used.add(name)
+    return Path(out_dir) / name

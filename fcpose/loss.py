@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import FCPoseConfig
-from .engine.distributed import reduce_mean, reduce_sum
+from .distributed import reduce_mean, reduce_sum
 from .model.fcpose import FCPose
 from .ops.boxes import ltrb_giou
 from .structures import DenseOutputs, Instances

@@ -15,9 +15,9 @@ from fcpose.model.backbone import (
     DLA34,
     ResNet,
     build_backbone,
-    load_imagenet_weights,
 )
 from fcpose.model.norm import FrozenBatchNorm2d, fold_frozen_bn, get_norm
+from fcpose.weights.imagenet import load_imagenet_weights
 
 NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)
 

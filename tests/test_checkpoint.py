@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import fcpose
-from fcpose.engine.checkpoint import load_model, read_checkpoint, save_checkpoint
 from fcpose.errors import CheckpointError
+from fcpose.weights.checkpoint import load_model, read_checkpoint, save_checkpoint
 
 
 def test_round_trip_rebuilds_the_same_model(tiny_model, tmp_path: Path):

@@ -19,15 +19,16 @@ import torch
 
 from fcpose import CheckpointError, Predictor, build_model
 from fcpose.cli import main
-from fcpose.convert import (
+from fcpose.weights.checkpoint import load_model, read_checkpoint
+from fcpose.weights.files import safe_load
+from fcpose.weights.official import (
     AUX_PREFIXES,
     convert_official,
     fcpose_key_to_official,
     is_official_checkpoint,
     official_key_to_fcpose,
 )
-from fcpose.engine.checkpoint import load_model, read_checkpoint, safe_load
-from fcpose.zoo import MODEL_ZOO, cache_dir, fetch, resolve_weights, sha256_of
+from fcpose.weights.zoo import MODEL_ZOO, cache_dir, fetch, resolve_weights, sha256_of
 
 CKPT = "model_r50_fp16.pth"
 
@@ -89,7 +90,7 @@ def test_key_lists_convert(golden, depth):
     assert sum(v.numel() for v in ckpt["model"].values()) == total - 5
     assert sum(v.numel() for v in lean["model"].values()) == total - dropped - 5
     # Names and shapes are those of the model its config describes (built on the meta device: no memory).
-    from fcpose.engine.checkpoint import config_from_checkpoint
+    from fcpose.weights.checkpoint import config_from_checkpoint
 
     with torch.device("meta"):
         own = build_model(config_from_checkpoint(ckpt)).state_dict()
@@ -197,7 +198,7 @@ def offline(monkeypatch):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr("fcpose.zoo.urllib.request.urlopen", no_network)
+    monkeypatch.setattr("fcpose.weights.zoo.urllib.request.urlopen", no_network)
 
 
 def test_zoo_entries():
@@ -310,7 +311,7 @@ def test_zoo_http_download_is_verified(cache, http_server, monkeypatch, capsys):
     assert sorted(p.name for p in cache.iterdir()) == [".fcpose50.pth.verified", "fcpose50.pth"]
     # Later uses check the size but do not hash the file again ...
     with monkeypatch.context() as m:
-        m.setattr("fcpose.zoo.sha256_of", lambda *a, **k: pytest.fail("hashed a verified file again"))
+        m.setattr("fcpose.weights.zoo.sha256_of", lambda *a, **k: pytest.fail("hashed a verified file again"))
         assert fetch("fcpose_r50_official", progress=False) == path
     # ... until it changes (same size, other bytes, newer time): then the hash is checked and fails.
     path.write_bytes(bytes(len(payload)))

@@ -12,7 +12,7 @@ from fcpose.errors import CheckpointError
 
 
 def test_shipped_demo_model_says_it_is_synthetic():
-    from fcpose.engine.checkpoint import read_checkpoint
+    from fcpose.weights.checkpoint import read_checkpoint
 
     assert read_checkpoint(demo.SYNTH_MODEL)["trained_on"] == "synthetic"
     assert demo.PHOTO.is_file() and demo.SCENE.is_file()
@@ -21,7 +21,7 @@ def test_shipped_demo_model_says_it_is_synthetic():
 
 
 def test_demo_falls_back_to_synthetic_offline(monkeypatch, tmp_path, capsys):
-    from fcpose import zoo
+    from fcpose.weights import zoo
 
     def offline(url, dest, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
@@ -41,7 +41,7 @@ def test_demo_falls_back_to_synthetic_offline(monkeypatch, tmp_path, capsys):
 
 
 def test_demo_uses_the_official_model_when_it_can(monkeypatch, tmp_path):
-    from fcpose import zoo
+    from fcpose.weights import zoo
 
     monkeypatch.setattr(zoo, "fetch", lambda name, **kw: tmp_path / "fcpose50.pth")
     weights, image, line = demo.choose()
@@ -50,7 +50,7 @@ def test_demo_uses_the_official_model_when_it_can(monkeypatch, tmp_path):
 
 
 def test_demo_offline_reason_comes_from_the_zoo(monkeypatch):
-    from fcpose import zoo
+    from fcpose.weights import zoo
 
     def fail(name, **kw):
         error = CheckpointError("long message")

@@ -69,7 +69,7 @@ def test_sigint_to_predict_leaves_valid_files(tiny_checkpoint, tmp_path):
 
 
 def test_sigint_to_train_then_resume(coco_tiny, tmp_path):
-    from fcpose.engine.checkpoint import read_checkpoint
+    from fcpose.weights.checkpoint import read_checkpoint
 
     out = tmp_path / "run"
     common = ["train", "--config", "overfit_tiny", "--data", str(coco_tiny / "person_keypoints.json"), "--images",

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from fcpose import build_model, load_config
+from fcpose import distributed as dist_utils
 from fcpose.data import CocoKeypointDataset, TestTransform, collate, to_model_input
-from fcpose.engine import distributed as dist_utils
 from fcpose.loss import LOSS_NAMES, FCPoseCriterion, sigmoid_focal_loss
 from fcpose.targets.fcos import assign_fcos_targets
 

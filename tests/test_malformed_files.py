@@ -87,9 +87,9 @@ def _only_fcpose_errors(load, doc, path: Path, dump=json.dumps):
 
 def _loaders():
     from fcpose.data.coco import CocoKeypointDataset, keypoint_set_from_coco
+    from fcpose.engine.evaluate import dataset_images
     from fcpose.engine.evaluation import evaluate_keypoints, load_gt
-    from fcpose.engine.inference import dataset_images
-    from fcpose.inference.run import _load_ids
+    from fcpose.inference.predict_command import _load_ids
 
     def train_dataset(p):
         ds = CocoKeypointDataset(p, p.parent)

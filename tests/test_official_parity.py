@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from conftest import decode_people, select_people
 
 from fcpose.cli import main
-from fcpose.engine.checkpoint import load_model
+from fcpose.data.images import read_image
 from fcpose.inference.predictor import Predictor
-from fcpose.inference.sources import read_image
 from fcpose.structures import Instances
+from fcpose.weights.checkpoint import load_model
 
 CKPT = "model_r50_fp16.pth"
 PX_TOL = 0.5

@@ -10,11 +10,11 @@ import torch
 from fcpose.cli import main
 from fcpose.config import load_config
 from fcpose.data.collate import to_model_input
-from fcpose.engine.checkpoint import init_from_checkpoint, read_checkpoint
 from fcpose.engine.trainer import train
 from fcpose.loss import OFFICIAL_LOSS_NAMES, FCPoseCriterion
 from fcpose.model.fcpose import build_model
 from fcpose.model.norm import DistributedBatchNorm2d
+from fcpose.weights.checkpoint import init_from_checkpoint, read_checkpoint
 
 H, W = 128, 160
 SMALL = ["input.min_size_train=[128, 128]", "input.max_size_train=192", "input.min_size_test=128",

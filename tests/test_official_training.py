@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from fcpose.config import load_config
-from fcpose.convert import fcpose_key_to_official
 from fcpose.data.collate import to_model_input
-from fcpose.engine.checkpoint import load_model
 from fcpose.engine.trainer import build_optimizer, build_scheduler, clip_gradients
 from fcpose.loss import OFFICIAL_LOSS_NAMES, FCPoseCriterion
+from fcpose.weights.checkpoint import load_model
+from fcpose.weights.official import fcpose_key_to_official
 
 CKPT = "golden/adelaidet_fcpose/model_r50_fp16.pth"
 OFFICIAL_NAMES = dict(zip(OFFICIAL_LOSS_NAMES, ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "p1_loss",

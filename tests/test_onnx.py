@@ -127,7 +127,7 @@ def test_export_compares_outputs_with_onnxruntime(onnx_model, tiny_model, tiny_c
     import copy
 
     from fcpose.export.onnx import OnnxPipeline, compare_with_onnxruntime
-    from fcpose.inference.runner import optimize_for_inference
+    from fcpose.model.deploy import optimize_for_inference
     from fcpose.postprocess import PostProcessor
 
     post = PostProcessor.from_model(tiny_model)

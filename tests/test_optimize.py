@@ -11,8 +11,8 @@ from fcpose.inference.runner import (
     InferenceRunner,
     check_precision,
     cpu_supports,
-    optimize_for_inference,
 )
+from fcpose.model.deploy import optimize_for_inference
 from fcpose.model.norm import FrozenBatchNorm2d
 
 

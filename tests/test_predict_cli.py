@@ -43,7 +43,7 @@ def test_predict_video(tiny_checkpoint, demo_video, tmp_path, capsys):
     assert code == 0, err
     results = json.loads((out / "predictions.json").read_text())
     assert {r["frame"] for r in results} == set(range(5))
-    from fcpose.inference.sources import VideoReader
+    from fcpose.data.video import VideoReader
 
     with VideoReader(out / "demo.mp4") as reader:
         frames = list(reader)
@@ -182,7 +182,7 @@ def test_pose_nms_removes_duplicates_not_neighbours():
     import torch
 
     from fcpose.config import COCO_SIGMAS
-    from fcpose.inference.run import pose_nms
+    from fcpose.inference.predict_command import pose_nms
 
     gen = torch.Generator().manual_seed(0)
     person = torch.rand(17, 2, generator=gen) * torch.tensor([40.0, 100.0]) + torch.tensor([10.0, 10.0])

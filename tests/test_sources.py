@@ -12,16 +12,10 @@ import pytest
 from conftest import COCO_TINY, DEMO_VIDEO  # FCPOSE_SHARED or ../shared
 from PIL import Image
 
+from fcpose.data.images import IMAGE_EXTENSIONS, read_image
+from fcpose.data.video import VIDEO_EXTENSIONS, VideoReader, VideoWriter
 from fcpose.errors import InputError
-from fcpose.inference.sources import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    Source,
-    VideoReader,
-    VideoWriter,
-    collect_sources,
-    read_image,
-)
+from fcpose.inference.sources import Source, collect_sources
 
 
 def _coco_jpeg() -> Path:

@@ -21,8 +21,9 @@ import pytest
 
 from fcpose.cli import main
 from fcpose.data.synthetic_video import clip_for, write_clips
+from fcpose.data.video import VideoWriter
 from fcpose.inference.pipeline import OrderedSink, Prefetcher
-from fcpose.inference.sources import VideoWriter, expand_globs
+from fcpose.inference.sources import expand_globs
 from fcpose.tracking import load_posetrack
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 from fcpose.cli import main
 from fcpose.config import apply_overrides, load_config
 from fcpose.engine import trainer as trainer_mod
-from fcpose.engine.checkpoint import read_checkpoint
 from fcpose.engine.trainer import IterationSampler, ModelEMA, build_optimizer, lr_factor, train
 from fcpose.errors import ConfigError
+from fcpose.weights.checkpoint import read_checkpoint
 
 # Small and fast: ResNet-18/GN from scratch at a 160-pixel short side.
 FAST = ["input.min_size_train=[160, 160]", "input.max_size_train=256", "input.min_size_test=160",
@@ -189,7 +189,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_overrides: list, data: str
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from fcpose.engine import distributed as dist
+    from fcpose import distributed as dist
 
     try:
         result = train(load_config("overfit_tiny", cfg_overrides), data=data, images=images, output=out,

@@ -1,5 +1,6 @@
 """Training traps turned into notes (fcpose/engine/train_checks.py): a random backbone kept frozen, a
-schedule longer than the run, more data-loader workers than CPUs."""
+schedule longer than the run, a config's keypoint set replaced by the data's, more data-loader workers than
+CPUs."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import torch
 import yaml
 from test_train import _Crash, _CrashAfter  # the training tests' crash-and-resume helpers
 
-from fcpose.config import apply_overrides, load_config, to_dict
+from fcpose.config import KeypointSetConfig, apply_overrides, load_config, to_dict
 from fcpose.data.coco import keypoint_set_from_coco
 from fcpose.engine import train_checks
-from fcpose.engine.checkpoint import read_checkpoint
-from fcpose.engine.train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
+from fcpose.engine.train_checks import clamp_workers, fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
 from fcpose.engine.trainer import build_model, lr_factor, train
 from fcpose.model.norm import FrozenBatchNorm2d
+from fcpose.weights.checkpoint import read_checkpoint
 
 FAST = ["input.min_size_train=[160, 160]", "input.max_size_train=256", "input.min_size_test=160",
         "input.max_size_test=256", "solver.log_period=1", "solver.checkpoint_period=0"]
@@ -108,7 +109,53 @@ def test_schedule_longer_than_the_run_is_scaled(capsys):
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. Data-loader workers
+# 3. The keypoint set: the data's, with a note when the config had set another one
+# ----------------------------------------------------------------------------------------------
+THREE = KeypointSetConfig(names=["head", "left_hand", "right_hand"], skeleton=[[0, 1], [0, 2]], flip_pairs=[[1, 2]],
+                          sigmas=[0.05, 0.06, 0.06])
+
+
+def test_keypoint_set_of_the_data_replaces_a_default_one_silently(capsys):
+    cfg = load_config("fcpose_r18_tiny")  # no keypoints: section: COCO's
+    assert fit_keypoints_to_data(cfg, copy.deepcopy(THREE), "data.json") is None
+    assert cfg.keypoints == THREE and capsys.readouterr().err == ""
+    # Already the data's set: nothing to say either.
+    assert fit_keypoints_to_data(cfg, copy.deepcopy(THREE), "data.json") is None
+    assert capsys.readouterr().err == ""
+
+
+def test_keypoint_set_set_by_the_config_is_replaced_with_a_note(capsys):
+    cfg = load_config("fcpose_r18_tiny", ["keypoints.names=[head, left_hand, right_hand]",
+                                          "keypoints.sigmas=[0.05, 0.06, 0.06]", "keypoints.skeleton=[]",
+                                          "keypoints.flip_pairs=[]"])
+    line = fit_keypoints_to_data(cfg, KeypointSetConfig(), "person_keypoints.json")
+    assert capsys.readouterr().err == line + "\n" and cfg.keypoints == KeypointSetConfig()
+    assert line == ("note: the training data person_keypoints.json defines the keypoint set, so it replaced the "
+                    "config's: 3 keypoints (head, left_hand, right_hand) -> 17 (nose, left_eye, right_eye, "
+                    "left_ear, ...)")
+    # Same names, other sigmas: the fields that differ are named, and where to put the config's.
+    cfg = load_config("fcpose_r18_tiny")
+    cfg.keypoints = copy.deepcopy(THREE)
+    cfg.keypoints.sigmas = [0.1, 0.1, 0.1]
+    line = fit_keypoints_to_data(cfg, copy.deepcopy(THREE), "data.json", verbose=False)
+    assert capsys.readouterr().err == "" and cfg.keypoints == THREE
+    assert "replaced the config's: keypoints.sigmas -> the dataset's" in line
+    assert "keypoint category of data.json" in line
+
+
+def test_train_says_when_the_data_replaces_the_configs_keypoints(coco_tiny, tmp_path, capsys):
+    cfg = load_config("overfit_tiny", FAST + ["solver.max_iter=1", "solver.ims_per_batch=1",
+                                              "keypoints.names=[a, b, c]", "keypoints.sigmas=[0.1, 0.1, 0.1]",
+                                              "keypoints.skeleton=[]", "keypoints.flip_pairs=[]"])
+    train(cfg, data=str(coco_tiny / "person_keypoints.json"), images=str(coco_tiny), output=str(tmp_path / "o"),
+          num_workers=0, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("defines the keypoint set") == 1 and "3 keypoints (a, b, c) -> 17 (nose," in err
+    assert len(read_checkpoint(tmp_path / "o" / "model_final.pt")["config"]["keypoints"]["names"]) == 17
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Data-loader workers
 # ----------------------------------------------------------------------------------------------
 def test_workers_are_clamped_to_the_usable_cpus(monkeypatch, capsys):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)

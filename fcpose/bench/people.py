@@ -291,7 +291,7 @@ def synthetic_image(min_size: int, max_size: int, seed: int = 0) -> np.ndarray:
 def load_bench_image(image: str | None, min_size: int, max_size: int) -> tuple[np.ndarray, str]:
     if image in (None, "", DEFAULT_IMAGE):
         return synthetic_image(min_size, max_size), DEFAULT_IMAGE
-    from ..inference.sources import read_image
+    from ..data.images import read_image
 
     path = Path(image)
     if not path.is_file():
@@ -311,7 +311,7 @@ def summarize(values: list[float]) -> dict:
 def load_bench_model(config: str | None, weights: str | None, overrides: list[str] | None) -> tuple[FCPose, str]:
     """The model to benchmark: ``weights`` loaded (its name returned), else ``config`` with random weights."""
     if weights:
-        from ..engine.checkpoint import load_model
+        from ..weights.checkpoint import load_model
 
         return load_model(weights, device="cpu", overrides=overrides), str(weights)
     from ..model.fcpose import build_model

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from ..config import TrackerConfig
+from ..data.video import VideoReader, VideoWriter
 from ..inference.pipeline import OrderedSink
 from ..inference.predictor import Predictor
-from ..inference.sources import VideoReader, VideoWriter
 from ..inference.track import DEFAULT_KEYPOINT_THRESHOLD, VideoSink, make_tracker, track_frames
 
 

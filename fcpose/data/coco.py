@@ -29,8 +29,8 @@ from torch.utils.data import Dataset
 
 from ..config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, COCO_SIGMAS, KeypointSetConfig
 from ..errors import ConfigError, InputError
-from ..inference.sources import read_image
 from .augment import Target, clip_boxes_np
+from .images import read_image
 
 MIN_BOX_SIZE = 1.0  # pixels: narrower or lower boxes are dropped at load
 

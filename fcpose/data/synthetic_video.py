@@ -159,8 +159,8 @@ def write_clips(out_dir: str | Path, num_clips: int, seed: int = 0, *, num_frame
     in the COCO synth data). Returns the JSON path."""
     from tqdm import tqdm
 
-    from ..inference.sources import VideoWriter
     from ..tracking.posetrack import PoseTrackWriter
+    from .video import VideoWriter
 
     if int(num_clips) < 1:
         raise InputError(f"--num must be >= 1 for --video, got {num_clips}")

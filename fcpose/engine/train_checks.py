@@ -5,10 +5,12 @@
   its norms either).
 - :func:`fit_schedule`: a warm-up or step schedule longer than ``solver.max_iter`` (a preset's 1000-iteration
   warm-up and steps at 60k/80k with ``--max-iter 100``) would never leave warm-up; scale it to the run.
+- :func:`fit_keypoints_to_data`: the training data defines the keypoint set; a config that set another one
+  (a ``config.yaml`` of a run on another dataset, ``--set keypoints.*``) is replaced, with a note.
 - :func:`clamp_workers`: more data-loader workers than usable CPUs only adds processes (and PyTorch
   warnings); use as many as there are CPUs.
 
-The first two change the config itself, before the model, the optimizer, the scheduler and ``config.yaml``
+All but the last change the config itself, before the model, the optimizer, the scheduler and ``config.yaml``
 are built or written: the checkpoints record the configuration that was actually trained, and a resumed
 run, given the same config, takes the same decisions (each is a pure function of the config).
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..config import FCPoseConfig
+from ..config import FCPoseConfig, KeypointSetConfig
 
 _RESNET_STAGES = ("stem", "res2", "res3", "res4", "res5")
 
@@ -113,6 +115,39 @@ def fit_schedule(cfg: FCPoseConfig, *, verbose: bool = True) -> str | None:
     line = (f"note: the lr schedule did not fit in solver.max_iter={T}, so it was scaled to it: "
             + "; ".join(changes))
     _note(line, verbose)
+    return line
+
+
+def _names(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def fit_keypoints_to_data(cfg: FCPoseConfig, data_keypoints: KeypointSetConfig, source: str, *,
+                          verbose: bool = True) -> str | None:
+    """Make ``cfg.keypoints`` the training data's keypoint set (read from the annotation file ``source``):
+    the model sizes its heads and controller from it, and the annotations hold that many keypoints.
+    Returns the one-line note (printed to stderr when ``verbose``), or None when it says nothing.
+
+    Silent when the config's section is the default (COCO's 17 person keypoints, also what a preset without
+    a ``keypoints:`` section has) or already equal to the data's. When the config explicitly set another set
+    (a ``config.yaml`` of a run on another dataset, ``--set keypoints.names=...``), the data still wins — it
+    is what the model is trained on, also with a different number of keypoints, not an error — and the note
+    says what was replaced by what: the names (their number), or the fields that differ (e.g. ``sigmas``;
+    to keep the config's, put them in the annotation file's category, whose ``sigmas``/``flip_pairs`` fields
+    are read).
+    """
+    own, line = cfg.keypoints, None
+    if own != KeypointSetConfig() and own != data_keypoints:
+        if own.names != data_keypoints.names:
+            detail = (f"{own.num_keypoints} keypoints ({_names(own.names)}) -> {data_keypoints.num_keypoints} "
+                      f"({_names(data_keypoints.names)})")
+        else:
+            fields = [f for f in ("skeleton", "flip_pairs", "sigmas") if getattr(own, f) != getattr(data_keypoints, f)]
+            detail = (f"keypoints.{', keypoints.'.join(fields)} -> the dataset's (to keep the config's, add them to "
+                      f"the keypoint category of {source})")
+        line = f"note: the training data {source} defines the keypoint set, so it replaced the config's: {detail}"
+        _note(line, verbose)
+    cfg.keypoints = data_keypoints
     return line
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from .. import distributed as dist
 from ..config import FCPoseConfig, to_dict
 from ..data.augment import TrainTransform
 from ..data.coco import CocoKeypointDataset, keypoint_set_from_coco
@@ -32,12 +33,12 @@ from ..data.collate import collate, to_model_input
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
-from ..model.backbone import load_imagenet_weights
 from ..model.fcpose import FCPose, build_model
 from ..model.norm import DistributedBatchNorm2d
-from . import distributed as dist
-from .checkpoint import init_from_checkpoint, load_state, safe_load, save_checkpoint, unwrap_model
-from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_schedule
+from ..weights.checkpoint import init_from_checkpoint, load_state, save_checkpoint, unwrap_model
+from ..weights.files import safe_load
+from ..weights.imagenet import load_imagenet_weights
+from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,8 +280,11 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     """Train FCPose on a COCO-format keypoint dataset; writes ``output/last.pt`` (resumable),
     ``output/model_final.pt``, ``output/config.yaml``, ``output/metrics.jsonl`` and TensorBoard logs.
 
+    The keypoint set is the training data's (:func:`~fcpose.engine.train_checks.fit_keypoints_to_data`): a
+    config that set another one is replaced, with one note line saying what was replaced by what.
+
     ``init``: fine-tune from a checkpoint (fcpose ``.pt``, official ``.pth``, zoo name): its tensors that fit
-    are loaded, the others re-initialised and listed (:func:`~fcpose.engine.checkpoint.init_from_checkpoint`);
+    are loaded, the others re-initialised and listed (:func:`~fcpose.weights.checkpoint.init_from_checkpoint`);
     the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
 
     ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every iteration (tests).
@@ -296,7 +300,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     s = cfg.solver
 
     # The dataset defines the keypoint set; the model sizes its heads and controller from it.
-    cfg.keypoints = keypoint_set_from_coco(data)
+    fit_keypoints_to_data(cfg, keypoint_set_from_coco(data), data, verbose=main)
     cfg.validate()
     # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
     fit_backbone_to_scratch(cfg, has_pretrained=bool(cfg.model.backbone.weights) or init is not None, verbose=main)
@@ -311,7 +315,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     elif cfg.model.backbone.weights and not resume:
         report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
         if main:
-            print(f"backbone weights {cfg.model.backbone.weights}: {report.summary()}", file=sys.stderr)
+            print(report.summary(), file=sys.stderr)
     memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format).train()
     if distributed:  # BN that trains normalises with the statistics of the whole (global) batch
@@ -354,6 +358,7 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
         elif main:
             print(f"note: {last_path} holds no weight average; solver.ema_decay starts one from the resumed "
                   "weights", file=sys.stderr)
+    loop = _LoopState(optimizer, scheduler, scaler, ema)
 
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +429,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
             logger.log(iteration, {**values, "lr": lr, "grad_norm": float(grad_norm),
                                    "skipped_steps": skipped, "sec_per_iter": elapsed / (iteration - start_iter)})
         if s.checkpoint_period > 0 and iteration % s.checkpoint_period == 0 and iteration < s.max_iter:
-            _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
+            _save_last(model, out_dir, cfg, iteration=iteration, skipped=skipped, loop=loop, metrics=metrics,
+                       main=main)
         if (eval_data and s.eval_period > 0 and iteration % s.eval_period == 0 and iteration < s.max_iter):
             metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
                                 logger, iteration)
@@ -433,7 +439,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     if eval_data:
         metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
                             logger, iteration)
-    _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main)
+    _save_last(model, out_dir, cfg, iteration=iteration, skipped=skipped, loop=loop, metrics=metrics,
+               main=main)
     if main:
         save_checkpoint(final_model(model, ema), out_dir / "model_final.pt", cfg=cfg, step=iteration,
                         trained_on=trained_on_label(data),
@@ -463,20 +470,32 @@ def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:
     return ema.module if ema is not None else unwrap_model(model)
 
 
-def _save_last(model, out_dir, cfg, iteration, skipped, optimizer, scheduler, scaler, ema, metrics, main) -> None:
+@dataclass
+class _LoopState:
+    """What ``last.pt`` holds besides the weights and the config: enough to resume the loop exactly."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+
+
+def _save_last(model: nn.Module, out_dir: Path, cfg: FCPoseConfig, *, iteration: int, skipped: int,
+               loop: _LoopState, metrics: dict, main: bool) -> None:
+    """Write ``out_dir/last.pt`` (main process; every rank waits for it)."""
     if main:
-        extra = {"ema": ema.state_dict()} if ema is not None else {}
+        extra = {"ema": loop.ema.state_dict()} if loop.ema is not None else {}
         save_checkpoint(model, out_dir / "last.pt", cfg=cfg, step=iteration, metrics=metrics,
-                        skipped_steps=skipped, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(), **extra)
+                        skipped_steps=skipped, optimizer=loop.optimizer.state_dict(),
+                        scheduler=loop.scheduler.state_dict(), scaler=loop.scaler.state_dict(), **extra)
     dist.barrier()
 
 
 def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iteration) -> dict:
     """COCO AP of the current weights (sharded over ranks); the model is put back in training mode."""
     from ..inference.predictor import Predictor
+    from .evaluate import format_metrics, predict_dataset
     from .evaluation import evaluate_keypoints
-    from .inference import format_metrics, predict_dataset
 
     bare = unwrap_model(model)
     predictor = Predictor(bare, device=dev)

@@ -100,7 +100,7 @@ def export_onnx(model: FCPose, out: str | Path, *, size: tuple[int, int] | None 
     except ImportError as exc:
         raise FCPoseError(f"ONNX export needs the 'export' extras (pip install fcpose[export]): {exc}") from None
     from ..data.transforms import padded_size
-    from ..inference.runner import optimize_for_inference
+    from ..model.deploy import optimize_for_inference
 
     cfg = model.cfg
     if cfg is None:

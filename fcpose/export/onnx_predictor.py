@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ..config import TestConfig, from_dict
+from ..data.images import as_rgb_array
 from ..data.transforms import batch_images, image_to_tensor, resize_image, resize_shape
 from ..errors import CheckpointError, FCPoseError, InputError
-from ..inference.predictor import Predictor
 from ..postprocess import PostProcessor
 from ..structures import Instances, PoseDetections
 from ..targets.locations import locations_to_positions
@@ -166,7 +166,7 @@ class OnnxPredictor:
         return self.postprocessor.split(instances, keypoints, [size])[0]
 
     def predict(self, images: list) -> list[PoseDetections]:
-        return [self._detect(Predictor._as_array(self, im)) for im in images]
+        return [self._detect(as_rgb_array(im)) for im in images]
 
     def __call__(self, image) -> PoseDetections:
         return self.predict([image])[0]

@@ -31,21 +31,11 @@ import numpy as np
 from ..config import TestConfig
 from ..errors import CheckpointError, FCPoseError, InputError
 from ..model.fcpose import FCPose
+from .openvino_predictor import RT_CONFIG, RT_EXPORT, OpenVinoPredictor, require_openvino
 
 __all__ = ["export_openvino", "onnx_to_openvino", "calibration_images", "require_openvino", "IR_PRECISIONS"]
 
 IR_PRECISIONS = ("fp32", "int8")
-RT_EXPORT = ["fcpose", "export"]
-RT_CONFIG = ["fcpose", "config"]
-
-
-def require_openvino(what: str = "OpenVINO"):
-    """``import openvino``, or one clear line saying what to install."""
-    try:
-        import openvino
-    except ImportError:
-        raise FCPoseError(f"{what} needs the openvino package (pip install 'fcpose[openvino]')") from None
-    return openvino
 
 
 def _require_nncf():
@@ -59,7 +49,7 @@ def _require_nncf():
 def calibration_images(source: str | Path, limit: int | None = None) -> list[Path]:
     """Image files for calibration: a folder's images (sorted, not recursive), or the images of a COCO
     annotation JSON (``file_name`` relative to the JSON's folder or its ``images/`` subfolder), in id order."""
-    from ..inference.sources import IMAGE_EXTENSIONS
+    from ..data.images import IMAGE_EXTENSIONS
 
     source = Path(source)
     if source.is_dir():
@@ -158,8 +148,7 @@ def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = Fal
         return _save_ir(_with_meta(ov_model, export, meta["fcpose_config"]), out)
     import nncf
 
-    from ..inference.predictor import Predictor
-    from .openvino_predictor import OpenVinoPredictor
+    from ..data.images import as_rgb_array
 
     say("quantising to int8 (NNCF)")
     with tempfile.TemporaryDirectory(prefix="fcpose_ov_") as tmp:
@@ -175,7 +164,7 @@ def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = Fal
         items, source = calibration_images(calibration, calib_images), str(calibration)
 
     def transform(item):
-        tensor, _ = pre.prepare(Predictor._as_array(pre, item))  # a path or an RGB array
+        tensor, _ = pre.prepare(as_rgb_array(item))  # a path or an RGB array
         return {"image": pre.pad_input(tensor).numpy(),
                 "score_threshold": np.asarray(pre.params.score_threshold, dtype=np.float32)}
 
@@ -195,11 +184,3 @@ def _with_meta(ov_model, export: dict, config_json: str):
     ov_model.set_rt_info(json.dumps(export), RT_EXPORT)
     ov_model.set_rt_info(config_json, RT_CONFIG)
     return ov_model
-
-
-def read_ir_metadata(ov_model, path: Path) -> dict[str, str]:
-    """``{"fcpose_export": ..., "fcpose_config": ...}`` JSON strings of an IR, or :class:`CheckpointError`."""
-    if not (ov_model.has_rt_info(RT_EXPORT) and ov_model.has_rt_info(RT_CONFIG)):
-        raise CheckpointError(f"{path} is not an fcpose OpenVINO export (no fcpose metadata)")
-    return {"fcpose_export": ov_model.get_rt_info(RT_EXPORT).astype(str),
-            "fcpose_config": ov_model.get_rt_info(RT_CONFIG).astype(str)}

@@ -17,9 +17,28 @@ import numpy as np
 
 from ..errors import CheckpointError, FCPoseError
 from .onnx_predictor import OnnxPredictor
-from .openvino import read_ir_metadata, require_openvino
 
-__all__ = ["OpenVinoPredictor", "is_openvino_file"]
+__all__ = ["OpenVinoPredictor", "is_openvino_file", "require_openvino", "read_ir_metadata"]
+
+RT_EXPORT = ["fcpose", "export"]  # where the IR keeps the export's metadata (rt_info)
+RT_CONFIG = ["fcpose", "config"]
+
+
+def require_openvino(what: str = "OpenVINO"):
+    """``import openvino``, or one clear line saying what to install."""
+    try:
+        import openvino
+    except ImportError:
+        raise FCPoseError(f"{what} needs the openvino package (pip install 'fcpose[openvino]')") from None
+    return openvino
+
+
+def read_ir_metadata(ov_model, path: Path) -> dict[str, str]:
+    """``{"fcpose_export": ..., "fcpose_config": ...}`` JSON strings of an IR, or :class:`CheckpointError`."""
+    if not (ov_model.has_rt_info(RT_EXPORT) and ov_model.has_rt_info(RT_CONFIG)):
+        raise CheckpointError(f"{path} is not an fcpose OpenVINO export (no fcpose metadata)")
+    return {"fcpose_export": ov_model.get_rt_info(RT_EXPORT).astype(str),
+            "fcpose_config": ov_model.get_rt_info(RT_CONFIG).astype(str)}
 
 
 def is_openvino_file(path: str | Path) -> bool:

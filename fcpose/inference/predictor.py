@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from ..config import InputConfig, TestConfig
+from ..data.images import as_rgb_array
 from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
-from ..errors import FCPoseError, InputError
+from ..errors import FCPoseError
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor
 from ..structures import PoseDetections
 from .runner import InferenceRunner
-from .sources import read_image
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -74,21 +74,11 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Predictor:
         """Load a checkpoint (fcpose, official AdelaiDet, or a model-zoo name) and wrap it."""
-        from ..engine.checkpoint import load_model
+        from ..weights.checkpoint import load_model
 
         return cls(load_model(path, device="cpu"), device=device, **kwargs)
 
     # ------------------------------------------------------------------------------------------
-    def _as_array(self, image) -> np.ndarray:
-        if isinstance(image, (str, Path)):
-            return read_image(image)
-        arr = np.asarray(image)
-        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-            raise InputError(f"expected an RGB uint8 image of shape [H, W, 3], got {arr.dtype} {arr.shape}")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise InputError("the image is empty (zero height or width)")
-        return arr
-
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """RGB uint8 image -> (normalised ``[3, h, w]`` tensor on the device, its resized (h, w))."""
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
@@ -104,7 +94,7 @@ class Predictor:
 
     def predict(self, images: list) -> list[PoseDetections]:
         """A list of paths / RGB arrays -> one :class:`PoseDetections` per image, in the same order."""
-        arrays = [self._as_array(im) for im in images]
+        arrays = [as_rgb_array(im) for im in images]
         prepared = [self.prepare(a) for a in arrays]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (_, size) in enumerate(prepared):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..data.video import VideoWriter
 from ..errors import InputError
+from ..fileio import unique_output_path
 from .pipeline import OrderedSink, Prefetcher
-from .sources import DEFAULT_URL_TIMEOUT, StreamReader, VideoWriter, is_image_url, read_image_url, source_name
+from .sources import DEFAULT_URL_TIMEOUT, StreamReader, is_image_url, read_image_url, source_name
 from .visualize import save_image
 
 
@@ -23,7 +25,6 @@ def predict_remote(predictor, specs: list[str], out_dir: Path, renderer, render:
                    ) -> tuple[list[dict], list[str], bool]:
     """Returns ``(COCO result entries, failure lines, interrupted)``. ``sole``: this is the only input, so
     a failure is raised (one line, exit status 2) instead of collected."""
-    from .run import _unique_output
 
     results: list[dict] = []
     failures: list[str] = []
@@ -35,9 +36,9 @@ def predict_remote(predictor, specs: list[str], out_dir: Path, renderer, render:
                 dets = predictor(image)
                 results.extend(dets.to_coco(file_name=name.name + Path(spec).suffix))
                 if render:
-                    save_image(_unique_output(out_dir, name, ".jpg", used), renderer(image, dets))
+                    save_image(unique_output_path(out_dir, name, ".jpg", used), renderer(image, dets))
                 continue
-            target = _unique_output(out_dir, name, ".mp4", used) if render else None
+            target = unique_output_path(out_dir, name, ".mp4", used) if render else None
             if _predict_stream(predictor, spec, target, renderer, progress, results, timeout):
                 return results, failures, True
         except InputError as exc:

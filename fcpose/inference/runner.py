@@ -2,7 +2,7 @@
 ``torch.compile``) followed by the :class:`~fcpose.postprocess.PostProcessor`, behind one
 :class:`InferenceRunner` that the :class:`~fcpose.Predictor`, ``fcpose eval`` and ``fcpose bench`` share.
 
-* :func:`optimize_for_inference` returns a **copy** (by default) of the model in eval mode, without
+* :func:`~fcpose.model.deploy.optimize_for_inference` returns a **copy** (by default) of the model in eval mode, without
   gradients, with every frozen batch norm folded into the convolution before it
   (:func:`~fcpose.model.norm.fold_frozen_bn`) and, optionally, channels-last weights (NHWC, what oneDNN
   and cuDNN convolutions prefer). The copy is for inference only: its state dict differs (conv biases
@@ -20,37 +20,21 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import FCPoseError
+from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
-from ..model.norm import fold_frozen_bn
 from ..postprocess import PostProcessor, StageHook
 from ..structures import DenseOutputs, PoseDetections
 
-__all__ = ["PRECISIONS", "optimize_for_inference", "check_precision", "autocast_context", "CompiledNetwork",
+__all__ = ["PRECISIONS", "check_precision", "autocast_context", "CompiledNetwork",
            "InferenceRunner", "cpu_supports", "Float32Branch"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def optimize_for_inference(model: FCPose, *, fold_bn: bool = True, channels_last: bool = True,
-                           inplace: bool = False) -> FCPose:
-    """An inference-only version of ``model``: eval mode, no gradients, frozen BN folded into convs,
-    channels-last weights. A deep copy unless ``inplace`` (then ``model`` itself is changed and must not be
-    trained or saved afterwards)."""
-    out = model if inplace else copy.deepcopy(model)
-    out.eval()
-    out.requires_grad_(False)
-    if fold_bn:
-        fold_frozen_bn(out)
-    if channels_last:
-        out.to(memory_format=torch.channels_last)
-    return out
 
 
 def cpu_supports(precision: str) -> bool:

@@ -6,22 +6,18 @@ Every backbone maps a float image batch ``[B, 3, H, W]`` (any H, W) to a list of
 channel counts and ``strides`` is ``[8, 16, 32]``.
 
 Parameter and buffer names are those of the public ImageNet checkpoints, so those files load key
-for key with :func:`load_imagenet_weights`: torchvision's ``resnet*-*.pth`` for ResNet and the
-ucbdrive/dla release's ``dla34-ba72cf86.pth`` for DLA-34 (also what AdelaiDet's DLA uses). The
-classifier (``fc``) is not built.
+for key (:func:`fcpose.weights.imagenet.load_imagenet_weights` reads them): torchvision's
+``resnet*-*.pth`` for ResNet and the ucbdrive/dla release's ``dla34-ba72cf86.pth`` for DLA-34 (also
+what AdelaiDet's DLA uses). The classifier (``fc``) is not built.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import os
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..config import BackboneConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from .norm import FrozenBatchNorm2d, get_norm
 
 __all__ = [
@@ -34,8 +30,6 @@ __all__ = [
     "DLATree",
     "BACKBONE_NAMES",
     "build_backbone",
-    "LoadReport",
-    "load_imagenet_weights",
 ]
 
 BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "dla34")
@@ -275,7 +269,7 @@ class DLATree(nn.Module):
     input and output channels differ, but never uses its output (the subtrees compute their own).
     Like timm, this module builds ``project`` in level-1 trees only; the dead ``level3.project.*``
     and ``level4.project.*`` entries of the ucbdrive checkpoint are skipped by
-    :func:`load_imagenet_weights` (see :meth:`DLA34.is_vestigial_checkpoint_key`).
+    :func:`~fcpose.weights.imagenet.load_imagenet_weights` (see :meth:`DLA34.is_vestigial_checkpoint_key`).
     """
 
     def __init__(
@@ -394,7 +388,7 @@ class DLA34(_Backbone):
 
 
 # ------------------------------------------------------------------------------------------------
-# Factory and checkpoint loading
+# Factory
 # ------------------------------------------------------------------------------------------------
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Build the backbone named ``cfg.name`` (one of :data:`BACKBONE_NAMES`) with ``cfg.norm``,
@@ -411,98 +405,3 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     if name == "dla34":
         return DLA34(norm=cfg.norm, freeze_at=cfg.freeze_at)
     raise ConfigError(f"unknown backbone {name!r} (valid: {', '.join(BACKBONE_NAMES)})")
-
-
-@dataclasses.dataclass
-class LoadReport:
-    """What :func:`load_imagenet_weights` did, as lists of state-dict keys.
-
-    ``loaded``: copied into the model. ``missing``: model keys the file lacks (left as they were).
-    ``unexpected``: file keys the model does not have (e.g. the classifier ``fc.*``).
-    ``shape_mismatch``: keys present in both with different shapes (not loaded).
-    """
-
-    loaded: list[str] = dataclasses.field(default_factory=list)
-    missing: list[str] = dataclasses.field(default_factory=list)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    shape_mismatch: list[str] = dataclasses.field(default_factory=list)
-
-    def summary(self, max_keys: int = 8) -> str:
-        """A short multi-line human-readable account."""
-
-        def fmt(keys: list[str]) -> str:
-            shown = ", ".join(keys[:max_keys])
-            return shown + (f", ... (+{len(keys) - max_keys})" if len(keys) > max_keys else "")
-
-        lines = [f"loaded {len(self.loaded)} tensors"]
-        for label, keys in (
-            ("missing", self.missing),
-            ("unexpected", self.unexpected),
-            ("shape mismatch", self.shape_mismatch),
-        ):
-            if keys:
-                lines.append(f"{label} ({len(keys)}): {fmt(keys)}")
-        return "\n".join(lines)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _read_state_dict(path: str | os.PathLike) -> dict[str, object]:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling / zip / safety errors all mean "not a usable file"
-        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(exc)}") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(data, Mapping) and isinstance(data.get(wrapper), Mapping):
-            data = data[wrapper]
-            break
-    if not isinstance(data, Mapping):
-        raise CheckpointError(f"checkpoint {path} does not hold a state dict (got {type(data).__name__})")
-    out = {}
-    for key, value in data.items():
-        key = str(key)
-        out[key[len("module.") :] if key.startswith("module.") else key] = value
-    return out
-
-
-def load_imagenet_weights(backbone: nn.Module, path: str | os.PathLike) -> LoadReport:
-    """Load an ImageNet classification checkpoint into ``backbone`` as far as the names match.
-
-    The file is read with ``torch.load(path, map_location="cpu", weights_only=True)``. It may be a
-    plain state dict or wrap one under ``"state_dict"`` or ``"model"``; a leading ``"module."`` is
-    stripped. Tensors whose name and shape match are copied; everything else is reported, not
-    loaded: classifier keys (``fc.*``) end up in ``unexpected``. ``num_batches_tracked`` entries
-    load silently into ``BatchNorm2d`` layers and are ignored elsewhere (FrozenBN); they appear in
-    no list. The original DLA-34's dead ``level3.project.*``/``level4.project.*`` entries (see
-    :class:`DLATree`) are skipped silently too.
-
-    Raises :class:`~fcpose.errors.CheckpointError` for a missing, unreadable or non-dict file.
-    """
-    ckpt = _read_state_dict(path)
-    target = backbone.state_dict()
-    is_vestigial = getattr(backbone, "is_vestigial_checkpoint_key", lambda key: False)
-    report = LoadReport()
-    to_load: dict[str, torch.Tensor] = {}
-    for key, value in ckpt.items():
-        silent = key.endswith("num_batches_tracked")
-        if is_vestigial(key):
-            continue
-        if key not in target:
-            if not silent:
-                report.unexpected.append(key)
-        elif not isinstance(value, torch.Tensor):
-            report.unexpected.append(key)
-        elif value.shape != target[key].shape:
-            report.shape_mismatch.append(key)
-        else:
-            to_load[key] = value
-            if not silent:
-                report.loaded.append(key)
-    report.missing = [k for k in target if k not in ckpt and not k.endswith("num_batches_tracked")]
-    backbone.load_state_dict(to_load, strict=False)
-    return report

@@ -10,7 +10,7 @@ The official module also holds auxiliary heads used only by its training losses 
 ``aux_heads=True``): ``seg_head`` (2 x conv3x3 + norm + ReLU on the fused feature), ``p3_logits`` (1x1 conv to
 K stride-8 heatmaps), ``upsampler`` (ConvTranspose2d(channels + K -> channels, kernel 8, stride 4, padding 2)
 + ReLU on ``[seg, p3]``) and ``p1_logits`` (conv3x3 to K stride-2 heatmaps). They run only in training mode
-and play no part in the outputs; without them :mod:`fcpose.convert` drops their checkpoint entries.
+and play no part in the outputs; without them :mod:`fcpose.weights.official` drops their checkpoint entries.
 """
 
 from __future__ import annotations

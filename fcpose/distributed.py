@@ -1,7 +1,8 @@
 """torch.distributed helpers: set-up from torchrun's environment, rank queries, reductions.
 
 Everything degrades to the single-process case when torch.distributed is not initialised, so the same
-code runs under ``python -m fcpose ...`` and ``torchrun --nproc_per_node N -m fcpose ...``.
+code runs under ``python -m fcpose ...`` and ``torchrun --nproc_per_node N -m fcpose ...``. A bottom-layer
+module (it imports only :mod:`fcpose.errors`): the loss, the trainer and evaluation all use it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..errors import FCPoseError
+from .errors import FCPoseError
 
 
 def is_distributed() -> bool:

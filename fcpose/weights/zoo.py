@@ -28,8 +28,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
-from .fileio import default_file_mode
+from ..errors import CheckpointError
+from ..fileio import default_file_mode
 
 HF_BASE = "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/"
 

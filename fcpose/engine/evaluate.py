@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import distributed as dist
 from ..errors import InputError
 from ..fileio import atomic_write_text
-from . import distributed as dist
 from .evaluation import evaluate_keypoints, load_gt
 
 
@@ -31,7 +31,7 @@ def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, prog
                     skipped: list[str] | None = None) -> list[dict]:
     """COCO results for every image of the dataset. Under torch.distributed each rank predicts a shard
     (every world_size-th image) and every rank returns the gathered, id-sorted results."""
-    from ..inference.sources import read_image
+    from ..data.images import read_image
 
     items = dataset_images(ann_file, image_dir)
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import FCPoseConfig, load_config, to_dict
-from .errors import CheckpointError
+from ..config import FCPoseConfig, load_config
+from ..errors import CheckpointError
+from .files import StateDictReport, checkpoint_dict
 
 OFFICIAL_MARKER = "proposal_generator.fcpose_head."
 PRESET_BY_DEPTH = {50: "fcpose_r50_official", 101: "fcpose_r101_official"}
@@ -120,15 +121,11 @@ def _as_tensor(key: str, value: Any, source: str) -> torch.Tensor:
 
 def _expected_state(cfg: FCPoseConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Names, shapes and dtypes of the state dict of the model ``cfg`` describes (built without memory)."""
-    from .model.fcpose import build_model
+    from ..model.fcpose import build_model
 
     with torch.device("meta"):
         model = build_model(cfg)
     return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-
-
-def _listing(keys: list[str]) -> str:
-    return ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
 
 
 def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None = None) -> dict:
@@ -138,9 +135,11 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
     train or fine-tune with the official recipe, unused at inference). Default: keep them when the file has
     them, so that a converted release can be fine-tuned exactly like the official trainer would.
 
-    The result is what :func:`fcpose.engine.checkpoint.save_checkpoint` writes (``format``, ``version``,
-    ``config``, ``model``), plus a ``conversion`` report: the source, the preset used, the dropped entries
-    and the number of tensors upcast to float32.
+    The result is what :func:`fcpose.weights.checkpoint.save_checkpoint` writes
+    (:func:`~fcpose.weights.files.checkpoint_dict`), plus a ``conversion`` report: the source, the preset
+    used, the dropped entries and the number of tensors upcast to float32. Entries that do not fit are one
+    :class:`~fcpose.weights.files.StateDictReport` (in the official names) raised as a
+    :class:`CheckpointError`.
     """
     sd = official_state_dict(obj)
     if sd is None:
@@ -166,7 +165,9 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
 
     out: dict[str, torch.Tensor] = {}
     seen: set[str] = set()
-    unknown, dropped, shapes = [], [], []
+    dropped: list[str] = []
+    fit = StateDictReport(source=source, kind="official",
+                          headline=f"{source} does not match the official FCPose R-{depth} layout")
     upcast = 0
     for key, value in sd.items():
         key = str(key)
@@ -176,11 +177,8 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
             dropped.append(key)
             continue
         name = official_key_to_fcpose(key)
-        if name is None or name not in expected:
-            unknown.append(key)
-            continue
-        if name in seen:
-            unknown.append(key)
+        if name is None or name not in expected or name in seen:
+            fit.unexpected.append(key)
             continue
         seen.add(name)
         tensor = _as_tensor(key, value, source).detach().cpu()
@@ -190,26 +188,27 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
                 upcast += 1
             tensor = tensor.to(torch.float32)
         elif dtype.is_floating_point or tensor.dtype == torch.bool:
-            shapes.append(f"{key} has dtype {tensor.dtype}")
+            fit.shape_mismatch.append(key)
+            fit.notes[key] = f"has dtype {tensor.dtype}"
             continue
         else:
             tensor = tensor.to(dtype)
         if name == "head.controller.weight" and tensor.dim() == 2:
-            if tensor.shape[0] != shape[0] or tensor.shape[1] != int(np.prod(shape[1:])):
-                shapes.append(f"{key} {tuple(tensor.shape)} vs {(shape[0], int(np.prod(shape[1:])))}")
+            flat = (shape[0], int(np.prod(shape[1:])))
+            if tuple(tensor.shape) != flat:
+                fit.shape_mismatch.append(key)
+                fit.notes[key] = f"{tuple(tensor.shape)} vs {flat}"
                 continue
             tensor = tensor.reshape(shape)
         if tuple(tensor.shape) != shape:
-            shapes.append(f"{key} {tuple(tensor.shape)} vs {shape}")
+            fit.shape_mismatch.append(key)
+            fit.notes[key] = f"{tuple(tensor.shape)} vs {shape}"
             continue
         out[name] = tensor.contiguous()
-    missing = [fcpose_key_to_official(k) for k in expected if k not in seen]
-    if unknown or missing or shapes:
-        parts = []
-        for label, keys in (("unknown keys", unknown), ("missing keys", missing), ("wrong shapes/dtypes", shapes)):
-            if keys:
-                parts.append(f"{label}: {_listing(keys)}")
-        raise CheckpointError(f"{source} does not match the official FCPose R-{depth} layout; " + "; ".join(parts))
+        fit.loaded.append(key)
+    fit.missing = [fcpose_key_to_official(k) for k in expected if k not in seen]
+    if not fit.fits:
+        raise CheckpointError(fit.summary())
 
     report = {"source": source, "preset": preset, "depth": depth, "sizes_of_interest": [int(v) for v in sizes],
               "entries": len(sd), "converted": len(out), "upcast_to_float32": upcast, "dropped": dropped,
@@ -219,9 +218,7 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
                       ("dropped: training-only auxiliary heads of the basis module (seg_head, p3_logits, "
                        "upsampler, p1_logits); no inference output depends on them")}
     cfg.name = preset
-    return {"format": "fcpose", "version": 1, "config": to_dict(cfg), "model": out, "step": None,
-            "metrics": {}, "conversion": report,
-            "trained_on": "COCO train2017 (official AdelaiDet weights)"}
+    return checkpoint_dict(out, cfg, conversion=report, trained_on="COCO train2017 (official AdelaiDet weights)")
 
 
 _INVERSE_RULES: list[tuple[re.Pattern, Any]] = [

@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..data.images import read_image
+from ..data.video import VideoReader, VideoWriter
 from ..errors import InputError
-from ..fileio import atomic_write_text, check_output_dir, prepare_output_dir
+from ..fileio import atomic_write_text, check_output_dir, prepare_output_dir, unique_output_path
 from .predictor import Predictor
-from .sources import Source, VideoReader, VideoWriter, collect_sources, read_image
+from .sources import Source, collect_sources
 from .visualize import draw_poses, save_image
 
 DEFAULT_KEYPOINT_THRESHOLD = {"softmax": 0.05, "logit": 0.0}
@@ -95,7 +97,7 @@ def is_synthetic_input(path: Path) -> bool:
     """Whether an input image comes from ``fcpose synth``: it lies in the ``images/`` folder of a dataset
     whose ``annotations.json`` carries the synthetic description, or it is the bundled demo scene."""
     from ..data.synthetic import SYNTH_DESCRIPTION
-    from ..zoo import sha256_of
+    from ..weights.zoo import sha256_of
 
     ann = path.parent.parent / "annotations.json"
     if path.parent.name == "images" and ann.is_file():
@@ -127,16 +129,6 @@ class _DomainCheck:
         self.warned = True
         self.say(f"warning: this model was trained on synthetic scenes only (fcpose synth) and is not meant "
                  f"for real photos or videos such as {src.path.name}; for those use --weights fcpose_r50_official")
-
-
-def _unique_output(out_dir: Path, source: Path, suffix: str, used: set[str]) -> Path:
-    name = source.stem + suffix
-    stem, i = source.stem, 1
-    while name in used:
-        name = f"{stem}_{i}{suffix}"
-        i += 1
-    used.add(name)
-    return out_dir / name
 
 
 def _people(n: int) -> str:
@@ -215,7 +207,7 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
         keep = renderer.select(dets)
         results.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
         if render:
-            save_image(_unique_output(out_dir, src.path, ".jpg", used), renderer(image, dets, keep))
+            save_image(unique_output_path(out_dir, src.path, ".jpg", used), renderer(image, dets, keep))
         succeeded()
         done, people, seconds, frames = done + 1, people + len(keep), seconds + elapsed, frames + 1
         say(f"{src.path.name}: {_people(len(keep))} (score >= {draw_threshold:g}), {elapsed * 1000:.0f} ms")
@@ -291,7 +283,7 @@ def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: _
         opened()
         writer = None
         if render:
-            writer = stack.enter_context(VideoWriter(_unique_output(out_dir, src.path, ".mp4", used), reader.fps,
+            writer = stack.enter_context(VideoWriter(unique_output_path(out_dir, src.path, ".mp4", used), reader.fps,
                                                      reader.width, reader.height))
         bar = stack.enter_context(tqdm(total=reader.frame_count or None, desc=src.path.name, unit="frame",
                                        disable=not progress, file=sys.stderr))

@@ -1,0 +1,105 @@
+"""Reading images: files (and arrays) in, ``uint8`` ``H x W x 3`` **RGB** arrays out.
+
+The bottom of every image path: training data (:mod:`fcpose.data.coco`), dataset prediction, the
+:class:`~fcpose.inference.predictor.Predictor` and the command-line sources (:mod:`fcpose.inference.sources`)
+all read images here. Problems a user can cause — a missing, unreadable, corrupt or unsupported file, an
+array of the wrong shape — raise :class:`~fcpose.errors.InputError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import InputError
+
+__all__ = ["IMAGE_EXTENSIONS", "as_rgb_array", "check_file", "one_line", "pil_to_rgb", "read_image"]
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def one_line(text: object) -> str:
+    """Collapse an exception message to a single line."""
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} path is a directory, not a file: {path}")
+    if not path.is_file():
+        raise InputError(f"{what} path is not a regular file: {path}")
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> ``uint8`` ``H x W x 3`` RGB (16-bit and float data are rescaled, alpha dropped)."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit PNG/TIFF (PIL's "I;16*" modes, or "I" from older plugins): keep the top 8 bits.
+        arr = np.asarray(img).astype(np.int64)
+        if mode == "I" and arr.size and arr.max() <= 255 and arr.min() >= 0:
+            gray = arr.astype(np.uint8)
+        else:
+            gray = (np.clip(arr, 0, 65535) // 257).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file with PIL.
+
+    Returns a new ``uint8`` array of shape ``[H, W, 3]`` in RGB order, after applying the EXIF
+    orientation tag (so ``H x W`` is the upright size a viewer shows). Palette, grayscale, RGBA
+    (alpha dropped), CMYK and 16-bit images are converted to 8-bit RGB.
+
+    Raises:
+        InputError: the file is missing, a directory, unreadable, not an image, corrupt or
+            truncated, or has zero size. The message names the file.
+    """
+    path = Path(path)
+    check_file(path, "image")
+    try:
+        with Image.open(path) as img:
+            img.load()  # force a full decode: truncated data fails here, not later
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # a malformed EXIF block does not make the pixels unusable
+                upright = img
+            arr = pil_to_rgb(upright)
+    except PermissionError:
+        raise InputError(f"cannot read image {path}: permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"cannot read image {path}: not an image file or an unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"cannot read image {path}: {one_line(exc)}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise InputError(f"cannot read image {path}: corrupt or truncated ({one_line(exc)})") from None
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image has zero size: {path}")
+    return arr
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """An image given as a path (read with :func:`read_image`) or as an RGB ``uint8 [H, W, 3]`` array
+    (returned as is) -> the array; anything else is an :class:`InputError`."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise InputError(f"expected an RGB uint8 image of shape [H, W, 3], got {arr.dtype} {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError("the image is empty (zero height or width)")
+    return arr
