@@ -211,6 +211,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
                    help="torch (default); onnxruntime / openvino with --weights MODEL.onnx / MODEL.xml from "
                         "`fcpose export` (e.g. to measure the AP of an int8 model)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="torch backend: run the model as loaded (default: folded BN, channels-last, as predict)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -226,7 +228,7 @@ def _cmd_eval(args) -> int:
     return run_eval(data=args.data, weights=args.weights, images=args.images, predictions=args.predictions,
                     json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
                     max_size=args.max_size, score_threshold=args.score_threshold, progress=not args.no_progress,
-                    backend=args.backend)
+                    backend=args.backend, optimize=not args.no_optimize)
 
 
 def _add_synth(sub) -> None:

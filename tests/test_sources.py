@@ -333,9 +333,9 @@ def test_video_writer_prefers_h264(tmp_path):
 
 
 def test_video_writer_without_h264_writes_a_browser_format(tmp_path, monkeypatch):
-    from fcpose.inference import sources
+    from fcpose.data import video
 
-    monkeypatch.setattr(sources, "_have_pyav_encoder", lambda name: False)  # as if PyAV were not installed
+    monkeypatch.setattr(video, "_have_pyav_encoder", lambda name: False)  # as if PyAV were not installed
     with VideoWriter(tmp_path / "clip.mp4", fps=10, width=32, height=24) as writer:
         for _ in range(3):
             writer.write(np.zeros((24, 32, 3), np.uint8))

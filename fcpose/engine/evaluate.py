@@ -81,9 +81,10 @@ def format_metrics(metrics: dict) -> str:
 def run_eval(*, data: str, weights: str | None = None, images: str | None = None, predictions: str | None = None,
              json_out: str | None = None, results_out: str | None = None, device: str = "cpu",
              size: int | None = None, max_size: int | None = None, score_threshold: float | None = None,
-             progress: bool = True, backend: str = "torch") -> int:
+             progress: bool = True, backend: str = "torch", optimize: bool = True) -> int:
     """``fcpose eval``: score a checkpoint (or, with ``backend``, an exported model) on a dataset, or an
-    existing results file."""
+    existing results file. ``optimize`` (torch backend): the folded channels-last network, as ``fcpose
+    predict`` runs it (the default everywhere)."""
     if predictions is None and weights is None:
         raise InputError("give --weights CKPT (with --images DIR) or --predictions RESULTS.json")
     if predictions is not None and weights is not None:
@@ -100,7 +101,8 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
             from ..inference.backends import load_predictor
 
             predictor = load_predictor(backend, weights, device=dist.local_device(device), min_size=size,
-                                       max_size=max_size, score_threshold=score_threshold)
+                                       max_size=max_size, score_threshold=score_threshold,
+                                       **({"optimize": optimize} if backend == "torch" else {}))
             sigmas = predictor.cfg.keypoints.sigmas
             results = predict_dataset(predictor, data, images, progress, skipped)
             metrics = evaluate_keypoints(data, results, sigmas=sigmas) if dist.is_main_process() else {}
