@@ -135,6 +135,7 @@ class PosePredictor(Protocol):
     :class:`~fcpose.export.openvino_predictor.OpenVinoPredictor`): images (paths or RGB ``uint8`` arrays) in,
     :class:`PoseDetections` in those images' pixels out."""
 
+    cfg: Any  # the FCPoseConfig the weights were built with (None for a torch model built from parts)
     min_size: int
     max_size: int
     trained_on: str | None

@@ -186,3 +186,24 @@ def test_refinement_reads_p3_or_the_branch_tower(refine_input):
     with torch.no_grad():
         dense = model(torch.zeros(1, 3, 96, 128))
     assert dense.kpt_offsets.shape == (1, 34, 12, 16)
+
+
+def test_a_model_built_from_parts_needs_no_config(tiny_model):
+    """FCPose without a config object: the Predictor and the post-processor take what they need from the model
+    (decoding conventions) and the defaults (test sizes, test parameters)."""
+    import copy
+
+    import numpy as np
+
+    from fcpose.config import InputConfig
+
+    parts = copy.deepcopy(tiny_model)
+    parts.cfg = None
+    bare = fcpose.Predictor(parts, score_threshold=0.0)
+    assert (bare.min_size, bare.max_size) == (InputConfig().min_size_test, InputConfig().max_size_test)
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    small = fcpose.Predictor(parts, min_size=96, max_size=128, score_threshold=0.0)
+    ref = fcpose.Predictor(tiny_model, min_size=96, max_size=128, score_threshold=0.0)
+    got, want = small(image), ref(image)
+    assert len(got) == len(want) > 0
+    torch.testing.assert_close(got.keypoints, want.keypoints)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from .. import distributed as dist
 from ..errors import InputError
 from ..fileio import atomic_write_text
+from ..structures import PosePredictor
 from .evaluation import evaluate_keypoints, load_gt
 
 
@@ -27,7 +28,7 @@ def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[in
     return items
 
 
-def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True,
+def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True,
                     skipped: list[str] | None = None) -> list[dict]:
     """COCO results for every image of the dataset. Under torch.distributed each rank predicts a shard
     (every world_size-th image) and every rank returns the gathered, id-sorted results."""
@@ -59,7 +60,7 @@ def predict_dataset(predictor, ann_file: str | Path, image_dir: str | Path, prog
     return results
 
 
-def evaluate_model(predictor, ann_file: str | Path, image_dir: str | Path, *, sigmas=None,
+def evaluate_model(predictor: PosePredictor, ann_file: str | Path, image_dir: str | Path, *, sigmas=None,
                    progress: bool = True) -> tuple[dict, list[dict]]:
     """Predict the dataset and score it with COCO OKS AP -> (metrics, results). Every rank gets both."""
     results = predict_dataset(predictor, ann_file, image_dir, progress)

@@ -15,6 +15,7 @@ from ..data.images import read_image
 from ..data.video import VideoReader, VideoWriter
 from ..errors import InputError
 from ..fileio import atomic_write_text, check_output_dir, prepare_output_dir, unique_output_path
+from ..structures import PosePredictor
 from .predictor import Predictor
 from .sources import Source, collect_sources
 from .visualize import draw_poses, save_image
@@ -118,7 +119,7 @@ class _DomainCheck:
     ``trained_on: "synthetic"``) meets an input that is not a synthetic scene (see
     :func:`is_synthetic_input`; a video always counts as real)."""
 
-    def __init__(self, predictor, say):
+    def __init__(self, predictor: PosePredictor, say):
         self.active = getattr(predictor, "trained_on", None) == "synthetic"
         self.say = say
         self.warned = False

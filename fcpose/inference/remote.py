@@ -15,12 +15,13 @@ from tqdm import tqdm
 from ..data.video import VideoWriter
 from ..errors import InputError
 from ..fileio import unique_output_path
+from ..structures import PosePredictor
 from .pipeline import OrderedSink, Prefetcher
 from .sources import DEFAULT_URL_TIMEOUT, StreamReader, is_image_url, read_image_url, source_name
 from .visualize import save_image
 
 
-def predict_remote(predictor, specs: list[str], out_dir: Path, renderer, render: bool, progress: bool,
+def predict_remote(predictor: PosePredictor, specs: list[str], out_dir: Path, renderer, render: bool, progress: bool,
                    used: set[str], timeout: float = DEFAULT_URL_TIMEOUT, sole: bool = False
                    ) -> tuple[list[dict], list[str], bool]:
     """Returns ``(COCO result entries, failure lines, interrupted)``. ``sole``: this is the only input, so
@@ -49,8 +50,8 @@ def predict_remote(predictor, specs: list[str], out_dir: Path, renderer, render:
     return results, failures, False
 
 
-def _predict_stream(predictor, spec: str, target: Path | None, renderer, progress: bool, results: list[dict],
-                    timeout: float) -> bool:
+def _predict_stream(predictor: PosePredictor, spec: str, target: Path | None, renderer, progress: bool,
+                    results: list[dict], timeout: float) -> bool:
     """Every frame of a stream (entries carry ``frame``); returns True when stopped by Ctrl-C."""
     name = source_name(spec)
     with ExitStack() as stack:

@@ -15,6 +15,7 @@ from ..config import TrackerConfig, apply_overrides
 from ..data.images import IMAGE_EXTENSIONS, as_rgb_array, read_image
 from ..data.video import VIDEO_EXTENSIONS, VideoWriter
 from ..errors import InputError
+from ..structures import PosePredictor
 from ..tracking.tracker import PoseTracker, TrackedPeople
 from .pipeline import Prefetcher
 from .sources import (
@@ -123,7 +124,7 @@ def _open_stream(spec: str, timeout: float) -> Sequence:
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
-def track_frames(predictor, frames: Iterable[np.ndarray], tracker: PoseTracker, *, batch_size: int = 1,
+def track_frames(predictor: PosePredictor, frames: Iterable[np.ndarray], tracker: PoseTracker, *, batch_size: int = 1,
                  realtime: bool = False, prefetch: int = 8) -> Iterator[tuple[np.ndarray, TrackedPeople]]:
     """Detect and track: yields ``(frame, people)`` in frame order. Frames are decoded ahead in a thread
     (``prefetch`` of them); ``realtime`` drops the oldest decoded frames when inference falls behind."""
@@ -142,8 +143,8 @@ def track_frames(predictor, frames: Iterable[np.ndarray], tracker: PoseTracker, 
                 yield f, tracker.update_detections(dets)
 
 
-def iter_track(predictor, frames, *, tracker: TrackerConfig | PoseTracker | None = None, smooth: bool | None = None,
-               fps: float | None = None, batch_size: int = 1, realtime: bool = False,
+def iter_track(predictor: PosePredictor, frames, *, tracker: TrackerConfig | PoseTracker | None = None,
+               smooth: bool | None = None, fps: float | None = None, batch_size: int = 1, realtime: bool = False,
                timeout: float = DEFAULT_URL_TIMEOUT) -> Iterator[TrackedPeople]:
     """:meth:`Predictor.track`: ``frames`` is an iterable of RGB ``uint8`` arrays (or image paths), or one
     video file / stream URL / webcam index; yields one :class:`TrackedPeople` per frame, in order."""
@@ -173,7 +174,7 @@ def iter_track(predictor, frames, *, tracker: TrackerConfig | PoseTracker | None
             c()
 
 
-def make_tracker(predictor, cfg: TrackerConfig | None = None, fps: float = 25.0) -> PoseTracker:
+def make_tracker(predictor: PosePredictor, cfg: TrackerConfig | None = None, fps: float = 25.0) -> PoseTracker:
     cfg = cfg if cfg is not None else predictor.cfg.tracker
     return PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=fps)
 

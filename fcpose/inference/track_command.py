@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..config import TrackerConfig
 from ..errors import InputError
+from ..structures import PosePredictor
 from ..tracking.posetrack import PoseTrackWriter, person_entry
 from .pipeline import OrderedSink
 from .predictor import Predictor
@@ -95,7 +96,7 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
     return 0
 
 
-def _track_sequence(predictor, seq: Sequence, name: str, writer: PoseTrackWriter, out_dir: Path,
+def _track_sequence(predictor: PosePredictor, seq: Sequence, name: str, writer: PoseTrackWriter, out_dir: Path,
                     tcfg: TrackerConfig, kthr: float, totals: list[int], *, render: bool, realtime: bool,
                     batch_size: int, progress: bool, draw_threshold: float, flush_seconds: float) -> None:
     tracker = make_tracker(predictor, tcfg, fps=seq.fps)
