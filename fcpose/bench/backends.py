@@ -26,26 +26,11 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .people import cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
+from .people import contention_since, cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
 
 __all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
 
 ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-int8")
-
-
-def _contention(stat0, load0, own0) -> dict:
-    import os
-
-    stat1 = cpu_times()
-    out = {"loadavg_start": load0, "loadavg_end": loadavg()}
-    if stat0 and stat1:
-        delta = [b - a for a, b in zip(stat0, stat1)]
-        total = max(1, sum(delta))
-        busy = total - delta[3] - delta[4]
-        own = (own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
-        out["steal_pct"] = round(100.0 * delta[7] / total, 2)
-        out["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
-    return out
 
 
 def run_backend_bench(config: str | None = None, weights: str | None = None, *, backends=ALL_BACKENDS,
@@ -117,7 +102,7 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
                 t0 = time.perf_counter()
                 predictors[name](path)
                 times[name].append((time.perf_counter() - t0) * 1e3)
-        report["contention"] = _contention(stat0, load0, own0)
+        report["contention"] = contention_since(stat0, load0, own0)
     results = []
     base = summarize(times["torch"])["median"] if "torch" in times else None
     for name in names:

@@ -101,6 +101,23 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def contention_since(stat0: list[int] | None, load0: list[float] | None, own0: float) -> dict:
+    """How disturbed the timings since (``cpu_times()``, ``loadavg()``, ``own_cpu_seconds()``) were: load
+    averages, steal, busy share and ``others_cpu_pct`` — the CPU time used by other processes, as a share of
+    all CPUs (> ~5 means the timings are disturbed)."""
+    stat1 = cpu_times()
+    out: dict = {"loadavg_start": load0, "loadavg_end": loadavg()}
+    if stat0 and stat1:
+        delta = [b - a for a, b in zip(stat0, stat1)]
+        total = max(1, sum(delta))
+        busy = total - delta[3] - delta[4]
+        own = (own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
+        out["steal_pct"] = round(100.0 * delta[7] / total, 2)
+        out["busy_pct"] = round(100.0 * busy / total, 1)
+        out["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
+    return out
+
+
 def loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -461,17 +478,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
             best = statistics.median(r["network_gflops_per_s"] for r in forced)
             report["summary"]["network_gflops_per_s"] = best
             report["summary"]["network_vs_conv_probe"] = round(best / report["conv_probe"]["gflops_per_s"], 3)
-    stat1 = cpu_times()
-    contention = {"loadavg_start": load0, "loadavg_end": loadavg()}
-    if stat0 and stat1:
-        delta = [b - a for a, b in zip(stat0, stat1)]
-        total = max(1, sum(delta))
-        busy = total - delta[3] - delta[4]
-        own = (own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
-        contention["steal_pct"] = round(100.0 * delta[7] / total, 2)
-        contention["busy_pct"] = round(100.0 * busy / total, 1)
-        # CPU time used by other processes, as a share of all CPUs: > ~5 means the timings are disturbed.
-        contention["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
+    contention = contention_since(stat0, load0, own0)
     report["contention"] = contention
     return report
 

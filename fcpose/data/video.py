@@ -39,7 +39,63 @@ def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-class VideoReader:
+class CaptureFrames:
+    """Frames of an opened ``cv2.VideoCapture`` as ``uint8`` ``[H, W, 3]`` RGB arrays: the part that
+    :class:`VideoReader` (files) and :class:`~fcpose.inference.sources.StreamReader` (webcams, streams)
+    share. :meth:`_start` reads the first frame (one-line :class:`InputError` when there is none) and the
+    stream's size, rate (``fps``, 25.0 when absent or implausible) and ``frame_count`` (0: unknown)."""
+
+    _cap: cv2.VideoCapture | None = None
+    _first: np.ndarray | None = None
+    frame_count: int = 0
+
+    def _start(self, cap: cv2.VideoCapture, what: str, no_frames: str, *, count_frames: bool = True) -> None:
+        """Take ``cap`` over (released on failure): ``what`` names it when it cannot be opened."""
+        if not cap.isOpened():
+            cap.release()
+            raise InputError(what)
+        ok, frame = cap.read()
+        if not ok or frame is None or frame.size == 0:
+            cap.release()
+            raise InputError(no_frames)
+        self._cap, self._first = cap, bgr_to_rgb(frame)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps: float = fps if math.isfinite(fps) and 0.0 < fps <= MAX_PLAUSIBLE_FPS else DEFAULT_FPS
+        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.frame_count = int(count) if count_frames and math.isfinite(count) and count > 0 else 0
+        self.height: int = int(self._first.shape[0])
+        self.width: int = int(self._first.shape[1])
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        while self._cap is not None:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                break
+            yield bgr_to_rgb(frame)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._frames()
+
+    def __len__(self) -> int:
+        """The container's frame count (may be an estimate; 0 if unknown)."""
+        return self.frame_count
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoReader(CaptureFrames):
     """Frames of a video file, decoded with OpenCV, as ``uint8`` ``[H, W, 3]`` RGB arrays.
 
     ``width`` and ``height`` are those of the decoded frames. ``fps`` falls back to 25.0 when the
@@ -54,58 +110,20 @@ class VideoReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         check_file(self.path, "video")
-        self._cap: cv2.VideoCapture | None = None
-        self._first: np.ndarray | None = None
         self._iterated = False
         self._open()
-        assert self._cap is not None and self._first is not None
-        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps: float = fps if math.isfinite(fps) and 0.0 < fps <= MAX_PLAUSIBLE_FPS else DEFAULT_FPS
-        count = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
-        self.frame_count: int = int(count) if math.isfinite(count) and count > 0 else 0
-        self.height: int = int(self._first.shape[0])
-        self.width: int = int(self._first.shape[1])
 
     def _open(self) -> None:
         self.close()
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            cap.release()
-            raise InputError(f"cannot open video {self.path}: not a video or an unsupported codec")
-        ok, frame = cap.read()
-        if not ok or frame is None or frame.size == 0:
-            cap.release()
-            raise InputError(f"video has no readable frames: {self.path}")
-        self._cap = cap
-        self._first = bgr_to_rgb(frame)
+        self._start(cv2.VideoCapture(str(self.path)),
+                    f"cannot open video {self.path}: not a video or an unsupported codec",
+                    f"video has no readable frames: {self.path}")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._iterated or self._cap is None:
             self._open()  # restart from the first frame
         self._iterated = True
-        first, self._first = self._first, None
-        if first is not None:
-            yield first
-        while self._cap is not None:
-            ok, frame = self._cap.read()
-            if not ok or frame is None:
-                break
-            yield bgr_to_rgb(frame)
-
-    def __len__(self) -> int:
-        """The container's frame count (may be an estimate; 0 if unknown)."""
-        return self.frame_count
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._frames()
 
     def __repr__(self) -> str:
         return (

@@ -9,8 +9,7 @@ message that names the file; programming errors (a frame of the wrong shape) rai
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..data.images import IMAGE_EXTENSIONS, one_line, pil_to_rgb
-from ..data.video import DEFAULT_FPS, MAX_PLAUSIBLE_FPS, VIDEO_EXTENSIONS, VideoReader, bgr_to_rgb
+from ..data.video import VIDEO_EXTENSIONS, CaptureFrames, VideoReader
 from ..errors import InputError
 
 
@@ -201,7 +200,7 @@ def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: in
     return arr
 
 
-class StreamReader:
+class StreamReader(CaptureFrames):
     """Frames of a webcam (an index such as ``0``) or a network stream (``rtsp://``, ``http(s)://`` ...,
     through OpenCV's FFmpeg backend) as ``uint8`` ``[H, W, 3]`` RGB arrays; same interface as
     :class:`VideoReader`. ``frame_count`` is 0 for live streams (unknown); ``is_live`` is True for webcams
@@ -226,44 +225,8 @@ class StreamReader:
                       int(timeout * 1000)]
             cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
             what = f"stream {self.spec}"
-        if not cap.isOpened():
-            cap.release()
-            raise InputError(f"cannot open {what} (unreachable, offline or not a video)")
-        ok, frame = cap.read()
-        if not ok or frame is None or frame.size == 0:
-            cap.release()
-            raise InputError(f"{what} sent no frames")
-        self._cap: cv2.VideoCapture | None = cap
-        self._first: np.ndarray | None = bgr_to_rgb(frame)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps: float = fps if math.isfinite(fps) and 0.0 < fps <= MAX_PLAUSIBLE_FPS else DEFAULT_FPS
-        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
-        self.frame_count: int = int(count) if not self.is_live and math.isfinite(count) and count > 0 else 0
-        self.height, self.width = int(self._first.shape[0]), int(self._first.shape[1])
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        first, self._first = self._first, None
-        if first is not None:
-            yield first
-        while self._cap is not None:
-            ok, frame = self._cap.read()
-            if not ok or frame is None:
-                break
-            yield bgr_to_rgb(frame)
-
-    def __len__(self) -> int:
-        return self.frame_count
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
-    def __enter__(self) -> StreamReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._start(cap, f"cannot open {what} (unreachable, offline or not a video)", f"{what} sent no frames",
+                    count_frames=not self.is_live)
 
 
 def expand_globs(inputs: Iterable[str | Path]) -> tuple[list[str], list[str]]:

@@ -103,8 +103,7 @@ class FCOSHead(nn.Module):
             rows = positions[:, 0, None] + dy.reshape(1, -1)  # [N, k*k]
             cols = positions[:, 1, None] + dx.reshape(1, -1)
             inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-            cells = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)
-            patch = tower.flatten(2)[batch_index[:, None], :, cells]  # [N, k*k, C]
+            patch = tower[batch_index[:, None], :, rows.clamp(0, h - 1), cols.clamp(0, w - 1)]  # [N, k*k, C]
             patch = (patch * inside[:, :, None].to(patch.dtype)).permute(0, 2, 1).reshape(n, c * k * k)
             out = torch.where((levels == level)[:, None], patch, out)
         return out
