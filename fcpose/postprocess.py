@@ -27,6 +27,7 @@ as the padded input size is the same (the :class:`~fcpose.Predictor` batches equ
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -90,10 +91,9 @@ class PostProcessor:
 
     def with_params(self, **changes) -> PostProcessor:
         """A copy with some test-time parameters changed (e.g. ``score_threshold=0.3``)."""
-        out = dataclasses.replace(self.params, **changes)
-        return PostProcessor(self.dynamic_head, strides=self.strides, rel_coord_norm=self.rel_coord_norm,
-                             offset_unit=self.offset_unit, keypoint_score=self.keypoint_score, params=out,
-                             tile_bytes=self.tile_bytes)
+        out = copy.copy(self)
+        out.params = dataclasses.replace(self.params, **changes)
+        return out
 
     # ------------------------------------------------------------------------------------------
     # The compositions
@@ -276,7 +276,7 @@ class PostProcessor:
         keep = nonempty(boxes) if drop_empty else torch.ones(boxes.shape[0], dtype=torch.bool, device=device)
         kept = instances.index(keep)
         kept.boxes = boxes[keep]
-        keypoints = keypoints[keep].clone()
+        keypoints = keypoints[keep]  # a new tensor (boolean indexing copies): scaled in place below
         keypoints[:, :, :2] *= s[keep][:, None, :]
         return kept, keypoints
 

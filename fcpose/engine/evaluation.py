@@ -93,9 +93,8 @@ def _keypoint_category(coco) -> dict | None:
         return None
 
 
-def _num_keypoints(coco) -> int:
+def _num_keypoints(coco, cat: dict | None) -> int:
     """K from the keypoint category (its ``keypoints`` names), else from the first annotation."""
-    cat = _keypoint_category(coco)
     if cat is not None:
         return len(cat["keypoints"])
     for ann in coco.dataset.get("annotations", []):
@@ -104,12 +103,11 @@ def _num_keypoints(coco) -> int:
     return len(COCO_SIGMAS)
 
 
-def _resolve_sigmas(coco, sigmas: Sequence[float] | None, k: int) -> np.ndarray | None:
+def _resolve_sigmas(cat: dict | None, sigmas: Sequence[float] | None, k: int) -> np.ndarray | None:
     """The OKS sigmas to set on ``COCOeval.params`` or None to keep pycocotools' own COCO values (the
     category's, by :func:`~fcpose.data.coco.category_sigmas`, when not given)."""
     from ..data.coco import category_sigmas
 
-    cat = _keypoint_category(coco)
     if sigmas is None and cat is not None and "sigmas" in cat:
         try:
             sigmas = category_sigmas(cat)
@@ -283,8 +281,9 @@ def evaluate_keypoints(
             f"iou_types must be a non-empty subset of {list(_IOU_TYPES)}, got {list(iou_types)}"
         )
     coco_gt = load_gt(gt, verbose=verbose)
-    k = _num_keypoints(coco_gt)
-    oks_sigmas = _resolve_sigmas(coco_gt, sigmas, k) if "keypoints" in iou_types else None
+    category = _keypoint_category(coco_gt)
+    k = _num_keypoints(coco_gt, category)
+    oks_sigmas = _resolve_sigmas(category, sigmas, k) if "keypoints" in iou_types else None
     gt_ids = set(coco_gt.getImgIds())
     if image_ids is not None:
         image_ids = sorted(set(image_ids))
