@@ -1,4 +1,4 @@
-"""Tracking quality on synthetic clips, with motmetrics (IDF1, ID switches, MOTA), and One-Euro smoothing.
+"""Tracking quality on synthetic clips, with motmetrics (IDF1, ID switches, MOTA), trackeval (HOTA), and smoothing.
 
 (a) Tracker only: the ground-truth poses of ``--clips`` synthetic clips (figures walking both ways, so
     they cross and occlude, bouncing off the borders, some turning; :mod:`fcpose.data.synthetic_video`)
@@ -10,6 +10,11 @@
 
 (b) With ``--weights``: end to end on rendered clips (``fcpose synth --video``-style MP4s) with a
     model, scored against the clips' ground truth.
+
+HOTA, DetA and AssA (and trackeval's own IDF1 and ID switches, a cross-check of motmetrics') come from
+``trackeval`` when it is installed: ``pip install --no-deps trackeval`` (its metrics need only NumPy and
+SciPy; its declared dependencies include the non-headless ``opencv-python``, which would clash with
+``opencv-python-headless``). Without it HOTA is left out, with a note.
 
     python benchmarks/tracking_quality.py --clips 24 --json benchmarks/results/tracking_quality.json
     python benchmarks/tracking_quality.py --clips 4 --frames 40 --weights assets/fcpose_synth_demo.pt \
@@ -31,6 +36,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import motmetrics as mm  # noqa: E402
+
+try:
+    import trackeval  # noqa: E402
+except ImportError:  # optional: HOTA
+    trackeval = None
 
 from fcpose.config import TrackerConfig  # noqa: E402
 from fcpose.data.synthetic import _unit_extent, sample_figure_pose  # noqa: E402
@@ -74,27 +84,44 @@ def make_detections(clip, rng, *, drop=0.05, low=0.15, fp_rate=0.3, box_noise=0.
     return frames
 
 
-def iou_distance(gt_boxes: np.ndarray, hyp_boxes: np.ndarray) -> np.ndarray:
-    """The motmetrics distance 1 - IoU (xyxy boxes, fcpose.ops.boxes.box_iou), NaN where IoU < 0.5 (no match).
+class Sequence:
+    """One clip's frames for both metrics libraries: a motmetrics accumulator, and the ids and IoUs that
+    trackeval's ``eval_sequence`` reads."""
 
-    Same as ``motmetrics.distances.iou_matrix(..., max_iou=0.5)``, which motmetrics 1.4.0 cannot run on
-    NumPy 2 (it calls the removed ``np.asfarray``)."""
-    iou = box_iou(torch.as_tensor(np.asarray(gt_boxes, np.float64).reshape(-1, 4)),
-                  torch.as_tensor(np.asarray(hyp_boxes, np.float64).reshape(-1, 4))).numpy()
-    dist = 1.0 - iou
-    dist[dist > 0.5] = np.nan
-    return dist
+    def __init__(self):
+        self.acc = mm.MOTAccumulator(auto_id=True)
+        self.frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def update(self, gt_ids, gt_boxes, hyp_ids, hyp_boxes) -> None:
+        gt_ids, hyp_ids = np.asarray(gt_ids, np.int64), np.asarray(hyp_ids, np.int64)
+        iou = box_iou(torch.as_tensor(np.asarray(gt_boxes, np.float64).reshape(-1, 4)),
+                      torch.as_tensor(np.asarray(hyp_boxes, np.float64).reshape(-1, 4))).numpy()
+        dist = 1.0 - iou  # motmetrics' distance: 1 - IoU, NaN (no match) below IoU 0.5, as its iou_matrix(...,
+        dist[dist > 0.5] = np.nan  # max_iou=0.5), which motmetrics 1.4.0 cannot run on NumPy 2 (np.asfarray)
+        self.acc.update(gt_ids.tolist(), hyp_ids.tolist(), dist)
+        self.frames.append((gt_ids, hyp_ids, iou))
+
+    def trackeval_data(self) -> dict:
+        """trackeval's per-sequence input: ids renumbered 0..n-1 per side, IoU as the similarity."""
+        gt_map = {int(i): n for n, i in enumerate(sorted({int(i) for g, _, _ in self.frames for i in g}))}
+        hyp_map = {int(i): n for n, i in enumerate(sorted({int(i) for _, h, _ in self.frames for i in h}))}
+        return {"num_timesteps": len(self.frames), "num_gt_ids": len(gt_map), "num_tracker_ids": len(hyp_map),
+                "num_gt_dets": sum(len(g) for g, _, _ in self.frames),
+                "num_tracker_dets": sum(len(h) for _, h, _ in self.frames),
+                "gt_ids": [np.array([gt_map[int(i)] for i in g], np.int64) for g, _, _ in self.frames],
+                "tracker_ids": [np.array([hyp_map[int(i)] for i in h], np.int64) for _, h, _ in self.frames],
+                "similarity_scores": [iou for _, _, iou in self.frames]}
 
 
 def run_tracker(frames, cfg: TrackerConfig):
     tracker = PoseTracker(cfg, fps=25.0)
-    acc = mm.MOTAccumulator(auto_id=True)
+    seq = Sequence()
     outputs = []
     for boxes, scores, kps, src, gt in frames:
         out = tracker.update(boxes, scores, kps, image_size=(0, 0))
-        acc.update(gt.track_ids.tolist(), out.track_ids.tolist(), iou_distance(gt.boxes, out.boxes))
+        seq.update(gt.track_ids, gt.boxes, out.track_ids, out.boxes)
         outputs.append((out, src, gt))
-    return acc, outputs
+    return seq, outputs
 
 
 def smoothing_stats(outputs) -> dict:
@@ -133,11 +160,26 @@ METRICS = ["idf1", "num_switches", "mota", "motp", "num_false_positives", "num_m
            "mostly_tracked", "num_fragmentations"]
 
 
-def summarize(accs, names) -> dict:
+def summarize(seqs: list[Sequence], names) -> dict:
+    """motmetrics' overall IDF1, ID switches, MOTA...; with trackeval installed, its HOTA, DetA, AssA (means
+    over the IoU thresholds 0.05..0.95), and its IDF1 and ID switches (at IoU 0.5) as a cross-check."""
     mh = mm.metrics.create()
-    summary = mh.compute_many(accs, metrics=METRICS, names=names, generate_overall=True)
+    summary = mh.compute_many([s.acc for s in seqs], metrics=METRICS, names=names, generate_overall=True)
     row = summary.loc["OVERALL"]
-    return {m: (float(row[m]) if "num" not in m and m != "mostly_tracked" else int(row[m])) for m in METRICS}
+    out = {m: (float(row[m]) if "num" not in m and m != "mostly_tracked" else int(row[m])) for m in METRICS}
+    if trackeval is not None:
+        quiet = {"PRINT_CONFIG": False}
+        metrics = {"hota": trackeval.metrics.HOTA(), "identity": trackeval.metrics.Identity(quiet),
+                   "clear": trackeval.metrics.CLEAR(quiet)}
+        data = [s.trackeval_data() for s in seqs]
+        combined = {k: m.combine_sequences({n: m.eval_sequence(d) for n, d in zip(names, data)})
+                    for k, m in metrics.items()}
+        h = combined["hota"]
+        out["trackeval"] = {"HOTA": float(np.mean(h["HOTA"])), "DetA": float(np.mean(h["DetA"])),
+                            "AssA": float(np.mean(h["AssA"])), "LocA": float(np.mean(h["LocA"])),
+                            "IDF1": float(combined["identity"]["IDF1"]), "IDSW": int(combined["clear"]["IDSW"]),
+                            "MOTA": float(combined["clear"]["MOTA"])}
+    return out
 
 
 def count_crossings(frames) -> tuple[int, int]:
@@ -209,7 +251,7 @@ def end_to_end(args) -> dict:
         clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
                         max_people=args.max_people)
         trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0) for k, cfg in variants.items()}
-        acc = {k: mm.MOTAccumulator(auto_id=True) for k in variants}
+        acc = {k: Sequence() for k in variants}
         for t in range(clip.num_frames):
             scene, _ = clip.scene(t)
             image = scene.render().image
@@ -220,8 +262,7 @@ def end_to_end(args) -> dict:
             for k, tracker in trackers.items():
                 people = tracker.update_detections(dets)
                 keep = people.scores >= args.e2e_min_score
-                acc[k].update(gt.track_ids.tolist(), people.track_ids[keep].tolist(),
-                              iou_distance(gt.boxes, people.boxes[keep]))
+                acc[k].update(gt.track_ids, gt.boxes, people.track_ids[keep], people.boxes[keep])
             frames_done += 1
         for k in variants:
             accs[k].append(acc[k])
@@ -232,6 +273,12 @@ def end_to_end(args) -> dict:
                max_size=predictor.max_size, min_score_reported=args.e2e_min_score,
                seconds=round(time.perf_counter() - t0, 1), network_seconds=round(net_seconds, 1))
     return out
+
+
+def _hota_text(m: dict) -> str:
+    t = m.get("trackeval")
+    return "" if t is None else (f"  | trackeval: HOTA {t['HOTA']:.4f} DetA {t['DetA']:.4f} AssA {t['AssA']:.4f} "
+                                 f"IDF1 {t['IDF1']:.4f} IDSW {t['IDSW']}")
 
 
 def main() -> int:
@@ -256,14 +303,19 @@ def main() -> int:
               "people_per_clip": [args.min_people, args.max_people], "seed": args.seed,
               "detection_noise": {"drop": args.drop, "box_noise": args.box_noise, "kpt_noise": args.kpt_noise,
                                   "fp_rate": args.fp_rate, "low_score_fraction": 0.15},
-              "machine": platform.platform(), "metrics_library": f"motmetrics {mm.__version__}"}
+              "machine": platform.platform(), "metrics_library": f"motmetrics {mm.__version__}"
+              + (f", trackeval {trackeval.__version__}" if trackeval is not None else "")}
+    if trackeval is None:
+        print("note: trackeval is not installed, so HOTA is left out (pip install --no-deps trackeval)",
+              file=sys.stderr)
     if not args.e2e_only:
         report["tracker_only"] = tracker_only(args)
         r = report["tracker_only"]
         for name in ("pose_aware", "iou_only"):
             m = r[name]
             print(f"(a) {name:10s} IDF1 {m['idf1']:.4f}  ID switches {m['num_switches']:4d}  MOTA {m['mota']:.4f}  "
-                  f"FP {m['num_false_positives']}  misses {m['num_misses']}  fragmentations {m['num_fragmentations']}")
+                  f"FP {m['num_false_positives']}  misses {m['num_misses']}  fragmentations {m['num_fragmentations']}"
+                  + _hota_text(m))
         print(f"(a) {r['crossings']['pairs_passing_each_other']} crossings "
               f"({r['crossings']['with_box_iou_above_0.3']} with box IoU > 0.3)")
         s = r["smoothing"]
@@ -276,7 +328,7 @@ def main() -> int:
             m = report["end_to_end"][name]
             print(f"(b) {name:10s} end to end ({args.weights}): IDF1 {m['idf1']:.4f}  ID switches "
                   f"{m['num_switches']}  MOTA {m['mota']:.4f}  FP {m['num_false_positives']}  "
-                  f"misses {m['num_misses']}")
+                  f"misses {m['num_misses']}" + _hota_text(m))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
