@@ -103,14 +103,12 @@ class Sequence:
 
     def trackeval_data(self) -> dict:
         """trackeval's per-sequence input: ids renumbered 0..n-1 per side, IoU as the similarity."""
-        gt_map = {int(i): n for n, i in enumerate(sorted({int(i) for g, _, _ in self.frames for i in g}))}
-        hyp_map = {int(i): n for n, i in enumerate(sorted({int(i) for _, h, _ in self.frames for i in h}))}
-        return {"num_timesteps": len(self.frames), "num_gt_ids": len(gt_map), "num_tracker_ids": len(hyp_map),
-                "num_gt_dets": sum(len(g) for g, _, _ in self.frames),
-                "num_tracker_dets": sum(len(h) for _, h, _ in self.frames),
-                "gt_ids": [np.array([gt_map[int(i)] for i in g], np.int64) for g, _, _ in self.frames],
-                "tracker_ids": [np.array([hyp_map[int(i)] for i in h], np.int64) for _, h, _ in self.frames],
-                "similarity_scores": [iou for _, _, iou in self.frames]}
+        gts, hyps, ious = zip(*self.frames) if self.frames else ((), (), ())
+        gt_uniq, hyp_uniq = (np.unique(np.concatenate([np.zeros(0, np.int64), *x])) for x in (gts, hyps))
+        return {"num_timesteps": len(self.frames), "num_gt_ids": len(gt_uniq), "num_tracker_ids": len(hyp_uniq),
+                "num_gt_dets": sum(map(len, gts)), "num_tracker_dets": sum(map(len, hyps)),
+                "gt_ids": [np.searchsorted(gt_uniq, g) for g in gts],
+                "tracker_ids": [np.searchsorted(hyp_uniq, h) for h in hyps], "similarity_scores": list(ious)}
 
 
 def run_tracker(frames, cfg: TrackerConfig):
@@ -169,7 +167,7 @@ def summarize(seqs: list[Sequence], names) -> dict:
     out = {m: (float(row[m]) if "num" not in m and m != "mostly_tracked" else int(row[m])) for m in METRICS}
     if trackeval is not None:
         quiet = {"PRINT_CONFIG": False}
-        metrics = {"hota": trackeval.metrics.HOTA(), "identity": trackeval.metrics.Identity(quiet),
+        metrics = {"hota": trackeval.metrics.HOTA(quiet), "identity": trackeval.metrics.Identity(quiet),
                    "clear": trackeval.metrics.CLEAR(quiet)}
         data = [s.trackeval_data() for s in seqs]
         combined = {k: m.combine_sequences({n: m.eval_sequence(d) for n, d in zip(names, data)})
