@@ -14,7 +14,10 @@ keypoint AP of "what if" copies of the results:
   keypoints must be for a given AP;
 * ``fix_gross``: only the keypoints that are off by more than 8 px replaced by the truth;
 * ``fix_fine``: only the keypoints within 8 px replaced (what perfect refinement would add);
-* ``unswap_pairs``: left/right pairs exchanged wherever that brings both closer to the truth.
+* ``unswap_pairs``: left/right pairs exchanged wherever that brings both closer to the truth;
+* ``snap_to_cell``: every matched keypoint moved to the centre of the stride-8 heatmap cell (in the network's
+  input) that holds the truth — a perfect heatmap with zero offsets, i.e. what the refinement offsets must add.
+  When ``actual`` is close to it and ``fix_fine`` far above, the offsets have not learned.
 
 Writes a JSON summary (default ``benchmarks/results/keypoint_error_analysis.json``).
 """
@@ -32,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fcpose.data.transforms import resize_shape  # noqa: E402
 from fcpose.engine.evaluate import predict_dataset  # noqa: E402
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
@@ -80,8 +84,16 @@ def replaced(results, matches, choose) -> list[dict]:
     return out
 
 
+def snap_to_cell(xy: np.ndarray, scale: np.ndarray, stride: int) -> np.ndarray:
+    """Image points ``[N, 2]`` -> the centres (image pixels) of the stride-``stride`` cells that hold them in the
+    network input (image x ``scale`` per axis)."""
+    return (np.floor(xy * scale / stride) * stride + stride / 2) / scale
+
+
 def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_score: float = 0.3,
-            seed: int = 0, sigmas=None) -> dict:
+            seed: int = 0, sigmas=None, input_scale: dict[int, tuple[float, float]] | None = None,
+            stride: int = 8) -> dict:
+    """``input_scale``: image id -> (x, y) factor from image to network-input pixels (adds ``snap_to_cell``)."""
     ann_by_image: dict[int, list[dict]] = {}
     for a in gt["annotations"]:
         if not a.get("iscrowd", 0):
@@ -145,6 +157,10 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
                     q[a], q[b] = p[b, :2], p[a, :2]
         return q
 
+    def snapper(image_id):
+        scale = np.array(input_scale[image_id])
+        return lambda p, t: snap_to_cell(t[:, :2], scale, stride)
+
     all_err = np.array(errors[1] + errors[2])
     what_if = {"actual": ap(results), "oracle_keypoints": ap(replaced(results, matches, lambda p, t: t[:, :2]))}
     for sd in (1, 2, 3):
@@ -152,6 +168,11 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
     what_if["fix_gross"] = ap(replaced(results, matches, fix(True)))
     what_if["fix_fine"] = ap(replaced(results, matches, fix(False)))
     what_if["unswap_pairs"] = ap(replaced(results, matches, unswap))
+    if input_scale is not None:
+        snapped = []
+        for r, g in zip(results, matches):
+            snapped += replaced([r], [g], snapper(r["image_id"]))
+        what_if["snap_to_cell"] = ap(snapped)
 
     def pct(v):
         return [round(float(x), 2) for x in np.percentile(v, [25, 50, 75, 90])] if len(v) else []
@@ -181,10 +202,16 @@ def main() -> int:
 
     model = load_model(args.weights).eval()
     kw = {"min_size": args.size} if args.size else {}
-    results = predict_dataset(Predictor(model, **kw), args.data, args.images, progress=False)
+    predictor = Predictor(model, **kw)
+    results = predict_dataset(predictor, args.data, args.images, progress=False)
     gt = json.loads(Path(args.data).read_text())
+    scale = {}
+    for im in gt["images"]:  # the test resize of each image (Predictor.prepare)
+        h, w = resize_shape(im["height"], im["width"], predictor.min_size, predictor.max_size)
+        scale[im["id"]] = (w / im["width"], h / im["height"])
     summary = {"weights": args.weights, "data": args.data, "detections": len(results),
-               **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas)}
+               **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas,
+                         input_scale=scale, stride=model.strides[0])}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("per_keypoint")}, indent=2))

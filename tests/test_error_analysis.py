@@ -68,3 +68,20 @@ def test_unmatched_detections_are_left_alone(analysis):
     assert analysis.match_detections([stray], {1: gt["annotations"]}) == [None]
     out = analysis.replaced([stray], [None], lambda p, t: t[:, :2])
     assert out[0]["keypoints"] == stray["keypoints"]
+
+
+def test_snap_to_cell_is_a_perfect_heatmap_without_offsets(analysis):
+    gt = _dataset()
+    results = [{"image_id": 1, "category_id": 1, "bbox": a["bbox"], "score": 0.9 - 0.1 * i,
+                "keypoints": list(a["keypoints"])} for i, a in enumerate(gt["annotations"])]
+    # Input = image x 2: a stride-8 cell spans 4 image pixels, the snapped keypoints are at most 2 * sqrt(2) px
+    # off, and these 80 x 160 px people keep all their AP; with 8- and 16-px cells (input = image, image / 2)
+    # they lose more and more.
+    ap = {s: analysis.analyse(results, gt, COCO_FLIP_PAIRS, input_scale={1: (s, s)})["keypoint_AP"]
+          for s in (2.0, 1.0, 0.5)}
+    assert ap[2.0]["actual"] == pytest.approx(1.0) and ap[2.0]["snap_to_cell"] == pytest.approx(1.0)
+    assert ap[0.5]["snap_to_cell"] < ap[1.0]["snap_to_cell"] < 0.9
+    assert "snap_to_cell" not in analysis.analyse(results, gt, COCO_FLIP_PAIRS)["keypoint_AP"]
+    # Image point (5, 13) at input scale 2 is input (10, 26): cell (1, 3), centre (12, 28) -> image (6, 14).
+    xy = analysis.snap_to_cell(np.array([[5.0, 13.0]]), np.array([2.0, 2.0]), 8)
+    assert xy.tolist() == [[6.0, 14.0]]
