@@ -32,6 +32,7 @@ from .model.fcpose import FCPose
 from .ops.boxes import ltrb_giou
 from .structures import DenseOutputs, Instances
 from .targets.fcos import FCOSTargets, LocationGrid, assign_fcos_targets, location_grid
+from .targets.keypoints import offset_unit_scale
 from .targets.locations import compute_locations
 from .targets.pose import (
     KeypointTargets,
@@ -323,7 +324,8 @@ class FCPoseCriterion:
 
         prob = torch.softmax(logits.flatten(2), dim=2)[valid]  # [R, H3 W3]
         centres = compute_locations(h3, w3, self.strides[0], device=logits.device)  # [H3 W3, 2]
-        offsets = dense.kpt_offsets.float().flatten(2)  # [B, 2K, H3 W3]
+        # [B, 2K, H3 W3] in pixels (the official model predicts pixels; "stride" units are scaled as the decoder does)
+        offsets = dense.kpt_offsets.float().flatten(2) * offset_unit_scale(self.offset_unit, self.strides[0])
         pos = offsets.view(offsets.shape[0], k, 2, h3 * w3).permute(0, 1, 3, 2) + centres  # [B, K, HW, 2]
         kind = torch.arange(k, device=logits.device).expand(n, k)[valid]
         image = instances.batch_index[:, None].expand(n, k)[valid]

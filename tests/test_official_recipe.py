@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -112,6 +113,25 @@ def test_per_person_cap_keeps_the_most_confident(official):
         best = mine[(cls[mine] * ctr[mine]).argsort(descending=True)[:2]]
         assert flat[gt == person].tolist() == best.tolist()  # top-k order, highest first
     assert torch.allclose(weight, torch.full_like(weight, 0.5))
+
+
+def test_direction_loss_reads_offsets_in_the_models_unit(official):
+    """The official model predicts pixel offsets; with ``offset_unit: stride`` the direction loss scales them by the
+    stride as the decoder does, so offsets o in stride units and 8 o in pixels give the same loss."""
+    _, model = official
+    targets = [_target([_person(10, 10, 90, 110), _person(60, 20, 150, 120)])]
+    x, sizes = to_model_input(model, [torch.zeros(3, H, W, dtype=torch.uint8)], "cpu")
+    losses = {}
+    with torch.no_grad():
+        dense = model(x)
+        for unit, scale in (("pixel", 8.0), ("stride", 1.0)):
+            crit = FCPoseCriterion.from_config(load_config("overfit_tiny_official",
+                                                           [f"model.keypoint.offset_unit={unit}"]))
+            scaled = dataclasses.replace(dense, kpt_offsets=dense.kpt_offsets * scale)
+            losses[unit] = crit(model, scaled, targets, sizes)
+    assert losses["stride"]["loss_direction"] > 0
+    torch.testing.assert_close(losses["stride"]["loss_direction"], losses["pixel"]["loss_direction"])
+    torch.testing.assert_close(losses["stride"]["loss_keypoint"], losses["pixel"]["loss_keypoint"])
 
 
 def test_short_official_run_reduces_the_loss(coco_tiny, tmp_path):
