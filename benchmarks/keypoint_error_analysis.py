@@ -19,6 +19,10 @@ keypoint AP of "what if" copies of the results:
   input) that holds the truth — a perfect heatmap with zero offsets, i.e. what the refinement offsets must add.
   When ``actual`` is close to it and ``fix_fine`` far above, the offsets have not learned.
 
+``offsets_at_truth`` reads the model itself: at the stride-8 cell that holds each labelled keypoint, the error
+(image pixels) of the cell centre alone and of the centre + the predicted offset there — how much the offsets
+refine, independent of the heatmaps and detections.
+
 Writes a JSON summary (default ``benchmarks/results/keypoint_error_analysis.json``).
 """
 
@@ -35,11 +39,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fcpose.data.transforms import resize_shape  # noqa: E402
+from fcpose.data.images import read_image  # noqa: E402
+from fcpose.data.transforms import batch_images, resize_shape  # noqa: E402
 from fcpose.engine.evaluate import predict_dataset  # noqa: E402
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
 from fcpose.ops.boxes import box_iou  # noqa: E402
+from fcpose.targets.keypoints import decode_offsets, gather_offsets  # noqa: E402
 from fcpose.weights.checkpoint import load_model  # noqa: E402
 
 GROSS_PX = 8.0  # one cell of the stride-8 heatmap
@@ -85,9 +91,9 @@ def replaced(results, matches, choose) -> list[dict]:
 
 
 def snap_to_cell(xy: np.ndarray, scale: np.ndarray, stride: int) -> np.ndarray:
-    """Image points ``[N, 2]`` -> the centres (image pixels) of the stride-``stride`` cells that hold them in the
-    network input (image x ``scale`` per axis)."""
-    return (np.floor(xy * scale / stride) * stride + stride / 2) / scale
+    """COCO image points ``[N, 2]`` (pixel indices) -> the centres of the stride-``stride`` cells that hold them in
+    the network input (image x ``scale`` per axis), as COCO points: the model's coordinates are the indices + 0.5."""
+    return (np.floor((xy + 0.5) * scale / stride) * stride + stride / 2) / scale - 0.5
 
 
 def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_score: float = 0.3,
@@ -191,6 +197,41 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
     }
 
 
+@torch.inference_mode()
+def offsets_at_truth(model, predictor: Predictor, gt: dict, image_dir: str) -> dict:
+    """Error of the cell centre without / with the model's offset at the cells holding the labelled keypoints."""
+    stride = model.strides[0]
+    without, with_offsets = [], []
+    for im in gt["images"]:
+        people = [a for a in gt["annotations"] if a["image_id"] == im["id"] and not a.get("iscrowd", 0)
+                  and a.get("num_keypoints", 1) > 0]
+        if not people:
+            continue
+        tensor, (h, w) = predictor.prepare(read_image(Path(image_dir) / im["file_name"]))
+        dense = model(batch_images([tensor], model.size_divisibility))
+        maps = dense.kpt_offsets
+        rows, cols = maps.shape[-2:]
+        scale = torch.tensor([w / im["width"], h / im["height"]], dtype=torch.float64)
+        for a in people:
+            kp = torch.tensor(a["keypoints"], dtype=torch.float64).reshape(-1, 3)
+            seen = kp[:, 2] > 0
+            truth = kp[:, :2] + 0.5  # COCO pixel indices -> the model's continuous coordinates
+            cell = torch.floor(truth * scale / stride).long()
+            cell[:, 0].clamp_(0, cols - 1)
+            cell[:, 1].clamp_(0, rows - 1)
+            index = (cell[:, 1] * cols + cell[:, 0])[None]  # [1, K]
+            offsets = gather_offsets(maps, torch.zeros(1, dtype=torch.long), index)
+            centre = decode_offsets(index, torch.zeros_like(offsets), cols, stride)[0].double() / scale
+            refined = decode_offsets(index, offsets, cols, stride, model.offset_unit)[0].double() / scale
+            without += (centre - truth).norm(dim=1)[seen].tolist()
+            with_offsets += (refined - truth).norm(dim=1)[seen].tolist()
+
+    def stats(v):
+        return {"median": round(float(np.median(v)), 2), "mean": round(float(np.mean(v)), 2)} if v else {}
+    return {"keypoints": len(without), "error_px_cell_centre": stats(without),
+            "error_px_cell_centre_plus_offset": stats(with_offsets)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True)
@@ -211,7 +252,8 @@ def main() -> int:
         scale[im["id"]] = (w / im["width"], h / im["height"])
     summary = {"weights": args.weights, "data": args.data, "detections": len(results),
                **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas,
-                         input_scale=scale, stride=model.strides[0])}
+                         input_scale=scale, stride=model.strides[0]),
+               "offsets_at_truth": offsets_at_truth(model, predictor, gt, args.images)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("per_keypoint")}, indent=2))

@@ -82,6 +82,42 @@ def test_snap_to_cell_is_a_perfect_heatmap_without_offsets(analysis):
     assert ap[2.0]["actual"] == pytest.approx(1.0) and ap[2.0]["snap_to_cell"] == pytest.approx(1.0)
     assert ap[0.5]["snap_to_cell"] < ap[1.0]["snap_to_cell"] < 0.9
     assert "snap_to_cell" not in analysis.analyse(results, gt, COCO_FLIP_PAIRS)["keypoint_AP"]
-    # Image point (5, 13) at input scale 2 is input (10, 26): cell (1, 3), centre (12, 28) -> image (6, 14).
+    # COCO point (5, 13) is (5.5, 13.5) in the model's coordinates, input (11, 27) at scale 2: cell (1, 3) with
+    # centre (12, 28) -> image (6, 14) -> COCO (5.5, 13.5).
     xy = analysis.snap_to_cell(np.array([[5.0, 13.0]]), np.array([2.0, 2.0]), 8)
-    assert xy.tolist() == [[6.0, 14.0]]
+    assert xy.tolist() == [[5.5, 13.5]]
+
+
+def test_offsets_at_truth_measures_the_refinement(analysis, tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 80, 3), np.uint8)).save(tmp_path / "a.png")
+    kps = np.zeros((17, 3))
+    kps[0] = [19.5, 9.5, 2]  # model coordinates (20, 10): cell (2, 1) of stride 8, centre (20, 12), 2 px off
+    kps[1] = [3.5, 40.5, 0]  # not labelled: not counted
+    cat = {"id": 1, "name": "person", "keypoints": COCO_KEYPOINT_NAMES, "skeleton": []}
+    gt = {"images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 64}], "categories": [cat],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [0, 0, 40, 60],
+                           "area": 2400, "num_keypoints": 1, "keypoints": kps.reshape(-1).tolist()}]}
+    predictor = SimpleNamespace(prepare=lambda image: (torch.zeros(3, 64, 80), (64, 80)))
+
+    class Model:  # what offsets_at_truth reads of a model: strides, padding, offset unit, the offset maps
+        strides, size_divisibility = [8, 16, 32], 32
+
+        def __init__(self, unit, maps):
+            self.offset_unit, self.maps = unit, maps
+
+        def __call__(self, x):
+            assert tuple(x.shape) == (1, 3, 64, 96)  # padded to a multiple of 32
+            return SimpleNamespace(kpt_offsets=self.maps)
+
+    for unit, dy, refined in (("pixel", -2.0, 0.0), ("stride", -0.25, 0.0), ("pixel", 1.0, 3.0)):
+        offsets = torch.zeros(1, 34, 8, 12)
+        offsets[:, 1::2] = dy
+        report = analysis.offsets_at_truth(Model(unit, offsets), predictor, gt, str(tmp_path))
+        assert report["keypoints"] == 1
+        assert report["error_px_cell_centre"]["median"] == pytest.approx(2.0)
+        assert report["error_px_cell_centre_plus_offset"]["median"] == pytest.approx(refined)
