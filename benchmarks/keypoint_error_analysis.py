@@ -46,6 +46,7 @@ from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
 from fcpose.inference.predictor import Predictor  # noqa: E402
 from fcpose.ops.boxes import box_iou  # noqa: E402
 from fcpose.targets.keypoints import decode_offsets, gather_offsets  # noqa: E402
+from fcpose.targets.locations import flat_to_locations  # noqa: E402
 from fcpose.weights.checkpoint import load_model  # noqa: E402
 
 GROSS_PX = 8.0  # one cell of the stride-8 heatmap
@@ -163,10 +164,6 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
                     q[a], q[b] = p[b, :2], p[a, :2]
         return q
 
-    def snapper(image_id):
-        scale = np.array(input_scale[image_id])
-        return lambda p, t: snap_to_cell(t[:, :2], scale, stride)
-
     all_err = np.array(errors[1] + errors[2])
     what_if = {"actual": ap(results), "oracle_keypoints": ap(replaced(results, matches, lambda p, t: t[:, :2]))}
     for sd in (1, 2, 3):
@@ -174,11 +171,10 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
     what_if["fix_gross"] = ap(replaced(results, matches, fix(True)))
     what_if["fix_fine"] = ap(replaced(results, matches, fix(False)))
     what_if["unswap_pairs"] = ap(replaced(results, matches, unswap))
-    if input_scale is not None:
-        snapped = []
-        for r, g in zip(results, matches):
-            snapped += replaced([r], [g], snapper(r["image_id"]))
-        what_if["snap_to_cell"] = ap(snapped)
+    if input_scale is not None:  # the scale differs per image, so each result is rewritten with its own
+        what_if["snap_to_cell"] = ap([replaced([r], [g], lambda p, t, s=np.array(input_scale[r["image_id"]]):
+                                               snap_to_cell(t[:, :2], s, stride))[0]
+                                      for r, g in zip(results, matches)])
 
     def pct(v):
         return [round(float(x), 2) for x in np.percentile(v, [25, 50, 75, 90])] if len(v) else []
@@ -201,10 +197,13 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
 def offsets_at_truth(model, predictor: Predictor, gt: dict, image_dir: str) -> dict:
     """Error of the cell centre without / with the model's offset at the cells holding the labelled keypoints."""
     stride = model.strides[0]
+    by_image: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        if not a.get("iscrowd", 0) and a.get("num_keypoints", 1) > 0:
+            by_image.setdefault(a["image_id"], []).append(a)
     without, with_offsets = [], []
     for im in gt["images"]:
-        people = [a for a in gt["annotations"] if a["image_id"] == im["id"] and not a.get("iscrowd", 0)
-                  and a.get("num_keypoints", 1) > 0]
+        people = by_image.get(im["id"])
         if not people:
             continue
         tensor, (h, w) = predictor.prepare(read_image(Path(image_dir) / im["file_name"]))
@@ -221,7 +220,7 @@ def offsets_at_truth(model, predictor: Predictor, gt: dict, image_dir: str) -> d
             cell[:, 1].clamp_(0, rows - 1)
             index = (cell[:, 1] * cols + cell[:, 0])[None]  # [1, K]
             offsets = gather_offsets(maps, torch.zeros(1, dtype=torch.long), index)
-            centre = decode_offsets(index, torch.zeros_like(offsets), cols, stride)[0].double() / scale
+            centre = flat_to_locations(index, cols, stride)[0].double() / scale
             refined = decode_offsets(index, offsets, cols, stride, model.offset_unit)[0].double() / scale
             without += (centre - truth).norm(dim=1)[seen].tolist()
             with_offsets += (refined - truth).norm(dim=1)[seen].tolist()

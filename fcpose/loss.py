@@ -324,8 +324,10 @@ class FCPoseCriterion:
 
         prob = torch.softmax(logits.flatten(2), dim=2)[valid]  # [R, H3 W3]
         centres = compute_locations(h3, w3, self.strides[0], device=logits.device)  # [H3 W3, 2]
-        # [B, 2K, H3 W3] in pixels (the official model predicts pixels; "stride" units are scaled as the decoder does)
-        offsets = dense.kpt_offsets.float().flatten(2) * offset_unit_scale(self.offset_unit, self.strides[0])
+        offsets = dense.kpt_offsets.float().flatten(2)  # [B, 2K, H3 W3]
+        unit = offset_unit_scale(self.offset_unit, self.strides[0])
+        if unit != 1.0:  # pixels, as the decoder reads them (the official model predicts pixels: no copy)
+            offsets = offsets * unit
         pos = offsets.view(offsets.shape[0], k, 2, h3 * w3).permute(0, 1, 3, 2) + centres  # [B, K, HW, 2]
         kind = torch.arange(k, device=logits.device).expand(n, k)[valid]
         image = instances.batch_index[:, None].expand(n, k)[valid]
