@@ -6,14 +6,10 @@ import torch
 
 import fcpose
 from fcpose.errors import FCPoseError
-from fcpose.inference.runner import (
-    CompiledNetwork,
-    InferenceRunner,
-    check_precision,
-    cpu_supports,
-)
+from fcpose.inference.runner import CompiledNetwork, InferenceRunner
 from fcpose.model.deploy import optimize_for_inference
 from fcpose.model.norm import FrozenBatchNorm2d
+from fcpose.precision import check_precision, cpu_supports
 
 
 def _images():

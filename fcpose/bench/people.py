@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from ..data.transforms import batch_images, padded_size, resize_shape
 from ..errors import InputError
 from ..inference.predictor import Predictor
-from ..inference.runner import autocast_context, cpu_supports
 from ..model.fcpose import FCPose
+from ..precision import autocast_context, cpu_supports
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
            "synthetic_image", "format_report", "write_json"]
@@ -343,7 +343,7 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
               candidates_per_person: int = 20, probe: bool = True, flops: bool = True, probe_runs: int = 5,
               overrides: list[str] | None = None, note: str = "", log=None, post_threads: int | None = None) -> dict:
     """Run the benchmark and return the JSON-ready report (see the module docstring)."""
-    from ..inference.predictor import resolve_device
+    from ..precision import resolve_device
 
     if threads:
         torch.set_num_threads(int(threads))

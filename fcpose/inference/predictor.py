@@ -10,18 +10,11 @@ import torch
 from ..config import InputConfig, TestConfig
 from ..data.images import as_rgb_array
 from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
-from ..errors import FCPoseError
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor
+from ..precision import resolve_device
 from ..structures import PoseDetections
 from .runner import InferenceRunner
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FCPoseError("--device cuda was requested but CUDA is not available on this machine")
-    return dev
 
 
 class Predictor:

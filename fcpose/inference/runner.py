@@ -29,52 +29,10 @@ from ..errors import FCPoseError
 from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor, StageHook
+from ..precision import PRECISIONS, autocast_context, check_precision
 from ..structures import DenseOutputs, PoseDetections
 
-__all__ = ["PRECISIONS", "check_precision", "autocast_context", "CompiledNetwork",
-           "InferenceRunner", "cpu_supports", "Float32Branch"]
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def cpu_supports(precision: str) -> bool:
-    """Whether oneDNN has native kernels for ``precision`` on this CPU (bf16: AVX512-BF16 or AMX; fp16:
-    AVX512-FP16 or AMX-FP16)."""
-    if precision == "fp32":
-        return True
-    try:
-        if precision == "bf16":
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        if precision == "fp16":
-            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        pass
-    return False
-
-
-def check_precision(device: torch.device, precision: str) -> None:
-    """Raise :class:`~fcpose.errors.FCPoseError` when ``precision`` cannot run on ``device``."""
-    if precision not in PRECISIONS:
-        raise FCPoseError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if precision == "fp32":
-        return
-    if device.type == "cuda":
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise FCPoseError("--precision bf16: this GPU does not support bfloat16")
-        return
-    if device.type != "cpu":
-        raise FCPoseError(f"--precision {precision} is supported on cpu and cuda only")
-    if not cpu_supports(precision):
-        raise FCPoseError(f"--precision {precision}: this CPU has no native {precision} support "
-                          "(bf16: AVX512-BF16/AMX, fp16: AVX512-FP16/AMX-FP16); use fp32")
-
-
-def autocast_context(device: torch.device, precision: str):
-    """The autocast context of ``precision`` (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "Float32Branch"]
 
 
 class Float32Branch(nn.Module):

@@ -1,0 +1,107 @@
+"""Device and precision: one vocabulary for training and inference (DESIGN.md §14).
+
+``precision`` is one of :data:`PRECISIONS`: ``"fp32"``, ``"bf16"`` (bfloat16 autocast; no loss scaling
+needed, fp32's exponent range) or ``"fp16"`` (float16 autocast; training needs a ``GradScaler``, fp16's
+largest value is 65,504). :class:`Precision` is the small policy object the inference runner and the
+training loop both build from that string: the autocast context, the compute dtype, and whether gradients
+need scaling. A bottom-layer module: it imports only :mod:`fcpose.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .errors import FCPoseError
+
+__all__ = ["PRECISIONS", "Precision", "autocast_context", "check_precision", "cpu_supports", "resolve_device",
+           "default_training_precision"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`; a clear error when CUDA is asked for and absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FCPoseError("--device cuda was requested but CUDA is not available on this machine")
+    return dev
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether oneDNN has native kernels for ``precision`` on this CPU (bf16: AVX512-BF16 or AMX; fp16:
+    AVX512-FP16 or AMX-FP16)."""
+    if precision == "fp32":
+        return True
+    try:
+        if precision == "bf16":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if precision == "fp16":
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        pass
+    return False
+
+
+def check_precision(device: torch.device, precision: str, *, require_native_cpu: bool = True) -> None:
+    """Raise :class:`~fcpose.errors.FCPoseError` when ``precision`` cannot run on ``device``.
+
+    ``require_native_cpu``: on a CPU, refuse bf16/fp16 without native oneDNN kernels (inference, where it
+    would only be slow). Training passes False for bf16: autocast then emulates it, which is slow but
+    correct, and is what the CPU tests of the bf16 training path use.
+    """
+    if precision not in PRECISIONS:
+        raise FCPoseError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise FCPoseError("--precision bf16: this GPU does not support bfloat16")
+        return
+    if device.type != "cpu":
+        raise FCPoseError(f"--precision {precision} is supported on cpu and cuda only")
+    if require_native_cpu and not cpu_supports(precision):
+        raise FCPoseError(f"--precision {precision}: this CPU has no native {precision} support "
+                          "(bf16: AVX512-BF16/AMX, fp16: AVX512-FP16/AMX-FP16); use fp32")
+
+
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def default_training_precision(device: torch.device) -> str:
+    """What ``solver.precision: auto`` means: bf16 on a GPU that supports it, fp16 on an older GPU, fp32 on a
+    CPU (where reduced-precision training is emulated unless the CPU has AMX)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision policy of one device: ``autocast()`` around the network, ``dtype`` it computes in, and
+    ``needs_scaler`` (fp16 training: gradients are scaled so small ones do not underflow)."""
+
+    device: torch.device
+    name: str = "fp32"
+
+    def __post_init__(self):
+        if self.name not in PRECISIONS:
+            raise FCPoseError(f"unknown precision {self.name!r} (choose from {', '.join(PRECISIONS)})")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.name]
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self):
+        return autocast_context(self.device, self.name)
