@@ -239,8 +239,20 @@ class SolverConfig:
     warmup_factor: float = 0.001
     clip_grad_norm: float = 10.0  # 0 disables
     clip_grad_value: float = 0.0  # > 0: clamp every gradient element to [-v, v] (official: 1.0); 0 disables
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    channels_last: bool = False  # NHWC activations and weights while training (about 10% faster on CPU)
+    # Mixed precision of the network's forward pass: auto (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on
+    # CPUs) | fp32 | bf16 (no loss scaling needed) | fp16 (with dynamic loss scaling). The losses, the dynamic heads and
+    # the decode always compute in fp32. Old configs' `amp: true/false` read as auto/fp32.
+    precision: str = "auto"
+    # NHWC activations and weights while training: null = on for CUDA (what cuDNN's tensor-core convolutions
+    # want), off on CPU; true/false forces it (about 10% faster on some CPUs).
+    channels_last: bool | None = None
+    compile: bool = False  # torch.compile the network (Inductor; needs a C++ compiler on CPU, Triton on CUDA)
+    # Divergence stop: training ends (non-zero exit, last good last.pt kept, no model_final.pt) when more than
+    # this share of the last `skip_window` steps were skipped for a non-finite loss or gradient, or when a
+    # parameter or buffer becomes non-finite. fp16 loss-scale calibration (a finite loss whose scaled gradients
+    # overflowed while the scale is >= 1) is counted apart and does not count here.
+    max_skipped_fraction: float = 0.05
+    skip_window: int = 100
     checkpoint_period: int = 5000
     eval_period: int = 0  # 0: evaluate at the end only
     log_period: int = 20
@@ -333,6 +345,10 @@ class FCPoseConfig:
             raise ConfigError("model.keypoint.aux_heads exists only for model.keypoint.branch: official")
         if self.solver.clip_grad_value < 0 or self.solver.clip_grad_norm < 0:
             raise ConfigError("solver.clip_grad_value and solver.clip_grad_norm must be >= 0 (0 disables)")
+        if self.solver.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"solver.precision must be auto, fp32, bf16 or fp16, got {self.solver.precision!r}")
+        if not 0.0 <= self.solver.max_skipped_fraction <= 1.0 or self.solver.skip_window < 1:
+            raise ConfigError("solver.max_skipped_fraction must be in [0, 1] and solver.skip_window >= 1")
         if not 0.0 <= self.solver.ema_decay < 1.0:
             raise ConfigError(f"solver.ema_decay must be in [0, 1) (0 disables), got {self.solver.ema_decay}")
         return self
@@ -403,10 +419,24 @@ def _merge(obj: Any, data: dict, prefix: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
+def _upgrade_legacy(data: dict | None) -> dict:
+    """Keys that older fcpose versions wrote, translated: ``solver.amp: true/false`` (fp16 autocast on CUDA) is
+    ``solver.precision: auto/fp32``. Returns a new dict; ``data`` is not changed."""
+    if not isinstance(data, dict) or not isinstance(data.get("solver"), dict) or "amp" not in data["solver"]:
+        return data or {}
+    solver = dict(data["solver"])
+    amp = solver.pop("amp")
+    if not isinstance(amp, bool):
+        raise ConfigError(f"solver.amp (the old name of solver.precision) must be true or false, got {amp!r}")
+    solver.setdefault("precision", "auto" if amp else "fp32")
+    return {**data, "solver": solver}
+
+
 def from_dict(data: dict | None, base: FCPoseConfig | None = None) -> FCPoseConfig:
-    """Build a config from a (partial) nested dict on top of ``base`` (default: dataclass defaults)."""
+    """Build a config from a (partial) nested dict on top of ``base`` (default: dataclass defaults); keys of older
+    versions are translated (:func:`_upgrade_legacy`)."""
     cfg = copy.deepcopy(base) if base is not None else FCPoseConfig()
-    _merge(cfg, data or {}, "")
+    _merge(cfg, _upgrade_legacy(data), "")
     return cfg
 
 

@@ -36,6 +36,15 @@ class DenseOutputs:
     def num_levels(self) -> int:
         return len(self.cls_logits)
 
+    def float(self) -> DenseOutputs:
+        """The same outputs in float32 (tensors already in float32 are not copied): what the losses, the controller
+        and the dynamic heads compute in when the network ran under bf16/fp16 autocast."""
+        return DenseOutputs(cls_logits=[t.float() for t in self.cls_logits], box_reg=[t.float() for t in self.box_reg],
+                            centerness=[t.float() for t in self.centerness],
+                            ctrl_feats=[t.float() for t in self.ctrl_feats], kpt_feats=self.kpt_feats.float(),
+                            kpt_offsets=self.kpt_offsets.float(), strides=list(self.strides),
+                            aux_heatmaps={k: v.float() for k, v in self.aux_heatmaps.items()})
+
 
 @dataclass
 class Instances:

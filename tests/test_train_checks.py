@@ -38,6 +38,7 @@ def test_from_scratch_trains_the_whole_backbone(capsys):
     assert "the randomly initialised stem and res2 fixed" in lines[0]
     assert "freeze_at=0" in lines[0]
     assert "FrozenBatchNorm2d starts as the identity" in lines[1] and "model.backbone.norm=GN" in lines[1]
+    assert "statistics are set from the first training batch" in lines[1]
     assert cfg.model.backbone.freeze_at == 0
     model = build_model(cfg)
     assert all(p.requires_grad for p in model.backbone.parameters())

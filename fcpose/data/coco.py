@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,16 +193,19 @@ def _infer_flip_pairs(names: list[str]) -> list[list[int]]:
 
 
 def category_sigmas(category: dict, label: str = "the category") -> list[float] | None:
-    """The OKS sigmas of a keypoint category: its ``sigmas`` field, COCO's for COCO's own 17 person
-    keypoints, else None. The one rule for training (:func:`keypoint_set_from_category`) and evaluation."""
+    """The OKS sigmas of a keypoint category: its ``sigmas`` field; else COCO's, by name, when every keypoint is
+    one of COCO's 17 person keypoints (all of them, or a subset in any order, e.g. COCO without the eyes and ears);
+    else None. The one rule for training (:func:`keypoint_set_from_category`) and evaluation."""
     if "sigmas" in category:
         try:
             return [float(s) for s in category["sigmas"]]
         except (TypeError, ValueError):
             raise ConfigError(f"{label}: 'sigmas' must be a list of {len(category.get('keypoints') or [])} "
                               "numbers") from None
-    if category.get("keypoints") == COCO_KEYPOINT_NAMES:
-        return list(COCO_SIGMAS)
+    names = category.get("keypoints")
+    if isinstance(names, list) and names and all(n in COCO_KEYPOINT_NAMES for n in names) \
+            and len(set(names)) == len(names):
+        return [COCO_SIGMAS[COCO_KEYPOINT_NAMES.index(n)] for n in names]
     return None
 
 
@@ -249,8 +253,13 @@ def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetC
 
     sigmas = category_sigmas(category, label)
     if sigmas is None:
+        unknown = [n for n in names if n not in COCO_KEYPOINT_NAMES]
         raise ConfigError(f"{label} has {k} custom keypoints but no 'sigmas' field: add the {k} OKS sigmas "
-                          "(one per keypoint, as in the COCO API) to the category")
+                          "(one per keypoint, as in the COCO API) to the category"
+                          + (f" (not COCO keypoint names: {', '.join(unknown[:5])})" if unknown else ""))
+    if "sigmas" not in category and not is_coco:
+        print(f"note: {label}: its {k} keypoints are COCO person keypoints (by name) and it has no 'sigmas' "
+              "field, so COCO's sigmas are used for them", file=sys.stderr)
     kset = KeypointSetConfig(names=list(names), skeleton=skeleton, flip_pairs=flip_pairs, sigmas=sigmas)
     try:
         kset.validate()

@@ -45,9 +45,10 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
 
     - ``model.backbone.freeze_at > 0`` would keep the randomly initialised stem (and res2, ...) fixed for
       the whole run: ``freeze_at`` is set to 0 in ``cfg`` (so the saved config says what was trained);
-    - ``model.backbone.norm: FrozenBN`` cannot be fixed here: ``FrozenBatchNorm2d`` starts as the identity
-      (weight 1, bias 0, running mean 0, running var 1) and is never trained, so the backbone trains without
-      any normalisation; a warning suggests GN (or BN/SyncBN).
+    - ``model.backbone.norm: FrozenBN``: ``FrozenBatchNorm2d`` starts as the identity (weight 1, bias 0, running
+      mean 0, running var 1) and is never trained, so the backbone would train without any normalisation (its
+      activations then outgrow float16 within a few steps); the trainer sets the statistics from the first batch
+      (:func:`~fcpose.model.norm.calibrate_frozen_bn`) and a warning suggests GN (or BN/SyncBN).
 
     With pretrained weights nothing changes. A resumed run must pass what its first run passed (resuming
     restores trained weights, but the model and its optimizer groups are rebuilt as the first run built
@@ -67,8 +68,9 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
         bb.freeze_at = 0
     if bb.norm == "FrozenBN":
         lines.append("warning: model.backbone.norm=FrozenBN without pretrained backbone weights: FrozenBatchNorm2d "
-                     "starts as the identity (weight 1, bias 0, mean 0, var 1) and is never trained, so the backbone "
-                     "trains without normalisation; use model.backbone.norm=GN (or BN) to train it from scratch")
+                     "starts as the identity (weight 1, bias 0, mean 0, var 1) and is never trained, so its statistics "
+                     "are set from the first training batch (each frozen norm then normalises its input) and stay "
+                     "fixed; use model.backbone.norm=GN (or BN) to train the norms from scratch too")
     for line in lines:
         _note(line, verbose)
     return lines

@@ -1,12 +1,16 @@
 """``fcpose train``: the training loop, single process or ``torchrun`` DDP.
 
-The loop (:func:`train`) is one readable function: SGD with momentum (or AdamW) and the linear scaling rule,
-linear warm-up and step or cosine decay, an optional moving average of the weights, AMP on CUDA, gradient
-clipping, and a non-finite loss or gradient that *skips the step* (counted and logged) instead of killing the
-run. Checkpoints are atomic and hold everything needed to continue exactly: ``--resume`` gives the same
-losses as an uninterrupted run, because the data of iteration ``t`` (which images, which augmentation) is a
-pure function of (seed, t) — see
-:class:`IterationSampler` — not of the process or worker that loads it.
+:func:`train` strings together the parts of a :class:`TrainSession`: ``setup`` (config fitting, model, DDP,
+optimiser, resume, data), ``train_step`` (one iteration), ``run`` (the loop) and the checkpoints. SGD with
+momentum (or AdamW) and the linear scaling rule, linear warm-up and step or cosine decay, an optional moving
+average of the weights, mixed precision (``solver.precision``: bf16 autocast by default on GPUs, fp16 with
+loss scaling, fp32) around the network only, gradient clipping, and a non-finite loss or gradient that *skips
+the step* (counted, warned at the next log line) instead of killing the run; a run that keeps skipping steps
+or whose weights become non-finite *stops* (:class:`TrainingDiverged`). The host waits for the device only
+every ``log_period`` iterations. Checkpoints are atomic and hold everything needed to continue exactly
+(:class:`LoopState`): ``--resume`` gives the same losses as an uninterrupted run, because the data of iteration
+``t`` (which images, which augmentation) is a pure function of (seed, t) — see :class:`IterationSampler` — not
+of the process or worker that loads it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,11 +34,12 @@ from ..config import FCPoseConfig, to_dict
 from ..data.augment import TrainTransform
 from ..data.coco import CocoKeypointDataset, keypoint_set_from_coco
 from ..data.collate import collate, to_model_input
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import CheckpointError, ConfigError, FCPoseError, InputError
 from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
 from ..model.fcpose import FCPose, build_model
-from ..model.norm import DistributedBatchNorm2d
+from ..model.norm import DistributedBatchNorm2d, calibrate_frozen_bn
+from ..precision import Precision, check_precision, default_training_precision
 from ..weights.checkpoint import init_from_checkpoint, load_state, save_checkpoint, unwrap_model
 from ..weights.files import safe_load
 from ..weights.imagenet import load_imagenet_weights
@@ -117,15 +122,26 @@ class EpochIndexed(Dataset):
 # ----------------------------------------------------------------------------------------------
 class TrainStep(nn.Module):
     """Model + criterion as one module, so that DDP's forward covers the whole loss computation (the
-    controller and dynamic heads run inside the criterion)."""
+    controller and dynamic heads run inside the criterion).
 
-    def __init__(self, model: FCPose, criterion: FCPoseCriterion):
+    ``precision`` (:class:`~fcpose.precision.Precision`) autocasts the network's forward only; its outputs are
+    cast to float32 before the criterion, so the target assignment, the losses, the controller and the dynamic
+    heads always compute in float32 whatever the network ran in."""
+
+    def __init__(self, model: FCPose, criterion: FCPoseCriterion, precision: Precision | None = None):
         super().__init__()
         self.model = model
         self.criterion = criterion
+        self.precision = precision
 
     def forward(self, images: torch.Tensor, targets: list[dict], image_sizes: list[tuple[int, int]]):
-        return self.criterion(self.model, self.model(images), targets, image_sizes)
+        if self.precision is None or self.precision.name == "fp32":
+            dense = self.model(images)
+        else:
+            with self.precision.autocast():
+                dense = self.model(images)
+            dense = dense.float()
+        return self.criterion(self.model, dense, targets, image_sizes)
 
 
 _NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -145,9 +161,12 @@ def build_optimizer(model: nn.Module, cfg: FCPoseConfig) -> torch.optim.Optimize
             (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    # The fused kernels (one launch for all tensors) also take a device-side "skip this step" flag, so a step
+    # with a non-finite gradient is skipped without the host waiting for the device.
+    fused = all(p.device.type in ("cuda", "cpu") and p.dtype == torch.float32 for g in groups for p in g["params"])
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(s.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=lr, momentum=s.momentum)
+        return torch.optim.AdamW(groups, lr=lr, betas=(s.momentum, 0.999), fused=fused or None)
+    return torch.optim.SGD(groups, lr=lr, momentum=s.momentum, fused=fused or None)
 
 
 def lr_factor(iteration: int, cfg: FCPoseConfig) -> float:
@@ -209,13 +228,23 @@ class ModelEMA:
         self._other = [(avg[k], src[k]) for k in avg if not avg[k].is_floating_point()]
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Average in the tracked model's current weights (call after each optimizer step)."""
+    def update(self, taken: torch.Tensor | None = None) -> None:
+        """Average in the tracked model's current weights (call after each optimizer step).
+
+        ``taken``: a device-side bool flag of whether the step was applied; a skipped step leaves the average
+        unchanged without the host waiting for the flag (the update count still advances, on every rank alike)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self._avg, self._src, 1.0 - d)
+        if taken is None:
+            torch._foreach_lerp_(self._avg, self._src, 1.0 - d)
+            for avg, src in self._other:
+                avg.copy_(src)
+            return
+        weight = taken.to(self._avg[0].dtype) * (1.0 - d) if self._avg else None
+        if self._avg:
+            torch._foreach_lerp_(self._avg, self._src, weight)
         for avg, src in self._other:
-            avg.copy_(src)
+            avg.copy_(torch.where(taken, src, avg))
 
     def state_dict(self) -> dict:
         return {"updates": self.updates,
@@ -264,15 +293,439 @@ class _Logger:
 class TrainResult:
     output: Path
     iterations: int
-    skipped_steps: int
+    skipped_steps: int  # steps skipped for a non-finite loss or gradient (fp16 scale calibration not included)
     last_losses: dict
     metrics: dict
     model: FCPose  # the trained model (unwrapped; the weight average when solver.ema_decay > 0)
+    scale_reductions: int = 0  # fp16 only: steps skipped while GradScaler calibrated its loss scale
+
+
+class TrainingDiverged(FCPoseError):
+    """Training stopped because it diverged (too many skipped steps, or non-finite weights)."""
 
 
 # ----------------------------------------------------------------------------------------------
-# The loop
+# The resumable state: one owner for what last.pt holds besides the weights and the config
 # ----------------------------------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """Everything the loop needs to continue exactly, and its (de)serialisation: ``state_dict()`` is what the
+    checkpoint writer stores next to the weights, ``load_state_dict()`` what ``--resume`` restores."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+    iteration: int = 0
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    scale_reductions: int = 0  # fp16: steps skipped while the loss scale calibrated
+    metrics: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        out = {"step": self.iteration, "skipped_steps": self.skipped, "scale_reductions": self.scale_reductions,
+               "metrics": self.metrics, "optimizer": self.optimizer.state_dict(),
+               "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            out["ema"] = self.ema.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict, source: str, *, verbose: bool) -> None:
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source}: its optimizer state does not fit this run's trainable parameters "
+                                  f"({exc}); resume with the same config, --init and backbone weights as the run "
+                                  f"that wrote it") from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["step"])
+        self.skipped = int(state.get("skipped_steps", 0))
+        self.scale_reductions = int(state.get("scale_reductions", 0))
+        self.metrics = dict(state.get("metrics") or {})
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            elif verbose:
+                print(f"note: {source} holds no weight average; solver.ema_decay starts one from the resumed "
+                      "weights", file=sys.stderr)
+
+
+class StepAccounting:
+    """Per-step outcome flags kept on the device, read by the host only when :meth:`collect` is called (every
+    ``log_period``): no host synchronisation per step.
+
+    A skipped step is *calibration* when it is an fp16 run, the loss was finite and the loss scale was >= 1 (the
+    scaled gradients overflowed: GradScaler halves the scale and the next step retries; normal in the first steps
+    of every fp16 run). Every other skipped step is *real* (a non-finite loss, or gradients that overflow even
+    unscaled) and counts towards the divergence window of the last ``window`` steps."""
+
+    def __init__(self, window: int, device: torch.device):
+        self.window = int(window)
+        self.flags = torch.zeros(self.window, dtype=torch.bool, device=device)  # real skips, ring buffer
+        self.real = torch.zeros((), dtype=torch.long, device=device)  # since the last collect
+        self.calibration = torch.zeros((), dtype=torch.long, device=device)
+        self.first_real: int | None = None  # host side, filled by collect
+
+    def record(self, iteration: int, finite: torch.Tensor, loss_finite: torch.Tensor,
+               scale: torch.Tensor | None) -> None:
+        skipped = ~finite
+        calib = skipped & loss_finite & (scale >= 1.0) if scale is not None else torch.zeros_like(skipped)
+        real = skipped & ~calib
+        self.flags[iteration % self.window] = real
+        self.real += real
+        self.calibration += calib
+
+    def collect(self) -> tuple[int, int, int]:
+        """(real skips, calibration skips since the last call, real skips in the window); one host sync."""
+        values = torch.stack([self.real, self.calibration, self.flags.sum()]).tolist()
+        self.real.zero_()
+        self.calibration.zero_()
+        return int(values[0]), int(values[1]), int(values[2])
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of ``tensors`` is finite (one fused norm per dtype and one host sync)."""
+    floats = [t for t in tensors if t.is_floating_point() and t.numel()]
+    if not floats:
+        return True
+    norms = torch._foreach_norm([t.float() if t.dtype != torch.float32 else t for t in floats], float("inf"))
+    return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The session: setup, one step, the loop, checkpoints
+# ----------------------------------------------------------------------------------------------
+class TrainSession:
+    """One training run. :meth:`setup` builds everything (config fitting, model, DDP, optimiser, resume, data),
+    :meth:`train_step` is one iteration, :meth:`run` the loop, :meth:`save_last` / :meth:`save_final` the
+    checkpoints. :func:`train` strings them together."""
+
+    def __init__(self, *, cfg: FCPoseConfig, device: torch.device, precision: Precision, model: FCPose,
+                 step_module: nn.Module, loop: LoopState, loader: DataLoader, out_dir: Path, data: str,
+                 images: str, main: bool, progress: bool, memory_format: torch.memory_format):
+        self.cfg, self.device, self.precision = cfg, device, precision
+        self.model, self.step_module, self.loop = model, step_module, loop
+        self.optimizer, self.scheduler, self.scaler, self.ema = loop.optimizer, loop.scheduler, loop.scaler, loop.ema
+        self.loader, self.out_dir, self.data, self.images = loader, out_dir, data, images
+        self.main, self.progress, self.memory_format = main, progress, memory_format
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.fused_skip = all(g.get("fused") for g in self.optimizer.param_groups)
+        self.accounting = StepAccounting(cfg.solver.skip_window, device)
+        self.logger = _Logger(out_dir, main)
+
+    # -- setup ---------------------------------------------------------------------------------
+    @classmethod
+    def setup(cls, cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: bool = False,
+              init: str | None = None, device: str = "cpu", num_workers: int | None = None,
+              progress: bool = True) -> TrainSession:
+        cfg = copy.deepcopy(cfg)
+        distributed = dist.init_distributed(device)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        main = dist.is_main_process()
+        dev = dist.local_device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
+        out_dir = Path(output)
+        s = cfg.solver
+        precision = Precision(dev, default_training_precision(dev) if s.precision == "auto" else s.precision)
+        check_precision(dev, precision.name, require_native_cpu=False)
+        if precision.name == "fp16" and dev.type == "cpu" and main:
+            print("note: fp16 training on the CPU is emulated and slow; use bf16 or fp32 there", file=sys.stderr)
+
+        # The dataset defines the keypoint set; the model sizes its heads and controller from it.
+        fit_keypoints_to_data(cfg, keypoint_set_from_coco(data), data, verbose=main)
+        cfg.validate()
+        # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
+        has_pretrained = bool(cfg.model.backbone.weights) or init is not None
+        fit_backbone_to_scratch(cfg, has_pretrained=has_pretrained, verbose=main)
+        fit_schedule(cfg, verbose=main)
+        torch.manual_seed(s.seed)
+        model = build_model(cfg)
+        last_path = out_dir / "last.pt"
+        state = safe_load(last_path) if resume and last_path.exists() else None
+        if init and state is None:
+            report = init_from_checkpoint(model, init)
+            if main:
+                print(report.summary(), file=sys.stderr)
+        elif cfg.model.backbone.weights and not resume:
+            report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
+            if main:
+                print(report.summary(), file=sys.stderr)
+        channels_last = dev.type == "cuda" if s.channels_last is None else s.channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model.to(dev, memory_format=memory_format).train()
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # multi-scale training: one autotune per input size
+        if distributed:  # BN that trains normalises with the statistics of the whole (global) batch
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if dev.type == "cuda" else \
+                DistributedBatchNorm2d.convert(model)
+        dataset = cls._build_dataset(cfg, data, images)
+        if state is None and not has_pretrained and cfg.model.backbone.norm == "FrozenBN":
+            _calibrate_backbone(model, dataset, cfg, dev, rank=rank, world=world, verbose=main)
+            if precision.name == "fp16" and main:
+                print("warning: solver.precision=fp16 with a FrozenBN backbone trained from scratch: nothing in the "
+                      "backbone and FPN normalises with trained statistics, and their activations outgrow float16's "
+                      "65,504 within a few steps (benchmarks/fp16_range_audit.py); use bf16 (fp32's range) or "
+                      "model.backbone.norm=GN", file=sys.stderr)
+        network = _compiled(model, main) if s.compile else model
+        step_module: nn.Module = TrainStep(network, FCPoseCriterion.from_config(cfg), precision)
+        if distributed:
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        optimizer = build_optimizer(model, cfg)
+        scaler = torch.amp.GradScaler(dev.type, enabled=precision.needs_scaler)
+        ema = ModelEMA(model, s.ema_decay) if s.ema_decay > 0 else None
+        loop = LoopState(optimizer, build_scheduler(optimizer, cfg), scaler, ema)
+        if state is not None:
+            if not isinstance(state, dict) or "optimizer" not in state:
+                raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
+            load_state(model, state["model"], str(last_path))
+            if ema is not None:  # the average starts from the resumed weights unless the checkpoint holds one
+                ema = loop.ema = ModelEMA(model, s.ema_decay)
+            loop.load_state_dict(state, str(last_path), verbose=main)
+            if main:
+                print(f"resuming from {last_path} at iteration {loop.iteration}", file=sys.stderr)
+        elif resume and main:
+            print(f"note: --resume given but {last_path} does not exist; starting from scratch", file=sys.stderr)
+
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        dist.barrier()
+        loader = cls._build_loader(cfg, dataset, dev, rank=rank, world=world, start_iter=loop.iteration,
+                                   num_workers=num_workers, main=main)
+        return cls(cfg=cfg, device=dev, precision=precision, model=model, step_module=step_module, loop=loop,
+                   loader=loader, out_dir=out_dir, data=data, images=images, main=main, progress=progress,
+                   memory_format=memory_format)
+
+    @staticmethod
+    def _build_dataset(cfg: FCPoseConfig, data: str, images: str) -> CocoKeypointDataset:
+        inp, seed = cfg.input, cfg.solver.seed
+        dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=seed,
+                                      crowd=inp.crowd, filter_empty=inp.filter_empty,
+                                      min_keypoints=inp.min_keypoints_per_image, min_box_size=inp.min_box_size)
+        if len(dataset) == 0:
+            raise ConfigError(f"{data} has no images to train on")
+        return dataset
+
+    @staticmethod
+    def _build_loader(cfg: FCPoseConfig, dataset: CocoKeypointDataset, dev: torch.device, *, rank: int, world: int,
+                      start_iter: int, num_workers: int | None, main: bool) -> DataLoader:
+        s = cfg.solver
+        sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
+                                   start_iter=start_iter, max_iter=s.max_iter)
+        workers = clamp_workers(s.num_workers if num_workers is None else num_workers, verbose=main)
+        # Workers are spawned, not forked: forking a process that holds native thread pools (OpenMP, oneDNN,
+        # OpenVINO) is unsafe. They decode and augment ahead of the loop (prefetch), into pinned memory on CUDA.
+        return DataLoader(EpochIndexed(dataset), batch_size=sampler.local, sampler=sampler, collate_fn=collate,
+                          num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
+                          prefetch_factor=4 if workers > 0 else None,
+                          multiprocessing_context="spawn" if workers > 0 else None)
+
+    # -- one step ------------------------------------------------------------------------------
+    def forward_loss(self, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The batch's named losses and their sum (the network under the precision's autocast, the rest fp32)."""
+        x, sizes = to_model_input(self.model, batch["images"], self.device)
+        x = x.contiguous(memory_format=self.memory_format)
+        losses = self.step_module(x, batch["targets"], sizes)
+        return losses, sum(losses.values())
+
+    def backward_step(self, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backward (scaled in fp16), unscale, clip: returns the gradient norm before clipping and the device-side
+        flag "this step may be taken" (a finite loss and finite gradients on every rank)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        scaled = self.scaler.scale(total)
+        # The loss scale this backward used, as a device tensor (get_scale() would wait for the device).
+        self._scale_used = self.scaler._scale.detach().clone() if self.scaler.is_enabled() else None
+        scaled.backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = clip_gradients(self.params, self.cfg)
+        # Gradients are all-reduced, so every rank takes the same decision.
+        bad = ~(torch.isfinite(grad_norm) & torch.isfinite(total.detach()))
+        finite = dist.reduce_max(bad.to(torch.float32)) == 0
+        return grad_norm, finite
+
+    def optimizer_step(self, finite: torch.Tensor) -> None:
+        """Apply the step where ``finite`` (a device flag) says so: the fused optimiser reads the flag on the device
+        (no host synchronisation); other optimisers wait for it. Then the loss scale, the weight average and the lr."""
+        if self.fused_skip:
+            self.optimizer.found_inf = (~finite).to(torch.float32)
+            self.optimizer.grad_scale = None
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf, self.optimizer.grad_scale
+        elif bool(finite):
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(finite)
+        if self.scaler.is_enabled():
+            self.scaler.update()
+        self.scheduler.step()
+
+    def train_step(self, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One iteration: ``(losses, grad_norm, finite)``, all device tensors (nothing waits for the device)."""
+        self.lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses (a host float)
+        losses, total = self.forward_loss(batch)
+        grad_norm, finite = self.backward_step(total)
+        self.accounting.record(self.loop.iteration, finite, torch.isfinite(total.detach()), self._scale_used)
+        self.optimizer_step(finite)
+        self.loop.iteration += 1
+        return {**losses, "total_loss": total.detach()}, grad_norm, finite
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, *, eval_data: str | None = None, eval_images: str | None = None,
+            loss_log: list | None = None) -> dict:
+        """Iterate to ``solver.max_iter``; returns the last logged (rank-averaged) losses. The host reads the
+        device only every ``log_period`` iterations (losses, skipped steps, the divergence checks), at
+        checkpoints and evaluations, and at every step when ``loss_log`` is given (tests)."""
+        s, loop = self.cfg.solver, self.loop
+        start = loop.iteration
+        bar = tqdm(total=s.max_iter, initial=start, desc="train", unit="it",
+                   disable=not (self.progress and self.main), file=sys.stderr, dynamic_ncols=True)
+        self._tic, self._start = time.perf_counter(), start
+        last: dict = {}
+        try:
+            for batch in self.loader:
+                losses, grad_norm, _ = self.train_step(batch)
+                it = loop.iteration  # iterations done
+                if self.main:
+                    bar.update(1)
+                if loss_log is not None:
+                    last = dist.reduce_mean_dict(losses)
+                    loss_log.append((it - 1, last))
+                if it % s.log_period == 0 or it == s.max_iter or it == start + 1:
+                    last = self._log(it, losses, grad_norm, bar)
+                if s.checkpoint_period > 0 and it % s.checkpoint_period == 0 and it < s.max_iter:
+                    self.save_last()
+                if eval_data and s.eval_period > 0 and it % s.eval_period == 0 and it < s.max_iter:
+                    self.evaluate(eval_data, eval_images)
+        finally:
+            bar.close()
+        self._check_divergence(loop.iteration)
+        return last
+
+    def _log(self, it: int, losses: dict, grad_norm: torch.Tensor, bar) -> dict:
+        """The periodic host read: losses averaged over ranks, skipped steps, the divergence checks, one log line."""
+        s, loop = self.cfg.solver, self.loop
+        values = dist.reduce_mean_dict(losses)
+        real, calib, window = self.accounting.collect()
+        loop.skipped += real
+        loop.scale_reductions += calib
+        lr = self.lr
+        elapsed = time.perf_counter() - self._tic
+        sec_per_iter = elapsed / max(1, it - self._start)
+        if self.main:
+            if real:
+                tqdm.write(f"warning: {real} step{'s' * (real > 1)} skipped for a non-finite loss or gradient in "
+                           f"iterations {self._last_log_it}-{it - 1} ({loop.skipped} so far)", file=sys.stderr)
+            bar.set_postfix(loss=f"{values['total_loss']:.3f}", lr=f"{lr:.2e}")
+            self.logger.log(it, {**values, "lr": lr, "grad_norm": float(grad_norm), "skipped_steps": loop.skipped,
+                                 "scale_reductions": loop.scale_reductions, "sec_per_iter": sec_per_iter})
+            if not self.progress:
+                terms = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in values.items() if k != "total_loss")
+                eta = _format_duration(sec_per_iter * (s.max_iter - it))
+                print(f"iter {it}/{s.max_iter}  loss {values['total_loss']:.4f} ({terms})  lr {lr:.3g}  "
+                      f"{sec_per_iter:.3f} s/it  eta {eta}" + (f"  skipped {loop.skipped}" if loop.skipped else ""),
+                      file=sys.stderr, flush=True)
+        self._last_log_it = it
+        self._check_divergence(it, window=window)
+        return values
+
+    _last_log_it = 0
+    lr = 0.0
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def _check_divergence(self, it: int, window: int | None = None) -> None:
+        """Raise :class:`TrainingDiverged` when too many recent steps were skipped or a weight is non-finite."""
+        s = self.cfg.solver
+        if window is None:  # not collected by the caller
+            real, calib, window = self.accounting.collect()
+            self.loop.skipped += real
+            self.loop.scale_reductions += calib
+        limit = s.max_skipped_fraction * s.skip_window
+        if window > limit:
+            reason = (f"{window} of the last {min(it, s.skip_window)} steps were skipped for a non-finite loss or "
+                      f"gradient (limit: {s.max_skipped_fraction:.0%} of {s.skip_window})")
+        elif not _all_finite(self._state_tensors()):
+            reason = "a parameter or buffer of the model became non-finite"
+        else:
+            return
+        kept = self.out_dir / "last.pt"
+        saved = f"{kept} holds the last good state" if kept.exists() else "no checkpoint had been written yet"
+        raise TrainingDiverged(f"training diverged at iteration {it}: {reason}; no model_final.pt written, {saved} "
+                               "(try a lower solver.base_lr, solver.precision=bf16 or fp32, or gradient clipping)")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_last(self) -> None:
+        """Write ``last.pt`` (main process; every rank waits) after checking that the weights are finite, so a
+        diverged run never overwrites the last good checkpoint."""
+        self._check_divergence(self.loop.iteration)
+        if self.main:
+            save_checkpoint(self.model, self.out_dir / "last.pt", cfg=self.cfg, **self.loop.state_dict())
+        dist.barrier()
+
+    def save_final(self) -> Path:
+        """``last.pt`` and ``model_final.pt`` (the weight average when there is one)."""
+        self.save_last()
+        path = self.out_dir / "model_final.pt"
+        if self.main:
+            loop = self.loop
+            save_checkpoint(self.final_model, path, cfg=self.cfg, step=loop.iteration,
+                            trained_on=trained_on_label(self.data), metrics=loop.metrics, skipped_steps=loop.skipped,
+                            scale_reductions=loop.scale_reductions, weight_average=self.ema is not None)
+            calib = (f"; {loop.scale_reductions} fp16 loss-scale calibration steps (normal; final scale "
+                     f"{self.scaler.get_scale():.0f})" if self.scaler.is_enabled() else "")
+            print(f"trained {loop.iteration} iterations ({loop.skipped} skipped{calib}) -> {path}", file=sys.stderr)
+        return path
+
+    @property
+    def final_model(self) -> nn.Module:
+        return final_model(self.model, self.ema)
+
+    def evaluate(self, eval_data: str, eval_images: str | None) -> dict:
+        self.loop.metrics = _evaluate(self.final_model, self.cfg, eval_data, eval_images or self.images, self.device,
+                                      self.progress, self.main, self.logger, self.loop.iteration)
+        return self.loop.metrics
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+def _calibrate_backbone(model: FCPose, dataset: CocoKeypointDataset, cfg: FCPoseConfig, dev: torch.device, *,
+                        rank: int, world: int, verbose: bool) -> None:
+    """From scratch with FrozenBN: the frozen norms' statistics from the first global batch (each rank its share,
+    averaged over ranks), so that the backbone normalises (:func:`~fcpose.model.norm.calibrate_frozen_bn`)."""
+    s = cfg.solver
+    items = EpochIndexed(dataset)
+    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed, max_iter=1)
+    batch = collate([items[key] for key in sampler])
+    x, _ = to_model_input(model, batch["images"], dev)
+    count = calibrate_frozen_bn(model.backbone, lambda: model.backbone(x), dist.reduce_mean)
+    if verbose:
+        print(f"note: {count} FrozenBN layers of the backbone take their statistics from the first batch "
+              f"({len(batch['images']) * world} images)", file=sys.stderr)
+
+
+def _compiled(model: nn.Module, verbose: bool) -> nn.Module:
+    """``torch.compile(model)`` for ``solver.compile``; the eager model, with a note, when compiling is refused."""
+    try:
+        return torch.compile(model)
+    except Exception as exc:  # unsupported Python/platform
+        if verbose:
+            print(f"note: solver.compile: torch.compile is not available here ({type(exc).__name__}: {exc}); "
+                  "training the eager model", file=sys.stderr)
+        return model
+
+
 def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: bool = False,
           eval_data: str | None = None, eval_images: str | None = None, device: str = "cpu",
           num_workers: int | None = None, progress: bool = True, loss_log: list | None = None,
@@ -287,168 +740,23 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     are loaded, the others re-initialised and listed (:func:`~fcpose.weights.checkpoint.init_from_checkpoint`);
     the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
 
-    ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every iteration (tests).
+    A run that diverges raises :class:`TrainingDiverged` (``last.pt`` keeps the last good state, no
+    ``model_final.pt``). ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every
+    iteration (tests).
     """
-    cfg = copy.deepcopy(cfg)
-    distributed = dist.init_distributed(device)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    main = dist.is_main_process()
-    dev = dist.local_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
-    out_dir = Path(output)
-    s = cfg.solver
-
-    # The dataset defines the keypoint set; the model sizes its heads and controller from it.
-    fit_keypoints_to_data(cfg, keypoint_set_from_coco(data), data, verbose=main)
-    cfg.validate()
-    # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
-    fit_backbone_to_scratch(cfg, has_pretrained=bool(cfg.model.backbone.weights) or init is not None, verbose=main)
-    fit_schedule(cfg, verbose=main)
-    torch.manual_seed(s.seed)
-    model = build_model(cfg)
-    last_path = out_dir / "last.pt"
-    if init and not (resume and last_path.exists()):
-        report = init_from_checkpoint(model, init)
-        if main:
-            print(report.summary(), file=sys.stderr)
-    elif cfg.model.backbone.weights and not resume:
-        report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
-        if main:
-            print(report.summary(), file=sys.stderr)
-    memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
-    model.to(dev, memory_format=memory_format).train()
-    if distributed:  # BN that trains normalises with the statistics of the whole (global) batch
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if dev.type == "cuda" else \
-            DistributedBatchNorm2d.convert(model)
-    criterion = FCPoseCriterion.from_config(cfg)
-    step_module: nn.Module = TrainStep(model, criterion)
-    if distributed:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    use_amp = s.amp and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    start_iter, skipped, state = 0, 0, {}
-    if resume and last_path.exists():
-        state = safe_load(last_path)
-        if not isinstance(state, dict) or "optimizer" not in state:
-            raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
-        load_state(model, state["model"], str(last_path))
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{last_path}: its optimizer state does not fit this run's trainable parameters "
-                                  f"({exc}); resume with the same config, --init and backbone weights as the run "
-                                  f"that wrote it") from None
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_iter, skipped = int(state["step"]), int(state.get("skipped_steps", 0))
-        if main:
-            print(f"resuming from {last_path} at iteration {start_iter}", file=sys.stderr)
-    elif resume and main:
-        print(f"note: --resume given but {last_path} does not exist; starting from scratch", file=sys.stderr)
-    ema = ModelEMA(model, s.ema_decay) if s.ema_decay > 0 else None
-    if ema is not None and start_iter > 0:
-        if state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        elif main:
-            print(f"note: {last_path} holds no weight average; solver.ema_decay starts one from the resumed "
-                  "weights", file=sys.stderr)
-    loop = _LoopState(optimizer, scheduler, scaler, ema)
-
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    session = TrainSession.setup(cfg, data=data, images=images, output=output, resume=resume, init=init,
+                                 device=device, num_workers=num_workers, progress=progress)
+    try:
+        last = session.run(eval_data=eval_data, eval_images=eval_images, loss_log=loss_log)
+        if eval_data:
+            session.evaluate(eval_data, eval_images)
+        session.save_final()
+    finally:
+        session.close()
     dist.barrier()
-
-    dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=s.seed,
-                                  crowd=cfg.input.crowd, filter_empty=cfg.input.filter_empty,
-                                  min_keypoints=cfg.input.min_keypoints_per_image,
-                                  min_box_size=cfg.input.min_box_size)
-    if len(dataset) == 0:
-        raise ConfigError(f"{data} has no images to train on")
-    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
-                               start_iter=start_iter, max_iter=s.max_iter)
-    workers = clamp_workers(s.num_workers if num_workers is None else num_workers, verbose=main)
-    # Workers are spawned, not forked: forking a process that holds native thread pools (OpenMP, oneDNN,
-    # OpenVINO) is unsafe.
-    loader = DataLoader(EpochIndexed(dataset), batch_size=sampler.local, sampler=sampler, collate_fn=collate,
-                        num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
-                        multiprocessing_context="spawn" if workers > 0 else None)
-
-    logger = _Logger(out_dir, main)
-    metrics: dict = {}
-    last_losses: dict = {}
-    bar = tqdm(total=s.max_iter, initial=start_iter, desc="train", unit="it", disable=not (progress and main),
-               file=sys.stderr, dynamic_ncols=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    iteration = start_iter
-    tic = time.perf_counter()
-    for batch in loader:
-        x, sizes = to_model_input(model, batch["images"], dev)
-        x = x.contiguous(memory_format=memory_format)
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-            losses = step_module(x, batch["targets"], sizes)
-        total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = clip_gradients(params, cfg)
-        # Gradients are all-reduced, so every rank takes the same decision.
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(total.detach()))
-        finite = not bool(dist.reduce_max(torch.tensor(0.0 if finite else 1.0, device=dev)) > 0)
-        if finite:
-            scaler.step(optimizer)
-            if ema is not None:
-                ema.update()
-        else:
-            skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-            if main:
-                bad = {k: round(float(v.detach()), 4) for k, v in losses.items()}
-                tqdm.write(f"warning: iteration {iteration}: non-finite loss or gradient, step skipped "
-                           f"({skipped} so far): {bad}", file=sys.stderr)
-        scaler.update()
-        lr = optimizer.param_groups[0]["lr"]  # the lr this step used
-        scheduler.step()
-        iteration += 1
-
-        values = dist.reduce_mean_dict({**losses, "total_loss": total})
-        last_losses = values
-        if loss_log is not None:
-            loss_log.append((iteration - 1, values))
-        if main:
-            bar.update(1)
-            bar.set_postfix(loss=f"{values['total_loss']:.3f}", lr=f"{lr:.2e}")
-        if main and (iteration % s.log_period == 0 or iteration == s.max_iter or iteration == start_iter + 1):
-            elapsed = time.perf_counter() - tic
-            logger.log(iteration, {**values, "lr": lr, "grad_norm": float(grad_norm),
-                                   "skipped_steps": skipped, "sec_per_iter": elapsed / (iteration - start_iter)})
-        if s.checkpoint_period > 0 and iteration % s.checkpoint_period == 0 and iteration < s.max_iter:
-            _save_last(model, out_dir, cfg, iteration=iteration, skipped=skipped, loop=loop, metrics=metrics,
-                       main=main)
-        if (eval_data and s.eval_period > 0 and iteration % s.eval_period == 0 and iteration < s.max_iter):
-            metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
-                                logger, iteration)
-    bar.close()
-
-    if eval_data:
-        metrics = _evaluate(final_model(model, ema), cfg, eval_data, eval_images or images, dev, progress, main,
-                            logger, iteration)
-    _save_last(model, out_dir, cfg, iteration=iteration, skipped=skipped, loop=loop, metrics=metrics,
-               main=main)
-    if main:
-        save_checkpoint(final_model(model, ema), out_dir / "model_final.pt", cfg=cfg, step=iteration,
-                        trained_on=trained_on_label(data),
-                        metrics=metrics, skipped_steps=skipped, weight_average=ema is not None)
-        print(f"trained {iteration} iterations ({skipped} skipped) -> {out_dir / 'model_final.pt'}", file=sys.stderr)
-    logger.close()
-    dist.barrier()
-    return TrainResult(out_dir, iteration, skipped, last_losses, metrics, final_model(model, ema))
+    loop = session.loop
+    return TrainResult(session.out_dir, loop.iteration, loop.skipped, last, loop.metrics, session.final_model,
+                       loop.scale_reductions)
 
 
 def trained_on_label(ann_file: str) -> str:
@@ -468,27 +776,6 @@ def trained_on_label(ann_file: str) -> str:
 def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:
     """What training delivers: the weight average when there is one, else the (unwrapped) model."""
     return ema.module if ema is not None else unwrap_model(model)
-
-
-@dataclass
-class _LoopState:
-    """What ``last.pt`` holds besides the weights and the config: enough to resume the loop exactly."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    ema: ModelEMA | None
-
-
-def _save_last(model: nn.Module, out_dir: Path, cfg: FCPoseConfig, *, iteration: int, skipped: int,
-               loop: _LoopState, metrics: dict, main: bool) -> None:
-    """Write ``out_dir/last.pt`` (main process; every rank waits for it)."""
-    if main:
-        extra = {"ema": loop.ema.state_dict()} if loop.ema is not None else {}
-        save_checkpoint(model, out_dir / "last.pt", cfg=cfg, step=iteration, metrics=metrics,
-                        skipped_steps=skipped, optimizer=loop.optimizer.state_dict(),
-                        scheduler=loop.scheduler.state_dict(), scaler=loop.scaler.state_dict(), **extra)
-    dist.barrier()
 
 
 def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iteration) -> dict:

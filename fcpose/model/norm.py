@@ -12,12 +12,15 @@ a module class (e.g. ``[("conv1", "bn1"), ("conv2", "bn2")]`` on a residual bloc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["FrozenBatchNorm2d", "DistributedBatchNorm2d", "get_norm", "fold_frozen_bn", "NORM_NAMES"]
+__all__ = ["FrozenBatchNorm2d", "DistributedBatchNorm2d", "get_norm", "fold_frozen_bn", "calibrate_frozen_bn",
+           "NORM_NAMES"]
 
 NORM_NAMES = ("FrozenBN", "BN", "SyncBN", "GN", "none", "")
 
@@ -248,3 +251,38 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
             if new_child is not child:
                 setattr(module, name, new_child)
         return module
+
+
+@torch.no_grad()
+def calibrate_frozen_bn(module: nn.Module, run: Callable[[], object], reduce: Callable[[torch.Tensor], torch.Tensor]
+                        | None = None) -> int:
+    """Set every :class:`FrozenBatchNorm2d` in ``module`` to normalise the data: one forward (``run()``) in which
+    each layer, just before it runs, takes the per-channel mean and variance of its input as its running
+    statistics (weight 1, bias 0). Layers are calibrated in the order they run, each on the outputs of the
+    already calibrated ones, so every frozen norm starts out giving zero-mean, unit-variance channels.
+
+    What a backbone with frozen norms and no pretrained weights needs: otherwise every FrozenBN is the identity,
+    the network has no normalisation at all, and its activations (about 1e4 at initialisation in a ResNet-50 fed
+    0-255 pixels) grow past float16's 65,504 within a few SGD steps. ``reduce`` (e.g. a mean over processes)
+    is applied to each statistic so that every rank gets the same. Returns the number of layers calibrated.
+    """
+    layers = [m for m in module.modules() if isinstance(m, FrozenBatchNorm2d)]
+
+    def pre_hook(layer: FrozenBatchNorm2d, args):
+        x = args[0].detach().float()
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        if reduce is not None:
+            mean, var = reduce(mean), reduce(var)
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var.clamp(min=0.0))
+        layer.weight.fill_(1.0)
+        layer.bias.fill_(0.0)
+
+    handles = [layer.register_forward_pre_hook(pre_hook) for layer in layers]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return len(layers)
