@@ -85,3 +85,23 @@ def test_synthetic_image_resizes_to_the_test_size():
     cfg = fcpose.load_config("fcpose_dla34_rt")
     img = synthetic_image(cfg.input.min_size_test, cfg.input.max_size_test)
     assert resize_shape(*img.shape[:2], 512, 736) == (512, 736)
+
+
+def test_train_throughput_benchmark_runs_ci_sized(coco_tiny, tmp_path):
+    """benchmarks/train_throughput.py on the CPU, CI-sized: images/s, the time split and the JSON."""
+    import importlib.util
+    import json as _json
+    from pathlib import Path as _Path
+
+    path = _Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "tp.json"
+    assert module.main(["--config", "overfit_tiny", "--data", str(coco_tiny / "person_keypoints.json"),
+                        "--device", "cpu", "--batch", "1", "--precision", "fp32", "--size", "128", "--steps", "1",
+                        "--warmup", "1", "--workers", "0", "--json", str(out)]) == 0
+    (run,) = _json.loads(out.read_text())["runs"]
+    assert run["images_per_sec"] > 0 and run["precision"] == "fp32" and run["batch"] == 1
+    assert set(run["split_ms"]) == {"data", "forward_loss", "backward", "optimizer"}
+    assert all(v >= 0 for v in run["split_ms"].values())
