@@ -600,8 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FCPoseError as exc:
-        print(f"fcpose {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "exit_code", 2)  # a stop on a signal (train) is not an error: 128 + the signal
+        print(f"fcpose {args.command}: {'' if code != 2 else 'error: '}{_one_line(exc)}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"fcpose {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -254,6 +254,7 @@ class SolverConfig:
     max_skipped_fraction: float = 0.05
     skip_window: int = 100
     checkpoint_period: int = 5000
+    checkpoint_minutes: float = 30.0  # also write last.pt when this many minutes passed since the last one (0: off)
     eval_period: int = 0  # 0: evaluate at the end only
     log_period: int = 20
     num_workers: int = 4

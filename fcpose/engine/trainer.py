@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,6 +304,40 @@ class TrainResult:
 
 class TrainingDiverged(FCPoseError):
     """Training stopped because it diverged (too many skipped steps, or non-finite weights)."""
+
+
+class TrainingInterrupted(FCPoseError):
+    """Training stopped on SIGINT/SIGTERM after finishing its step and writing ``last.pt``; ``exit_code`` is
+    128 + the signal number (130, 143), what shells and schedulers expect."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handlers for the loop: the first signal only sets :attr:`signum` (the loop finishes its step,
+    writes ``last.pt`` and stops); a second one raises :class:`KeyboardInterrupt` at once (atomic writes in flight
+    remove their temporary files). Installed only in the main thread; the previous handlers come back on exit."""
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,12 +627,26 @@ class TrainSession:
                    disable=not (self.progress and self.main), file=sys.stderr, dynamic_ncols=True)
         self._tic, self._start = time.perf_counter(), start
         last: dict = {}
+        saved_at = time.monotonic()
         try:
             for batch in self.loader:
                 losses, grad_norm, _ = self.train_step(batch)
                 it = loop.iteration  # iterations done
                 if self.main:
                     bar.update(1)
+                # 2: a stop signal; 1: a time-based checkpoint is due (rank 0's clock). Every rank takes the same
+                # decision at the same iteration (one tiny all-reduce with DDP; no device work in one process).
+                due = s.checkpoint_minutes > 0 and time.monotonic() - saved_at >= 60.0 * s.checkpoint_minutes
+                event = 2 if self.signals.signum else (1 if due and self.main else 0)
+                if dist.is_distributed():
+                    event = int(dist.reduce_max(torch.tensor(float(event), device=self.device)))
+                if event == 2:
+                    self._log(it, losses, grad_norm, bar)
+                    self.save_last()
+                    raise self._interrupted(it)
+                if event == 1 and it < s.max_iter:
+                    self.save_last()
+                    saved_at = time.monotonic()
                 if loss_log is not None:
                     last = dist.reduce_mean_dict(losses)
                     loss_log.append((it - 1, last))
@@ -604,6 +654,7 @@ class TrainSession:
                     last = self._log(it, losses, grad_norm, bar)
                 if s.checkpoint_period > 0 and it % s.checkpoint_period == 0 and it < s.max_iter:
                     self.save_last()
+                    saved_at = time.monotonic()
                 if eval_data and s.eval_period > 0 and it % s.eval_period == 0 and it < s.max_iter:
                     self.evaluate(eval_data, eval_images)
         finally:
@@ -640,6 +691,13 @@ class TrainSession:
 
     _last_log_it = 0
     lr = 0.0
+    signals = StopSignals()  # replaced by train() with installed handlers
+
+    def _interrupted(self, it: int) -> TrainingInterrupted:
+        signum = self.signals.signum or signal.SIGTERM
+        name = signal.Signals(signum).name
+        return TrainingInterrupted(f"stopped by {name} at iteration {it}: {self.out_dir / 'last.pt'} holds the run; "
+                                   f"continue with the same command and --resume", signum)
 
     def _state_tensors(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers()]
@@ -741,11 +799,20 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
 
     A run that diverges raises :class:`TrainingDiverged` (``last.pt`` keeps the last good state, no
-    ``model_final.pt``). ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every
+    ``model_final.pt``). SIGINT or SIGTERM finishes the current step, writes ``last.pt`` and raises
+    :class:`TrainingInterrupted` (a second signal aborts at once); ``solver.checkpoint_minutes`` writes ``last.pt``
+    at least that often. ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every
     iteration (tests).
     """
-    session = TrainSession.setup(cfg, data=data, images=images, output=output, resume=resume, init=init,
-                                 device=device, num_workers=num_workers, progress=progress)
+    with StopSignals() as signals:
+        session = TrainSession.setup(cfg, data=data, images=images, output=output, resume=resume, init=init,
+                                     device=device, num_workers=num_workers, progress=progress)
+        session.signals = signals
+        return _run_session(session, eval_data=eval_data, eval_images=eval_images, loss_log=loss_log)
+
+
+def _run_session(session: TrainSession, *, eval_data: str | None, eval_images: str | None,
+                 loss_log: list | None) -> TrainResult:
     try:
         last = session.run(eval_data=eval_data, eval_images=eval_images, loss_log=loss_log)
         if eval_data:
