@@ -182,7 +182,7 @@ def test_pose_nms_removes_duplicates_not_neighbours():
     import torch
 
     from fcpose.config import COCO_SIGMAS
-    from fcpose.inference.predict_command import pose_nms
+    from fcpose.ops.oks import pose_nms
 
     gen = torch.Generator().manual_seed(0)
     person = torch.rand(17, 2, generator=gen) * torch.tensor([40.0, 100.0]) + torch.tensor([10.0, 10.0])
