@@ -40,6 +40,12 @@ _non_negative_int = _bounded(int, "an integer >= 0", 0)
 _unit_float = _bounded(float, "a number in [0, 1]", 0.0, 1.0)
 
 
+def plain_text(text: str) -> str:
+    """A docstring paragraph as plain text for ``--help``: reST inline markup (double backquotes) removed,
+    lines joined."""
+    return " ".join(text.replace("``", "").split())
+
+
 def _one_line(exc: BaseException) -> str:
     """The message of an error, on one line. An error raised in a DataLoader worker arrives with the worker's
     traceback in its message; its last line is the original message."""
@@ -71,8 +77,9 @@ def _add_predict(sub) -> None:
                    help="minimum score of the people drawn and counted on screen (default 0.3); predictions.json "
                         "keeps every detection above --score-threshold")
     p.add_argument("--draw-nms", type=_unit_float, default=0.5,
-                   help="people drawn are also suppressed when their box overlaps a better-scored drawn one by "
-                        "IoU > this (default 0.5; 1 turns it off); predictions.json is not affected")
+                   help="a second detection of the same person is not drawn or counted: people whose keypoints "
+                        "have OKS > this with a better-scored drawn person (COCO OKS, that person's box area as "
+                        "the scale) are suppressed (default 0.5; 1 turns it off); predictions.json is not affected")
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -528,11 +535,13 @@ _PRESET_SUMMARIES = {
     "fcpose_r18_tiny": "small ResNet-18 model for fast CPU tests and demos",
     "fcpose_r50_official": "official AdelaiDet R-50 variant (runs fcpose50.pth)",
     "fcpose_r101_official": "official AdelaiDet R-101 variant (runs fcpose101.pth)",
-    "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN, from scratch)",
+    "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN)",
+    "overfit_tiny_official": "over-fitting check of the official variant and recipe (ResNet-18/GN)",
 }
 
 
 def _preset_summary(name: str) -> str:
+    """One line for ``fcpose presets``: the entry above, else the first sentence of the YAML's opening comment."""
     if name in _PRESET_SUMMARIES:
         return _PRESET_SUMMARIES[name]
     from importlib.resources import files
@@ -541,8 +550,14 @@ def _preset_summary(name: str) -> str:
         text = (files("fcpose") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
     except OSError:
         return ""
-    first = next((line for line in text.splitlines() if line.startswith("#")), "")
-    return first.lstrip("# ").strip()
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    paragraph = " ".join(comment)
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[:end + 1]
 
 
 def _parameter_count(cfg) -> int:
@@ -585,7 +600,7 @@ def _cmd_presets(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="fcpose", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fcpose", description=plain_text(__doc__.split("\n\n")[0]))
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_predict, _add_track, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,

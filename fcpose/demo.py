@@ -43,9 +43,28 @@ def choose(weights: str | None = None) -> tuple[str, Path, str]:
                              f"licence and attribution in assets/README.md)")
 
 
+DESCRIPTION = ("What make demo runs: the authors' COCO model on a COCO photo when its weights can be downloaded (or "
+               "are cached), else the small model trained on synthetic scenes on a synthetic scene; one line says "
+               "which and why. Writes OUT/predictions.json and the image with the skeletons drawn.")
+
+
+def remove_earlier_renderings(out: Path, image: Path) -> list[Path]:
+    """Delete the renderings an earlier demo run left in ``out`` for the *other* demo image (this run's
+    rendering and ``predictions.json`` were just replaced), so ``out`` holds this run's outputs only.
+    Only the files the demo itself writes are touched. Returns the files removed."""
+    removed = []
+    for other in (PHOTO, SCENE):
+        stale = out / f"{other.stem}.jpg"
+        if other.resolve() != image.resolve() and stale.is_file():
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fcpose.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    parser = argparse.ArgumentParser(prog="python -m fcpose.demo", description=DESCRIPTION)
+    parser.add_argument("--out", default="demo_out",
+                        help="output folder (default demo_out); a rendering an earlier demo run left there is removed")
     parser.add_argument("--weights", default=None,
                         help="run these weights instead of choosing (default: official if downloadable)")
     args = parser.parse_args(argv)
@@ -54,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         weights, image, line = choose(args.weights)
         print(line, file=sys.stderr)
-        return run_predict([str(image)], weights, args.out, progress=False)
+        code = run_predict([str(image)], weights, args.out, progress=False, warmup=True)
     except FCPoseError as exc:
         print(f"fcpose demo: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fcpose demo: interrupted", file=sys.stderr)
         return 130
+    for stale in remove_earlier_renderings(Path(args.out), image):
+        print(f"removed {stale} (an earlier demo run's rendering of another image)", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

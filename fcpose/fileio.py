@@ -12,7 +12,8 @@ import errno
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,38 +51,97 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def prepare_output_dir(path: str | Path, what: str = "output folder") -> Path:
+def missing_dirs(path: str | Path) -> list[Path]:
+    """The folders that creating the folder ``path`` would make: ``path`` and each missing parent, deepest
+    first (empty when ``path`` exists)."""
+    path = Path(path).absolute()
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty_dirs(dirs: Iterable[str | Path]) -> None:
+    """Remove each folder of ``dirs`` (deepest first, as :func:`missing_dirs` lists them) that is empty;
+    a folder holding anything, or already gone, is left as it is. For undoing the folders a failed
+    command created, and only those."""
+    for folder in dirs:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def prepare_output_dir(path: str | Path, what: str = "output folder", created: list[Path] | None = None) -> Path:
     """Create ``path`` (and its parents) if needed and check it is a writable folder; one-line
-    :class:`OutputError` otherwise (a file in the way, no permission, read-only file system)."""
+    :class:`OutputError` otherwise (a file in the way, no permission, read-only file system).
+    ``created``, if given, is extended with the folders this call made (deepest first)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder")
+    new = missing_dirs(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        remove_empty_dirs(new)
         raise OutputError(f"cannot create {what} {path}: {_reason(exc)}") from None
+    if created is not None:
+        created.extend(new)
     if not os.access(path, os.W_OK | os.X_OK):
+        remove_empty_dirs(new)
         raise OutputError(f"{what} {path} is not writable (permission denied)")
     return path
 
 
+@contextmanager
+def output_dir(path: str | Path, what: str = "output folder") -> Iterator[Path]:
+    """:func:`prepare_output_dir` for the length of a ``with`` block: when the block raises (an error,
+    Ctrl-C) the folders this created are removed again if they are still empty, so a failed command
+    leaves no empty output folder behind. A folder that existed before is never removed."""
+    created: list[Path] = []
+    folder = prepare_output_dir(path, what, created)
+    try:
+        yield folder
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why no file can be created in the existing folder ``folder`` (None: one can). Asks the permissions,
+    then tries: a hidden temporary file is created and removed at once, which also catches what
+    ``os.access`` does not see (root on a folder that refuses new entries, some network file systems)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fcpose-probe.", dir=folder)
+    except OSError as exc:
+        return _reason(exc)
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Check, without creating anything, that ``path`` is a writable folder or can be created as one:
+    """Check, leaving nothing behind, that ``path`` is a writable folder or can be created as one:
     one-line :class:`OutputError` otherwise. Lets a command fail before its slow work starts."""
     path = Path(path)
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"{what} {path} is a file, not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise OutputError(f"{what} {path} is not writable (permission denied)")
+        reason = _cannot_write_in(path)
+        if reason:
+            raise OutputError(f"{what} {path} is not writable ({reason})")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"cannot create {what} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot create {what} {path}: {parent} is not writable (permission denied)")
+    reason = _cannot_write_in(parent)
+    if reason:
+        raise OutputError(f"cannot create {what} {path}: {parent} is not writable ({reason})")
     return path
 
 
@@ -110,26 +170,34 @@ def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
         raise OutputError(f"cannot write {what} {path}: it is a folder")
     if path.parent.exists() and not path.parent.is_dir():
         raise OutputError(f"cannot write {what} {path}: {path.parent} is a file, not a folder")
+    new = missing_dirs(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        remove_empty_dirs(new)
         raise OutputError(f"cannot create the folder of {what} {path}: {_reason(exc)}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
+    done = False
     try:
         try:
-            os.fchmod(fd, default_file_mode())  # mkstemp makes 0o600; give the user's usual mode
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
+        try:
+            try:
+                os.fchmod(fd, default_file_mode())  # mkstemp makes 0o600; give the user's usual mode
+            finally:
+                os.close(fd)
+            write(tmp)
+            os.replace(tmp, path)
+            done = True
+        except OSError as exc:
+            raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
         finally:
-            os.close(fd)
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if not done:  # the folders made for this file go again (a failed write leaves no empty folder)
+            remove_empty_dirs(new)
     return path
 
 

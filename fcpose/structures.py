@@ -6,12 +6,22 @@ levels, K = keypoints, F = channels of the keypoint feature map, N = instances.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .config import COCO_SIGMAS
+from .ops.oks import pose_nms
+
+# What the command line counts and draws as people (``fcpose predict --draw-threshold / --draw-nms``):
+# score >= PEOPLE_SCORE_THRESHOLD, and no second detection whose keypoints have OKS > PEOPLE_OKS_THRESHOLD
+# with a better-scored person (see PoseDetections.people).
+PEOPLE_SCORE_THRESHOLD = 0.3
+PEOPLE_OKS_THRESHOLD = 0.5
 
 
 @dataclass
@@ -70,11 +80,16 @@ class Instances:
 
 @dataclass
 class PoseDetections:
-    """Detected people of one image.
+    """Detected people of one image: torch tensors (on the CPU for :class:`~fcpose.Predictor` outputs;
+    :meth:`numpy` gives numpy arrays, as :meth:`~fcpose.Predictor.track` yields).
 
     Coordinates are continuous pixel coordinates of the image named by ``image_size`` (the original
     image for :class:`~fcpose.Predictor` outputs): pixel ``i`` spans ``[i, i + 1)``. COCO results files
     use pixel indices, i.e. keypoint x/y minus 0.5 (see :meth:`to_coco`).
+
+    A predictor returns every detection above the model's score threshold (0.05 by default, up to 100 per
+    image), as COCO evaluation needs them, so low-scored candidates and a few duplicates of one person are
+    among them; :meth:`people` gives the people ``fcpose predict`` counts and draws.
     """
 
     boxes: Tensor  # [N, 4] xyxy
@@ -98,7 +113,38 @@ class PoseDetections:
                 moved[k] = v.to(device)
         return PoseDetections(**moved)
 
+    def index(self, idx: Tensor | Sequence[int]) -> PoseDetections:
+        """The detections selected by ``idx`` (indices, or a boolean mask over the N), in that order."""
+        idx = torch.as_tensor(idx, device=self.scores.device)
+        picked = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in picked.items():
+            if isinstance(v, Tensor):
+                picked[k] = v[idx]
+        return PoseDetections(**picked)
+
+    def people(self, threshold: float = PEOPLE_SCORE_THRESHOLD, nms: float = PEOPLE_OKS_THRESHOLD,
+               sigmas: Sequence[float] | None = None) -> PoseDetections:
+        """The people ``fcpose predict`` counts and draws, best score first: detections scoring
+        ``>= threshold`` (``--draw-threshold``), without second detections of one person — keypoints with
+        COCO OKS ``> nms`` (``--draw-nms``; 1 keeps them) to a better-scored person, that person's box area
+        as the scale (:func:`fcpose.ops.oks.pose_nms`).
+
+        ``sigmas``: the per-keypoint OKS sigmas of the model's keypoint set (``predictor.cfg.keypoints.sigmas``);
+        default COCO's, which needs K = 17 keypoints.
+        """
+        keep = (self.scores >= threshold).nonzero().squeeze(1)
+        if sigmas is None:
+            if keep.numel() > 1 and nms < 1.0 and self.num_keypoints != len(COCO_SIGMAS):
+                raise ValueError(f"people(): give the OKS sigmas of these {self.num_keypoints} keypoints "
+                                 f"(sigmas=predictor.cfg.keypoints.sigmas); the default is COCO's 17")
+            sigmas = COCO_SIGMAS
+        cpu = keep.cpu()
+        order = pose_nms(self.boxes.detach().cpu()[cpu].numpy(), self.scores.detach().cpu()[cpu].numpy(),
+                         self.keypoints.detach().cpu()[cpu].numpy(), sigmas, nms)
+        return self.index(keep[torch.from_numpy(order).to(keep.device)])
+
     def numpy(self) -> dict[str, np.ndarray]:
+        """``{"boxes", "scores", "keypoints"}`` as numpy arrays (``[N, 4]``, ``[N]``, ``[N, K, 3]``, float32)."""
         out = {"boxes": self.boxes, "scores": self.scores, "keypoints": self.keypoints}
         return {k: v.detach().cpu().numpy() for k, v in out.items()}
 

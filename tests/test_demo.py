@@ -35,7 +35,7 @@ def test_demo_falls_back_to_synthetic_offline(monkeypatch, tmp_path, capsys):
                         "a synthetic scene; with internet access (or the file in the cache, see the README) the demo "
                         "runs the COCO model on a real photo")
     assert not any(line.startswith("warning:") for line in lines)  # a synthetic scene: no domain warning
-    assert lines[1].startswith("sample.jpg: ")
+    assert lines[1].startswith("warm-up: ") and lines[2].startswith("sample.jpg: ")
     assert json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert (tmp_path / "out" / "sample.jpg").is_file()
 
@@ -82,3 +82,23 @@ def test_synthetic_model_warns_once_on_real_images(source, warns, tmp_path, caps
     lines = capsys.readouterr().err.strip().splitlines()
     warnings = [line for line in lines if line.startswith("warning: this model was trained on synthetic scenes only")]
     assert len(warnings) == (1 if warns else 0), lines
+
+
+def test_demo_reports_warm_up_apart_and_keeps_only_this_runs_outputs(tmp_path, capsys):
+    """`make demo WEIGHTS=...` after a run on the other image: only this run's rendering stays (files the
+    demo does not write are not touched); the first image's time no longer includes the warm-up."""
+    import re
+
+    out = tmp_path / "demo_out"
+    out.mkdir()
+    stale = out / f"{demo.PHOTO.stem}.jpg"  # what an earlier run with the COCO model left
+    stale.write_bytes(b"an older rendering")
+    mine = out / "notes.txt"
+    mine.write_text("not the demo's")
+    assert demo.main(["--out", str(out), "--weights", str(demo.SYNTH_MODEL)]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "predictions.json", "sample.jpg"]
+    assert mine.read_text() == "not the demo's"
+    assert re.fullmatch(r"warm-up: a first, untimed run on sample\.jpg took \d+ ms \(.*\)", lines[1]), lines
+    assert re.match(r"sample\.jpg: \d+ people \(score >= 0\.3\), \d+ ms$", lines[2]), lines
+    assert lines[-1] == f"removed {stale} (an earlier demo run's rendering of another image)"

@@ -117,3 +117,45 @@ def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_output_dir_removes_only_the_empty_folders_it_created(tmp_path):
+    existing = tmp_path / "runs"
+    existing.mkdir()
+    with pytest.raises(RuntimeError), fileio.output_dir(existing / "a" / "b") as out:
+        assert out.is_dir()
+        raise RuntimeError("the command failed")
+    assert existing.is_dir() and list(existing.iterdir()) == []  # a/b and a were made here: gone; runs stays
+    with pytest.raises(KeyboardInterrupt), fileio.output_dir(existing / "c") as out:
+        (out / "predictions.json").write_text("[]")  # something was written: the folder stays
+        raise KeyboardInterrupt
+    assert (existing / "c" / "predictions.json").is_file()
+    with pytest.raises(RuntimeError), fileio.output_dir(existing) as out:
+        raise RuntimeError("an existing folder is never removed")
+    assert existing.is_dir()
+    with fileio.output_dir(tmp_path / "ok") as out:  # success: the folder stays, even empty
+        pass
+    assert out.is_dir()
+
+
+def test_failed_atomic_write_leaves_no_folder_it_created(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        atomic_write_text(tmp_path / "new" / "deeper" / "metrics.json", "{}")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_output_dir_tries_to_write(tmp_path):
+    """The early check leaves nothing behind and catches a folder that refuses new entries even where
+    os.access would let it pass (root); /proc/<pid> refuses them to everyone."""
+    assert fileio.check_output_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert fileio.check_output_dir(tmp_path) == tmp_path
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OutputError, match=f"output folder /proc/{os.getpid()} is not writable"):
+        fileio.check_output_dir(f"/proc/{os.getpid()}")
+    with pytest.raises(OutputError, match="cannot create output folder /proc/fcpose-test/out: /proc is not writable"):
+        fileio.check_output_dir("/proc/fcpose-test/out")

@@ -148,6 +148,53 @@ def test_every_option_has_help():
     assert missing == []
 
 
+def _all_parsers():
+    import argparse
+
+    from fcpose.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [("fcpose", parser), *sub.choices.items()]
+
+
+def test_help_is_plain_text():
+    """No reST markup from docstrings (double backquotes) in any --help, the demo's included."""
+    import io
+    from contextlib import redirect_stdout
+
+    from fcpose import demo
+
+    shown = {name: p.format_help() for name, p in _all_parsers()}
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        demo.main(["--help"])
+    shown["demo"] = out.getvalue()
+    assert [name for name, text in shown.items() if "``" in text] == []
+    assert "The fcpose command line: predict | track | train" in " ".join(shown["fcpose"].split())
+
+
+def test_draw_nms_help_says_what_the_code_does():
+    predict = dict(_all_parsers())["predict"]
+    text = " ".join(next(a for a in predict._actions if "--draw-nms" in a.option_strings).help.split())
+    assert "OKS" in text and "IoU" not in text
+
+
+def test_preset_descriptions_are_whole_sentences(monkeypatch, tmp_path):
+    from importlib.resources import files
+
+    from fcpose.cli import _PRESET_SUMMARIES, _preset_summary
+    from fcpose.config import list_presets
+
+    assert set(list_presets()) <= set(_PRESET_SUMMARIES)  # every shipped preset has its line
+    # the fallback (a preset without a line) takes the first sentence of the YAML's opening comment, whole
+    monkeypatch.delitem(_PRESET_SUMMARIES, "overfit_tiny_official")
+    line = _preset_summary("overfit_tiny_official")
+    comment = " ".join(x.lstrip("# ").strip() for x in (files("fcpose") / "configs" / "overfit_tiny_official.yaml")
+                       .read_text().splitlines()[:3])
+    assert line.endswith(".") and comment.startswith(line[:-1]) and "on a handful of real images" in line
+
+
 def test_presets_lists_description_parameters_and_weights(capsys, monkeypatch, tmp_path):
     import fcpose
     from fcpose.config import list_presets

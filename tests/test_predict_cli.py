@@ -182,7 +182,7 @@ def test_pose_nms_removes_duplicates_not_neighbours():
     import torch
 
     from fcpose.config import COCO_SIGMAS
-    from fcpose.inference.predict_command import pose_nms
+    from fcpose.ops.oks import pose_nms
 
     gen = torch.Generator().manual_seed(0)
     person = torch.rand(17, 2, generator=gen) * torch.tensor([40.0, 100.0]) + torch.tensor([10.0, 10.0])
@@ -229,4 +229,48 @@ def test_eval_with_one_unreadable_image_scores_the_rest(tiny_checkpoint, coco_ti
     assert lines[0].endswith("(scored as no detections)")
     assert lines[-1] == "1 image(s) could not be read (listed above) and count as having no detections"
     assert set(json.loads(metrics.read_text())) == {"keypoints", "bbox"}
+    assert out.startswith("keypoints AP ")
+
+
+def _three_image_dataset(tmp_path) -> Path:
+    from fcpose.config import COCO_KEYPOINT_NAMES
+
+    images = [{"id": i + 1, "file_name": f"{n}.jpg", "width": 96, "height": 80} for i, n in enumerate("abc")]
+    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "keypoints": [30, 30, 2] * 17, "num_keypoints": 17,
+             "bbox": [10, 10, 40, 50], "area": 2000.0, "iscrowd": 0} for i in range(3)]
+    ann = tmp_path / "gt.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+        {"id": 1, "name": "person", "keypoints": list(COCO_KEYPOINT_NAMES)}]}))
+    return ann
+
+
+def test_eval_with_a_wrong_image_folder_is_one_line(tmp_path, capsys):
+    """A folder holding none of the annotation file's images: one line (how many of N, one example path),
+    exit 2, before the model loads (the weights here do not exist), nothing written."""
+    ann = _three_image_dataset(tmp_path)
+    wrong = tmp_path / "elsewhere"
+    wrong.mkdir()
+    _write_image(wrong / "unrelated.jpg")
+    metrics = tmp_path / "m" / "metrics.json"
+    code, out, err = run_cli(["eval", "--data", str(ann), "--weights", str(tmp_path / "never_read.pt"), "--images",
+                              str(wrong), "--json", str(metrics), "--no-progress"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"fcpose eval: error: 0 of the 3 images of {ann} were found in {wrong} (e.g. {wrong / 'a.jpg'} does not "
+        f"exist): give --images the folder that holds the file names of the annotation file"]
+    assert not (tmp_path / "m").exists()
+
+
+def test_eval_with_some_images_missing_says_it_once(tiny_checkpoint, tmp_path, capsys):
+    ann = _three_image_dataset(tmp_path)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _write_image(folder / "b.jpg", (96, 80))
+    code, out, err = run_cli(["eval", "--data", str(ann), "--weights", str(tiny_checkpoint), "--images", str(folder),
+                              "--no-progress"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines == [f"skipped: 2 of the 3 images of {ann} were not found in {folder} (e.g. {folder / 'a.jpg'}) "
+                     f"(scored as no detections)",
+                     "2 image(s) could not be read (listed above) and count as having no detections"], lines
     assert out.startswith("keypoints AP ")

@@ -263,6 +263,69 @@ def test_track_user_errors_are_one_line(args, needle, clip_dir, tmp_path, capsys
     assert code == 2 and len(err) == 1 and needle in err[0], err
 
 
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """An existing folder this process cannot write into. As root every folder is writable, except those of
+    /proc (its per-process folders refuse new entries even to root, and say so to os.access)."""
+    if os.geteuid() == 0:
+        return Path(f"/proc/{os.getpid()}")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["file", "under_a_file", "uncreatable", "read_only"])
+def test_track_checks_its_output_folder_first(case, clip_dir, tmp_path, capsys):
+    """A bad --out is one line and exit status 2 before the model loads, as in predict; nothing is written."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    out = {"file": blocker, "under_a_file": blocker / "out", "uncreatable": Path("/proc/fcpose-test/out"),
+           "read_only": _unwritable_folder(tmp_path)}[case]
+    code = main(["track", str(clip_dir / "videos" / "clip_000.mp4"), "--weights", str(tmp_path / "never_read.pt"),
+                 "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("fcpose track: error: ") and str(out) in err[0], err
+    assert "checkpoint" not in err[0]  # the output was checked first: the (missing) weights were never read
+    assert blocker.read_text() == "keep me"
+    if case == "read_only" and out.is_relative_to(tmp_path):
+        assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["corrupt_image", "folder_of_corrupt_frames", "corrupt_video"])
+def test_track_unreadable_sole_input_writes_nothing(bad, clip_dir, tmp_path, capsys):
+    """The only source cannot be read: one line, exit 2, no tracks.json and no output folder left behind."""
+    good = (clip_dir / "videos" / "clip_000.mp4").read_bytes()
+    source = {"corrupt_image": tmp_path / "x.jpg", "folder_of_corrupt_frames": tmp_path / "frames" / "0001.jpg",
+              "corrupt_video": tmp_path / "v.mp4"}[bad]
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(good[:300] if bad != "corrupt_video" else good[:3000])
+    given = source.parent if bad == "folder_of_corrupt_frames" else source
+    out = tmp_path / "runs" / "t"
+    code = main(["track", str(given), "--weights", str(DEMO), "--out", str(out), "--no-progress", *SIZE])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("fcpose track: error: "), err
+    assert not (tmp_path / "runs").exists()  # created for this run, removed again: no empty folder
+
+
+def test_track_summary_counts_tracks_and_person_frames(clip_dir, tmp_path, capsys):
+    """The summary names tracks and person-frames; a bad source among good ones is a warning and status 1."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    clip = str(clip_dir / "videos" / "clip_000.mp4")
+    code = main(["track", str(bad), clip, clip, "--weights", str(DEMO), "--out", str(out), "--no-progress",
+                 "--no-render", *SIZE])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    assert err[0].startswith("warning: cannot read image") and "bad.jpg" in err[0], err
+    videos = load_posetrack(out / "tracks.json")
+    tracks = sum(len({int(i) for f in frames for i in f.track_ids}) for frames in videos.values())
+    person_frames = sum(len(f.track_ids) for frames in videos.values() for f in frames)
+    assert tracks > 0 and person_frames > tracks
+    assert f"{tracks} tracks, {person_frames} person-frames in 12 frames -> {out / 'tracks.json'}" in err, err
+    assert err[-1].startswith("1 source(s) failed: cannot read image")
+
+
 def test_bench_video_reports_both_fps(demo_video, tmp_path):
     out = tmp_path / "v.json"
     assert main(["bench", "--video", str(demo_video), "--config", "fcpose_r18_tiny", "--size", "64", "--max-size",

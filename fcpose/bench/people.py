@@ -533,7 +533,6 @@ def format_report(report: dict) -> str:
 def write_json(report: dict, path: str | Path) -> Path:
     from ..fileio import atomic_write_text
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # the atomic writer creates its folder (and removes it again if the write fails)
     atomic_write_text(path, json.dumps(report, indent=1) + "\n", what="benchmark report")
     return path

@@ -16,7 +16,12 @@ from .evaluation import evaluate_keypoints, load_gt
 
 
 def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[int, Path]]:
-    """(image id, path) of every image of a COCO annotation file, in id order."""
+    """(image id, path) of every image of a COCO annotation file, in id order.
+
+    The folder is checked against the file first: when it holds none of the images (a wrong ``--images``),
+    one :class:`~fcpose.errors.InputError` line says how many of N were found and where the first was
+    looked for, instead of one "not found" per image. Some missing images are :func:`predict_dataset`'s
+    business (scored as having no detections, reported in one line)."""
     coco = load_gt(ann_file)
     root = Path(image_dir)
     if not root.is_dir():
@@ -25,22 +30,39 @@ def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[in
     for image_id in sorted(coco.getImgIds()):
         info = coco.imgs[image_id]
         items.append((int(image_id), root / info["file_name"]))
+    if items and not any(path.is_file() for _, path in items):
+        raise InputError(f"0 of the {len(items)} images of {ann_file} were found in {root} (e.g. {items[0][1]} does "
+                         f"not exist): give --images the folder that holds the file names of the annotation file")
     return items
 
 
 def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True,
-                    skipped: list[str] | None = None) -> list[dict]:
+                    skipped: list[str] | None = None, items: list[tuple[int, Path]] | None = None) -> list[dict]:
     """COCO results for every image of the dataset. Under torch.distributed each rank predicts a shard
-    (every world_size-th image) and every rank returns the gathered, id-sorted results."""
+    (every world_size-th image) and every rank returns the gathered, id-sorted results.
+
+    ``items``: :func:`dataset_images` of the dataset when the caller has it already. Images missing from the
+    folder are reported in one line (how many, one example) and, like unreadable ones (one line each), count
+    as having no detections and are added to ``skipped``."""
     from ..data.images import read_image
 
-    items = dataset_images(ann_file, image_dir)
+    items = dataset_images(ann_file, image_dir) if items is None else items
+    missing = [path for _, path in items if not path.is_file()]
+    if missing and dist.is_main_process():
+        tqdm.write(f"skipped: {len(missing)} of the {len(items)} images of {ann_file} were not found in {image_dir} "
+                   f"(e.g. {missing[0]}) (scored as no detections)", file=sys.stderr)
+    if skipped is not None:
+        skipped.extend(f"image not found: {path}" for path in missing)
+    absent = set(missing)
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = items[rank::world]
     results: list[dict] = []
     unreadable = 0
     bar = tqdm(mine, desc="eval", unit="img", disable=not progress or not dist.is_main_process(), file=sys.stderr)
     for image_id, path in bar:
+        if path in absent:  # said above, in one line for all of them
+            unreadable += 1
+            continue
         try:
             image = read_image(path)
         except InputError as exc:  # one bad image does not lose the run: it is scored as having no detections
@@ -99,13 +121,14 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
         else:
             if images is None:
                 raise InputError("--weights needs --images DIR (the dataset's image folder)")
+            items = dataset_images(data, images)  # before the model loads: a wrong --images fails at once
             from ..inference.backends import load_predictor
 
             predictor = load_predictor(backend, weights, device=dist.local_device(device), min_size=size,
                                        max_size=max_size, score_threshold=score_threshold,
                                        **({"optimize": optimize} if backend == "torch" else {}))
             sigmas = predictor.cfg.keypoints.sigmas
-            results = predict_dataset(predictor, data, images, progress, skipped)
+            results = predict_dataset(predictor, data, images, progress, skipped, items=items)
             metrics = evaluate_keypoints(data, results, sigmas=sigmas) if dist.is_main_process() else {}
         if dist.is_main_process():
             print(format_metrics(metrics))

@@ -8,14 +8,13 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..data.images import read_image
 from ..data.video import VideoReader, VideoWriter
 from ..errors import InputError
-from ..fileio import atomic_write_text, check_output_dir, prepare_output_dir, unique_output_path
-from ..structures import PosePredictor
+from ..fileio import atomic_write_text, check_output_dir, output_dir, unique_output_path
+from ..structures import PEOPLE_OKS_THRESHOLD, PoseDetections, PosePredictor
 from .predictor import Predictor
 from .sources import Source, collect_sources
 from .visualize import draw_poses, save_image
@@ -38,37 +37,16 @@ def _load_ids(annotations: str | None) -> dict[str, int]:
     return {Path(im["file_name"]).name: int(im["id"]) for im in data["images"]}
 
 
-def pose_nms(boxes: torch.Tensor, scores: torch.Tensor, keypoints: torch.Tensor, sigmas,
-             threshold: float) -> torch.Tensor:
-    """Greedy suppression of duplicate poses: a person whose keypoints have OKS > ``threshold`` with a
-    better-scored kept person (object scale: the kept person's box area) is dropped. Returns kept indices,
-    best first. Two locations on one person give near-identical keypoints (OKS 0.7-0.9) even when their
-    boxes overlap less than the box NMS threshold; two different people side by side have OKS near 0."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    if order.numel() < 2:
-        return order
-    kps = keypoints[order, :, :2].double()
-    box = boxes[order].double()
-    area = ((box[:, 2] - box[:, 0]).clamp(min=1) * (box[:, 3] - box[:, 1]).clamp(min=1))
-    var = (2 * torch.as_tensor(sigmas, dtype=torch.float64)) ** 2  # COCO: (2 sigma)^2
-    d2 = ((kps[:, None] - kps[None]) ** 2).sum(-1)  # [N, N, K]
-    oks = torch.exp(-d2 / (2 * area[:, None, None] * var)).mean(-1)  # row i: scale of person i
-    keep: list[int] = []
-    for j in range(order.numel()):
-        if all(float(oks[i, j]) <= threshold for i in keep):
-            keep.append(j)
-    return order[torch.as_tensor(keep, dtype=torch.long)]
-
-
 class _Renderer:
-    """Which people are drawn (and counted on screen): score >= ``draw_threshold``, then duplicates
-    removed by :func:`pose_nms` (keypoint OKS > ``draw_nms`` with a better-scored drawn person), so one
-    person is not drawn twice by two locations whose boxes overlap just under the model's box NMS
-    threshold (0.6). ``predictions.json`` keeps every detection the model returns (score >= the score
-    threshold), as COCO evaluation needs them."""
+    """Which people are drawn (and counted on screen): :meth:`PoseDetections.people` with
+    ``draw_threshold`` and ``draw_nms`` and the model's OKS sigmas — score >= ``draw_threshold``, then
+    duplicates removed (keypoint OKS > ``draw_nms`` with a better-scored drawn person), so one person is not
+    drawn twice by two locations whose boxes overlap just under the model's box NMS threshold (0.6).
+    ``predictions.json`` keeps every detection the model returns (score >= the score threshold), as COCO
+    evaluation needs them."""
 
-    def __init__(self, predictor: Predictor, draw_threshold: float, keypoint_threshold: float | None,
-                 draw_nms: float = 0.5):
+    def __init__(self, predictor: PosePredictor, draw_threshold: float, keypoint_threshold: float | None,
+                 draw_nms: float = PEOPLE_OKS_THRESHOLD):
         self.skeleton = predictor.cfg.keypoints.skeleton
         self.sigmas = list(predictor.cfg.keypoints.sigmas)
         self.draw_threshold = draw_threshold
@@ -76,17 +54,13 @@ class _Renderer:
         self.keypoint_threshold = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
                                    if keypoint_threshold is None else keypoint_threshold)
 
-    def select(self, dets) -> torch.Tensor:
-        """Indices of the people drawn, best first."""
-        keep = (dets.scores >= self.draw_threshold).nonzero().squeeze(1)
-        if keep.numel() > 1 and self.draw_nms < 1.0:
-            keep = keep[pose_nms(dets.boxes[keep], dets.scores[keep], dets.keypoints[keep], self.sigmas,
-                                 self.draw_nms)]
-        return keep
+    def select(self, dets: PoseDetections) -> PoseDetections:
+        """The people drawn, best first."""
+        return dets.people(self.draw_threshold, self.draw_nms, self.sigmas)
 
-    def __call__(self, image, dets, keep: torch.Tensor | None = None):
-        keep = self.select(dets) if keep is None else keep
-        return draw_poses(image, dets.boxes[keep], dets.scores[keep], dets.keypoints[keep], self.skeleton,
+    def __call__(self, image, dets: PoseDetections, shown: PoseDetections | None = None):
+        shown = self.select(dets) if shown is None else shown
+        return draw_poses(image, shown.boxes, shown.scores, shown.keypoints, self.skeleton,
                           keypoint_threshold=self.keypoint_threshold)
 
 
@@ -141,13 +115,15 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                 annotations: str | None = None, render: bool = True, draw_threshold: float = 0.3,
                 keypoint_threshold: float | None = None, batch_size: int = 4, progress: bool = True,
                 backend: str = "torch", precision: str = "fp32", compile: bool = False, optimize: bool = True,
-                draw_nms: float = 0.5, log=None) -> int:
+                draw_nms: float = PEOPLE_OKS_THRESHOLD, warmup: bool = False, log=None) -> int:
     """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed).
 
     Raises :class:`~fcpose.errors.InputError` (exit 2 on the command line, no output file) when no input
     could be used at all. ``backend="onnxruntime"`` / ``"openvino"`` runs an ``fcpose export`` .onnx / .xml
     file given as ``weights``. One line per input says how many people were found (score >=
     ``draw_threshold``, the ones drawn) and how long it took; ``log`` (default: stderr) receives these lines.
+    ``warmup``: run the first image once, untimed, before it is timed (the first call of a model allocates
+    memory and picks kernels), and say how long that took in a line of its own.
     """
     def say(msg: str) -> None:
         if log is not None:
@@ -171,7 +147,18 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                                score_threshold=score_threshold, batch_size=batch_size,
                                **({"optimize": optimize, "precision": precision, "compile": compile}
                                   if backend == "torch" else {}))
-    out_dir = prepare_output_dir(out)
+    # created now that the model works; removed again (if still empty) when the run fails or is interrupted
+    with output_dir(out) as out_dir:
+        return _predict_into(out_dir, sources, remote, problems, predictor, ids_by_name, say, render=render,
+                             draw_threshold=draw_threshold, keypoint_threshold=keypoint_threshold,
+                             draw_nms=draw_nms, progress=progress, warmup=warmup)
+
+
+def _predict_into(out_dir: Path, sources: list[Source], remote: list[str], problems: list[str],
+                  predictor: PosePredictor, ids_by_name: dict[str, int], say, *, render: bool,
+                  draw_threshold: float, keypoint_threshold: float | None, draw_nms: float, progress: bool,
+                  warmup: bool) -> int:
+    """The body of :func:`run_predict` once the model is loaded and ``out_dir`` exists."""
     domain = _DomainCheck(predictor, say)
     renderer = _Renderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
     results: list[dict] = []
@@ -202,16 +189,21 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
             skipped(exc)
             continue
         domain(src)
+        if warmup:
+            warmup, start = False, time.perf_counter()
+            predictor(image)
+            say(f"warm-up: a first, untimed run on {src.path.name} took {(time.perf_counter() - start) * 1000:.0f} ms "
+                f"(memory allocation and kernel selection happen on a model's first call)")
         start = time.perf_counter()
         dets = predictor(image)
         elapsed = time.perf_counter() - start
-        keep = renderer.select(dets)
+        shown = renderer.select(dets)
         results.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
         if render:
-            save_image(unique_output_path(out_dir, src.path, ".jpg", used), renderer(image, dets, keep))
+            save_image(unique_output_path(out_dir, src.path, ".jpg", used), renderer(image, dets, shown))
         succeeded()
-        done, people, seconds, frames = done + 1, people + len(keep), seconds + elapsed, frames + 1
-        say(f"{src.path.name}: {_people(len(keep))} (score >= {draw_threshold:g}), {elapsed * 1000:.0f} ms")
+        done, people, seconds, frames = done + 1, people + len(shown), seconds + elapsed, frames + 1
+        say(f"{src.path.name}: {_people(len(shown))} (score >= {draw_threshold:g}), {elapsed * 1000:.0f} ms")
 
     for src in videos:
         try:
@@ -296,10 +288,10 @@ def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: _
                 for entry in dets.to_coco(file_name=src.path.name):
                     entry["frame"] = frame_index
                     results.append(entry)
-                keep = renderer.select(dets)
-                people += len(keep)
+                shown = renderer.select(dets)
+                people += len(shown)
                 if writer is not None:
-                    writer.write(renderer(frame, dets, keep))
+                    writer.write(renderer(frame, dets, shown))
                 frame_index += 1
             bar.update(len(batch))
     per_frame = people / frame_index if frame_index else 0.0

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..config import TrackerConfig
 from ..errors import InputError
+from ..fileio import check_output_dir, output_dir
 from ..structures import PosePredictor
 from ..tracking.posetrack import PoseTrackWriter, person_entry
 from .pipeline import OrderedSink
@@ -48,24 +49,60 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
               compile: bool = False, optimize: bool = True, timeout: float = DEFAULT_URL_TIMEOUT,
               flush_seconds: float = 10.0) -> int:
     """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed).
-    Ctrl-C ends the run after writing everything processed so far (KeyboardInterrupt is raised again)."""
+
+    Raises :class:`~fcpose.errors.InputError` / :class:`~fcpose.errors.OutputError` (one line, exit status 2
+    on the command line) when ``out`` cannot be a writable folder (checked before the model loads, as
+    ``fcpose predict`` does) or when no source gives a single frame; then nothing is written and an output
+    folder this run created is removed again. Ctrl-C ends the run after writing everything processed so far
+    (KeyboardInterrupt is raised again)."""
     sequences, problems = open_sequences(inputs, timeout=timeout)
     if not sequences:
         raise InputError("; ".join(problems) if problems else "no sources were given")
+    check_output_dir(out)  # before the model loads: a bad --out fails at once (created once the model works)
     predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
                                           score_threshold=score_threshold, batch_size=batch_size,
                                           optimize=optimize, precision=precision, compile=compile)
     tcfg = tracker_config(predictor.cfg.tracker, overrides, smooth)
     kthr = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
             if keypoint_threshold is None else keypoint_threshold)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # created now that the model works; removed again (if still empty) when the run fails or is interrupted
+    with output_dir(out) as out_dir:
+        return _track_into(out_dir, sequences, problems, predictor, tcfg, kthr, mot=mot, render=render,
+                           realtime=realtime, batch_size=batch_size, progress=progress,
+                           draw_threshold=draw_threshold, flush_seconds=flush_seconds)
+
+
+class _Totals:
+    """What the run tracked so far (kept up to date, for the summary after Ctrl-C too)."""
+
+    def __init__(self):
+        self.frames = 0
+        self.person_frames = 0  # one person in one frame
+        self.tracks: set[tuple[int, int]] = set()  # (video number, track id): ids restart in every sequence
+
+    def summary(self, path: Path) -> str:
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}{'' if count == 1 else 's'}"
+
+        return (f"{n(len(self.tracks), 'track')}, {n(self.person_frames, 'person-frame')} in "
+                f"{n(self.frames, 'frame')} -> {path}")
+
+
+def _track_into(out_dir: Path, sequences: list, problems: list[str], predictor: PosePredictor, tcfg: TrackerConfig,
+                kthr: float, *, mot: bool, render: bool, realtime: bool, batch_size: int, progress: bool,
+                draw_threshold: float, flush_seconds: float) -> int:
+    """The body of :func:`run_track` once the model is loaded and ``out_dir`` exists."""
     writer = PoseTrackWriter(out_dir / "tracks.json", mot_dir=out_dir / "mot" if mot else None,
                              keypoint_names=predictor.cfg.keypoints.names, skeleton=predictor.cfg.keypoints.skeleton)
     failures = list(problems)
+    held: list[str] = []  # warnings wait for the first tracked frame: if none comes, the run ends with one line
     used: set[str] = set()
-    totals = [0, 0]  # frames, people (kept up to date, for the summary after Ctrl-C too)
-    opened = 0
+    totals = _Totals()
+
+    def say_held() -> None:
+        while held:
+            tqdm.write(held.pop(0), file=sys.stderr)
+
     try:
         for name, opener in sequences:
             unique = name
@@ -76,20 +113,21 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
             used.add(unique)
             try:
                 seq = opener()
-            except InputError as exc:
-                if len(sequences) == 1:
-                    raise  # the only source: one line, exit status 2
+                _track_sequence(predictor, seq, unique, writer, out_dir, tcfg, kthr, totals, render=render,
+                                realtime=realtime, batch_size=batch_size, progress=progress,
+                                draw_threshold=draw_threshold, flush_seconds=flush_seconds, started=say_held)
+            except InputError as exc:  # this source cannot be opened or read on: the others still run
                 failures.append(str(exc))
-                print(f"warning: {exc}", file=sys.stderr)
-                continue
-            opened += 1
-            _track_sequence(predictor, seq, unique, writer, out_dir, tcfg, kthr, totals, render=render,
-                            realtime=realtime, batch_size=batch_size, progress=progress,
-                            draw_threshold=draw_threshold, flush_seconds=flush_seconds)
+                held.append(f"warning: {exc}")
+                if totals.frames:
+                    say_held()
     finally:
-        if opened:
-            path = writer.write()  # complete and valid, also after Ctrl-C
-            print(f"{totals[1]} tracked people in {totals[0]} frame(s) -> {path}", file=sys.stderr)
+        if totals.frames:  # complete and valid, also after Ctrl-C or an error
+            say_held()
+            print(totals.summary(writer.write()), file=sys.stderr)
+    if not totals.frames:  # nothing tracked: one line, exit status 2, nothing written
+        raise InputError(failures[0] if len(failures) == 1 else
+                         f"none of the {len(failures)} sources could be used: " + "; ".join(failures))
     if failures:
         print(f"{len(failures)} source(s) failed: " + "; ".join(failures), file=sys.stderr)
         return 1
@@ -97,8 +135,10 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
 
 
 def _track_sequence(predictor: PosePredictor, seq: Sequence, name: str, writer: PoseTrackWriter, out_dir: Path,
-                    tcfg: TrackerConfig, kthr: float, totals: list[int], *, render: bool, realtime: bool,
-                    batch_size: int, progress: bool, draw_threshold: float, flush_seconds: float) -> None:
+                    tcfg: TrackerConfig, kthr: float, totals: _Totals, *, render: bool, realtime: bool,
+                    batch_size: int, progress: bool, draw_threshold: float, flush_seconds: float,
+                    started=lambda: None) -> None:
+    """Track one sequence into ``writer`` (and its video); ``started()`` is called at its first frame."""
     tracker = make_tracker(predictor, tcfg, fps=seq.fps)
     vnum = writer.add_video(name)
     frames = 0
@@ -123,9 +163,12 @@ def _track_sequence(predictor: PosePredictor, seq: Sequence, name: str, writer: 
             writer.add_frame(vnum, frames, entries, file_name=name, width=frame.shape[1], height=frame.shape[0])
             if render:
                 sink.put((frame, tracked))
+            if not totals.frames:
+                started()
             frames += 1
-            totals[0] += 1
-            totals[1] += len(entries)
+            totals.frames += 1
+            totals.person_frames += len(entries)
+            totals.tracks.update((vnum, int(t)) for t in tracked.track_ids)
             bar.update(1)
             if seq.frame_count == 0 and time.monotonic() - last_flush > flush_seconds:
                 writer.write()  # a live stream: keep a valid JSON of everything so far on disk

@@ -45,3 +45,28 @@ def oks_matrix(kpts_a: np.ndarray, kpts_b: np.ndarray, areas: np.ndarray, sigmas
     count = valid.sum(-1)
     total = np.where(valid, sim, 0.0).sum(-1)
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def pose_nms(boxes, scores, keypoints, sigmas: Sequence[float], threshold: float) -> np.ndarray:
+    """Greedy suppression of duplicate poses -> indices of the people kept (int64), best score first.
+
+    ``boxes`` ``[N, 4]`` xyxy, ``scores`` ``[N]``, ``keypoints`` ``[N, K, 2|3]`` in the same pixels (numpy
+    arrays or CPU tensors). A person whose keypoints have OKS > ``threshold`` (:func:`oks_matrix`, every
+    keypoint counting, the scale being the box area of the better-scored kept person) with a kept person is
+    dropped; ``threshold >= 1`` keeps everyone. Two locations on one person give near-identical keypoints
+    (OKS 0.7-0.9) even when their boxes overlap less than a box NMS threshold; two different people side by
+    side have OKS near 0. Equal scores keep their input order.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    if order.size < 2 or threshold >= 1.0:
+        return order
+    kps = np.asarray(keypoints, dtype=np.float64)[order, :, :2]
+    box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[order]
+    area = np.maximum(box[:, 2] - box[:, 0], 1.0) * np.maximum(box[:, 3] - box[:, 1], 1.0)
+    oks = oks_matrix(kps, kps, area, sigmas)  # row i: the scale of person i
+    keep: list[int] = []
+    for j in range(order.size):
+        if not keep or bool((oks[keep, j] <= threshold).all()):
+            keep.append(j)
+    return order[np.asarray(keep, dtype=np.int64)]
