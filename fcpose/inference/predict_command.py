@@ -60,7 +60,7 @@ def pose_nms(boxes: torch.Tensor, scores: torch.Tensor, keypoints: torch.Tensor,
     return order[torch.as_tensor(keep, dtype=torch.long)]
 
 
-class _Renderer:
+class PeopleRenderer:
     """Which people are drawn (and counted on screen): score >= ``draw_threshold``, then duplicates
     removed by :func:`pose_nms` (keypoint OKS > ``draw_nms`` with a better-scored drawn person), so one
     person is not drawn twice by two locations whose boxes overlap just under the model's box NMS
@@ -173,7 +173,7 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                                   if backend == "torch" else {}))
     out_dir = prepare_output_dir(out)
     domain = _DomainCheck(predictor, say)
-    renderer = _Renderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
+    renderer = PeopleRenderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
     results: list[dict] = []
     used: set[str] = set()
     failures = list(problems)
@@ -272,7 +272,7 @@ def _batched(items, size: int):
         yield batch
 
 
-def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: _Renderer, render: bool,
+def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: PeopleRenderer, render: bool,
                    progress: bool, used: set[str], say, opened=lambda: None) -> tuple[list[dict], int, int, float]:
     """Every frame of a video; entries carry the video's file name and the 0-based ``frame`` index.
     ``opened()`` is called once the video could be opened.
