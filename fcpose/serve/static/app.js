@@ -131,7 +131,8 @@ async function runPhoto(blob, type) {
     const n = render(bitmap, bitmap.width, bitmap.height, result);
     setCount("done", n, people(n));
     $("details").textContent = `score ≥ ${result.thresholds.draw.toFixed(2)} · ${result.image.width}×` +
-      `${result.image.height} · ${Math.round(elapsed)} ms (network ${Math.round(result.timings_ms.inference)} ms)`;
+      `${result.image.height} · ${Math.round(elapsed)} ms (model ${Math.round(result.timings_ms.inference)} ms, ` +
+      `batch of ${result.batch_size})`;
   } catch (err) {
     setCount("error", null, "no result");
     $("details").textContent = "";
