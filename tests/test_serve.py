@@ -392,3 +392,31 @@ def test_chunked_upload_over_the_limit_is_cut_off(server):
     finally:
         conn.close()
     assert request(url, "GET", "/healthz")[0] == 200
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_serves(tmp_path, scene):
+    """Any PosePredictor serves: an ONNX export (static 192x256) answers as OnnxPredictor does, and an image
+    that does not fit the fixed graph size is a 422 with the predictor's message (the server keeps serving).
+    Slow: the export takes ~40 s on a busy 2-core machine."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from fcpose.export.onnx import export_onnx
+    from fcpose.export.onnx_predictor import OnnxPredictor
+    from fcpose.weights.checkpoint import load_model
+
+    path = export_onnx(load_model(DEMO), tmp_path / "demo.onnx", size=(192, 256), dynamic=False)
+    reference = OnnxPredictor(path, **SIZE)
+    expected = reference(scene)
+    app = create_app(OnnxPredictor(path, batch_size=4, **SIZE), settings=ServeSettings(max_batch=4, max_wait_ms=20),
+                     info={"backend": "onnxruntime", "device": "cpu", "weights": path.name})
+    with serve_in_thread(app) as url:
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: post_image(url, SCENE.read_bytes()), range(3)))
+        for status, answer in answers:
+            assert status == 200, answer
+            assert_same_people(answer, expected, PeopleRenderer(reference, 0.3, None))
+        status, error = post_image(url, encode(scene[:, :288].copy(), "PNG"), "image/png")  # portrait: 256x192
+        assert status == 422 and "exported for 192x256" in error["error"], error
+        assert json.loads(request(url, "GET", "/v1/model")[2])["backend"] == "onnxruntime"
+        assert post_image(url, SCENE.read_bytes())[0] == 200
