@@ -130,7 +130,7 @@ class PoseDetections:
 
 
 class PosePredictor(Protocol):
-    """What ``predict``, ``eval``, ``track`` and ``bench`` need of a predictor, whatever runs it
+    """What ``predict``, ``eval``, ``track``, ``bench`` and ``serve`` need of a predictor, whatever runs it
     (:class:`~fcpose.Predictor`, :class:`~fcpose.export.onnx_predictor.OnnxPredictor`,
     :class:`~fcpose.export.openvino_predictor.OpenVinoPredictor`): images (paths or RGB ``uint8`` arrays) in,
     :class:`PoseDetections` in those images' pixels out."""

@@ -44,11 +44,11 @@ def _browser() -> tuple[str, str]:
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
     from selenium.webdriver.chrome.service import Service
 
     chromium, driver_path = _browser()
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
