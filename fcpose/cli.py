@@ -273,6 +273,9 @@ def _add_serve(sub) -> None:
 
 
 def _cmd_serve(args) -> int:
+    from .serve import require_server_stack
+
+    require_server_stack()  # one line, before anything imports Starlette
     from .serve.app import ServeSettings
     from .serve.command import run_serve
 

@@ -326,6 +326,13 @@ def test_command_errors_are_one_line(capsys, tmp_path):
     assert code == 2 and len(err) == 1 and ".onnx" in err[0], err
 
 
+def test_missing_server_stack_is_one_line(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the [serve] extra were not installed
+    assert main(["serve", "--weights", str(DEMO)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fcpose serve: error: fcpose serve needs uvicorn (pip install 'fcpose[serve]')"], err
+
+
 def test_sigterm_finishes_the_requests_in_flight(tmp_path):
     """`fcpose serve` in a subprocess: three requests wait in the batcher (max wait 2 s), SIGTERM arrives, and
     all three are still answered with their people before the process exits 0."""

@@ -9,3 +9,18 @@
 
 Design and measured numbers: docs/serving.md.
 """
+
+from ..errors import FCPoseError
+
+__all__ = ["require_server_stack"]
+
+
+def require_server_stack() -> None:
+    """The optional ``[serve]`` dependencies are importable, or one line saying what to install."""
+    try:
+        import multipart  # noqa: F401  (python-multipart, for multipart/form-data uploads)
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise FCPoseError(f"fcpose serve needs {exc.name or 'starlette, uvicorn and python-multipart'} "
+                          f"(pip install 'fcpose[serve]')") from None

@@ -21,21 +21,12 @@ import time
 from pathlib import Path
 
 from ..errors import FCPoseError
+from . import require_server_stack
 from .app import ServeSettings, create_app
 
-__all__ = ["bind_socket", "run_serve", "require_server_stack", "serve_in_thread"]
+__all__ = ["bind_socket", "run_serve", "serve_in_thread"]
 
 GRACEFUL_SECONDS = 60  # longest wait for the requests in flight at shutdown
-
-
-def require_server_stack() -> None:
-    """The optional ``[serve]`` dependencies, or one line saying what to install."""
-    try:
-        import multipart  # noqa: F401  (python-multipart, for multipart/form-data uploads)
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise FCPoseError(f"fcpose serve needs {exc.name} (pip install 'fcpose[serve]')") from None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
