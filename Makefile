@@ -28,7 +28,7 @@ endef
 export INDEX_PROBE
 PIP := $(BIN)/python -m pip
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup browser demo test test-all lint clean
 
 $(BIN)/fcpose: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,11 +58,26 @@ demo: setup
 	$(BIN)/python -m fcpose.demo --out demo_out $(if $(WEIGHTS),--weights $(WEIGHTS))
 	@echo "to run fcpose yourself: source $(VENV)/bin/activate, then e.g. fcpose predict PHOTO.jpg --weights fcpose_r50_official --out out (or $(BIN)/fcpose ...)"
 
-test: setup
+# The browser test of `fcpose serve` (tests/test_serve_browser.py) drives Debian's chromium with its chromedriver
+# (Selenium). Installed here when missing and we are root with apt-get (as CI is); otherwise that test skips and
+# says why. apt's output goes to a log; the package lists are refreshed only when the first try fails.
+APT_LOG := $(or $(TMPDIR),/tmp)/fcpose-apt-chromium.log
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver with apt-get for the browser test (log: $(APT_LOG))"; \
+	    { $(APT_INSTALL) >$(APT_LOG) 2>&1 || { apt-get update -q >>$(APT_LOG) 2>&1 && $(APT_INSTALL) >>$(APT_LOG) 2>&1; }; } \
+	    || echo "note: apt-get could not install chromium (see $(APT_LOG)): the browser test will skip"; \
+	else \
+	    echo "note: no chromium + chromedriver, and not root with apt-get to install them: the browser test will skip"; \
+	fi
+
+test: setup browser
 	$(BIN)/lint-imports --no-cache  # the layers of docs/architecture.md (contracts in pyproject.toml)
 	$(BIN)/python -m pytest -q
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -q --runslow
 
 lint: setup

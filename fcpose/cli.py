@@ -1,4 +1,4 @@
-"""The ``fcpose`` command line: ``predict | track | train | eval | bench | export | convert | synth | presets``.
+"""The ``fcpose`` command line: predict, track, serve, train, eval, bench, export, convert, synth, presets.
 
 Errors a user can cause (bad paths, unreadable images, wrong checkpoints, unknown config keys) print one
 line on stderr and exit with status 2, without a traceback.
@@ -236,6 +236,62 @@ def _cmd_eval(args) -> int:
                     json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
                     max_size=args.max_size, score_threshold=args.score_threshold, progress=not args.no_progress,
                     backend=args.backend, optimize=not args.no_optimize)
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP inference server with dynamic batching and a browser page",
+                       description="POST /v1/predict (an image as the body or a multipart file field) -> JSON people "
+                                   "(boxes, scores, keypoints in image pixels); GET /v1/model, /healthz, /metrics "
+                                   "(Prometheus); GET / is a page to try photos and the webcam. Concurrent requests "
+                                   "share network calls (--max-batch, --max-wait-ms) on one thread that owns the "
+                                   "model. One process per device: scale out with replicas behind a load balancer "
+                                   "(docs/serving.md). Needs pip install 'fcpose[serve]'.")
+    p.add_argument("--weights", required=True,
+                   help="fcpose checkpoint, official .pth or model-zoo name; with --backend onnxruntime / openvino an "
+                        "`fcpose export` .onnx / .xml")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=_bounded(int, "a port number in [0, 65535]", 0, 65535), default=8000,
+                   help="TCP port (default 8000; 0 picks a free one, printed at start)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="torch (default), onnxruntime (--weights MODEL.onnx) or openvino (--weights MODEL.xml)")
+    p.add_argument("--max-batch", type=_positive_int, default=8, help="most images per network call (default 8)")
+    p.add_argument("--max-wait-ms", type=_bounded(float, "a number of milliseconds >= 0", 0.0), default=5.0,
+                   help="how long the oldest waiting image waits for others to share its call (default 5)")
+    p.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="images waiting for the model before requests are answered 503 (default 64)")
+    p.add_argument("--max-upload-mb", type=_bounded(float, "a positive number of MiB", 1e-6), default=20.0,
+                   help="largest request body in MiB (default 20)")
+    p.add_argument("--max-pixels", type=_positive_int, default=40_000_000,
+                   help="largest width x height of an uploaded image, checked before decoding (default 40,000,000)")
+    p.add_argument("--score-threshold", type=_unit_float, default=None,
+                   help="minimum detection score of the people returned (default: the model's; requests may raise it)")
+    p.add_argument("--draw-threshold", type=_unit_float, default=0.3,
+                   help="default minimum score of the people marked drawn and counted (default 0.3, as predict)")
+    p.add_argument("--size", type=_positive_int, default=None, help="test short side in pixels (default: the model's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads of the model, set once at start (default: the library's)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="torch backend: autocast")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="uvicorn's log level (default warning; info logs start-up and shutdown)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from .serve import require_server_stack
+
+    require_server_stack()  # one line, before anything imports Starlette
+    from .serve.app import ServeSettings
+    from .serve.command import run_serve
+
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                             draw_threshold=args.draw_threshold)
+    return run_serve(args.weights, host=args.host, port=args.port, device=args.device, backend=args.backend,
+                     size=args.size, max_size=args.max_size, score_threshold=args.score_threshold,
+                     threads=args.threads, precision=args.precision, settings=settings, log_level=args.log_level)
 
 
 def _add_synth(sub) -> None:
@@ -603,8 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fcpose", description=plain_text(__doc__.split("\n\n")[0]))
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_predict, _add_track, _add_train, _add_eval, _add_bench, _add_export, _add_convert, _add_synth,
-                _add_presets):
+    for add in (_add_predict, _add_track, _add_serve, _add_train, _add_eval, _add_bench, _add_export, _add_convert,
+                _add_synth, _add_presets):
         add(sub)
     return parser
 

@@ -132,6 +132,11 @@ class PoseDetections:
         ``sigmas``: the per-keypoint OKS sigmas of the model's keypoint set (``predictor.cfg.keypoints.sigmas``);
         default COCO's, which needs K = 17 keypoints.
         """
+        return self.index(self.people_indices(threshold, nms, sigmas))
+
+    def people_indices(self, threshold: float = PEOPLE_SCORE_THRESHOLD, nms: float = PEOPLE_OKS_THRESHOLD,
+                       sigmas: Sequence[float] | None = None) -> Tensor:
+        """``[M]`` long indices of :meth:`people` into these detections, best first."""
         keep = (self.scores >= threshold).nonzero().squeeze(1)
         if sigmas is None:
             if keep.numel() > 1 and nms < 1.0 and self.num_keypoints != len(COCO_SIGMAS):
@@ -141,7 +146,7 @@ class PoseDetections:
         cpu = keep.cpu()
         order = pose_nms(self.boxes.detach().cpu()[cpu].numpy(), self.scores.detach().cpu()[cpu].numpy(),
                          self.keypoints.detach().cpu()[cpu].numpy(), sigmas, nms)
-        return self.index(keep[torch.from_numpy(order).to(keep.device)])
+        return keep[torch.from_numpy(order).to(keep.device)]
 
     def numpy(self) -> dict[str, np.ndarray]:
         """``{"boxes", "scores", "keypoints"}`` as numpy arrays (``[N, 4]``, ``[N]``, ``[N, K, 3]``, float32)."""
@@ -185,7 +190,7 @@ class PoseDetections:
 
 
 class PosePredictor(Protocol):
-    """What ``predict``, ``eval``, ``track`` and ``bench`` need of a predictor, whatever runs it
+    """What ``predict``, ``eval``, ``track``, ``bench`` and ``serve`` need of a predictor, whatever runs it
     (:class:`~fcpose.Predictor`, :class:`~fcpose.export.onnx_predictor.OnnxPredictor`,
     :class:`~fcpose.export.openvino_predictor.OpenVinoPredictor`): images (paths or RGB ``uint8`` arrays) in,
     :class:`PoseDetections` in those images' pixels out."""

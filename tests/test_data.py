@@ -334,3 +334,34 @@ def test_collate_and_model_input_pad_after_normalisation():
     assert x.shape == (2, 3, 96, 64) and sizes == [(40, 50), (70, 30)]
     assert torch.all(x[0, :, :40, :50] == 2.0) and torch.all(x[1, :, :70, :30] == -2.0)
     assert torch.all(x[0, :, 40:] == 0) and torch.all(x[0, :, :, 50:] == 0) and torch.all(x[1, :, :, 30:] == 0)
+
+
+def test_decode_image_from_memory_checks_format_and_pixels_before_decoding(tmp_path):
+    """decode_image is read_image on bytes (same array, EXIF orientation applied); the format and the pixel
+    count are checked on the header, so a huge image is refused without decoding it."""
+    import io
+
+    from PIL import Image
+
+    from fcpose.data.images import ImageFormatError, ImageTooLargeError, decode_image, read_image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG", exif=exif)
+    (tmp_path / "a.png").write_bytes(buf.getvalue())
+    decoded = decode_image(buf.getvalue(), formats={"PNG"})
+    assert decoded.shape == (40, 30, 3) and np.array_equal(decoded, read_image(tmp_path / "a.png"))
+    with pytest.raises(ImageFormatError, match="PNG images are not accepted"):
+        decode_image(buf.getvalue(), formats={"JPEG", "WEBP"})
+    with pytest.raises(ImageTooLargeError, match="40x30 = 1,200 pixels"):
+        decode_image(buf.getvalue(), max_pixels=1000)
+    big = io.BytesIO()
+    Image.new("1", (7_000, 7_000)).save(big, "PNG")  # 49 M pixels in a few kB
+    with pytest.raises(ImageTooLargeError):
+        decode_image(big.getvalue(), max_pixels=40_000_000)
+    for data in (b"", b"not an image", buf.getvalue()[:60]):
+        with pytest.raises(InputError):
+            decode_image(data)

@@ -8,6 +8,7 @@ array of the wrong shape — raise :class:`~fcpose.errors.InputError` with a one
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from PIL import Image, ImageOps
 
 from ..errors import InputError
 
-__all__ = ["IMAGE_EXTENSIONS", "as_rgb_array", "check_file", "one_line", "pil_to_rgb", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFormatError", "ImageTooLargeError", "as_rgb_array", "check_file", "decode_image",
+           "one_line", "pil_to_rgb", "read_image"]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -56,6 +58,52 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8)
 
 
+class ImageTooLargeError(InputError):
+    """An image with more pixels than allowed (a decompression bomb: a small file that decodes to a huge array)."""
+
+
+class ImageFormatError(InputError):
+    """An image in a format that is not accepted here (e.g. a GIF where only JPEG, PNG and WebP are)."""
+
+
+def _decode(source, name: str, *, formats: set[str] | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Decode ``source`` (a path or a binary file object) with PIL -> ``uint8 [H, W, 3]`` RGB, upright.
+
+    The header is read first: the format (``formats``: PIL format names such as ``{"JPEG", "PNG", "WEBP"}``,
+    None: any) and the pixel count (``max_pixels``, None: PIL's own limit) are checked before the pixels are
+    decoded, so a decompression bomb costs no memory. ``name`` is how the messages refer to the image."""
+    try:
+        with Image.open(source) as img:
+            if formats is not None and img.format not in formats:
+                raise ImageFormatError(f"cannot read image {name}: {img.format or 'this'} images are not accepted "
+                                       f"(accepted: {', '.join(sorted(formats))})")
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(f"image {name} is {width}x{height} = {width * height:,} pixels, more than "
+                                         f"the limit of {max_pixels:,}")
+            img.load()  # force a full decode: truncated data fails here, not later
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # a malformed EXIF block does not make the pixels unusable
+                upright = img
+            arr = pil_to_rgb(upright)
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(f"cannot read image {name}: permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"cannot read image {name}: not an image file or an unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"cannot read image {name}: {one_line(exc)}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise InputError(f"cannot read image {name}: corrupt or truncated ({one_line(exc)})") from None
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image has zero size: {name}")
+    return arr
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file with PIL.
 
@@ -69,27 +117,24 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     check_file(path, "image")
-    try:
-        with Image.open(path) as img:
-            img.load()  # force a full decode: truncated data fails here, not later
-            try:
-                upright = ImageOps.exif_transpose(img)
-            except Exception:  # a malformed EXIF block does not make the pixels unusable
-                upright = img
-            arr = pil_to_rgb(upright)
-    except PermissionError:
-        raise InputError(f"cannot read image {path}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"cannot read image {path}: not an image file or an unsupported format") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"cannot read image {path}: {one_line(exc)}") from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
-        raise InputError(f"cannot read image {path}: corrupt or truncated ({one_line(exc)})") from None
-    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputError(f"image has zero size: {path}")
-    return arr
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str = "upload", *, formats: set[str] | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """Decode an encoded image held in memory (e.g. an HTTP upload) -> ``uint8 [H, W, 3]`` RGB, upright, as
+    :func:`read_image` does for a file. Never touches the file system.
+
+    ``formats`` restricts the accepted PIL formats (by content, not by name); ``max_pixels`` bounds
+    width x height, checked on the header before decoding.
+
+    Raises:
+        InputError: empty, not an image, corrupt or truncated; :class:`ImageFormatError` for a format not
+            in ``formats``; :class:`ImageTooLargeError` for more than ``max_pixels`` pixels.
+    """
+    if not data:
+        raise InputError(f"image {name} is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, formats=formats, max_pixels=max_pixels)
 
 
 def as_rgb_array(image) -> np.ndarray:

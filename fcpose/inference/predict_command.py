@@ -37,7 +37,7 @@ def _load_ids(annotations: str | None) -> dict[str, int]:
     return {Path(im["file_name"]).name: int(im["id"]) for im in data["images"]}
 
 
-class _Renderer:
+class PeopleRenderer:
     """Which people are drawn (and counted on screen): :meth:`PoseDetections.people` with
     ``draw_threshold`` and ``draw_nms`` and the model's OKS sigmas — score >= ``draw_threshold``, then
     duplicates removed (keypoint OKS > ``draw_nms`` with a better-scored drawn person), so one person is not
@@ -57,6 +57,10 @@ class _Renderer:
     def select(self, dets: PoseDetections) -> PoseDetections:
         """The people drawn, best first."""
         return dets.people(self.draw_threshold, self.draw_nms, self.sigmas)
+
+    def select_indices(self, dets: PoseDetections):
+        """The indices into ``dets`` of the people drawn, best first (what :meth:`select` picks)."""
+        return dets.people_indices(self.draw_threshold, self.draw_nms, self.sigmas)
 
     def __call__(self, image, dets: PoseDetections, shown: PoseDetections | None = None):
         shown = self.select(dets) if shown is None else shown
@@ -160,7 +164,7 @@ def _predict_into(out_dir: Path, sources: list[Source], remote: list[str], probl
                   warmup: bool) -> int:
     """The body of :func:`run_predict` once the model is loaded and ``out_dir`` exists."""
     domain = _DomainCheck(predictor, say)
-    renderer = _Renderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
+    renderer = PeopleRenderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
     results: list[dict] = []
     used: set[str] = set()
     failures = list(problems)
@@ -264,7 +268,7 @@ def _batched(items, size: int):
         yield batch
 
 
-def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: _Renderer, render: bool,
+def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: PeopleRenderer, render: bool,
                    progress: bool, used: set[str], say, opened=lambda: None) -> tuple[list[dict], int, int, float]:
     """Every frame of a video; entries carry the video's file name and the 0-based ``frame`` index.
     ``opened()`` is called once the video could be opened.

@@ -60,6 +60,11 @@ class Predictor:
         return self.runner.postprocessor
 
     @property
+    def size_divisibility(self) -> int:
+        """Inputs are zero-padded to multiples of this (as :class:`~fcpose.export.onnx_predictor.OnnxPredictor`'s)."""
+        return int(self.model.size_divisibility)
+
+    @property
     def params(self) -> TestConfig:
         """The test-time parameters in use (score threshold, top-k, NMS, detections per image)."""
         return self.runner.postprocessor.params
@@ -81,7 +86,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _run(self, tensors: list[torch.Tensor], input_sizes, output_sizes) -> list[PoseDetections]:
-        batch = batch_images(tensors, self.model.size_divisibility)
+        batch = batch_images(tensors, self.size_divisibility)
         dets = self.runner(batch, input_sizes, output_sizes)
         return [d.to("cpu") for d in dets]
 
@@ -91,7 +96,7 @@ class Predictor:
         prepared = [self.prepare(a) for a in arrays]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (_, size) in enumerate(prepared):
-            groups.setdefault(padded_size(*size, self.model.size_divisibility), []).append(i)
+            groups.setdefault(padded_size(*size, self.size_divisibility), []).append(i)
         results: list[PoseDetections | None] = [None] * len(arrays)
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):

@@ -16,9 +16,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
 
-from ..data.images import IMAGE_EXTENSIONS, one_line, pil_to_rgb
+from ..data.images import IMAGE_EXTENSIONS, decode_image, one_line
 from ..data.video import VIDEO_EXTENSIONS, CaptureFrames, VideoReader
 from ..errors import InputError
 
@@ -170,7 +169,6 @@ def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: in
     Raises:
         InputError: unreachable, an HTTP error, too large, or not a decodable image.
     """
-    import io
     import urllib.error
     import urllib.request
 
@@ -185,19 +183,7 @@ def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: in
         raise InputError(f"cannot download image {url}: {one_line(exc)}") from None
     if len(data) > max_bytes:
         raise InputError(f"image at {url} is larger than {max_bytes >> 20} MiB")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            try:
-                img = ImageOps.exif_transpose(img)
-            except Exception:
-                pass
-            arr = pil_to_rgb(img)
-    except Exception as exc:
-        raise InputError(f"cannot read image {url}: not an image or corrupt ({one_line(exc)})") from None
-    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputError(f"image has zero size: {url}")
-    return arr
+    return decode_image(data, url)
 
 
 class StreamReader(CaptureFrames):

@@ -1,0 +1,279 @@
+"""Load on ``fcpose serve``: N concurrent clients for a fixed time, dynamic batching against ``--max-batch 1``.
+
+Two servers run side by side on 127.0.0.1 (free ports), the same weights and options except the batching:
+``--max-batch B --max-wait-ms W`` and ``--max-batch 1``. For every client count (default 1, 4, 16) each
+server gets the same load in turn (only one server is loaded at a time): every client keeps one keep-alive
+connection and POSTs the image again as soon as its answer is back, for ``--seconds``; the two servers
+alternate round by round (A B, B A, A B), so a change in the machine's load hits both. Reported per server
+and client count, over all rounds: requests, failed requests (anything but a 200 JSON answer with the
+expected people), client-side latency p50/p90/p99, images/s and the images per network call (from the
+server's ``/metrics``); then the gain of batching (images/s batched / unbatched). With one client both
+servers do the same work, so that row's gain shows the noise of the machine. For reference, the same
+comparison without HTTP (``predict`` on B images against B calls on one, in this process while the servers
+idle). Finally both servers get SIGTERM and must exit 0.
+
+Bounded: ``len(clients) x 2 x rounds x seconds`` of load (default 3 x 2 x 3 x 4 s) plus start-up; loopback
+only. The machine may be shared: the report keeps the load average and the CPU share of other processes.
+
+    python benchmarks/serve_load.py                       # demo model on the bundled scene, CPU
+    python benchmarks/serve_load.py --weights W.pt --device cuda --image photo.jpg --clients 1,4,16,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fcpose.bench.people import contention_since, cpu_times, loadavg, own_cpu_seconds  # noqa: E402
+from fcpose.fileio import atomic_write_text  # noqa: E402
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a process (0 when unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Server:
+    """``fcpose serve`` in a subprocess on 127.0.0.1 with a free port."""
+
+    def __init__(self, name: str, args: list[str]):
+        self.name = name
+        cmd = [sys.executable, "-m", "fcpose", "serve", "--port", "0", *args]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO)
+        line = self.proc.stderr.readline()
+        if "http://127.0.0.1:" not in line:
+            self.proc.kill()
+            raise SystemExit(f"{name}: the server did not start: {line.strip()} {self.proc.stderr.read()[-500:]}")
+        self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
+
+    def get(self, path: str) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    def batches(self) -> tuple[float, float]:
+        """(network calls, images) so far, from /metrics."""
+        values = dict(line.rsplit(" ", 1) for line in self.get("/metrics").splitlines() if not line.startswith("#"))
+        return float(values["fcpose_batch_size_count"]), float(values["fcpose_batch_size_sum"])
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+
+def _client(port: int, body: bytes, ctype: str, until: float, expect: int, out: list, start: threading.Event):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    start.wait()
+    while time.perf_counter() < until:
+        t0 = time.perf_counter()
+        ok = False
+        try:
+            conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
+            resp = conn.getresponse()
+            data = resp.read()
+            ok = resp.status == 200 and json.loads(data)["num_drawn"] == expect
+        except (OSError, http.client.HTTPException, ValueError, KeyError):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        out.append((t0, time.perf_counter(), ok))
+    conn.close()
+
+
+def load(server: Server, clients: int, seconds: float, body: bytes, ctype: str, expect: int) -> dict:
+    """``clients`` closed-loop clients for ``seconds``: ``(latency s, ok)`` of every request (those that finish
+    after the window count too), the wall time from the start to the last answer, and the network calls and
+    images the server counted meanwhile."""
+    calls0, images0 = server.batches()
+    results: list[list] = [[] for _ in range(clients)]
+    start = threading.Event()
+    t_start = time.perf_counter() + 0.2
+    threads = [threading.Thread(target=_client, args=(server.port, body, ctype, t_start + seconds, expect, out, start))
+               for out in results]
+    for t in threads:
+        t.start()
+    while time.perf_counter() < t_start:
+        time.sleep(0.001)
+    start.set()
+    for t in threads:
+        t.join()
+    calls1, images1 = server.batches()
+    done = [r for out in results for r in out]
+    return {"requests": [(b - a, ok) for a, b, ok in done], "wall": max(b for _, b, _ in done) - t_start,
+            "calls": calls1 - calls0, "images": images1 - images0}
+
+
+def summary(clients: int, rounds: list[dict]) -> dict:
+    """One server and client count over its rounds: images/s over their summed wall time, latency percentiles
+    over all their requests."""
+    requests = [r for rnd in rounds for r in rnd["requests"]]
+    latency = np.array([seconds * 1000.0 for seconds, _ in requests])
+    failed = sum(not ok for _, ok in requests)
+    wall = sum(rnd["wall"] for rnd in rounds)
+    calls = sum(rnd["calls"] for rnd in rounds)
+    return {
+        "clients": clients, "requests": len(requests), "failed": failed, "seconds": round(wall, 2),
+        "images_per_s": round((len(requests) - failed) / wall, 2),
+        "latency_ms": {f"p{q}": round(float(np.percentile(latency, q)), 1) for q in (50, 90, 99)},
+        "images_per_call": round(sum(rnd["images"] for rnd in rounds) / max(1.0, calls), 2),
+        "images_per_s_by_round": [round(sum(ok for _, ok in rnd["requests"]) / rnd["wall"], 2) for rnd in rounds],
+    }
+
+
+def model_only(args, image: str, reps: int) -> dict:
+    """The same batching without HTTP, in this process while the servers idle: per-image time of
+    ``predict([img] * B)`` against ``B x predict([img])``, alternating, ``reps`` times each (median)."""
+    import torch
+
+    from fcpose.data.images import read_image
+    from fcpose.inference.backends import load_predictor
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = load_predictor(args.backend, args.weights, device=args.device, min_size=args.size,
+                               max_size=args.max_size, batch_size=args.max_batch)
+    img = read_image(image)
+    predictor.predict([img] * args.max_batch)  # warm-up
+    single, batched = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(args.max_batch):
+            predictor.predict([img])
+        t1 = time.perf_counter()
+        predictor.predict([img] * args.max_batch)
+        t2 = time.perf_counter()
+        single.append((t1 - t0) / args.max_batch * 1000.0)
+        batched.append((t2 - t1) / args.max_batch * 1000.0)
+    one, many = float(np.median(single)), float(np.median(batched))
+    return {"batch": args.max_batch, "reps": reps, "ms_per_image_batch_1": round(one, 1),
+            f"ms_per_image_batch_{args.max_batch}": round(many, 1), "gain": round(one / many, 2),
+            "torch_threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=str(REPO / "assets" / "fcpose_synth_demo.pt"))
+    ap.add_argument("--image", default=str(REPO / "assets" / "sample.jpg"))
+    ap.add_argument("--clients", default="1,4,16", help="client counts (default 1,4,16)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="load per round, client count and server (default 4)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; the servers alternate within each (default 3)")
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--threads", type=int, default=None, help="--threads of each server (default: the library's)")
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--max-size", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=3, help="requests per server before measuring (default 3)")
+    ap.add_argument("--model-reps", type=int, default=3,
+                    help="repetitions of the model-only comparison without HTTP (default 3; 0 skips it)")
+    ap.add_argument("--note", default="")
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
+    args = ap.parse_args()
+    if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10:
+        raise SystemExit("--seconds must be in [1, 60] and --rounds in [1, 10]: the benchmark is bounded")
+    clients = [int(c) for c in args.clients.split(",")]
+    if not all(1 <= c <= 64 for c in clients):
+        raise SystemExit("client counts must be in [1, 64]")
+    body = Path(args.image).read_bytes()
+    ctype = "image/png" if args.image.lower().endswith(".png") else "image/jpeg"
+    common = ["--weights", args.weights, "--device", args.device, "--backend", args.backend, "--max-queue", "256"]
+    for flag, value in (("--threads", args.threads), ("--size", args.size), ("--max-size", args.max_size)):
+        if value is not None:
+            common += [flag, str(value)]
+    configs = {"batched": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+               "unbatched": ["--max-batch", "1", "--max-wait-ms", "0"]}
+    servers = {name: Server(name, common + extra) for name, extra in configs.items()}
+    try:
+        expect = None
+        for server in servers.values():  # warm-up; every server must find the same people
+            for _ in range(args.warmup):
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+                conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
+                answer = json.loads(conn.getresponse().read())
+                conn.close()
+                expect = answer["num_drawn"] if expect is None else expect
+                if answer["num_drawn"] != expect:
+                    raise SystemExit(f"{server.name} found {answer['num_drawn']} people, expected {expect}")
+        model = json.loads(servers["batched"].get("/v1/model"))
+        direct = model_only(args, args.image, args.model_reps) if args.model_reps > 0 else None
+        if direct:
+            print(f"[serve_load] model only, no HTTP: {direct['ms_per_image_batch_1']} ms per image alone, "
+                  f"{direct[f'ms_per_image_batch_{args.max_batch}']} ms in batches of {args.max_batch} "
+                  f"({direct['gain']}x)", file=sys.stderr, flush=True)
+        stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
+        cpu0 = {name: _proc_cpu_seconds(s.proc.pid) for name, s in servers.items()}
+        rounds: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in clients} for name in servers}
+        for c in clients:
+            for r in range(args.rounds):
+                for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                    got = load(servers[name], c, args.seconds, body, ctype, expect)
+                    rounds[name][c].append(got)
+                    n, bad = len(got["requests"]), sum(not ok for _, ok in got["requests"])
+                    print(f"[serve_load] clients {c:3d} round {r + 1}: {name:9s} {(n - bad) / got['wall']:7.2f} "
+                          f"images/s, {got['images'] / max(1.0, got['calls']):.2f} images/call, {bad} failed of {n}",
+                          file=sys.stderr, flush=True)
+        children = sum(_proc_cpu_seconds(s.proc.pid) - cpu0[name] for name, s in servers.items())
+        contention = contention_since(stat0, load0, own0 - children)  # the servers' CPU counts as ours
+    finally:
+        exits = {name: s.stop() for name, s in servers.items()}
+
+    table = []
+    for c in clients:
+        b, u = summary(c, rounds["batched"][c]), summary(c, rounds["unbatched"][c])
+        table.append({"clients": c, "batched": b, "unbatched": u,
+                      "batching_gain": round(b["images_per_s"] / u["images_per_s"], 2) if u["images_per_s"] else None})
+    failed = sum(row[name]["failed"] for row in table for name in ("batched", "unbatched"))
+    report = {
+        "benchmark": "serve_load",
+        "weights": Path(args.weights).name, "image": Path(args.image).name, "people_drawn": expect,
+        "model": {k: model.get(k) for k in ("preset", "backend", "device", "input", "trained_on")},
+        "servers": configs, "seconds_per_round": args.seconds, "rounds": args.rounds, "threads": args.threads,
+        "failed_requests": failed, "server_exit_codes": exits, "results": table, "model_only": direct,
+        "contention": contention,
+        "cpus": os.cpu_count(), "note": args.note,
+    }
+    print(f"{'clients':>7s} | {'batched img/s':>13s} {'p50 ms':>7s} {'p99 ms':>7s} {'img/call':>8s} | "
+          f"{'max-batch 1 img/s':>17s} {'p50 ms':>7s} {'p99 ms':>7s} | gain")
+    for row in table:
+        b, u = row["batched"], row["unbatched"]
+        print(f"{row['clients']:7d} | {b['images_per_s']:13.2f} {b['latency_ms']['p50']:7.1f} "
+              f"{b['latency_ms']['p99']:7.1f} {b['images_per_call']:8.2f} | {u['images_per_s']:17.2f} "
+              f"{u['latency_ms']['p50']:7.1f} {u['latency_ms']['p99']:7.1f} | {row['batching_gain']}x")
+    if direct:
+        print(f"model only (no HTTP): {direct['ms_per_image_batch_1']} ms per image alone, "
+              f"{direct[f'ms_per_image_batch_{args.max_batch}']} ms in batches of {args.max_batch}: {direct['gain']}x")
+    print(f"failed requests: {failed}; servers exited with {exits}; other processes used "
+          f"{contention.get('others_cpu_pct')}% of the CPUs (load average {contention.get('loadavg_start')} -> "
+          f"{contention.get('loadavg_end')})")
+    path = atomic_write_text(args.json, json.dumps(report, indent=2) + "\n", what="benchmark report")
+    print(f"wrote {path}", file=sys.stderr)
+    return 0 if failed == 0 and all(code == 0 for code in exits.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

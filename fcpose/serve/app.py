@@ -1,0 +1,344 @@
+"""The HTTP application of ``fcpose serve`` (Starlette, run by uvicorn).
+
+Routes (every error is a 4xx or 5xx with a one-line JSON body ``{"error": "..."}``):
+
+* ``POST /v1/predict`` — one image, as the raw request body (``Content-Type: image/jpeg``, ``image/png``,
+  ``image/webp`` or ``application/octet-stream``) or as a ``multipart/form-data`` file field (named
+  ``image``, else the first file). The content is checked by decoding it (JPEG, PNG or WebP, whatever the
+  name or declared type says), within ``max_upload_bytes`` and ``max_pixels``. Query options:
+  ``score_threshold`` (people listed: score >= it; default the model's, which is also the floor) and
+  ``draw_threshold`` / ``draw_nms`` (the people marked ``drawn`` and counted, chosen exactly as ``fcpose
+  predict`` chooses the people it draws: :class:`~fcpose.inference.predict_command.PeopleRenderer`).
+  The answer (:func:`people_json`): the people, best first, with ``bbox`` (x1, y1, x2, y2), ``score`` and
+  ``keypoints`` (K x [x, y, score]) in continuous pixel coordinates of the uploaded image (pixel i spans
+  [i, i + 1), after the EXIF orientation is applied), the keypoint names and skeleton, the image size, the
+  network batch it ran in and timings.
+* ``GET /v1/model`` — what is being served; ``GET /healthz``; ``GET /metrics`` (Prometheus text,
+  :mod:`fcpose.serve.metrics`).
+* ``GET /`` (and ``/app.js``, ``/style.css``) — the browser page, from an in-package allow-list read into
+  memory at start: no path from a request ever reaches the file system. A path with a ``..`` segment is a
+  400, any other unknown path a 404.
+
+The model runs on the :class:`~fcpose.serve.batcher.DynamicBatcher`'s single worker thread; decoding and
+answer building run in the thread pool, so the event loop only parses HTTP and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from urllib.parse import unquote
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..data.images import ImageFormatError, ImageTooLargeError, decode_image, one_line
+from ..errors import FCPoseError, InputError
+from ..inference.predict_command import PeopleRenderer
+from ..structures import PoseDetections, PosePredictor
+from .batcher import BatchResult, DynamicBatcher, QueueFullError
+from .metrics import Metrics
+
+__all__ = ["ACCEPTED_FORMATS", "ServeSettings", "create_app", "people_json"]
+
+ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}  # PIL format names, decided from the content
+RAW_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/webp", "application/octet-stream", ""}
+PREDICT_OPTIONS = ("score_threshold", "draw_threshold", "draw_nms")
+
+# the page and its two files: URL path -> (file in fcpose/serve/static, media type). Nothing else is served.
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+# the page loads only its own files; the webcam frames and the uploaded photo are blob: URLs
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass
+class ServeSettings:
+    """Limits and defaults of one server (``fcpose serve`` options)."""
+
+    max_batch: int = 8  # images per network call
+    max_wait_ms: float = 5.0  # how long the oldest waiting image waits for others
+    max_queue: int = 64  # images waiting for the model before requests get 503
+    max_upload_bytes: int = 20 * 1024 * 1024  # request body (20 MiB)
+    max_pixels: int = 40_000_000  # width x height of an upload, checked before decoding
+    draw_threshold: float = 0.3  # default of the request option, as `fcpose predict --draw-threshold`
+    draw_nms: float = 0.5  # as `fcpose predict --draw-nms`
+    keypoint_threshold: float | None = None  # keypoints drawn by the page (None: the predict default)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with this HTTP status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = one_line(message)
+        self.headers = headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
+
+
+def _unit_option(params, name: str, default: float) -> float:
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ApiError(400, f"query option {name} must be a number in [0, 1], got {text!r}")
+    return value
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 beyond it, from Content-Length before reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, f"bad Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise ApiError(413, f"upload of {int(declared):,} bytes is larger than the limit of {limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"upload is larger than the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_upload(request: Request, limit: int) -> bytes:
+    """The image bytes of a predict request: the raw body, or the file of a multipart form."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data" and media not in RAW_TYPES:
+        raise ApiError(415, f"unsupported Content-Type {media!r}: send the image as the body (image/jpeg, image/png, "
+                            f"image/webp or application/octet-stream) or as a multipart/form-data file field "
+                            f"(curl -F image=@photo.jpg)")
+    body = await _read_body(request, limit)
+    if media != "multipart/form-data":
+        return body
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:  # Starlette's parser (python-multipart) on the bytes already read and size-checked
+        async with Request(request.scope, replay).form(max_files=1, max_fields=len(PREDICT_OPTIONS) + 4) as form:
+            field = form.get("image")
+            if not isinstance(field, UploadFile):
+                field = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+            if field is None:
+                raise ApiError(400, "the multipart form has no file field (send the image as the field 'image')")
+            return await field.read()
+    except HTTPException as exc:  # malformed multipart, too many parts
+        raise ApiError(400, f"bad multipart form: {exc.detail}") from None
+    except ValueError as exc:  # python-multipart's own errors on a broken boundary
+        raise ApiError(400, f"bad multipart form: {one_line(exc)}") from None
+
+
+def people_json(dets: PoseDetections, renderer: PeopleRenderer, score_threshold: float) -> dict:
+    """The people of one image with score >= ``score_threshold``, best first, as JSON-ready lists; ``drawn``
+    marks those the renderer selects (draw threshold, duplicates removed), ``num_drawn`` counts them.
+    Coordinates: continuous pixels of the image (``dets.image_size``), rounded to 0.01 px."""
+    order = np.argsort(-dets.scores.numpy(), kind="stable")
+    order = order[dets.scores.numpy()[order] >= score_threshold]
+    drawn = set(renderer.select_indices(dets).tolist())
+    boxes, scores, kpts = dets.boxes.numpy(), dets.scores.numpy(), dets.keypoints.numpy()
+    people = []
+    for i in order.tolist():
+        people.append({
+            "bbox": [round(float(v), 2) for v in boxes[i]],
+            "score": round(float(scores[i]), 5),
+            "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 5)] for x, y, s in kpts[i]],
+            "drawn": i in drawn,
+        })
+    return {"people": people, "num_drawn": sum(p["drawn"] for p in people)}
+
+
+class _Guard:
+    """ASGI middleware: refuses paths with a ``..`` segment (400), counts every answer by route and status,
+    and times the successful predictions (:class:`~fcpose.serve.metrics.Metrics`)."""
+
+    def __init__(self, app, metrics: Metrics, routes: set[str]):
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    @staticmethod
+    def _dot_segments(path: str) -> bool:
+        return ".." in path.replace("\\", "/").split("/")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        path = scope.get("path", "")
+        raw = unquote((scope.get("raw_path") or b"").decode("latin-1"))
+        route = path if path in self.routes else "other"
+        self.metrics.inflight(+1)
+        try:
+            if self._dot_segments(path) or self._dot_segments(raw):
+                await _error(400, "path with a '..' segment refused")(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.inflight(-1)
+            ok = route == "/v1/predict" and status["code"] == 200
+            self.metrics.request(route, status["code"], time.perf_counter() - start if ok else None)
+
+
+def _static_routes() -> list[Route]:
+    routes = []
+    for url, (name, media) in STATIC_FILES.items():
+        content = (files("fcpose.serve") / "static" / name).read_bytes()
+
+        async def page(request: Request, content=content, media=media) -> Response:
+            return Response(content, media_type=media, headers=PAGE_HEADERS)
+
+        routes.append(Route(url, page, methods=["GET"]))
+    return routes
+
+
+def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = None, info: dict | None = None,
+               initializer=None) -> Starlette:
+    """The ASGI app serving ``predictor``. The :class:`DynamicBatcher` (and its model thread, which first
+    runs ``initializer``) starts with the app's lifespan and, at shutdown, finishes what is queued.
+    ``info``: extra fields of ``GET /v1/model`` (backend, device, weights)."""
+    settings = settings or ServeSettings()
+    cfg = predictor.cfg
+    metrics = Metrics(settings.max_batch)
+    state: dict = {}
+    keypoints = {"names": list(cfg.keypoints.names), "skeleton": [list(e) for e in cfg.keypoints.skeleton]}
+    default_score = float(predictor.params.score_threshold)
+    keypoint_threshold = PeopleRenderer(predictor, 0.0, settings.keypoint_threshold).keypoint_threshold
+    model_info = {
+        "preset": cfg.name or None,
+        "keypoints": keypoints,
+        "input": {"min_size": predictor.min_size, "max_size": predictor.max_size,
+                  "size_divisibility": int(getattr(predictor, "size_divisibility", 1))},
+        "trained_on": predictor.trained_on,
+        "score_threshold": default_score,
+        **(info or {}),
+        "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                     "max_queue": settings.max_queue},
+        "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
+        "defaults": {"draw_threshold": settings.draw_threshold, "draw_nms": settings.draw_nms,
+                     "keypoint_threshold": keypoint_threshold},
+    }
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher = DynamicBatcher(predictor, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                                 max_queue=settings.max_queue, initializer=initializer, on_batch=metrics.batch)
+        state["batcher"] = batcher
+        metrics.queue_images = lambda: batcher.queued
+        app.state.batcher = batcher
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.close)
+
+    async def predict(request: Request) -> Response:
+        start = time.perf_counter()
+        params = request.query_params
+        unknown = sorted(set(params) - set(PREDICT_OPTIONS))
+        if unknown:
+            raise ApiError(400, f"unknown query option {unknown[0]!r} (valid: {', '.join(PREDICT_OPTIONS)})")
+        score_threshold = max(_unit_option(params, "score_threshold", default_score), default_score)
+        draw_threshold = _unit_option(params, "draw_threshold", settings.draw_threshold)
+        draw_nms = _unit_option(params, "draw_nms", settings.draw_nms)
+        data = await _read_upload(request, settings.max_upload_bytes)
+        received = time.perf_counter()
+        if not data:
+            raise ApiError(400, "empty upload: the request has no image")
+        try:
+            image = await run_in_threadpool(decode_image, data, "upload", formats=ACCEPTED_FORMATS,
+                                            max_pixels=settings.max_pixels)
+        except ImageTooLargeError as exc:
+            raise ApiError(413, str(exc)) from None
+        except ImageFormatError as exc:
+            raise ApiError(415, str(exc)) from None
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        decoded = time.perf_counter()
+        try:
+            future = state["batcher"].submit(image)
+        except QueueFullError as exc:
+            raise ApiError(503, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
+        try:
+            result: BatchResult = await asyncio.wrap_future(future)
+        except FCPoseError as exc:  # e.g. an image too large for a fixed-size exported model
+            raise ApiError(422, str(exc)) from None
+        renderer = PeopleRenderer(predictor, draw_threshold, settings.keypoint_threshold, draw_nms)
+        body = await run_in_threadpool(people_json, result.detections, renderer, score_threshold)
+        height, width = image.shape[:2]
+        body = {
+            "image": {"width": int(width), "height": int(height)},
+            **body,
+            "keypoint_names": keypoints["names"],
+            "skeleton": keypoints["skeleton"],
+            "thresholds": {"score": score_threshold, "draw": draw_threshold, "draw_nms": draw_nms,
+                           "keypoint": renderer.keypoint_threshold},
+            "batch_size": result.batch_size,
+            "timings_ms": {k: round(v * 1000.0, 2) for k, v in (
+                ("receive", received - start), ("decode", decoded - received), ("queue", result.queue_seconds),
+                ("inference", result.inference_seconds), ("total", time.perf_counter() - start))},
+        }
+        return JSONResponse(body)
+
+    async def model(request: Request) -> Response:
+        return JSONResponse(model_info)
+
+    async def healthz(request: Request) -> Response:
+        batcher = state.get("batcher")
+        return JSONResponse({"status": "ok" if batcher is not None else "starting",
+                             "queued": batcher.queued if batcher is not None else 0})
+
+    async def prometheus(request: Request) -> Response:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return _error(exc.status, exc.message, exc.headers)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        message = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed here"}
+        return _error(exc.status_code, message.get(exc.status_code, str(exc.detail)), exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    routes = [Route("/v1/predict", predict, methods=["POST"]), Route("/v1/model", model, methods=["GET"]),
+              Route("/healthz", healthz, methods=["GET"]), Route("/metrics", prometheus, methods=["GET"]),
+              *_static_routes()]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
+    app.state.metrics = metrics
+    app.state.settings = asdict(settings)
+    app.add_middleware(_Guard, metrics=metrics, routes={r.path for r in routes})
+    return app
