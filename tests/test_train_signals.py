@@ -67,3 +67,38 @@ def test_signal_writes_last_and_resume_continues(coco_tiny, tmp_path, sig, code)
     for it in range(step + 1, total + 1):
         assert b[it] == pytest.approx(a[it], rel=1e-5, abs=1e-6), it
     assert read_checkpoint(out / "model_final.pt")["step"] == total
+
+
+def test_sigterm_under_torchrun_stops_every_rank_at_one_iteration(coco_tiny, tmp_path):
+    """Two gloo processes under torchrun: SIGTERM to torchrun (forwarded to both workers) ends both at the same
+    iteration, rank 0 writes a complete last.pt, nothing temporary is left, and --resume continues from it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(port), "-m", "fcpose"]
+    cmd = _command(coco_tiny, out, 1000, "--batch-size", "2")
+    proc = subprocess.Popen(launch + cmd[3:], env=_env(), stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (out / "metrics.jsonl").exists() and len(_losses(out)) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    stopped = [line for line in err.splitlines() if "stopped by SIGTERM at iteration" in line]
+    assert stopped, err
+    assert len({line.split("at iteration ")[1].split(":")[0] for line in stopped}) == 1  # one iteration for all
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
+    step = read_checkpoint(out / "last.pt")["step"]
+    assert step >= 2 and not (out / "model_final.pt").exists()
+    resumed = subprocess.run(launch + _command(coco_tiny, out, step + 2, "--batch-size", "2", "--resume")[3:],
+                             env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'last.pt'} at iteration {step}" in resumed.stderr
+    assert read_checkpoint(out / "model_final.pt")["step"] == step + 2
