@@ -209,3 +209,42 @@ def test_sampling_redistributes_and_gives_everyone_one():
     assert sel.numel() == 60 and torch.equal(groups[sel].sort().values, torch.arange(60))
     assert torch.equal(scores[sel].sort().values, scores.view(60, 2).max(1).values.sort().values)
     assert sample_instances(torch.zeros(0, dtype=torch.long), torch.zeros(0), 50).numel() == 0
+
+
+def _select_heads_reference(groups, images, scores, max_proposals):
+    """The official selection written as the official loop (image by image, person by person, top-k)."""
+    num = int(groups.max()) + 1
+    k = max(max_proposals // num, 1)
+    keep, counts = [], []
+    for image in torch.unique(images).tolist():
+        in_image = (images == image).nonzero().squeeze(1)
+        for person in torch.unique(groups[in_image]).tolist():
+            sel = in_image[groups[in_image] == person]
+            if sel.numel() > k:
+                sel = sel[torch.sort(scores[sel], descending=True, stable=True).indices[:k]]
+            keep.append(sel)
+            counts.append(torch.full((sel.numel(),), sel.numel(), dtype=torch.long))
+    return torch.cat(keep), torch.cat(counts)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_select_heads_per_person_equals_the_official_loop(seed):
+    """The vectorised selection (no loop over people) gives the official loop's heads in its order; ties keep the
+    positive order."""
+    from fcpose.targets.pose import select_heads_per_person
+
+    gen = torch.Generator().manual_seed(seed)
+    people_per_image = torch.randint(1, 6, (3,), generator=gen)
+    owner = torch.repeat_interleave(torch.arange(3), people_per_image)  # image of each person
+    p = int(torch.randint(1, 80, (1,), generator=gen))
+    groups = torch.sort(torch.randint(0, len(owner), (p,), generator=gen)).values  # positives: image-major
+    groups = groups[torch.randperm(p, generator=gen)]
+    groups = groups[torch.argsort(owner[groups], stable=True)]  # image-major, people mixed within an image
+    images = owner[groups]
+    scores = torch.rand(p, generator=gen)
+    if seed % 4 == 0:
+        scores = (scores * 4).floor() / 4  # many ties
+    for m in (1, 7, 50, 1000):
+        ours = select_heads_per_person(groups, images, scores, m)
+        ref = _select_heads_reference(groups, images, scores, m)
+        assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1]), (seed, m)

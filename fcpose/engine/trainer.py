@@ -455,6 +455,10 @@ class TrainSession:
         self.fused_skip = all(g.get("fused") for g in self.optimizer.param_groups)
         self.accounting = StepAccounting(cfg.solver.skip_window, device)
         self.logger = _Logger(out_dir, main)
+        self.signals = StopSignals()  # train() passes the installed handlers
+        self.lr = 0.0  # the lr of the last step (a host float)
+        self._scale_used: torch.Tensor | None = None  # fp16: the loss scale of the last backward (device)
+        self._tic, self._start, self._last_log_it = time.perf_counter(), loop.iteration, loop.iteration
 
     # -- setup ---------------------------------------------------------------------------------
     @classmethod
@@ -625,7 +629,7 @@ class TrainSession:
         start = loop.iteration
         bar = tqdm(total=s.max_iter, initial=start, desc="train", unit="it",
                    disable=not (self.progress and self.main), file=sys.stderr, dynamic_ncols=True)
-        self._tic, self._start = time.perf_counter(), start
+        self._tic, self._start, self._last_log_it = time.perf_counter(), start, start
         last: dict = {}
         saved_at = time.monotonic()
         try:
@@ -688,10 +692,6 @@ class TrainSession:
         self._last_log_it = it
         self._check_divergence(it, window=window)
         return values
-
-    _last_log_it = 0
-    lr = 0.0
-    signals = StopSignals()  # replaced by train() with installed handlers
 
     def _interrupted(self, it: int) -> TrainingInterrupted:
         signum = self.signals.signum or signal.SIGTERM

@@ -191,15 +191,23 @@ def select_heads_per_person(groups: Tensor, images: Tensor, scores: Tensor, max_
     if groups.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=groups.device)
         return empty, empty
+    # Tensor operations throughout (one host read, for k): no loop over images or people. People are numbered
+    # image by image (``groups`` are global indices), so ascending person order is also image order.
+    p = groups.numel()
     num = int(groups.max()) + 1
     k = max(int(max_proposals) // num, 1)
-    keep, counts = [], []
-    for image in torch.unique(images).tolist():
-        in_image = (images == image).nonzero().squeeze(1)
-        for person in torch.unique(groups[in_image]).tolist():
-            sel = in_image[groups[in_image] == person]
-            if sel.numel() > k:
-                sel = sel[scores[sel].topk(k).indices]
-            keep.append(sel)
-            counts.append(torch.full((sel.numel(),), sel.numel(), dtype=torch.long, device=groups.device))
-    return torch.cat(keep), torch.cat(counts)
+    count = torch.bincount(groups, minlength=num)  # [num] positives per person
+    pos = torch.arange(p, device=groups.device)
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    by_group = by_score[torch.sort(groups[by_score], stable=True).indices]  # person-major, score-descending
+    g = groups[by_group]
+    start = torch.ones(p, dtype=torch.bool, device=groups.device)
+    start[1:] = g[1:] != g[:-1]
+    rank = pos - torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=0).values  # 0 = best
+    over = count[g] > k  # this person has more than k positives: keep its top k, best first
+    kept = by_group[~over | (rank < k)]
+    # Within a person: the positive order when all are kept, else the score order (its rank).
+    within = torch.empty_like(pos)
+    within[by_group] = torch.where(over, rank, by_group)
+    kept = kept[torch.sort(groups[kept] * p + within[kept], stable=True).indices]
+    return kept, count.clamp(max=k)[groups[kept]]
