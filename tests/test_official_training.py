@@ -360,3 +360,24 @@ def test_dataset_gives_the_official_inputs(golden_data, coco_tiny, tag):
         # +0.5 on load, scaled (and mirrored with left/right swapped for B), unlabelled = (0, 0, 0).
         torch.testing.assert_close(item["keypoints"][..., :2], g["gt_keypoints_xyv"][..., :2], rtol=0, atol=1e-3)
         assert torch.equal(item["keypoints"][..., 2], g["gt_keypoints_xyv"][..., 2])
+
+
+# ----------------------------------------------------------------------------------------------
+# bf16: the network under CPU bf16 autocast, the criterion in fp32
+# ----------------------------------------------------------------------------------------------
+def test_bf16_autocast_losses_close_to_the_golden_fp32(golden_data, golden_train):
+    """Batch A with the network under bf16 autocast (TrainStep: the criterion, controller and dynamic heads in fp32):
+    every loss term finite and within 2% of the official fp32 value (measured: at most 5.2e-3, loss_cls)."""
+    from fcpose.engine.trainer import TrainStep
+    from fcpose.precision import Precision, cpu_supports
+
+    if not cpu_supports("bf16"):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX)")
+    record = golden_data["batch_A"]
+    model = _model(golden_train)
+    x, sizes, targets = _batch(model, record)
+    with torch.no_grad():
+        losses = TrainStep(model, _criterion(model), Precision(torch.device("cpu"), "bf16"))(x, targets, sizes)
+    for name, value in losses.items():
+        ref = float(record["loss_dict"][OFFICIAL_NAMES[name]])
+        assert torch.isfinite(value) and abs(float(value) - ref) <= 0.02 * abs(ref), (name, float(value), ref)
