@@ -141,7 +141,7 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                 annotations: str | None = None, render: bool = True, draw_threshold: float = 0.3,
                 keypoint_threshold: float | None = None, batch_size: int = 4, progress: bool = True,
                 backend: str = "torch", precision: str = "fp32", compile: bool = False, optimize: bool = True,
-                draw_nms: float = 0.5, log=None) -> int:
+                draw_nms: float = 0.5, preprocess: str = "auto", log=None) -> int:
     """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed).
 
     Raises :class:`~fcpose.errors.InputError` (exit 2 on the command line, no output file) when no input
@@ -169,8 +169,8 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
 
     predictor = load_predictor(backend, weights, device=device, min_size=size, max_size=max_size,
                                score_threshold=score_threshold, batch_size=batch_size,
-                               **({"optimize": optimize, "precision": precision, "compile": compile}
-                                  if backend == "torch" else {}))
+                               **({"optimize": optimize, "precision": precision, "compile": compile,
+                                   "preprocess": preprocess} if backend == "torch" else {}))
     out_dir = prepare_output_dir(out)
     domain = _DomainCheck(predictor, say)
     renderer = _Renderer(predictor, draw_threshold, keypoint_threshold, draw_nms)

@@ -46,7 +46,7 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
               max_size: int | None = None, batch_size: int = 1, draw_threshold: float = 0.3,
               keypoint_threshold: float | None = None, progress: bool = True, precision: str = "fp32",
               compile: bool = False, optimize: bool = True, timeout: float = DEFAULT_URL_TIMEOUT,
-              flush_seconds: float = 10.0) -> int:
+              flush_seconds: float = 10.0, preprocess: str = "auto") -> int:
     """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed).
     Ctrl-C ends the run after writing everything processed so far (KeyboardInterrupt is raised again)."""
     sequences, problems = open_sequences(inputs, timeout=timeout)
@@ -54,7 +54,8 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
         raise InputError("; ".join(problems) if problems else "no sources were given")
     predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
                                           score_threshold=score_threshold, batch_size=batch_size,
-                                          optimize=optimize, precision=precision, compile=compile)
+                                          optimize=optimize, precision=precision, compile=compile,
+                                          preprocess=preprocess)
     tcfg = tracker_config(predictor.cfg.tracker, overrides, smooth)
     kthr = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
             if keypoint_threshold is None else keypoint_threshold)
