@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcpose.bench.people import machine_info, summarize, synthetic_image, write_json
+from fcpose.bench.people import ForcedSelection, machine_info, summarize, synthetic_image, write_json
 from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images
 from fcpose.inference.predictor import Predictor
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(Path(args.images).glob("*.jpg")) if Path(args.images).is_dir() else []
     images = [(str(p), read_image(p)) for p in paths] or [("synthetic", synthetic_image(800, 1333))]
     post = fp32.postprocessor
+    forced = ForcedSelection(post, args.persons)
 
     def keypoints(runner: InferenceRunner, dense, inst):
         """The same people's keypoints decoded from one runner's dense maps (input pixels)."""
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 dense_low = dense
         with torch.inference_mode():
-            inst = post.select(dense32, force_num=args.persons)
-            inst_low = post.select(dense_low, force_num=args.persons)
+            inst = forced.select(dense32)
+            inst_low = forced.select(dense_low)
         a = keypoints(fp32, dense32, inst)
         b = keypoints(low, dense_low, inst)  # the same people, reduced-precision maps
         kp_dev.append((a[..., :2] - b[..., :2]).norm(dim=-1).reshape(-1))

@@ -87,7 +87,11 @@ def _add_predict(sub) -> None:
                    help="torch (default); onnxruntime with --weights MODEL.onnx or openvino with --weights MODEL.xml "
                         "(fp32 or int8) from `fcpose export`")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network autocast (torch backend; bf16 needs a CPU with native bf16, fp16 CUDA or AVX512-FP16)")
+                   help="network precision (torch backend; autocast on a CPU, bf16 needs native bf16 there; on CUDA "
+                        "the network's weights are converted; the decoding stays fp32)")
+    p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
+                   help="resize/normalise with PIL on the CPU (host) or on the device from the uint8 image "
+                        "(device); auto: device on CUDA, host on CPU (torch backend)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
     p.add_argument("--no-optimize", action="store_true",
                    help="run the model as loaded (default: an inference copy with frozen BN folded into the "
@@ -103,7 +107,8 @@ def _cmd_predict(args) -> int:
                        render=not args.no_render, draw_threshold=args.draw_threshold,
                        keypoint_threshold=args.keypoint_threshold, batch_size=args.batch_size,
                        progress=not args.no_progress, backend=args.backend, precision=args.precision,
-                       compile=args.compile, optimize=not args.no_optimize, draw_nms=args.draw_nms)
+                       compile=args.compile, optimize=not args.no_optimize, draw_nms=args.draw_nms,
+                       preprocess=args.preprocess)
 
 
 def _add_track(sub) -> None:
@@ -137,7 +142,10 @@ def _add_track(sub) -> None:
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a URL or stream (default 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="network precision (autocast on a CPU, converted weights on CUDA; decoding stays fp32)")
+    p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
+                   help="resize/normalise with PIL on the CPU (host) or on the device (device); auto: by device")
     p.add_argument("--no-optimize", action="store_true", help="run the model as loaded")
     p.set_defaults(func=_cmd_track)
 
@@ -150,7 +158,8 @@ def _cmd_track(args) -> int:
                      score_threshold=args.score_threshold, device=args.device, size=args.size,
                      max_size=args.max_size, batch_size=args.batch_size, draw_threshold=args.draw_threshold,
                      keypoint_threshold=args.keypoint_threshold, progress=not args.no_progress,
-                     precision=args.precision, optimize=not args.no_optimize, timeout=args.timeout)
+                     precision=args.precision, optimize=not args.no_optimize, timeout=args.timeout,
+                     preprocess=args.preprocess)
 
 
 def _add_train(sub) -> None:
@@ -398,7 +407,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
                    help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network autocast")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="network precision (autocast on a CPU, converted weights on CUDA; decoding stays fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
     p.add_argument("--no-optimize", action="store_true",
                    help="the model as built (no BN folding, no channels-last)")
@@ -411,6 +421,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--post-threads", type=_positive_int, default=None,
                    help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
+    p.add_argument("--batch", type=_positive_int, default=1,
+                   help="throughput mode: this many copies of the image per batch (reports images/s; default 1)")
+    p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
+                   help="resize/normalise on the CPU with PIL (host) or on the device from the uint8 image "
+                        "(device); auto: device on CUDA, host on CPU")
+    p.add_argument("--no-graphs", action="store_true", help="CUDA: do not also time the CUDA-graph pipeline")
     p.add_argument("--candidates-per-person", type=_non_negative_int, default=20,
                    help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
     p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
@@ -468,7 +484,8 @@ def _cmd_bench(args) -> int:
                        channels_last=False if args.no_channels_last else None, image=args.image,
                        threads=args.threads, candidates_per_person=args.candidates_per_person,
                        probe=not args.no_probe, flops=not args.no_flops, overrides=args.overrides, note=args.note,
-                       post_threads=args.post_threads,
+                       post_threads=args.post_threads, batch=args.batch, preprocess=args.preprocess,
+                       cuda_graphs=False if args.no_graphs else None,
                        log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
     print(format_report(report))
     if args.json:

@@ -9,6 +9,8 @@ their predictors:
 1. :meth:`PostProcessor.select` — per image and level: locations whose class probability exceeds the
    threshold, the ``pre_nms_topk`` best by ``cls * ctr``, their boxes, score ``sqrt(cls * ctr)``; then
    class-agnostic NMS over all levels and the best ``max_detections`` (score ties at the cut are kept).
+   The two per-image decisions are the hooks :meth:`~PostProcessor.candidates` and
+   :meth:`~PostProcessor.keep` (``fcpose bench`` overrides ``keep`` to force N people).
 2. :meth:`PostProcessor.keypoints` — given theta of the selected people (the model's
    :meth:`~fcpose.model.fcpose.FCPose.instance_params`), the peak of each keypoint heatmap refined by the
    offset read at the peak (:meth:`~fcpose.model.dynamic_head.DynamicKeypointHead.peaks`: all people of an
@@ -16,10 +18,20 @@ their predictors:
 3. :meth:`PostProcessor.rescale` — boxes and keypoints to the original image, boxes clipped; people with
    empty boxes are dropped. :meth:`PostProcessor.split` — one :class:`PoseDetections` per image.
 
-:meth:`PostProcessor.people` (1 + 2) and ``__call__`` (1 + 2 + 3) are the only compositions.
-``traceable=True`` selects the static-shape form of 1 and 2 that ``torch.export`` can trace (batch 1,
-the score threshold a tensor, NMS as one operator exported as ONNX ``NonMaxSuppression``, one tile):
-the same computation, except that boxes tied with the ``max_detections``-th score are not all kept.
+:meth:`PostProcessor.people` (1 + 2) and ``__call__`` (1 + 2 + 3) are the compositions; ``__call__(model,
+dense, input_sizes, output_sizes)`` has the shape of DETR's ``PostProcess.forward(outputs, target_sizes)``.
+Two static-shape forms of 1 and 2 share the per-level candidates (:meth:`PostProcessor.fixed_candidates`):
+
+* ``traceable=True`` — what ``torch.export`` traces for ONNX/OpenVINO (batch 1, the score threshold a
+  tensor, NMS as one operator exported as ONNX ``NonMaxSuppression``, one tile): the same computation,
+  except that boxes tied with the ``max_detections``-th score are not all kept.
+* :meth:`PostProcessor.fixed` — the sync-free form the GPU path runs (any batch size): every output has a
+  shape fixed by the input's shape (:class:`~fcpose.structures.PeopleSlots`, ``max_detections`` slots per
+  image), NMS is :func:`~fcpose.ops.boxes.nms_fixed`, so nothing waits for the host until the one final
+  copy and the whole pipeline can be captured in a CUDA graph; its time does not depend on the number of
+  people. :meth:`PostProcessor.finish` turns the slots (on the CPU) into the same
+  :class:`PoseDetections` as ``__call__`` — the same people in the same order, equal values — whenever the
+  slots say they are ``exact`` (else the caller reruns ``__call__``; see ``PeopleSlots.exact``).
 
 Works for any batch size; the same image gives the same result whatever else is in its batch, as long
 as the padded input size is the same (the :class:`~fcpose.Predictor` batches equal-size inputs only).
@@ -37,8 +49,8 @@ from torch import Tensor
 from .config import FCPoseConfig, TestConfig
 from .model.dynamic_head import DynamicKeypointHead
 from .model.fcpose import FCPose, build_dynamic_head
-from .ops.boxes import clip_boxes, nms, nonempty, traceable_nms
-from .structures import DenseOutputs, Instances, PoseDetections
+from .ops.boxes import NMS_ROUNDS, clip_boxes, nms, nms_fixed, nonempty, traceable_nms
+from .structures import DenseOutputs, Instances, PeopleSlots, PoseDetections
 from .targets.boxes import decode_ltrb
 from .targets.keypoints import decode_offsets, gather_offsets
 from .targets.locations import flat_to_locations, positions_to_locations
@@ -55,12 +67,15 @@ class PostProcessor:
 
     ``dynamic_head``: the (parameter-free) evaluator of the keypoint heads; ``strides``: of the pyramid
     levels; ``rel_coord_norm``: the divisor of the relative coordinates per level; ``offset_unit``:
-    "stride" or "pixel"; ``keypoint_score``: "softmax" (peak probability) or "logit" (official).
+    "stride" or "pixel"; ``keypoint_score``: "softmax" (peak probability) or "logit" (official);
+    ``nms_rounds``: the rounds of :func:`~fcpose.ops.boxes.nms_fixed` in :meth:`fixed`.
     """
+
+    drop_empty = True  # rescale drops people whose box is empty once clipped to the image
 
     def __init__(self, dynamic_head: DynamicKeypointHead, *, strides: Sequence[int], rel_coord_norm: Sequence[float],
                  offset_unit: str = "stride", keypoint_score: str = "softmax", params: TestConfig | None = None,
-                 tile_bytes: int | None = None):
+                 tile_bytes: int | None = None, nms_rounds: int = NMS_ROUNDS):
         self.dynamic_head = dynamic_head
         self.strides = [int(s) for s in strides]
         self.rel_coord_norm = [float(v) for v in rel_coord_norm]
@@ -68,6 +83,8 @@ class PostProcessor:
         self.keypoint_score = keypoint_score
         self.params = params or TestConfig()
         self.tile_bytes = tile_bytes
+        self.nms_rounds = int(nms_rounds)
+        self._constants: dict[tuple[str, torch.device], Tensor] = {}
 
     @classmethod
     def from_model(cls, model: FCPose, params: TestConfig | None = None) -> PostProcessor:
@@ -95,18 +112,31 @@ class PostProcessor:
         out.params = dataclasses.replace(self.params, **changes)
         return out
 
+    def _constant(self, name: str, device: torch.device, traceable: bool = False) -> Tensor:
+        """The strides (long) or relative-coordinate divisors (float32) as a tensor on ``device``, made once
+        per device: a copy from host memory cannot happen inside a CUDA graph capture (the warm-up before
+        the capture makes them). ``traceable``: a fresh tensor (a constant of the exported graph)."""
+        key = (name, torch.device(device))
+        found = None if traceable else self._constants.get(key)
+        if found is None:
+            if name == "strides":
+                found = torch.tensor(self.strides, dtype=torch.long, device=device)
+            else:
+                found = torch.tensor(self.rel_coord_norm, dtype=torch.float32, device=device)
+            if not traceable:
+                self._constants[key] = found
+        return found
+
     # ------------------------------------------------------------------------------------------
     # The compositions
     # ------------------------------------------------------------------------------------------
     def people(self, model: FCPose, dense: DenseOutputs, *, score_threshold: float | Tensor | None = None,
-               force_num: int | None = None, candidates_per_person: int = 20, traceable: bool = False,
-               on_stage: StageHook | None = None) -> tuple[Instances, Tensor]:
+               traceable: bool = False, on_stage: StageHook | None = None) -> tuple[Instances, Tensor]:
         """Selected people and their ``[N, K, 3]`` keypoints, both in network-input pixels.
 
         ``on_stage(name)`` is called after "select" and after "keypoints" (the benchmark times the stages).
         """
-        instances = self.select(dense, score_threshold=score_threshold, force_num=force_num,
-                                candidates_per_person=candidates_per_person, traceable=traceable)
+        instances = self.select(dense, score_threshold=score_threshold, traceable=traceable)
         if on_stage is not None:
             on_stage("select")
         keypoints = self.keypoints(dense, instances, model.instance_params(dense, instances), traceable=traceable)
@@ -116,29 +146,63 @@ class PostProcessor:
 
     @torch.no_grad()
     def __call__(self, model: FCPose, dense: DenseOutputs, input_sizes: Sequence[Size],
-                 output_sizes: Sequence[Size] | None = None, *, force_num: int | None = None,
-                 candidates_per_person: int = 20, on_stage: StageHook | None = None) -> list[PoseDetections]:
+                 output_sizes: Sequence[Size] | None = None, *, on_stage: StageHook | None = None
+                 ) -> list[PoseDetections]:
         """Dense outputs of a batch -> one :class:`PoseDetections` per image, in ``output_sizes`` pixels
         (default: the network-input sizes, i.e. no rescaling). ``input_sizes``: per image (h, w) of the
         resized image the network saw (before padding)."""
         output_sizes = list(output_sizes or input_sizes)
-        instances, keypoints = self.people(model, dense, force_num=force_num,
-                                           candidates_per_person=candidates_per_person, on_stage=on_stage)
+        instances, keypoints = self.people(model, dense, on_stage=on_stage)
         instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes,
-                                            drop_empty=force_num is None)
+                                            drop_empty=self.drop_empty)
+        return self.split(instances, keypoints, output_sizes)
+
+    @torch.no_grad()
+    def fixed(self, model: FCPose, dense: DenseOutputs, *, on_stage: StageHook | None = None) -> PeopleSlots:
+        """Stages 1 and 2 in the sync-free, fixed-shape form -> :class:`PeopleSlots` on the device
+        (network-input pixels; see the module docstring). No operation here waits for the device, so the
+        caller's one copy of the slots to the host is the only synchronisation."""
+        instances, valid, exact = self.select_fixed(dense)
+        if on_stage is not None:
+            on_stage("select")
+        keypoints = self.keypoints(dense, instances, model.instance_params(dense, instances),
+                                   per_image=valid.shape[1])
+        if on_stage is not None:
+            on_stage("keypoints")
+        b, s = valid.shape
+        return PeopleSlots(boxes=instances.boxes.reshape(b, s, 4), scores=instances.scores.reshape(b, s),
+                           keypoints=keypoints.reshape(b, s, *keypoints.shape[1:]),
+                           levels=instances.levels.reshape(b, s), positions=instances.positions.reshape(b, s, 2),
+                           locations=instances.locations.reshape(b, s, 2), valid=valid, exact=exact)
+
+    def finish(self, slots: PeopleSlots, input_sizes: Sequence[Size], output_sizes: Sequence[Size] | None = None
+               ) -> list[PoseDetections]:
+        """Stage 3 on the slots of :meth:`fixed` (best on the CPU, after the one copy): the valid people,
+        rescaled and split exactly as ``__call__`` does. Only images ``slots.exact`` vouches for are
+        guaranteed to equal ``__call__``'s result."""
+        output_sizes = list(output_sizes or input_sizes)
+        b, s = slots.valid.shape
+        valid = slots.valid.reshape(-1)
+        batch_index = torch.arange(b, device=valid.device)[:, None].expand(b, s).reshape(-1)
+        instances = Instances(batch_index=batch_index[valid], levels=slots.levels.reshape(-1)[valid],
+                              positions=slots.positions.reshape(-1, 2)[valid],
+                              locations=slots.locations.reshape(-1, 2)[valid],
+                              boxes=slots.boxes.reshape(-1, 4)[valid], scores=slots.scores.reshape(-1)[valid])
+        keypoints = slots.keypoints.reshape(b * s, *slots.keypoints.shape[2:])[valid]
+        instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes,
+                                            drop_empty=self.drop_empty)
         return self.split(instances, keypoints, output_sizes)
 
     # ------------------------------------------------------------------------------------------
     # Stage 1: selection
     # ------------------------------------------------------------------------------------------
     def select(self, dense: DenseOutputs, *, score_threshold: float | Tensor | None = None,
-               force_num: int | None = None, candidates_per_person: int = 20, traceable: bool = False) -> Instances:
+               traceable: bool = False) -> Instances:
         """Threshold, per-level top-k, NMS and top-``max_detections`` for every image -> flat :class:`Instances`
         (grouped by image, decreasing score within an image; boxes in network-input pixels).
 
-        ``force_num=N`` is the benchmark mode: no score threshold and exactly N instances per image (see
-        :func:`_forced_keep`), so that time vs number of people can be measured even with random weights.
-        ``traceable=True``: the export form (batch 1, ``score_threshold`` may be a 0-d tensor).
+        Per image: :meth:`candidates` then :meth:`keep`. ``traceable=True``: the export form (batch 1,
+        ``score_threshold`` may be a 0-d tensor).
         """
         thr = self.params.score_threshold if score_threshold is None else score_threshold
         if traceable:
@@ -147,60 +211,126 @@ class PostProcessor:
         widths = torch.tensor([m.shape[-1] for m in dense.cls_logits], device=device)
         parts = []
         for image in range(dense.kpt_feats.shape[0]):
-            indices, boxes, scores, levels = [], [], [], []
-            for level in range(len(dense.strides)):
-                prob, ctr = self._probabilities(dense, level, image)
-                if force_num is None:
-                    index = (prob > thr).nonzero().squeeze(1)
-                else:
-                    index = torch.arange(prob.numel(), device=prob.device)
-                ranking = prob[index] * ctr[index]
-                if index.numel() > self.params.pre_nms_topk:
-                    top = ranking.topk(self.params.pre_nms_topk, sorted=False).indices
-                    index, ranking = index[top], ranking[top]
-                boxes.append(self._boxes(dense, level, image, index))
-                indices.append(index)
-                scores.append(torch.sqrt(ranking))
-                levels.append(torch.full_like(index, level))
-            index, box, score, level = torch.cat(indices), torch.cat(boxes), torch.cat(scores), torch.cat(levels)
-            if force_num is not None:
-                keep = _forced_keep(box, score, self.params.nms_threshold, force_num, candidates_per_person)
-            else:
-                keep = nms(box, score, self.params.nms_threshold)
-                if keep.numel() > self.params.max_detections:
-                    # Keep every box scoring at least the max_detections-th best score (ties are kept).
-                    cut = score[keep][self.params.max_detections - 1]
-                    keep = keep[score[keep] >= cut]
+            index, box, score, level = self.candidates(dense, image, thr)
+            keep = self.keep(box, score)
             index, level = index[keep], level[keep]
             row = torch.div(index, widths[level], rounding_mode="floor")
             col = index - row * widths[level]
             parts.append((torch.full_like(index, image), level, torch.stack([row, col], dim=1), box[keep], score[keep]))
         batch_index, level, positions, boxes, scores = (torch.cat(p) for p in zip(*parts))
-        strides = torch.tensor(dense.strides, device=device)[level]
+        strides = self._constant("strides", device)[level]
         return Instances(batch_index=batch_index, levels=level, positions=positions,
                          locations=positions_to_locations(positions, strides), boxes=boxes, scores=scores)
 
-    def _select_traceable(self, dense: DenseOutputs, threshold: float | Tensor) -> Instances:
-        """:meth:`select` for one image with static shapes: below-threshold candidates get score -1 instead
-        of being removed, each level keeps ``min(pre_nms_topk, H * W)``, NMS is :func:`traceable_nms`."""
+    def candidates(self, dense: DenseOutputs, image: int, threshold: float | Tensor
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The pre-NMS candidates of one image, level after level: flat cell ``index`` on its level's grid,
+        ``box`` (input pixels), ``score`` = ``sqrt(cls * ctr)`` and ``level``. Per level: the cells whose class
+        probability exceeds ``threshold`` (in cell order), at most the ``pre_nms_topk`` best by ``cls * ctr``."""
+        indices, boxes, scores, levels = [], [], [], []
+        for level in range(len(dense.strides)):
+            prob, ctr = self._probabilities(dense, level, image)
+            index = (prob > threshold).nonzero().squeeze(1)
+            ranking = prob[index] * ctr[index]
+            if index.numel() > self.params.pre_nms_topk:
+                top = ranking.topk(self.params.pre_nms_topk, sorted=False).indices
+                index, ranking = index[top], ranking[top]
+            boxes.append(self._boxes(dense, level, image, index))
+            indices.append(index)
+            scores.append(torch.sqrt(ranking))
+            levels.append(torch.full_like(index, level))
+        return torch.cat(indices), torch.cat(boxes), torch.cat(scores), torch.cat(levels)
+
+    def keep(self, boxes: Tensor, scores: Tensor) -> Tensor:
+        """Which candidates of one image survive: indices, best first — class-agnostic NMS, then every box
+        scoring at least the ``max_detections``-th best score (ties at the cut are kept)."""
+        keep = nms(boxes, scores, self.params.nms_threshold)
+        if keep.numel() > self.params.max_detections:
+            cut = scores[keep][self.params.max_detections - 1]
+            keep = keep[scores[keep] >= cut]
+        return keep
+
+    def fixed_candidates(self, dense: DenseOutputs, image: int, threshold: float | Tensor, *,
+                         cell_order: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`candidates` with static shapes: each level gives ``min(pre_nms_topk, H * W)`` candidates, and
+        those at or below the threshold score -1 instead of being removed. Returns ``box [M, 4]``,
+        ``score [M]``, flat ``cell [M]``, ``level [M]`` and the level's grid ``width [M]``.
+
+        ``cell_order``: within a level in cell order (as :meth:`candidates`, so that NMS breaks score ties
+        the same way); otherwise in decreasing score (the exported graph).
+        """
         boxes, scores, cells, levels, widths = [], [], [], [], []
         for level in range(len(dense.strides)):
-            prob, ctr = self._probabilities(dense, level, 0)
+            prob, ctr = self._probabilities(dense, level, image)
             rank = torch.where(prob > threshold, prob * ctr, torch.full_like(prob, -1.0))
             top, index = rank.topk(min(self.params.pre_nms_topk, rank.shape[0]))
-            boxes.append(self._boxes(dense, level, 0, index))
+            if cell_order:
+                index, order = index.sort()
+                top = top[order]
+            boxes.append(self._boxes(dense, level, image, index))
             scores.append(torch.where(top >= 0, torch.sqrt(top.clamp(min=0)), torch.full_like(top, -1.0)))
             cells.append(index)
             levels.append(torch.full_like(index, level))
             widths.append(torch.full_like(index, dense.cls_logits[level].shape[-1]))
-        box, score, cell, level, width = (torch.cat(v) for v in (boxes, scores, cells, levels, widths))
+        return tuple(torch.cat(v) for v in (boxes, scores, cells, levels, widths))  # type: ignore[return-value]
+
+    def _select_traceable(self, dense: DenseOutputs, threshold: float | Tensor) -> Instances:
+        """:meth:`select` for one image with static shapes: :meth:`fixed_candidates`, then NMS as one operator
+        (:func:`traceable_nms`)."""
+        box, score, cell, level, width = self.fixed_candidates(dense, 0, threshold)
         keep = traceable_nms(box, score, self.params.nms_threshold, TRACE_SCORE_FLOOR, self.params.max_detections)
         cell, level, width = cell[keep], level[keep], width[keep]
         row = torch.div(cell, width, rounding_mode="floor")
         positions = torch.stack([row, cell - row * width], dim=1)
-        strides = torch.tensor(dense.strides, device=cell.device)[level]
+        strides = self._constant("strides", cell.device, traceable=True)[level]
         return Instances(batch_index=torch.zeros_like(cell), levels=level, positions=positions,
                          locations=positions_to_locations(positions, strides), boxes=box[keep], scores=score[keep])
+
+    def select_fixed(self, dense: DenseOutputs) -> tuple[Instances, Tensor, Tensor]:
+        """:meth:`select` in the sync-free form: ``B * S`` instances (image after image, S slots each),
+        ``valid [B, S]`` and ``exact [B]`` (see :class:`PeopleSlots`). Per image: :meth:`fixed_candidates` in
+        cell order, then :meth:`keep_fixed`."""
+        thr = self.params.score_threshold
+        parts = []
+        for image in range(dense.kpt_feats.shape[0]):
+            box, score, cell, level, width = self.fixed_candidates(dense, image, thr, cell_order=True)
+            take, valid, exact = self.keep_fixed(box, score, score >= 0)
+            cell, level, width = cell[take], level[take], width[take]
+            row = torch.div(cell, width, rounding_mode="floor")
+            parts.append((level, torch.stack([row, cell - row * width], dim=1), box[take], score[take], valid, exact))
+        levels, positions, boxes, scores, valid, exact = (torch.stack(p) for p in zip(*parts))
+        b, s = valid.shape
+        levels, positions = levels.reshape(-1), positions.reshape(-1, 2)
+        strides = self._constant("strides", levels.device)[levels]
+        batch_index = torch.arange(b, device=levels.device)[:, None].expand(b, s).reshape(-1)
+        instances = Instances(batch_index=batch_index, levels=levels, positions=positions,
+                              locations=positions_to_locations(positions, strides), boxes=boxes.reshape(-1, 4),
+                              scores=scores.reshape(-1))
+        return instances, valid, exact
+
+    def keep_fixed(self, boxes: Tensor, scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`keep` with static shapes: ``take [S]`` candidate indices (``S = min(max_detections, M)``), the
+        kept ones first and best first, ``valid [S]`` (the slot holds a kept one) and ``exact`` (0-d bool).
+
+        :func:`~fcpose.ops.boxes.nms_fixed` decides a prefix of the candidates (best first); the result is
+        exact when that prefix already holds ``max_detections`` kept boxes and the next candidate scores below
+        the cut (so no later box ties with it), or when every candidate is decided — and when no more
+        people tie at the cut than there are slots.
+        """
+        order, kept, decided = nms_fixed(boxes, scores, self.params.nms_threshold, valid, self.nms_rounds)
+        ranked = scores[order]
+        m, limit = int(scores.shape[0]), self.params.max_detections
+        prefix = kept & (torch.arange(m, device=scores.device) < decided)
+        at_limit = prefix & (prefix.cumsum(0) == limit)
+        cut = torch.where(at_limit, ranked, torch.full_like(ranked, -float("inf"))).amax()
+        final = prefix & (ranked >= cut)
+        slots = min(limit, m)
+        first = torch.sort((~final).to(torch.uint8), stable=True).indices[:slots]  # kept ones first, in order
+        count = final.sum()
+        valid_slots = torch.arange(slots, device=scores.device) < count
+        after = ranked.gather(0, decided.clamp(max=m - 1).reshape(1))[0]  # the best undecided one, if any
+        exact = ((decided == m) | (at_limit.any() & (after < cut))) & (count <= slots)
+        return order[first], valid_slots, exact
 
     @staticmethod
     def _probabilities(dense: DenseOutputs, level: int, image: int) -> tuple[Tensor, Tensor]:
@@ -220,21 +350,30 @@ class PostProcessor:
     # Stage 2: keypoints
     # ------------------------------------------------------------------------------------------
     def keypoints(self, dense: DenseOutputs, instances: Instances, theta: Tensor, *, traceable: bool = False,
-                  tile_bytes: int | None = None) -> Tensor:
+                  tile_bytes: int | None = None, per_image: int | None = None) -> Tensor:
         """Keypoints ``[N, K, 3]`` (x, y in network-input pixels, score) of ``instances``, float32.
 
         ``theta``: their dynamic-head parameters ``[N, P]``. Per keypoint: the arg-max cell of the heatmap
         (no upsampling), refined by the shared offsets at that cell; the score is the peak's softmax
-        probability or its raw logit (``keypoint_score``).
+        probability or its raw logit (``keypoint_score``). ``per_image=S``: the instances are S per image,
+        image after image (:meth:`fixed`), so no data decides which image runs which heads.
         """
         feats = dense.kpt_feats
         width, stride = feats.shape[-1], dense.strides[0]
-        norms = torch.tensor(self.rel_coord_norm, device=feats.device)[instances.levels]
+        norms = self._constant("rel_coord_norm", feats.device, traceable)[instances.levels]
         theta = theta.float()
         offsets_map = dense.kpt_offsets.float()
         if traceable:
             cell, peak, total = self.dynamic_head.peaks(feats[0], theta, instances.locations, norms, traceable=True)
             return self._decode(cell, peak, total, offsets_map, instances.batch_index, width, stride)
+        if per_image is not None:
+            out = []
+            for image in range(feats.shape[0]):
+                sel = slice(image * per_image, (image + 1) * per_image)
+                cell, peak, total = self.dynamic_head.peaks(feats[image], theta[sel], instances.locations[sel],
+                                                            norms[sel], tile_bytes or self.tile_bytes)
+                out.append(self._decode(cell, peak, total, offsets_map, instances.batch_index[sel], width, stride))
+            return torch.cat(out)
         n = len(instances)
         out = torch.zeros(n, self.num_keypoints, 3, device=feats.device)
         if n == 0:
@@ -291,26 +430,6 @@ class PostProcessor:
                                           keypoints=keypoints[sel], image_size=(int(size[0]), int(size[1])),
                                           levels=instances.levels[sel], locations=instances.locations[sel]))
         return results
-
-
-def _forced_keep(box: Tensor, score: Tensor, nms_threshold: float, num: int, candidates_per_person: int) -> Tensor:
-    """Exactly ``num`` kept candidates (fewer only if there are fewer), for timing the heads at N people.
-
-    The ``num * candidates_per_person`` best (all if 0) go through the usual NMS, so NMS work grows with N as
-    with a trained model (20 per person is an assumption: the FCOS locations around a person that fire); the
-    ``num`` best survivors are kept and, if NMS left fewer, the best suppressed candidates fill up to ``num``.
-    """
-    pool = torch.arange(score.numel(), device=score.device)
-    if candidates_per_person > 0 and score.numel() > num * candidates_per_person:
-        pool = score.topk(num * candidates_per_person).indices
-    keep = pool[nms(box[pool], score[pool], nms_threshold)]
-    if keep.numel() < num:
-        taken = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-        taken[keep] = True
-        rest = (~taken).nonzero().squeeze(1)
-        rest = rest[torch.sort(score[rest], descending=True, stable=True).indices]
-        keep = torch.cat([keep, rest[:num - keep.numel()]])
-    return keep[:num]
 
 
 def build_postprocessor(config: FCPoseConfig) -> PostProcessor:

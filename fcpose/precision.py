@@ -1,10 +1,12 @@
 """Device and precision: one vocabulary for training and inference (DESIGN.md §14).
 
-``precision`` is one of :data:`PRECISIONS`: ``"fp32"``, ``"bf16"`` (bfloat16 autocast; no loss scaling
-needed, fp32's exponent range) or ``"fp16"`` (float16 autocast; training needs a ``GradScaler``, fp16's
-largest value is 65,504). :class:`Precision` is the small policy object the inference runner and the
-training loop both build from that string: the autocast context, the compute dtype, and whether gradients
-need scaling. A bottom-layer module: it imports only :mod:`fcpose.errors`.
+``precision`` is one of :data:`PRECISIONS`: ``"fp32"``, ``"bf16"`` (bfloat16; no loss scaling needed,
+fp32's exponent range) or ``"fp16"`` (float16; training needs a ``GradScaler``, fp16's largest value is
+65,504). :class:`Precision` is the small policy object the inference runner and the training loop both
+build from that string: the compute dtype, whether gradients need scaling, and how the network gets to
+that dtype — autocast around fp32 weights (training, and CPU inference), or weights converted to the dtype
+(``cast_weights``: GPU inference, where autocast's per-call casts cost more than they save at batch 1).
+A bottom-layer module: it imports only :mod:`fcpose.errors`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from .errors import FCPoseError
 
 __all__ = ["PRECISIONS", "Precision", "autocast_context", "check_precision", "cpu_supports", "resolve_device",
-           "default_training_precision"]
+           "default_training_precision", "default_cast_weights", "dtype_of"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,11 +70,24 @@ def check_precision(device: torch.device, precision: str, *, require_native_cpu:
                           "(bf16: AVX512-BF16/AMX, fp16: AVX512-FP16/AMX-FP16); use fp32")
 
 
-def autocast_context(device: torch.device, precision: str):
-    """The autocast context of ``precision`` (a no-op for fp32)."""
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of ``precision`` ("fp32" -> float32, ...)."""
+    return _DTYPES[precision]
+
+
+def autocast_context(device: torch.device, precision: str, cache_enabled: bool = True):
+    """The autocast context of ``precision`` (a no-op for fp32). ``cache_enabled=False`` inside a CUDA graph
+    capture (autocast's cache of cast weights must not outlive the capture)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision], cache_enabled=cache_enabled)
+
+
+def default_cast_weights(device: torch.device) -> bool:
+    """Whether inference converts the network's weights to a bf16/fp16 precision (instead of autocast): on a
+    GPU yes (no per-call weight casts; what makes half precision faster than fp32 there), on a CPU no (the
+    oneDNN autocast path is the measured one, see benchmarks/README.md)."""
+    return device.type == "cuda"
 
 
 def default_training_precision(device: torch.device) -> str:
@@ -85,11 +100,15 @@ def default_training_precision(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class Precision:
-    """The precision policy of one device: ``autocast()`` around the network, ``dtype`` it computes in, and
-    ``needs_scaler`` (fp16 training: gradients are scaled so small ones do not underflow)."""
+    """The precision policy of one device: ``dtype`` the network computes in, ``needs_scaler`` (fp16 training:
+    gradients are scaled so small ones do not underflow), and how: with ``cast_weights`` the network's
+    weights are converted to ``dtype`` (``weight_dtype``) and run without autocast; otherwise they stay
+    float32 and ``autocast()`` goes around the network. Either way the decoding after the network (selection,
+    NMS, controller, dynamic heads, peaks and offsets) runs in float32."""
 
     device: torch.device
     name: str = "fp32"
+    cast_weights: bool = False
 
     def __post_init__(self):
         if self.name not in PRECISIONS:
@@ -103,5 +122,13 @@ class Precision:
     def needs_scaler(self) -> bool:
         return self.name == "fp16"
 
-    def autocast(self):
-        return autocast_context(self.device, self.name)
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the network's weights and input: ``dtype`` with ``cast_weights``, else float32."""
+        return self.dtype if self.cast_weights else torch.float32
+
+    def autocast(self, cache_enabled: bool = True):
+        """The context around the network: autocast to ``dtype``, or nothing (fp32, or ``cast_weights``)."""
+        if self.cast_weights:
+            return contextlib.nullcontext()
+        return autocast_context(self.device, self.name, cache_enabled)

@@ -79,6 +79,39 @@ class Instances:
 
 
 @dataclass
+class PeopleSlots:
+    """The people of a batch in fixed-shape form (the sync-free post-processing,
+    :meth:`fcpose.postprocess.PostProcessor.fixed`): S slots per image, the valid ones first, best first.
+
+    Everything is in network-input pixels. The shapes depend only on the batch's shape, never on the data,
+    so the computation that fills them needs no host synchronisation and can be captured in a CUDA graph.
+    """
+
+    boxes: Tensor  # [B, S, 4] xyxy
+    scores: Tensor  # [B, S] detection scores
+    keypoints: Tensor  # [B, S, K, 3] (x, y, score), float32
+    levels: Tensor  # [B, S] long: pyramid level of the generating location
+    positions: Tensor  # [B, S, 2] long: (row, col) of that location on its level's grid
+    locations: Tensor  # [B, S, 2] (x, y) of that location
+    valid: Tensor  # [B, S] bool: the slot holds a person
+    # [B] bool: False where the fixed-shape form cannot vouch for the result (NMS did not converge within its
+    # rounds, or more people tie at the max_detections cut than there are slots): recompute that batch
+    exact: Tensor
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> PeopleSlots:
+        return PeopleSlots(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                              for f in fields(self)})
+
+    def tensors(self) -> list[Tensor]:
+        """The fields in declaration order (for copying into preallocated buffers)."""
+        return [getattr(self, f.name) for f in fields(self)]
+
+    @classmethod
+    def from_tensors(cls, tensors: list[Tensor]) -> PeopleSlots:
+        return cls(*tensors)
+
+
+@dataclass
 class PoseDetections:
     """Detected people of one image: torch tensors (on the CPU for :class:`~fcpose.Predictor` outputs;
     :meth:`numpy` gives numpy arrays, as :meth:`~fcpose.Predictor.track` yields).

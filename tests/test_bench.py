@@ -1,13 +1,16 @@
-"""`fcpose bench`: report format, forced-N instance counts, FLOP counting (no timing assertions)."""
+"""`fcpose bench`: report format, forced-N selection, FLOP counting (no timing assertions)."""
 
 import json
 
 import pytest
 import torch
+from conftest import decode_people, select_people
 
 import fcpose
-from fcpose.bench.people import count_network_flops, head_flops_per_person, run_bench, synthetic_image
+from fcpose.bench.people import ForcedSelection, count_network_flops, head_flops_per_person, run_bench, synthetic_image
 from fcpose.cli import main
+from fcpose.config import TestConfig
+from fcpose.postprocess import PostProcessor
 
 STAT_KEYS = {"median", "p90", "mean", "min"}
 
@@ -105,3 +108,30 @@ def test_train_throughput_benchmark_runs_ci_sized(coco_tiny, tmp_path):
     assert run["images_per_sec"] > 0 and run["precision"] == "fp32" and run["batch"] == 1
     assert set(run["split_ms"]) == {"data", "forward_loss", "backward", "optimizer"}
     assert all(v >= 0 for v in run["split_ms"].values())
+
+
+def forced_people(model, dense, params, num, per_person):
+    """The benchmark's forced-N selection (stage 1) with ``params``."""
+    return ForcedSelection(PostProcessor.from_model(model, params), num, per_person).select(dense)
+
+
+@pytest.mark.parametrize("num,per_person", [(1, 20), (7, 20), (40, 0), (60, 1)])
+def test_forced_selection_gives_exactly_n(tiny_model, num, per_person):
+    with torch.no_grad():
+        dense = tiny_model(torch.randn(2, 3, 96, 128))
+    params = TestConfig(score_threshold=0.99, nms_threshold=0.01)  # a threshold that would keep nothing
+    inst = forced_people(tiny_model, dense, params, num, per_person)
+    for image in range(2):
+        assert int((inst.batch_index == image).sum()) == num
+    with torch.no_grad():
+        kpts = decode_people(tiny_model, dense, inst)
+    assert kpts.shape == (2 * num, 17, 3)
+
+
+def test_forced_selection_prefers_nms_survivors(tiny_model):
+    with torch.no_grad():
+        dense = tiny_model(torch.randn(1, 3, 96, 128))
+    params = TestConfig(score_threshold=0.0, nms_threshold=0.6, max_detections=1000)
+    normal = select_people(tiny_model, dense, params)
+    forced = forced_people(tiny_model, dense, params, 5, 0)
+    assert torch.equal(forced.positions, normal.positions[:5]) and torch.equal(forced.levels, normal.levels[:5])

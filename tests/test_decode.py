@@ -1,4 +1,4 @@
-"""Inference decoding: the streamed peaks equal the materialised heatmaps; forced-N selection for the benchmark."""
+"""Inference decoding: the streamed peaks equal the materialised heatmaps (forced-N selection: test_bench.py)."""
 
 import pytest
 import torch
@@ -76,25 +76,3 @@ def test_empty_instances(tiny_model):
     dense, inst = _dense_and_instances(tiny_model, shape=(1, 3, 64, 64), n=0)
     inst = inst.index(torch.zeros(len(inst), dtype=torch.bool))
     assert decode_people(tiny_model, dense, inst).shape == (0, 17, 3)
-
-
-@pytest.mark.parametrize("num,per_person", [(1, 20), (7, 20), (40, 0), (60, 1)])
-def test_forced_selection_gives_exactly_n(tiny_model, num, per_person):
-    with torch.no_grad():
-        dense = tiny_model(torch.randn(2, 3, 96, 128))
-    params = TestConfig(score_threshold=0.99, nms_threshold=0.01)  # a threshold that would keep nothing
-    inst = select_people(tiny_model, dense, params, force_num=num, candidates_per_person=per_person)
-    for image in range(2):
-        assert int((inst.batch_index == image).sum()) == num
-    with torch.no_grad():
-        kpts = decode_people(tiny_model, dense, inst)
-    assert kpts.shape == (2 * num, 17, 3)
-
-
-def test_forced_selection_prefers_nms_survivors(tiny_model):
-    with torch.no_grad():
-        dense = tiny_model(torch.randn(1, 3, 96, 128))
-    params = TestConfig(score_threshold=0.0, nms_threshold=0.6, max_detections=1000)
-    normal = select_people(tiny_model, dense, params)
-    forced = select_people(tiny_model, dense, params, force_num=5, candidates_per_person=0)
-    assert torch.equal(forced.positions, normal.positions[:5]) and torch.equal(forced.levels, normal.levels[:5])

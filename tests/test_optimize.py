@@ -119,16 +119,27 @@ def test_predictor_accepts_arrays_of_any_size_when_optimized(tiny_model):
     assert dets.image_size == (37, 53) and dets.keypoints.shape[1:] == (17, 3)
 
 
-def test_post_threads_restores_thread_count(tiny_model):
+def test_runner_leaves_the_thread_count_alone(tiny_model):
+    """The runner never switches the process-wide thread count (concurrent callers could race on it); the
+    benchmark's --post-threads switches it around its own post-processing stage only, and restores it."""
+    from fcpose.bench.people import stage_threads
     from fcpose.config import TestConfig
     from fcpose.postprocess import PostProcessor
 
     before = torch.get_num_threads()
     post = PostProcessor.from_model(tiny_model, TestConfig(score_threshold=0.0, max_detections=5))
-    runner = InferenceRunner(tiny_model, post, post_threads=1)
-    plain = InferenceRunner(tiny_model, post)
+    runner = InferenceRunner(tiny_model, post)
     batch = tiny_model.normalize(torch.rand(1, 3, 96, 128) * 255)
-    (a,) = runner(batch, [(96, 128)], [(96, 128)])
-    (b,) = plain(batch, [(96, 128)], [(96, 128)])
+    seen = []
+    original = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: seen.append(n)
+        (a,) = runner(batch, [(96, 128)], [(96, 128)])
+    finally:
+        torch.set_num_threads = original
+    assert seen == [] and torch.get_num_threads() == before
+    with stage_threads(1, torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+        (b,) = runner(batch, [(96, 128)], [(96, 128)])
     assert torch.get_num_threads() == before
     torch.testing.assert_close(a.keypoints, b.keypoints)

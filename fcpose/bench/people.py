@@ -1,14 +1,23 @@
 """``fcpose bench``: end-to-end latency against the number of people, memory, FLOPs and conv throughput.
 
-What one run measures (wall clock, ``time.perf_counter``; on CUDA with a synchronise at each boundary):
+What one run measures (wall clock, ``time.perf_counter``; on CUDA with a ``torch.cuda.synchronize`` at each
+stage boundary, so each stage's kernels are counted in that stage):
 
-* ``preprocess_ms`` — resize (PIL bilinear), to tensor, normalise, pad: :meth:`Predictor.prepare` and
-  :func:`batch_images` on the already decoded RGB image (JPEG decoding is not included);
+* ``preprocess_ms`` — resize, to tensor, normalise, pad: :meth:`Predictor.prepare` and :func:`batch_images`
+  on the already decoded RGB image (JPEG decoding is not included); ``preprocess`` says where — "host"
+  (PIL on the CPU, the CPU default) or "device" (uint8 upload, resize on the device, the GPU default);
 * ``network_ms`` — backbone, FPN, FCOS head and keypoint branch (``FCPose.forward``);
 * ``nms_ms`` — instance selection: scores, per-level top-k, NMS, boxes to image pixels;
 * ``heads_ms`` — everything per person: controller at the selected locations, the dynamic keypoint
-  heads, peaks, softmax scores, offsets, rescaling and the :class:`PoseDetections` (on the CPU);
-* ``total_ms`` — all of the above, timed as one span.
+  heads, peaks, softmax scores, offsets, rescaling and the :class:`PoseDetections` (on the CPU; with the
+  sync-free post-processing, the GPU default, this includes the one copy of the fixed-shape results);
+* ``total_ms`` — all of the above, timed as one span;
+* ``graph_total_ms`` (CUDA, when the runner would use CUDA graphs) — the same work end to end with the
+  network and the fixed post-processing replayed as one CUDA graph: what a user's call costs. The stage
+  times above are then the eager equivalent, cut at synchronisations.
+
+``batch`` > 1 is the throughput mode: ``batch`` copies of the image are prepared, run as one batch and
+decoded (N people each in forced mode); ``images_per_s`` = ``batch * 1000 / median(total_ms)``.
 
 Each is summarised as median, p90, mean and min over ``runs`` runs; ``fps`` is ``1000 / median(total_ms)``.
 Every entry first gets ``warmup`` untimed runs (which also measure its peak memory); the timed runs then
@@ -19,8 +28,9 @@ does not bias the entries measured last.
 the weights (random ones included), so time against people is measured as in the paper's Fig. 6:
 the score threshold is skipped, the ``N * candidates_per_person`` best locations (after the usual
 per-level top-k) go through the normal NMS, the N best survivors are kept and, if NMS left fewer,
-the best suppressed ones fill up to N (``force_num`` of :meth:`fcpose.postprocess.PostProcessor.select`). ``"auto"``
-in ``persons`` runs the normal threshold + NMS instead (meaningful with trained weights).
+the best suppressed ones fill up to N (:class:`ForcedSelection`, a :class:`~fcpose.postprocess.PostProcessor`
+whose ``keep`` is :func:`forced_keep`). ``"auto"`` in ``persons`` runs the normal threshold + NMS instead
+(meaningful with trained weights).
 
 **Memory** (``peak_mem_mb``): on CPU the resident-set high-water mark while one entry runs — ``VmHWM``
 from ``/proc/self/status``, reset through ``/proc/self/clear_refs`` before the entry — minus the resident
@@ -40,6 +50,8 @@ conv throughput.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -57,9 +69,13 @@ import torch.nn.functional as F
 
 from ..data.transforms import batch_images, padded_size, resize_shape
 from ..errors import InputError
+from ..inference.graphs import GraphedFunction
 from ..inference.predictor import Predictor
 from ..model.fcpose import FCPose
+from ..ops.boxes import nms, nms_fixed
+from ..postprocess import PostProcessor
 from ..precision import autocast_context, cpu_supports
+from ..structures import PeopleSlots
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
            "synthetic_image", "format_report", "write_json"]
@@ -317,6 +333,89 @@ def load_bench_image(image: str | None, min_size: int, max_size: int) -> tuple[n
 
 
 # ------------------------------------------------------------------------------------------------
+# Forced-N selection
+# ------------------------------------------------------------------------------------------------
+def forced_keep(box: torch.Tensor, score: torch.Tensor, nms_threshold: float, num: int,
+                candidates_per_person: int) -> torch.Tensor:
+    """Exactly ``num`` kept candidates (fewer only if there are fewer), for timing the heads at N people.
+
+    The ``num * candidates_per_person`` best (all if 0) go through the usual NMS, so NMS work grows with N as
+    with a trained model (20 per person is an assumption: the FCOS locations around a person that fire); the
+    ``num`` best survivors are kept and, if NMS left fewer, the best suppressed candidates fill up to ``num``.
+    """
+    pool = torch.arange(score.numel(), device=score.device)
+    if candidates_per_person > 0 and score.numel() > num * candidates_per_person:
+        pool = score.topk(num * candidates_per_person).indices
+    keep = pool[nms(box[pool], score[pool], nms_threshold)]
+    if keep.numel() < num:
+        taken = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+        taken[keep] = True
+        rest = (~taken).nonzero().squeeze(1)
+        rest = rest[torch.sort(score[rest], descending=True, stable=True).indices]
+        keep = torch.cat([keep, rest[:num - keep.numel()]])
+    return keep[:num]
+
+
+class ForcedSelection(PostProcessor):
+    """``post`` with the benchmark's forced-N selection: no score threshold (every cell is a candidate; the
+    per-level top-k still applies), :func:`forced_keep` instead of NMS + ``max_detections`` (in
+    :meth:`fixed` too: the same choice with static shapes, ``num`` slots per image), and people with empty
+    boxes are kept so that exactly ``num`` go through the heads."""
+
+    drop_empty = False
+
+    def __init__(self, post: PostProcessor, num: int, candidates_per_person: int = 20):
+        super().__init__(post.dynamic_head, strides=post.strides, rel_coord_norm=post.rel_coord_norm,
+                         offset_unit=post.offset_unit, keypoint_score=post.keypoint_score,
+                         params=dataclasses.replace(post.params, score_threshold=-1.0), tile_bytes=post.tile_bytes,
+                         nms_rounds=post.nms_rounds)
+        self.num = int(num)
+        self.candidates_per_person = int(candidates_per_person)
+
+    def keep(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return forced_keep(boxes, scores, self.params.nms_threshold, self.num, self.candidates_per_person)
+
+    def keep_fixed(self, boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
+        """:func:`forced_keep` with static shapes: ``min(num, M)`` slots, NMS survivors of the pool first (best
+        first), then the best of the rest; ``exact`` when NMS decided the pool far enough (``num`` survivors,
+        or the whole pool)."""
+        m = int(scores.shape[0])
+        slots = min(self.num, m)
+        pool_size = m if self.candidates_per_person <= 0 else min(m, self.num * self.candidates_per_person)
+        pool = scores.topk(pool_size).indices if pool_size < m else torch.arange(m, device=scores.device)
+        order, kept, decided = nms_fixed(boxes[pool], scores[pool], self.params.nms_threshold, valid[pool],
+                                         self.nms_rounds)
+        kept = kept & (torch.arange(pool_size, device=scores.device) < decided)
+        kept = kept & (kept.cumsum(0) <= self.num)
+        # Sort key: survivors by their NMS order (0..), then everything else by decreasing score (stable).
+        rest = torch.empty(m, dtype=torch.long, device=scores.device)
+        rest[torch.sort(scores, descending=True, stable=True).indices] = torch.arange(m, device=scores.device)
+        key = rest + m
+        survivors = pool[order]
+        key[survivors] = torch.where(kept, torch.arange(pool_size, device=scores.device), key[survivors])
+        take = torch.sort(key).indices[:slots]
+        exact = (kept.sum() >= self.num) | (decided == pool_size)
+        return take, torch.ones(slots, dtype=torch.bool, device=scores.device), exact
+
+
+@contextlib.contextmanager
+def stage_threads(threads: int | None, device: torch.device):
+    """Intra-op threads for the post-processing stages only (``--post-threads``): many small ops, each an
+    OpenMP barrier; on a core shared with another busy process every barrier can wait a scheduler slice, so
+    1 thread is far more robust there (and costs ~2x on those stages on an idle 2-core machine). The thread
+    count is process-wide: only the benchmark, which owns its process, switches it around a stage."""
+    if not threads or device.type != "cpu" or threads == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------
 # The benchmark
 # ------------------------------------------------------------------------------------------------
 def summarize(values: list[float]) -> dict:
@@ -336,12 +435,36 @@ def load_bench_model(config: str | None, weights: str | None, overrides: list[st
     return build_model(config or "fcpose_r50_fpn", overrides), "random"
 
 
+def runner_graphs(runner, compile: bool) -> bool:
+    """Whether the benchmark also times the CUDA-graph pipeline: what the runner would do by default."""
+    return runner.device.type == "cuda" and runner.sync_free and not compile
+
+
+def captured_pipeline(runner, post: PostProcessor):
+    """Network + ``post``'s fixed post-processing: the function a CUDA graph records (no host sync)."""
+    def run(images: torch.Tensor):
+        dense = runner.network(images, cache_enabled=False)
+        with torch.inference_mode():
+            return post.fixed(runner.model, dense), dense
+    return run
+
+
+def finish_slots(runner, post: PostProcessor, slots: PeopleSlots, dense, input_sizes, output_sizes) -> list:
+    """Slots on the device -> detections on the CPU (the runner's pinned copy, then ``post.finish``; the
+    dynamic path where the slots are not exact), as :meth:`InferenceRunner.finish` does."""
+    host = PeopleSlots.from_tensors(runner.host_copy(slots.tensors()))
+    if not bool(host.exact.all()):
+        return [d.to("cpu") for d in post(runner.model, dense, input_sizes, output_sizes)]
+    return post.finish(host, input_sizes, output_sizes)
+
+
 def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None, *, size: int | None = None,
               max_size: int | None = None, persons=(1, 5, 10, 20, 50), device: str = "cpu", runs: int = 20,
               warmup: int = 3, precision: str = "fp32", compile: bool = False, optimize: bool = True,
               channels_last: bool | None = None, image: str | None = None, threads: int | None = None,
               candidates_per_person: int = 20, probe: bool = True, flops: bool = True, probe_runs: int = 5,
-              overrides: list[str] | None = None, note: str = "", log=None, post_threads: int | None = None) -> dict:
+              overrides: list[str] | None = None, note: str = "", log=None, post_threads: int | None = None,
+              batch: int = 1, preprocess: str = "auto", cuda_graphs: bool | None = None) -> dict:
     """Run the benchmark and return the JSON-ready report (see the module docstring)."""
     from ..precision import resolve_device
 
@@ -350,9 +473,12 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     dev = resolve_device(device)
     model, weights_name = load_bench_model(config, weights, overrides)
     cfg = model.cfg
+    if batch < 1:
+        raise InputError("--batch must be >= 1")
     predictor = Predictor(model, device=dev, min_size=size, max_size=max_size, optimize=optimize,
                           precision=precision, compile=compile, channels_last=channels_last, inplace=True,
-                          post_threads=post_threads)  # owns the (optimised) model
+                          preprocess=preprocess, cuda_graphs=False)  # owns the (optimised) model
+    graphs = runner_graphs(predictor.runner, compile) if cuda_graphs is None else bool(cuda_graphs)
     del model
     runner = predictor.runner
     net = runner.model
@@ -364,9 +490,10 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     say = log or (lambda msg: None)
     stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
 
-    def preprocess():
-        tensor, resized = predictor.prepare(picture)
-        return batch_images([tensor], net.size_divisibility), resized
+    def prepare():
+        """``batch`` copies of the decoded image, each resized and normalised, padded into one batch."""
+        prepared = [predictor.prepare(picture) for _ in range(batch)]
+        return batch_images([t for t, _ in prepared], net.size_divisibility), [r for _, r in prepared]
 
     report: dict = {
         "schema": 1,
@@ -386,6 +513,11 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
         "fold_bn": bool(optimize),
         "channels_last": runner.channels_last,
         "post_threads": post_threads or torch.get_num_threads(),
+        "batch": batch,
+        "preprocess": predictor.preprocess,
+        "cast_weights": runner.cast_weights,
+        "sync_free": runner.sync_free,
+        "cuda_graphs": graphs,
         "compile": bool(compile),
         "runs": runs,
         "warmup": warmup,
@@ -394,10 +526,10 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
     }
     memory = PeakMemory(dev)
     memory.baseline()
-    batch, _ = preprocess()
+    images, _ = prepare()
     if flops:
         say("counting FLOPs")
-        gflop = count_network_flops(net, runner.network_input(batch), dev, precision) / 1e9
+        gflop = count_network_flops(net, runner.network_input(images), dev, precision) / 1e9
         h3, w3 = ph // net.strides[0], pw // net.strides[0]
         report["flops"] = {"network_gflop": round(gflop, 2),
                            "heads_gflop_per_person": round(head_flops_per_person(net, h3, w3) / 1e9, 4),
@@ -407,14 +539,19 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
         report["conv_probe"] = conv_probe(ph, pw, dev, precision, runner.channels_last, probe_runs)
     if compile:
         say("compiling")
-        runner.network(batch)
+        runner.network(images)
         report["compile_failed"] = runner.compile_failed
-    keys = ("total", "preprocess", "network", "nms", "heads")
+    keys = ("total", "preprocess", "network", "nms", "heads") + (("graph_total",) if graphs else ())
     spans = {str(n): {k: [] for k in keys} for n in persons}
     counts: dict[str, int] = {}
+    posts = {str(n): runner.postprocessor if n == "auto" else ForcedSelection(runner.postprocessor, int(n),
+                                                                              candidates_per_person)
+             for n in persons}
+    graphed = {key: GraphedFunction(captured_pipeline(runner, post)) for key, post in posts.items()} if graphs else {}
+    out_sizes = [out_size] * batch
 
     def run_once(n) -> dict[str, float]:
-        force = None if n == "auto" else int(n)
+        post = posts[str(n)]
         marks: dict[str, float] = {}
 
         def mark(stage: str) -> None:
@@ -422,18 +559,31 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
             marks[stage] = time.perf_counter()
 
         mark("start")
-        batch, resized = preprocess()
+        images, resized = prepare()
         mark("preprocess")
-        dense = runner.network(batch)
+        dense = runner.network(images)
         mark("network")
-        dets = runner.postprocess(dense, [resized], [out_size], force_num=force,
-                                  candidates_per_person=candidates_per_person, on_stage=mark)
-        dets = [d.to("cpu") for d in dets]
+        with torch.inference_mode(), stage_threads(post_threads, dev):
+            if runner.sync_free:
+                slots = post.fixed(net, dense, on_stage=mark)
+                dets = finish_slots(runner, post, slots, dense, resized, out_sizes)
+            else:
+                dets = [d.to("cpu") for d in post(net, dense, resized, out_sizes, on_stage=mark)]
         mark("end")
         counts[str(n)] = len(dets[0])
-        return {"total": marks["end"] - marks["start"], "preprocess": marks["preprocess"] - marks["start"],
-                "network": marks["network"] - marks["preprocess"], "nms": marks["select"] - marks["network"],
-                "heads": marks["end"] - marks["select"]}
+        times = {"total": marks["end"] - marks["start"], "preprocess": marks["preprocess"] - marks["start"],
+                 "network": marks["network"] - marks["preprocess"], "nms": marks["select"] - marks["network"],
+                 "heads": marks["end"] - marks["select"]}
+        if graphs:
+            # The same work end to end as one CUDA graph (network + fixed post-processing) per shape: the
+            # time a user gets; the stages above are the same work run eagerly, with a sync at each boundary.
+            _sync(dev)
+            start = time.perf_counter()
+            images, resized = prepare()
+            (slots, dense), _ = graphed[str(n)](images.float())
+            finish_slots(runner, post, slots, dense, resized, out_sizes)
+            times["graph_total"] = time.perf_counter() - start
+        return times
 
     # Memory first (untimed), one entry at a time: the peak while that many people are decoded.
     peaks = {}
@@ -457,6 +607,11 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
         entry.update({f"{k}_ms": summarize(v) for k, v in spans[str(n)].items()})
         entry.update(peaks[str(n)])
         entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
+        if batch > 1:
+            entry["images_per_s"] = round(1000.0 * batch / entry["total_ms"]["median"], 2)
+        if graphs:
+            entry["graph_fps"] = round(1000.0 / entry["graph_total_ms"]["median"], 3)
+            entry["graph_images_per_s"] = round(1000.0 * batch / entry["graph_total_ms"]["median"], 2)
         if flops:
             entry["network_gflops_per_s"] = round(report["flops"]["network_gflop"] /
                                                   (entry["network_ms"]["median"] / 1e3), 1)
@@ -504,10 +659,17 @@ def format_report(report: dict) -> str:
     lines.append(f"times in ms: total as median/p90 over {report.get('runs', '?')} runs, stages as medians; "
                  f"inst = people through the dynamic heads; prep = resize + normalise; nms = selection + NMS; "
                  f"heads = dynamic heads + decoding")
+    if report.get("batch", 1) > 1 or report.get("cuda_graphs"):
+        lines.append(f"batch {report.get('batch', 1)}: times per batch; preprocess on the {report.get('preprocess')}"
+                     + ("; graph = the whole pipeline as CUDA graphs (median)" if report.get("cuda_graphs") else ""))
     head = f"{'persons':>7} {'inst':>5} {'total med/p90':>17} {'network':>9} {'nms':>7} {'heads':>7} {'prep':>7} " \
            f"{'peak MB':>8} {'fps':>7}"
     if "flops" in report:
         head += f" {'GFLOP/s':>8}"
+    if report.get("batch", 1) > 1:
+        head += f" {'img/s':>8}"
+    if report.get("cuda_graphs"):
+        head += f" {'graph':>7} {'g img/s':>8}"
     lines.append(head)
     for r in report["results"]:
         row = (f"{r['persons']!s:>7} {r['instances']:>5} {r['total_ms']['median']:>8.1f}/{r['total_ms']['p90']:<8.1f} "
@@ -515,6 +677,10 @@ def format_report(report: dict) -> str:
                f"{r['preprocess_ms']['median']:>7.2f} {r['peak_mem_mb']:>8.1f} {r['fps']:>7.2f}")
         if "network_gflops_per_s" in r:
             row += f" {r['network_gflops_per_s']:>8.1f}"
+        if "images_per_s" in r:
+            row += f" {r['images_per_s']:>8.1f}"
+        if "graph_total_ms" in r:
+            row += f" {r['graph_total_ms']['median']:>7.2f} {r['graph_images_per_s']:>8.1f}"
         lines.append(row)
     if "summary" in report:
         s = report["summary"]

@@ -3,6 +3,12 @@
 Images are ``uint8 [H, W, 3]`` RGB numpy arrays. Resizing follows detectron2's ``ResizeShortestEdge`` (the
 size rule and PIL bilinear interpolation of the uint8 image), which is what the official FCPose
 checkpoints were trained and evaluated with.
+
+Two implementations of that resize: :func:`resize_image` (PIL, on the CPU: the reference, what training,
+``fcpose eval`` and CPU inference use) and :func:`resize_tensor` (PyTorch ops on a tensor of any device:
+what inference on a GPU uses, so that only the uint8 image crosses to the device). They differ by one
+grey level (rarely two) on a small share of pixels; docs/gpu.md gives the measured effect on keypoints
+and AP.
 """
 
 from __future__ import annotations
@@ -36,6 +42,40 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
+def upload_image(image: np.ndarray, device: torch.device | str) -> Tensor:
+    """``uint8 [H, W, 3]`` numpy -> ``uint8 [3, H, W]`` tensor on ``device`` (a view on the CPU). To a GPU it
+    goes through pinned host memory (PyTorch's caching host allocator) and asynchronously: one copy of the
+    uint8 pixels, a quarter of the float32 image's bytes."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:
+    """``[3, H, W]`` (uint8 or float, values 0-255, any device) -> ``float32 [3, height, width]``: the bilinear
+    resize of :func:`resize_image` in PyTorch ops.
+
+    PIL's way, step by step: a horizontal pass, rounded half up to whole grey levels (PIL keeps a uint8
+    image between the passes), then a vertical pass, rounded again. Each pass is PIL's bilinear filter —
+    downscaling averages over the scaled triangle support (``antialias=True``), upscaling interpolates
+    between pixel centres (half-pixel convention). PIL's coefficients are fixed point, these float32, so a
+    small share of pixels differ by one grey level, rarely two (see :mod:`fcpose.data.transforms`).
+    """
+    x = image.float()
+    if x.shape[-2] == height and x.shape[-1] == width:
+        return x
+    x = F.interpolate(x[None], size=(x.shape[-2], width), mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(_to_grey_levels(x), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return _to_grey_levels(x[0])
+
+
+def _to_grey_levels(x: Tensor) -> Tensor:
+    """Round half up (PIL's rounding, not round-half-to-even: a 3/4 downscale lands on .5 often) into 0-255."""
+    return x.add_(0.5).floor_().clamp_(0, 255)
+
+
 def image_to_tensor(image: np.ndarray) -> Tensor:
     """``uint8 [H, W, 3]`` -> ``float32 [3, H, W]`` with values 0-255 (same channel order)."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
@@ -49,7 +89,7 @@ def padded_size(height: int, width: int, divisibility: int) -> tuple[int, int]:
 
 def batch_images(images: list[Tensor], divisibility: int = 32, pad_value: float = 0.0) -> Tensor:
     """Stack ``[3, h_i, w_i]`` tensors into ``[B, 3, H, W]``, zero-padded at the bottom/right to the largest
-    size rounded up to ``divisibility``."""
+    size rounded up to ``divisibility`` (on the images' device)."""
     max_h = max(int(t.shape[-2]) for t in images)
     max_w = max(int(t.shape[-1]) for t in images)
     h, w = padded_size(max_h, max_w, divisibility)

@@ -19,7 +19,7 @@ _SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
 def load_predictor(backend: str, weights: str, *, device: str = "cpu", min_size: int | None = None,
                    max_size: int | None = None, score_threshold: float | None = None, batch_size: int = 1,
                    threads: int | None = None, **torch_options):
-    """``torch_options`` (``optimize``, ``precision``, ``compile``) go to the torch backend only."""
+    """``torch_options`` (``optimize``, ``precision``, ``compile``, ``preprocess``) go to the torch backend only."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     common = dict(device=device, min_size=min_size, max_size=max_size, score_threshold=score_threshold,

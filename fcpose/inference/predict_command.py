@@ -119,7 +119,8 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                 annotations: str | None = None, render: bool = True, draw_threshold: float = 0.3,
                 keypoint_threshold: float | None = None, batch_size: int = 4, progress: bool = True,
                 backend: str = "torch", precision: str = "fp32", compile: bool = False, optimize: bool = True,
-                draw_nms: float = PEOPLE_OKS_THRESHOLD, warmup: bool = False, log=None) -> int:
+                draw_nms: float = PEOPLE_OKS_THRESHOLD, warmup: bool = False, preprocess: str = "auto",
+                log=None) -> int:
     """Predict on every input; returns the exit status (0 = all inputs done, 1 = some failed).
 
     Raises :class:`~fcpose.errors.InputError` (exit 2 on the command line, no output file) when no input
@@ -149,8 +150,8 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
 
     predictor = load_predictor(backend, weights, device=device, min_size=size, max_size=max_size,
                                score_threshold=score_threshold, batch_size=batch_size,
-                               **({"optimize": optimize, "precision": precision, "compile": compile}
-                                  if backend == "torch" else {}))
+                               **({"optimize": optimize, "precision": precision, "compile": compile,
+                                   "preprocess": preprocess} if backend == "torch" else {}))
     # created now that the model works; removed again (if still empty) when the run fails or is interrupted
     with output_dir(out) as out_dir:
         return _predict_into(out_dir, sources, remote, problems, predictor, ids_by_name, say, render=render,

@@ -9,12 +9,23 @@ import torch
 
 from ..config import InputConfig, TestConfig
 from ..data.images import as_rgb_array
-from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape
+from ..data.transforms import (
+    batch_images,
+    image_to_tensor,
+    padded_size,
+    resize_image,
+    resize_shape,
+    resize_tensor,
+    upload_image,
+)
+from ..errors import FCPoseError
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor
 from ..precision import resolve_device
 from ..structures import PoseDetections
 from .runner import InferenceRunner
+
+PREPROCESS = ("auto", "host", "device")
 
 
 class Predictor:
@@ -27,20 +38,30 @@ class Predictor:
     normalised and padded to the size divisibility. Images are batched (up to ``batch_size``) only with
     others of the same padded size, so results never depend on the batch.
 
+    ``preprocess``: where the resize, normalisation and padding run — ``"host"`` (PIL on the CPU, then the
+    float image goes to the device: the reference, and the default on a CPU) or ``"device"`` (only the
+    uint8 image goes to the device, through pinned memory, and :func:`~fcpose.data.transforms.resize_tensor`
+    resizes it there: the default on a GPU). ``"auto"`` picks by device. The two resizes differ by a grey
+    level on a few pixels (docs/gpu.md: the effect on keypoints and AP).
+
     ``postprocessor`` (default :meth:`PostProcessor.from_model`: the config's test parameters) turns the
     network's outputs into people. ``optimize=True`` (the default everywhere: ``fcpose predict``, ``eval``,
     ``track`` and ``bench`` run the same network) runs a folded, channels-last copy of the model;
     ``optimize=False`` runs the model as given. ``precision`` ("fp32", "bf16", "fp16") sets the network's
-    autocast and ``compile`` wraps it in ``torch.compile``; ``runner_options`` go to the
-    :class:`~fcpose.inference.runner.InferenceRunner` (``channels_last``, ``inplace``, ``post_threads``).
+    precision and ``compile`` wraps it in ``torch.compile``; ``runner_options`` go to the
+    :class:`~fcpose.inference.runner.InferenceRunner` (``channels_last``, ``inplace``, ``cast_weights``,
+    ``sync_free``, ``cuda_graphs``, ``buckets``, ``batch_sizes``, ``max_graphs``).
     """
 
     def __init__(self, model: FCPose, postprocessor: PostProcessor | None = None, *,
                  device: str | torch.device = "cpu", min_size: int | None = None, max_size: int | None = None,
                  score_threshold: float | None = None, batch_size: int = 4, optimize: bool = True,
-                 precision: str = "fp32", compile: bool = False, **runner_options):
+                 precision: str = "fp32", compile: bool = False, preprocess: str = "auto", **runner_options):
         cfg = model.cfg
         self.device = resolve_device(device)
+        if preprocess not in PREPROCESS:
+            raise FCPoseError(f"unknown preprocess {preprocess!r} (choose from {', '.join(PREPROCESS)})")
+        self.preprocess = ("device" if self.device.type == "cuda" else "host") if preprocess == "auto" else preprocess
         post = postprocessor or PostProcessor.from_model(model)
         if score_threshold is not None:
             post = post.with_params(score_threshold=float(score_threshold))
@@ -78,10 +99,13 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """RGB uint8 image -> (normalised ``[3, h, w]`` tensor on the device, its resized (h, w))."""
+        """RGB uint8 image -> (normalised float32 ``[3, h, w]`` tensor on the device, its resized (h, w)), by
+        the ``preprocess`` path."""
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
-        resized = resize_image(image, h, w)
-        tensor = image_to_tensor(resized).to(self.device)
+        if self.preprocess == "device":
+            tensor = resize_tensor(upload_image(image, self.device), h, w)
+        else:
+            tensor = image_to_tensor(resize_image(image, h, w)).to(self.device)
         return self.model.normalize(tensor), (h, w)
 
     @torch.inference_mode()

@@ -47,7 +47,7 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
               max_size: int | None = None, batch_size: int = 1, draw_threshold: float = 0.3,
               keypoint_threshold: float | None = None, progress: bool = True, precision: str = "fp32",
               compile: bool = False, optimize: bool = True, timeout: float = DEFAULT_URL_TIMEOUT,
-              flush_seconds: float = 10.0) -> int:
+              flush_seconds: float = 10.0, preprocess: str = "auto") -> int:
     """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed).
 
     Raises :class:`~fcpose.errors.InputError` / :class:`~fcpose.errors.OutputError` (one line, exit status 2
@@ -61,7 +61,8 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
     check_output_dir(out)  # before the model loads: a bad --out fails at once (created once the model works)
     predictor = Predictor.from_checkpoint(weights, device=device, min_size=size, max_size=max_size,
                                           score_threshold=score_threshold, batch_size=batch_size,
-                                          optimize=optimize, precision=precision, compile=compile)
+                                          optimize=optimize, precision=precision, compile=compile,
+                                          preprocess=preprocess)
     tcfg = tracker_config(predictor.cfg.tracker, overrides, smooth)
     kthr = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
             if keypoint_threshold is None else keypoint_threshold)
