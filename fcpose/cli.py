@@ -591,8 +591,9 @@ def _cmd_export(args) -> int:
 
 def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the model presets, or print one as YAML",
-                       description="Without NAME: one line per preset with its description, parameter count and "
-                                   "whether released weights exist (model-zoo name for --weights). With NAME: its "
+                       description="Without NAME: one line per preset with its description, parameter count, "
+                                   "whether released weights exist (model-zoo name for --weights) and whether "
+                                   "training it needs ImageNet backbone weights. With NAME: its "
                                    "full config as YAML, every default filled in (try overrides with --set).")
     p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -648,11 +649,13 @@ def _cmd_presets(args) -> int:
     import yaml
 
     from .config import list_presets, load_config, to_dict
+    from .engine.train_checks import needs_pretrained_backbone
     from .weights.zoo import MODEL_ZOO, cache_dir
 
     if args.name is None:
         weights = {entry.preset: entry for entry in MODEL_ZOO.values()}
-        print(f"{'preset':22s} {'params':>7s}  {'test size':10s} {'released weights (--weights)':31s} description")
+        print(f"{'preset':22s} {'params':>7s}  {'test size':10s} {'released weights (--weights)':31s} "
+              f"{'to train':17s} description")
         for name in list_presets():
             cfg = load_config(name)
             entry = weights.get(name)
@@ -662,7 +665,14 @@ def _cmd_presets(args) -> int:
                 where = "cached" if (cache_dir() / entry.filename).is_file() else "download"
                 released = f"{entry.name} ({where})"
             size = f"{cfg.input.min_size_test}/{cfg.input.max_size_test}"
-            print(f"{name:22s} {_parameter_count(cfg) / 1e6:6.1f}M  {size:10s} {released:31s} {_preset_summary(name)}")
+            bb = cfg.model.backbone
+            train = ("ImageNet weights" if needs_pretrained_backbone(cfg)
+                     else f"from scratch ({bb.scratch_norm or bb.norm})")
+            print(f"{name:22s} {_parameter_count(cfg) / 1e6:6.1f}M  {size:10s} {released:31s} {train:17s} "
+                  f"{_preset_summary(name)}")
+        print("to train: 'ImageNet weights' = a FrozenBN backbone, which needs --set model.backbone.weights=FILE.pth "
+              "(from scratch its norms would stay the identity: add --set model.backbone.norm=GN); 'from scratch "
+              "(NORM)' = trains without pretrained weights, with that backbone norm")
         print("fcpose presets NAME prints one in full; licence of the released weights: see the README")
         return 0
     cfg = load_config(args.name, args.overrides)

@@ -97,6 +97,9 @@ class BackboneConfig:
     freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything
     stride_in_1x1: bool = False  # ResNet: stride in the first 1x1 conv (MSRA/detectron2) or the 3x3 (torchvision)
     weights: str = ""  # local ImageNet checkpoint loaded before training (optional)
+    # The norm a training run without pretrained backbone weights uses instead of `norm` ("" = `norm`): set by
+    # presets meant to train from scratch too (fcpose_r18_tiny: FrozenBN with ImageNet weights, GN without).
+    scratch_norm: str = ""
     width: int = 64  # ResNet: stem/first-stage channels (64 = the standard networks and their ImageNet weights)
 
 
@@ -309,6 +312,7 @@ class FCPoseConfig:
         m = self.model
         choices = {
             "model.backbone.norm": (m.backbone.norm, {"FrozenBN", "BN", "SyncBN", "GN"}),
+            "model.backbone.scratch_norm": (m.backbone.scratch_norm, {"", "BN", "SyncBN", "GN"}),
             "model.fcos.norm": (m.fcos.norm, {"GN", "BN", "SyncBN", "none"}),
             "model.keypoint.branch": (m.keypoint.branch, {"paper", "official"}),
             "model.keypoint.branch_norm": (m.keypoint.branch_norm, {"GN", "BN", "SyncBN"}),

@@ -18,6 +18,7 @@ from fcpose.data.coco import keypoint_set_from_coco
 from fcpose.engine import train_checks
 from fcpose.engine.train_checks import clamp_workers, fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
 from fcpose.engine.trainer import build_model, lr_factor, train
+from fcpose.errors import ConfigError
 from fcpose.model.norm import FrozenBatchNorm2d
 from fcpose.weights.checkpoint import read_checkpoint
 
@@ -29,7 +30,7 @@ FAST = ["input.min_size_train=[160, 160]", "input.max_size_train=256", "input.mi
 # 1. No pretrained weights: nothing stays frozen
 # ----------------------------------------------------------------------------------------------
 def test_from_scratch_trains_the_whole_backbone(capsys):
-    cfg = load_config("fcpose_r18_tiny")  # FrozenBN, freeze_at 2, no weights
+    cfg = load_config("fcpose_r18_tiny", ["model.backbone.scratch_norm="])  # FrozenBN, freeze_at 2, no weights
     assert cfg.model.backbone.freeze_at == 2 and cfg.model.backbone.norm == "FrozenBN"
     assert fit_backbone_to_scratch(copy.deepcopy(cfg), has_pretrained=True) == []
     lines = fit_backbone_to_scratch(cfg, has_pretrained=False)
@@ -51,6 +52,37 @@ def test_from_scratch_trains_the_whole_backbone(capsys):
     assert fit_backbone_to_scratch(gn, has_pretrained=False, verbose=False) == []
     dla = fit_backbone_to_scratch(load_config("fcpose_dla34_rt"), has_pretrained=False, verbose=False)
     assert "initialised first 2 stages fixed" in dla[0]
+
+
+def test_small_preset_trains_from_scratch_with_its_scratch_norm(capsys):
+    """fcpose_r18_tiny (a first-run preset): FrozenBN for ImageNet weights, GroupNorm from scratch — one note,
+    the config says what is trained; the paper's and the official presets are unchanged (they need weights)."""
+    from fcpose.engine.train_checks import needs_pretrained_backbone
+
+    cfg = load_config("fcpose_r18_tiny")
+    assert (cfg.model.backbone.norm, cfg.model.backbone.scratch_norm) == ("FrozenBN", "GN")
+    assert not needs_pretrained_backbone(cfg)
+    pretrained = copy.deepcopy(cfg)
+    assert fit_backbone_to_scratch(pretrained, has_pretrained=True) == [] and pretrained == cfg  # ImageNet: FrozenBN
+    lines = fit_backbone_to_scratch(cfg, has_pretrained=False)
+    assert capsys.readouterr().err.splitlines() == lines and len(lines) == 1
+    assert lines[0].startswith("note: no pretrained backbone weights") and "model.backbone.norm=GN" in lines[0]
+    assert "freeze_at 2 -> 0" in lines[0]
+    assert (cfg.model.backbone.norm, cfg.model.backbone.freeze_at) == ("GN", 0)
+    assert to_dict(cfg)["model"]["backbone"]["norm"] == "GN"  # config.yaml and the checkpoints say GN
+    model = build_model(cfg)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.backbone.modules())
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert fit_backbone_to_scratch(cfg, has_pretrained=False, verbose=False) == []  # a resumed run: same config
+    for name in ("fcpose_r50_fpn", "fcpose_r101_fpn", "fcpose_dla34_rt", "fcpose_r50_official",
+                 "fcpose_r101_official"):
+        paper = load_config(name)
+        assert paper.model.backbone.scratch_norm == "" and needs_pretrained_backbone(paper), name
+        fit_backbone_to_scratch(paper, has_pretrained=False, verbose=False)
+        assert paper.model.backbone.norm == "FrozenBN", name
+    with pytest.raises(ConfigError, match="model.backbone.scratch_norm must be one of"):
+        load_config("fcpose_r18_tiny", ["model.backbone.scratch_norm=FrozenBN"])
 
 
 def test_frozen_batchnorm_starts_as_the_identity():

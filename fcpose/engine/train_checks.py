@@ -1,8 +1,9 @@
 """Checks that turn silent training traps into one-line notes, applied by :func:`fcpose.engine.trainer.train`.
 
 - :func:`fit_backbone_to_scratch`: without pretrained backbone weights, ``freeze_at`` would keep random
-  layers fixed for the whole run; train everything instead (and say that a FrozenBN backbone cannot learn
-  its norms either).
+  layers fixed for the whole run; train everything instead, with the preset's from-scratch norm
+  (``model.backbone.scratch_norm``) where it names one, and say that a FrozenBN backbone cannot learn its
+  norms otherwise (:func:`needs_pretrained_backbone`).
 - :func:`fit_schedule`: a warm-up or step schedule longer than ``solver.max_iter`` (a preset's 1000-iteration
   warm-up and steps at 60k/80k with ``--max-iter 100``) would never leave warm-up; scale it to the run.
 - :func:`fit_keypoints_to_data`: the training data defines the keypoint set; a config that set another one
@@ -45,10 +46,13 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
 
     - ``model.backbone.freeze_at > 0`` would keep the randomly initialised stem (and res2, ...) fixed for
       the whole run: ``freeze_at`` is set to 0 in ``cfg`` (so the saved config says what was trained);
-    - ``model.backbone.norm: FrozenBN``: ``FrozenBatchNorm2d`` starts as the identity (weight 1, bias 0, running
-      mean 0, running var 1) and is never trained, so the backbone would train without any normalisation (its
-      activations then outgrow float16 within a few steps); the trainer sets the statistics from the first batch
-      (:func:`~fcpose.model.norm.calibrate_frozen_bn`) and a warning suggests GN (or BN/SyncBN).
+    - ``model.backbone.scratch_norm`` (a preset meant to train from scratch too, e.g. ``fcpose_r18_tiny``):
+      ``norm`` becomes it, in ``cfg``; one note says so (and that nothing stays frozen);
+    - otherwise ``model.backbone.norm: FrozenBN``: ``FrozenBatchNorm2d`` starts as the identity (weight 1, bias 0,
+      running mean 0, running var 1) and is never trained, so the backbone would train without any
+      normalisation (its activations then outgrow float16 within a few steps); the trainer sets the statistics
+      from the first batch (:func:`~fcpose.model.norm.calibrate_frozen_bn`) and a warning suggests GN (or
+      BN/SyncBN). The paper's and the official presets are in this case: they need ImageNet weights.
 
     With pretrained weights nothing changes. A resumed run must pass what its first run passed (resuming
     restores trained weights, but the model and its optimizer groups are rebuilt as the first run built
@@ -58,6 +62,12 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
         return []
     bb = cfg.model.backbone
     lines = []
+    if bb.scratch_norm and bb.scratch_norm != bb.norm:
+        lines.append(f"note: no pretrained backbone weights (model.backbone.weights is empty): the backbone trains "
+                     f"from scratch as this config provides, with model.backbone.norm={bb.scratch_norm} (its "
+                     f"scratch_norm; {bb.norm} is for pretrained weights) and nothing frozen (freeze_at "
+                     f"{bb.freeze_at} -> 0)")
+        bb.norm, bb.freeze_at = bb.scratch_norm, 0
     if bb.freeze_at > 0:
         names = list(_RESNET_STAGES[:bb.freeze_at])
         frozen = (" and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
@@ -74,6 +84,14 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
     for line in lines:
         _note(line, verbose)
     return lines
+
+
+def needs_pretrained_backbone(cfg: FCPoseConfig) -> bool:
+    """Whether ``cfg`` trains sensibly only from pretrained (ImageNet) backbone weights: its backbone norm
+    without them (``scratch_norm``, else ``norm``) is FrozenBN, which stays the identity from scratch (see
+    :func:`fit_backbone_to_scratch`)."""
+    bb = cfg.model.backbone
+    return (bb.scratch_norm or bb.norm) == "FrozenBN"
 
 
 def fit_schedule(cfg: FCPoseConfig, *, verbose: bool = True) -> str | None:
