@@ -171,7 +171,7 @@ def test_help_is_plain_text():
         demo.main(["--help"])
     shown["demo"] = out.getvalue()
     assert [name for name, text in shown.items() if "``" in text] == []
-    assert "The fcpose command line: predict | track | train" in " ".join(shown["fcpose"].split())
+    assert "The fcpose command line: predict, track, serve, train" in " ".join(shown["fcpose"].split())
 
 
 def test_draw_nms_help_says_what_the_code_does():

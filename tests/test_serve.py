@@ -128,7 +128,7 @@ def assert_same_people(answer: dict, dets, renderer: PeopleRenderer) -> None:
         np.testing.assert_allclose(np.asarray(person["keypoints"])[:, 2], dets.keypoints[i, :, 2].numpy(),
                                    atol=2e-5)
     drawn = {i for i, p in zip(order.tolist(), answer["people"]) if p["drawn"]}
-    assert drawn == set(renderer.select(dets).tolist())
+    assert drawn == set(renderer.select_indices(dets).tolist())
     assert answer["num_drawn"] == len(drawn) > 0
 
 
