@@ -33,10 +33,11 @@ def _batch(cfg, coco_tiny, size: int):
 
 
 @needs_bf16
-@pytest.mark.parametrize("preset,tol", [("overfit_tiny", 0.05), ("overfit_tiny_official", 0.05)])
+@pytest.mark.parametrize("preset,tol", [("overfit_tiny", 0.005), ("overfit_tiny_official", 0.01)])
 def test_bf16_losses_are_finite_and_close_to_fp32(coco_tiny, preset, tol):
     """The paper and official criteria on coco_tiny with the network under CPU bf16 autocast: every term finite
-    and within ``tol`` relative of fp32 (the same weights and batch; measured: at most ~1e-2)."""
+    and within ``tol`` relative of fp32 (the same weights and batch; measured: at most 4.2e-4 for the paper
+    criterion, loss_cls, and 1.4e-3 for the official one, loss_cls)."""
     cfg = load_config(preset)
     torch.manual_seed(0)
     model = build_model(cfg).train()

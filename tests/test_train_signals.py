@@ -93,6 +93,8 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_iteration(coco_tiny, tmp
     assert proc.returncode != 0
     stopped = [line for line in err.splitlines() if "stopped by SIGTERM at iteration" in line]
     assert stopped, err
+    logged = [line for line in err.splitlines() if line.startswith("iter 2/")]
+    assert len(logged) == 1, err  # --no-progress log lines come from rank 0 only
     assert len({line.split("at iteration ")[1].split(":")[0] for line in stopped}) == 1  # one iteration for all
     assert not [p for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
     step = read_checkpoint(out / "last.pt")["step"]
@@ -102,3 +104,17 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_iteration(coco_tiny, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {out / 'last.pt'} at iteration {step}" in resumed.stderr
     assert read_checkpoint(out / "model_final.pt")["step"] == step + 2
+
+
+def test_no_progress_prints_a_line_every_log_period(coco_tiny, tmp_path, capsys):
+    from fcpose.cli import main
+
+    sets = [a for o in FAST if "log_period" not in o for a in ("--set", o)]
+    code = main(["train", "--config", "overfit_tiny", "--data", str(coco_tiny / "person_keypoints.json"), "--images",
+                 str(coco_tiny), "--output", str(tmp_path / "run"), "--max-iter", "4", "--num-workers", "0",
+                 "--no-progress", *sets, "--set", "solver.log_period=2"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("iter ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "4/4"]  # the first, then every 2nd iteration
+    for line in lines:
+        assert "loss " in line and "heatmap " in line and " lr " in line and " s/it" in line and "eta " in line
