@@ -96,13 +96,17 @@ def _loaders():
         for i in range(len(ds)):
             ds.annotations(i)
 
+    def eval_images(p):
+        for name in ("a.jpg", "b.jpg"):  # the valid file's images (their content is not read here)
+            (p.parent / name).touch()
+        return dataset_images(p, p.parent)
+
     return {
         "eval ground truth": lambda p: evaluate_keypoints(p, _valid_results()),
         "load_gt": load_gt,
         "train dataset": train_dataset,
         "keypoint set": keypoint_set_from_coco,
-        # a.jpg present: the folder check (none of the file's images found) is not what this loader test is about
-        "eval images": lambda p: (p.parent.joinpath("a.jpg").touch(), dataset_images(p, p.parent))[1],
+        "eval images": eval_images,
         "predict --annotations": _load_ids,
     }
 

@@ -31,7 +31,8 @@ def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[in
         info = coco.imgs[image_id]
         items.append((int(image_id), root / info["file_name"]))
     if items and not any(path.is_file() for _, path in items):
-        raise InputError(f"0 of the {len(items)} images of {ann_file} were found in {root} (e.g. {items[0][1]} does "
+        example = " ".join(str(items[0][1]).split())  # one line, whatever the file name holds
+        raise InputError(f"0 of the {len(items)} images of {ann_file} were found in {root} (e.g. {example} does "
                          f"not exist): give --images the folder that holds the file names of the annotation file")
     return items
 
@@ -49,8 +50,9 @@ def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: s
     items = dataset_images(ann_file, image_dir) if items is None else items
     missing = [path for _, path in items if not path.is_file()]
     if missing and dist.is_main_process():
+        example = " ".join(str(missing[0]).split())
         tqdm.write(f"skipped: {len(missing)} of the {len(items)} images of {ann_file} were not found in {image_dir} "
-                   f"(e.g. {missing[0]}) (scored as no detections)", file=sys.stderr)
+                   f"(e.g. {example}) (scored as no detections)", file=sys.stderr)
     if skipped is not None:
         skipped.extend(f"image not found: {path}" for path in missing)
     absent = set(missing)
