@@ -1,7 +1,9 @@
-"""Effect of bf16 (or fp16) autocast on the outputs, against fp32, for the same people.
+"""Effect of bf16 (or fp16) on the outputs, against fp32, for the same people: autocast (the CPU default) and
+the network's weights converted to bf16/fp16 (``cast_weights``, the GPU default), side by side.
 
     python benchmarks/bf16_deviation.py                          # R-50 (random weights), coco_tiny images
     python benchmarks/bf16_deviation.py --weights model.pt --images path/to/folder --precision bf16
+    python benchmarks/bf16_deviation.py --modes cast_weights --device cuda --precision fp16
 
 Per image the fp32 network picks the N best locations (forced selection, as in ``fcpose bench``); the
 keypoints, boxes and scores of exactly those people are then decoded from the fp32 and from the reduced-
@@ -9,7 +11,11 @@ precision network outputs and compared (pixels of the network input). ``selectio
 of the N locations that the reduced-precision run would pick itself. Random weights give a network whose
 outputs are unstructured (the controller is re-scaled so heatmaps are peaked, as in the tests), so treat
 their numbers as a numerical-sensitivity check; a trained checkpoint gives the deviations that matter.
-Also times both networks. Writes ``benchmarks/results/precision_deviation_<precision>.json``.
+In both modes the decoding (selection, NMS, controller, dynamic heads, peaks, offsets) is float32; only the
+network's outputs differ. ``keypoint_xy_px`` is the distribution of the keypoint displacement (median,
+p90, p99, max, share over 1 px and over 8 px, i.e. another heatmap cell: an arg-max flip between two
+near-equal peaks). Also times each network. The top-level keys are the first mode's (the report format
+before the modes existed); ``modes`` holds each. Writes ``benchmarks/results/precision_deviation_<precision>.json``.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--fp32-keypoint-branch", action="store_true",
                    help="keep the keypoint branch in float32 (InferenceRunner(fp32_keypoint_branch=True))")
+    p.add_argument("--modes", default="autocast,cast_weights",
+                   help="comma-separated: autocast (fp32 weights under autocast), cast_weights (weights converted)")
     p.add_argument("--note", default="")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -75,11 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             ctrl.weight.copy_(torch.randn(ctrl.weight.shape, generator=gen) * 0.05)
             ctrl.bias.copy_(torch.randn(ctrl.bias.shape, generator=gen) * 0.5)
     dev = torch.device(args.device)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("autocast", "cast_weights") for m in modes):
+        p.error("--modes takes autocast and/or cast_weights")
     fp32 = InferenceRunner(model, device=dev, optimize=True)
-    low = InferenceRunner(model, device=dev, optimize=True, precision=args.precision,
-                          fp32_keypoint_branch=args.fp32_keypoint_branch)
+    lows = {mode: InferenceRunner(model, device=dev, optimize=True, precision=args.precision,
+                                  cast_weights=mode == "cast_weights", fp32_keypoint_branch=args.fp32_keypoint_branch)
+            for mode in modes}
     nchw = InferenceRunner(model, device=dev, optimize=True, channels_last=False)  # fp32 vs fp32: the noise floor
-    pre = Predictor(fp32.model, device=dev)
+    pre = Predictor(fp32.model, device=dev, preprocess="host")
     paths = sorted(Path(args.images).glob("*.jpg")) if Path(args.images).is_dir() else []
     images = [(str(p), read_image(p)) for p in paths] or [("synthetic", synthetic_image(800, 1333))]
     post = fp32.postprocessor
@@ -90,65 +102,86 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return post.keypoints(dense, inst, runner.model.instance_params(dense, inst))
 
-    kp_dev, kp_score_dev, box_dev, score_dev, overlap, t32, tlow = [], [], [], [], [], [], []
-    floor, gaps, peaks = [], [], []
+    def timed(runner: InferenceRunner, batch, times: list[float]):
+        runner.network(batch)  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        dense = runner.network(batch)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append((time.perf_counter() - t0) * 1e3)
+        return dense
+
+    keys = ("kp_dev", "kp_score_dev", "box_dev", "score_dev", "overlap", "times")
+    per_mode = {mode: {k: [] for k in keys} for mode in modes}
+    t32, floor, gaps, peaks = [], [], [], []
     for _, image in images:
         tensor, size = pre.prepare(image)
         batch = batch_images([tensor], fp32.model.size_divisibility)
-        for runner, times in ((fp32, t32), (low, tlow)):
-            runner.network(batch)  # warm-up
-            t0 = time.perf_counter()
-            dense = runner.network(batch)
-            times.append((time.perf_counter() - t0) * 1e3)
-            if runner is fp32:
-                dense32 = dense
-            else:
-                dense_low = dense
+        dense32 = timed(fp32, batch, t32)
         with torch.inference_mode():
             inst = forced.select(dense32)
-            inst_low = forced.select(dense_low)
         a = keypoints(fp32, dense32, inst)
-        b = keypoints(low, dense_low, inst)  # the same people, reduced-precision maps
-        kp_dev.append((a[..., :2] - b[..., :2]).norm(dim=-1).reshape(-1))
         c = keypoints(nchw, nchw.network(batch), inst)
         floor.append((a[..., :2] - c[..., :2]).norm(dim=-1).reshape(-1))
         with torch.inference_mode():
             top2 = fp32.model.instance_heatmaps(dense32, inst).flatten(2).topk(2, dim=2).values
         gaps.append(top2[..., 0] - top2[..., 1])
         peaks.append(top2[..., 0].abs())
-        kp_score_dev.append((a[..., 2] - b[..., 2]).abs().reshape(-1))
         ba, sa = boxes_scores(dense32, inst)
-        bb, sb = boxes_scores(dense_low, inst)
-        box_dev.append((ba - bb).abs().reshape(-1))
-        score_dev.append((sa - sb).abs())
-        same = {tuple(x) for x in torch.cat([inst.levels[:, None], inst.positions], 1).tolist()}
-        got = {tuple(x) for x in torch.cat([inst_low.levels[:, None], inst_low.positions], 1).tolist()}
-        overlap.append(len(same & got) / max(1, len(same)))
+        for mode, low in lows.items():
+            acc = per_mode[mode]
+            dense_low = timed(low, batch, acc["times"])
+            with torch.inference_mode():
+                inst_low = forced.select(dense_low)
+            b = keypoints(low, dense_low, inst)  # the same people, reduced-precision maps
+            acc["kp_dev"].append((a[..., :2] - b[..., :2]).norm(dim=-1).reshape(-1))
+            acc["kp_score_dev"].append((a[..., 2] - b[..., 2]).abs().reshape(-1))
+            bb, sb = boxes_scores(dense_low, inst)
+            acc["box_dev"].append((ba - bb).abs().reshape(-1))
+            acc["score_dev"].append((sa - sb).abs())
+            same = {tuple(x) for x in torch.cat([inst.levels[:, None], inst.positions], 1).tolist()}
+            got = {tuple(x) for x in torch.cat([inst_low.levels[:, None], inst_low.positions], 1).tolist()}
+            acc["overlap"].append(len(same & got) / max(1, len(same)))
 
     def dist(values: list[torch.Tensor]) -> dict:
-        v = torch.cat(values).double().numpy()
-        return {"median": float(np.median(v)), "p90": float(np.percentile(v, 90)), "max": float(v.max()),
-                "share_over_1": float((v > 1).mean())}
+        v = torch.cat(values).double().cpu().numpy()
+        return {"median": float(np.median(v)), "p90": float(np.percentile(v, 90)),
+                "p99": float(np.percentile(v, 99)), "max": float(v.max()), "share_over_1": float((v > 1).mean()),
+                "share_over_8": float((v > 8).mean())}
 
+    results = {}
+    for mode, acc in per_mode.items():
+        results[mode] = {
+            "keypoint_xy_px": dist(acc["kp_dev"]), "keypoint_score_abs": dist(acc["kp_score_dev"]),
+            "box_coord_px": dist(acc["box_dev"]), "detection_score_abs": dist(acc["score_dev"]),
+            "selection_overlap": float(np.mean(acc["overlap"])),
+            f"network_ms_{args.precision}": summarize(acc["times"]),
+            "speedup": round(float(np.median(t32) / np.median(acc["times"])), 3),
+        }
+    first = results[modes[0]]
     report = {
         "note": args.note, "machine": machine_info(dev), "config": model.cfg.name, "weights": args.weights or "random",
         "precision": args.precision, "fp32_keypoint_branch": args.fp32_keypoint_branch,
         "persons": args.persons, "images": [n for n, _ in images],
-        "keypoint_xy_px": dist(kp_dev),
+        **{k: v for k, v in first.items()},
         "fp32_nchw_vs_fp32_keypoint_xy_px": dist(floor),  # how much any rounding change moves the peaks
         "heatmap_top2_logit_gap": dist(gaps), "heatmap_peak_abs_logit": dist(peaks),
-        "keypoint_score_abs": dist(kp_score_dev), "box_coord_px": dist(box_dev),
-        "detection_score_abs": dist(score_dev), "selection_overlap": float(np.mean(overlap)),
-        "network_ms_fp32": summarize(t32), f"network_ms_{args.precision}": summarize(tlow),
-        "speedup": round(float(np.median(t32) / np.median(tlow)), 3),
+        "network_ms_fp32": summarize(t32), "modes": results,
     }
     out = args.out or RESULTS / f"precision_deviation_{args.precision}.json"
     write_json(report, out)
-    for key in ("keypoint_xy_px", "fp32_nchw_vs_fp32_keypoint_xy_px", "keypoint_score_abs", "box_coord_px",
-                "detection_score_abs", "heatmap_top2_logit_gap", "heatmap_peak_abs_logit"):
+    for key in ("fp32_nchw_vs_fp32_keypoint_xy_px", "heatmap_top2_logit_gap", "heatmap_peak_abs_logit"):
         r = report[key]
         print(f"{key:34s} median {r['median']:.4g}  p90 {r['p90']:.4g}  max {r['max']:.4g}")
-    print(f"selection overlap {report['selection_overlap']:.3f}; {args.precision} speed-up {report['speedup']:.2f}x")
+    for mode, res in results.items():
+        print(f"-- {args.precision} {mode}")
+        for key in ("keypoint_xy_px", "keypoint_score_abs", "box_coord_px", "detection_score_abs"):
+            r = res[key]
+            print(f"{key:34s} median {r['median']:.4g}  p90 {r['p90']:.4g}  p99 {r['p99']:.4g}  max {r['max']:.4g}"
+                  f"  >8px-share {r['share_over_8']:.4f}")
+        print(f"selection overlap {res['selection_overlap']:.3f}; speed-up {res['speedup']:.2f}x")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -23,6 +23,7 @@ from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor
 from ..precision import resolve_device
 from ..structures import PoseDetections
+from .graphs import choose_bucket
 from .runner import InferenceRunner
 
 PREPROCESS = ("auto", "host", "device")
@@ -36,7 +37,7 @@ class Predictor:
     Images are resized so the short side is ``min_size`` (long side at most ``max_size``; defaults from
     the model's config, or the :class:`~fcpose.config.InputConfig` defaults for a model built from parts),
     normalised and padded to the size divisibility. Images are batched (up to ``batch_size``) only with
-    others of the same padded size, so results never depend on the batch.
+    others of the same padded size (or CUDA-graph bucket), so results never depend on the batch.
 
     ``preprocess``: where the resize, normalisation and padding run — ``"host"`` (PIL on the CPU, then the
     float image goes to the device: the reference, and the default on a CPU) or ``"device"`` (only the
@@ -120,7 +121,7 @@ class Predictor:
         prepared = [self.prepare(a) for a in arrays]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (_, size) in enumerate(prepared):
-            groups.setdefault(padded_size(*size, self.size_divisibility), []).append(i)
+            groups.setdefault(self._group(size), []).append(i)
         results: list[PoseDetections | None] = [None] * len(arrays)
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):
@@ -130,6 +131,17 @@ class Predictor:
                 for i, d in zip(chunk, dets):
                     results[i] = d
         return results  # type: ignore[return-value]
+
+    def _group(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Images run together when their network input has the same size: the padded size, or the CUDA-graph
+        bucket it is padded to (each image's input is then the same whatever shares its batch)."""
+        padded = padded_size(*size, self.model.size_divisibility)
+        graphs = self.runner.graphs
+        if graphs is not None and graphs.buckets is not None:
+            bucket = choose_bucket(1, padded[0], padded[1], graphs.buckets)
+            if bucket is not None:
+                return bucket[1], bucket[2]
+        return padded
 
     def __call__(self, image) -> PoseDetections:
         return self.predict([image])[0]
