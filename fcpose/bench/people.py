@@ -74,7 +74,7 @@ from ..inference.predictor import Predictor
 from ..model.fcpose import FCPose
 from ..ops.boxes import nms, nms_fixed
 from ..postprocess import PostProcessor
-from ..precision import autocast_context, cpu_supports
+from ..precision import autocast_context, cpu_supports, dtype_of
 from ..structures import PeopleSlots
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
@@ -261,9 +261,10 @@ def _sync(device: torch.device) -> None:
 
 
 def conv_probe(height: int, width: int, device: torch.device, precision: str = "fp32", channels_last: bool = True,
-               runs: int = 5) -> dict:
+               runs: int = 5, cast_weights: bool = False) -> dict:
     """GFLOP/s of the convolutions that dominate ResNet-FPN detectors at the pyramid sizes of a
-    ``height x width`` input (same precision and memory format as the network)."""
+    ``height x width`` input (same precision and memory format as the network; ``cast_weights``: input and
+    weights in the precision's dtype without autocast, as the runner's converted network)."""
     shapes = [  # (name, c_in, c_out, kernel, stride of the level)
         ("3x3 256->256 P3 (FPN/FCOS towers)", 256, 256, 3, 8),
         ("3x3 256->256 P4", 256, 256, 3, 16),
@@ -280,11 +281,12 @@ def conv_probe(height: int, width: int, device: torch.device, precision: str = "
     out, total_flops, total_s = [], 0, 0.0
     for name, cin, cout, k, s in shapes:
         h, w = -(-height // s), -(-width // s)
-        x = torch.randn(1, cin, h, w, generator=gen).to(device).contiguous(memory_format=fmt)
-        weight = (torch.randn(cout, cin, k, k, generator=gen) * 0.01).to(device).contiguous(memory_format=fmt)
-        bias = torch.zeros(cout, device=device)
+        dtype = dtype_of(precision) if cast_weights else torch.float32
+        x = torch.randn(1, cin, h, w, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+        weight = (torch.randn(cout, cin, k, k, generator=gen) * 0.01).to(device, dtype).contiguous(memory_format=fmt)
+        bias = torch.zeros(cout, device=device, dtype=dtype)
         times = []
-        with torch.inference_mode(), autocast_context(device, precision):
+        with torch.inference_mode(), autocast_context(device, "fp32" if cast_weights else precision):
             for i in range(runs + 1):
                 _sync(device)
                 t0 = time.perf_counter()
@@ -536,7 +538,8 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
                            "counter": "torch.utils.flop_counter (conv/matmul, 2 FLOPs per multiply-add)"}
     if probe:
         say("conv probe")
-        report["conv_probe"] = conv_probe(ph, pw, dev, precision, runner.channels_last, probe_runs)
+        report["conv_probe"] = conv_probe(ph, pw, dev, precision, runner.channels_last, probe_runs,
+                                          cast_weights=runner.cast_weights)
     if compile:
         say("compiling")
         runner.network(images)

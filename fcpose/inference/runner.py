@@ -204,7 +204,8 @@ class InferenceRunner:
             return self.postprocessor.fixed(self.model, dense, on_stage=on_stage)
 
     def _capturable(self, batch: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
-        """Network + fixed post-processing: what a CUDA graph records (no host synchronisation)."""
+        """Network + fixed post-processing: what a CUDA graph records (no host synchronisation; autocast's
+        weight cache off, as a capture requires)."""
         dense = self.network(batch, cache_enabled=False)
         return self.fixed(dense), dense
 
@@ -228,5 +229,6 @@ class InferenceRunner:
             if ran != b:
                 slots, dense = crop_batch(slots, b), crop_batch(dense, b)
         else:
-            slots, dense = self._capturable(batch)
+            dense = self.network(batch)
+            slots = self.fixed(dense)
         return self.finish(slots, dense, input_sizes, output_sizes)
