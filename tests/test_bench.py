@@ -138,7 +138,8 @@ def test_forced_selection_fixed_form_equals_dynamic(tiny_model, num, per_person)
     for a, b in zip(dynamic, forced.finish(slots, sizes)):
         assert len(a) == len(b) == min(num, 257)  # 257 candidates: 12x16 + 6x8 + 3x4 + 2x2 + 1x1
         assert torch.equal(a.locations, b.locations) and torch.equal(a.boxes, b.boxes)
-        torch.testing.assert_close(a.keypoints, b.keypoints, rtol=0, atol=0)
+        # the fixed form runs max_detections heads (a different GEMM size): scores may round differently
+        torch.testing.assert_close(a.keypoints, b.keypoints, rtol=0, atol=1e-4)
 
 
 def test_bench_batch_mode_reports_images_per_second(capsys):

@@ -362,7 +362,7 @@ class ForcedSelection(PostProcessor):
     """``post`` with the benchmark's forced-N selection: no score threshold (every cell is a candidate; the
     per-level top-k still applies), :func:`forced_keep` instead of NMS + ``max_detections`` (in
     :meth:`fixed` too: the same choice with static shapes, ``num`` slots per image), and people with empty
-    boxes are kept so that exactly ``num`` go through the heads."""
+    boxes are kept so that exactly ``num`` people come out."""
 
     drop_empty = False
 
@@ -378,11 +378,13 @@ class ForcedSelection(PostProcessor):
         return forced_keep(boxes, scores, self.params.nms_threshold, self.num, self.candidates_per_person)
 
     def keep_fixed(self, boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
-        """:func:`forced_keep` with static shapes: ``min(num, M)`` slots, NMS survivors of the pool first (best
-        first), then the best of the rest; ``exact`` when NMS decided the pool far enough (``num`` survivors,
-        or the whole pool)."""
+        """:func:`forced_keep` with static shapes: NMS survivors of the pool first (best first), then the best of
+        the rest, ``num`` valid slots; ``exact`` when NMS decided the pool far enough (``num`` survivors, or
+        the whole pool). As in the real fixed form, at least ``max_detections`` slots go through the heads
+        (the first ``num`` valid), so the fixed form's time is measured as it is: the same for 1 and for
+        ``max_detections`` people."""
         m = int(scores.shape[0])
-        slots = min(self.num, m)
+        slots = min(max(self.num, self.params.max_detections), m)
         pool_size = m if self.candidates_per_person <= 0 else min(m, self.num * self.candidates_per_person)
         pool = scores.topk(pool_size).indices if pool_size < m else torch.arange(m, device=scores.device)
         order, kept, decided = nms_fixed(boxes[pool], scores[pool], self.params.nms_threshold, valid[pool],
@@ -397,7 +399,7 @@ class ForcedSelection(PostProcessor):
         key[survivors] = torch.where(kept, torch.arange(pool_size, device=scores.device), key[survivors])
         take = torch.sort(key).indices[:slots]
         exact = (kept.sum() >= self.num) | (decided == pool_size)
-        return take, torch.ones(slots, dtype=torch.bool, device=scores.device), exact
+        return take, torch.arange(slots, device=scores.device) < self.num, exact
 
 
 @contextlib.contextmanager
@@ -454,10 +456,11 @@ def captured_pipeline(runner, post: PostProcessor):
 def finish_slots(runner, post: PostProcessor, slots: PeopleSlots, dense, input_sizes, output_sizes) -> list:
     """Slots on the device -> detections on the CPU (the runner's pinned copy, then ``post.finish``; the
     dynamic path where the slots are not exact), as :meth:`InferenceRunner.finish` does."""
-    host = PeopleSlots.from_tensors(runner.host_copy(slots.tensors()))
-    if not bool(host.exact.all()):
-        return [d.to("cpu") for d in post(runner.model, dense, input_sizes, output_sizes)]
-    return post.finish(host, input_sizes, output_sizes)
+    with torch.inference_mode():
+        host = PeopleSlots.from_tensors(runner.host_copy(slots.tensors()))
+        if not bool(host.exact.all()):
+            return [d.to("cpu") for d in post(runner.model, dense, input_sizes, output_sizes)]
+        return post.finish(host, input_sizes, output_sizes)
 
 
 def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None, *, size: int | None = None,
