@@ -9,6 +9,10 @@ to that tree (same interpreter and packages), ``--rounds`` times each in the ord
 drift of the shared machine hits both alike. Reports per version and entry the min and median over the
 rounds of each round's median total (and network, nms, heads), and the ratios after/before. Writes
 ``benchmarks/results/cpu_before_after.json``.
+
+``--post-only``: instead, the post-processing alone (forced N people, as the bench, on the dense outputs of
+one network run on the bench's synthetic image, in-process medians of ``--runs`` calls) — the only code the
+change touched on the CPU path, timed with far less noise than the 1-2 s network around it.
 """
 
 from __future__ import annotations
@@ -33,9 +37,45 @@ print(json.dumps({{"results": r["results"], "contention": r["contention"], "torc
 """
 
 
+POST_CHILD = """
+import json, statistics, time, torch
+from fcpose.bench.people import synthetic_image
+from fcpose.data.transforms import batch_images
+from fcpose.inference.predictor import Predictor
+from fcpose.model.fcpose import build_model
+torch.manual_seed(0)
+p = Predictor(build_model({config!r}), min_size={size}, inplace=True)
+image = synthetic_image(p.min_size, p.max_size)
+tensor, size = p.prepare(image)
+dense = p.runner.network(batch_images([tensor], p.model.size_divisibility))
+try:  # this version: the forced selection is the bench's
+    from fcpose.bench.people import ForcedSelection
+    def post(n):
+        forced = ForcedSelection(p.runner.postprocessor, n, 20)
+        return lambda: forced(p.runner.model, dense, [size], [image.shape[:2]])
+except ImportError:  # before: an option of the runner
+    def post(n):
+        return lambda: p.runner.postprocess(dense, [size], [image.shape[:2]], force_num=n)
+results = []
+with torch.inference_mode():
+    for n in {persons!r}:
+        fn = post(n)
+        for _ in range({warmup}):
+            fn()
+        times = []
+        for _ in range({runs}):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        results.append({{"persons": n, "post_ms": {{"median": statistics.median(times)}}}})
+print(json.dumps({{"results": results, "contention": {{}}}}))
+"""
+
+
 def run(tree: Path, args) -> dict:
-    code = CHILD.format(config=args.config, size=args.size, persons=tuple(args.persons), runs=args.runs,
-                        warmup=args.warmup)
+    template = POST_CHILD if args.post_only else CHILD
+    code = template.format(config=args.config, size=args.size, persons=tuple(args.persons), runs=args.runs,
+                           warmup=args.warmup)
     env = dict(os.environ, PYTHONPATH=str(tree))  # this tree's fcpose first on the path
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -53,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--post-only", action="store_true", help="time the post-processing alone (see above)")
     p.add_argument("--note", default="")
     p.add_argument("--out", default=str(RESULTS / "cpu_before_after.json"))
     args = p.parse_args(argv)
@@ -62,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("before", "after"):
             got = run(trees[name], args)
             rounds[name].append(got)
-            totals = ", ".join(f"{e['persons']}: {e['total_ms']['median']:.0f} ms" for e in got["results"])
+            key = "post_ms" if args.post_only else "total_ms"
+            totals = ", ".join(f"{e['persons']}: {e[key]['median']:.1f} ms" for e in got["results"])
             print(f"round {r + 1} {name}: {totals} (others {got['contention'].get('others_cpu_pct')}% CPU)",
                   file=sys.stderr)
     summary: dict = {}
     for n_index, persons in enumerate(args.persons):
         entry: dict = {}
-        for stage in ("total", "network", "nms", "heads"):
+        for stage in ("post",) if args.post_only else ("total", "network", "nms", "heads"):
             per = {}
             for name in ("before", "after"):
                 values = [rd["results"][n_index][f"{stage}_ms"]["median"] for rd in rounds[name]]
@@ -78,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             per["ratio_median"] = round(per["after"]["median"] / per["before"]["median"], 4)
             entry[stage] = per
         summary[str(persons)] = entry
-        t = entry["total"]
-        print(f"persons {persons}: total before min/median {t['before']['min']}/{t['before']['median']} ms, after "
+        what = "post" if args.post_only else "total"
+        t = entry[what]
+        print(f"persons {persons}: {what} before min/median {t['before']['min']}/{t['before']['median']} ms, after "
               f"{t['after']['min']}/{t['after']['median']} ms; after/before = {t['ratio_min']} (min), "
               f"{t['ratio_median']} (median)")
     report = {"note": args.note, "base": str(trees["before"]), "config": args.config, "size": args.size,
+              "post_only": args.post_only,
               "runs_per_round": args.runs, "warmup": args.warmup, "rounds": args.rounds, "summary": summary,
               "contention": {name: [rd["contention"] for rd in rounds[name]] for name in rounds}}
     write_json(report, args.out)

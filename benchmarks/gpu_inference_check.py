@@ -15,7 +15,9 @@ Per preset (random weights: latency does not depend on them, see benchmarks/READ
   (the stage totals elsewhere);
 * ``fcpose bench --batch 16``: images/s (graphed on CUDA);
 * ``consistency`` — fp32: the default fast path (graphs, fixed post-processing) against the eager dynamic
-  path on the same inputs: same people, max deviations of boxes/scores/keypoints.
+  path on the same inputs: same people, max deviations of boxes/scores/keypoints;
+* ``graph_breakdown_ms`` (CUDA) — mean replay time of graphs of the network alone, network + fixed
+  post-processing, and the same with 8 NMS rounds instead of 32.
 
 Targets (issue 22, CUDA fp16): R-50 e2e <= 8 ms (goal 5) with the network <= 3 ms; DLA-34 e2e <= 4 ms (goal
 2.5); t50/t1 <= 1.05. ``meets`` says which hold; on a CPU they are reported but not meaningful.
@@ -35,6 +37,8 @@ from pathlib import Path
 import torch
 
 from fcpose.bench.people import format_report, machine_info, run_bench, synthetic_image, write_json
+from fcpose.data.transforms import batch_images
+from fcpose.inference.graphs import GraphedFunction
 from fcpose.inference.predictor import Predictor
 from fcpose.model.fcpose import build_model
 
@@ -110,6 +114,41 @@ def consistency(preset: str, size: int, max_size: int | None, device: torch.devi
     return out
 
 
+def graph_breakdown(preset: str, size: int, max_size: int | None, device: torch.device, precision: str,
+                    runs: int) -> dict:
+    """Mean ms per replay of CUDA graphs of the network alone, of network + fixed post-processing, and of the
+    latter with 8 NMS rounds instead of 32 (what the rounds cost), on one prepared image."""
+    predictor = Predictor(build_model(preset), device=device, min_size=size, max_size=max_size,
+                          precision=precision, batch_size=1)
+    runner = predictor.runner
+    tensor, _ = predictor.prepare(synthetic_image(predictor.min_size, predictor.max_size))
+    batch = batch_images([tensor], predictor.model.size_divisibility).float()
+    fewer = runner.postprocessor.with_params()
+    fewer.nms_rounds = 8
+
+    def with_rounds8(x):
+        dense = runner.network(x, cache_enabled=False)
+        with torch.inference_mode():
+            return fewer.fixed(runner.model, dense)
+
+    variants = {"network": GraphedFunction(lambda x: runner.network(x, cache_enabled=False)),
+                "network+post": GraphedFunction(runner._capturable),
+                "network+post_nms8": GraphedFunction(with_rounds8)}
+    out = {}
+    for name, fn in variants.items():
+        for _ in range(3):
+            fn(batch)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            fn(batch)
+        sync(device)
+        out[name] = round((time.perf_counter() - t0) * 1e3 / runs, 3)
+        calls = [c for c in fn.calls.values() if c is not None]
+        out[f"{name}_captured"] = bool(calls) and calls[0].graph is not None  # False: eager (CPU, or it failed)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -156,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             "images_per_s_batch": tp.get("graph_images_per_s", tp.get("images_per_s")),
         })
         case["consistency"] = consistency(preset, size, max_size, device)
+        if device.type == "cuda":
+            case["graph_breakdown_ms"] = graph_breakdown(preset, size, max_size, device, precision, runs)
+            print(f"[check] {name}: graph replays (ms) {case['graph_breakdown_ms']}")
         case["targets"] = {"e2e_ms": target, "e2e_goal_ms": goal, "t50_over_t1": 1.05}
         meets = {"e2e": case["e2e"]["median_ms"] <= target, "e2e_goal": case["e2e"]["median_ms"] <= goal,
                  "t50_over_t1": case["t50_over_t1"] <= 1.05}

@@ -7,7 +7,14 @@ import torch
 from conftest import decode_people, select_people
 
 import fcpose
-from fcpose.bench.people import ForcedSelection, count_network_flops, head_flops_per_person, run_bench, synthetic_image
+from fcpose.bench.people import (
+    ForcedSelection,
+    count_network_flops,
+    format_report,
+    head_flops_per_person,
+    run_bench,
+    synthetic_image,
+)
 from fcpose.cli import main
 from fcpose.config import TestConfig
 from fcpose.postprocess import PostProcessor
@@ -135,3 +142,36 @@ def test_forced_selection_prefers_nms_survivors(tiny_model):
     normal = select_people(tiny_model, dense, params)
     forced = forced_people(tiny_model, dense, params, 5, 0)
     assert torch.equal(forced.positions, normal.positions[:5]) and torch.equal(forced.levels, normal.levels[:5])
+
+
+@pytest.mark.parametrize("num,per_person", [(1, 20), (7, 20), (40, 0), (60, 1), (300, 20)])
+def test_forced_selection_fixed_form_equals_dynamic(tiny_model, num, per_person):
+    """The forced-N selection in the sync-free form (what the bench runs on CUDA) picks the same people."""
+    with torch.no_grad():
+        dense = tiny_model(torch.randn(2, 3, 96, 128))
+    forced = ForcedSelection(PostProcessor.from_model(tiny_model, TestConfig(nms_threshold=0.3)), num, per_person)
+    sizes = [(96, 128)] * 2
+    with torch.no_grad():
+        dynamic = forced(tiny_model, dense, sizes)
+        slots = forced.fixed(tiny_model, dense)
+    assert bool(slots.exact.all())
+    for a, b in zip(dynamic, forced.finish(slots, sizes)):
+        assert len(a) == len(b) == min(num, 257)  # 257 candidates: 12x16 + 6x8 + 3x4 + 2x2 + 1x1
+        assert torch.equal(a.locations, b.locations) and torch.equal(a.boxes, b.boxes)
+        # the fixed form runs max_detections heads (a different GEMM size): scores may round differently
+        torch.testing.assert_close(a.keypoints, b.keypoints, rtol=0, atol=1e-4)
+
+
+def test_bench_batch_mode_reports_images_per_second(capsys):
+    report = run_bench("fcpose_r18_tiny", size=64, max_size=96, persons=[2], runs=1, warmup=0, probe=False,
+                       flops=False, batch=3, preprocess="device")
+    (entry,) = report["results"]
+    _check_entry(entry, 2)
+    assert report["batch"] == 3 and report["preprocess"] == "device" and not report["sync_free"]
+    assert entry["images_per_s"] == pytest.approx(3000 / entry["total_ms"]["median"], rel=1e-2)
+    assert "img/s" in format_report(report)
+    single = run_bench("fcpose_r18_tiny", size=64, max_size=96, persons=[2], runs=1, warmup=0, probe=False,
+                       flops=False)
+    assert single["batch"] == 1 and single["preprocess"] == "host" and "images_per_s" not in single["results"][0]
+    table = format_report(single)
+    assert "img/s" not in table and "graph" not in table and "batch" not in table  # the CPU table as before

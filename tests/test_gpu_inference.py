@@ -300,6 +300,16 @@ def test_runner_graph_path_equals_eager_on_the_same_padded_input(tiny_model):
         assert_same_detections(d, b, kpt_atol=1e-3, atol=1e-4)
 
 
+def test_graph_path_inside_and_outside_inference_mode(tiny_model):
+    """A bucket first run inside inference mode (as Predictor does) replays for a caller outside it."""
+    runner = InferenceRunner(tiny_model, sync_free=True, cuda_graphs=True)
+    x = tiny_model.normalize(torch.rand(1, 3, 64, 96) * 255)
+    with torch.inference_mode():
+        (a,) = runner(x, [(64, 96)], [(64, 96)])
+    (b,) = runner(x, [(64, 96)], [(64, 96)])
+    assert_same_detections(a, b)
+
+
 def test_cuda_graphs_need_the_sync_free_path(tiny_model):
     with pytest.raises(FCPoseError, match="sync_free"):
         InferenceRunner(tiny_model, cuda_graphs=True, sync_free=False)
@@ -371,7 +381,8 @@ def test_cuda_graph_equals_eager():
     eager = InferenceRunner(model, post, device="cuda", precision="fp32", cuda_graphs=False)
     assert graphed.graphs is not None
     for seed in range(3):  # replays of one captured graph with new inputs
-        x = model.normalize(torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(seed)) * 255)
+        x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(seed)) * 255
+        x = model.normalize(x.to(model.pixel_mean.device))  # the runners moved the model (Module.to is in place)
         (a,) = graphed(x.cuda(), [(96, 160)], [(96, 160)])
         (b,) = eager(x.cuda(), [(96, 160)], [(96, 160)])
         assert_same_detections(a, b, kpt_atol=1e-4)

@@ -74,7 +74,7 @@ from ..inference.predictor import Predictor
 from ..model.fcpose import FCPose
 from ..ops.boxes import nms, nms_fixed
 from ..postprocess import PostProcessor
-from ..precision import autocast_context, cpu_supports
+from ..precision import autocast_context, cpu_supports, dtype_of
 from ..structures import PeopleSlots
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
@@ -261,9 +261,10 @@ def _sync(device: torch.device) -> None:
 
 
 def conv_probe(height: int, width: int, device: torch.device, precision: str = "fp32", channels_last: bool = True,
-               runs: int = 5) -> dict:
+               runs: int = 5, cast_weights: bool = False) -> dict:
     """GFLOP/s of the convolutions that dominate ResNet-FPN detectors at the pyramid sizes of a
-    ``height x width`` input (same precision and memory format as the network)."""
+    ``height x width`` input (same precision and memory format as the network; ``cast_weights``: input and
+    weights in the precision's dtype without autocast, as the runner's converted network)."""
     shapes = [  # (name, c_in, c_out, kernel, stride of the level)
         ("3x3 256->256 P3 (FPN/FCOS towers)", 256, 256, 3, 8),
         ("3x3 256->256 P4", 256, 256, 3, 16),
@@ -280,11 +281,12 @@ def conv_probe(height: int, width: int, device: torch.device, precision: str = "
     out, total_flops, total_s = [], 0, 0.0
     for name, cin, cout, k, s in shapes:
         h, w = -(-height // s), -(-width // s)
-        x = torch.randn(1, cin, h, w, generator=gen).to(device).contiguous(memory_format=fmt)
-        weight = (torch.randn(cout, cin, k, k, generator=gen) * 0.01).to(device).contiguous(memory_format=fmt)
-        bias = torch.zeros(cout, device=device)
+        dtype = dtype_of(precision) if cast_weights else torch.float32
+        x = torch.randn(1, cin, h, w, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+        weight = (torch.randn(cout, cin, k, k, generator=gen) * 0.01).to(device, dtype).contiguous(memory_format=fmt)
+        bias = torch.zeros(cout, device=device, dtype=dtype)
         times = []
-        with torch.inference_mode(), autocast_context(device, precision):
+        with torch.inference_mode(), autocast_context(device, "fp32" if cast_weights else precision):
             for i in range(runs + 1):
                 _sync(device)
                 t0 = time.perf_counter()
@@ -360,7 +362,7 @@ class ForcedSelection(PostProcessor):
     """``post`` with the benchmark's forced-N selection: no score threshold (every cell is a candidate; the
     per-level top-k still applies), :func:`forced_keep` instead of NMS + ``max_detections`` (in
     :meth:`fixed` too: the same choice with static shapes, ``num`` slots per image), and people with empty
-    boxes are kept so that exactly ``num`` go through the heads."""
+    boxes are kept so that exactly ``num`` people come out."""
 
     drop_empty = False
 
@@ -376,11 +378,13 @@ class ForcedSelection(PostProcessor):
         return forced_keep(boxes, scores, self.params.nms_threshold, self.num, self.candidates_per_person)
 
     def keep_fixed(self, boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
-        """:func:`forced_keep` with static shapes: ``min(num, M)`` slots, NMS survivors of the pool first (best
-        first), then the best of the rest; ``exact`` when NMS decided the pool far enough (``num`` survivors,
-        or the whole pool)."""
+        """:func:`forced_keep` with static shapes: NMS survivors of the pool first (best first), then the best of
+        the rest, ``num`` valid slots; ``exact`` when NMS decided the pool far enough (``num`` survivors, or
+        the whole pool). As in the real fixed form, at least ``max_detections`` slots go through the heads
+        (the first ``num`` valid), so the fixed form's time is measured as it is: the same for 1 and for
+        ``max_detections`` people."""
         m = int(scores.shape[0])
-        slots = min(self.num, m)
+        slots = min(max(self.num, self.params.max_detections), m)
         pool_size = m if self.candidates_per_person <= 0 else min(m, self.num * self.candidates_per_person)
         pool = scores.topk(pool_size).indices if pool_size < m else torch.arange(m, device=scores.device)
         order, kept, decided = nms_fixed(boxes[pool], scores[pool], self.params.nms_threshold, valid[pool],
@@ -395,7 +399,7 @@ class ForcedSelection(PostProcessor):
         key[survivors] = torch.where(kept, torch.arange(pool_size, device=scores.device), key[survivors])
         take = torch.sort(key).indices[:slots]
         exact = (kept.sum() >= self.num) | (decided == pool_size)
-        return take, torch.ones(slots, dtype=torch.bool, device=scores.device), exact
+        return take, torch.arange(slots, device=scores.device) < self.num, exact
 
 
 @contextlib.contextmanager
@@ -452,10 +456,11 @@ def captured_pipeline(runner, post: PostProcessor):
 def finish_slots(runner, post: PostProcessor, slots: PeopleSlots, dense, input_sizes, output_sizes) -> list:
     """Slots on the device -> detections on the CPU (the runner's pinned copy, then ``post.finish``; the
     dynamic path where the slots are not exact), as :meth:`InferenceRunner.finish` does."""
-    host = PeopleSlots.from_tensors(runner.host_copy(slots.tensors()))
-    if not bool(host.exact.all()):
-        return [d.to("cpu") for d in post(runner.model, dense, input_sizes, output_sizes)]
-    return post.finish(host, input_sizes, output_sizes)
+    with torch.inference_mode():
+        host = PeopleSlots.from_tensors(runner.host_copy(slots.tensors()))
+        if not bool(host.exact.all()):
+            return [d.to("cpu") for d in post(runner.model, dense, input_sizes, output_sizes)]
+        return post.finish(host, input_sizes, output_sizes)
 
 
 def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None, *, size: int | None = None,
@@ -536,7 +541,8 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
                            "counter": "torch.utils.flop_counter (conv/matmul, 2 FLOPs per multiply-add)"}
     if probe:
         say("conv probe")
-        report["conv_probe"] = conv_probe(ph, pw, dev, precision, runner.channels_last, probe_runs)
+        report["conv_probe"] = conv_probe(ph, pw, dev, precision, runner.channels_last, probe_runs,
+                                          cast_weights=runner.cast_weights)
     if compile:
         say("compiling")
         runner.network(images)

@@ -129,7 +129,9 @@ class GraphedFunction:
     """``fn(batch)`` over bucketed input shapes, one :class:`StaticCall` per bucket (see the module
     docstring). ``fn`` takes a ``[B, 3, H, W]`` tensor and returns tensors (in any nesting) with the batch
     first; ``__call__`` returns ``(outputs, bucket_batch)``: the outputs of the bucket (crop them to the B
-    images with :func:`crop_batch`) and the bucket's batch size. ``capture`` default: on CUDA devices."""
+    images with :func:`crop_batch`) and the bucket's batch size. ``capture`` default: on CUDA devices.
+    Inference only: every call runs in ``torch.inference_mode`` (its buffers are inference tensors, so a
+    graph captured inside an inference-mode caller replays for any caller)."""
 
     def __init__(self, fn: Callable[[Tensor], Any], *, buckets: Sequence[tuple[int, int]] | None = None,
                  batch_sizes: Sequence[int] | None = None, max_graphs: int = 8, capture: bool | None = None,
@@ -164,6 +166,7 @@ class GraphedFunction:
                 torch.cuda.synchronize(batch.device)
             return None
 
+    @torch.inference_mode()
     def __call__(self, batch: Tensor) -> tuple[Any, int]:
         shape = self.bucket(batch)
         if shape is None or (shape not in self.calls and len(self.calls) >= self.max_graphs):

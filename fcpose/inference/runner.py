@@ -94,11 +94,13 @@ class CompiledNetwork:
 class HostCopy:
     """Tensors from a GPU to the CPU through pinned host buffers that are reused between calls: every copy
     is queued asynchronously, then one wait for the stream. The returned tensors are those buffers:
-    overwritten by the next call with the same shapes (the runner finishes them into fresh tensors first)."""
+    overwritten by the next call with the same shapes (the runner finishes them into fresh tensors first).
+    Inference only: the buffers are inference tensors, written in inference mode whoever calls."""
 
     def __init__(self):
         self._buffers: dict[tuple, list[Tensor]] = {}
 
+    @torch.inference_mode()
     def __call__(self, tensors: list[Tensor]) -> list[Tensor]:
         if not tensors or tensors[0].device.type != "cuda":
             return [t.cpu() for t in tensors]
@@ -204,7 +206,8 @@ class InferenceRunner:
             return self.postprocessor.fixed(self.model, dense, on_stage=on_stage)
 
     def _capturable(self, batch: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
-        """Network + fixed post-processing: what a CUDA graph records (no host synchronisation)."""
+        """Network + fixed post-processing: what a CUDA graph records (no host synchronisation; autocast's
+        weight cache off, as a capture requires)."""
         dense = self.network(batch, cache_enabled=False)
         return self.fixed(dense), dense
 
@@ -215,7 +218,8 @@ class InferenceRunner:
         if not bool(host.exact.all()):
             self.fallbacks += 1
             return [d.to("cpu") for d in self.postprocess(dense, input_sizes, output_sizes)]
-        return self.postprocessor.finish(host, input_sizes, output_sizes)
+        with torch.inference_mode():
+            return self.postprocessor.finish(host, input_sizes, output_sizes)
 
     def __call__(self, batch: Tensor, input_sizes, output_sizes) -> list[PoseDetections]:
         """Normalised, padded ``[B, 3, H, W]`` -> one :class:`PoseDetections` per image (on the CPU with
@@ -228,5 +232,6 @@ class InferenceRunner:
             if ran != b:
                 slots, dense = crop_batch(slots, b), crop_batch(dense, b)
         else:
-            slots, dense = self._capturable(batch)
+            dense = self.network(batch)
+            slots = self.fixed(dense)
         return self.finish(slots, dense, input_sizes, output_sizes)
