@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         with recorder:
             losses, total = session.forward_loss(batch)
         recorder.close()
-        grad_norm, finite = session.backward_step(total)
+        grad_norm, finite, _ = session.backward_step(total)
         grads: dict[str, float] = defaultdict(float)
         for name, p in session.model.named_parameters():
             if p.grad is not None:

@@ -132,7 +132,7 @@ def graph_breakdown(preset: str, size: int, max_size: int | None, device: torch.
             return fewer.fixed(runner.model, dense)
 
     variants = {"network": GraphedFunction(lambda x: runner.network(x, cache_enabled=False)),
-                "network+post": GraphedFunction(runner._capturable),
+                "network+post": GraphedFunction(runner.run_fixed),
                 "network+post_nms8": GraphedFunction(with_rounds8)}
     out = {}
     for name, fn in variants.items():

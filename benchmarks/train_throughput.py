@@ -62,7 +62,7 @@ def measure(config: str, *, data: str, images: str, device: str, batch: int, pre
             losses, total = session.forward_loss(b)
             _sync(dev)
             t2 = time.perf_counter()
-            _, finite = session.backward_step(total)
+            _, finite, _ = session.backward_step(total)
             _sync(dev)
             t3 = time.perf_counter()
             session.optimizer_step(finite)

@@ -699,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FCPoseError as exc:
         code = getattr(exc, "exit_code", 2)  # a stop on a signal (train) is not an error: 128 + the signal
-        print(f"fcpose {args.command}: {'' if code != 2 else 'error: '}{_one_line(exc)}", file=sys.stderr)
+        if not getattr(exc, "quiet", False):  # training's other ranks stop alike and leave the line to rank 0
+            print(f"fcpose {args.command}: {'' if code != 2 else 'error: '}{_one_line(exc)}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
         print(f"fcpose {args.command}: interrupted", file=sys.stderr)

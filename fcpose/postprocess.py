@@ -209,9 +209,10 @@ class PostProcessor:
             return self._select_traceable(dense, thr)
         device = dense.kpt_feats.device
         widths = torch.tensor([m.shape[-1] for m in dense.cls_logits], device=device)
+        probabilities = [self._probabilities(dense, level) for level in range(len(dense.strides))]
         parts = []
         for image in range(dense.kpt_feats.shape[0]):
-            index, box, score, level = self.candidates(dense, image, thr)
+            index, box, score, level = self.candidates(dense, image, thr, probabilities)
             keep = self.keep(box, score)
             index, level = index[keep], level[keep]
             row = torch.div(index, widths[level], rounding_mode="floor")
@@ -222,20 +223,22 @@ class PostProcessor:
         return Instances(batch_index=batch_index, levels=level, positions=positions,
                          locations=positions_to_locations(positions, strides), boxes=boxes, scores=scores)
 
-    def candidates(self, dense: DenseOutputs, image: int, threshold: float | Tensor
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def candidates(self, dense: DenseOutputs, image: int, threshold: float | Tensor,
+                   probabilities: Sequence[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The pre-NMS candidates of one image, level after level: flat cell ``index`` on its level's grid,
         ``box`` (input pixels), ``score`` = ``sqrt(cls * ctr)`` and ``level``. Per level: the cells whose class
-        probability exceeds ``threshold`` (in cell order), at most the ``pre_nms_topk`` best by ``cls * ctr``."""
+        probability exceeds ``threshold`` (in cell order), at most the ``pre_nms_topk`` best by ``cls * ctr``.
+        ``probabilities``: :meth:`_probabilities` of every level, if the caller has them."""
         indices, boxes, scores, levels = [], [], [], []
         for level in range(len(dense.strides)):
-            prob, ctr = self._probabilities(dense, level, image)
+            prob, ctr = (probabilities[level] if probabilities is not None else self._probabilities(dense, level))
+            prob, ctr = prob[image], ctr[image]
             index = (prob > threshold).nonzero().squeeze(1)
             ranking = prob[index] * ctr[index]
             if index.numel() > self.params.pre_nms_topk:
                 top = ranking.topk(self.params.pre_nms_topk, sorted=False).indices
                 index, ranking = index[top], ranking[top]
-            boxes.append(self._boxes(dense, level, image, index))
+            boxes.append(self._boxes(dense, level, index, image))
             indices.append(index)
             scores.append(torch.sqrt(ranking))
             levels.append(torch.full_like(index, level))
@@ -250,34 +253,35 @@ class PostProcessor:
             keep = keep[scores[keep] >= cut]
         return keep
 
-    def fixed_candidates(self, dense: DenseOutputs, image: int, threshold: float | Tensor, *,
-                         cell_order: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """:meth:`candidates` with static shapes: each level gives ``min(pre_nms_topk, H * W)`` candidates, and
-        those at or below the threshold score -1 instead of being removed. Returns ``box [M, 4]``,
-        ``score [M]``, flat ``cell [M]``, ``level [M]`` and the level's grid ``width [M]``.
+    def fixed_candidates(self, dense: DenseOutputs, threshold: float | Tensor, *, cell_order: bool = False
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`candidates` with static shapes, for every image of the batch at once: each level gives
+        ``min(pre_nms_topk, H * W)`` candidates, and those at or below the threshold score -1 instead of being
+        removed. Returns ``box [B, M, 4]``, ``score [B, M]``, flat ``cell [B, M]``, ``level [B, M]`` and the
+        level's grid ``width [B, M]``.
 
         ``cell_order``: within a level in cell order (as :meth:`candidates`, so that NMS breaks score ties
         the same way); otherwise in decreasing score (the exported graph).
         """
         boxes, scores, cells, levels, widths = [], [], [], [], []
         for level in range(len(dense.strides)):
-            prob, ctr = self._probabilities(dense, level, image)
+            prob, ctr = self._probabilities(dense, level)
             rank = torch.where(prob > threshold, prob * ctr, torch.full_like(prob, -1.0))
-            top, index = rank.topk(min(self.params.pre_nms_topk, rank.shape[0]))
+            top, index = rank.topk(min(self.params.pre_nms_topk, rank.shape[1]), dim=1)
             if cell_order:
-                index, order = index.sort()
-                top = top[order]
-            boxes.append(self._boxes(dense, level, image, index))
+                index, order = index.sort(dim=1)
+                top = top.gather(1, order)
+            boxes.append(self._boxes(dense, level, index))
             scores.append(torch.where(top >= 0, torch.sqrt(top.clamp(min=0)), torch.full_like(top, -1.0)))
             cells.append(index)
             levels.append(torch.full_like(index, level))
             widths.append(torch.full_like(index, dense.cls_logits[level].shape[-1]))
-        return tuple(torch.cat(v) for v in (boxes, scores, cells, levels, widths))  # type: ignore[return-value]
+        return tuple(torch.cat(v, dim=1) for v in (boxes, scores, cells, levels, widths))  # type: ignore[return-value]
 
     def _select_traceable(self, dense: DenseOutputs, threshold: float | Tensor) -> Instances:
         """:meth:`select` for one image with static shapes: :meth:`fixed_candidates`, then NMS as one operator
         (:func:`traceable_nms`)."""
-        box, score, cell, level, width = self.fixed_candidates(dense, 0, threshold)
+        box, score, cell, level, width = (t[0] for t in self.fixed_candidates(dense, threshold))
         keep = traceable_nms(box, score, self.params.nms_threshold, TRACE_SCORE_FLOOR, self.params.max_detections)
         cell, level, width = cell[keep], level[keep], width[keep]
         row = torch.div(cell, width, rounding_mode="floor")
@@ -288,29 +292,26 @@ class PostProcessor:
 
     def select_fixed(self, dense: DenseOutputs) -> tuple[Instances, Tensor, Tensor]:
         """:meth:`select` in the sync-free form: ``B * S`` instances (image after image, S slots each),
-        ``valid [B, S]`` and ``exact [B]`` (see :class:`PeopleSlots`). Per image: :meth:`fixed_candidates` in
-        cell order, then :meth:`keep_fixed`."""
-        thr = self.params.score_threshold
-        parts = []
-        for image in range(dense.kpt_feats.shape[0]):
-            box, score, cell, level, width = self.fixed_candidates(dense, image, thr, cell_order=True)
-            take, valid, exact = self.keep_fixed(box, score, score >= 0)
-            cell, level, width = cell[take], level[take], width[take]
-            row = torch.div(cell, width, rounding_mode="floor")
-            parts.append((level, torch.stack([row, cell - row * width], dim=1), box[take], score[take], valid, exact))
-        levels, positions, boxes, scores, valid, exact = (torch.stack(p) for p in zip(*parts))
+        ``valid [B, S]`` and ``exact [B]`` (see :class:`PeopleSlots`): :meth:`fixed_candidates` in cell order,
+        then :meth:`keep_fixed`, both over the whole batch in the same operations."""
+        box, score, cell, level, width = self.fixed_candidates(dense, self.params.score_threshold, cell_order=True)
+        take, valid, exact = self.keep_fixed(box, score, score >= 0)
         b, s = valid.shape
-        levels, positions = levels.reshape(-1), positions.reshape(-1, 2)
+        cell, level, width = cell.gather(1, take), level.gather(1, take), width.gather(1, take)
+        row = torch.div(cell, width, rounding_mode="floor")
+        levels, positions = level.reshape(-1), torch.stack([row, cell - row * width], dim=2).reshape(-1, 2)
         strides = self._constant("strides", levels.device)[levels]
         batch_index = torch.arange(b, device=levels.device)[:, None].expand(b, s).reshape(-1)
         instances = Instances(batch_index=batch_index, levels=levels, positions=positions,
-                              locations=positions_to_locations(positions, strides), boxes=boxes.reshape(-1, 4),
-                              scores=scores.reshape(-1))
+                              locations=positions_to_locations(positions, strides),
+                              boxes=box.gather(1, take[:, :, None].expand(b, s, 4)).reshape(-1, 4),
+                              scores=score.gather(1, take).reshape(-1))
         return instances, valid, exact
 
     def keep_fixed(self, boxes: Tensor, scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`keep` with static shapes: ``take [S]`` candidate indices (``S = min(max_detections, M)``), the
-        kept ones first and best first, ``valid [S]`` (the slot holds a kept one) and ``exact`` (0-d bool).
+        """:meth:`keep` with static shapes, for a batch (``boxes [B, M, 4]``, ``scores``/``valid [B, M]``):
+        ``take [B, S]`` candidate indices (``S = min(max_detections, M)``), the kept ones first and best first,
+        ``valid [B, S]`` (the slot holds a kept one) and ``exact [B]``.
 
         :func:`~fcpose.ops.boxes.nms_fixed` decides a prefix of the candidates (best first); the result is
         exact when that prefix already holds ``max_detections`` kept boxes and the next candidate scores below
@@ -318,33 +319,38 @@ class PostProcessor:
         people tie at the cut than there are slots.
         """
         order, kept, decided = nms_fixed(boxes, scores, self.params.nms_threshold, valid, self.nms_rounds)
-        ranked = scores[order]
-        m, limit = int(scores.shape[0]), self.params.max_detections
-        prefix = kept & (torch.arange(m, device=scores.device) < decided)
-        at_limit = prefix & (prefix.cumsum(0) == limit)
-        cut = torch.where(at_limit, ranked, torch.full_like(ranked, -float("inf"))).amax()
-        final = prefix & (ranked >= cut)
+        ranked = scores.gather(1, order)
+        m, limit = int(scores.shape[1]), self.params.max_detections
+        prefix = kept & (torch.arange(m, device=scores.device) < decided[:, None])
+        at_limit = prefix & (prefix.cumsum(1) == limit)
+        cut = torch.where(at_limit, ranked, torch.full_like(ranked, -float("inf"))).amax(dim=1)
+        final = prefix & (ranked >= cut[:, None])
         slots = min(limit, m)
-        first = torch.sort((~final).to(torch.uint8), stable=True).indices[:slots]  # kept ones first, in order
-        count = final.sum()
-        valid_slots = torch.arange(slots, device=scores.device) < count
-        after = ranked.gather(0, decided.clamp(max=m - 1).reshape(1))[0]  # the best undecided one, if any
-        exact = ((decided == m) | (at_limit.any() & (after < cut))) & (count <= slots)
-        return order[first], valid_slots, exact
+        first = torch.sort((~final).to(torch.uint8), dim=1, stable=True).indices[:, :slots]  # kept first, in order
+        count = final.sum(dim=1)
+        valid_slots = torch.arange(slots, device=scores.device) < count[:, None]
+        after = ranked.gather(1, decided.clamp(max=m - 1)[:, None])[:, 0]  # the best undecided one, if any
+        exact = ((decided == m) | (at_limit.any(dim=1) & (after < cut))) & (count <= slots)
+        return order.gather(1, first), valid_slots, exact
 
     @staticmethod
-    def _probabilities(dense: DenseOutputs, level: int, image: int) -> tuple[Tensor, Tensor]:
-        """Person probability (max over classes) and centre-ness of every cell of one level, flat, float32."""
-        cls = dense.cls_logits[level][image].float()
-        prob = torch.sigmoid(cls).reshape(cls.shape[0], -1).max(dim=0).values
-        return prob, torch.sigmoid(dense.centerness[level][image].float()).reshape(-1)
+    def _probabilities(dense: DenseOutputs, level: int) -> tuple[Tensor, Tensor]:
+        """Person probability (max over classes) and centre-ness of every cell of one level, ``[B, H * W]``
+        float32. Computed for the whole batch at once by every path (CPU element-wise functions may round the
+        last bit differently for different tensor sizes; the paths must agree exactly)."""
+        prob = torch.sigmoid(dense.cls_logits[level].float()).flatten(2).max(dim=1).values
+        return prob, torch.sigmoid(dense.centerness[level].float()).flatten(1)
 
     @staticmethod
-    def _boxes(dense: DenseOutputs, level: int, image: int, index: Tensor) -> Tensor:
-        """Boxes (input pixels) predicted at flat cells ``index`` of one level."""
-        reg = dense.box_reg[level][image].float()
-        centres = flat_to_locations(index, reg.shape[-1], dense.strides[level])
-        return decode_ltrb(centres, reg.reshape(4, -1)[:, index].t())
+    def _boxes(dense: DenseOutputs, level: int, index: Tensor, image: int | None = None) -> Tensor:
+        """Boxes (input pixels) predicted at flat cells ``index`` of one level: ``[n]`` cells of one image ->
+        ``[n, 4]``, or ``[B, n]`` cells of every image (``image=None``) -> ``[B, n, 4]``."""
+        reg = dense.box_reg[level]
+        reg = (reg if image is None else reg[image:image + 1]).float().flatten(2)  # [b, 4, H * W]
+        cells = index if image is None else index[None]
+        ltrb = reg.gather(2, cells[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
+        boxes = decode_ltrb(flat_to_locations(cells, dense.box_reg[level].shape[-1], dense.strides[level]), ltrb)
+        return boxes if image is None else boxes[0]
 
     # ------------------------------------------------------------------------------------------
     # Stage 2: keypoints

@@ -127,6 +127,22 @@ def test_nms_fixed_partial_rounds_are_a_correct_prefix():
     assert not bool((keep & ~full[order]).any())  # nothing kept that greedy suppresses
 
 
+def test_nms_fixed_batch_is_each_image_alone():
+    """A batch of images runs in the same operations and gives each image's own result, whatever the
+    others hold (an empty image, one where every box is invalid)."""
+    sets = [random_boxes(120, seed) for seed in range(3)]
+    boxes = torch.stack([b for b, _ in sets])
+    scores = torch.stack([s for _, s in sets])
+    valid = scores > 0.2
+    valid[2] = False
+    order, keep, decided = nms_fixed(boxes, scores, 0.5, valid, rounds=12)
+    assert order.shape == keep.shape == (3, 120) and decided.shape == (3,)
+    for i in range(3):
+        one = nms_fixed(boxes[i], scores[i], 0.5, valid[i], rounds=12)
+        assert torch.equal(one[0], order[i]) and torch.equal(one[1], keep[i]) and int(one[2]) == int(decided[i])
+    assert int(decided[2]) == 120 and not bool(keep[2].any())
+
+
 class NoHostSync(TorchDispatchMode):
     """Records every op whose result a CPU would have to wait for on a GPU: scalars to Python, data-dependent
     output shapes (nonzero, masked_select, unique, boolean indexing), equality tests."""
@@ -310,6 +326,46 @@ def test_graph_path_inside_and_outside_inference_mode(tiny_model):
     assert_same_detections(a, b)
 
 
+def test_frames_graphed_from_upload_to_people(tiny_model):
+    """Device preprocessing with graphs: uint8 frames of one size run resize, normalisation, padding, network
+    and post-processing as one (stand-in) graph per frame size, with the usual route's results; sizes beyond
+    the graphs' room, buckets and host preprocessing take the usual route."""
+    sizes = [(120, 200), (120, 200), (100, 100), (90, 150), (130, 90), (61, 77), (120, 200)]
+    images = [camera_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    options = dict(min_size=96, max_size=160, batch_size=1, preprocess="device", sync_free=True)
+    usual = fcpose.Predictor(tiny_model, **options)
+    graphed = fcpose.Predictor(tiny_model, cuda_graphs=True, **options)
+    runner = graphed.runner
+    assert usual.runner.pixel_graphs is None and runner.pixel_graphs is not None
+    for a, b in zip(usual.predict(images), graphed.predict(images)):
+        assert b.boxes.device.type == "cpu" and len(a) > 0
+        assert_same_detections(a, b)
+    # four frame sizes got graphs (the default room); the fifth went through a network graph
+    assert sorted(runner.pixel_graphs.calls) == [(1, 90, 150), (1, 100, 100), (1, 120, 200), (1, 130, 90)]
+    assert sorted(runner.graphs.calls) == [(1, 96, 128)]
+    assert runner.pixel_graphs.eager_calls == 0
+    frames = runner.pixel_graphs.calls[(1, 120, 200)].input
+    assert frames.dtype == torch.uint8 and frames.is_contiguous(memory_format=torch.channels_last)
+    # a batch of frames of one size, padded to a graph batch size: the same people as one by one
+    batched = fcpose.Predictor(tiny_model, cuda_graphs=True, batch_sizes=[4], **{**options, "batch_size": 4})
+    for a, b in zip(graphed.predict(images[:2]), batched.predict(images[:2])):
+        assert_same_detections(a, b, kpt_atol=1e-3, atol=1e-4)
+    assert list(batched.runner.pixel_graphs.calls) == [(4, 120, 200)]
+    # buckets pad inputs to shared sizes, host preprocessing resizes with PIL: no frame graphs there
+    assert fcpose.Predictor(tiny_model, cuda_graphs=True, buckets=[(96, 160)], **options).runner.pixel_graphs is None
+    assert fcpose.Predictor(tiny_model, cuda_graphs=True, **{**options, "preprocess": "host"}
+                            ).runner.pixel_graphs is None
+
+
+def test_resize_tensor_batch_is_each_image_alone():
+    images = [camera_image(90, 130, seed=s) for s in range(3)]
+    frames = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    batch = resize_tensor(frames, 60, 87)
+    assert batch.shape == (3, 3, 60, 87)
+    for image, resized in zip(images, batch):
+        assert torch.equal(resized, resize_tensor(upload_image(image, "cpu"), 60, 87))
+
+
 def test_cuda_graphs_need_the_sync_free_path(tiny_model):
     with pytest.raises(FCPoseError, match="sync_free"):
         InferenceRunner(tiny_model, cuda_graphs=True, sync_free=False)
@@ -387,6 +443,22 @@ def test_cuda_graph_equals_eager():
         (b,) = eager(x.cuda(), [(96, 160)], [(96, 160)])
         assert_same_detections(a, b, kpt_atol=1e-4)
     assert graphed.graphs.failed is None and graphed.graphs.calls[(1, 96, 160)].graph is not None
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_cuda_frame_graph_equals_eager():
+    """Upload, resize, normalisation, padding, network and post-processing captured as one graph per frame
+    size: the same people as the eager device route."""
+    torch.manual_seed(0)
+    model = make_lively(fcpose.build_model("fcpose_r18_tiny"))
+    options = dict(device="cuda", min_size=96, max_size=160, batch_size=1, preprocess="device")
+    graphed = fcpose.Predictor(model, **options)
+    eager = fcpose.Predictor(model, cuda_graphs=False, **options)
+    images = [camera_image(120, 200, seed=s) for s in range(3)]
+    for a, b in zip(eager.predict(images), graphed.predict(images)):
+        assert_same_detections(a, b, kpt_atol=1e-4, atol=1e-4)
+    call = graphed.runner.pixel_graphs.calls[(1, 120, 200)]
+    assert graphed.runner.pixel_graphs.failed is None and call.graph is not None
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

@@ -171,6 +171,29 @@ def test_divergence_keeps_the_last_good_checkpoint(coco_tiny, tmp_path, monkeypa
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 
+def test_skips_read_at_a_checkpoint_are_warned(coco_tiny, tmp_path, monkeypatch, capsys):
+    """A real skip read by a checkpoint's divergence check (before the next log line) is still warned, once."""
+    from fcpose.engine import trainer as trainer_mod
+
+    real_backward = trainer_mod.TrainSession.backward_step
+
+    def skip_second(self, total):
+        grad_norm, finite, loss_finite = real_backward(self, total)
+        if self.loop.iteration == 1:
+            return grad_norm, torch.zeros_like(finite), torch.zeros_like(loss_finite)
+        return grad_norm, finite, loss_finite
+
+    monkeypatch.setattr(trainer_mod.TrainSession, "backward_step", skip_second)
+    cfg = load_config("overfit_tiny", FAST + ["solver.max_iter=4", "solver.ims_per_batch=1",
+                                              "solver.checkpoint_period=2", "solver.log_period=4",
+                                              "input.min_size_train=[96, 96]"])
+    result = train(cfg, data=str(coco_tiny / "person_keypoints.json"), images=str(coco_tiny), output=str(tmp_path),
+                   num_workers=0, progress=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "skipped for a non-finite" in line]
+    assert result.skipped_steps == 1
+    assert warnings == ["warning: 1 step skipped for a non-finite loss or gradient in iterations 1-1 (1 so far)"]
+
+
 def test_frozen_bn_calibration_normalises_every_layer():
     model = build_model("fcpose_r18_tiny").backbone.eval()
     x = torch.randn(2, 3, 96, 128) * 60 + 100  # 0-255-like pixels

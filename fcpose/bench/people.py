@@ -378,7 +378,12 @@ class ForcedSelection(PostProcessor):
         return forced_keep(boxes, scores, self.params.nms_threshold, self.num, self.candidates_per_person)
 
     def keep_fixed(self, boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
-        """:func:`forced_keep` with static shapes: NMS survivors of the pool first (best first), then the best of
+        """:meth:`keep_one_fixed` for each image of a batch (``[B, M, ...]``), stacked."""
+        parts = [self.keep_one_fixed(b, s, v) for b, s, v in zip(boxes, scores, valid)]
+        return tuple(torch.stack(p) for p in zip(*parts))
+
+    def keep_one_fixed(self, boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
+        """:func:`forced_keep` with static shapes (one image): NMS survivors of the pool first (best first), then the best of
         the rest, ``num`` valid slots; ``exact`` when NMS decided the pool far enough (``num`` survivors, or
         the whole pool). As in the real fixed form, at least ``max_detections`` slots go through the heads
         (the first ``num`` valid), so the fixed form's time is measured as it is: the same for 1 and for

@@ -54,8 +54,9 @@ def upload_image(image: np.ndarray, device: torch.device | str) -> Tensor:
 
 
 def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:
-    """``[3, H, W]`` (uint8 or float, values 0-255, any device) -> ``float32 [3, height, width]``: the bilinear
-    resize of :func:`resize_image` in PyTorch ops.
+    """``[3, H, W]`` or a batch ``[B, 3, H, W]`` (uint8 or float, values 0-255, any device) -> ``float32
+    [(B,) 3, height, width]``: the bilinear resize of :func:`resize_image` in PyTorch ops (a batch: each image
+    as alone).
 
     PIL's way, step by step: a horizontal pass, rounded half up to whole grey levels (PIL keeps a uint8
     image between the passes), then a vertical pass, rounded again. Each pass is PIL's bilinear filter —
@@ -66,9 +67,12 @@ def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:
     x = image.float()
     if x.shape[-2] == height and x.shape[-1] == width:
         return x
-    x = F.interpolate(x[None], size=(x.shape[-2], width), mode="bilinear", align_corners=False, antialias=True)
+    single = x.dim() == 3
+    x = F.interpolate(x[None] if single else x, size=(x.shape[-2], width), mode="bilinear", align_corners=False,
+                      antialias=True)
     x = F.interpolate(_to_grey_levels(x), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return _to_grey_levels(x[0])
+    x = _to_grey_levels(x)
+    return x[0] if single else x
 
 
 def _to_grey_levels(x: Tensor) -> Tensor:

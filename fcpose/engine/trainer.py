@@ -303,12 +303,17 @@ class TrainResult:
 
 
 class TrainingDiverged(FCPoseError):
-    """Training stopped because it diverged (too many skipped steps, or non-finite weights)."""
+    """Training stopped because it diverged (too many skipped steps, or non-finite weights). Every rank stops;
+    ``quiet`` is set on all but the main one, so that the command line says it once."""
+
+    quiet = False
 
 
 class TrainingInterrupted(FCPoseError):
     """Training stopped on SIGINT/SIGTERM after finishing its step and writing ``last.pt``; ``exit_code`` is
     128 + the signal number (130, 143), what shells and schedulers expect."""
+
+    quiet = False  # as TrainingDiverged's: set on all ranks but the main one
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -577,9 +582,10 @@ class TrainSession:
         losses = self.step_module(x, batch["targets"], sizes)
         return losses, sum(losses.values())
 
-    def backward_step(self, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backward (scaled in fp16), unscale, clip: returns the gradient norm before clipping and the device-side
-        flag "this step may be taken" (a finite loss and finite gradients on every rank)."""
+    def backward_step(self, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backward (scaled in fp16), unscale, clip: returns the gradient norm before clipping, the device-side
+        flag "this step may be taken" (a finite loss and finite gradients on every rank) and "this rank's loss is
+        finite"."""
         self.optimizer.zero_grad(set_to_none=True)
         scaled = self.scaler.scale(total)
         # The loss scale this backward used, as a device tensor (get_scale() would wait for the device).
@@ -588,9 +594,10 @@ class TrainSession:
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_gradients(self.params, self.cfg)
         # Gradients are all-reduced, so every rank takes the same decision.
-        bad = ~(torch.isfinite(grad_norm) & torch.isfinite(total.detach()))
+        loss_finite = torch.isfinite(total.detach())
+        bad = ~(torch.isfinite(grad_norm) & loss_finite)
         finite = dist.reduce_max(bad.to(torch.float32)) == 0
-        return grad_norm, finite
+        return grad_norm, finite, loss_finite
 
     def optimizer_step(self, finite: torch.Tensor) -> None:
         """Apply the step where ``finite`` (a device flag) says so: the fused optimiser reads the flag on the device
@@ -614,8 +621,8 @@ class TrainSession:
         """One iteration: ``(losses, grad_norm, finite)``, all device tensors (nothing waits for the device)."""
         self.lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses (a host float)
         losses, total = self.forward_loss(batch)
-        grad_norm, finite = self.backward_step(total)
-        self.accounting.record(self.loop.iteration, finite, torch.isfinite(total.detach()), self._scale_used)
+        grad_norm, finite, loss_finite = self.backward_step(total)
+        self.accounting.record(self.loop.iteration, finite, loss_finite, self._scale_used)
         self.optimizer_step(finite)
         self.loop.iteration += 1
         return {**losses, "total_loss": total.detach()}, grad_norm, finite
@@ -670,16 +677,11 @@ class TrainSession:
         """The periodic host read: losses averaged over ranks, skipped steps, the divergence checks, one log line."""
         s, loop = self.cfg.solver, self.loop
         values = dist.reduce_mean_dict(losses)
-        real, calib, window = self.accounting.collect()
-        loop.skipped += real
-        loop.scale_reductions += calib
+        window = self._collect_skips(it)
         lr = self.lr
         elapsed = time.perf_counter() - self._tic
         sec_per_iter = elapsed / max(1, it - self._start)
         if self.main:
-            if real:
-                tqdm.write(f"warning: {real} step{'s' * (real > 1)} skipped for a non-finite loss or gradient in "
-                           f"iterations {self._last_log_it}-{it - 1} ({loop.skipped} so far)", file=sys.stderr)
             bar.set_postfix(loss=f"{values['total_loss']:.3f}", lr=f"{lr:.2e}")
             self.logger.log(it, {**values, "lr": lr, "grad_norm": float(grad_norm), "skipped_steps": loop.skipped,
                                  "scale_reductions": loop.scale_reductions, "sec_per_iter": sec_per_iter})
@@ -689,15 +691,29 @@ class TrainSession:
                 print(f"iter {it}/{s.max_iter}  loss {values['total_loss']:.4f} ({terms})  lr {lr:.3g}  "
                       f"{sec_per_iter:.3f} s/it  eta {eta}" + (f"  skipped {loop.skipped}" if loop.skipped else ""),
                       file=sys.stderr, flush=True)
-        self._last_log_it = it
         self._check_divergence(it, window=window)
         return values
+
+    def _collect_skips(self, it: int) -> int:
+        """Read the skip counters (one host sync): add them to the loop's totals, warn about real skips since the
+        last read (main process), and return the real skips in the divergence window."""
+        real, calib, window = self.accounting.collect()
+        loop = self.loop
+        loop.skipped += real
+        loop.scale_reductions += calib
+        if real and self.main:
+            tqdm.write(f"warning: {real} step{'s' * (real > 1)} skipped for a non-finite loss or gradient in "
+                       f"iterations {self._last_log_it}-{it - 1} ({loop.skipped} so far)", file=sys.stderr)
+        self._last_log_it = it
+        return window
 
     def _interrupted(self, it: int) -> TrainingInterrupted:
         signum = self.signals.signum or signal.SIGTERM
         name = signal.Signals(signum).name
-        return TrainingInterrupted(f"stopped by {name} at iteration {it}: {self.out_dir / 'last.pt'} holds the run; "
-                                   f"continue with the same command and --resume", signum)
+        exc = TrainingInterrupted(f"stopped by {name} at iteration {it}: {self.out_dir / 'last.pt'} holds the run; "
+                                  f"continue with the same command and --resume", signum)
+        exc.quiet = not self.main
+        return exc
 
     def _state_tensors(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers()]
@@ -706,9 +722,7 @@ class TrainSession:
         """Raise :class:`TrainingDiverged` when too many recent steps were skipped or a weight is non-finite."""
         s = self.cfg.solver
         if window is None:  # not collected by the caller
-            real, calib, window = self.accounting.collect()
-            self.loop.skipped += real
-            self.loop.scale_reductions += calib
+            window = self._collect_skips(it)
         limit = s.max_skipped_fraction * s.skip_window
         if window > limit:
             reason = (f"{window} of the last {min(it, s.skip_window)} steps were skipped for a non-finite loss or "
@@ -719,8 +733,10 @@ class TrainSession:
             return
         kept = self.out_dir / "last.pt"
         saved = f"{kept} holds the last good state" if kept.exists() else "no checkpoint had been written yet"
-        raise TrainingDiverged(f"training diverged at iteration {it}: {reason}; no model_final.pt written, {saved} "
+        exc = TrainingDiverged(f"training diverged at iteration {it}: {reason}; no model_final.pt written, {saved} "
                                "(try a lower solver.base_lr, solver.precision=bf16 or fp32, or gradient clipping)")
+        exc.quiet = not self.main
+        raise exc
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_last(self) -> None:

@@ -150,9 +150,22 @@ class GraphedFunction:
         b, _, h, w = batch.shape
         return choose_bucket(b, h, w, self.buckets, self.batch_sizes)
 
+    def would_replay(self, batch: Tensor) -> bool:
+        """Whether ``batch`` runs as a graph (one that exists, or a new one within ``max_graphs``) rather than
+        eagerly: for callers with a cheaper eager route of their own."""
+        shape = self.bucket(batch)
+        if shape is None:
+            return False
+        if shape in self.calls:
+            return self.calls[shape] is not None
+        return len(self.calls) < self.max_graphs
+
     def _make(self, shape: Shape, batch: Tensor) -> StaticCall | None:
         capture = batch.device.type == "cuda" if self.capture is None else self.capture
-        example = batch.new_zeros((shape[0], batch.shape[1], shape[1], shape[2]))
+        # the batch's memory format is kept (a uint8 image batch viewed from [B, H, W, 3] is channels-last)
+        layout = (torch.channels_last if not batch.is_contiguous() and batch.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format)
+        example = batch.new_zeros((shape[0], batch.shape[1], shape[1], shape[2])).contiguous(memory_format=layout)
         pad_into(example, batch)
         try:
             return StaticCall(self.fn, example, capture=capture, warmup=self.warmup)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from ..config import InputConfig, TestConfig
 from ..data.images import as_rgb_array
@@ -76,6 +77,9 @@ class Predictor:
         self.max_size = int(max_size or sizes.max_size_test)
         self.batch_size = max(1, int(batch_size))
         self.cfg = cfg
+        graphs = self.runner.graphs
+        if self.preprocess == "device" and graphs is not None and graphs.buckets is None:
+            self.runner.graph_pixels(self._prepare_frames)
 
     @property
     def postprocessor(self) -> PostProcessor:
@@ -109,6 +113,31 @@ class Predictor:
             tensor = image_to_tensor(resize_image(image, h, w)).to(self.device)
         return self.model.normalize(tensor), (h, w)
 
+    def _prepare_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``uint8 [B, 3, H, W]`` frames of one size on the device -> the normalised network input, padded to
+        the size divisibility: :meth:`prepare` and :func:`batch_images` for a batch, from its shape alone (what
+        the runner captures in a graph together with the network; see ``InferenceRunner.graph_pixels``)."""
+        h, w = resize_shape(int(frames.shape[-2]), int(frames.shape[-1]), self.min_size, self.max_size)
+        ph, pw = padded_size(h, w, self.size_divisibility)
+        return F.pad(self.model.normalize(resize_tensor(frames, h, w)), (0, pw - w, 0, ph - h))
+
+    def _predict_frames(self, arrays: list[np.ndarray], results: list[PoseDetections | None]) -> None:
+        """Fill ``results`` for the images the runner takes as uint8 frames (device preprocessing with CUDA
+        graphs: one graph per frame size, from upload to people); the others stay None."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, array in enumerate(arrays):
+            groups.setdefault(array.shape, []).append(i)
+        for (height, width, _), members in groups.items():
+            size = resize_shape(height, width, self.min_size, self.max_size)
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                dets = self.runner.pixels([arrays[i] for i in chunk], [size] * len(chunk),
+                                          [(height, width)] * len(chunk))
+                if dets is None:
+                    break  # no graph for this size: the usual route
+                for i, d in zip(chunk, dets):
+                    results[i] = d
+
     @torch.inference_mode()
     def _run(self, tensors: list[torch.Tensor], input_sizes, output_sizes) -> list[PoseDetections]:
         batch = batch_images(tensors, self.size_divisibility)
@@ -118,11 +147,13 @@ class Predictor:
     def predict(self, images: list) -> list[PoseDetections]:
         """A list of paths / RGB arrays -> one :class:`PoseDetections` per image, in the same order."""
         arrays = [as_rgb_array(im) for im in images]
-        prepared = [self.prepare(a) for a in arrays]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (_, size) in enumerate(prepared):
-            groups.setdefault(self._group(size), []).append(i)
         results: list[PoseDetections | None] = [None] * len(arrays)
+        if self.runner.pixel_graphs is not None:
+            self._predict_frames(arrays, results)
+        prepared = {i: self.prepare(arrays[i]) for i in range(len(arrays)) if results[i] is None}
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, size) in prepared.items():
+            groups.setdefault(self._group(size), []).append(i)
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start:start + self.batch_size]

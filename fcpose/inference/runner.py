@@ -32,8 +32,9 @@ Where a tensor lives and in which dtype it is computed is decided here, from one
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,7 +46,7 @@ from ..precision import PRECISIONS, Precision, check_precision, default_cast_wei
 from ..structures import DenseOutputs, PeopleSlots, PoseDetections
 from .graphs import GraphedFunction, crop_batch
 
-__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "Float32Branch", "HostCopy"]
+__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "Float32Branch", "HostCopy", "HostUpload"]
 
 
 class Float32Branch(nn.Module):
@@ -115,6 +116,34 @@ class HostCopy:
         return buffers
 
 
+class HostUpload:
+    """RGB ``uint8 [H, W, 3]`` arrays of one size -> one ``uint8 [B, 3, H, W]`` tensor on the device (a
+    channels-last view of ``[B, H, W, 3]``): on a GPU the arrays are copied into a pinned host buffer that is
+    reused between calls and sent in one asynchronous copy (an event guards the buffer until that copy has
+    been read); on a CPU they are stacked."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, tuple[Tensor, torch.cuda.Event | None]] = {}
+
+    def __call__(self, arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
+        shape = (len(arrays), *arrays[0].shape)
+        if device.type != "cuda":
+            return torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2)
+        buffer, done = self._buffers.get(shape, (None, None))
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        elif done is not None:
+            done.synchronize()  # the previous copy from this buffer has been read
+        view = buffer.numpy()
+        for i, array in enumerate(arrays):
+            view[i] = array
+        uploaded = buffer.to(device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(device))
+        self._buffers[shape] = (buffer, done)
+        return uploaded.permute(0, 3, 1, 2)
+
+
 class InferenceRunner:
     """Network + post-processing of a (possibly optimised) model, as separate timed stages.
 
@@ -168,10 +197,14 @@ class InferenceRunner:
         if cuda_graphs and not self.sync_free:
             raise FCPoseError("cuda_graphs needs sync_free=True (the dynamic post-processing waits for the GPU)")
         self.cuda_graphs = bool(cuda_graphs)
-        self.graphs = GraphedFunction(self._capturable, buckets=buckets, batch_sizes=batch_sizes,
+        self.graphs = GraphedFunction(self.run_fixed, buckets=buckets, batch_sizes=batch_sizes,
                                       max_graphs=max_graphs, capture=self.device.type == "cuda"
                                       ) if self.cuda_graphs else None
+        # uint8 frames -> people with the preprocessing in the graph too (:meth:`pixels`); one graph per frame size
+        self.pixel_graphs: GraphedFunction | None = None
+        self._pixel_prepare: Callable[[Tensor], Tensor] | None = None
         self.host_copy = HostCopy()
+        self.upload = HostUpload()
         self.fallbacks = 0  # batches the fixed-shape post-processing could not vouch for (rerun dynamically)
 
     @property
@@ -205,11 +238,44 @@ class InferenceRunner:
         with torch.inference_mode():
             return self.postprocessor.fixed(self.model, dense, on_stage=on_stage)
 
-    def _capturable(self, batch: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
+    def run_fixed(self, batch: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
         """Network + fixed post-processing: what a CUDA graph records (no host synchronisation; autocast's
         weight cache off, as a capture requires)."""
         dense = self.network(batch, cache_enabled=False)
         return self.fixed(dense), dense
+
+    def graph_pixels(self, prepare: Callable[[Tensor], Tensor], max_graphs: int = 4) -> None:
+        """Capture the preprocessing as well, from the uint8 frames (:meth:`pixels`): ``prepare`` turns
+        ``uint8 [B, 3, H, W]`` frames into the normalised, padded network input, from their shape alone (it
+        must not synchronise). One graph per frame size and batch (``max_graphs``, then :meth:`pixels` says
+        no and the caller takes its usual route). Needs ``cuda_graphs``; without buckets (a frame's padded
+        input is then exactly what the usual route gives it)."""
+        if self.graphs is None or self.graphs.buckets is not None:
+            raise FCPoseError("graphing the preprocessing needs cuda_graphs without buckets")
+        self._pixel_prepare = prepare
+        self.pixel_graphs = GraphedFunction(self._run_pixels, batch_sizes=self.graphs.batch_sizes,
+                                            max_graphs=max_graphs, capture=self.graphs.capture)
+
+    def _run_pixels(self, frames: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
+        return self.run_fixed(self._pixel_prepare(frames))
+
+    def pixels(self, arrays: Sequence[np.ndarray], input_sizes, output_sizes) -> list[PoseDetections] | None:
+        """RGB ``uint8`` arrays of one size -> one :class:`PoseDetections` per image (on the CPU), with the
+        upload through pinned memory and then resize, normalisation, padding, network and fixed
+        post-processing replayed as one graph; None (nothing run) when that size would not get a graph
+        (see :meth:`graph_pixels`)."""
+        if self.pixel_graphs is None:
+            return None
+        b, (h, w) = len(arrays), arrays[0].shape[:2]
+        probe = torch.empty((b, 3, h, w), device="meta")
+        if not self.pixel_graphs.would_replay(probe):
+            return None
+        with torch.inference_mode():
+            frames = self.upload(arrays, self.device)
+        (slots, dense), ran = self.pixel_graphs(frames)
+        if ran != b:
+            slots, dense = crop_batch(slots, b), crop_batch(dense, b)
+        return self.finish(slots, dense, input_sizes, output_sizes)
 
     def finish(self, slots: PeopleSlots, dense: DenseOutputs, input_sizes, output_sizes) -> list[PoseDetections]:
         """Slots on the device -> detections on the CPU: one copy (pinned buffers), then

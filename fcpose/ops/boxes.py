@@ -11,19 +11,22 @@ from torch import Tensor
 
 
 def box_area(boxes: Tensor) -> Tensor:
-    """``[N, 4]`` xyxy -> ``[N]`` areas (negative widths count as 0)."""
-    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    """``[..., N, 4]`` xyxy -> ``[..., N]`` areas (negative widths count as 0)."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` xyxy boxes -> ``[N, M]`` (0 where the union is empty)."""
+    """Pairwise IoU of ``[..., N, 4]`` and ``[..., M, 4]`` xyxy boxes -> ``[..., N, M]`` (0 where the union is
+    empty; leading dimensions are batches)."""
     area_a = box_area(a)
     area_b = box_area(b)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
+    # one coordinate at a time: [..., N, M] temporaries only (a batch of NMS overlap matrices is large)
+    inter = None
+    for lo, hi in ((0, 2), (1, 3)):
+        side = (torch.minimum(a[..., :, None, hi], b[..., None, :, hi])
+                - torch.maximum(a[..., :, None, lo], b[..., None, :, lo])).clamp(min=0)
+        inter = side if inter is None else inter * side
+    union = area_a[..., :, None] + area_b[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
 
 
@@ -109,7 +112,8 @@ def nms_fixed(boxes: Tensor, scores: Tensor, iou_threshold: float, valid: Tensor
     nothing) -> ``order [M]`` (indices by decreasing score, ties: lower index first, as :func:`nms`),
     ``keep [M]`` bool in that order, and ``decided`` (0-d long): ``keep[:decided]`` is exactly the greedy
     result for the ``decided`` best boxes (``decided == M``: for all of them — then ``keep`` is
-    :func:`nms`'s result).
+    :func:`nms`'s result). A batch (``boxes [B, M, 4]``, ``scores``/``valid [B, M]``) runs every image's
+    NMS in the same operations (``decided [B]``): the kernels launched do not grow with B.
 
     Each box is undecided, kept or suppressed. Every round decides in parallel what is already certain: an
     undecided box none of whose better overlapping (IoU > t) boxes is still alive (undecided or kept) is
@@ -118,27 +122,35 @@ def nms_fixed(boxes: Tensor, scores: Tensor, iou_threshold: float, valid: Tensor
     one box (the first undecided one); independent groups of boxes are decided side by side, so the best
     hundred of a few thousand candidates usually take a few rounds. Callers that need the best D kept boxes
     check that the prefix holds them. Each round is one ``[2, M] x [M, M]`` product over the overlap matrix
-    (``O(M^2)`` memory and work: meant for a GPU and the few thousand pre-NMS candidates of a detector).
+    and five element-wise operations on the ``[2, M]`` state (``O(M^2)`` memory and work: meant for a GPU
+    and the few thousand pre-NMS candidates of a detector).
     """
-    m = int(scores.shape[0])
-    order = torch.sort(scores, descending=True, stable=True).indices
+    if boxes.dim() == 2:
+        order, kept, decided = nms_fixed(boxes[None], scores[None], iou_threshold, valid[None], rounds)
+        return order[0], kept[0], decided[0]
+    b, m = scores.shape
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     if m == 0:
-        return order, torch.zeros(0, dtype=torch.bool, device=scores.device), torch.zeros((), dtype=torch.long,
-                                                                                           device=scores.device)
-    ordered = boxes[order].float()
+        return order, torch.zeros(b, 0, dtype=torch.bool, device=scores.device), torch.zeros(
+            b, dtype=torch.long, device=scores.device)
+    ordered = boxes.gather(1, order[:, :, None].expand(b, m, 4)).float()
     # over[j, i]: box j comes before box i and they overlap; 0/1 in a dtype the product counts in exactly
     # enough for "> 0" (half on a GPU: half the bytes to read per round)
     dtype = torch.float16 if ordered.device.type == "cuda" else torch.float32
     over = torch.triu(box_iou(ordered, ordered) > iou_threshold, diagonal=1).to(dtype)
-    kept = torch.zeros(m, dtype=torch.bool, device=scores.device)
-    suppressed = ~valid[order]
+    # state [B, 2, M]: row 0 "alive" (undecided or kept), row 1 "kept"; undecided = alive - kept
+    state = torch.stack([valid.gather(1, order), torch.zeros_like(valid)], dim=1).to(dtype)
+    rise = torch.tensor([[0.0], [1.0]], dtype=dtype, device=state.device)
     for _ in range(rounds):
-        undecided = ~(kept | suppressed)
-        counts = torch.stack([~suppressed, kept]).to(dtype) @ over  # [2, M]: alive / kept better overlapping boxes
-        kept = kept | (undecided & (counts[0] == 0))
-        suppressed = suppressed | (undecided & (counts[1] > 0))
-    undecided = ~(kept | suppressed)
-    decided = torch.where(undecided.any(), undecided.to(torch.uint8).argmax(), torch.full((), m, device=scores.device))
+        # some[:, 0]: a better alive box overlaps (1) or none does (0: keep it if undecided); some[:, 1]: a
+        # better kept box overlaps (suppress it if undecided)
+        some = torch.bmm(state, over).clamp_(max=1)
+        # undecided boxes (alive - kept): alive += 0 - some[:, 1], kept += 1 - some[:, 0]
+        state = state.addcmul(state[:, 0:1] - state[:, 1:2], rise - some.flip(1))
+    kept = state[:, 1] > 0
+    undecided = state[:, 0] > state[:, 1]
+    first = undecided.to(torch.uint8).argmax(dim=1)
+    decided = torch.where(undecided.any(dim=1), first, torch.full_like(first, m))
     return order, kept, decided
 
 
