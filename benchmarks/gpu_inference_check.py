@@ -86,7 +86,11 @@ def e2e(preset: str, size: int, max_size: int | None, device: torch.device, prec
             "cast_weights": runner.cast_weights, "sync_free": runner.sync_free, "cuda_graphs": runner.cuda_graphs,
             "graph_failed": runner.graphs.failed if runner.graphs is not None else None,
             "eager_calls": runner.graphs.eager_calls if runner.graphs is not None else None,
-            "fixed_fallbacks": runner.fallbacks}
+            "fixed_fallbacks": runner.fallbacks,
+            # frames of one size from the uint8 upload to the people as one graph (the default on CUDA)
+            "frame_graphs": ([list(shape) for shape in runner.pixel_graphs.calls]
+                             if runner.pixel_graphs is not None else None),
+            "frame_graph_failed": runner.pixel_graphs.failed if runner.pixel_graphs is not None else None}
 
 
 def consistency(preset: str, size: int, max_size: int | None, device: torch.device) -> dict:
