@@ -372,14 +372,10 @@ class PostProcessor:
         if traceable:
             cell, peak, total = self.dynamic_head.peaks(feats[0], theta, instances.locations, norms, traceable=True)
             return self._decode(cell, peak, total, offsets_map, instances.batch_index, width, stride)
-        if per_image is not None:
-            out = []
-            for image in range(feats.shape[0]):
-                sel = slice(image * per_image, (image + 1) * per_image)
-                cell, peak, total = self.dynamic_head.peaks(feats[image], theta[sel], instances.locations[sel],
-                                                            norms[sel], tile_bytes or self.tile_bytes)
-                out.append(self._decode(cell, peak, total, offsets_map, instances.batch_index[sel], width, stride))
-            return torch.cat(out)
+        if per_image is not None:  # every image's S slots in the same operations
+            cell, peak, total = self.dynamic_head.peaks(feats, theta, instances.locations, norms,
+                                                        tile_bytes or self.tile_bytes)
+            return self._decode(cell, peak, total, offsets_map, instances.batch_index, width, stride)
         n = len(instances)
         out = torch.zeros(n, self.num_keypoints, 3, device=feats.device)
         if n == 0:

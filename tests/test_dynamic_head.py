@@ -82,3 +82,24 @@ def test_relative_coordinates():
     want_y = [(12 - 4) / 64] * 3 + [0.0] * 3
     assert torch.allclose(rel[0, 0], torch.tensor(want_x))
     assert torch.allclose(rel[0, 1], torch.tensor(want_y))
+
+
+def test_peaks_of_a_batch_are_each_image_alone():
+    """B images with S instances each (the fixed-shape slots) in the same operations: each image's peaks as if
+    it ran alone, for one and several layers, one tile and many."""
+    gen = torch.Generator().manual_seed(3)
+    for layers in (1, 3):
+        head = DynamicKeypointHead(feat_channels=6, channels=8, num_layers=layers, num_keypoints=5)
+        feats = torch.randn(3, 6, 20, 30, generator=gen)  # 600 cells: 3 tiles at the 256-cell floor
+        params = torch.randn(3 * 4, head.num_params, generator=gen)
+        loc = torch.rand(12, 2, generator=gen) * 60
+        norms = torch.full((12,), 64.0)
+        for tile_bytes in (None, 1):  # one tile; the smallest tiles (256 cells)
+            cell, peak, total = head.peaks(feats, params, loc, norms, tile_bytes)
+            assert cell.shape == peak.shape == total.shape == (12, 5)
+            for image in range(3):
+                sel = slice(4 * image, 4 * image + 4)
+                one = head.peaks(feats[image], params[sel], loc[sel], norms[sel], tile_bytes)
+                assert torch.equal(one[0], cell[sel])
+                torch.testing.assert_close(one[1], peak[sel], rtol=1e-6, atol=1e-5)
+                torch.testing.assert_close(one[2], total[sel], rtol=1e-6, atol=1e-6)

@@ -180,10 +180,13 @@ class DynamicKeypointHead(nn.Module):
         return FoldedHeads(first.reshape(n * (c1 + 1), f + 3), mids, last, widths, k)
 
     def feature_rows(self, feats: Tensor) -> Tensor:
-        """One image's F ``[F, H, W]`` -> ``[F + 3, H * W]``: F, the cell centres x and y, and ones (float32)."""
-        c, h, w = feats.shape
+        """One image's F ``[F, H, W]`` -> ``[F + 3, H * W]``: F, the cell centres x and y, and ones (float32);
+        a batch ``[B, F, H, W]`` -> ``[B, F + 3, H * W]``."""
+        c, h, w = feats.shape[-3:]
+        lead = feats.shape[:-3]
         grid = compute_locations(h, w, self.stride, device=feats.device, dtype=torch.float32).t()
-        return torch.cat([feats.reshape(c, h * w).float(), grid, feats.new_ones(1, h * w, dtype=torch.float32)])
+        extra = torch.cat([grid, grid.new_ones(1, h * w)]).expand(*lead, 3, h * w)
+        return torch.cat([feats.reshape(*lead, c, h * w).float(), extra], dim=-2)
 
     def peaks(self, feats: Tensor, params: Tensor, locations: Tensor, norms: Tensor,
               tile_bytes: int | None = None, traceable: bool = False) -> tuple[Tensor, Tensor, Tensor]:
@@ -191,7 +194,9 @@ class DynamicKeypointHead(nn.Module):
 
         feats ``[F, H, W]``, params ``[n, P]``, locations ``[n, 2]``, norms ``[n]`` -> per keypoint ``[n, K]``:
         the peak cell (flat index, first on ties), the peak logit, and ``S = sum_cells exp(logit - peak)``
-        (the peak's softmax probability is ``1 / S``). Runs in float32. All instances go through all layers
+        (the peak's softmax probability is ``1 / S``). feats ``[B, F, H, W]``: B images with the same number of
+        instances each, image after image (``n = B * S``; the fixed-shape post-processing's slots), all in the
+        same operations. Runs in float32. All instances go through all layers
         one spatial tile at a time (``tile_bytes`` of activations, ~L2 on CPU, in preallocated buffers); per
         tile each keypoint keeps its maximum and ``sum exp(logit - max)``, which combine exactly into the
         global values. ``traceable=True`` is the form for export: the same products on one tile (the whole
@@ -204,7 +209,7 @@ class DynamicKeypointHead(nn.Module):
             peak, cell = logits.max(dim=2)
             total = (logits - peak[:, :, None]).clamp_min(EXP_FLOOR).exp().sum(dim=2)
             return cell, peak, total
-        hw = rows.shape[1]
+        hw = rows.shape[-1]
         n, k = heads.num_instances, heads.num_keypoints
         widest = max(heads.widths)
         tile_bytes = tile_bytes or default_tile_bytes(feats.device)
@@ -218,7 +223,7 @@ class DynamicKeypointHead(nn.Module):
                                torch.empty(n * k * tile, device=dev))
         for t in range(ntile):
             s0 = t * tile
-            logits = _tile_logits(heads, rows[:, s0:min(hw, s0 + tile)], buffers)
+            logits = _tile_logits(heads, rows[..., s0:min(hw, s0 + tile)], buffers)
             torch.max(logits, dim=2, out=(vals[t], index[t]))
             if s0:
                 index[t] += s0
@@ -241,12 +246,23 @@ class _TileBuffers:
 
 def _tile_logits(heads: FoldedHeads, cols: Tensor, buffers: _TileBuffers | None = None) -> Tensor:
     """Folded heads on ``[F + 3, T]`` feature columns -> logits ``[n, K, T]``: layer 0 as one GEMM, ReLU, the
-    hidden and last layers as batched products. With ``buffers`` every product writes into them (no
-    allocation per tile); without, out of place (autograd- and export-friendly)."""
-    n, size = heads.num_instances, cols.shape[1]
+    hidden and last layers as batched products. ``[B, F + 3, T]`` columns of B images (instances image after
+    image, the same number each): layer 0 as one batched product. With ``buffers`` every product writes into
+    them (no allocation per tile); without, out of place (autograd- and export-friendly)."""
+    n, size = heads.num_instances, cols.shape[-1]
     k, widths = heads.num_keypoints, heads.widths
+    first = heads.first if cols.dim() == 2 else heads.first.view(cols.shape[0], -1, cols.shape[1])
+
+    def layer0(out: Tensor | None = None) -> Tensor:
+        if cols.dim() == 2:
+            return torch.mm(first, cols) if out is None else torch.mm(first, cols, out=out)
+        if out is None:
+            return torch.bmm(first, cols).view(-1, size)
+        torch.bmm(first, cols, out=out.view(cols.shape[0], -1, size))
+        return out
+
     if buffers is None:
-        x = heads.first @ cols
+        x = layer0()
         if heads.last is None:
             return x.reshape(-1, k, size)
         x = x.relu().reshape(-1, widths[0], size)
@@ -254,11 +270,9 @@ def _tile_logits(heads: FoldedHeads, cols: Tensor, buffers: _TileBuffers | None 
             x = torch.bmm(m, x).relu()
         return torch.bmm(heads.last, x)
     if heads.last is None:
-        logits = buffers.logits[:n * k * size].view(n * k, size)
-        torch.mm(heads.first, cols, out=logits)
+        logits = layer0(buffers.logits[:n * k * size].view(n * k, size))
         return logits.view(n, k, size)
-    x = buffers.ping[:n * widths[0] * size].view(n * widths[0], size)
-    torch.mm(heads.first, cols, out=x)
+    x = layer0(buffers.ping[:n * widths[0] * size].view(n * widths[0], size))
     x = x.relu_().view(n, widths[0], size)
     bufs = (buffers.pong, buffers.ping)
     for i, m in enumerate(heads.mids):
