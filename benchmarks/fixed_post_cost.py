@@ -9,7 +9,8 @@ Kernels are counted with a ``TorchDispatchMode`` on CPU tensors: every ATen oper
 (a view launches nothing). The shapes, hence the count, do not depend on the data or the device, so the
 count is the GPU's too (up to operations a CUDA kernel does in one launch differently). The dense outputs
 are random logits (about half the cells above the score threshold: many candidates and long NMS chains, as
-the golden checkpoint makes), and the dynamic heads are tiled as on a GPU; time is the median of ``--runs`` after one warm-up, threads as torch sets them.
+the golden checkpoint makes), and the dynamic heads are tiled as on a GPU; time is the median of ``--runs``
+after one warm-up, threads as torch sets them.
 ``--device cuda`` times the same calls eagerly on a GPU (synchronised) and reports their extra peak memory.
 Writes ``benchmarks/results/fixed_post_cost.json`` (or ``--json``).
 """

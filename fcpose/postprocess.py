@@ -224,7 +224,8 @@ class PostProcessor:
                          locations=positions_to_locations(positions, strides), boxes=boxes, scores=scores)
 
     def candidates(self, dense: DenseOutputs, image: int, threshold: float | Tensor,
-                   probabilities: Sequence[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                   probabilities: Sequence[tuple[Tensor, Tensor]] | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The pre-NMS candidates of one image, level after level: flat cell ``index`` on its level's grid,
         ``box`` (input pixels), ``score`` = ``sqrt(cls * ctr)`` and ``level``. Per level: the cells whose class
         probability exceeds ``threshold`` (in cell order), at most the ``pre_nms_topk`` best by ``cls * ctr``.

@@ -383,8 +383,8 @@ class ForcedSelection(PostProcessor):
         return tuple(torch.stack(p) for p in zip(*parts))
 
     def keep_one_fixed(self, boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor):
-        """:func:`forced_keep` with static shapes (one image): NMS survivors of the pool first (best first), then the best of
-        the rest, ``num`` valid slots; ``exact`` when NMS decided the pool far enough (``num`` survivors, or
+        """:func:`forced_keep` with static shapes (one image): NMS survivors of the pool first (best first), then
+        the best of the rest, ``num`` valid slots; ``exact`` when NMS decided the pool far enough (``num`` survivors, or
         the whole pool). As in the real fixed form, at least ``max_detections`` slots go through the heads
         (the first ``num`` valid), so the fixed form's time is measured as it is: the same for 1 and for
         ``max_detections`` people."""
