@@ -186,29 +186,43 @@ def _predict_into(out_dir: Path, sources: list[Source], remote: list[str], probl
         while held:
             say(held.pop(0))
 
-    bar = tqdm(images, desc="images", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
-    for src in bar:
-        try:
-            image = read_image(src.path)
-        except InputError as exc:
-            skipped(exc)
+    bar = tqdm(total=len(images), desc="images", unit="img", disable=not progress or len(images) < 2,
+               file=sys.stderr)
+    # Images go to the predictor --batch-size at a time (it runs those of equal size together); each line gives
+    # an image's share of its call's time.
+    for chunk in _batched(images, max(1, int(getattr(predictor, "batch_size", 1)))):
+        loaded = []
+        for src in chunk:
+            try:
+                loaded.append((src, read_image(src.path)))
+            except InputError as exc:
+                skipped(exc)
+                bar.update(1)
+                continue
+            domain(src)
+        if not loaded:
             continue
-        domain(src)
         if warmup:
             warmup, start = False, time.perf_counter()
-            predictor(image)
-            say(f"warm-up: a first, untimed run on {src.path.name} took {(time.perf_counter() - start) * 1000:.0f} ms "
-                f"(memory allocation and kernel selection happen on a model's first call)")
+            predictor(loaded[0][1])
+            say(f"warm-up: a first, untimed run on {loaded[0][0].path.name} took "
+                f"{(time.perf_counter() - start) * 1000:.0f} ms (memory allocation and kernel selection happen on "
+                "a model's first call)")
         start = time.perf_counter()
-        dets = predictor(image)
-        elapsed = time.perf_counter() - start
-        shown = renderer.select(dets)
-        results.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
-        if render:
-            save_image(unique_output_path(out_dir, src.path, ".jpg", used), renderer(image, dets, shown))
-        succeeded()
-        done, people, seconds, frames = done + 1, people + len(shown), seconds + elapsed, frames + 1
-        say(f"{src.path.name}: {_people(len(shown))} (score >= {draw_threshold:g}), {elapsed * 1000:.0f} ms")
+        outputs = predictor.predict([image for _, image in loaded])
+        elapsed = (time.perf_counter() - start) / len(loaded)
+        shared = f" (a batch of {len(loaded)})" if len(loaded) > 1 else ""
+        for (src, image), dets in zip(loaded, outputs):
+            shown = renderer.select(dets)
+            results.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
+            if render:
+                save_image(unique_output_path(out_dir, src.path, ".jpg", used), renderer(image, dets, shown))
+            succeeded()
+            done, people, seconds, frames = done + 1, people + len(shown), seconds + elapsed, frames + 1
+            say(f"{src.path.name}: {_people(len(shown))} (score >= {draw_threshold:g}), {elapsed * 1000:.0f} ms"
+                f"{shared}")
+            bar.update(1)
+    bar.close()
 
     for src in videos:
         try:
