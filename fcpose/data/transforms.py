@@ -14,6 +14,7 @@ and AP.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,14 +44,38 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def upload_image(image: np.ndarray, device: torch.device | str) -> Tensor:
-    """``uint8 [H, W, 3]`` numpy -> ``uint8 [3, H, W]`` tensor on ``device`` (a view on the CPU). To a GPU it
-    goes through pinned host memory (PyTorch's caching host allocator) and asynchronously: one copy of the
-    uint8 pixels, a quarter of the float32 image's bytes."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    device = torch.device(device)
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    """``uint8 [H, W, 3]`` numpy -> ``uint8 [3, H, W]`` tensor on ``device`` (a view on the CPU): one image
+    through a :class:`HostUpload` of its own (callers that upload often keep one :class:`HostUpload`)."""
+    return HostUpload()([image], torch.device(device))[0]
+
+
+class HostUpload:
+    """RGB ``uint8 [H, W, 3]`` arrays of one size -> one ``uint8 [B, 3, H, W]`` tensor on the device (a
+    channels-last view of ``[B, H, W, 3]``): on a GPU the arrays are copied into a pinned host buffer that is
+    reused between calls and sent in one asynchronous copy (an event guards the buffer until that copy has
+    been read); on a CPU they are stacked (one image: viewed)."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, tuple[Tensor, torch.cuda.Event | None]] = {}
+
+    def __call__(self, arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
+        shape = (len(arrays), *arrays[0].shape)
+        if device.type != "cuda":  # one image: a view of it
+            stacked = np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays)
+            return torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2)
+        buffer, done = self._buffers.get(shape, (None, None))
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        elif done is not None:
+            done.synchronize()  # the previous copy from this buffer has been read
+        view = buffer.numpy()
+        for i, array in enumerate(arrays):
+            view[i] = array
+        uploaded = buffer.to(device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(device))
+        self._buffers[shape] = (buffer, done)
+        return uploaded.permute(0, 3, 1, 2)
 
 
 def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.transforms import HostUpload
 from ..errors import FCPoseError
 from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
@@ -46,7 +47,7 @@ from ..precision import PRECISIONS, Precision, check_precision, default_cast_wei
 from ..structures import DenseOutputs, PeopleSlots, PoseDetections
 from .graphs import GraphedFunction, crop_batch
 
-__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "Float32Branch", "HostCopy", "HostUpload"]
+__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "Float32Branch", "HostCopy"]
 
 
 class Float32Branch(nn.Module):
@@ -114,34 +115,6 @@ class HostCopy:
             buffer.copy_(t, non_blocking=True)
         torch.cuda.current_stream(tensors[0].device).synchronize()
         return buffers
-
-
-class HostUpload:
-    """RGB ``uint8 [H, W, 3]`` arrays of one size -> one ``uint8 [B, 3, H, W]`` tensor on the device (a
-    channels-last view of ``[B, H, W, 3]``): on a GPU the arrays are copied into a pinned host buffer that is
-    reused between calls and sent in one asynchronous copy (an event guards the buffer until that copy has
-    been read); on a CPU they are stacked."""
-
-    def __init__(self):
-        self._buffers: dict[tuple, tuple[Tensor, torch.cuda.Event | None]] = {}
-
-    def __call__(self, arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
-        shape = (len(arrays), *arrays[0].shape)
-        if device.type != "cuda":
-            return torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2)
-        buffer, done = self._buffers.get(shape, (None, None))
-        if buffer is None:
-            buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-        elif done is not None:
-            done.synchronize()  # the previous copy from this buffer has been read
-        view = buffer.numpy()
-        for i, array in enumerate(arrays):
-            view[i] = array
-        uploaded = buffer.to(device, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(device))
-        self._buffers[shape] = (buffer, done)
-        return uploaded.permute(0, 3, 1, 2)
 
 
 class InferenceRunner:
