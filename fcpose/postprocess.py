@@ -53,7 +53,7 @@ from .ops.boxes import NMS_ROUNDS, clip_boxes, nms, nms_fixed, nonempty, traceab
 from .structures import DenseOutputs, Instances, PeopleSlots, PoseDetections
 from .targets.boxes import decode_ltrb
 from .targets.keypoints import decode_offsets, gather_offsets
-from .targets.locations import flat_to_locations, positions_to_locations
+from .targets.locations import flat_to_locations, flat_to_positions, positions_to_locations
 
 __all__ = ["PostProcessor", "build_postprocessor", "TRACE_SCORE_FLOOR"]
 
@@ -215,9 +215,8 @@ class PostProcessor:
             index, box, score, level = self.candidates(dense, image, thr, probabilities)
             keep = self.keep(box, score)
             index, level = index[keep], level[keep]
-            row = torch.div(index, widths[level], rounding_mode="floor")
-            col = index - row * widths[level]
-            parts.append((torch.full_like(index, image), level, torch.stack([row, col], dim=1), box[keep], score[keep]))
+            parts.append((torch.full_like(index, image), level, flat_to_positions(index, widths[level]), box[keep],
+                          score[keep]))
         batch_index, level, positions, boxes, scores = (torch.cat(p) for p in zip(*parts))
         strides = self._constant("strides", device)[level]
         return Instances(batch_index=batch_index, levels=level, positions=positions,
@@ -285,8 +284,7 @@ class PostProcessor:
         box, score, cell, level, width = (t[0] for t in self.fixed_candidates(dense, threshold))
         keep = traceable_nms(box, score, self.params.nms_threshold, TRACE_SCORE_FLOOR, self.params.max_detections)
         cell, level, width = cell[keep], level[keep], width[keep]
-        row = torch.div(cell, width, rounding_mode="floor")
-        positions = torch.stack([row, cell - row * width], dim=1)
+        positions = flat_to_positions(cell, width)
         strides = self._constant("strides", cell.device, traceable=True)[level]
         return Instances(batch_index=torch.zeros_like(cell), levels=level, positions=positions,
                          locations=positions_to_locations(positions, strides), boxes=box[keep], scores=score[keep])
@@ -299,8 +297,7 @@ class PostProcessor:
         take, valid, exact = self.keep_fixed(box, score, score >= 0)
         b, s = valid.shape
         cell, level, width = cell.gather(1, take), level.gather(1, take), width.gather(1, take)
-        row = torch.div(cell, width, rounding_mode="floor")
-        levels, positions = level.reshape(-1), torch.stack([row, cell - row * width], dim=2).reshape(-1, 2)
+        levels, positions = level.reshape(-1), flat_to_positions(cell, width).reshape(-1, 2)
         strides = self._constant("strides", levels.device)[levels]
         batch_index = torch.arange(b, device=levels.device)[:, None].expand(b, s).reshape(-1)
         instances = Instances(batch_index=batch_index, levels=levels, positions=positions,

@@ -34,10 +34,15 @@ def compute_locations(height: int, width: int, stride: int, device: torch.device
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 
 
+def flat_to_positions(index: Tensor, width: int | Tensor) -> Tensor:
+    """Flat cell indices ``[...]`` (``row * width + col``; ``width`` may be per element) -> ``[..., 2]`` (row, col)."""
+    row = torch.div(index, width, rounding_mode="floor")
+    return torch.stack([row, index - row * width], dim=-1)
+
+
 def flat_to_locations(index: Tensor, width: int, stride: int) -> Tensor:
     """Flat cell indices ``[...]`` (``row * width + col``) -> ``[..., 2]`` (x, y) float32 centres."""
-    row = torch.div(index, width, rounding_mode="floor")
-    col = index - row * width
+    row, col = flat_to_positions(index, width).unbind(-1)
     return torch.stack([cell_to_pixel(col, stride), cell_to_pixel(row, stride)], dim=-1).to(torch.float32)
 
 
