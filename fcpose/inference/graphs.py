@@ -150,10 +150,10 @@ class GraphedFunction:
         b, _, h, w = batch.shape
         return choose_bucket(b, h, w, self.buckets, self.batch_sizes)
 
-    def would_replay(self, batch: Tensor) -> bool:
-        """Whether ``batch`` runs as a graph (one that exists, or a new one within ``max_graphs``) rather than
-        eagerly: for callers with a cheaper eager route of their own."""
-        shape = self.bucket(batch)
+    def would_replay(self, batch: int, height: int, width: int) -> bool:
+        """Whether a ``[batch, C, height, width]`` input runs as a graph (one that exists, or a new one within
+        ``max_graphs``) rather than eagerly: for callers with a cheaper eager route of their own."""
+        shape = choose_bucket(batch, height, width, self.buckets, self.batch_sizes)
         if shape is None:
             return False
         if shape in self.calls:
