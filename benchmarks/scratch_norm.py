@@ -15,6 +15,11 @@ subprocess, with ``solver.log_period=1``. Reported per run:
 Then, in this process, one training step of each variant on one fixed batch, round-robin (:func:`step_timing`):
 wall and CPU seconds per step without data loading, the steadier number on a shared machine.
 
+Note on the FrozenBN variant: since issue 21, ``fcpose train`` takes a from-scratch FrozenBN's statistics from
+the first batch (``calibrate_frozen_bn``), so in the subprocess runs it is calibrated, not the identity; the
+in-process step timing and activation scales below use the freshly built model (the identity). A FrozenBN
+costs the same either way (a fixed affine map), so the timing comparison holds; only the name is older.
+
 Also, without training: the standard deviation of the backbone outputs (C3-C5) of the freshly built model on
 one image, per variant (what "no normalisation" does to the activations a from-scratch run starts from).
 

@@ -324,6 +324,7 @@ class FCPoseConfig:
             "loss.recipe": (self.loss.recipe, {"paper", "official"}),
             "solver.optimizer": (self.solver.optimizer, {"sgd", "adamw"}),
             "solver.lr_schedule": (self.solver.lr_schedule, {"step", "cosine"}),
+            "solver.precision": (self.solver.precision, {"auto", "fp32", "bf16", "fp16"}),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -350,8 +351,6 @@ class FCPoseConfig:
             raise ConfigError("model.keypoint.aux_heads exists only for model.keypoint.branch: official")
         if self.solver.clip_grad_value < 0 or self.solver.clip_grad_norm < 0:
             raise ConfigError("solver.clip_grad_value and solver.clip_grad_norm must be >= 0 (0 disables)")
-        if self.solver.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(f"solver.precision must be auto, fp32, bf16 or fp16, got {self.solver.precision!r}")
         if not 0.0 <= self.solver.max_skipped_fraction <= 1.0 or self.solver.skip_window < 1:
             raise ConfigError("solver.max_skipped_fraction must be in [0, 1] and solver.skip_window >= 1")
         if not 0.0 <= self.solver.ema_decay < 1.0:

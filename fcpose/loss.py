@@ -295,7 +295,8 @@ class FCPoseCriterion:
         """
         instances, gt, weight = self.select_official_heads(dense, grid, fcos, kt)
         k = self.num_keypoints
-        people = torch.tensor(float(int(gt.max()) + 1) if gt.numel() else 0.0, device=weight.device)
+        # people in this batch, kept on the device (no host read)
+        people = (gt.max() + 1).to(torch.float32) if gt.numel() else torch.zeros((), device=weight.device)
         total_people = reduce_sum(people)
         balance = people / total_people.clamp(min=1.0)
         if len(instances) == 0:

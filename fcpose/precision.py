@@ -19,7 +19,7 @@ import torch
 from .errors import FCPoseError
 
 __all__ = ["PRECISIONS", "Precision", "autocast_context", "check_precision", "cpu_supports", "resolve_device",
-           "default_training_precision", "default_cast_weights", "dtype_of"]
+           "default_training_precision", "default_cast_weights"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,11 +68,6 @@ def check_precision(device: torch.device, precision: str, *, require_native_cpu:
     if require_native_cpu and not cpu_supports(precision):
         raise FCPoseError(f"--precision {precision}: this CPU has no native {precision} support "
                           "(bf16: AVX512-BF16/AMX, fp16: AVX512-FP16/AMX-FP16); use fp32")
-
-
-def dtype_of(precision: str) -> torch.dtype:
-    """The torch dtype of ``precision`` ("fp32" -> float32, ...)."""
-    return _DTYPES[precision]
 
 
 def autocast_context(device: torch.device, precision: str, cache_enabled: bool = True):

@@ -74,7 +74,7 @@ from ..inference.predictor import Predictor
 from ..model.fcpose import FCPose
 from ..ops.boxes import nms, nms_fixed
 from ..postprocess import PostProcessor
-from ..precision import autocast_context, cpu_supports, dtype_of
+from ..precision import Precision, autocast_context, cpu_supports
 from ..structures import PeopleSlots
 
 __all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
@@ -278,15 +278,16 @@ def conv_probe(height: int, width: int, device: torch.device, precision: str = "
     ]
     gen = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    policy = Precision(device, precision, cast_weights=cast_weights)
     out, total_flops, total_s = [], 0, 0.0
     for name, cin, cout, k, s in shapes:
         h, w = -(-height // s), -(-width // s)
-        dtype = dtype_of(precision) if cast_weights else torch.float32
+        dtype = policy.weight_dtype
         x = torch.randn(1, cin, h, w, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
         weight = (torch.randn(cout, cin, k, k, generator=gen) * 0.01).to(device, dtype).contiguous(memory_format=fmt)
         bias = torch.zeros(cout, device=device, dtype=dtype)
         times = []
-        with torch.inference_mode(), autocast_context(device, "fp32" if cast_weights else precision):
+        with torch.inference_mode(), policy.autocast():
             for i in range(runs + 1):
                 _sync(device)
                 t0 = time.perf_counter()

@@ -209,14 +209,15 @@ def category_sigmas(category: dict, label: str = "the category") -> list[float] 
     return None
 
 
-def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetConfig:
+def keypoint_set_from_category(category: dict, source: str = "", verbose: bool = True) -> KeypointSetConfig:
     """A :class:`KeypointSetConfig` from a COCO category dict.
 
     ``keypoints`` (names) and ``skeleton`` (1-based pairs, COCO style) are read as they are; optional
     ``flip_pairs`` (pairs of names or 0-based indices) and ``sigmas`` (K OKS sigmas) extend the format. COCO's
     own person keypoints get the standard flip pairs and sigmas when those fields are absent; any other set
     without ``flip_pairs`` gets the pairs whose names differ only by left/right; a set without ``sigmas``
-    is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them).
+    is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them). ``verbose``: say so when COCO's
+    sigmas are taken by name (training passes False on all processes but the main one).
     """
     where = f" of {source}" if source else ""
     label = f"category '{category.get('name')}' (id {category.get('id')}){where}"
@@ -257,7 +258,7 @@ def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetC
         raise ConfigError(f"{label} has {k} custom keypoints but no 'sigmas' field: add the {k} OKS sigmas "
                           "(one per keypoint, as in the COCO API) to the category"
                           + (f" (not COCO keypoint names: {', '.join(unknown[:5])})" if unknown else ""))
-    if "sigmas" not in category and not is_coco:
+    if "sigmas" not in category and not is_coco and verbose:
         print(f"note: {label}: its {k} keypoints are COCO person keypoints (by name) and it has no 'sigmas' "
               "field, so COCO's sigmas are used for them", file=sys.stderr)
     kset = KeypointSetConfig(names=list(names), skeleton=skeleton, flip_pairs=flip_pairs, sigmas=sigmas)
@@ -268,11 +269,12 @@ def keypoint_set_from_category(category: dict, source: str = "") -> KeypointSetC
     return kset
 
 
-def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None) -> KeypointSetConfig:
+def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None, verbose: bool = True
+                           ) -> KeypointSetConfig:
     """The keypoint set (names, skeleton, flip pairs, sigmas) of a COCO-keypoints annotation file."""
     data = _read_json(ann_file)
     cat = select_keypoint_category(data.get("categories") or [], category_id, str(ann_file))
-    return keypoint_set_from_category(cat, str(ann_file))
+    return keypoint_set_from_category(cat, str(ann_file), verbose)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -51,30 +51,32 @@ def upload_image(image: np.ndarray, device: torch.device | str) -> Tensor:
 
 class HostUpload:
     """RGB ``uint8 [H, W, 3]`` arrays of one size -> one ``uint8 [B, 3, H, W]`` tensor on the device (a
-    channels-last view of ``[B, H, W, 3]``): on a GPU the arrays are copied into a pinned host buffer that is
-    reused between calls and sent in one asynchronous copy (an event guards the buffer until that copy has
-    been read); on a CPU they are stacked (one image: viewed)."""
+    channels-last view of ``[B, H, W, 3]``): on a GPU the arrays are copied into one pinned host buffer,
+    reused between calls (grown to the largest batch seen, whatever the image sizes), and sent in one
+    asynchronous copy; an event guards the buffer until that copy has been read. On a CPU they are stacked
+    (one image: viewed)."""
 
     def __init__(self):
-        self._buffers: dict[tuple, tuple[Tensor, torch.cuda.Event | None]] = {}
+        self._buffer: Tensor | None = None
+        self._done: torch.cuda.Event | None = None
 
     def __call__(self, arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
         shape = (len(arrays), *arrays[0].shape)
-        if device.type != "cuda":  # one image: a view of it
+        if device.type != "cuda":
             stacked = np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays)
             return torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2)
-        buffer, done = self._buffers.get(shape, (None, None))
-        if buffer is None:
-            buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-        elif done is not None:
-            done.synchronize()  # the previous copy from this buffer has been read
-        view = buffer.numpy()
+        if self._done is not None:
+            self._done.synchronize()  # the previous copy from the buffer has been read
+        size = math.prod(shape)
+        if self._buffer is None or self._buffer.numel() < size:
+            self._buffer = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        staged = self._buffer[:size].view(shape)
+        view = staged.numpy()
         for i, array in enumerate(arrays):
             view[i] = array
-        uploaded = buffer.to(device, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(device))
-        self._buffers[shape] = (buffer, done)
+        uploaded = staged.to(device, non_blocking=True)
+        self._done = torch.cuda.Event()
+        self._done.record(torch.cuda.current_stream(device))
         return uploaded.permute(0, 3, 1, 2)
 
 

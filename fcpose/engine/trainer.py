@@ -411,11 +411,14 @@ class StepAccounting:
     def record(self, iteration: int, finite: torch.Tensor, loss_finite: torch.Tensor,
                scale: torch.Tensor | None) -> None:
         skipped = ~finite
-        calib = skipped & loss_finite & (scale >= 1.0) if scale is not None else torch.zeros_like(skipped)
-        real = skipped & ~calib
+        if scale is None:  # not fp16: every skip is real
+            real = skipped
+        else:
+            calib = skipped & loss_finite & (scale >= 1.0)
+            real = skipped & ~calib
+            self.calibration += calib
         self.flags[iteration % self.window] = real
         self.real += real
-        self.calibration += calib
 
     def collect(self) -> tuple[int, int, int]:
         """(real skips, calibration skips since the last call, real skips in the window); one host sync."""
@@ -485,7 +488,7 @@ class TrainSession:
             print("note: fp16 training on the CPU is emulated and slow; use bf16 or fp32 there", file=sys.stderr)
 
         # The dataset defines the keypoint set; the model sizes its heads and controller from it.
-        fit_keypoints_to_data(cfg, keypoint_set_from_coco(data), data, verbose=main)
+        fit_keypoints_to_data(cfg, keypoint_set_from_coco(data, verbose=main), data, verbose=main)
         cfg.validate()
         # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
         has_pretrained = bool(cfg.model.backbone.weights) or init is not None
@@ -526,14 +529,14 @@ class TrainSession:
                 step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
         optimizer = build_optimizer(model, cfg)
         scaler = torch.amp.GradScaler(dev.type, enabled=precision.needs_scaler)
-        ema = ModelEMA(model, s.ema_decay) if s.ema_decay > 0 else None
-        loop = LoopState(optimizer, build_scheduler(optimizer, cfg), scaler, ema)
         if state is not None:
             if not isinstance(state, dict) or "optimizer" not in state:
                 raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
             load_state(model, state["model"], str(last_path))
-            if ema is not None:  # the average starts from the resumed weights unless the checkpoint holds one
-                ema = loop.ema = ModelEMA(model, s.ema_decay)
+        # on resume the average starts from the resumed weights unless the checkpoint holds one
+        ema = ModelEMA(model, s.ema_decay) if s.ema_decay > 0 else None
+        loop = LoopState(optimizer, build_scheduler(optimizer, cfg), scaler, ema)
+        if state is not None:
             loop.load_state_dict(state, str(last_path), verbose=main)
             if main:
                 print(f"resuming from {last_path} at iteration {loop.iteration}", file=sys.stderr)
@@ -589,7 +592,8 @@ class TrainSession:
         self.optimizer.zero_grad(set_to_none=True)
         scaled = self.scaler.scale(total)
         # The loss scale this backward used, as a device tensor (get_scale() would wait for the device).
-        self._scale_used = self.scaler._scale.detach().clone() if self.scaler.is_enabled() else None
+        # (read by the accounting before scaler.update() changes it: no copy needed)
+        self._scale_used = self.scaler._scale if self.scaler.is_enabled() else None
         scaled.backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_gradients(self.params, self.cfg)
@@ -646,11 +650,13 @@ class TrainSession:
                 if self.main:
                     bar.update(1)
                 # 2: a stop signal; 1: a time-based checkpoint is due (rank 0's clock). Every rank takes the same
-                # decision at the same iteration (one tiny all-reduce with DDP; no device work in one process).
+                # decision at the same iteration: with DDP one tiny all-reduce at the iterations that read the
+                # device anyway (log lines), so a stop waits at most log_period steps there; none in one process.
                 due = s.checkpoint_minutes > 0 and time.monotonic() - saved_at >= 60.0 * s.checkpoint_minutes
                 event = 2 if self.signals.signum else (1 if due and self.main else 0)
                 if dist.is_distributed():
-                    event = int(dist.reduce_max(torch.tensor(float(event), device=self.device)))
+                    shared = it % s.log_period == 0 or it == s.max_iter
+                    event = int(dist.reduce_max(torch.tensor(float(event), device=self.device))) if shared else 0
                 if event == 2:
                     self._log(it, losses, grad_norm, bar)
                     self.save_last()
