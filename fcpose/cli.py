@@ -10,6 +10,12 @@ import argparse
 import sys
 
 from .errors import FCPoseError
+from .precision import PRECISIONS
+from .structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD
+
+# --precision of the commands that run a torch model
+PRECISION_HELP = ("network precision of the torch backend (autocast on a CPU, where bf16/fp16 need native "
+                  "support; the network's weights converted on CUDA); the decoding stays fp32")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,10 +79,10 @@ def _add_predict(sub) -> None:
                    help="COCO annotation JSON whose image ids are used for image_id (default: numeric file names)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="images of equal size run together (default 4)")
     p.add_argument("--no-render", action="store_true", help="only write predictions.json")
-    p.add_argument("--draw-threshold", type=_unit_float, default=0.3,
+    p.add_argument("--draw-threshold", type=_unit_float, default=PEOPLE_SCORE_THRESHOLD,
                    help="minimum score of the people drawn and counted on screen (default 0.3); predictions.json "
                         "keeps every detection above --score-threshold")
-    p.add_argument("--draw-nms", type=_unit_float, default=0.5,
+    p.add_argument("--draw-nms", type=_unit_float, default=PEOPLE_OKS_THRESHOLD,
                    help="a second detection of the same person is not drawn or counted: people whose keypoints "
                         "have OKS > this with a better-scored drawn person (COCO OKS, that person's box area as "
                         "the scale) are suppressed (default 0.5; 1 turns it off); predictions.json is not affected")
@@ -86,9 +92,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
                    help="torch (default); onnxruntime with --weights MODEL.onnx or openvino with --weights MODEL.xml "
                         "(fp32 or int8) from `fcpose export`")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network precision (torch backend; autocast on a CPU, bf16 needs native bf16 there; on CUDA "
-                        "the network's weights are converted; the decoding stays fp32)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
                    help="resize/normalise with PIL on the CPU (host) or on the device from the uint8 image "
                         "(device); auto: device on CUDA, host on CPU (torch backend)")
@@ -137,13 +141,13 @@ def _add_track(sub) -> None:
     p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--batch-size", type=int, default=1, help="frames per network call (default 1)")
     p.add_argument("--no-render", action="store_true", help="only write the JSON (and MOT) files")
-    p.add_argument("--draw-threshold", type=float, default=0.3, help="minimum score of people drawn (default 0.3)")
+    p.add_argument("--draw-threshold", type=float, default=PEOPLE_SCORE_THRESHOLD,
+                   help="minimum score of people drawn (default 0.3)")
     p.add_argument("--keypoint-threshold", type=float, default=None,
                    help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a URL or stream (default 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network precision (autocast on a CPU, converted weights on CUDA; decoding stays fp32)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
                    help="resize/normalise with PIL on the CPU (host) or on the device (device); auto: by device")
     p.add_argument("--no-optimize", action="store_true", help="run the model as loaded")
@@ -276,13 +280,13 @@ def _add_serve(sub) -> None:
                    help="largest width x height of an uploaded image, checked before decoding (default 40,000,000)")
     p.add_argument("--score-threshold", type=_unit_float, default=None,
                    help="minimum detection score of the people returned (default: the model's; requests may raise it)")
-    p.add_argument("--draw-threshold", type=_unit_float, default=0.3,
+    p.add_argument("--draw-threshold", type=_unit_float, default=PEOPLE_SCORE_THRESHOLD,
                    help="default minimum score of the people marked drawn and counted (default 0.3, as predict)")
     p.add_argument("--size", type=_positive_int, default=None, help="test short side in pixels (default: the model's)")
     p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads of the model, set once at start (default: the library's)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="torch backend: autocast")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="uvicorn's log level (default warning; info logs start-up and shutdown)")
     p.set_defaults(func=_cmd_serve)
@@ -407,8 +411,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
                    help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network precision (autocast on a CPU, converted weights on CUDA; decoding stays fp32)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
     p.add_argument("--no-optimize", action="store_true",
                    help="the model as built (no BN folding, no channels-last)")

@@ -73,24 +73,33 @@ def remove_empty_dirs(dirs: Iterable[str | Path]) -> None:
             pass
 
 
-def prepare_output_dir(path: str | Path, what: str = "output folder", created: list[Path] | None = None) -> Path:
+@contextmanager
+def undo_new_dirs(folder: str | Path) -> Iterator[list[Path]]:
+    """Around a block that creates ``folder`` (and its missing parents) and writes into it: if the block
+    raises (an error, Ctrl-C), the folders that were missing before it are removed again if they are still
+    empty, so a failed command leaves no empty folder behind. Yields those folders (deepest first)."""
+    new = missing_dirs(folder)
+    try:
+        yield new
+    except BaseException:
+        remove_empty_dirs(new)
+        raise
+
+
+def prepare_output_dir(path: str | Path, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents) if needed and check it is a writable folder; one-line
-    :class:`OutputError` otherwise (a file in the way, no permission, read-only file system).
-    ``created``, if given, is extended with the folders this call made (deepest first)."""
+    :class:`OutputError` otherwise (a file in the way, no permission, read-only file system); a failure
+    removes the folders this call made."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder")
-    new = missing_dirs(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        remove_empty_dirs(new)
-        raise OutputError(f"cannot create {what} {path}: {_reason(exc)}") from None
-    if created is not None:
-        created.extend(new)
-    if not os.access(path, os.W_OK | os.X_OK):
-        remove_empty_dirs(new)
-        raise OutputError(f"{what} {path} is not writable (permission denied)")
+    with undo_new_dirs(path):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {what} {path}: {_reason(exc)}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {path} is not writable (permission denied)")
     return path
 
 
@@ -99,13 +108,8 @@ def output_dir(path: str | Path, what: str = "output folder") -> Iterator[Path]:
     """:func:`prepare_output_dir` for the length of a ``with`` block: when the block raises (an error,
     Ctrl-C) the folders this created are removed again if they are still empty, so a failed command
     leaves no empty output folder behind. A folder that existed before is never removed."""
-    created: list[Path] = []
-    folder = prepare_output_dir(path, what, created)
-    try:
-        yield folder
-    except BaseException:
-        remove_empty_dirs(created)
-        raise
+    with undo_new_dirs(path):
+        yield prepare_output_dir(path, what)
 
 
 def _cannot_write_in(folder: Path) -> str | None:
@@ -170,14 +174,11 @@ def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
         raise OutputError(f"cannot write {what} {path}: it is a folder")
     if path.parent.exists() and not path.parent.is_dir():
         raise OutputError(f"cannot write {what} {path}: {path.parent} is a file, not a folder")
-    new = missing_dirs(path.parent)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        remove_empty_dirs(new)
-        raise OutputError(f"cannot create the folder of {what} {path}: {_reason(exc)}") from None
-    done = False
-    try:
+    with undo_new_dirs(path.parent):  # a failed write leaves no empty folder it made
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the folder of {what} {path}: {_reason(exc)}") from None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as exc:
@@ -189,15 +190,11 @@ def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
                 os.close(fd)
             write(tmp)
             os.replace(tmp, path)
-            done = True
         except OSError as exc:
             raise OutputError(f"cannot write {what} {path}: {_reason(exc)}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    finally:
-        if not done:  # the folders made for this file go again (a failed write leaves no empty folder)
-            remove_empty_dirs(new)
     return path
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import TestConfig
 from ..errors import CheckpointError, FCPoseError, InputError
-from ..fileio import missing_dirs, remove_empty_dirs
+from ..fileio import undo_new_dirs
 from ..model.fcpose import FCPose
 from .openvino_predictor import RT_CONFIG, RT_EXPORT, OpenVinoPredictor, require_openvino
 
@@ -81,17 +81,13 @@ def _save_ir(ov_model, out: Path) -> Path:
     (the .bin first, so an .xml never refers to a partial .bin)."""
     import openvino as ov
 
-    created = missing_dirs(out.parent)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with undo_new_dirs(out.parent):  # a failed save leaves no empty folder it made
+        out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
             tmp_xml = Path(tmp) / "model.xml"
             ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
             os.replace(tmp_xml.with_suffix(".bin"), out.with_suffix(".bin"))
             os.replace(tmp_xml, out)
-    except BaseException:
-        remove_empty_dirs(created)  # a failed save leaves no empty folder it made
-        raise
     for path in (out, out.with_suffix(".bin")):
         path.chmod(0o644)  # the temporary folder's files are private
     return out

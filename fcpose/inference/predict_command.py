@@ -14,7 +14,7 @@ from ..data.images import read_image
 from ..data.video import VideoReader, VideoWriter
 from ..errors import InputError
 from ..fileio import atomic_write_text, check_output_dir, output_dir, unique_output_path
-from ..structures import PEOPLE_OKS_THRESHOLD, PoseDetections, PosePredictor
+from ..structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD, PoseDetections, PosePredictor
 from .predictor import Predictor
 from .sources import Source, collect_sources
 from .visualize import draw_poses, save_image
@@ -116,7 +116,7 @@ def _people(n: int) -> str:
 
 def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: float | None = None,
                 device: str = "cpu", size: int | None = None, max_size: int | None = None,
-                annotations: str | None = None, render: bool = True, draw_threshold: float = 0.3,
+                annotations: str | None = None, render: bool = True, draw_threshold: float = PEOPLE_SCORE_THRESHOLD,
                 keypoint_threshold: float | None = None, batch_size: int = 4, progress: bool = True,
                 backend: str = "torch", precision: str = "fp32", compile: bool = False, optimize: bool = True,
                 draw_nms: float = PEOPLE_OKS_THRESHOLD, warmup: bool = False, preprocess: str = "auto",

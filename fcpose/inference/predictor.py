@@ -162,6 +162,14 @@ class Predictor:
                     results[i] = d
         return results  # type: ignore[return-value]
 
+    def batch_key(self, height: int, width: int) -> tuple[int, ...]:
+        """Images of ``height x width`` pixels run in one network call exactly with others of the same key (what
+        a caller that gathers images into batches, such as ``fcpose serve``, groups by): the image size when
+        frames are graphed by size, else the network input's size (:meth:`_group`)."""
+        if self.runner.pixel_graphs is not None and self.runner.pixel_graphs.would_replay(1, height, width):
+            return (height, width, 0)  # a frame graph (its own key space: raw sizes, not padded ones)
+        return self._group(resize_shape(height, width, self.min_size, self.max_size))
+
     def _group(self, size: tuple[int, int]) -> tuple[int, int]:
         """Images run together when their network input has the same size: the padded size, or the CUDA-graph
         bucket it is padded to (each image's input is then the same whatever shares its batch)."""

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..config import TrackerConfig
 from ..errors import InputError
 from ..fileio import check_output_dir, output_dir
-from ..structures import PosePredictor
+from ..structures import PEOPLE_SCORE_THRESHOLD, PosePredictor
 from ..tracking.posetrack import PoseTrackWriter, person_entry
 from .pipeline import OrderedSink
 from .predictor import Predictor
@@ -44,7 +44,7 @@ from .track import (
 def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False, mot: bool = False,
               render: bool = True, realtime: bool = False, overrides: list[str] | None = None,
               score_threshold: float | None = None, device: str = "cpu", size: int | None = None,
-              max_size: int | None = None, batch_size: int = 1, draw_threshold: float = 0.3,
+              max_size: int | None = None, batch_size: int = 1, draw_threshold: float = PEOPLE_SCORE_THRESHOLD,
               keypoint_threshold: float | None = None, progress: bool = True, precision: str = "fp32",
               compile: bool = False, optimize: bool = True, timeout: float = DEFAULT_URL_TIMEOUT,
               flush_seconds: float = 10.0, preprocess: str = "auto") -> int:

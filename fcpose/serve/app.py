@@ -44,7 +44,7 @@ from starlette.routing import Route
 from ..data.images import ImageFormatError, ImageTooLargeError, decode_image, one_line
 from ..errors import FCPoseError, InputError
 from ..inference.predict_command import PeopleRenderer
-from ..structures import PoseDetections, PosePredictor
+from ..structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD, PoseDetections, PosePredictor
 from .batcher import BatchResult, DynamicBatcher, QueueFullError
 from .metrics import Metrics
 
@@ -78,8 +78,8 @@ class ServeSettings:
     max_queue: int = 64  # images waiting for the model before requests get 503
     max_upload_bytes: int = 20 * 1024 * 1024  # request body (20 MiB)
     max_pixels: int = 40_000_000  # width x height of an upload, checked before decoding
-    draw_threshold: float = 0.3  # default of the request option, as `fcpose predict --draw-threshold`
-    draw_nms: float = 0.5  # as `fcpose predict --draw-nms`
+    draw_threshold: float = PEOPLE_SCORE_THRESHOLD  # the request option's default, as predict --draw-threshold
+    draw_nms: float = PEOPLE_OKS_THRESHOLD  # as `fcpose predict --draw-nms`
     keypoint_threshold: float | None = None  # keypoints drawn by the page (None: the predict default)
 
 

@@ -83,8 +83,12 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._work, name="fcpose-model", daemon=True)
         self._thread.start()
 
-    def key(self, height: int, width: int) -> tuple[int, int]:
-        """The padded network-input size ``(H, W)`` of an image of ``height x width`` pixels."""
+    def key(self, height: int, width: int) -> tuple[int, ...]:
+        """What images of ``height x width`` pixels are batched by: the predictor's own rule
+        (``Predictor.batch_key``) where it has one, else the padded network-input size ``(H, W)``."""
+        batch_key = getattr(self.predictor, "batch_key", None)
+        if batch_key is not None:
+            return tuple(batch_key(height, width))
         h, w = resize_shape(height, width, self.predictor.min_size, self.predictor.max_size)
         return padded_size(h, w, self.divisibility)
 
