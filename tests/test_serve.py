@@ -8,6 +8,7 @@ at a small test size so each network call takes tens of milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,7 +112,7 @@ def reference(scene):
 def server():
     """A server with its own Predictor (the model's thread is the only one that runs it)."""
     predictor = _predictor()
-    app = create_app(predictor, settings=ServeSettings(max_batch=4, max_wait_ms=50, **LIMITS),
+    app = create_app(predictor, settings=ServeSettings(max_batch=4, max_wait_ms=50, drain_seconds=2.0, **LIMITS),
                      info={"backend": "torch", "device": "cpu", "weights": DEMO.name})
     with serve_in_thread(app) as url:
         yield url, app
@@ -399,6 +402,98 @@ def test_chunked_upload_over_the_limit_is_cut_off(server):
     finally:
         conn.close()
     assert request(url, "GET", "/healthz")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def default_server():
+    """A server with the default limits (20 MiB uploads), for the sizes at which a dropped body shows."""
+    app = create_app(_predictor(), info={"backend": "torch", "device": "cpu", "weights": DEMO.name})
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize("factor", [1.05, 2, 10])
+def test_oversized_body_sent_whole_gets_the_413(default_server, factor):
+    """A client that sends the whole body before reading (http.client, urllib, requests: no ``Expect:
+    100-continue``) still reads the 413 and its one-line JSON: the server reads and drops the rest of the body
+    (within ``drain_seconds``) before answering, instead of closing on unread data (a connection reset: what
+    21 MB and 40 MB bodies got before)."""
+    limit = ServeSettings().max_upload_bytes
+    size = int(factor * limit)
+    status, headers, raw = request(default_server, "POST", "/v1/predict", bytes(size), {"Content-Type": "image/jpeg"})
+    assert status == 413 and headers.get("content-type") == "application/json", raw
+    assert json.loads(raw)["error"] == f"upload of {size:,} bytes is larger than the limit of {limit:,} bytes"
+    assert request(default_server, "GET", "/healthz")[0] == 200
+
+
+def test_oversized_upload_from_urllib(default_server):
+    """The measured case: 40 MB from ``urllib`` against the default 20 MiB limit gets the 413 body."""
+    req = urllib.request.Request(default_server + "/v1/predict", data=bytes(40_000_000), method="POST",
+                                 headers={"Content-Type": "image/jpeg"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=60)
+    assert info.value.code == 413
+    assert "larger than the limit of 20,971,520 bytes" in json.loads(info.value.read())["error"]
+
+
+def _raw_upload(url: str, declared: int, extra_headers: str = "") -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+                 f"Content-Length: {declared}\r\n{extra_headers}\r\n".encode())
+    return sock
+
+
+def _read_status(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), head
+
+
+def test_trickling_oversized_body_is_answered_within_the_drain_bound(server, scene):
+    """A body that arrives slowly (or never ends) is read for at most ``drain_seconds`` (2 s here): then the
+    413 goes out and the connection closes. Meanwhile the server answers other requests (nothing is held)."""
+    url, _ = server
+    sock = _raw_upload(url, 2 * LIMITS["max_upload_bytes"])
+    stop = threading.Event()
+
+    def trickle():
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                sock.sendall(b"\xff" * 1024)
+                time.sleep(0.02)
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    start = time.monotonic()
+    sender.start()
+    try:
+        assert request(url, "GET", "/healthz", timeout=5)[0] == 200
+        assert post_image(url, encode(scene))[0] == 200
+        status, _ = _read_status(sock)
+        assert status == 413 and 1.5 <= time.monotonic() - start <= 10
+    finally:
+        stop.set()
+        sender.join(5)
+        sock.close()
+    assert request(url, "GET", "/healthz")[0] == 200
+
+
+def test_expect_100_continue_gets_the_413_without_sending_the_body(server):
+    """curl's way (``Expect: 100-continue`` on large uploads): the 413 comes at once, from Content-Length,
+    and the client never has to send the body."""
+    url, _ = server
+    sock = _raw_upload(url, 50 * LIMITS["max_upload_bytes"], "Expect: 100-continue\r\n")
+    try:
+        start = time.monotonic()
+        status, head = _read_status(sock)
+        assert status == 413 and time.monotonic() - start < 1.0, head
+    finally:
+        sock.close()
 
 
 @pytest.mark.slow

@@ -78,6 +78,11 @@ class ServeSettings:
     max_queue: int = 64  # images waiting for the model before requests get 503
     max_upload_bytes: int = 20 * 1024 * 1024  # request body (20 MiB)
     max_pixels: int = 40_000_000  # width x height of an upload, checked before decoding
+    # An error answered before the body was read (413, 415, ...) waits until the client has sent the rest, read
+    # and dropped, so that clients which send the whole body before reading (urllib, requests) see the answer
+    # instead of a connection reset; for at most this long and this many bytes (then answer and close).
+    drain_seconds: float = 10.0
+    drain_bytes: int = 1 << 30
     draw_threshold: float = PEOPLE_SCORE_THRESHOLD  # the request option's default, as predict --draw-threshold
     draw_nms: float = PEOPLE_OKS_THRESHOLD  # as `fcpose predict --draw-nms`
     keypoint_threshold: float | None = None  # keypoints drawn by the page (None: the predict default)
@@ -174,14 +179,32 @@ def people_json(dets: PoseDetections, renderer: PeopleRenderer, score_threshold:
     return {"people": people, "num_drawn": sum(p["drawn"] for p in people)}
 
 
+async def _drop_body(receive, max_bytes: int, seconds: float) -> None:
+    """Read and drop what is left of a request body: until it ends, ``max_bytes`` more have come, or ``seconds``
+    have passed (a slow or endless body then gets its answer and the connection closes)."""
+    async def drain() -> None:
+        dropped = 0
+        while dropped <= max_bytes:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            dropped += len(message.get("body", b""))
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(drain(), seconds)
+
+
 class _Guard:
     """ASGI middleware: refuses paths with a ``..`` segment (400), counts every answer by route and status,
-    and times the successful predictions (:class:`~fcpose.serve.metrics.Metrics`)."""
+    times the successful predictions (:class:`~fcpose.serve.metrics.Metrics`), and lets a client see an answer
+    given before its body was read (:func:`_drop_body`; not when it waits for ``100 Continue``, as curl does
+    with large uploads: it then never sends the body)."""
 
-    def __init__(self, app, metrics: Metrics, routes: set[str]):
+    def __init__(self, app, metrics: Metrics, routes: set[str], settings: ServeSettings):
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.settings = settings
 
     @staticmethod
     def _dot_segments(path: str) -> bool:
@@ -192,10 +215,20 @@ class _Guard:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = {"code": 500}
+        body = {"read": False, "ended": False}
+        waits_for_continue = (b"expect", b"100-continue") in scope.get("headers", [])
+
+        async def receive_body():
+            message = await receive()
+            body["read"] = True
+            body["ended"] = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
 
         async def send_status(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if not body["ended"] and not (waits_for_continue and not body["read"]):
+                    await _drop_body(receive_body, self.settings.drain_bytes, self.settings.drain_seconds)
             await send(message)
 
         path = scope.get("path", "")
@@ -204,9 +237,9 @@ class _Guard:
         self.metrics.inflight(+1)
         try:
             if self._dot_segments(path) or self._dot_segments(raw):
-                await _error(400, "path with a '..' segment refused")(scope, receive, send_status)
+                await _error(400, "path with a '..' segment refused")(scope, receive_body, send_status)
             else:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, receive_body, send_status)
         finally:
             self.metrics.inflight(-1)
             ok = route == "/v1/predict" and status["code"] == 200
@@ -340,5 +373,5 @@ def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = Non
                     exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
     app.state.metrics = metrics
     app.state.settings = asdict(settings)
-    app.add_middleware(_Guard, metrics=metrics, routes={r.path for r in routes})
+    app.add_middleware(_Guard, metrics=metrics, routes={r.path for r in routes}, settings=settings)
     return app
