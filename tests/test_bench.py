@@ -41,8 +41,9 @@ def test_bench_cli_writes_report(tmp_path, capsys):
     assert "total med/p90" in printed and "total as median/p90 over" in printed  # columns are labelled
     report = json.loads(out.read_text())
     machine = report["machine"]
-    for key in ("cpu_model", "logical_cpus", "torch", "torch_threads", "cpu_flags", "device_name"):
+    for key in ("cpu_model", "instruction_set", "logical_cpus", "torch", "torch_threads", "cpu_flags", "device_name"):
         assert key in machine
+    assert f"({machine['instruction_set']}, torch {machine['torch_cpu_capability']} kernels)" in printed
     assert report["config"] == "fcpose_r18_tiny" and report["weights"] == "random" and report["note"] == "test run"
     assert report["input_shape"] == [96, 160] and report["resized_shape"] == [96, 160]
     assert report["optimize"] and report["fold_bn"] and report["precision"] == "fp32"
@@ -56,6 +57,22 @@ def test_bench_cli_writes_report(tmp_path, capsys):
     assert probe["gflops_per_s"] > 0 and len(probe["convs"]) >= 5
     assert set(report["summary"]) >= {"total_ratio_max_over_min_persons", "network_vs_conv_probe", "per_person_share"}
     assert "loadavg_start" in report["contention"] and report["memory_method"]
+
+
+@pytest.mark.parametrize("flags,expected,note", [
+    ({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"}, "AVX-512 + VNNI + BF16 + AMX",
+     False),  # Sapphire Rapids
+    ({"avx2", "avx512f", "avx512_vnni"}, "AVX-512 + VNNI", False),  # Ice Lake / Cascade Lake
+    ({"avx2", "fma"}, "AVX2 (no VNNI)", True),  # AMD EPYC Zen 3
+    ({"avx2", "avx_vnni"}, "AVX2 + VNNI", False),  # Alder Lake
+    ({"sse4_2"}, "no AVX2", True),
+])
+def test_instruction_set_and_int8_note(flags, expected, note):
+    """What ``fcpose bench`` says of the CPU: the instruction set, and the int8 note without VNNI or AMX."""
+    from fcpose.bench.people import instruction_set, int8_note
+
+    assert instruction_set(flags) == expected
+    assert (int8_note(flags) is not None) == note
 
 
 def test_bench_reference_path_and_auto_mode(tiny_checkpoint):

@@ -258,7 +258,12 @@ def test_bench_backends_side_by_side(ir_fp32, tmp_path, capsys):
     people = {r["backend"]: r["people"] for r in report["results"]}
     assert people["torch"] == people["openvino"] > 0 and report["detection_params"]["score_threshold"] == 0
     assert all(r["total_ms"]["median"] > 0 and "speedup_vs_torch" in r for r in report["results"])
-    assert "openvino-int8" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "openvino-int8" in printed and f"({report['machine']['instruction_set']})" in printed
+    from fcpose.bench.people import cpu_info, int8_note
+
+    assert report.get("int8_note") == int8_note(cpu_info()[1])  # said where the CPU has no VNNI or AMX
+    assert (report.get("int8_note") or "") in printed
     single = tmp_path / "s.json"
     assert main(["bench", "--backend", "openvino", "--weights", str(ir_fp32), "--runs", "1", "--warmup", "0",
                  "--json", str(single)]) == 0

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .people import contention_since, cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
+from .people import (cpu_info, contention_since, cpu_times, int8_note, load_bench_image, loadavg, machine_info,
+                     own_cpu_seconds, summarize)
 
 __all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
 
@@ -143,13 +144,17 @@ def _export_all(model, ref, wanted, shape, tmp: Path, predictors, threads, calib
         predictors["openvino-int8"] = OpenVinoPredictor(xml, **common)
         seconds["openvino-int8"] = round(time.perf_counter() - t0, 1)
         report["int8"] = predictors["openvino-int8"].export_info["openvino"]
+        note = int8_note(cpu_info()[1])
+        if note:
+            report["int8_note"] = note
     return seconds
 
 
 def format_backend_report(report: dict) -> str:
     m = report["machine"]
     lines = [f"{report['config']} ({report['weights']} weights)  input {report['input_shape'][0]}x"
-             f"{report['input_shape'][1]}  {m.get('cpu_model', '')}  threads {report['threads']}",
+             f"{report['input_shape'][1]}  {m.get('cpu_model', '')} ({m.get('instruction_set', '?')})  "
+             f"threads {report['threads']}",
              f"{'backend':>14} {'people':>6} {'total ms':>17} {'fps':>7} {'vs torch':>9}"]
     for r in report["results"]:
         ratio = f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "-"
@@ -160,4 +165,6 @@ def format_backend_report(report: dict) -> str:
     if c:
         lines.append(f"load average {c.get('loadavg_start')} -> {c.get('loadavg_end')}, other processes "
                      f"{c.get('others_cpu_pct')}% of the CPUs")
+    if report.get("int8_note"):
+        lines.append(report["int8_note"])
     return "\n".join(lines)
