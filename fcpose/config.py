@@ -415,7 +415,7 @@ def _merge(obj: Any, data: dict, prefix: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"unknown config key '{full}' (valid here: {', '.join(sorted(names))})")
+            raise ConfigError(f"unknown config key {full!r} (valid here: {', '.join(sorted(names))})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, full + ".")
@@ -499,7 +499,7 @@ def resolve_preset(name_or_path: str | Path) -> Path:
     preset = PRESET_DIR / f"{text}.yaml"
     if preset.is_file():
         return preset
-    raise ConfigError(f"unknown preset '{text}' (presets: {', '.join(list_presets())})")
+    raise ConfigError(f"unknown preset {text!r} (presets: {', '.join(list_presets())})")
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> FCPoseConfig:
