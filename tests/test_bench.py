@@ -69,10 +69,27 @@ def test_bench_cli_writes_report(tmp_path, capsys):
 ])
 def test_instruction_set_and_int8_note(flags, expected, note):
     """What ``fcpose bench`` says of the CPU: the instruction set, and the int8 note without VNNI or AMX."""
-    from fcpose.bench.people import instruction_set, int8_note
+    from fcpose.cpu import instruction_set, int8_note
 
     assert instruction_set(flags) == expected
     assert (int8_note(flags) is not None) == note
+
+
+def test_openvino_refuses_a_capped_onednn(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA below the CPU's own instruction set crashes OpenVINO's CPU plugin (SIGSEGV in
+    inference, OpenVINO 2026.4 on an AVX-512 Xeon with AVX2): fcpose says so in one line instead."""
+    pytest.importorskip("openvino")
+    from fcpose.cpu import cpu_info
+    from fcpose.errors import FCPoseError
+    from fcpose.export.openvino_predictor import require_openvino
+
+    if "avx512f" not in cpu_info()[1]:
+        pytest.skip("needs an AVX-512 CPU (to cap oneDNN below it)")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(FCPoseError, match="ONEDNN_MAX_CPU_ISA=AVX2 caps oneDNN below this CPU's AVX-512"):
+        require_openvino()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert require_openvino().__name__ == "openvino"
 
 
 def test_bench_reference_path_and_auto_mode(tiny_checkpoint):
@@ -132,6 +149,24 @@ def test_train_throughput_benchmark_runs_ci_sized(coco_tiny, tmp_path):
     assert run["images_per_sec"] > 0 and run["precision"] == "fp32" and run["batch"] == 1
     assert set(run["split_ms"]) == {"data", "forward_loss", "backward", "optimizer"}
     assert all(v >= 0 for v in run["split_ms"].values())
+
+
+def test_parity_noise_benchmark_smoke(golden, tmp_path):
+    """benchmarks/parity_noise.py --smoke (the golden intermediates in float64 and fp32, the exports): the
+    report, and ours within the intermediates' tolerance of the golden data (docs/parity.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("onnxruntime")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "parity_noise.py"
+    out = tmp_path / "noise.json"
+    subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], check=True, capture_output=True)
+    report = json.loads(out.read_text())
+    setting = report["settings"]["as_is"]
+    assert 0 < report["golden_vs_ours64"]["intermediates"]["max"] < 3.2e-5
+    assert 0 < setting["ours32_vs_ours64"]["intermediates"]["max"] < 3.2e-5
+    assert setting["exports_vs_torch"]["onnxruntime"]["keypoints"] > 0 and report["flip_pair_swapped_px"] > 1
 
 
 def forced_people(model, dense, params, num, per_person):

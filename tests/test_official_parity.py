@@ -1,13 +1,13 @@
 """Parity with the official AdelaiDet FCPose code (golden outputs computed by running it, see NOTES.md).
 
 The golden checkpoint goes through our converter; then every golden image at both test sizes must give the
-official detections: the same people (matched by their generating FCOS location), boxes and keypoints within
-0.5 px, detection scores within 1e-3 and keypoint scores (raw logits, up to ~5e4 here) within 1e-3 of the
-larger of 1 and the instance's largest keypoint logit. Instances whose scores tie may come out in another
-order, so they are matched by location, not by position in the list.
+official detections: the same people (matched by their generating FCOS location), boxes and keypoints,
+detection scores and keypoint scores (raw logits, up to ~5e4 here, relative to the larger of 1 and the
+instance's largest keypoint logit) within the measured tolerances below. Instances whose scores tie may come
+out in another order, so they are matched by location, not by position in the list.
 
 Intermediate tensors are compared with a relative measure suited to large activations (the golden backbone
-is random, P6/P7 reach 1.6e5): ``max|ours - official| / max|official|`` per tensor, at most 1e-4.
+is random, P6/P7 reach 1.6e5): ``max|ours - official| / max|official|`` per tensor, at most ``REL_TOL``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ from fcpose.structures import Instances
 from fcpose.weights.checkpoint import load_model
 
 CKPT = "model_r50_fp16.pth"
-PX_TOL = 0.5
-SCORE_TOL = 1e-3
-REL_TOL = 1e-4
+# Tolerances: 3x the largest deviation from the golden outputs seen (on a Xeon with AVX-512 + VNNI, PyTorch's
+# kernels as is, under ATEN_CPU_CAPABILITY=default and under avx2 + ONEDNN_MAX_CPU_ISA=AVX2; docs/parity.md).
+# A real error lands far above: a location grid one pixel off changes the people (their generating
+# locations, compared exactly), a swapped flip pair moves keypoints by tens of pixels.
+PX_TOL = 4.6e-4  # boxes and keypoints, px: seen 1.5e-4 (a box corner near 1,000 px: about 2 float32 ulps)
+SCORE_TOL = 4.3e-5  # detection scores (seen 3.0e-6) and keypoint logits relative to max(1, |logit|) (seen 1.4e-5)
+REL_TOL = 3.2e-5  # intermediates: seen 1.1e-5; floor 1.2e-5 (golden 5.2e-6 + ours 6.6e-6 against float64)
+JSON_PX, JSON_SCORE = 1e-3, 5e-4  # predictions.json rounds coordinates and keypoint scores to 3 decimals
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -116,27 +121,27 @@ def test_batch_gives_single_image_results(model, outputs, images):
         compare(b, gold[name])
 
 
-def test_intermediates_match_official(model, golden):
-    d = torch.load(golden / "intermediates_r50.pt", weights_only=True)
-    errors: dict[str, float] = {}
+def intermediate_pairs(model, d: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every compared intermediate as ``name -> (ours, official)``, ours computed in the model's dtype
+    (``benchmarks/parity_noise.py`` runs this in float64 too). Also ``"argmax"``: the heatmap argmax cells."""
     bgr = d["image_uint8_bgr"].float()
     x = model.normalize(bgr.flip(0))  # normalize() takes RGB and flips to BGR itself
     ph, pw = d["meta"]["padded_hw"]
     x = F.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2]))[None]
-    assert torch.equal(x, d["input_tensor"])
+    pairs = {"input": (x, d["input_tensor"])}
     with torch.no_grad():
         feats = model.fpn(model.backbone(x))
         dense = model(x)
     for i, name in enumerate(["p3", "p4", "p5", "p6", "p7"]):
-        errors[f"features.{name}"] = rel_err(feats[i], d["features"][name])
+        pairs[f"features.{name}"] = (feats[i], d["features"][name])
     fcos = d["fcos_head"]
     for lv, stride in enumerate(model.strides):
-        errors[f"logits.{lv}"] = rel_err(dense.cls_logits[lv], fcos["logits"][lv])
-        errors[f"ctrness.{lv}"] = rel_err(dense.centerness[lv], fcos["ctrness"][lv])
-        errors[f"bbox_reg.{lv}"] = rel_err(dense.box_reg[lv] / stride, fcos["bbox_reg"][lv])
-        errors[f"bbox_tower.{lv}"] = rel_err(dense.ctrl_feats[lv], fcos["bbox_tower"][lv])
-    errors["bases"] = rel_err(dense.kpt_feats, d["bases"][:, :32])
-    errors["offsets"] = rel_err(dense.kpt_offsets, d["bases"][:, 32:])
+        pairs[f"logits.{lv}"] = (dense.cls_logits[lv], fcos["logits"][lv])
+        pairs[f"ctrness.{lv}"] = (dense.centerness[lv], fcos["ctrness"][lv])
+        pairs[f"bbox_reg.{lv}"] = (dense.box_reg[lv] / stride, fcos["bbox_reg"][lv])
+        pairs[f"bbox_tower.{lv}"] = (dense.ctrl_feats[lv], fcos["bbox_tower"][lv])
+    pairs["bases"] = (dense.kpt_feats, d["bases"][:, :32])
+    pairs["offsets"] = (dense.kpt_offsets, d["bases"][:, 32:])
 
     # Proposals (resized-image coordinates, before rescaling): same set, same boxes and scores.
     props = d["proposals_before_postprocess"]
@@ -147,16 +152,17 @@ def test_intermediates_match_official(model, golden):
                                                                  props["locations"].tolist())]
     assert sorted(ours) == sorted(keys)
     idx = torch.tensor([ours[k] for k in keys])
-    errors["proposals.boxes"] = rel_err(inst.boxes[idx], props["pred_boxes"])
-    errors["proposals.scores"] = rel_err(inst.scores[idx], props["scores"])
+    pairs["proposals.boxes"] = (inst.boxes[idx], props["pred_boxes"])
+    pairs["proposals.scores"] = (inst.scores[idx], props["scores"])
 
     # Controller and dynamic head on the official proposals, in their order.
     strides = torch.tensor(model.strides)[props["fpn_levels"]]
     loc = props["locations"].long()
     positions = torch.stack([(loc[:, 1] - strides // 2) // strides, (loc[:, 0] - strides // 2) // strides], 1)
+    dtype = dense.kpt_feats.dtype
     official = Instances(batch_index=torch.zeros(len(keys), dtype=torch.long), levels=props["fpn_levels"],
-                         positions=positions, locations=props["locations"], boxes=props["pred_boxes"],
-                         scores=props["scores"])
+                         positions=positions, locations=props["locations"].to(dtype),
+                         boxes=props["pred_boxes"].to(dtype), scores=props["scores"].to(dtype))
     with torch.no_grad():
         attn_input = model.head.controller_inputs(dense.ctrl_feats, official.batch_index, official.levels,
                                                   official.positions)
@@ -165,16 +171,25 @@ def test_intermediates_match_official(model, golden):
         keypoints = decode_people(model, dense, official)
         argmax = torch.cat([model.instance_heatmaps(dense, official.index(slice(s, s + 25))).flatten(2).argmax(2)
                             for s in range(0, len(official), 25)])
-    errors["attn_input"] = rel_err(attn_input, d["attn_input"])
-    errors["attn_params"] = rel_err(params, d["attn_params"])
-    errors["keypoint_heatmap_logits"] = rel_err(heatmaps, d["keypoint_heatmap_logits"])
-    errors["pred_keypoints.xy"] = rel_err(keypoints[..., :2], props["pred_keypoints"][..., :2])
-    errors["pred_keypoints.score"] = rel_err(keypoints[..., 2], props["pred_keypoints"][..., 2])
+    pairs["attn_input"] = (attn_input, d["attn_input"])
+    pairs["attn_params"] = (params, d["attn_params"])
+    pairs["keypoint_heatmap_logits"] = (heatmaps, d["keypoint_heatmap_logits"])
+    pairs["pred_keypoints.xy"] = (keypoints[..., :2], props["pred_keypoints"][..., :2])
+    pairs["pred_keypoints.score"] = (keypoints[..., 2], props["pred_keypoints"][..., 2])
+    pairs["argmax"] = (argmax, d["keypoint_argmax_index"])
+    return pairs
+
+
+def test_intermediates_match_official(model, golden):
+    d = torch.load(golden / "intermediates_r50.pt", weights_only=True)
+    pairs = intermediate_pairs(model, d)
+    assert torch.equal(*pairs.pop("input"))
+    assert torch.equal(*pairs.pop("argmax"))
+    errors = {name: rel_err(ours, ref) for name, (ours, ref) in pairs.items()}
     worst = max(errors, key=errors.get)
     print(f"intermediates: worst {worst} = {errors[worst]:.3g}; " +
           ", ".join(f"{k} {v:.2g}" for k, v in errors.items()))
     assert all(v <= REL_TOL for v in errors.values()), {k: v for k, v in errors.items() if v > REL_TOL}
-    assert torch.equal(argmax, d["keypoint_argmax_index"])
 
 
 def _cli_parity(golden, coco_tiny, outputs, tmp_path, size):
@@ -200,11 +215,12 @@ def _cli_parity(golden, coco_tiny, outputs, tmp_path, size):
             # Match by box (scores may tie, so the order can differ).
             j = min(free, key=lambda k: np.abs(o_boxes[k] - g_boxes[i]).max())
             free.remove(j)
-            assert np.abs(o_boxes[j] - g_boxes[i]).max() <= PX_TOL
+            assert np.abs(o_boxes[j] - g_boxes[i]).max() <= PX_TOL + JSON_PX
             assert abs(o_scores[j] - inst["scores"][i]) <= SCORE_TOL
             g_k = np.asarray(inst["pred_keypoints"][i])
-            assert np.abs(o_kpts[j, :, :2] - g_k[:, :2]).max() <= PX_TOL
-            assert np.abs(o_kpts[j, :, 2] - g_k[:, 2]).max() <= SCORE_TOL * max(1.0, np.abs(g_k[:, 2]).max())
+            assert np.abs(o_kpts[j, :, :2] - g_k[:, :2]).max() <= PX_TOL + JSON_PX
+            scale = max(1.0, np.abs(g_k[:, 2]).max())
+            assert np.abs(o_kpts[j, :, 2] - g_k[:, 2]).max() <= (SCORE_TOL + JSON_SCORE) * scale
 
 
 def test_cli_predict_matches_official_512(golden, coco_tiny, outputs, tmp_path):

@@ -3,11 +3,10 @@
 The golden R-50 weights go through our converter (auxiliary heads kept), the golden uint8 batches and
 ground truth go through our model and criterion (``loss.recipe: official``), and everything the official
 trainer recorded must come out the same: FCOS targets and positives exactly, the same dynamic heads in the
-same order, the same keypoint target cells and auxiliary Gaussian targets, every loss term within 1e-5
-relative, every stored gradient within 1e-4 of its tensor's max |g| (the official backward itself is only
-reproducible to ~1e-6 there), every parameter's gradient norm within 1e-4 relative, the basis-module
-BatchNorm statistics within 1e-5, and three SGD steps of our optimiser, schedule and clipping: the losses at
-each step and the parameters after step 3 within 1e-5 relative.
+same order, the same keypoint target cells and auxiliary Gaussian targets, every loss term, stored gradient,
+gradient norm and basis-module BatchNorm statistic, and three SGD steps of our optimiser, schedule and
+clipping (the losses at each step and what the steps changed in each parameter) within tolerances set from
+the measured fp32 noise floor of two implementations on different CPUs (the constants below say how).
 
 With the golden weights every dynamic head is "dead" in training mode (constant maps), so batches A/B do not
 exercise the dynamic-head backward; the live-heads case (controller biases shifted) does. Where a gradient is
@@ -32,28 +31,62 @@ from fcpose.weights.official import fcpose_key_to_official
 CKPT = "golden/adelaidet_fcpose/model_r50_fp16.pth"
 OFFICIAL_NAMES = dict(zip(OFFICIAL_LOSS_NAMES, ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "p1_loss",
                                                 "p3_loss", "loss_keypoint", "loss_direction")))
-LOSS_RTOL = 1e-5
-GRAD_TOL = 1e-4  # of each tensor's max |g|
-NORM_RTOL = 1e-4
-BN_RTOL = 1e-5
 CONTROLLER = "proposal_generator.fcpose_head.atten_producer.weight"
+CONTROLLER_ROWS = [0, 1088, 1120, 2144, 2176, 2720]  # the rows the golden live-heads case stores
+# Tolerances (benchmarks/parity_noise.py, results/parity_noise.json, docs/parity.md): 3x the largest deviation
+# from the golden data seen, or the floor when that is larger, rounded up to two figures. "Seen": ours in fp32
+# against the golden data on a Xeon with AVX-512 + VNNI (no AMX) with PyTorch's kernels as is, under
+# ATEN_CPU_CAPABILITY=default and under avx2 + ONEDNN_MAX_CPU_ISA=AVX2, and what was reported from an AMD EPYC
+# (Zen 3, AVX2 only). "Floor": the golden's own fp32 rounding (against our float64 run) plus our largest fp32
+# rounding (against the same). "Mistake": the smallest deviation a real error caused in the same measure (the
+# direction loss dropped, keypoint targets one cell off, the location grid one pixel off); where it is small,
+# another check (named) catches that error by far.
+LOSS_RTOL = 3.6e-6  # seen 1.2e-6 (B, AVX2); floor 1.3e-6; mistake 1.4e-4 (keypoint targets, A)
+# Gradients, max |ours - official| / max |official| per tensor. Batches A/B: seen 4.5e-4 (A,
+# backbone.fpn_output3.bias, AVX2; the EPYC: 2.7e-4, fpn_lateral3.weight); floor 8.9e-4 (A: 2.2e-4 + 6.7e-4).
+# Mistakes: grid 0.34, keypoint targets 0.18; the dropped direction loss moves these tensors by only 2.9e-3
+# (2x) but its loss term by 100% and the noisy tensors by 100%.
+GRAD_TOL = 1.4e-3
+# Live heads, every stored gradient and the controller's row norms and rows: seen 2.6e-4 (controller rows, AVX2;
+# the EPYC: 1.9e-4), floor 2.5e-4. Mistakes: 3.2e-2 (keypoint targets), 3.4e-2 (direction loss); the grid one
+# pixel off moves them by 7.2e-4 only, but the gradient norms by 0.34 and the losses by 3.5e-3.
+LIVE_GRAD_TOL = 7.8e-4
+NORM_RTOL = 3.0e-4  # live case, per-tensor gradient norms: seen 9.8e-5, floor 1.4e-4; mistakes 8.1e-2 and up
+BN_RTOL = 3.4e-7  # basis-module BatchNorm statistics: seen 1.1e-7, floor 2.1e-7 (the mistakes act on losses only)
+# Three SGD steps, what they changed in each parameter: seen 2.4e-3 (backbone.fpn_lateral3.bias), floor 7.6e-3
+# (above 3x seen: the floor is the tolerance). Mistakes: 1.9e-2 (keypoint targets), 0.30 (grid); the dropped
+# direction loss 1.6e-3, but its loss term at every step by 100%.
+SGD_TOL = 7.6e-3
+# The losses at each of the three steps (after one or two updates, the parameters' own differences add in): seen
+# 8.6e-6, floor 2.0e-5; mistakes 1.4e-4 (keypoint targets), 3.6e-3 (grid), 1.0 (direction loss).
+SGD_LOSS_RTOL = 2.6e-5
+SGD_NOISY_TOL = 2.5e-4  # the noisy tensors, of the largest change of all: seen 8.1e-5, floor 1.2e-4
 # Batches A/B only (dead heads): tensors whose gradient carries rounding noise of an exactly-zero quantity —
 # the controller's (its outputs only shift constant maps), which reaches the FCOS box tower through the
 # controller input and P6 (and, faintly, the whole FPN and backbone) through the towers; the basis-module
 # tower, whose bases get exactly zero; and the upsampler and seg_head, behind a ReLU whose mask flips where
-# the pre-activation is within rounding of 0. Both codes hold different noise there, so these tensors get 5e-3
-# of max |g| (measured: at most 3.0e-3) and looser norms in A/B (below); the live-heads case,
-# free of such noise, checks every stored tensor and every norm at 1e-4.
+# the pre-activation is within rounding of 0. Both codes hold different noise there, so these tensors get their
+# own (looser) tolerances; the live-heads case, free of such noise, checks every stored tensor and every norm.
 NOISY = ("proposal_generator.fcos.fcos_head.bbox_tower.", "proposal_generator.basis_module.tower.",
          "proposal_generator.basis_module.upsampler.", "proposal_generator.basis_module.seg_head.",
          "backbone.top_block.p6.", "proposal_generator.fcpose_head.")
-NOISY_GRAD_TOL = 5e-3
-NOISY_NORM_RTOL = 1e-3  # the noisy tensors' norms (measured: at most 5.4e-4)
-OTHER_NORM_RTOL = 3e-4  # every other norm in A/B (measured: at most 1.8e-4, res4.2.conv1)
+NOISY_GRAD_TOL = 1.2e-2  # seen 3.9e-3 (B, AVX2), floor 7.3e-3; mistakes 4.0e-2 (grid), 0.13, 1.0
+NOISY_NORM_RTOL = 8.4e-3  # seen 2.8e-3 (B, AVX2), floor 4.1e-3; mistakes 9.7e-3 (grid: its gradients 0.6), 1.7e-2, 1.0
+OTHER_NORM_RTOL = 1.1e-3  # every other norm in A/B: seen 3.6e-4, floor 6.3e-4; mistakes 8.7e-4 (direction loss:
+# its loss 100%), 4.6e-2, 0.34
 
 
 def official_name(name: str) -> str:
     return fcpose_key_to_official(name)
+
+
+def official_params(model) -> dict[str, torch.Tensor]:
+    """A copy of every parameter by official name (the controller weight as the official Linear's [out, in])."""
+    out = {}
+    for name, p in model.named_parameters():
+        v = p.detach().clone()
+        out[official_name(name)] = v.reshape(v.shape[0], -1) if name == "head.controller.weight" else v
+    return out
 
 
 def rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -121,7 +154,7 @@ def sgd_run(golden_train, golden_data):
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
-    initial = {official_name(n): p.detach().clone() for n, p in model.named_parameters()}
+    initial = official_params(model)
     steps = []
     for _ in range(3):
         result = _run(model, record)
@@ -131,12 +164,7 @@ def sgd_run(golden_train, golden_data):
         optimizer.step()
         scheduler.step()
         steps.append(result if not steps else {"losses": result["losses"], "lr": result["lr"]})
-    final = {}
-    for n, p in model.named_parameters():
-        v = p.detach().clone()
-        final[official_name(n)] = v.reshape(v.shape[0], -1) if n == "head.controller.weight" else v
-    initial["_controller"] = initial[CONTROLLER].reshape(initial[CONTROLLER].shape[0], -1)
-    return {"steps": steps, "final": final, "initial": initial}
+    return {"steps": steps, "final": official_params(model), "initial": initial}
 
 
 @pytest.fixture(scope="module")
@@ -229,10 +257,10 @@ def test_keypoint_and_auxiliary_targets_equal(case):
 # ----------------------------------------------------------------------------------------------
 # Losses, gradients, BatchNorm statistics
 # ----------------------------------------------------------------------------------------------
-def _check_losses(ours: dict, gold: dict) -> None:
+def _check_losses(ours: dict, gold: dict, rtol: float = LOSS_RTOL) -> None:
     for name, official in OFFICIAL_NAMES.items():
         ref = gold[official]
-        assert abs(ours[name] - ref) <= LOSS_RTOL * abs(ref), (name, ours[name], ref)
+        assert abs(ours[name] - ref) <= rtol * abs(ref), (name, ours[name], ref)
     assert list(ours) == list(OFFICIAL_LOSS_NAMES)  # summed in the official order
 
 
@@ -294,15 +322,15 @@ def test_live_heads_case(golden_data, live_heads):
     _check_losses(live_heads["losses"], gold["loss_dict"])
     grads = live_heads["grads"]
     for name, ref in gold["grads_fp32"].items():
-        assert rel(grads[name], ref) <= GRAD_TOL, name
+        assert rel(grads[name], ref) <= LIVE_GRAD_TOL, name
     for name, ref in gold["grad_norms_l2_float64"].items():
         norm = float(grads[name].double().norm())
         assert abs(norm - ref) <= NORM_RTOL * ref + 1e-12, (name, norm, ref)
     controller = grads[CONTROLLER]
     row_l2 = gold["atten_producer_weight_grad_row_l2"]
-    assert rel(controller.norm(dim=1), row_l2) <= GRAD_TOL
+    assert rel(controller.norm(dim=1), row_l2) <= LIVE_GRAD_TOL
     rows = gold["atten_producer_weight_grad_rows_0_1088_1120_2144_2176_2720"]
-    assert rel(controller[[0, 1088, 1120, 2144, 2176, 2720]], rows) <= GRAD_TOL
+    assert rel(controller[CONTROLLER_ROWS], rows) <= LIVE_GRAD_TOL
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,13 +342,22 @@ def test_three_sgd_steps(golden_data, sgd_run):
     assert sgd_run["steps"][0]["group_sizes"] == [len(g["params"]) for g in groups]
     for ours, ref in zip(sgd_run["steps"], gold["steps"]):
         assert ours["lr"] == pytest.approx(ref["lr_per_group"], rel=1e-12)
-        _check_losses(ours["losses"], ref["loss_dict"])
-    final = sgd_run["final"]
-    for name, ref in gold["final_params"].items():
-        assert rel(final[name], ref) <= LOSS_RTOL, name
+        _check_losses(ours["losses"], ref["loss_dict"], SGD_LOSS_RTOL)
+    # What the three steps changed in each parameter, against the official change. The noisy tensors' changes are
+    # rounding noise of an exact zero (dead heads), so they are compared against the largest change of all.
+    final, initial = sgd_run["final"], sgd_run["initial"]
+    changes = {name: ref - initial[name] for name, ref in gold["final_params"].items()}
+    largest = max(float(c.abs().max()) for c in changes.values())
+    for name, change in changes.items():
+        ours = final[name] - initial[name]
+        if name.startswith(NOISY):
+            assert float((ours - change).abs().max()) <= SGD_NOISY_TOL * largest, name
+        else:
+            assert rel(ours, change) <= SGD_TOL, name
     rows = gold["final_atten_producer_weight_rows"]
-    assert torch.equal(sgd_run["initial"]["_controller"][rows["rows"]], rows["initial"])
-    assert rel(final[CONTROLLER][rows["rows"]], rows["final"]) <= LOSS_RTOL
+    assert torch.equal(initial[CONTROLLER][rows["rows"]], rows["initial"])
+    ours = final[CONTROLLER][rows["rows"]] - rows["initial"]
+    assert float((ours - (rows["final"] - rows["initial"])).abs().max()) <= SGD_NOISY_TOL * largest
 
 
 def test_optimizer_groups_match_official(golden_data, golden_train):

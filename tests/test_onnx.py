@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_people
 
 import fcpose
 from fcpose.cli import main
@@ -21,17 +22,6 @@ def onnx_model(tiny_checkpoint, tmp_path_factory):
     return path
 
 
-def _match(ort_dets, pt_dets, keypoint_score_rtol=0.0):
-    """Same people (same generating locations, same order), keypoints within 0.5 px, scores within 1e-3."""
-    assert len(ort_dets) == len(pt_dets)
-    assert torch.equal(ort_dets.locations, pt_dets.locations)
-    torch.testing.assert_close(ort_dets.scores, pt_dets.scores, rtol=0, atol=1e-3)
-    torch.testing.assert_close(ort_dets.boxes, pt_dets.boxes, rtol=0, atol=0.05)
-    torch.testing.assert_close(ort_dets.keypoints[..., :2], pt_dets.keypoints[..., :2], rtol=0, atol=0.5)
-    torch.testing.assert_close(ort_dets.keypoints[..., 2], pt_dets.keypoints[..., 2], rtol=keypoint_score_rtol,
-                               atol=1e-3)
-
-
 def test_onnxruntime_matches_pytorch_on_coco_tiny(onnx_model, tiny_model, coco_tiny):
     from fcpose.export.onnx_predictor import OnnxPredictor
 
@@ -43,7 +33,7 @@ def test_onnxruntime_matches_pytorch_on_coco_tiny(onnx_model, tiny_model, coco_t
     for path in images:
         o, p = ort_pred(path), pt_pred(path)
         assert o.image_size == p.image_size
-        _match(o, p)
+        assert_same_people(o, p)
         total += len(p)
     assert total > 0
 
@@ -56,7 +46,7 @@ def test_onnx_dynamic_sizes_thresholds_and_empty_output(onnx_model, tiny_model):
     for threshold in (0.02, 0.3):
         o = OnnxPredictor(onnx_model, score_threshold=threshold, min_size=160, max_size=256)(image)
         p = fcpose.Predictor(tiny_model, score_threshold=threshold, min_size=160, max_size=256)(image)
-        _match(o, p)
+        assert_same_people(o, p)
     none = OnnxPredictor(onnx_model, score_threshold=1.0)(image)
     assert len(none) == 0 and none.keypoints.shape == (0, 17, 3) and none.image_size == (90, 140)
 
@@ -107,7 +97,7 @@ def test_static_export_of_a_model_variant(tmp_path):
     o = pred(image)
     p = fcpose.Predictor(model, score_threshold=0.05, min_size=128, max_size=192)(image)
     assert len(p) > 0
-    _match(o, p, keypoint_score_rtol=1e-4)
+    assert_same_people(o, p, keypoint_score_rtol=1e-4)
     with pytest.raises(FCPoseError, match="exported for 128x192"):
         OnnxPredictor(path, min_size=256, max_size=400)(image)
 

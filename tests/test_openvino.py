@@ -6,14 +6,19 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_people
 
 import fcpose
 from fcpose.cli import main
+from fcpose.cpu import onednn_cap_below_cpu
 from fcpose.errors import CheckpointError, FCPoseError, InputError
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 pytest.importorskip("onnxscript")
+if onednn_cap_below_cpu():  # what fcpose then refuses in one line: test_openvino_refuses_a_capped_onednn
+    pytest.skip(f"ONEDNN_MAX_CPU_ISA={onednn_cap_below_cpu()} is below this CPU's instruction set: OpenVINO's CPU "
+                f"plugin crashes so (the cap emulates another CPU for PyTorch only)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +36,6 @@ def ir_int8(tiny_checkpoint, coco_tiny, tmp_path_factory):
     return path
 
 
-def _match(ov_dets, pt_dets):
-    """Same people (same generating locations, same order), scores within 1e-3, keypoints within 0.5 px —
-    except arg-max ties of a heatmap (two cells within float rounding of each other; the keypoint score,
-    a function of the peak value, is then the same), at most 1 in 200 keypoints."""
-    assert len(ov_dets) == len(pt_dets)
-    assert torch.equal(ov_dets.locations, pt_dets.locations)
-    torch.testing.assert_close(ov_dets.scores, pt_dets.scores, rtol=0, atol=1e-3)
-    torch.testing.assert_close(ov_dets.boxes, pt_dets.boxes, rtol=0, atol=0.05)
-    torch.testing.assert_close(ov_dets.keypoints[..., 2], pt_dets.keypoints[..., 2], rtol=0, atol=1e-3)
-    moved = (ov_dets.keypoints[..., :2] - pt_dets.keypoints[..., :2]).abs().amax(dim=-1) > 0.5
-    assert int(moved.sum()) <= max(1, moved.numel() // 200)
-    return int(moved.sum())
-
-
 def test_openvino_matches_pytorch_on_coco_tiny(ir_fp32, tiny_model, coco_tiny):
     from fcpose.export.openvino_predictor import OpenVinoPredictor
 
@@ -55,7 +46,7 @@ def test_openvino_matches_pytorch_on_coco_tiny(ir_fp32, tiny_model, coco_tiny):
     for path in sorted(coco_tiny.glob("*.jpg")):
         o, p = ov_pred(path), pt_pred(path)
         assert o.image_size == p.image_size
-        _match(o, p)
+        assert_same_people(o, p)
         total += len(p)
     assert total > 0
 
@@ -221,7 +212,8 @@ def test_static_ir_against_its_metadata(tiny_model, tmp_path):
     assert pred.static_size == (128, 160)
     image = np.full((100, 120, 3), 90, dtype=np.uint8)
     image[20:80, 30:90] = 200
-    _match(pred(image), fcpose.Predictor(tiny_model, score_threshold=0.05, min_size=128, max_size=160)(image))
+    reference = fcpose.Predictor(tiny_model, score_threshold=0.05, min_size=128, max_size=160)(image)
+    assert_same_people(pred(image), reference)
     with pytest.raises(FCPoseError, match="exported for 128x160"):
         OpenVinoPredictor(path, min_size=256, max_size=400)(image)
     export = dict(pred.export_info, size=[96, 128])
@@ -260,7 +252,7 @@ def test_bench_backends_side_by_side(ir_fp32, tmp_path, capsys):
     assert all(r["total_ms"]["median"] > 0 and "speedup_vs_torch" in r for r in report["results"])
     printed = capsys.readouterr().out
     assert "openvino-int8" in printed and f"({report['machine']['instruction_set']})" in printed
-    from fcpose.bench.people import cpu_info, int8_note
+    from fcpose.cpu import cpu_info, int8_note
 
     assert report.get("int8_note") == int8_note(cpu_info()[1])  # said where the CPU has no VNNI or AMX
     assert (report.get("int8_note") or "") in printed

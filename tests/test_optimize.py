@@ -142,4 +142,8 @@ def test_runner_leaves_the_thread_count_alone(tiny_model):
         assert torch.get_num_threads() == 1
         (b,) = runner(batch, [(96, 128)], [(96, 128)])
     assert torch.get_num_threads() == before
-    torch.testing.assert_close(a.keypoints, b.keypoints)
+    # Other thread counts sum in another order: keypoints (px) and scores within 1e-4 — 3x the largest
+    # 2-vs-1-thread spread measured (2.9e-5 over 20 random inputs; Xeon AVX-512 + VNNI, as is and under
+    # ATEN_CPU_CAPABILITY=default / avx2 + ONEDNN_MAX_CPU_ISA=AVX2). A real change of result (another peak
+    # cell) moves a keypoint by a heatmap cell, several px.
+    torch.testing.assert_close(a.keypoints, b.keypoints, rtol=0, atol=1e-4)

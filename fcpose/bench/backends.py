@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from ..cpu import cpu_info, int8_note
 from ..errors import InputError
-from .people import (cpu_info, contention_since, cpu_times, int8_note, load_bench_image, loadavg, machine_info,
-                     own_cpu_seconds, summarize)
+from .people import contention_since, cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
 
 __all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
 

@@ -67,6 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cpu import cpu_info, instruction_set
 from ..data.transforms import batch_images, padded_size, resize_shape
 from ..errors import InputError
 from ..inference.graphs import GraphedFunction
@@ -88,21 +89,6 @@ DEFAULT_IMAGE = "synthetic"
 # ------------------------------------------------------------------------------------------------
 # The machine
 # ------------------------------------------------------------------------------------------------
-def cpu_info() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model in ("unknown", "", "x86_64"):
-                model = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
-
-
 def cpu_times() -> list[int] | None:
     """user, nice, system, idle, iowait, irq, softirq, steal (clock ticks, all CPUs) or None."""
     try:
@@ -139,29 +125,6 @@ def loadavg() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
-
-
-def instruction_set(flags: set[str]) -> str:
-    """The vector instructions that decide CPU speed here, e.g. ``AVX-512 + VNNI + AMX``, ``AVX2 (no VNNI)``."""
-    if "avx512f" in flags:
-        base = "AVX-512"
-    elif "avx2" in flags:
-        base = "AVX2"
-    else:
-        return "no AVX2" if flags else "unknown"
-    extras = [name for name, keys in (("VNNI", ("avx512_vnni", "avx_vnni")), ("BF16", ("avx512_bf16",)),
-                                      ("AMX", ("amx_int8", "amx_tile"))) if any(k in flags for k in keys)]
-    return " + ".join([base, *extras]) if extras else f"{base} (no VNNI)"
-
-
-def int8_note(flags: set[str]) -> str | None:
-    """One line when int8 cannot be fast here: without VNNI or AMX an int8 multiply-add takes several
-    instructions (measured: OpenVINO int8 R-50 @800 2.3x PyTorch fp32 on an AVX2-only EPYC, 4.5x with
-    AVX-512 VNNI, 9.7x with AMX)."""
-    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
-        return None
-    return ("note: this CPU has no VNNI or AMX instructions, so int8 gains little over fp32 here (about 2x "
-            "for OpenVINO int8 on an AVX2-only CPU, 4.5-10x with VNNI or AMX; README: OpenVINO and int8 on the CPU)")
 
 
 def machine_info(device: torch.device) -> dict:

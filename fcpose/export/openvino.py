@@ -79,7 +79,7 @@ def calibration_images(source: str | Path, limit: int | None = None) -> list[Pat
 def _save_ir(ov_model, out: Path) -> Path:
     """``out`` (.xml) and its .bin, complete or absent: saved in a temporary folder next to it, then moved
     (the .bin first, so an .xml never refers to a partial .bin)."""
-    import openvino as ov
+    ov = require_openvino("OpenVINO export")
 
     with undo_new_dirs(out.parent):  # a failed save leaves no empty folder it made
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = Fal
     ``min_size``/``max_size`` (default: the config's test sizes)."""
     out = Path(out)
     _check_options(out, int8=int8, calibration=calibration, calib_images=calib_images)
-    import openvino as ov
+    ov = require_openvino("OpenVINO export")
 
     say = log or (lambda msg: None)
     ov_model = ov.convert_model(str(onnx_path))

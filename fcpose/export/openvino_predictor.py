@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu import cpu_info, instruction_set, onednn_cap_below_cpu
 from ..errors import CheckpointError, FCPoseError
 from .onnx_predictor import OnnxPredictor
 
@@ -25,11 +26,15 @@ RT_CONFIG = ["fcpose", "config"]
 
 
 def require_openvino(what: str = "OpenVINO"):
-    """``import openvino``, or one clear line saying what to install."""
+    """``import openvino``, or one clear line saying what to install or which setting would crash it."""
     try:
         import openvino
     except ImportError:
         raise FCPoseError(f"{what} needs the openvino package (pip install 'fcpose[openvino]')") from None
+    cap = onednn_cap_below_cpu()
+    if cap:
+        raise FCPoseError(f"{what}: ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below this CPU's "
+                          f"{instruction_set(cpu_info()[1])}, which crashes OpenVINO's CPU plugin: unset it")
     return openvino
 
 
