@@ -23,11 +23,7 @@ from ..structures import Instances, PoseDetections
 from ..targets.locations import locations_to_positions
 from .onnx import EXPORT_FORMAT, INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["OnnxPredictor", "is_onnx_file"]
-
-
-def is_onnx_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(".onnx")
+__all__ = ["OnnxPredictor"]
 
 
 class OnnxPredictor:

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CheckpointError, FCPoseError
 from .onnx_predictor import OnnxPredictor
 
-__all__ = ["OpenVinoPredictor", "is_openvino_file", "require_openvino", "read_ir_metadata"]
+__all__ = ["OpenVinoPredictor", "require_openvino", "read_ir_metadata"]
 
 RT_EXPORT = ["fcpose", "export"]  # where the IR keeps the export's metadata (rt_info)
 RT_CONFIG = ["fcpose", "config"]
@@ -39,10 +39,6 @@ def read_ir_metadata(ov_model, path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path} is not an fcpose OpenVINO export (no fcpose metadata)")
     return {"fcpose_export": ov_model.get_rt_info(RT_EXPORT).astype(str),
             "fcpose_config": ov_model.get_rt_info(RT_CONFIG).astype(str)}
-
-
-def is_openvino_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(".xml")
 
 
 class OpenVinoPredictor(OnnxPredictor):

@@ -80,14 +80,6 @@ def encode_truncated_cell(keypoints: Tensor, stride: int, height: int, width: in
     return torch.where(valid, row * width + col, torch.zeros_like(col)), valid
 
 
-def decode_truncated_cell(index: Tensor, width: int, stride: int) -> Tensor:
-    """Inverse of :func:`encode_truncated_cell` up to the cell: ``[...]`` flat index -> ``[..., 2]`` (x, y) of the
-    cell's top-left corner; the encoded keypoint lies in ``[x, x + s) x [y, y + s)``."""
-    col = torch.remainder(index, width)
-    row = torch.div(index, width, rounding_mode="floor")
-    return torch.stack([col * stride, row * stride], dim=-1).to(torch.float32)
-
-
 def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, sigma: float) -> Tensor:
     """Official Gaussian targets: ``[G, K, 3]`` keypoints (x, y, v) -> ``[K, height, width]`` (max over people).
 
@@ -120,13 +112,6 @@ def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, s
     values = gauss.to(torch.float32)[None].expand(col.numel(), size, size)[inside]
     out.view(-1).scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
     return out.reshape(k, height, width)
-
-
-def decode_heatmap_argmax(heatmaps: Tensor, stride: int) -> Tensor:
-    """Inverse of :func:`gaussian_heatmaps` for one person: ``[K, H, W]`` -> ``[K, 2]`` (x, y) top-left corner of
-    each map's maximum cell (its truncated cell, see :func:`decode_truncated_cell`)."""
-    k, h, w = heatmaps.shape
-    return decode_truncated_cell(heatmaps.reshape(k, h * w).argmax(dim=1), w, stride)
 
 
 # ----------------------------------------------------------------------------------------------
