@@ -42,23 +42,6 @@ def encode_heatmap_index(xy: Tensor, stride: int, height: int, width: int) -> Te
     return row * width + col
 
 
-def decode_heatmap_peaks(heatmaps: Tensor, score: str = "softmax") -> tuple[Tensor, Tensor]:
-    """``[N, K, H, W]`` heatmap logits -> (``[N, K]`` flat index of each peak, ``[N, K]`` peak score).
-
-    ``score="softmax"``: the softmax probability of the peak over the H*W cells (what the
-    cross-entropy training makes it); ``"logit"``: the raw maximum logit (official AdelaiDet).
-    """
-    flat = heatmaps.flatten(2)
-    peak, index = flat.max(dim=2)
-    if score == "softmax":
-        value = torch.exp(peak - torch.logsumexp(flat, dim=2))
-    elif score == "logit":
-        value = peak
-    else:
-        raise ValueError(f"unknown keypoint score {score!r}")
-    return index, value
-
-
 # ----------------------------------------------------------------------------------------------
 # Official targets: truncated cells and Gaussian heatmaps (AdelaiDet's HeatmapGenerator)
 # ----------------------------------------------------------------------------------------------
