@@ -12,7 +12,7 @@ class FCPoseError(Exception):
 
 
 class ConfigError(FCPoseError):
-    """Unknown preset, unknown config key, or a value of the wrong type."""
+    """Unknown preset, unknown config key, a value of the wrong type, or a device this machine lacks."""
 
 
 class CheckpointError(FCPoseError):
