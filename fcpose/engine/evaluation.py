@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import COCO_SIGMAS
-from ..errors import ConfigError, FCPoseError, InputError
+from ..errors import ConfigError, FCPoseError, InputError, one_line
 
 __all__ = ["KEYPOINT_METRICS", "BBOX_METRICS", "evaluate_keypoints", "load_gt"]
 
@@ -72,7 +72,7 @@ def _load_results(results: Any) -> list[dict]:
         try:
             results = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise FCPoseError(f"results file {path} is not valid JSON: {' '.join(str(exc).split())}") from None
+            raise FCPoseError(f"results file {path} is not valid JSON: {one_line(exc)}") from None
         except OSError as exc:
             raise FCPoseError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     if not isinstance(results, (list, tuple)):

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, FCPoseError
+from ..errors import CheckpointError, FCPoseError, first_line
 from .onnx_predictor import OnnxPredictor
 
 __all__ = ["OpenVinoPredictor", "require_openvino", "read_ir_metadata"]
 
 RT_EXPORT = ["fcpose", "export"]  # where the IR keeps the export's metadata (rt_info)
 RT_CONFIG = ["fcpose", "config"]
+_OV_PREAMBLE = ("Exception from", "Check ")  # OpenVINO's errors start with these lines; the message comes after
 
 
 def require_openvino(what: str = "OpenVINO"):
@@ -63,14 +64,16 @@ class OpenVinoPredictor(OnnxPredictor):
         try:
             self.ov_model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line messages for unreadable IRs
-            raise CheckpointError(f"cannot load OpenVINO model {path}: {_first_line(exc)}") from None
+            why = first_line(exc, 200, skip=_OV_PREAMBLE)
+            raise CheckpointError(f"cannot load OpenVINO model {path}: {why}") from None
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             session = core.compile_model(self.ov_model, "CPU", config)
         except Exception as exc:
-            raise CheckpointError(f"cannot compile OpenVINO model {path}: {_first_line(exc)}") from None
+            why = first_line(exc, 200, skip=_OV_PREAMBLE)
+            raise CheckpointError(f"cannot compile OpenVINO model {path}: {why}") from None
         self._request = session.create_infer_request()
         self._output_names = [o.get_any_name() for o in session.outputs]
         return session
@@ -91,10 +94,3 @@ class OpenVinoPredictor(OnnxPredictor):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._request.infer(feeds)
         return {name: np.array(result[port]) for name, port in zip(self._output_names, self.session.outputs)}
-
-
-def _first_line(exc: Exception) -> str:
-    """The informative line of an OpenVINO error (they start with 'Exception from src/...' lines)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Exception from", "Check "))] or lines
-    return useful[0][:200] if useful else type(exc).__name__

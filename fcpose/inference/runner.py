@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.transforms import HostUpload
-from ..errors import FCPoseError
+from ..errors import FCPoseError, first_line
 from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor
@@ -78,8 +78,7 @@ class CompiledNetwork:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        self.failed = f"{type(exc).__name__}: {first[:300]}"
+        self.failed = f"{type(exc).__name__}: {first_line(exc)}"
         self.compiled = None
         warnings.warn(f"fcpose: torch.compile failed, running the eager model ({self.failed})", RuntimeWarning,
                       stacklevel=3)
