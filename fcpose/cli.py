@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import FCPoseError
+from .errors import FCPoseError, one_line
 from .precision import PRECISIONS
 from .structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD
 
@@ -59,7 +59,7 @@ def _one_line(exc: BaseException) -> str:
     if "Original Traceback" in text:
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
-    return " ".join(text.split())
+    return one_line(text)
 
 
 def _add_predict(sub) -> None:

@@ -520,19 +520,3 @@ def apply_overrides(cfg: FCPoseConfig, overrides: list[str] | dict | None) -> FC
     data = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
     return from_dict(data, cfg)
 
-
-def diff_from_defaults(cfg: FCPoseConfig) -> dict:
-    """The nested dict of values that differ from the dataclass defaults (what a preset holds)."""
-
-    def walk(a: dict, b: dict) -> dict:
-        out = {}
-        for k, v in a.items():
-            if isinstance(v, dict):
-                sub = walk(v, b[k])
-                if sub:
-                    out[k] = sub
-            elif v != b[k]:
-                out[k] = v
-        return out
-
-    return walk(to_dict(cfg), to_dict(FCPoseConfig()))

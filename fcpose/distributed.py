@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from .errors import FCPoseError
+from .precision import resolve_device
 
 
 def is_distributed() -> bool:
@@ -52,10 +52,7 @@ def init_distributed(device: str | torch.device = "cpu", timeout_minutes: int = 
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1 or is_distributed():
         return is_distributed()
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FCPoseError("--device cuda was requested but CUDA is not available on this machine")
+    if resolve_device(device).type == "cuda":
         torch.cuda.set_device(get_local_rank())
         backend = "nccl"
     else:

@@ -1,4 +1,4 @@
-"""Exception types for errors a user can cause.
+"""Exception types for errors a user can cause, and the one-line forms of error messages.
 
 The command line catches :class:`FCPoseError` and prints its message as one line on stderr with a
 non-zero exit status (no traceback). Library users can catch the subclasses.
@@ -12,7 +12,7 @@ class FCPoseError(Exception):
 
 
 class ConfigError(FCPoseError):
-    """Unknown preset, unknown config key, or a value of the wrong type."""
+    """Unknown preset, unknown config key, a value of the wrong type, or a device this machine lacks."""
 
 
 class CheckpointError(FCPoseError):
@@ -25,3 +25,18 @@ class InputError(FCPoseError):
 
 class OutputError(FCPoseError):
     """An output file or folder that cannot be written (a file in the way, no permission, disk full)."""
+
+
+def one_line(text: object, blank: str = "unknown error") -> str:
+    """A message (usually an exception) on one line: every run of whitespace, line breaks included, becomes
+    one space; ``blank`` when nothing is left."""
+    return " ".join(str(text).split()) or blank
+
+
+def first_line(exc: BaseException, limit: int = 300, skip: tuple[str, ...] = ()) -> str:
+    """The first non-blank line of an exception's message, stripped and cut to ``limit`` characters, for
+    errors whose message goes on for pages (compilers, runtimes). Lines starting with one of ``skip`` are
+    passed over unless every line does; the exception's type name when the message is blank."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(skip)] or lines
+    return useful[0][:limit] if useful else type(exc).__name__

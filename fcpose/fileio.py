@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import OutputError
+from .errors import OutputError, one_line
 
 _UMASK_LOCK = threading.Lock()
 
@@ -47,8 +47,7 @@ def default_file_mode() -> int:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return one_line(exc, blank=type(exc).__name__)
 
 
 def missing_dirs(path: str | Path) -> list[Path]:
@@ -207,7 +206,7 @@ def atomic_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
         except RuntimeError as exc:  # torch's zip writer reports a full disk / I/O error as RuntimeError
             if "write" not in str(exc).lower():
                 raise
-            raise OSError(errno.EIO, " ".join(str(exc).split())) from None
+            raise OSError(errno.EIO, one_line(exc)) from None
 
     return _atomic(path, write, what)
 

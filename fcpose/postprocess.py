@@ -55,7 +55,7 @@ from .targets.boxes import decode_ltrb
 from .targets.keypoints import decode_offsets, gather_offsets
 from .targets.locations import flat_to_locations, flat_to_positions, positions_to_locations
 
-__all__ = ["PostProcessor", "build_postprocessor", "TRACE_SCORE_FLOOR"]
+__all__ = ["PostProcessor", "TRACE_SCORE_FLOOR"]
 
 Size = tuple[int, int]
 StageHook = Callable[[str], None]
@@ -430,9 +430,3 @@ class PostProcessor:
                                           keypoints=keypoints[sel], image_size=(int(size[0]), int(size[1])),
                                           levels=instances.levels[sel], locations=instances.locations[sel]))
         return results
-
-
-def build_postprocessor(config: FCPoseConfig) -> PostProcessor:
-    """The post-processor of a config (the sibling of :func:`~fcpose.model.fcpose.build_model` and
-    :meth:`~fcpose.loss.FCPoseCriterion.from_config`)."""
-    return PostProcessor.from_config(config)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import FCPoseError
+from .errors import ConfigError, FCPoseError
 
 __all__ = ["PRECISIONS", "Precision", "autocast_context", "check_precision", "cpu_supports", "resolve_device",
            "default_training_precision", "default_cast_weights"]
@@ -26,10 +26,11 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device`; a clear error when CUDA is asked for and absent."""
+    """``device`` as a :class:`torch.device`; a clear :class:`~fcpose.errors.ConfigError` when CUDA is asked for
+    and absent (the one check of it: the predictor, training and torchrun's process group use this)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FCPoseError("--device cuda was requested but CUDA is not available on this machine")
+        raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
     return dev
 
 

@@ -98,10 +98,6 @@ class PeopleSlots:
     # rounds, or more people tie at the max_detections cut than there are slots): recompute that batch
     exact: Tensor
 
-    def to(self, device: str | torch.device, non_blocking: bool = False) -> PeopleSlots:
-        return PeopleSlots(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                              for f in fields(self)})
-
     def tensors(self) -> list[Tensor]:
         """The fields in declaration order (for copying into preallocated buffers)."""
         return [getattr(self, f.name) for f in fields(self)]

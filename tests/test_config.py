@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
+from helpers import diff_from_defaults
 
 from fcpose.config import (
     FCPoseConfig,
-    diff_from_defaults,
     dynamic_param_count,
     list_presets,
     load_config,

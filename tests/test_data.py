@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import empty_target
 
 from fcpose.config import COCO_FLIP_PAIRS, COCO_SIGMAS, KeypointSetConfig, load_config
 from fcpose.data import (
@@ -20,7 +21,7 @@ from fcpose.data import (
     keypoint_set_from_coco,
     to_model_input,
 )
-from fcpose.data.augment import crop_targets, empty_target, hflip_targets, resize_targets
+from fcpose.data.augment import crop_targets, hflip_targets, resize_targets
 from fcpose.data.transforms import resize_shape
 from fcpose.errors import ConfigError, InputError
 

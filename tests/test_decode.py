@@ -3,10 +3,11 @@
 import pytest
 import torch
 from conftest import decode_people, make_lively, select_people
+from helpers import decode_heatmap_peaks
 
 import fcpose
 from fcpose.config import TestConfig
-from fcpose.targets.keypoints import decode_heatmap_peaks, decode_offsets, gather_offsets
+from fcpose.targets.keypoints import decode_offsets, gather_offsets
 
 
 def reference_keypoints(model, dense, inst):

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COCO_TINY as _COCO_TINY_DIR  # FCPOSE_SHARED or ../shared
+from helpers import gt_to_results
 
-from fcpose.engine.evaluation import BBOX_METRICS, KEYPOINT_METRICS, evaluate_keypoints, gt_to_results
+from fcpose.engine.evaluation import BBOX_METRICS, KEYPOINT_METRICS, evaluate_keypoints
 from fcpose.errors import FCPoseError
 
 COCO_TINY = _COCO_TINY_DIR / "person_keypoints.json"

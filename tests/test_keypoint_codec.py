@@ -1,10 +1,10 @@
 import math
 
 import torch
+from helpers import decode_heatmap_peaks
 
 from fcpose.targets.boxes import decode_ltrb, encode_ltrb
 from fcpose.targets.keypoints import (
-    decode_heatmap_peaks,
     decode_offsets,
     encode_heatmap_index,
     encode_offset_maps,

@@ -34,7 +34,7 @@ def _valid_coco() -> dict:
 
 
 def _valid_results() -> list:
-    from fcpose.engine.evaluation import gt_to_results
+    from helpers import gt_to_results
 
     return gt_to_results(_valid_coco())
 

@@ -83,7 +83,7 @@ def _gt_with_names() -> dict:
 
 
 def test_eval_matches_predict_output_by_file_name(tmp_path, capsys):
-    from fcpose.engine.evaluation import gt_to_results
+    from helpers import gt_to_results
 
     gt = _gt_with_names()
     ann = tmp_path / "gt.json"
@@ -110,7 +110,7 @@ def test_eval_matches_predict_output_by_file_name(tmp_path, capsys):
 
 
 def test_eval_screen_and_json_agree(tmp_path, capsys):
-    from fcpose.engine.evaluation import gt_to_results
+    from helpers import gt_to_results
 
     gt = _gt_with_names()
     ann, pred, metrics = tmp_path / "gt.json", tmp_path / "r.json", tmp_path / "m.json"

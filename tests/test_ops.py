@@ -1,6 +1,7 @@
 import torch
+from helpers import generalized_box_iou_pairs
 
-from fcpose.ops.boxes import box_iou, clip_boxes, generalized_box_iou_pairs, nms
+from fcpose.ops.boxes import box_iou, clip_boxes, nms
 
 
 def brute_force_nms(boxes, scores, threshold):

@@ -34,6 +34,7 @@ pytest.importorskip("starlette", reason="fcpose serve needs the [serve] extra (s
 pytest.importorskip("uvicorn", reason="fcpose serve needs the [serve] extra")
 pytest.importorskip("multipart", reason="fcpose serve needs the [serve] extra")
 
+from helpers import serve_in_thread  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fcpose  # noqa: E402
@@ -42,7 +43,6 @@ from fcpose.data.images import read_image  # noqa: E402
 from fcpose.inference.predict_command import PeopleRenderer  # noqa: E402
 from fcpose.serve.app import ServeSettings, create_app  # noqa: E402
 from fcpose.serve.batcher import DynamicBatcher, QueueFullError  # noqa: E402
-from fcpose.serve.command import serve_in_thread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "assets" / "fcpose_synth_demo.pt"

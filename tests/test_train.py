@@ -261,10 +261,9 @@ def test_custom_keypoint_set_trains_and_evaluates(coco_tiny, tmp_path):
 
 def test_eval_cli_on_ground_truth_and_perturbed(coco_tiny, tmp_path):
     import numpy as np
+    from helpers import gt_to_results
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-
-    from fcpose.engine.evaluation import gt_to_results
 
     ann = coco_tiny / "person_keypoints.json"
     gt = gt_to_results(str(ann))

@@ -37,12 +37,6 @@ from .transforms import resize_image, resize_shape
 Target = dict[str, np.ndarray]
 
 
-def empty_target(num_keypoints: int) -> Target:
-    """A target with no people and no crowd regions."""
-    return {"boxes": np.zeros((0, 4), np.float32), "keypoints": np.zeros((0, num_keypoints, 3), np.float32),
-            "ignore_boxes": np.zeros((0, 4), np.float32)}
-
-
 def _copy(target: Target) -> Target:
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in target.items()}
 

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, COCO_SIGMAS, KeypointSetConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, one_line
 from .augment import Target, clip_boxes_np
 from .images import read_image
 
@@ -148,7 +148,7 @@ def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
     except PermissionError:
         raise InputError(f"cannot read annotation file {path}: permission denied") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"cannot read annotation file {path}: {' '.join(str(exc).split())}") from None
+        raise InputError(f"cannot read annotation file {path}: {one_line(exc)}") from None
     return check_coco_dataset(data, str(path), for_eval=for_eval)
 
 

@@ -14,17 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFormatError", "ImageTooLargeError", "as_rgb_array", "check_file", "decode_image",
-           "one_line", "pil_to_rgb", "read_image"]
+           "pil_to_rgb", "read_image"]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def one_line(text: object) -> str:
-    """Collapse an exception message to a single line."""
-    return " ".join(str(text).split()) or "unknown error"
 
 
 def check_file(path: Path, what: str) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputError
-from .images import check_file, one_line
+from ..errors import InputError, one_line
+from .images import check_file
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 DEFAULT_FPS = 25.0

@@ -84,14 +84,6 @@ def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: s
     return results
 
 
-def evaluate_model(predictor: PosePredictor, ann_file: str | Path, image_dir: str | Path, *, sigmas=None,
-                   progress: bool = True) -> tuple[dict, list[dict]]:
-    """Predict the dataset and score it with COCO OKS AP -> (metrics, results). Every rank gets both."""
-    results = predict_dataset(predictor, ann_file, image_dir, progress)
-    metrics = evaluate_keypoints(ann_file, results, sigmas=sigmas)
-    return metrics, results
-
-
 def format_metrics(metrics: dict) -> str:
     """The metrics as on screen: fractions in [0, 1] with three decimals, exactly as in the ``--json``
     file (``nan``: undefined, no ground truth in that area range)."""

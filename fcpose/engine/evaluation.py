@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..config import COCO_SIGMAS
-from ..errors import ConfigError, FCPoseError, InputError
+from ..errors import ConfigError, FCPoseError, InputError, one_line
 
-__all__ = ["KEYPOINT_METRICS", "BBOX_METRICS", "evaluate_keypoints", "gt_to_results", "load_gt"]
+__all__ = ["KEYPOINT_METRICS", "BBOX_METRICS", "evaluate_keypoints", "load_gt"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _load_results(results: Any) -> list[dict]:
         try:
             results = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise FCPoseError(f"results file {path} is not valid JSON: {' '.join(str(exc).split())}") from None
+            raise FCPoseError(f"results file {path} is not valid JSON: {one_line(exc)}") from None
         except OSError as exc:
             raise FCPoseError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     if not isinstance(results, (list, tuple)):
@@ -309,33 +309,3 @@ def evaluate_keypoints(
             logger.warning("bbox evaluation skipped: %d of %d results have no 'bbox'", n, len(dets))
     return out
 
-
-def gt_to_results(gt: Any, *, min_keypoints: int = 1) -> list[dict]:
-    """Ground truth as results (score 1.0): one per non-crowd annotation with at least
-    ``min_keypoints`` labelled keypoints (``num_keypoints``). Keypoint scores are 1 for labelled
-    keypoints and 0 otherwise; boxes are copied. Evaluating them gives keypoint AP = 1. Box AP is
-    1 only if every non-crowd box is included: COCO also has persons without keypoints, which
-    ``min_keypoints=0`` keeps (they then count as false positives in the keypoint evaluation).
-    """
-    coco = load_gt(gt)
-    out = []
-    for ann in coco.dataset.get("annotations", []):
-        if ann.get("iscrowd", 0):
-            continue
-        kps = ann.get("keypoints") or []
-        num = ann.get("num_keypoints", sum(1 for v in kps[2::3] if v > 0))
-        if num < min_keypoints:
-            continue
-        res_kps = []
-        for i in range(0, len(kps), 3):
-            res_kps += [float(kps[i]), float(kps[i + 1]), 1.0 if kps[i + 2] > 0 else 0.0]
-        r = {
-            "image_id": ann["image_id"],
-            "category_id": ann.get("category_id", 1),
-            "keypoints": res_kps,
-            "score": 1.0,
-        }
-        if "bbox" in ann:
-            r["bbox"] = [float(v) for v in ann["bbox"]]
-        out.append(r)
-    return out

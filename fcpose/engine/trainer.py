@@ -41,7 +41,7 @@ from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
 from ..model.fcpose import FCPose, build_model
 from ..model.norm import DistributedBatchNorm2d, calibrate_frozen_bn
-from ..precision import Precision, check_precision, default_training_precision
+from ..precision import Precision, check_precision, default_training_precision, resolve_device
 from ..weights.checkpoint import init_from_checkpoint, load_state, save_checkpoint, unwrap_model
 from ..weights.files import safe_load
 from ..weights.imagenet import load_imagenet_weights
@@ -477,9 +477,7 @@ class TrainSession:
         distributed = dist.init_distributed(device)
         rank, world = dist.get_rank(), dist.get_world_size()
         main = dist.is_main_process()
-        dev = dist.local_device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
+        dev = resolve_device(dist.local_device(device))
         out_dir = Path(output)
         s = cfg.solver
         precision = Precision(dev, default_training_precision(dev) if s.precision == "auto" else s.precision)

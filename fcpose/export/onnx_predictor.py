@@ -17,17 +17,13 @@ import torch
 from ..config import TestConfig, from_dict
 from ..data.images import as_rgb_array
 from ..data.transforms import batch_images, image_to_tensor, resize_image, resize_shape
-from ..errors import CheckpointError, FCPoseError, InputError
+from ..errors import CheckpointError, FCPoseError, InputError, first_line
 from ..postprocess import PostProcessor
 from ..structures import Instances, PoseDetections
 from ..targets.locations import locations_to_positions
 from .onnx import EXPORT_FORMAT, INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["OnnxPredictor", "is_onnx_file"]
-
-
-def is_onnx_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(".onnx")
+__all__ = ["OnnxPredictor"]
 
 
 class OnnxPredictor:
@@ -113,7 +109,7 @@ class OnnxPredictor:
         try:
             return ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise CheckpointError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
+            raise CheckpointError(f"cannot load ONNX model {path}: {first_line(exc, 200)}") from None
 
     def _metadata(self, path: Path) -> dict[str, str]:
         """The export's string metadata (``fcpose_export``, ``fcpose_config``)."""

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..cpu import cpu_info, instruction_set, onednn_cap_below_cpu
-from ..errors import CheckpointError, FCPoseError
+from ..errors import CheckpointError, FCPoseError, first_line
 from .onnx_predictor import OnnxPredictor
 
-__all__ = ["OpenVinoPredictor", "is_openvino_file", "require_openvino", "read_ir_metadata"]
+__all__ = ["OpenVinoPredictor", "require_openvino", "read_ir_metadata"]
 
 RT_EXPORT = ["fcpose", "export"]  # where the IR keeps the export's metadata (rt_info)
 RT_CONFIG = ["fcpose", "config"]
+_OV_PREAMBLE = ("Exception from", "Check ")  # OpenVINO's errors start with these lines; the message comes after
 
 
 def require_openvino(what: str = "OpenVINO"):
@@ -44,10 +45,6 @@ def read_ir_metadata(ov_model, path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path} is not an fcpose OpenVINO export (no fcpose metadata)")
     return {"fcpose_export": ov_model.get_rt_info(RT_EXPORT).astype(str),
             "fcpose_config": ov_model.get_rt_info(RT_CONFIG).astype(str)}
-
-
-def is_openvino_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(".xml")
 
 
 class OpenVinoPredictor(OnnxPredictor):
@@ -72,14 +69,16 @@ class OpenVinoPredictor(OnnxPredictor):
         try:
             self.ov_model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line messages for unreadable IRs
-            raise CheckpointError(f"cannot load OpenVINO model {path}: {_first_line(exc)}") from None
+            why = first_line(exc, 200, skip=_OV_PREAMBLE)
+            raise CheckpointError(f"cannot load OpenVINO model {path}: {why}") from None
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             session = core.compile_model(self.ov_model, "CPU", config)
         except Exception as exc:
-            raise CheckpointError(f"cannot compile OpenVINO model {path}: {_first_line(exc)}") from None
+            why = first_line(exc, 200, skip=_OV_PREAMBLE)
+            raise CheckpointError(f"cannot compile OpenVINO model {path}: {why}") from None
         self._request = session.create_infer_request()
         self._output_names = [o.get_any_name() for o in session.outputs]
         return session
@@ -100,10 +99,3 @@ class OpenVinoPredictor(OnnxPredictor):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._request.infer(feeds)
         return {name: np.array(result[port]) for name, port in zip(self._output_names, self.session.outputs)}
-
-
-def _first_line(exc: Exception) -> str:
-    """The informative line of an OpenVINO error (they start with 'Exception from src/...' lines)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Exception from", "Check "))] or lines
-    return useful[0][:200] if useful else type(exc).__name__

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import first_line
+
 __all__ = ["choose_bucket", "pad_into", "crop_batch", "StaticCall", "GraphedFunction"]
 
 Shape = tuple[int, int, int]  # (batch, height, width) of a [B, 3, H, W] network input
@@ -170,11 +172,11 @@ class GraphedFunction:
         try:
             return StaticCall(self.fn, example, capture=capture, warmup=self.warmup)
         except Exception as exc:  # an op that cannot be captured, out of memory, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failed = f"{type(exc).__name__}: {first_line(exc)}"
             if self.failed is None:
-                warnings.warn(f"fcpose: CUDA graph capture failed, running eagerly ({type(exc).__name__}: "
-                              f"{first[:300]})", RuntimeWarning, stacklevel=3)
-            self.failed = f"{type(exc).__name__}: {first[:300]}"
+                warnings.warn(f"fcpose: CUDA graph capture failed, running eagerly ({failed})", RuntimeWarning,
+                              stacklevel=3)
+            self.failed = failed
             if capture and batch.device.type == "cuda":
                 torch.cuda.synchronize(batch.device)
             return None

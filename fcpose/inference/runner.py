@@ -39,10 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from ..data.transforms import HostUpload
-from ..errors import FCPoseError
+from ..errors import FCPoseError, first_line
 from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
-from ..postprocess import PostProcessor, StageHook
+from ..postprocess import PostProcessor
 from ..precision import PRECISIONS, Precision, check_precision, default_cast_weights
 from ..structures import DenseOutputs, PeopleSlots, PoseDetections
 from .graphs import GraphedFunction, crop_batch
@@ -78,8 +78,7 @@ class CompiledNetwork:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        self.failed = f"{type(exc).__name__}: {first[:300]}"
+        self.failed = f"{type(exc).__name__}: {first_line(exc)}"
         self.compiled = None
         warnings.warn(f"fcpose: torch.compile failed, running the eager model ({self.failed})", RuntimeWarning,
                       stacklevel=3)
@@ -199,17 +198,16 @@ class InferenceRunner:
         with torch.inference_mode(), self.policy.autocast(cache_enabled):
             return self.network_fn(batch)
 
-    def postprocess(self, dense: DenseOutputs, input_sizes, output_sizes, *,
-                    on_stage: StageHook | None = None) -> list[PoseDetections]:
+    def postprocess(self, dense: DenseOutputs, input_sizes, output_sizes) -> list[PoseDetections]:
         """:class:`~fcpose.postprocess.PostProcessor` on the dense outputs -> one detection set per image
         (the dynamic path, on the device)."""
         with torch.inference_mode():
-            return self.postprocessor(self.model, dense, input_sizes, output_sizes, on_stage=on_stage)
+            return self.postprocessor(self.model, dense, input_sizes, output_sizes)
 
-    def fixed(self, dense: DenseOutputs, *, on_stage: StageHook | None = None) -> PeopleSlots:
+    def fixed(self, dense: DenseOutputs) -> PeopleSlots:
         """The sync-free post-processing on the dense outputs -> :class:`PeopleSlots` on the device."""
         with torch.inference_mode():
-            return self.postprocessor.fixed(self.model, dense, on_stage=on_stage)
+            return self.postprocessor.fixed(self.model, dense)
 
     def run_fixed(self, batch: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
         """Network + fixed post-processing: what a CUDA graph records (no host synchronisation; autocast's

@@ -17,9 +17,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ..data.images import IMAGE_EXTENSIONS, decode_image, one_line
+from ..data.images import IMAGE_EXTENSIONS, decode_image
 from ..data.video import VIDEO_EXTENSIONS, CaptureFrames, VideoReader
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 
 # --------------------------------------------------------------------------------------------

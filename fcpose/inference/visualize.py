@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 Color = tuple[int, int, int]
 
@@ -250,9 +250,9 @@ def save_image(path: str | Path, image_rgb: Any, quality: int = 95) -> Path:
             pil.save(tmp, format=fmt)
         os.replace(tmp, path)
     except ValueError as exc:  # PIL: unknown extension
-        raise InputError(f"cannot save image {path}: {' '.join(str(exc).split())}") from None
+        raise InputError(f"cannot save image {path}: {one_line(exc)}") from None
     except OSError as exc:
-        raise InputError(f"cannot save image {path}: {exc.strerror or ' '.join(str(exc).split())}") from None
+        raise InputError(f"cannot save image {path}: {exc.strerror or one_line(exc)}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

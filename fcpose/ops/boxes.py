@@ -30,23 +30,6 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
 
 
-def generalized_box_iou_pairs(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
-    """Element-wise GIoU of two ``[N, 4]`` xyxy box sets -> ``[N]`` in [-1, 1]."""
-    area_a = box_area(a)
-    area_b = box_area(b)
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    union = area_a + area_b - inter
-    iou = inter / (union + eps)
-    lt_c = torch.minimum(a[:, :2], b[:, :2])
-    rb_c = torch.maximum(a[:, 2:], b[:, 2:])
-    wh_c = (rb_c - lt_c).clamp(min=0)
-    enclose = wh_c[:, 0] * wh_c[:, 1]
-    return iou - (enclose - union) / (enclose + eps)
-
-
 def clip_boxes(boxes: Tensor, height: float | Tensor, width: float | Tensor) -> Tensor:
     """Clip xyxy boxes to ``[0, width] x [0, height]``; height/width are numbers or ``[N]`` per-box limits."""
     height = torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device)

@@ -41,8 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..data.images import ImageFormatError, ImageTooLargeError, decode_image, one_line
-from ..errors import FCPoseError, InputError
+from ..data.images import ImageFormatError, ImageTooLargeError, decode_image
+from ..errors import FCPoseError, InputError, one_line
 from ..inference.predict_command import PeopleRenderer
 from ..structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD, PoseDetections, PosePredictor
 from .batcher import BatchResult, DynamicBatcher, QueueFullError

@@ -11,20 +11,17 @@ any HTTP load balancer in front (docs/serving.md).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import signal
 import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 from ..errors import FCPoseError
 from . import require_server_stack
 from .app import ServeSettings, create_app
 
-__all__ = ["bind_socket", "run_serve", "serve_in_thread"]
+__all__ = ["bind_socket", "run_serve"]
 
 GRACEFUL_SECONDS = 60  # longest wait for the requests in flight at shutdown
 
@@ -104,28 +101,3 @@ def run_serve(weights: str, *, host: str = "127.0.0.1", port: int = 8000, device
     say(f"fcpose serve: stopped{why} after {served['images']} images in {served['calls']} network calls")
     return 0
 
-
-@contextlib.contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                    timeout: float = 30.0):
-    """Run an ASGI ``app`` (e.g. :func:`~fcpose.serve.app.create_app`) under uvicorn on a background thread, for
-    tests and notebooks: yields the base URL (``port=0``: a free port) once it accepts connections, and stops it
-    gracefully on exit (requests in flight are answered). Signals stay with the caller."""
-    import uvicorn
-
-    sock = bind_socket(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=GRACEFUL_SECONDS))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fcpose-serve", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise FCPoseError(f"the server on {host}:{sock.getsockname()[1]} did not start")
-            time.sleep(0.01)
-        yield _url(sock)
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .boxes import decode_ltrb, encode_ltrb
+from .boxes import encode_ltrb
 from .locations import compute_locations
 
 INF = float("inf")
@@ -94,11 +94,6 @@ class FCOSTargets:
     def positive(self) -> Tensor:
         """``[B, L]`` bool."""
         return self.labels >= 0
-
-    def decode_boxes(self, locations: Tensor) -> Tensor:
-        """``[B, L, 4]`` xyxy boxes (input pixels) of the matched gt, from ``[L, 2]`` locations (positives only
-        are meaningful)."""
-        return decode_ltrb(locations[None].expand_as(self.box_targets[..., :2]), self.box_targets)
 
 
 @torch.no_grad()

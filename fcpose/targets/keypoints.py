@@ -42,23 +42,6 @@ def encode_heatmap_index(xy: Tensor, stride: int, height: int, width: int) -> Te
     return row * width + col
 
 
-def decode_heatmap_peaks(heatmaps: Tensor, score: str = "softmax") -> tuple[Tensor, Tensor]:
-    """``[N, K, H, W]`` heatmap logits -> (``[N, K]`` flat index of each peak, ``[N, K]`` peak score).
-
-    ``score="softmax"``: the softmax probability of the peak over the H*W cells (what the
-    cross-entropy training makes it); ``"logit"``: the raw maximum logit (official AdelaiDet).
-    """
-    flat = heatmaps.flatten(2)
-    peak, index = flat.max(dim=2)
-    if score == "softmax":
-        value = torch.exp(peak - torch.logsumexp(flat, dim=2))
-    elif score == "logit":
-        value = peak
-    else:
-        raise ValueError(f"unknown keypoint score {score!r}")
-    return index, value
-
-
 # ----------------------------------------------------------------------------------------------
 # Official targets: truncated cells and Gaussian heatmaps (AdelaiDet's HeatmapGenerator)
 # ----------------------------------------------------------------------------------------------
@@ -78,14 +61,6 @@ def encode_truncated_cell(keypoints: Tensor, stride: int, height: int, width: in
     row = torch.trunc(keypoints[..., 1] / stride).to(torch.long)
     valid = (keypoints[..., 2] > 0) & (col >= 0) & (row >= 0) & (col < width) & (row < height)
     return torch.where(valid, row * width + col, torch.zeros_like(col)), valid
-
-
-def decode_truncated_cell(index: Tensor, width: int, stride: int) -> Tensor:
-    """Inverse of :func:`encode_truncated_cell` up to the cell: ``[...]`` flat index -> ``[..., 2]`` (x, y) of the
-    cell's top-left corner; the encoded keypoint lies in ``[x, x + s) x [y, y + s)``."""
-    col = torch.remainder(index, width)
-    row = torch.div(index, width, rounding_mode="floor")
-    return torch.stack([col * stride, row * stride], dim=-1).to(torch.float32)
 
 
 def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, sigma: float) -> Tensor:
@@ -120,13 +95,6 @@ def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, s
     values = gauss.to(torch.float32)[None].expand(col.numel(), size, size)[inside]
     out.view(-1).scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
     return out.reshape(k, height, width)
-
-
-def decode_heatmap_argmax(heatmaps: Tensor, stride: int) -> Tensor:
-    """Inverse of :func:`gaussian_heatmaps` for one person: ``[K, H, W]`` -> ``[K, 2]`` (x, y) top-left corner of
-    each map's maximum cell (its truncated cell, see :func:`decode_truncated_cell`)."""
-    k, h, w = heatmaps.shape
-    return decode_truncated_cell(heatmaps.reshape(k, h * w).argmax(dim=1), w, stride)
 
 
 # ----------------------------------------------------------------------------------------------

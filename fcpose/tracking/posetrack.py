@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..fileio import atomic_write_text
 
 FRAMES_PER_VIDEO_ID = 10000
@@ -151,7 +151,7 @@ def load_posetrack(path_or_data, num_keypoints: int | None = None) -> dict[str, 
         except FileNotFoundError:
             raise InputError(f"PoseTrack file not found: {label}") from None
         except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read PoseTrack file {label}: {' '.join(str(exc).split())}") from None
+            raise InputError(f"cannot read PoseTrack file {label}: {one_line(exc)}") from None
     try:
         images = data["images"]
         anns = data["annotations"]
