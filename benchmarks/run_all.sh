@@ -15,7 +15,7 @@ for PRESET in fcpose_r50_fpn fcpose_r101_fpn fcpose_dla34_rt fcpose_r18_tiny; do
 done
 # before (reference path), bf16/fp16 autocast where the CPU has native kernels, NCHW vs channels-last.
 VARIANTS=reference,nchw
-python -c "from fcpose.inference.runner import cpu_supports; import sys; sys.exit(not cpu_supports('bf16'))" \
+python -c "from fcpose.precision import cpu_supports; import sys; sys.exit(not cpu_supports('bf16'))" \
   && VARIANTS="$VARIANTS,bf16"
 [ "$DEVICE" = cuda ] && VARIANTS="reference,bf16,fp16"
 for VARIANT in ${VARIANTS//,/ }; do
