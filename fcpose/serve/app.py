@@ -53,6 +53,7 @@ __all__ = ["ACCEPTED_FORMATS", "ServeSettings", "create_app", "people_json"]
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}  # PIL format names, decided from the content
 RAW_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/webp", "application/octet-stream", ""}
 PREDICT_OPTIONS = ("score_threshold", "draw_threshold", "draw_nms")
+DRAIN_BYTES = 1 << 30  # the most of an unread body dropped before an early answer (about 1 s over loopback)
 
 # the page and its two files: URL path -> (file in fcpose/serve/static, media type). Nothing else is served.
 STATIC_FILES = {
@@ -80,9 +81,8 @@ class ServeSettings:
     max_pixels: int = 40_000_000  # width x height of an upload, checked before decoding
     # An error answered before the body was read (413, 415, ...) waits until the client has sent the rest, read
     # and dropped, so that clients which send the whole body before reading (urllib, requests) see the answer
-    # instead of a connection reset; for at most this long and this many bytes (then answer and close).
+    # instead of a connection reset; for at most this long (and DRAIN_BYTES), then it answers and closes.
     drain_seconds: float = 10.0
-    drain_bytes: int = 1 << 30
     draw_threshold: float = PEOPLE_SCORE_THRESHOLD  # the request option's default, as predict --draw-threshold
     draw_nms: float = PEOPLE_OKS_THRESHOLD  # as `fcpose predict --draw-nms`
     keypoint_threshold: float | None = None  # keypoints drawn by the page (None: the predict default)
@@ -215,8 +215,10 @@ class _Guard:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = {"code": 500}
-        body = {"read": False, "ended": False}
-        waits_for_continue = (b"expect", b"100-continue") in scope.get("headers", [])
+        headers = scope.get("headers", [])
+        has_body = any(k == b"transfer-encoding" or (k == b"content-length" and v != b"0") for k, v in headers)
+        body = {"read": False, "ended": not has_body}  # a request without a body has nothing to drop
+        waits_for_continue = (b"expect", b"100-continue") in headers
 
         async def receive_body():
             message = await receive()
@@ -228,7 +230,7 @@ class _Guard:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 if not body["ended"] and not (waits_for_continue and not body["read"]):
-                    await _drop_body(receive_body, self.settings.drain_bytes, self.settings.drain_seconds)
+                    await _drop_body(receive_body, DRAIN_BYTES, self.settings.drain_seconds)
             await send(message)
 
         path = scope.get("path", "")
