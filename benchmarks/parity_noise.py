@@ -31,7 +31,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -340,7 +339,10 @@ def main() -> None:
             args.work.mkdir(parents=True, exist_ok=True)
             tmp = args.work
         ours64 = run_child(Path(tmp), "float64", {}, "float64", cases)
-        report = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        from fcpose.cpu import cpu_info, instruction_set
+
+        model, flags = cpu_info()
+        report = {"cpu": model, "instruction_set": instruction_set(flags), "torch": torch.__version__,
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                   "golden_vs_ours64": {**compare(refs, ours64), "intermediates":
                                        compare_intermediates(ours64["intermediates"])},
@@ -359,21 +361,12 @@ def main() -> None:
             report["flip_pair_swapped_px"] = flip_pair_distance(exports)
         for mistake in () if args.smoke else MISTAKES:
             report["mistakes"][mistake] = compare(refs, run_child(Path(tmp), mistake, {}, "float32", cases, mistake))
-    report["cpu"] = _cpu_name()
     out = args.out or (None if args.smoke else REPO / "benchmarks" / "results" / "parity_noise.json")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json.tmp").write_text(json.dumps(report, indent=1) + "\n")
         out.with_suffix(".json.tmp").replace(out)
     print(json.dumps(_summary(report), indent=1))
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _summary(report: dict) -> dict:
