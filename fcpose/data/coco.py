@@ -59,80 +59,99 @@ def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dic
     ``id`` (``keypoints``, when present, a list of names). ``for_eval`` (pycocotools' COCOeval) also needs
     ``area``, ``iscrowd``, ``num_keypoints`` and ``keypoints`` on every annotation.
     """
-    def bad(msg: str) -> InputError:
-        return InputError(f"{source} is not a valid COCO annotation file: {msg}")
+    try:
+        if not isinstance(data, dict):
+            raise _Invalid(f"the top level is a JSON {type(data).__name__}, not an object with 'images', "
+                           f"'annotations' and 'categories'")
+        ids = _check_images(data.get("images"))
+        num_kpts = _check_categories(data.get("categories"))
+        anns = data.get("annotations", [])
+        if not isinstance(anns, list):
+            raise _Invalid("'annotations' is not a list")
+        for i, ann in enumerate(anns):
+            _check_annotation(ann, i, ids, num_kpts, for_eval)
+    except _Invalid as exc:
+        raise InputError(f"{source} is not a valid COCO annotation file: {exc}") from None
+    return data
 
-    if not isinstance(data, dict):
-        raise bad(f"the top level is a JSON {type(data).__name__}, not an object with 'images', 'annotations' "
-                  f"and 'categories'")
-    images = data.get("images")
+
+class _Invalid(Exception):
+    """The first problem :func:`check_coco_dataset` found (its message names it)."""
+
+
+def _check_images(images: Any) -> set[int]:
+    """The ids of a valid ``images`` list."""
     if not isinstance(images, list):
-        raise bad("no 'images' list")
+        raise _Invalid("no 'images' list")
     if not images:
-        raise bad("its 'images' list is empty")
+        raise _Invalid("its 'images' list is empty")
     ids: set[int] = set()
     for i, img in enumerate(images):
         if not isinstance(img, dict):
-            raise bad(f"images[{i}] is not an object")
+            raise _Invalid(f"images[{i}] is not an object")
         if not _is_int(img.get("id")):
-            raise bad(f"images[{i}] has no integer 'id'")
+            raise _Invalid(f"images[{i}] has no integer 'id'")
         if img["id"] in ids:
-            raise bad(f"image id {img['id']} appears twice")
+            raise _Invalid(f"image id {img['id']} appears twice")
         ids.add(img["id"])
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            raise bad(f"image {img['id']} has no 'file_name' string")
+            raise _Invalid(f"image {img['id']} has no 'file_name' string")
         for key in ("width", "height"):
             if key in img and not (_is_number(img[key]) and img[key] > 0):
-                raise bad(f"image {img['id']} has an invalid '{key}' ({img[key]!r})")
-    categories = data.get("categories")
+                raise _Invalid(f"image {img['id']} has an invalid '{key}' ({img[key]!r})")
+    return ids
+
+
+def _check_categories(categories: Any) -> dict[int, int]:
+    """The number of keypoint names of each category (those with a ``keypoints`` list) of a valid list."""
     if not isinstance(categories, list) or not categories:
-        raise bad("no 'categories' list (or it is empty)")
+        raise _Invalid("no 'categories' list (or it is empty)")
     num_kpts: dict[int, int] = {}
     for i, cat in enumerate(categories):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise bad(f"categories[{i}] is not an object with an integer 'id'")
+            raise _Invalid(f"categories[{i}] is not an object with an integer 'id'")
         names = cat.get("keypoints")
         if names is not None:
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise bad(f"category {cat['id']} has a 'keypoints' entry that is not a list of names")
+                raise _Invalid(f"category {cat['id']} has a 'keypoints' entry that is not a list of names")
             num_kpts[cat["id"]] = len(names)
-    anns = data.get("annotations", [])
-    if not isinstance(anns, list):
-        raise bad("'annotations' is not a list")
-    for i, ann in enumerate(anns):
-        if not isinstance(ann, dict):
-            raise bad(f"annotations[{i}] is not an object")
-        where = f"annotation {ann.get('id')!r} (annotations[{i}])"
-        if not _is_int(ann.get("id")):
-            raise bad(f"annotations[{i}] has no integer 'id'")
-        if not _is_int(ann.get("image_id")) or ann["image_id"] not in ids:
-            raise bad(f"{where} refers to image {ann.get('image_id')!r}, which is not in 'images'")
-        if not _is_int(ann.get("category_id")):
-            raise bad(f"{where} has no integer 'category_id'")
-        box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
-                and box[2] >= 0 and box[3] >= 0):
-            raise bad(f"{where} has no valid 'bbox' [x, y, width, height]")
-        kps = ann.get("keypoints")
-        if kps is not None:
-            k = num_kpts.get(ann["category_id"])
-            if not isinstance(kps, list) or not all(_is_number(v) for v in kps):
-                raise bad(f"{where} has 'keypoints' that are not a list of numbers")
-            if kps and k is not None and len(kps) != 3 * k:
-                raise bad(f"{where} has {len(kps)} keypoint values, expected {3 * k} (x, y, v for {k} keypoints)")
-            if kps and len(kps) % 3:
-                raise bad(f"{where} has {len(kps)} keypoint values, not a multiple of 3")
-        if "num_keypoints" in ann and not _is_int(ann["num_keypoints"]):
-            raise bad(f"{where} has a 'num_keypoints' that is not an integer")
-        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            raise bad(f"{where} has 'iscrowd' {ann['iscrowd']!r} (expected 0 or 1)")
-        if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
-            raise bad(f"{where} has an invalid 'area' ({ann['area']!r})")
-        if for_eval:
-            for key in ("area", "iscrowd", "num_keypoints", "keypoints"):
-                if key not in ann:
-                    raise bad(f"{where} lacks '{key}', which COCO evaluation needs")
-    return data
+    return num_kpts
+
+
+def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int], for_eval: bool) -> None:
+    """Check ``annotations[i]`` against the image ids and the categories' keypoint counts."""
+    if not isinstance(ann, dict):
+        raise _Invalid(f"annotations[{i}] is not an object")
+    where = f"annotation {ann.get('id')!r} (annotations[{i}])"
+    if not _is_int(ann.get("id")):
+        raise _Invalid(f"annotations[{i}] has no integer 'id'")
+    if not _is_int(ann.get("image_id")) or ann["image_id"] not in ids:
+        raise _Invalid(f"{where} refers to image {ann.get('image_id')!r}, which is not in 'images'")
+    if not _is_int(ann.get("category_id")):
+        raise _Invalid(f"{where} has no integer 'category_id'")
+    box = ann.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
+            and box[2] >= 0 and box[3] >= 0):
+        raise _Invalid(f"{where} has no valid 'bbox' [x, y, width, height]")
+    kps = ann.get("keypoints")
+    if kps is not None:
+        k = num_kpts.get(ann["category_id"])
+        if not isinstance(kps, list) or not all(_is_number(v) for v in kps):
+            raise _Invalid(f"{where} has 'keypoints' that are not a list of numbers")
+        if kps and k is not None and len(kps) != 3 * k:
+            raise _Invalid(f"{where} has {len(kps)} keypoint values, expected {3 * k} (x, y, v for {k} keypoints)")
+        if kps and len(kps) % 3:
+            raise _Invalid(f"{where} has {len(kps)} keypoint values, not a multiple of 3")
+    if "num_keypoints" in ann and not _is_int(ann["num_keypoints"]):
+        raise _Invalid(f"{where} has a 'num_keypoints' that is not an integer")
+    if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+        raise _Invalid(f"{where} has 'iscrowd' {ann['iscrowd']!r} (expected 0 or 1)")
+    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+        raise _Invalid(f"{where} has an invalid 'area' ({ann['area']!r})")
+    if for_eval:
+        for key in ("area", "iscrowd", "num_keypoints", "keypoints"):
+            if key not in ann:
+                raise _Invalid(f"{where} lacks '{key}', which COCO evaluation needs")
 
 
 def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
