@@ -41,6 +41,9 @@ COCO_SIGMAS = [
     0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
     0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
 ]  # fmt: skip
+# info.description of the datasets `fcpose synth` writes: how training records, and predict recognises,
+# synthetic data without importing the generator (OpenCV).
+SYNTH_DESCRIPTION = "fcpose synthetic multi-person poses"
 
 
 def dynamic_param_count(in_channels: int, channels: int, num_layers: int, out_channels: int) -> int:

@@ -6,6 +6,9 @@ import contextlib
 import io
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +215,22 @@ def test_synth_main_and_bad_arguments(tmp_path, capsys):
         generate_dataset(tmp_path / "e", 1, min_people=3, max_people=2, progress=False)
     with pytest.raises(InputError):
         generate_dataset(tmp_path / "e", 1, image_size=(32, 32), progress=False)
+
+
+def test_training_and_predict_tell_synthetic_data_without_the_generator(dataset):
+    """The trainer's and predict's check for an ``fcpose synth`` dataset (its description) imports neither the
+    generator package nor, for the trainer, OpenCV (run in a fresh interpreter)."""
+    out, path = dataset
+    code = f"""
+import sys
+from pathlib import Path
+from fcpose.engine.trainer import trained_on_label
+assert trained_on_label({str(path)!r}) == "synthetic"
+assert "cv2" not in sys.modules, "the trainer imported OpenCV"
+from fcpose.inference.predict_command import is_synthetic_input
+assert is_synthetic_input(Path({str(out / "images" / "000001.jpg")!r}))
+assert not [m for m in sys.modules if m.startswith("fcpose.data.synthetic")], "the generator was imported"
+"""
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

@@ -43,12 +43,9 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON
+from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON, SYNTH_DESCRIPTION
 from ..errors import InputError
 from ..fileio import atomic_write_text
-
-# info.description of every dataset written by generate_dataset (also how predict recognises synthetic input)
-SYNTH_DESCRIPTION = "fcpose synthetic multi-person poses"
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",

@@ -849,7 +849,7 @@ def _run_session(session: TrainSession, *, eval_data: str | None, eval_images: s
 def trained_on_label(ann_file: str) -> str:
     """What a checkpoint says it was trained on: ``"synthetic"`` for an ``fcpose synth`` dataset (``predict``
     then warns when the model meets real photos), else the annotation file's name."""
-    from ..data.synthetic import SYNTH_DESCRIPTION
+    from ..config import SYNTH_DESCRIPTION
 
     try:
         info = json.loads(Path(ann_file).read_text()).get("info", {})

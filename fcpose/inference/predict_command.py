@@ -75,7 +75,7 @@ _BUNDLED_SYNTHETIC = {"67df4fae76f4f69455726f50bff81bc5c05cbb3eb360d2bac32730f23
 def is_synthetic_input(path: Path) -> bool:
     """Whether an input image comes from ``fcpose synth``: it lies in the ``images/`` folder of a dataset
     whose ``annotations.json`` carries the synthetic description, or it is the bundled demo scene."""
-    from ..data.synthetic import SYNTH_DESCRIPTION
+    from ..config import SYNTH_DESCRIPTION
     from ..weights.zoo import sha256_of
 
     ann = path.parent.parent / "annotations.json"
