@@ -1,7 +1,7 @@
 """Tracking quality on synthetic clips, with motmetrics (IDF1, ID switches, MOTA), trackeval (HOTA), and smoothing.
 
 (a) Tracker only: the ground-truth poses of ``--clips`` synthetic clips (figures walking both ways, so
-    they cross and occlude, bouncing off the borders, some turning; :mod:`fcpose.data.synthetic_video`)
+    they cross and occlude, bouncing off the borders, some turning; :mod:`fcpose.data.synthetic.clips`)
     turned into detections with box and keypoint noise, random drop-outs, low-score detections and
     false positives. The same detections go through pose-aware association (the default
     ``tracker.pose_weight``) and IoU-only association (``pose_weight = 0``); both are reported.
@@ -43,8 +43,7 @@ except ImportError:  # optional: HOTA
     trackeval = None
 
 from fcpose.config import TrackerConfig  # noqa: E402
-from fcpose.data.synthetic import _unit_extent, sample_figure_pose  # noqa: E402
-from fcpose.data.synthetic_video import clip_for  # noqa: E402
+from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent  # noqa: E402
 from fcpose.ops.boxes import box_iou  # noqa: E402
 from fcpose.tracking import PoseTracker  # noqa: E402
 
@@ -70,7 +69,7 @@ def make_detections(clip, rng, *, drop=0.05, low=0.15, fp_rate=0.3, box_noise=0.
             src.append(i)
         for _ in range(rng.poisson(fp_rate)):  # a false positive: some other figure somewhere
             pose = sample_figure_pose(rng)
-            kxy, (x0, y0, x1, y1) = _unit_extent(pose, 0.0)
+            kxy, (x0, y0, x1, y1) = unit_extent(pose, 0.0)
             s = rng.uniform(0.3, 0.6) * clip.height / (y1 - y0)
             off = np.array([rng.uniform(0, clip.width), rng.uniform(0.3, 1.0) * clip.height]) - np.array(
                 [0.5 * (x0 + x1), y1]) * s

@@ -335,7 +335,7 @@ def _cmd_synth(args) -> int:
     check_output_dir(args.out)
 
     if args.video:
-        from .data.synthetic_video import write_clips
+        from .data.synthetic import write_clips
 
         path = write_clips(args.out, args.num, args.seed, num_frames=args.frames, height=args.height or 288,
                            width=args.width or 384,

@@ -14,19 +14,8 @@ import numpy as np
 import pytest
 
 from fcpose.config import COCO_KEYPOINT_NAMES, COCO_SKELETON
-from fcpose.data.synthetic import (
-    L_EYE,
-    L_HIP,
-    L_SHO,
-    R_EYE,
-    R_HIP,
-    R_SHO,
-    generate_dataset,
-    render_scene,
-    sample_figure_pose,
-    sample_scene,
-    synth_main,
-)
+from fcpose.data.synthetic import generate_dataset, render_scene, sample_figure_pose, sample_scene, synth_main
+from fcpose.data.synthetic.figure import L_EYE, L_HIP, L_SHO, R_EYE, R_HIP, R_SHO
 from fcpose.errors import InputError
 
 

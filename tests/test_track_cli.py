@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from fcpose.cli import main
-from fcpose.data.synthetic_video import clip_for, write_clips
+from fcpose.data.synthetic import clip_for, write_clips
 from fcpose.data.video import VideoWriter
 from fcpose.inference.pipeline import OrderedSink, Prefetcher
 from fcpose.inference.sources import expand_globs

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from fcpose.config import COCO_SIGMAS, FCPoseConfig, TrackerConfig, from_dict, to_dict
-from fcpose.data.synthetic import _unit_extent, sample_figure_pose
-from fcpose.data.synthetic_video import clip_for
+from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent
 from fcpose.errors import InputError
 from fcpose.ops.oks import oks_matrix
 from fcpose.tracking import OneEuroFilter, PoseTracker, PoseTrackWriter, load_posetrack, person_entry
@@ -19,7 +18,7 @@ from fcpose.tracking import OneEuroFilter, PoseTracker, PoseTrackWriter, load_po
 def person(seed: int, cx: float, foot: float, height: float = 160.0):
     """Box (xyxy) and [17, 3] keypoints of the synthetic figure ``seed`` standing at (cx, foot)."""
     pose = sample_figure_pose(np.random.default_rng(seed), yaw=0.0)
-    kxy, (x0, y0, x1, y1) = _unit_extent(pose, 0.0)
+    kxy, (x0, y0, x1, y1) = unit_extent(pose, 0.0)
     s = height / (y1 - y0)
     off = np.array([cx - 0.5 * (x0 + x1) * s, foot - y1 * s])
     box = np.array([x0 * s, y0 * s, x1 * s, y1 * s]) + np.r_[off, off]

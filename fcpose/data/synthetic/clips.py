@@ -2,7 +2,7 @@
 turning, crossing and occluding each other, with ground-truth ``track_id`` s.
 
 Each person of a clip keeps its body (proportions, joint angles, colours; one seed for
-:func:`~fcpose.data.synthetic.sample_figure_pose`) and changes only its body yaw (turning) and its
+:func:`~fcpose.data.synthetic.pose.sample_figure_pose`) and changes only its body yaw (turning) and its
 position: walking left or right (half the people each way, so they cross), turning back smoothly
 before the image borders (a sinusoidal path), with a small vertical drift. People lower in the frame are drawn in front,
 so crossings occlude. :func:`write_clips` renders the clips to MP4 and writes their ground truth in the
@@ -18,16 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from .synthetic import (
-    Scene,
-    _background,
-    _build_figure,
-    _check_size,
-    _palette,
-    _unit_extent,
-    sample_figure_pose,
-)
+from ...errors import InputError
+from .background import background
+from .figure import build_figure, palette, unit_extent
+from .pose import sample_figure_pose
+from .scene import Scene, check_size
 
 
 @dataclass
@@ -77,11 +72,11 @@ class Clip:
     def _figure(self, person: ClipPerson, t: int):
         yaw = person.yaw0 + person.yaw_speed * t
         pose = sample_figure_pose(np.random.default_rng(person.pose_seed), yaw=yaw)
-        _, (x0, y0, x1, y1) = _unit_extent(pose, person.roll)
+        _, (x0, y0, x1, y1) = unit_extent(pose, person.roll)
         scale = person.height_px / max(y1 - y0, 0.6)
         cx, foot = self._state(person, t)
         offset = np.array([cx - 0.5 * (x0 + x1) * scale, foot - y1 * scale])
-        fig = _build_figure(pose, person.roll, scale, offset, person.colours)
+        fig = build_figure(pose, person.roll, scale, offset, person.colours)
         box = np.array([x0 * scale + offset[0], y0 * scale + offset[1], x1 * scale + offset[0], y1 * scale + offset[1]])
         return fig, box
 
@@ -116,11 +111,11 @@ class Clip:
 def sample_clip(rng: np.random.Generator, height: int = 288, width: int = 384, num_frames: int = 60,
                 num_people: int = 4) -> Clip:
     """A clip of ``num_people`` walkers on a textured background (see the module doc)."""
-    _check_size(height, width)
+    check_size(height, width)
     if num_frames < 1 or num_people < 0:
         raise InputError(f"a clip needs >= 1 frame and >= 0 people, got {num_frames} and {num_people}")
     h, w = int(height), int(width)
-    bg = _background(rng, h, w)
+    bg = background(rng, h, w)
     people = []
     for i in range(num_people):
         direction = 1.0 if i % 2 == 0 else -1.0
@@ -137,7 +132,7 @@ def sample_clip(rng: np.random.Generator, height: int = 288, width: int = 384, n
             foot0=float(rng.uniform(0.62, 0.98) * h),
             vx=float(direction * rng.uniform(0.006, 0.02) * w),
             vy=float(rng.uniform(-0.002, 0.002) * h),
-            colours=_palette(rng, None),
+            colours=palette(rng, None),
         ))
     grain = float(rng.uniform(1, 4))
     return Clip(h, w, int(num_frames), bg, people, grain)
@@ -159,8 +154,8 @@ def write_clips(out_dir: str | Path, num_clips: int, seed: int = 0, *, num_frame
     in the COCO synth data). Returns the JSON path."""
     from tqdm import tqdm
 
-    from ..tracking.posetrack import PoseTrackWriter
-    from .video import VideoWriter
+    from ...tracking.posetrack import PoseTrackWriter
+    from ..video import VideoWriter
 
     if int(num_clips) < 1:
         raise InputError(f"--num must be >= 1 for --video, got {num_clips}")
