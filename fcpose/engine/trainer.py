@@ -316,7 +316,8 @@ class TrainSession:
         saved config and the loader."""
         cfg = copy.deepcopy(cfg)
         proc = _Process.start(device)
-        out_dir, last_path = Path(output), Path(output) / "last.pt"
+        out_dir = Path(output)
+        last_path = out_dir / "last.pt"
         precision = cls._precision(cfg, proc)
         has_pretrained = cls._fit_config(cfg, data, init, verbose=proc.main)
         state = cls._resume_state(last_path) if resume and last_path.exists() else None
@@ -385,8 +386,9 @@ class TrainSession:
         """The model on the device in training mode and its memory format (``solver.channels_last``, default: on
         CUDA); with DDP its trained BN normalises with the statistics of the whole (global) batch."""
         dev, channels_last = proc.device, cfg.solver.channels_last
-        memory_format = torch.channels_last if (dev.type == "cuda" if channels_last is None else channels_last) \
-            else torch.contiguous_format
+        if channels_last is None:
+            channels_last = dev.type == "cuda"
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(dev, memory_format=memory_format).train()
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # multi-scale training: one autotune per input size
