@@ -301,7 +301,7 @@ def test_an_unreadable_training_image_is_skipped(coco_tiny, tmp_path, capsys):
     import shutil
 
     from fcpose.data.coco import CocoKeypointDataset
-    from fcpose.engine.trainer import EpochIndexed
+    from fcpose.engine.sampling import EpochIndexed
 
     images = tmp_path / "images"
     shutil.copytree(coco_tiny, images)

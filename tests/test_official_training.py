@@ -23,7 +23,7 @@ import torch
 
 from fcpose.config import load_config
 from fcpose.data.collate import to_model_input
-from fcpose.engine.trainer import build_optimizer, build_scheduler, clip_gradients
+from fcpose.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from fcpose.loss import OFFICIAL_LOSS_NAMES, FCPoseCriterion
 from fcpose.weights.checkpoint import load_model
 from fcpose.weights.official import fcpose_key_to_official

@@ -14,7 +14,9 @@ import torch.multiprocessing as mp
 from fcpose.cli import main
 from fcpose.config import apply_overrides, load_config
 from fcpose.engine import trainer as trainer_mod
-from fcpose.engine.trainer import IterationSampler, ModelEMA, build_optimizer, lr_factor, train
+from fcpose.engine.optim import ModelEMA, build_optimizer, lr_factor
+from fcpose.engine.sampling import IterationSampler
+from fcpose.engine.trainer import train
 from fcpose.errors import ConfigError
 from fcpose.weights.checkpoint import read_checkpoint
 

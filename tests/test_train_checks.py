@@ -16,8 +16,9 @@ from test_train import _Crash, _CrashAfter  # the training tests' crash-and-resu
 from fcpose.config import KeypointSetConfig, apply_overrides, load_config, to_dict
 from fcpose.data.coco import keypoint_set_from_coco
 from fcpose.engine import train_checks
+from fcpose.engine.optim import lr_factor
 from fcpose.engine.train_checks import clamp_workers, fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
-from fcpose.engine.trainer import build_model, lr_factor, train
+from fcpose.engine.trainer import build_model, train
 from fcpose.errors import ConfigError
 from fcpose.model.norm import FrozenBatchNorm2d
 from fcpose.weights.checkpoint import read_checkpoint

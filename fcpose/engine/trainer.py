@@ -1,16 +1,16 @@
 """``fcpose train``: the training loop, single process or ``torchrun`` DDP.
 
 :func:`train` strings together the parts of a :class:`TrainSession`: ``setup`` (config fitting, model, DDP,
-optimiser, resume, data), ``train_step`` (one iteration), ``run`` (the loop) and the checkpoints. SGD with
-momentum (or AdamW) and the linear scaling rule, linear warm-up and step or cosine decay, an optional moving
-average of the weights, mixed precision (``solver.precision``: bf16 autocast by default on GPUs, fp16 with
-loss scaling, fp32) around the network only, gradient clipping, and a non-finite loss or gradient that *skips
-the step* (counted, warned at the next log line) instead of killing the run; a run that keeps skipping steps
-or whose weights become non-finite *stops* (:class:`TrainingDiverged`). The host waits for the device only
-every ``log_period`` iterations. Checkpoints are atomic and hold everything needed to continue exactly
-(:class:`LoopState`): ``--resume`` gives the same losses as an uninterrupted run, because the data of iteration
-``t`` (which images, which augmentation) is a pure function of (seed, t) — see :class:`IterationSampler` — not
-of the process or worker that loads it.
+optimiser, resume, data), ``train_step`` (one iteration), ``run`` (the loop) and the checkpoints. The optimiser
+pieces live in :mod:`fcpose.engine.optim` (SGD with momentum or AdamW and the linear scaling rule, linear warm-up
+and step or cosine decay, an optional moving average of the weights), the batches in :mod:`fcpose.engine.sampling`.
+Mixed precision (``solver.precision``: bf16 autocast by default on GPUs, fp16 with loss scaling, fp32) around
+the network only, gradient clipping, and a non-finite loss or gradient that *skips the step* (counted, warned at
+the next log line) instead of killing the run; a run that keeps skipping steps or whose weights become non-finite
+*stops* (:class:`TrainingDiverged`). The host waits for the device only every ``log_period`` iterations.
+Checkpoints are atomic and hold everything needed to continue exactly (:class:`LoopState`): ``--resume`` gives the
+same losses as an uninterrupted run, because the data of iteration ``t`` (which images, which augmentation) is a
+pure function of (seed, t), not of the process or worker that loads it (see :mod:`fcpose.engine.sampling`).
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ from pathlib import Path
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import distributed as dist
 from ..config import FCPoseConfig, to_dict
-from ..data.augment import TrainTransform
 from ..data.coco import CocoKeypointDataset, keypoint_set_from_coco
 from ..data.collate import collate, to_model_input
-from ..errors import CheckpointError, ConfigError, FCPoseError, InputError
+from ..errors import CheckpointError, FCPoseError
 from ..fileio import atomic_write_text
 from ..loss import FCPoseCriterion
 from ..model.fcpose import FCPose, build_model
@@ -45,82 +44,13 @@ from ..precision import Precision, check_precision, default_training_precision, 
 from ..weights.checkpoint import init_from_checkpoint, load_state, save_checkpoint, unwrap_model
 from ..weights.files import safe_load
 from ..weights.imagenet import load_imagenet_weights
-from .train_checks import clamp_workers, fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
+from .optim import ModelEMA, build_optimizer, build_scheduler, clip_gradients, reads_skip_flag, step_where
+from .sampling import EpochIndexed, IterationSampler, build_train_dataset, build_train_loader
+from .train_checks import fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: iteration-deterministic sampling
-# ----------------------------------------------------------------------------------------------
-class IterationSampler(Sampler):
-    """Yields ``(epoch, index)`` items for iterations ``start_iter .. max_iter - 1`` of this rank.
-
-    The global batch of iteration t is positions ``t * B .. (t + 1) * B - 1`` of an endless stream of
-    epochs, each a permutation of the dataset seeded by (seed, epoch); rank r takes the r-th contiguous
-    slice of ``B / world`` items. A single process with batch B and W processes with B / W each see the
-    same images with the same augmentation (it is seeded by (seed, epoch, index) in the dataset).
-    """
-
-    def __init__(self, size: int, global_batch: int, *, rank: int = 0, world: int = 1, seed: int = 0,
-                 start_iter: int = 0, max_iter: int):
-        if global_batch % world:
-            raise ConfigError(f"solver.ims_per_batch ({global_batch}) must be divisible by the number of "
-                              f"processes ({world})")
-        self.size, self.batch, self.rank, self.world = size, global_batch, rank, world
-        self.seed, self.start_iter, self.max_iter = seed, start_iter, max_iter
-        self.local = global_batch // world
-
-    def _perm(self, epoch: int) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return torch.randperm(self.size, generator=gen).tolist()
-
-    def __iter__(self):
-        cache: dict[int, list[int]] = {}
-        for it in range(self.start_iter, self.max_iter):
-            for j in range(self.rank * self.local, (self.rank + 1) * self.local):
-                pos = it * self.batch + j
-                epoch = pos // self.size
-                if epoch not in cache:
-                    cache.clear()
-                    cache[epoch] = self._perm(epoch)
-                yield epoch, cache[epoch][pos % self.size]
-
-    def __len__(self) -> int:
-        return max(0, self.max_iter - self.start_iter) * self.local
-
-
-class EpochIndexed(Dataset):
-    """``dataset[(epoch, index)]`` = the item ``index`` with the augmentation of ``epoch``.
-
-    An image that cannot be read (missing, corrupt, another size than its annotation says) does not end the
-    run: one line names it (once per image and process) and the next readable item takes its place, so the
-    substitute is the same whatever the worker; if no image at all can be read, the error is raised.
-    """
-
-    def __init__(self, dataset: CocoKeypointDataset):
-        self.dataset = dataset
-        self.reported: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        epoch, index = key
-        self.dataset.set_epoch(epoch)
-        first: InputError | None = None
-        for step in range(len(self.dataset)):
-            i = (index + step) % len(self.dataset)
-            try:
-                return self.dataset[i]
-            except InputError as exc:
-                first = first or exc
-                if i not in self.reported:
-                    self.reported.add(i)
-                    print(f"warning: skipping a training image: {exc}", file=sys.stderr)
-        raise first
-
-
-# ----------------------------------------------------------------------------------------------
-# Optimisation pieces
+# The loss as one module
 # ----------------------------------------------------------------------------------------------
 class TrainStep(nn.Module):
     """Model + criterion as one module, so that DDP's forward covers the whole loss computation (the
@@ -144,117 +74,6 @@ class TrainStep(nn.Module):
                 dense = self.model(images)
             dense = dense.float()
         return self.criterion(self.model, dense, targets, image_sizes)
-
-
-_NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
-
-
-def build_optimizer(model: nn.Module, cfg: FCPoseConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or AdamW; lr = base_lr x ims_per_batch / reference_batch (linear
-    scaling rule); no weight decay on normalisation layers."""
-    s = cfg.solver
-    lr = s.base_lr * s.ims_per_batch / s.reference_batch
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if isinstance(module, _NORM_TYPES) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    # The fused kernels (one launch for all tensors) also take a device-side "skip this step" flag, so a step
-    # with a non-finite gradient is skipped without the host waiting for the device.
-    fused = all(p.device.type in ("cuda", "cpu") and p.dtype == torch.float32 for g in groups for p in g["params"])
-    if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(s.momentum, 0.999), fused=fused or None)
-    return torch.optim.SGD(groups, lr=lr, momentum=s.momentum, fused=fused or None)
-
-
-def lr_factor(iteration: int, cfg: FCPoseConfig) -> float:
-    """Multiplier of the base lr at ``iteration``: linear warm-up from warmup_factor, then x gamma per
-    step (``lr_schedule: step``) or a half cosine down to 0 at max_iter (``lr_schedule: cosine``)."""
-    s = cfg.solver
-    if s.lr_schedule == "cosine":
-        progress = min(1.0, iteration / max(1, s.max_iter))
-        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        factor = s.gamma ** sum(1 for step in s.steps if iteration >= step)
-    if iteration < s.warmup_iters:
-        alpha = iteration / s.warmup_iters
-        factor *= s.warmup_factor * (1 - alpha) + alpha
-    return factor
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: FCPoseConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """The lr schedule of :func:`lr_factor`, stepped once after every iteration (as detectron2's hook does):
-    the lr that iteration i uses is ``base lr x lr_factor(i)``."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
-
-
-def clip_gradients(params: list[nn.Parameter], cfg: FCPoseConfig) -> torch.Tensor:
-    """Clip the gradients as ``solver`` says; returns the total L2 norm *before* clipping (for the log and the
-    non-finite check).
-
-    ``clip_grad_value > 0``: every element clamped to ``[-v, v]``, parameter by parameter (the official
-    ``CLIP_TYPE: value``); ``clip_grad_norm > 0``: the total norm scaled down to at most that value. Both may
-    be set (the norm is clipped first).
-    """
-    s = cfg.solver
-    norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm if s.clip_grad_norm > 0 else float("inf"))
-    if s.clip_grad_value > 0:
-        torch.nn.utils.clip_grad_value_(params, s.clip_grad_value)
-    return norm
-
-
-class ModelEMA:
-    """Exponential moving average of a model's floating-point parameters and buffers.
-
-    After optimizer step t (counting from 1) every averaged tensor becomes ``d * avg + (1 - d) * w`` with
-    ``d = min(decay, (1 + t) / (10 + t))``: early averages follow the fast-moving weights, later ones
-    smooth the last ~1 / (1 - decay) steps. Integer buffers are copied. The average lives in its own copy
-    of the (unwrapped) model, which is what gets evaluated and saved. The tensors to average are paired
-    once: the optimizer updates the model's weights in place, so each step is one fused ``lerp``.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = float(decay)
-        self.updates = 0
-        source = unwrap_model(model)
-        self.module = copy.deepcopy(source).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        avg, src = self.module.state_dict(), source.state_dict()
-        floats = [k for k in avg if avg[k].is_floating_point()]
-        self._avg, self._src = [avg[k] for k in floats], [src[k] for k in floats]
-        self._other = [(avg[k], src[k]) for k in avg if not avg[k].is_floating_point()]
-
-    @torch.no_grad()
-    def update(self, taken: torch.Tensor | None = None) -> None:
-        """Average in the tracked model's current weights (call after each optimizer step).
-
-        ``taken``: a device-side bool flag of whether the step was applied; a skipped step leaves the average
-        unchanged without the host waiting for the flag (the update count still advances, on every rank alike)."""
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        if taken is None:
-            torch._foreach_lerp_(self._avg, self._src, 1.0 - d)
-            for avg, src in self._other:
-                avg.copy_(src)
-            return
-        weight = taken.to(self._avg[0].dtype) * (1.0 - d) if self._avg else None
-        if self._avg:
-            torch._foreach_lerp_(self._avg, self._src, weight)
-        for avg, src in self._other:
-            avg.copy_(torch.where(taken, src, avg))
-
-    def state_dict(self) -> dict:
-        return {"updates": self.updates,
-                "weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
-        self.module.load_state_dict(state["weights"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,6 +262,25 @@ def _format_duration(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
+@dataclass(frozen=True)
+class _Process:
+    """Where this process trains: its device, whether the run is distributed (DDP), its rank among ``world``
+    processes, and whether it is the main one (the one that prints and writes files)."""
+
+    device: torch.device
+    distributed: bool
+    rank: int
+    world: int
+    main: bool
+
+    @classmethod
+    def start(cls, device: str) -> _Process:
+        """Join the process group when launched by ``torchrun``; ``device`` is this rank's device."""
+        distributed = dist.init_distributed(device)
+        rank, world, main = dist.get_rank(), dist.get_world_size(), dist.is_main_process()
+        return cls(resolve_device(dist.local_device(device)), distributed, rank, world, main)
+
+
 # ----------------------------------------------------------------------------------------------
 # The session: setup, one step, the loop, checkpoints
 # ----------------------------------------------------------------------------------------------
@@ -460,7 +298,7 @@ class TrainSession:
         self.loader, self.out_dir, self.data, self.images = loader, out_dir, data, images
         self.main, self.progress, self.memory_format = main, progress, memory_format
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.fused_skip = all(g.get("fused") for g in self.optimizer.param_groups)
+        self.fused_skip = reads_skip_flag(self.optimizer)
         self.accounting = StepAccounting(cfg.solver.skip_window, device)
         self.logger = _Logger(out_dir, main)
         self.signals = StopSignals()  # train() passes the installed handlers
@@ -468,112 +306,135 @@ class TrainSession:
         self._scale_used: torch.Tensor | None = None  # fp16: the loss scale of the last backward (device)
         self._tic, self._start, self._last_log_it = time.perf_counter(), loop.iteration, loop.iteration
 
-    # -- setup ---------------------------------------------------------------------------------
+    # -- setup: the steps in the order they run --------------------------------------------------
     @classmethod
     def setup(cls, cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: bool = False,
               init: str | None = None, device: str = "cpu", num_workers: int | None = None,
               progress: bool = True) -> TrainSession:
+        """Everything a run needs: the process (DDP), the precision, the config fitted to the data, the model and
+        its first weights, the data, the loss module, the optimiser and loop state (resumed from ``last.pt``), the
+        saved config and the loader."""
         cfg = copy.deepcopy(cfg)
-        distributed = dist.init_distributed(device)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        main = dist.is_main_process()
-        dev = resolve_device(dist.local_device(device))
+        proc = _Process.start(device)
         out_dir = Path(output)
-        s = cfg.solver
-        precision = Precision(dev, default_training_precision(dev) if s.precision == "auto" else s.precision)
-        check_precision(dev, precision.name, require_native_cpu=False)
-        if precision.name == "fp16" and dev.type == "cpu" and main:
-            print("note: fp16 training on the CPU is emulated and slow; use bf16 or fp32 there", file=sys.stderr)
-
-        # The dataset defines the keypoint set; the model sizes its heads and controller from it.
-        fit_keypoints_to_data(cfg, keypoint_set_from_coco(data, verbose=main), data, verbose=main)
-        cfg.validate()
-        # Before anything is built or saved, so that checkpoints (and a resumed run) see the same config.
-        has_pretrained = bool(cfg.model.backbone.weights) or init is not None
-        fit_backbone_to_scratch(cfg, has_pretrained=has_pretrained, verbose=main)
-        fit_schedule(cfg, verbose=main)
-        torch.manual_seed(s.seed)
-        model = build_model(cfg)
         last_path = out_dir / "last.pt"
-        state = safe_load(last_path) if resume and last_path.exists() else None
-        if init and state is None:
+        precision = cls._precision(cfg, proc)
+        has_pretrained = cls._fit_config(cfg, data, init, verbose=proc.main)
+        state = cls._resume_state(last_path) if resume and last_path.exists() else None
+        model = cls._new_model(cfg, init if state is None else None, imagenet=not resume, verbose=proc.main)
+        model, memory_format = cls._place_model(model, cfg, proc)
+        dataset = build_train_dataset(cfg, data, images)
+        if state is None and not has_pretrained and cfg.model.backbone.norm == "FrozenBN":
+            _calibrate_backbone(model, dataset, cfg, proc, precision)
+        step_module = cls._step_module(model, cfg, precision, proc)
+        loop = cls._loop_state(model, cfg, precision, state, str(last_path), resume=resume, verbose=proc.main)
+        cls._write_config(cfg, out_dir, proc.main)
+        loader = build_train_loader(cfg, dataset, proc.device, rank=proc.rank, world=proc.world,
+                                    start_iter=loop.iteration, num_workers=num_workers, main=proc.main)
+        return cls(cfg=cfg, device=proc.device, precision=precision, model=model, step_module=step_module, loop=loop,
+                   loader=loader, out_dir=out_dir, data=data, images=images, main=proc.main, progress=progress,
+                   memory_format=memory_format)
+
+    @staticmethod
+    def _precision(cfg: FCPoseConfig, proc: _Process) -> Precision:
+        """``solver.precision`` on this device (``auto``: bf16 where the GPU has it, see the precision module)."""
+        dev, name = proc.device, cfg.solver.precision
+        precision = Precision(dev, default_training_precision(dev) if name == "auto" else name)
+        check_precision(dev, precision.name, require_native_cpu=False)
+        if precision.name == "fp16" and dev.type == "cpu" and proc.main:
+            print("note: fp16 training on the CPU is emulated and slow; use bf16 or fp32 there", file=sys.stderr)
+        return precision
+
+    @staticmethod
+    def _fit_config(cfg: FCPoseConfig, data: str, init: str | None, *, verbose: bool) -> bool:
+        """Fit the config (in place) to the data and the starting weights, before anything is built or saved, so
+        that checkpoints and a resumed run see the same config; returns whether training starts from pretrained
+        weights. The dataset defines the keypoint set; the model sizes its heads and controller from it."""
+        fit_keypoints_to_data(cfg, keypoint_set_from_coco(data, verbose=verbose), data, verbose=verbose)
+        cfg.validate()
+        has_pretrained = bool(cfg.model.backbone.weights) or init is not None
+        fit_backbone_to_scratch(cfg, has_pretrained=has_pretrained, verbose=verbose)
+        fit_schedule(cfg, verbose=verbose)
+        return has_pretrained
+
+    @staticmethod
+    def _resume_state(last_path: Path) -> dict:
+        """The contents of ``last.pt``, which must be a training checkpoint (it holds the optimiser's state)."""
+        state = safe_load(last_path)
+        if not isinstance(state, dict) or "optimizer" not in state:
+            raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
+        return state
+
+    @staticmethod
+    def _new_model(cfg: FCPoseConfig, init: str | None, *, imagenet: bool, verbose: bool) -> FCPose:
+        """The model, seeded by ``solver.seed``, with its first weights: ``init``'s checkpoint, else (``imagenet``)
+        the backbone's ImageNet weights when the config names them, else random."""
+        torch.manual_seed(cfg.solver.seed)
+        model = build_model(cfg)
+        if init:
             report = init_from_checkpoint(model, init)
-            if main:
-                print(report.summary(), file=sys.stderr)
-        elif cfg.model.backbone.weights and not resume:
+        elif cfg.model.backbone.weights and imagenet:
             report = load_imagenet_weights(model.backbone, cfg.model.backbone.weights)
-            if main:
-                print(report.summary(), file=sys.stderr)
-        channels_last = dev.type == "cuda" if s.channels_last is None else s.channels_last
+        else:
+            return model
+        if verbose:
+            print(report.summary(), file=sys.stderr)
+        return model
+
+    @staticmethod
+    def _place_model(model: FCPose, cfg: FCPoseConfig, proc: _Process) -> tuple[FCPose, torch.memory_format]:
+        """The model on the device in training mode and its memory format (``solver.channels_last``, default: on
+        CUDA); with DDP its trained BN normalises with the statistics of the whole (global) batch."""
+        dev, channels_last = proc.device, cfg.solver.channels_last
+        if channels_last is None:
+            channels_last = dev.type == "cuda"
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(dev, memory_format=memory_format).train()
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # multi-scale training: one autotune per input size
-        if distributed:  # BN that trains normalises with the statistics of the whole (global) batch
+        if proc.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if dev.type == "cuda" else \
                 DistributedBatchNorm2d.convert(model)
-        dataset = cls._build_dataset(cfg, data, images)
-        if state is None and not has_pretrained and cfg.model.backbone.norm == "FrozenBN":
-            _calibrate_backbone(model, dataset, cfg, dev, rank=rank, world=world, verbose=main)
-            if precision.name == "fp16" and main:
-                print("warning: solver.precision=fp16 with a FrozenBN backbone trained from scratch: nothing in the "
-                      "backbone and FPN normalises with trained statistics, and their activations outgrow float16's "
-                      "65,504 within a few steps (benchmarks/fp16_range_audit.py); use bf16 (fp32's range) or "
-                      "model.backbone.norm=GN", file=sys.stderr)
-        network = _compiled(model, main) if s.compile else model
+        return model, memory_format
+
+    @staticmethod
+    def _step_module(model: FCPose, cfg: FCPoseConfig, precision: Precision, proc: _Process) -> nn.Module:
+        """:class:`TrainStep` around the (``solver.compile``: compiled) network, wrapped in DDP when distributed."""
+        network = _compiled(model, proc.main) if cfg.solver.compile else model
         step_module: nn.Module = TrainStep(network, FCPoseCriterion.from_config(cfg), precision)
-        if distributed:
+        if proc.distributed:
+            dev = proc.device
             step_module = nn.parallel.DistributedDataParallel(
                 step_module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        return step_module
+
+    @staticmethod
+    def _loop_state(model: FCPose, cfg: FCPoseConfig, precision: Precision, state: dict | None, source: str, *,
+                    resume: bool, verbose: bool) -> LoopState:
+        """The optimiser, lr schedule, loss scaler (fp16) and weight average; with ``state`` (``last.pt``) the
+        model's weights and all of these continue from it."""
         optimizer = build_optimizer(model, cfg)
-        scaler = torch.amp.GradScaler(dev.type, enabled=precision.needs_scaler)
+        scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.needs_scaler)
         if state is not None:
-            if not isinstance(state, dict) or "optimizer" not in state:
-                raise CheckpointError(f"{last_path} is not a resumable training checkpoint")
-            load_state(model, state["model"], str(last_path))
+            load_state(model, state["model"], source)
         # on resume the average starts from the resumed weights unless the checkpoint holds one
-        ema = ModelEMA(model, s.ema_decay) if s.ema_decay > 0 else None
+        ema = ModelEMA(model, cfg.solver.ema_decay) if cfg.solver.ema_decay > 0 else None
         loop = LoopState(optimizer, build_scheduler(optimizer, cfg), scaler, ema)
         if state is not None:
-            loop.load_state_dict(state, str(last_path), verbose=main)
-            if main:
-                print(f"resuming from {last_path} at iteration {loop.iteration}", file=sys.stderr)
-        elif resume and main:
-            print(f"note: --resume given but {last_path} does not exist; starting from scratch", file=sys.stderr)
+            loop.load_state_dict(state, source, verbose=verbose)
+            if verbose:
+                print(f"resuming from {source} at iteration {loop.iteration}", file=sys.stderr)
+        elif resume and verbose:
+            print(f"note: --resume given but {source} does not exist; starting from scratch", file=sys.stderr)
+        return loop
 
+    @staticmethod
+    def _write_config(cfg: FCPoseConfig, out_dir: Path, main: bool) -> None:
+        """``config.yaml``, the fitted config (main process; every rank waits for it)."""
         if main:
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         dist.barrier()
-        loader = cls._build_loader(cfg, dataset, dev, rank=rank, world=world, start_iter=loop.iteration,
-                                   num_workers=num_workers, main=main)
-        return cls(cfg=cfg, device=dev, precision=precision, model=model, step_module=step_module, loop=loop,
-                   loader=loader, out_dir=out_dir, data=data, images=images, main=main, progress=progress,
-                   memory_format=memory_format)
-
-    @staticmethod
-    def _build_dataset(cfg: FCPoseConfig, data: str, images: str) -> CocoKeypointDataset:
-        inp, seed = cfg.input, cfg.solver.seed
-        dataset = CocoKeypointDataset(data, images, cfg.keypoints, TrainTransform.from_config(cfg), seed=seed,
-                                      crowd=inp.crowd, filter_empty=inp.filter_empty,
-                                      min_keypoints=inp.min_keypoints_per_image, min_box_size=inp.min_box_size)
-        if len(dataset) == 0:
-            raise ConfigError(f"{data} has no images to train on")
-        return dataset
-
-    @staticmethod
-    def _build_loader(cfg: FCPoseConfig, dataset: CocoKeypointDataset, dev: torch.device, *, rank: int, world: int,
-                      start_iter: int, num_workers: int | None, main: bool) -> DataLoader:
-        s = cfg.solver
-        sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed,
-                                   start_iter=start_iter, max_iter=s.max_iter)
-        workers = clamp_workers(s.num_workers if num_workers is None else num_workers, verbose=main)
-        # Workers are spawned, not forked: forking a process that holds native thread pools (OpenMP, oneDNN,
-        # OpenVINO) is unsafe. They decode and augment ahead of the loop (prefetch), into pinned memory on CUDA.
-        return DataLoader(EpochIndexed(dataset), batch_size=sampler.local, sampler=sampler, collate_fn=collate,
-                          num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=False,
-                          prefetch_factor=4 if workers > 0 else None,
-                          multiprocessing_context="spawn" if workers > 0 else None)
 
     # -- one step ------------------------------------------------------------------------------
     def forward_loss(self, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -602,17 +463,9 @@ class TrainSession:
         return grad_norm, finite, loss_finite
 
     def optimizer_step(self, finite: torch.Tensor) -> None:
-        """Apply the step where ``finite`` (a device flag) says so: the fused optimiser reads the flag on the device
-        (no host synchronisation); other optimisers wait for it. Then the loss scale, the weight average and the lr."""
-        if self.fused_skip:
-            self.optimizer.found_inf = (~finite).to(torch.float32)
-            self.optimizer.grad_scale = None
-            try:
-                self.optimizer.step()
-            finally:
-                del self.optimizer.found_inf, self.optimizer.grad_scale
-        elif bool(finite):
-            self.optimizer.step()
+        """Apply the step where ``finite`` (a device flag) says so (:func:`~fcpose.engine.optim.step_where`), then
+        the loss scale, the weight average and the lr."""
+        step_where(self.optimizer, finite, fused=self.fused_skip)
         if self.ema is not None:
             self.ema.update(finite)
         if self.scaler.is_enabled():
@@ -778,19 +631,25 @@ class TrainSession:
         self.logger.close()
 
 
-def _calibrate_backbone(model: FCPose, dataset: CocoKeypointDataset, cfg: FCPoseConfig, dev: torch.device, *,
-                        rank: int, world: int, verbose: bool) -> None:
+def _calibrate_backbone(model: FCPose, dataset: CocoKeypointDataset, cfg: FCPoseConfig, proc: _Process,
+                        precision: Precision) -> None:
     """From scratch with FrozenBN: the frozen norms' statistics from the first global batch (each rank its share,
     averaged over ranks), so that the backbone normalises (:func:`~fcpose.model.norm.calibrate_frozen_bn`)."""
     s = cfg.solver
     items = EpochIndexed(dataset)
-    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=rank, world=world, seed=s.seed, max_iter=1)
+    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=proc.rank, world=proc.world, seed=s.seed,
+                               max_iter=1)
     batch = collate([items[key] for key in sampler])
-    x, _ = to_model_input(model, batch["images"], dev)
+    x, _ = to_model_input(model, batch["images"], proc.device)
     count = calibrate_frozen_bn(model.backbone, lambda: model.backbone(x), dist.reduce_mean)
-    if verbose:
+    if proc.main:
         print(f"note: {count} FrozenBN layers of the backbone take their statistics from the first batch "
-              f"({len(batch['images']) * world} images)", file=sys.stderr)
+              f"({len(batch['images']) * proc.world} images)", file=sys.stderr)
+        if precision.name == "fp16":
+            print("warning: solver.precision=fp16 with a FrozenBN backbone trained from scratch: nothing in the "
+                  "backbone and FPN normalises with trained statistics, and their activations outgrow float16's "
+                  "65,504 within a few steps (see docs/gpu.md (fp16 range audit)); use bf16 (fp32's range) or "
+                  "model.backbone.norm=GN", file=sys.stderr)
 
 
 def _compiled(model: nn.Module, verbose: bool) -> nn.Module:

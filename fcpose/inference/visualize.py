@@ -106,43 +106,15 @@ def draw_poses(
     Returns:
         A new ``uint8`` ``[H, W, 3]`` RGB image.
     """
-    image = _to_numpy(image_rgb)
-    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = "None" if image is None else f"{image.dtype} {image.shape}"
-        raise ValueError(f"draw_poses expects a uint8 [H, W, 3] RGB image, got {got}")
-    out = np.ascontiguousarray(image).copy()
-    h, w = out.shape[:2]
-
-    boxes_np = _to_numpy(boxes)
-    scores_np = _to_numpy(scores)
-    kpts_np = _to_numpy(keypoints)
-    counts = {
-        name: arr.shape[0] if arr.ndim else 0
-        for name, arr in (("boxes", boxes_np), ("scores", scores_np), ("keypoints", kpts_np))
-        if arr is not None
-    }
-    if len(set(counts.values())) > 1:
-        raise ValueError(f"draw_poses: inconsistent numbers of people {counts}")
-    n = next(iter(counts.values()), 0)
+    out = _image_copy(image_rgb)
+    arrays = {"boxes": _to_numpy(boxes), "scores": _to_numpy(scores), "keypoints": _to_numpy(keypoints)}
+    n = _count_people(arrays)
     if n == 0:
         return out
+    boxes_np, scores_np, kpts_np = _people_arrays(n, **arrays)
+    edges = _skeleton_edges(skeleton, kpts_np.shape[1]) if kpts_np is not None else []
 
-    if boxes_np is not None:
-        boxes_np = boxes_np.astype(np.float64, copy=False).reshape(n, -1)
-        if boxes_np.shape[1] != 4:
-            raise ValueError(f"draw_poses: boxes must be [N, 4], got {tuple(boxes_np.shape)}")
-    if scores_np is not None:
-        scores_np = scores_np.astype(np.float64, copy=False).reshape(n)
-    if kpts_np is not None:
-        kpts_np = kpts_np.astype(np.float64, copy=False)
-        if kpts_np.ndim != 3 or kpts_np.shape[2] not in (2, 3):
-            raise ValueError(f"draw_poses: keypoints must be [N, K, 3], got {tuple(kpts_np.shape)}")
-        num_k = kpts_np.shape[1]
-        edges = [(int(a), int(b)) for a, b in skeleton]
-        for a, b in edges:
-            if not (0 <= a < num_k and 0 <= b < num_k):
-                raise ValueError(f"draw_poses: skeleton edge {[a, b]} is out of range for {num_k} keypoints")
-
+    h, w = out.shape[:2]
     lw = int(line_width) if line_width is not None else default_line_width(h, w)
     lw = max(1, lw)
     radius = lw + 2
@@ -160,6 +132,48 @@ def draw_poses(
         if kpts_np is not None:
             _draw_skeleton(out, kpts_np[i], edges, color, lw, radius, keypoint_threshold)
     return out
+
+
+def _image_copy(image_rgb: Any) -> np.ndarray:
+    """A contiguous copy of a ``uint8`` ``[H, W, 3]`` image (anything else is a ``ValueError``)."""
+    image = _to_numpy(image_rgb)
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        got = "None" if image is None else f"{image.dtype} {image.shape}"
+        raise ValueError(f"draw_poses expects a uint8 [H, W, 3] RGB image, got {got}")
+    return np.ascontiguousarray(image).copy()
+
+
+def _count_people(arrays: dict[str, np.ndarray | None]) -> int:
+    """The number of people the given arrays agree on (0 when none is given)."""
+    counts = {name: arr.shape[0] if arr.ndim else 0 for name, arr in arrays.items() if arr is not None}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"draw_poses: inconsistent numbers of people {counts}")
+    return next(iter(counts.values()), 0)
+
+
+def _people_arrays(n: int, boxes: np.ndarray | None, scores: np.ndarray | None, keypoints: np.ndarray | None
+                   ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Boxes ``[n, 4]``, scores ``[n]`` and keypoints ``[n, K, 2 or 3]`` as float64 (``None`` stays ``None``)."""
+    if boxes is not None:
+        boxes = boxes.astype(np.float64, copy=False).reshape(n, -1)
+        if boxes.shape[1] != 4:
+            raise ValueError(f"draw_poses: boxes must be [N, 4], got {tuple(boxes.shape)}")
+    if scores is not None:
+        scores = scores.astype(np.float64, copy=False).reshape(n)
+    if keypoints is not None:
+        keypoints = keypoints.astype(np.float64, copy=False)
+        if keypoints.ndim != 3 or keypoints.shape[2] not in (2, 3):
+            raise ValueError(f"draw_poses: keypoints must be [N, K, 3], got {tuple(keypoints.shape)}")
+    return boxes, scores, keypoints
+
+
+def _skeleton_edges(skeleton: Sequence[Sequence[int]], num_k: int) -> list[tuple[int, int]]:
+    """The skeleton's ``(a, b)`` pairs, each end checked against the ``num_k`` keypoints."""
+    edges = [(int(a), int(b)) for a, b in skeleton]
+    for a, b in edges:
+        if not (0 <= a < num_k and 0 <= b < num_k):
+            raise ValueError(f"draw_poses: skeleton edge {[a, b]} is out of range for {num_k} keypoints")
+    return edges
 
 
 def _draw_box(img: np.ndarray, box: np.ndarray, color: Color, lw: int, score: float | None,

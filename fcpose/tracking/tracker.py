@@ -143,15 +143,21 @@ class PoseTracker:
         """One frame of detections (``[N, 4]`` xyxy, ``[N]``, ``[N, K, 3]``; tensors or arrays) ->
         the people reported in this frame with their track ids, in detection order."""
         self.frame_index += 1
-        cfg = self.cfg
         boxes = _as_numpy(boxes).reshape(-1, 4).astype(np.float64)
         scores = _as_numpy(scores).reshape(-1).astype(np.float64)
-        k = self.sigmas.shape[0]
-        keypoints = _as_numpy(keypoints).reshape(-1, k, 3).astype(np.float64)
-        n = boxes.shape[0]
+        keypoints = _as_numpy(keypoints).reshape(-1, self.sigmas.shape[0], 3).astype(np.float64)
         for t in self.tracks:
             t.pred_box = t.kalman.predict()
+        det_track, unmatched_high = self._associate(boxes, scores, keypoints)
+        self._update_matched(det_track, boxes, scores, keypoints)
+        self._drop_unmatched({track.track_id for track in det_track.values()})
+        self._start_tracks(unmatched_high, det_track, boxes, scores, keypoints)
+        return self._report(det_track, boxes, scores, keypoints, image_size)
 
+    def _associate(self, boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray
+                   ) -> tuple[dict[int, _Track], list[int]]:
+        """ByteTrack's two rounds: ``{detection index: its track}`` and the high-score detections left unmatched."""
+        cfg, n = self.cfg, boxes.shape[0]
         det_track: dict[int, _Track] = {}
         high = [i for i in range(n) if scores[i] >= cfg.high_threshold]
         low = [i for i in range(n) if cfg.low_threshold <= scores[i] < cfg.high_threshold]
@@ -168,9 +174,12 @@ class PoseTracker:
         matches2, _, _ = self._assign(sim2, cfg.low_match_threshold)
         for ti, di in matches2:
             det_track[low[di]] = pool2[ti]
+        return det_track, [high[j] for j in left_d]
 
-        t_now = self.frame_index / self.fps
-        matched_ids = set()
+    @staticmethod
+    def _update_matched(det_track: dict[int, _Track], boxes: np.ndarray, scores: np.ndarray,
+                        keypoints: np.ndarray) -> None:
+        """Each matched track takes its detection's box (Kalman update), pose and score."""
         for di, track in det_track.items():
             track.kalman.update(boxes[di])
             if track.missed > 0 and track.smoother is not None:
@@ -178,18 +187,24 @@ class PoseTracker:
             track.box, track.keypoints, track.score = boxes[di].copy(), keypoints[di].copy(), float(scores[di])
             track.hits += 1
             track.missed = 0
-            matched_ids.add(track.track_id)
-        # Unmatched tracks: lost for one more frame; tentative ones (never reported) end at once.
+
+    def _drop_unmatched(self, matched_ids: set[int]) -> None:
+        """Unmatched tracks: lost for one more frame; tentative ones (never reported) end at once, lost ones after
+        ``max_missed`` frames."""
         survivors = []
         for t in self.tracks:
             if t.track_id not in matched_ids:
                 t.missed += 1
-                if not t.reported or t.missed > cfg.max_missed:
+                if not t.reported or t.missed > self.cfg.max_missed:
                     continue
             survivors.append(t)
         self.tracks = survivors
-        # New tracks from confident unmatched high-score detections.
-        for di in (high[j] for j in left_d):
+
+    def _start_tracks(self, candidates: list[int], det_track: dict[int, _Track], boxes: np.ndarray,
+                      scores: np.ndarray, keypoints: np.ndarray) -> None:
+        """New tracks from the confident (``>= new_track_threshold``) unmatched high-score detections."""
+        cfg = self.cfg
+        for di in candidates:
             if scores[di] < cfg.new_track_threshold:
                 continue
             track = _Track(self._next_id, BoxKalman(boxes[di], cfg.kalman_std_position, cfg.kalman_std_velocity,
@@ -200,6 +215,11 @@ class PoseTracker:
             self.tracks.append(track)
             det_track[di] = track
 
+    def _report(self, det_track: dict[int, _Track], boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray,
+                image_size: tuple[int, int]) -> TrackedPeople:
+        """The people of confirmed tracks (``min_hits`` matches, or the first frame), keypoints smoothed."""
+        cfg, n, k = self.cfg, boxes.shape[0], self.sigmas.shape[0]
+        t_now = self.frame_index / self.fps
         out_idx, out_ids, out_kpts = [], [], []
         for di in sorted(det_track):
             track = det_track[di]
