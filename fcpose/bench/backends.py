@@ -13,7 +13,7 @@ Entries:
 * ``onnxruntime``, ``openvino``, ``openvino-int8`` — the same model exported here at the benchmark's padded
   input size (static shapes: the fastest graphs), int8 calibrated on ``calibration`` (default: random noise
   images, which is only right for timing random weights);
-* ``--backend onnxruntime|openvino --weights MODEL.onnx|.xml`` times that exported file alone.
+* ``--backends onnxruntime|openvino --weights MODEL.onnx|.xml`` (one backend) times that exported file alone.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import torch
 
 from ..cpu import cpu_info, int8_note
 from ..errors import InputError
-from .people import contention_since, cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
+from .machine import contention_since, cpu_times, loadavg, machine_info, own_cpu_seconds, summarize
+from .people import load_bench_image, load_bench_model
 
 __all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
 
@@ -63,15 +64,13 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
         predictors: dict[str, object] = {}
         if exported:
             if len(backends) != 1 or backends[0] not in ("onnxruntime", "openvino"):
-                raise InputError("an exported --weights file is timed alone: --backend onnxruntime (.onnx) or "
+                raise InputError("an exported --weights file is timed alone: --backends onnxruntime (.onnx) or "
                                  "openvino (.xml)")
             predictors[backends[0]] = load_predictor(backends[0], weights, min_size=size, max_size=max_size,
                                                      score_threshold=score_threshold, threads=threads)
             ref = next(iter(predictors.values()))
             report["config"] = ref.cfg.name
         else:
-            from .people import load_bench_model
-
             model, report["weights"] = load_bench_model(config, weights, overrides)
             ref = Predictor(model, min_size=size, max_size=max_size, score_threshold=score_threshold,
                             optimize=True)

@@ -26,6 +26,7 @@ from ..data.video import VideoReader, VideoWriter
 from ..inference.pipeline import OrderedSink
 from ..inference.predictor import Predictor
 from ..inference.track import DEFAULT_KEYPOINT_THRESHOLD, VideoSink, make_tracker, track_frames
+from .people import load_bench_model
 
 
 def _loop_video(src: Path, dst: Path, frames: int) -> tuple[int, int, float]:
@@ -42,8 +43,6 @@ def run_video_bench(video: str | Path, *, config: str | None = "fcpose_r50_fpn",
                     frames: int = 20, rounds: int = 2, warmup: int = 2, size: int | None = None,
                     max_size: int | None = None, device: str = "cpu", threads: int | None = None,
                     serial: bool = True, overrides: list[str] | None = None, log=None) -> dict:
-    from .people import load_bench_model
-
     say = log or (lambda msg: None)
     if threads:
         torch.set_num_threads(int(threads))
