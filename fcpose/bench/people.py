@@ -12,9 +12,14 @@ stage boundary, so each stage's kernels are counted in that stage):
   heads, peaks, softmax scores, offsets, rescaling and the :class:`PoseDetections` (on the CPU; with the
   sync-free post-processing, the GPU default, this includes the one copy of the fixed-shape results);
 * ``total_ms`` — all of the above, timed as one span;
-* ``graph_total_ms`` (CUDA, when the runner would use CUDA graphs) — the same work end to end with the
-  network and the fixed post-processing replayed as one CUDA graph: what a user's call costs. The stage
-  times above are then the eager equivalent, cut at synchronisations.
+* ``graph_total_ms`` (CUDA, where the runner uses CUDA graphs: unless ``FCPOSE_CUDA_GRAPHS=0``) — the same
+  work end to end through the runner's own call, network and fixed post-processing replayed as one CUDA
+  graph: what a user's call costs. The stage times above are then the eager equivalent, cut at
+  synchronisations.
+
+Every stage is the real :class:`~fcpose.inference.runner.InferenceRunner`'s (``network``, then ``detect``:
+the device's post-processing route), one runner per entry sharing the optimised network
+(:meth:`~fcpose.inference.runner.InferenceRunner.with_postprocessor`); the benchmark copies none of it.
 
 ``batch`` > 1 is the throughput mode: ``batch`` copies of the image are prepared, run as one batch and
 decoded (N people each in forced mode); ``images_per_s`` = ``batch * 1000 / median(total_ms)``.
@@ -218,10 +223,11 @@ class ForcedSelection(PostProcessor):
 
 @contextlib.contextmanager
 def stage_threads(threads: int | None, device: torch.device):
-    """Intra-op threads for the post-processing stages only (``--post-threads``): many small ops, each an
-    OpenMP barrier; on a core shared with another busy process every barrier can wait a scheduler slice, so
-    1 thread is far more robust there (and costs ~2x on those stages on an idle 2-core machine). The thread
-    count is process-wide: only the benchmark, which owns its process, switches it around a stage."""
+    """Intra-op threads for the post-processing stages only (``post_threads``: ``benchmarks/bench_people.py
+    --post-threads``): many small ops, each an OpenMP barrier; on a core shared with another busy process
+    every barrier can wait a scheduler slice, so 1 thread is far more robust there (and costs ~2x on those
+    stages on an idle 2-core machine). The thread count is process-wide: only the benchmark, which owns its
+    process, switches it around a stage."""
     if not threads or device.type != "cpu" or threads == torch.get_num_threads():
         yield
         return

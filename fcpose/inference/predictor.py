@@ -110,7 +110,7 @@ class Predictor:
         the ``preprocess`` path."""
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
         if self.preprocess == "device":
-            tensor = resize_tensor(self.runner.upload([image], self.device)[0], h, w)
+            tensor = resize_tensor(self.runner.upload(image, self.device), h, w)
         else:
             tensor = image_to_tensor(resize_image(image, h, w)).to(self.device)
         return self.model.normalize(tensor), (h, w)
