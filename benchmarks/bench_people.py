@@ -9,16 +9,22 @@ see :mod:`fcpose.bench.people`) and prints each report's table. Variants: ``opti
 fast dynamic heads; what ``fcpose predict`` runs), ``reference`` (the model as built and the reference
 decoder), ``bf16`` / ``fp16`` (optimised + autocast), ``nchw`` (optimised without channels-last), ``compile``
 (optimised + torch.compile), ``post1`` (optimised, selection/NMS/heads on one thread).
+
+The maintainer's knobs of the measurement live here, not in ``fcpose bench``: ``--post-threads`` (threads of
+the selection/NMS/heads stages for every variant), ``--candidates-per-person`` (forced mode: NMS candidates
+per person) and ``--no-graphs`` (CUDA: time the eager route only, through ``FCPOSE_CUDA_GRAPHS=0``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from fcpose.bench.people import format_report, run_bench, write_json
 from fcpose.config import list_presets
+from fcpose.inference.runner import GRAPHS_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = ["fcpose_r50_fpn", "fcpose_r101_fpn", "fcpose_dla34_rt", "fcpose_r18_tiny"]
@@ -45,21 +51,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--image", default=None, help="benchmark image (default synthetic, exactly the preset's size)")
     p.add_argument("--size", type=int, default=None, help="short side (default: each preset's)")
+    p.add_argument("--post-threads", type=int, default=None,
+                   help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
+    p.add_argument("--candidates-per-person", type=int, default=20,
+                   help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
+    p.add_argument("--no-graphs", action="store_true", help="CUDA: time the eager route only (no CUDA graphs)")
     p.add_argument("--note", default="", help="stored in every JSON, e.g. 'preliminary: busy machine'")
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     persons = [v if v == "auto" else int(v) for v in args.persons.split(",")]
+    if args.no_graphs:
+        os.environ[GRAPHS_ENV] = "0"  # read when each runner is built
     known = set(list_presets())
     for preset in args.presets.split(","):
         if not args.weights and preset not in known:
             print(f"skipping unknown preset {preset}", file=sys.stderr)
             continue
         for variant in args.variants.split(","):
-            options = VARIANTS[variant]
+            options = {"post_threads": args.post_threads, **VARIANTS[variant]}
             print(f"== {preset} {variant}", file=sys.stderr, flush=True)
             report = run_bench(preset, args.weights, size=args.size, persons=persons, device=args.device,
                                runs=args.runs, warmup=args.warmup, threads=args.threads, image=args.image,
-                               note=args.note, **options)
+                               candidates_per_person=args.candidates_per_person, note=args.note, **options)
             report["variant"] = variant
             print(format_report(report), flush=True)
             write_json(report, Path(args.out_dir) / f"people_{preset}_{args.device}_{variant}.json")

@@ -14,8 +14,9 @@ Per preset (random weights: latency does not depend on them, see benchmarks/READ
   on CUDA, ``graph_total_ms`` (the graphed pipeline); ``t50_over_t1`` from the graphed totals on CUDA
   (the stage totals elsewhere);
 * ``fcpose bench --batch 16``: images/s (graphed on CUDA);
-* ``consistency`` — fp32: the default fast path (graphs, fixed post-processing) against the eager dynamic
-  path on the same inputs: same people, max deviations of boxes/scores/keypoints;
+* ``consistency`` — fp32: the default CUDA route (graphs, fixed post-processing) against the eager dynamic
+  post-processing of the same runner on the same inputs: same people, max deviations of
+  boxes/scores/keypoints;
 * ``graph_breakdown_ms`` (CUDA) — mean replay time of graphs of the network alone, network + fixed
   post-processing, and the same with 8 NMS rounds instead of 32.
 
@@ -36,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from fcpose.bench.people import format_report, machine_info, run_bench, synthetic_image, write_json
+from fcpose.bench.machine import machine_info
+from fcpose.bench.people import format_report, run_bench, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
 from fcpose.inference.graphs import GraphedFunction
 from fcpose.inference.predictor import Predictor
@@ -86,24 +88,23 @@ def e2e(preset: str, size: int, max_size: int | None, device: torch.device, prec
             "cast_weights": runner.cast_weights, "sync_free": runner.sync_free, "cuda_graphs": runner.cuda_graphs,
             "graph_failed": runner.graphs.failed if runner.graphs is not None else None,
             "eager_calls": runner.graphs.eager_calls if runner.graphs is not None else None,
-            "fixed_fallbacks": runner.fallbacks,
-            # frames of one size from the uint8 upload to the people as one graph (the default on CUDA)
-            "frame_graphs": ([list(shape) for shape in runner.pixel_graphs.calls]
-                             if runner.pixel_graphs is not None else None),
-            "frame_graph_failed": runner.pixel_graphs.failed if runner.pixel_graphs is not None else None}
+            "fixed_fallbacks": runner.fallbacks}
 
 
 def consistency(preset: str, size: int, max_size: int | None, device: torch.device) -> dict:
-    """fp32: the default fast path against the eager dynamic path, on a few synthetic images."""
-    model = lively(build_model(preset))
-    fast = Predictor(model, device=device, min_size=size, max_size=max_size, batch_size=1, preprocess="host",
-                     sync_free=True, cuda_graphs=device.type == "cuda")
-    slow = Predictor(model, device=device, min_size=size, max_size=max_size, batch_size=1, preprocess="host",
-                     sync_free=False, cuda_graphs=False)
+    """fp32: the device's route (on CUDA: graphs, fixed post-processing) against the eager dynamic
+    post-processing of the same runner, on the same inputs (a few synthetic images). On a CPU both are the
+    dynamic path: the smoke run checks the script only."""
+    fast = Predictor(lively(build_model(preset)), device=device, min_size=size, max_size=max_size, batch_size=1,
+                     preprocess="host")
+    runner = fast.runner
     out = {"images": 0, "same_people": True, "people": [], "boxes_px": 0.0, "scores": 0.0, "keypoints_px": 0.0}
     for seed in range(3):
         image = synthetic_image(fast.min_size, fast.max_size, seed=seed)
-        a, b = fast(image), slow(image)
+        tensor, resized = fast.prepare(image)
+        batch = batch_images([tensor], fast.size_divisibility)
+        (a,) = [d.to("cpu") for d in runner(batch, [resized], [image.shape[:2]])]
+        (b,) = [d.to("cpu") for d in runner.postprocess(runner.network(batch), [resized], [image.shape[:2]])]
         out["images"] += 1
         out["people"].append([len(a), len(b)])
         if len(a) != len(b) or not torch.equal(a.locations, b.locations):

@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fcpose.bench.people import contention_since, cpu_times, loadavg, own_cpu_seconds  # noqa: E402
+from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds  # noqa: E402
 from fcpose.fileio import atomic_write_text  # noqa: E402
 
 

@@ -398,9 +398,10 @@ def _add_bench(sub) -> None:
                                    "dynamic heads + decoding (median/p90 over --runs after --warmup), peak memory, "
                                    "FPS, network FLOPs and achieved GFLOP/s against a conv probe run in the same "
                                    "process. An integer in --persons forces exactly that many people through the "
-                                   "dynamic heads (threshold skipped; the N*--candidates-per-person best locations "
-                                   "go through NMS, the N best survivors are kept, topped up with suppressed ones "
-                                   "if needed), so random weights work; 'auto' runs the normal threshold + NMS.")
+                                   "dynamic heads (threshold skipped; the N*20 best locations go through NMS, the N "
+                                   "best survivors are kept, topped up with suppressed ones if needed), so random "
+                                   "weights work; 'auto' runs the normal threshold + NMS. benchmarks/bench_people.py "
+                                   "runs it for every preset and variant.")
     p.add_argument("--config", default=None,
                    help="preset name or YAML (default fcpose_r50_fpn; with --weights the checkpoint's)")
     p.add_argument("--weights", default=None, help="checkpoint or model-zoo name (default: random weights)")
@@ -415,33 +416,26 @@ def _add_bench(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
     p.add_argument("--no-optimize", action="store_true",
                    help="the model as built (no BN folding, no channels-last)")
-    p.add_argument("--no-channels-last", action="store_true", help="optimise but keep NCHW weights/activations")
     p.add_argument("--image", default=None,
                    help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "
                         "resized to exactly --size x --max-size)")
     p.add_argument("--runs", type=_positive_int, default=20, help="timed runs per entry (default 20)")
     p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--post-threads", type=_positive_int, default=None,
-                   help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="throughput mode: this many copies of the image per batch (reports images/s; default 1)")
     p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
                    help="resize/normalise on the CPU with PIL (host) or on the device from the uint8 image "
                         "(device); auto: device on CUDA, host on CPU")
-    p.add_argument("--no-graphs", action="store_true", help="CUDA: do not also time the CUDA-graph pipeline")
-    p.add_argument("--candidates-per-person", type=_non_negative_int, default=20,
-                   help="forced mode: NMS candidates per person (0: all top-k locations; default 20)")
     p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON here")
     b = p.add_argument_group("backends side by side, end to end (read, resize, network, selection, heads, decode)")
     b.add_argument("--backends", default=None, metavar="LIST",
-                   help="e.g. torch,onnxruntime,openvino,openvino-int8: the model (--config/--weights) in each, "
-                        "exported here at the benchmark size, timed round-robin in one run")
-    b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
-                   help="onnxruntime / openvino: time the exported --weights MODEL.onnx / MODEL.xml end to end")
+                   help="instead: e.g. torch,onnxruntime,openvino,openvino-int8: the model (--config/--weights) in "
+                        "each, exported here at the benchmark size, timed round-robin in one run; one of "
+                        "onnxruntime/openvino with --weights MODEL.onnx/.xml times that exported file alone")
     b.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
                    help="int8 calibration images for openvino-int8 (default: random noise images)")
     b.add_argument("--calib-images", type=int, default=20, help="calibration images for openvino-int8 (default 20)")
@@ -458,60 +452,9 @@ def _add_bench(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from .bench.people import format_report, run_bench, write_json
-    from .fileio import check_output_file
+    from .bench.command import run_bench_command
 
-    if args.runs < 1 or args.warmup < 0:
-        raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
-    if args.json:
-        check_output_file(args.json, "benchmark report")  # before the slow part
-    if args.backends or args.backend != "torch":
-        from .bench.backends import format_backend_report, run_backend_bench
-
-        backends = [b.strip() for b in args.backends.split(",")] if args.backends else [args.backend]
-        report = run_backend_bench(args.config, args.weights, backends=backends, size=args.size,
-                                   max_size=args.max_size, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                   image=args.image, score_threshold=args.score_threshold,
-                                   calibration=args.calibration, calib_images=args.calib_images,
-                                   overrides=args.overrides, note=args.note,
-                                   log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
-        print(format_backend_report(report))
-        if args.json:
-            print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
-        return 0
-    if args.video:
-        return _bench_video(args)
-    report = run_bench(args.config, args.weights, size=args.size, max_size=args.max_size, persons=args.persons,
-                       device=args.device, runs=args.runs, warmup=args.warmup, precision=args.precision,
-                       compile=args.compile, optimize=not args.no_optimize,
-                       channels_last=False if args.no_channels_last else None, image=args.image,
-                       threads=args.threads, candidates_per_person=args.candidates_per_person,
-                       probe=not args.no_probe, flops=not args.no_flops, overrides=args.overrides, note=args.note,
-                       post_threads=args.post_threads, batch=args.batch, preprocess=args.preprocess,
-                       cuda_graphs=False if args.no_graphs else None,
-                       log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
-    print(format_report(report))
-    if args.json:
-        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
-    return 0
-
-
-def _bench_video(args) -> int:
-    from .bench.people import write_json
-    from .bench.video import format_video_report, run_video_bench
-    from .data.video import VideoReader
-
-    if args.video_frames < 1 or args.video_rounds < 1:
-        raise FCPoseError("--video-frames and --video-rounds must be >= 1")
-    VideoReader(args.video).close()  # a missing or unreadable video: one line
-    report = run_video_bench(args.video, config=args.config, weights=args.weights, frames=args.video_frames,
-                             rounds=args.video_rounds, warmup=args.warmup, size=args.size, max_size=args.max_size,
-                             device=args.device, threads=args.threads, overrides=args.overrides,
-                             log=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
-    print(format_video_report(report))
-    if args.json:
-        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
-    return 0
+    return run_bench_command(args)
 
 
 def _add_export(sub) -> None:

@@ -1,9 +1,12 @@
 """The GPU inference path, tested on CPU tensors (its code runs on any device): device-side preprocessing
 against PIL, the fixed-shape (sync-free) post-processing against the dynamic one, NMS without host
-synchronisation, the buckets and padding of the CUDA-graph wrapper (through its eager stand-in), weights
-in bf16 with the decoding in fp32. The graph capture itself and the CUDA sync check skip without a GPU."""
+synchronisation, the CUDA route of the runner with its graph wrapper (through the eager stand-in for
+capture), weights in bf16 with the decoding in fp32. The graph capture itself and the CUDA sync check skip
+without a GPU."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -15,8 +18,8 @@ import fcpose
 from fcpose.config import TestConfig
 from fcpose.data.transforms import batch_images, resize_image, resize_shape, resize_tensor, upload_image
 from fcpose.errors import FCPoseError
-from fcpose.inference.graphs import GraphedFunction, choose_bucket, crop_batch, pad_into
-from fcpose.inference.runner import InferenceRunner
+from fcpose.inference.graphs import GraphedFunction
+from fcpose.inference.runner import GRAPHS_ENV, InferenceRunner
 from fcpose.model.deploy import optimize_for_inference
 from fcpose.ops.boxes import nms, nms_fixed
 from fcpose.postprocess import PostProcessor
@@ -24,6 +27,17 @@ from fcpose.precision import Precision, cpu_supports
 from fcpose.structures import DenseOutputs
 
 CUDA = torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def cuda_route():
+    """Runners (and Predictors) built inside take the CUDA route on the CPU: half-precision weights, the
+    fixed-shape post-processing and graphs through the eager stand-in for capture (the internal test hook)."""
+    InferenceRunner._route_device = "cuda"
+    try:
+        yield
+    finally:
+        InferenceRunner._route_device = None
 
 
 def camera_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -207,7 +221,8 @@ def test_fixed_postprocess_equals_dynamic(tiny_model, params, inputs):
     if exact:
         for a, b in zip(dynamic, post.finish(slots, sizes, out)):
             assert_same_detections(a, b)
-    runner = InferenceRunner(tiny_model, post, optimize=False, sync_free=True)
+    with cuda_route():
+        runner = InferenceRunner(tiny_model, post, optimize=False)
     runner.model = tiny_model
     with torch.no_grad():
         for a, b in zip(dynamic, runner.finish(slots, dense, sizes, out)):
@@ -223,7 +238,8 @@ def test_inexact_slots_fall_back_to_the_dynamic_path(tiny_model):
     """Without NMS rounds the fixed form cannot vouch for its result: the runner reruns the batch."""
     post = PostProcessor.from_model(tiny_model, TestConfig(score_threshold=0.0, nms_threshold=0.3))
     post.nms_rounds = 0
-    runner = InferenceRunner(tiny_model, post, sync_free=True)
+    with cuda_route():
+        runner = InferenceRunner(tiny_model, post)
     plain = InferenceRunner(tiny_model, post)
     batch = tiny_model.normalize(torch.rand(1, 3, 96, 128) * 255)
     with torch.no_grad():
@@ -234,10 +250,11 @@ def test_inexact_slots_fall_back_to_the_dynamic_path(tiny_model):
     assert_same_detections(a, b)
 
 
-def test_sync_free_predictor_equals_default(tiny_model):
+def test_cuda_route_predictor_equals_cpu_route(tiny_model):
     images = [camera_image(120, 200, seed=s) for s in range(3)] + [np.zeros((100, 100, 3), np.uint8)]
     ref = fcpose.Predictor(tiny_model, min_size=96, max_size=160, batch_size=2)
-    fast = fcpose.Predictor(tiny_model, min_size=96, max_size=160, batch_size=2, sync_free=True)
+    with cuda_route():
+        fast = fcpose.Predictor(tiny_model, min_size=96, max_size=160, batch_size=2)
     assert not ref.runner.sync_free and fast.runner.sync_free
     for a, b in zip(ref.predict(images), fast.predict(images)):
         assert b.boxes.device.type == "cpu"
@@ -245,80 +262,50 @@ def test_sync_free_predictor_equals_default(tiny_model):
 
 
 # ------------------------------------------------------------------------------------------------
-# Buckets, padding and the graph wrapper (eager stand-in on the CPU)
+# The graph wrapper and the CUDA route's graphs (eager stand-in on the CPU)
 # ------------------------------------------------------------------------------------------------
-def test_choose_bucket():
-    buckets = [(512, 704), (704, 512), (512, 896), (800, 800)]
-    assert choose_bucket(1, 480, 640) == (1, 480, 640)  # no buckets: the input's own shape
-    assert choose_bucket(1, 480, 640, buckets) == (1, 512, 704)
-    assert choose_bucket(1, 512, 705, buckets) == (1, 512, 896)
-    assert choose_bucket(1, 640, 480, buckets) == (1, 704, 512)
-    assert choose_bucket(1, 800, 704, buckets) == (1, 800, 800)
-    assert choose_bucket(1, 801, 64, buckets) is None  # larger than every bucket: eager
-    assert choose_bucket(3, 64, 64, None, [1, 4, 16]) == (4, 64, 64)
-    assert choose_bucket(17, 64, 64, None, [1, 4, 16]) is None
-
-
-def test_pad_into_and_crop_batch():
-    batch = torch.rand(2, 3, 4, 5)
-    buffer = torch.full((4, 3, 8, 8), 7.0)
-    pad_into(buffer, batch)
-    assert torch.equal(buffer[:2, :, :4, :5], batch)
-    assert float(buffer.sum()) == pytest.approx(float(batch.sum()))  # zeros everywhere else
-    with pytest.raises(ValueError):
-        pad_into(torch.zeros(1, 3, 8, 8), batch)
-    dense = DenseOutputs(cls_logits=[buffer], box_reg=[buffer], centerness=[buffer], ctrl_feats=[buffer],
-                         kpt_feats=buffer, kpt_offsets=buffer, strides=[8])
-    cropped = crop_batch(dense, 2)
-    assert cropped.kpt_feats.shape[0] == 2 and cropped.cls_logits[0].shape[0] == 2 and cropped.strides == [8]
-    assert crop_batch((buffer, {"a": buffer}), 1)[1]["a"].shape[0] == 1
-
-
-def test_graphed_function_buckets_and_eager_fallback():
+def test_graphed_function_per_shape_and_eager_fallback():
     calls = []
 
     def fn(x):
         calls.append(tuple(x.shape))
         return x * 2, x.sum(dim=(1, 2, 3))
 
-    graphed = GraphedFunction(fn, buckets=[(8, 8), (8, 16)], batch_sizes=[1, 4], max_graphs=2, capture=False)
+    graphed = GraphedFunction(fn, max_graphs=2, capture=False)
     x = torch.rand(3, 3, 6, 7)
-    (doubled, sums), ran = graphed(x)
-    assert ran == 4 and doubled.shape == (4, 3, 8, 8)  # run as the (4, 8, 8) bucket
-    assert torch.equal(crop_batch(doubled, 3)[:, :, :6, :7], x * 2) and float(sums[3]) == 0.0
-    graphed(torch.rand(1, 3, 8, 9))  # a second bucket, (1, 8, 16)
-    assert sorted(graphed.calls) == [(1, 8, 16), (4, 8, 8)]
-    out, ran = graphed(torch.rand(1, 3, 4, 4))  # a third bucket would exceed max_graphs: eager, unpadded
-    assert ran == 1 and out[0].shape == (1, 3, 4, 4) and graphed.eager_calls == 1
-    graphed(torch.rand(1, 3, 9, 9))  # fits no bucket: eager
-    assert graphed.eager_calls == 2 and calls[-1] == (1, 3, 9, 9)
+    doubled, sums = graphed(x)
+    assert torch.equal(doubled, x * 2) and sums.shape == (3,)
+    graphed(torch.rand(1, 3, 8, 9))  # a second shape
+    assert sorted(graphed.calls) == [(1, 3, 8, 9), (3, 3, 6, 7)]
+    again, _ = graphed(x + 1)  # a replay: the new input in the shape's static buffer
+    assert torch.equal(again, (x + 1) * 2) and graphed.eager_calls == 0
+    out, _ = graphed(torch.rand(1, 3, 4, 4))  # a third shape would exceed max_graphs: eager
+    assert out.shape == (1, 3, 4, 4) and graphed.eager_calls == 1
+    assert len(graphed.calls) == 2 and calls[-1] == (1, 3, 4, 4)
 
 
-def test_runner_graph_path_equals_eager_on_the_same_padded_input(tiny_model):
+def test_runner_graph_path_equals_eager(tiny_model):
     post = PostProcessor.from_model(tiny_model, TestConfig(score_threshold=0.05, max_detections=30))
-    graphed = InferenceRunner(tiny_model, post, sync_free=True, cuda_graphs=True, buckets=[(96, 160)],
-                              batch_sizes=[1, 2])
-    eager = InferenceRunner(tiny_model, post, sync_free=True)
+    with cuda_route():
+        graphed = InferenceRunner(tiny_model, post)
+        eager = InferenceRunner(tiny_model, post, cuda_graphs=False)
     assert graphed.graphs is not None and eager.graphs is None
     gen = torch.Generator().manual_seed(2)
-    x = tiny_model.normalize(torch.rand(1, 3, 64, 96, generator=gen) * 255)
-    # Exact shape: the "graph" sees the input itself.
-    (a,) = graphed(batch_images([x[0]], 32), [(64, 96)], [(64, 96)])
-    # The bucket is larger: equal to the eager runner on the input padded to the bucket by hand.
-    padded = torch.zeros(1, 3, 96, 160)
-    padded[:, :, :64, :96] = x
-    (b,) = eager(padded, [(64, 96)], [(64, 96)])
+    x = batch_images([tiny_model.normalize(torch.rand(3, 64, 96, generator=gen) * 255)], 32)
+    (a,) = graphed(x, [(64, 96)], [(64, 96)])
+    (b,) = eager(x, [(64, 96)], [(64, 96)])
     assert_same_detections(a, b)
-    assert list(graphed.graphs.calls) == [(1, 96, 160)]
-    two = graphed(torch.cat([padded, padded]), [(64, 96)] * 2, [(64, 96)] * 2)
-    assert len(two) == 2 and list(graphed.graphs.calls) == [(1, 96, 160), (2, 96, 160)]
+    assert list(graphed.graphs.calls) == [(1, 3, 64, 96)]
+    two = graphed(torch.cat([x, x]), [(64, 96)] * 2, [(64, 96)] * 2)
+    assert len(two) == 2 and list(graphed.graphs.calls) == [(1, 3, 64, 96), (2, 3, 64, 96)]
     for d in two:  # a batch of two (convolutions may round differently than at batch 1)
         assert_same_detections(d, b, kpt_atol=1e-3, atol=1e-4)
 
 
 def test_graph_path_inside_and_outside_inference_mode(tiny_model):
-    """A bucket first run inside inference mode (as Predictor does) replays for a caller outside it."""
-    runner = InferenceRunner(tiny_model, sync_free=True, cuda_graphs=True)
+    """A shape first run inside inference mode (as Predictor does) replays for a caller outside it."""
+    with cuda_route():
+        runner = InferenceRunner(tiny_model)
     x = tiny_model.normalize(torch.rand(1, 3, 64, 96) * 255)
     with torch.inference_mode():
         (a,) = runner(x, [(64, 96)], [(64, 96)])
@@ -326,35 +313,22 @@ def test_graph_path_inside_and_outside_inference_mode(tiny_model):
     assert_same_detections(a, b)
 
 
-def test_frames_graphed_from_upload_to_people(tiny_model):
-    """Device preprocessing with graphs: uint8 frames of one size run resize, normalisation, padding, network
-    and post-processing as one (stand-in) graph per frame size, with the usual route's results; sizes beyond
-    the graphs' room, buckets and host preprocessing take the usual route."""
-    sizes = [(120, 200), (120, 200), (100, 100), (90, 150), (130, 90), (61, 77), (120, 200)]
-    images = [camera_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
-    options = dict(min_size=96, max_size=160, batch_size=1, preprocess="device", sync_free=True)
-    usual = fcpose.Predictor(tiny_model, **options)
-    graphed = fcpose.Predictor(tiny_model, cuda_graphs=True, **options)
-    runner = graphed.runner
-    assert usual.runner.pixel_graphs is None and runner.pixel_graphs is not None
-    for a, b in zip(usual.predict(images), graphed.predict(images)):
-        assert b.boxes.device.type == "cpu" and len(a) > 0
-        assert_same_detections(a, b)
-    # four frame sizes got graphs (the default room); the fifth went through a network graph
-    assert sorted(runner.pixel_graphs.calls) == [(1, 90, 150), (1, 100, 100), (1, 120, 200), (1, 130, 90)]
-    assert sorted(runner.graphs.calls) == [(1, 96, 128)]
-    assert runner.pixel_graphs.eager_calls == 0
-    frames = runner.pixel_graphs.calls[(1, 120, 200)].input
-    assert frames.dtype == torch.uint8 and frames.is_contiguous(memory_format=torch.channels_last)
-    # a batch of frames of one size, padded to a graph batch size: the same people as one by one
-    batched = fcpose.Predictor(tiny_model, cuda_graphs=True, batch_sizes=[4], **{**options, "batch_size": 4})
-    for a, b in zip(graphed.predict(images[:2]), batched.predict(images[:2])):
-        assert_same_detections(a, b, kpt_atol=1e-3, atol=1e-4)
-    assert list(batched.runner.pixel_graphs.calls) == [(4, 120, 200)]
-    # buckets pad inputs to shared sizes, host preprocessing resizes with PIL: no frame graphs there
-    assert fcpose.Predictor(tiny_model, cuda_graphs=True, buckets=[(96, 160)], **options).runner.pixel_graphs is None
-    assert fcpose.Predictor(tiny_model, cuda_graphs=True, **{**options, "preprocess": "host"}
-                            ).runner.pixel_graphs is None
+def test_one_route_per_device(tiny_model, monkeypatch):
+    """The device chooses the route; graphs are the CUDA route's, on unless FCPOSE_CUDA_GRAPHS=0 (or compile);
+    a runner with another post-processor shares the network and has graphs of its own."""
+    cpu = InferenceRunner(tiny_model)
+    assert not cpu.sync_free and cpu.graphs is None and not cpu.cast_weights
+    with pytest.raises(FCPoseError, match="cuda_graphs needs a CUDA device"):
+        InferenceRunner(tiny_model, cuda_graphs=True)
+    with cuda_route():
+        runner = InferenceRunner(tiny_model)
+        assert runner.sync_free and runner.graphs is not None
+        assert InferenceRunner(tiny_model, compile=True).graphs is None
+        monkeypatch.setenv(GRAPHS_ENV, "0")
+        assert InferenceRunner(tiny_model).graphs is None
+    other = runner.with_postprocessor(runner.postprocessor.with_params(score_threshold=0.5))
+    assert other.model is runner.model and other.graphs is not None and other.graphs is not runner.graphs
+    assert other.postprocessor.params.score_threshold == 0.5 != runner.postprocessor.params.score_threshold
 
 
 def test_resize_tensor_batch_is_each_image_alone():
@@ -364,11 +338,6 @@ def test_resize_tensor_batch_is_each_image_alone():
     assert batch.shape == (3, 3, 60, 87)
     for image, resized in zip(images, batch):
         assert torch.equal(resized, resize_tensor(upload_image(image, "cpu"), 60, 87))
-
-
-def test_cuda_graphs_need_the_sync_free_path(tiny_model):
-    with pytest.raises(FCPoseError, match="sync_free"):
-        InferenceRunner(tiny_model, cuda_graphs=True, sync_free=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -381,8 +350,6 @@ def test_cast_weights_keeps_controller_and_buffers_fp32(tiny_model):
     assert net.head.controller.weight.dtype == torch.float32
     assert net.pixel_mean.dtype == net.rel_coord_norm.dtype == torch.float32
     assert tiny_model.head.cls_logits.weight.dtype == torch.float32  # the original is untouched
-    with pytest.raises(FCPoseError, match="optimize"):
-        InferenceRunner(tiny_model, optimize=False, cast_weights=True)
 
 
 def _upcast(dense: DenseOutputs) -> DenseOutputs:
@@ -417,7 +384,8 @@ def test_decode_is_fp32_under_bf16(tiny_model, mode):
 @pytest.mark.skipif(not cpu_supports("bf16"), reason="this CPU has no native bf16 kernels")
 def test_bf16_weights_runner_on_cpu(tiny_model):
     ref = fcpose.Predictor(tiny_model, score_threshold=0.05)
-    low = fcpose.Predictor(tiny_model, score_threshold=0.05, precision="bf16", cast_weights=True)
+    with cuda_route():  # the CUDA route converts the weights
+        low = fcpose.Predictor(tiny_model, score_threshold=0.05, precision="bf16")
     assert low.runner.cast_weights and not ref.runner.cast_weights
     image = camera_image(128, 160)
     a, b = ref(image), low(image)
@@ -442,23 +410,7 @@ def test_cuda_graph_equals_eager():
         (a,) = graphed(x.cuda(), [(96, 160)], [(96, 160)])
         (b,) = eager(x.cuda(), [(96, 160)], [(96, 160)])
         assert_same_detections(a, b, kpt_atol=1e-4)
-    assert graphed.graphs.failed is None and graphed.graphs.calls[(1, 96, 160)].graph is not None
-
-
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-def test_cuda_frame_graph_equals_eager():
-    """Upload, resize, normalisation, padding, network and post-processing captured as one graph per frame
-    size: the same people as the eager device route."""
-    torch.manual_seed(0)
-    model = make_lively(fcpose.build_model("fcpose_r18_tiny"))
-    options = dict(device="cuda", min_size=96, max_size=160, batch_size=1, preprocess="device")
-    graphed = fcpose.Predictor(model, **options)
-    eager = fcpose.Predictor(model, cuda_graphs=False, **options)
-    images = [camera_image(120, 200, seed=s) for s in range(3)]
-    for a, b in zip(eager.predict(images), graphed.predict(images)):
-        assert_same_detections(a, b, kpt_atol=1e-4, atol=1e-4)
-    call = graphed.runner.pixel_graphs.calls[(1, 120, 200)]
-    assert graphed.runner.pixel_graphs.failed is None and call.graph is not None
+    assert graphed.graphs.failed is None and graphed.graphs.calls[(1, 3, 96, 160)].graph is not None
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

@@ -257,7 +257,7 @@ def test_bench_backends_side_by_side(ir_fp32, tmp_path, capsys):
     assert report.get("int8_note") == int8_note(cpu_info()[1])  # said where the CPU has no VNNI or AMX
     assert (report.get("int8_note") or "") in printed
     single = tmp_path / "s.json"
-    assert main(["bench", "--backend", "openvino", "--weights", str(ir_fp32), "--runs", "1", "--warmup", "0",
+    assert main(["bench", "--backends", "openvino", "--weights", str(ir_fp32), "--runs", "1", "--warmup", "0",
                  "--json", str(single)]) == 0
     one = json.loads(single.read_text())
     assert [r["backend"] for r in one["results"]] == ["openvino"] and one["config"] == "fcpose_r18_tiny"

@@ -1,7 +1,9 @@
 """Benchmarking, one home: the machinery behind ``fcpose bench`` and the ``benchmarks/`` scripts.
 
-* :mod:`fcpose.bench.people` — time and memory vs the number of people (network, selection/NMS, heads),
-  machine description, FLOPs and the convolution probe, JSON reports;
+* :mod:`fcpose.bench.command` — the ``fcpose bench`` command body (which benchmark, print, JSON);
+* :mod:`fcpose.bench.people` — time and memory vs the number of people (network, selection/NMS, heads) on
+  the real :class:`~fcpose.inference.runner.InferenceRunner`, FLOPs, JSON reports;
+* :mod:`fcpose.bench.machine` — the machine, its contention, peak memory and the convolution probe;
 * :mod:`fcpose.bench.backends` — the same image through each backend (torch, onnxruntime, OpenVINO fp32/int8);
 * :mod:`fcpose.bench.video` — the threaded video pipeline vs the network alone.
 

@@ -13,7 +13,7 @@ Entries:
 * ``onnxruntime``, ``openvino``, ``openvino-int8`` — the same model exported here at the benchmark's padded
   input size (static shapes: the fastest graphs), int8 calibrated on ``calibration`` (default: random noise
   images, which is only right for timing random weights);
-* ``--backend onnxruntime|openvino --weights MODEL.onnx|.xml`` times that exported file alone.
+* ``--backends onnxruntime|openvino --weights MODEL.onnx|.xml`` (one backend) times that exported file alone.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import torch
 
 from ..cpu import cpu_info, int8_note
 from ..errors import InputError
-from .people import contention_since, cpu_times, load_bench_image, loadavg, machine_info, own_cpu_seconds, summarize
+from .machine import contention_since, cpu_times, loadavg, machine_info, own_cpu_seconds, summarize
+from .people import load_bench_image, load_bench_model
 
 __all__ = ["ALL_BACKENDS", "run_backend_bench", "format_backend_report"]
 
@@ -40,9 +41,8 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
                       calibration: str | None = None, calib_images: int = 20, overrides: list[str] | None = None,
                       note: str = "", log=None) -> dict:
     """Time the backends end to end (see the module docstring) -> the JSON-ready report."""
-    from ..data.transforms import padded_size, resize_shape
     from ..inference.backends import load_predictor
-    from ..inference.predictor import Predictor
+    from ..inference.predictor import Predictor, batch_key
     from ..inference.visualize import save_image
 
     backends = list(backends)
@@ -63,15 +63,13 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
         predictors: dict[str, object] = {}
         if exported:
             if len(backends) != 1 or backends[0] not in ("onnxruntime", "openvino"):
-                raise InputError("an exported --weights file is timed alone: --backend onnxruntime (.onnx) or "
+                raise InputError("an exported --weights file is timed alone: --backends onnxruntime (.onnx) or "
                                  "openvino (.xml)")
             predictors[backends[0]] = load_predictor(backends[0], weights, min_size=size, max_size=max_size,
                                                      score_threshold=score_threshold, threads=threads)
             ref = next(iter(predictors.values()))
             report["config"] = ref.cfg.name
         else:
-            from .people import load_bench_model
-
             model, report["weights"] = load_bench_model(config, weights, overrides)
             ref = Predictor(model, min_size=size, max_size=max_size, score_threshold=score_threshold,
                             optimize=True)
@@ -81,9 +79,7 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
         picture, report["image"] = load_bench_image(image, ref.min_size, ref.max_size)
         path = tmp / "bench.jpg"
         save_image(path, picture)  # read back from disk in every run: decoding is part of end to end
-        rh, rw = resize_shape(picture.shape[0], picture.shape[1], ref.min_size, ref.max_size)
-        div = int(getattr(ref, "size_divisibility", 0) or ref.model.size_divisibility)
-        ph, pw = padded_size(rh, rw, div)
+        ph, pw = batch_key(ref, picture.shape[0], picture.shape[1])  # the padded network input
         report.update({"size": [ref.min_size, ref.max_size], "image_shape": list(picture.shape[:2]),
                        "input_shape": [ph, pw], "detection_params": vars(ref.params).copy()})
         wanted = [b for b in backends if b != "torch"]
@@ -92,28 +88,35 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
                                              calib_images, report, say)
         names = [b for b in backends if b in predictors]
         stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
-        people, times = {}, {b: [] for b in names}
-        for name in names:
-            say(f"{name}: warm-up")
-            for _ in range(max(1, warmup)):
-                people[name] = len(predictors[name](path))
-        say(f"timing {runs} rounds of {len(names)} backends")
-        for r in range(runs):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                t0 = time.perf_counter()
-                predictors[name](path)
-                times[name].append((time.perf_counter() - t0) * 1e3)
+        people, times = _time_round_robin({b: predictors[b] for b in names}, path, runs, warmup, say)
         report["contention"] = contention_since(stat0, load0, own0)
-    results = []
     base = summarize(times["torch"])["median"] if "torch" in times else None
+    report["results"] = []
     for name in names:
         entry = {"backend": name, "people": people[name], "total_ms": summarize(times[name])}
         entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
         if base:
             entry["speedup_vs_torch"] = round(base / entry["total_ms"]["median"], 3)
-        results.append(entry)
-    report["results"] = results
+        report["results"].append(entry)
     return report
+
+
+def _time_round_robin(predictors: dict, path: Path, runs: int, warmup: int, say) -> tuple[dict, dict]:
+    """``warmup`` untimed calls of each predictor on ``path`` (the people it finds), then ``runs`` rounds over
+    all of them in a rotating order: ms per call per backend."""
+    names = list(predictors)
+    people, times = {}, {b: [] for b in names}
+    for name in names:
+        say(f"{name}: warm-up")
+        for _ in range(max(1, warmup)):
+            people[name] = len(predictors[name](path))
+    say(f"timing {runs} rounds of {len(names)} backends")
+    for r in range(runs):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            predictors[name](path)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return people, times
 
 
 def _export_all(model, ref, wanted, shape, tmp: Path, predictors, threads, calibration, calib_images, report,

@@ -12,9 +12,14 @@ stage boundary, so each stage's kernels are counted in that stage):
   heads, peaks, softmax scores, offsets, rescaling and the :class:`PoseDetections` (on the CPU; with the
   sync-free post-processing, the GPU default, this includes the one copy of the fixed-shape results);
 * ``total_ms`` — all of the above, timed as one span;
-* ``graph_total_ms`` (CUDA, when the runner would use CUDA graphs) — the same work end to end with the
-  network and the fixed post-processing replayed as one CUDA graph: what a user's call costs. The stage
-  times above are then the eager equivalent, cut at synchronisations.
+* ``graph_total_ms`` (CUDA, where the runner uses CUDA graphs: unless ``FCPOSE_CUDA_GRAPHS=0``) — the same
+  work end to end through the runner's own call, network and fixed post-processing replayed as one CUDA
+  graph: what a user's call costs. The stage times above are then the eager equivalent, cut at
+  synchronisations.
+
+Every stage is the real :class:`~fcpose.inference.runner.InferenceRunner`'s (``network``, then ``detect``:
+the device's post-processing route), one runner per entry sharing the optimised network
+(:meth:`~fcpose.inference.runner.InferenceRunner.with_postprocessor`); the benchmark copies none of it.
 
 ``batch`` > 1 is the throughput mode: ``batch`` copies of the image are prepared, run as one batch and
 decoded (N people each in forced mode); ``images_per_s`` = ``batch * 1000 / median(total_ms)``.
@@ -54,9 +59,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
-import os
-import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -65,162 +67,35 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..cpu import cpu_info, instruction_set
 from ..data.transforms import batch_images, padded_size, resize_shape
 from ..errors import InputError
-from ..inference.graphs import GraphedFunction
 from ..inference.predictor import Predictor
+from ..inference.runner import InferenceRunner
 from ..model.fcpose import FCPose
 from ..ops.boxes import nms, nms_fixed
 from ..postprocess import PostProcessor
-from ..precision import Precision, autocast_context, cpu_supports
-from ..structures import PeopleSlots
+from ..precision import autocast_context
+from .machine import (
+    PeakMemory,
+    contention_since,
+    conv_probe,
+    cpu_times,
+    loadavg,
+    machine_info,
+    own_cpu_seconds,
+    summarize,
+    sync,
+)
 
-__all__ = ["run_bench", "summarize", "machine_info", "conv_probe", "count_network_flops", "head_flops_per_person",
-           "synthetic_image", "format_report", "write_json"]
+__all__ = ["run_bench", "PeopleRuns", "ForcedSelection", "count_network_flops", "head_flops_per_person",
+           "synthetic_image", "load_bench_image", "load_bench_model", "format_report", "write_json"]
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
-             "amx_bf16", "amx_int8", "amx_fp16")
 DEFAULT_IMAGE = "synthetic"
 
 
 # ------------------------------------------------------------------------------------------------
-# The machine
-# ------------------------------------------------------------------------------------------------
-def cpu_times() -> list[int] | None:
-    """user, nice, system, idle, iowait, irq, softirq, steal (clock ticks, all CPUs) or None."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()
-        return [int(v) for v in fields[1:9]]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def contention_since(stat0: list[int] | None, load0: list[float] | None, own0: float) -> dict:
-    """How disturbed the timings since (``cpu_times()``, ``loadavg()``, ``own_cpu_seconds()``) were: load
-    averages, steal, busy share and ``others_cpu_pct`` — the CPU time used by other processes, as a share of
-    all CPUs (> ~5 means the timings are disturbed)."""
-    stat1 = cpu_times()
-    out: dict = {"loadavg_start": load0, "loadavg_end": loadavg()}
-    if stat0 and stat1:
-        delta = [b - a for a, b in zip(stat0, stat1)]
-        total = max(1, sum(delta))
-        busy = total - delta[3] - delta[4]
-        own = (own_cpu_seconds() - own0) * os.sysconf("SC_CLK_TCK")
-        out["steal_pct"] = round(100.0 * delta[7] / total, 2)
-        out["busy_pct"] = round(100.0 * busy / total, 1)
-        out["others_cpu_pct"] = round(max(0.0, 100.0 * (busy - own) / total), 1)
-    return out
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def machine_info(device: torch.device) -> dict:
-    """CPU model and instruction set, cores, flags, torch build and threads, accelerator name."""
-    model, flags = cpu_info()
-    info = {
-        "cpu_model": model,
-        "instruction_set": instruction_set(flags),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_flags": [f for f in CPU_FLAGS if f in flags],
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn_bf16": cpu_supports("bf16"),
-        "onednn_fp16": cpu_supports("fp16"),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device.type,
-        "device_name": model,
-    }
-    try:
-        mem = [line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")]
-        info["memory_gb"] = round(int(mem[0].split()[1]) / 2**20, 1)
-    except (OSError, IndexError, ValueError):
-        pass
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return info
-
-
-# ------------------------------------------------------------------------------------------------
-# Memory
-# ------------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-class PeakMemory:
-    """Peak memory growth during a span (see the module docstring for what is measured)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.method = ("cuda.max_memory_allocated above the allocation with the model loaded"
-                       if device.type == "cuda" else
-                       "VmHWM (reset per entry via clear_refs) above VmRSS with the model loaded")
-        self.start = 0
-
-    def baseline(self) -> None:
-        """Remember the memory in use now (model loaded, nothing run yet): peaks are reported above it."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            self.start = _status_kb("VmRSS") or 0
-
-    def reset(self) -> None:
-        """Start a new peak (CUDA: peak statistics; CPU: VmHWM := current RSS)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset the peak RSS to the current RSS (Linux >= 4.0)
-        except OSError:
-            self.method = "ru_maxrss (peak since process start; cannot reset)"
-
-    def peak_mb(self) -> dict:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-            return {"peak_mem_mb": round((peak - self.start) / 2**20, 1), "peak_total_mb": round(peak / 2**20, 1)}
-        hwm = _status_kb("VmHWM") if self.method.startswith("VmHWM") else None
-        if hwm is None:
-            hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-        # The resident size can drop below the baseline (pages given back after it was taken): no growth is 0.
-        return {"peak_mem_mb": round(max(hwm - self.start, 0) / 1024, 1), "peak_total_mb": round(hwm / 1024, 1)}
-
-
-# ------------------------------------------------------------------------------------------------
-# FLOPs and conv throughput
+# FLOPs
 # ------------------------------------------------------------------------------------------------
 def count_network_flops(network: Callable[[torch.Tensor], Any], batch: torch.Tensor, device: torch.device,
                         precision: str) -> int:
@@ -240,55 +115,6 @@ def head_flops_per_person(model: FCPose, height: int, width: int) -> int:
     ctrl = model.head.controller
     controller = 2 * ctrl.in_channels * ctrl.kernel_size[0] * ctrl.kernel_size[1] * ctrl.out_channels
     return int(controller + 2 * height * width * sum(a * b for a, b in zip(dims[:-1], dims[1:])))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def conv_probe(height: int, width: int, device: torch.device, precision: str = "fp32", channels_last: bool = True,
-               runs: int = 5, cast_weights: bool = False) -> dict:
-    """GFLOP/s of the convolutions that dominate ResNet-FPN detectors at the pyramid sizes of a
-    ``height x width`` input (same precision and memory format as the network; ``cast_weights``: input and
-    weights in the precision's dtype without autocast, as the runner's converted network)."""
-    shapes = [  # (name, c_in, c_out, kernel, stride of the level)
-        ("3x3 256->256 P3 (FPN/FCOS towers)", 256, 256, 3, 8),
-        ("3x3 256->256 P4", 256, 256, 3, 16),
-        ("3x3 64->64 P2 (res2)", 64, 64, 3, 4),
-        ("3x3 128->128 P3 (res3)", 128, 128, 3, 8),
-        ("3x3 512->512 P5 (res5)", 512, 512, 3, 32),
-        ("1x1 64->256 P2", 64, 256, 1, 4),
-        ("1x1 256->64 P2", 256, 64, 1, 4),
-        ("1x1 256->1024 P4", 256, 1024, 1, 16),
-        ("1x1 1024->256 P4", 1024, 256, 1, 16),
-    ]
-    gen = torch.Generator().manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    policy = Precision(device, precision, cast_weights=cast_weights)
-    out, total_flops, total_s = [], 0, 0.0
-    for name, cin, cout, k, s in shapes:
-        h, w = -(-height // s), -(-width // s)
-        dtype = policy.weight_dtype
-        x = torch.randn(1, cin, h, w, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
-        weight = (torch.randn(cout, cin, k, k, generator=gen) * 0.01).to(device, dtype).contiguous(memory_format=fmt)
-        bias = torch.zeros(cout, device=device, dtype=dtype)
-        times = []
-        with torch.inference_mode(), policy.autocast():
-            for i in range(runs + 1):
-                _sync(device)
-                t0 = time.perf_counter()
-                F.conv2d(x, weight, bias, padding=k // 2)
-                _sync(device)
-                if i:
-                    times.append(time.perf_counter() - t0)
-        flops = 2 * cin * cout * k * k * h * w
-        med = statistics.median(times)
-        total_flops += flops
-        total_s += med
-        out.append({"conv": name, "shape": [cin, h, w], "gflop": round(flops / 1e9, 3), "ms": round(med * 1e3, 2),
-                    "gflops_per_s": round(flops / med / 1e9, 1)})
-    return {"gflops_per_s": round(total_flops / total_s / 1e9, 1), "convs": out, "runs": runs}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -397,10 +223,11 @@ class ForcedSelection(PostProcessor):
 
 @contextlib.contextmanager
 def stage_threads(threads: int | None, device: torch.device):
-    """Intra-op threads for the post-processing stages only (``--post-threads``): many small ops, each an
-    OpenMP barrier; on a core shared with another busy process every barrier can wait a scheduler slice, so
-    1 thread is far more robust there (and costs ~2x on those stages on an idle 2-core machine). The thread
-    count is process-wide: only the benchmark, which owns its process, switches it around a stage."""
+    """Intra-op threads for the post-processing stages only (``post_threads``: ``benchmarks/bench_people.py
+    --post-threads``): many small ops, each an OpenMP barrier; on a core shared with another busy process
+    every barrier can wait a scheduler slice, so 1 thread is far more robust there (and costs ~2x on those
+    stages on an idle 2-core machine). The thread count is process-wide: only the benchmark, which owns its
+    process, switches it around a stage."""
     if not threads or device.type != "cpu" or threads == torch.get_num_threads():
         yield
         return
@@ -415,12 +242,6 @@ def stage_threads(threads: int | None, device: torch.device):
 # ------------------------------------------------------------------------------------------------
 # The benchmark
 # ------------------------------------------------------------------------------------------------
-def summarize(values: list[float]) -> dict:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"median": round(float(np.median(arr)), 3), "p90": round(float(np.percentile(arr, 90)), 3),
-            "mean": round(float(arr.mean()), 3), "min": round(float(arr.min()), 3)}
-
-
 def load_bench_model(config: str | None, weights: str | None, overrides: list[str] | None) -> tuple[FCPose, str]:
     """The model to benchmark: ``weights`` loaded (its name returned), else ``config`` with random weights."""
     if weights:
@@ -432,28 +253,56 @@ def load_bench_model(config: str | None, weights: str | None, overrides: list[st
     return build_model(config or "fcpose_r50_fpn", overrides), "random"
 
 
-def runner_graphs(runner, compile: bool) -> bool:
-    """Whether the benchmark also times the CUDA-graph pipeline: what the runner would do by default."""
-    return runner.device.type == "cuda" and runner.sync_free and not compile
+class PeopleRuns:
+    """The benchmark's work on the real :class:`~fcpose.inference.runner.InferenceRunner`: one runner per
+    ``persons`` entry (:meth:`InferenceRunner.with_postprocessor`, sharing the network: the model's own
+    post-processing for "auto", :class:`ForcedSelection` for N), run stage by stage with a time stamp at
+    each boundary (:meth:`run_once`)."""
 
+    def __init__(self, predictor: Predictor, runner: InferenceRunner, picture: np.ndarray, *, batch: int,
+                 persons, candidates_per_person: int, post_threads: int | None):
+        self.predictor, self.picture, self.batch, self.post_threads = predictor, picture, batch, post_threads
+        self.device = runner.device
+        self.runners = {str(n): runner if n == "auto" else
+                        runner.with_postprocessor(ForcedSelection(runner.postprocessor, int(n), candidates_per_person))
+                        for n in persons}
+        self.out_sizes = [picture.shape[:2]] * batch
+        self.counts: dict[str, int] = {}  # people decoded per entry (the first image of the batch)
 
-def captured_pipeline(runner, post: PostProcessor):
-    """Network + ``post``'s fixed post-processing: the function a CUDA graph records (no host sync)."""
-    def run(images: torch.Tensor):
-        dense = runner.network(images, cache_enabled=False)
-        with torch.inference_mode():
-            return post.fixed(runner.model, dense), dense
-    return run
+    def prepare(self) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """``batch`` copies of the decoded image, each resized and normalised, padded into one batch."""
+        prepared = [self.predictor.prepare(self.picture) for _ in range(self.batch)]
+        return batch_images([t for t, _ in prepared], self.predictor.size_divisibility), [r for _, r in prepared]
 
+    def run_once(self, n) -> dict[str, float]:
+        """One run of entry ``n``: seconds per stage, ``total``, and ``graph_total`` where the runner
+        replays CUDA graphs (the same work as one user call; the stages are its eager equivalent)."""
+        runner = self.runners[str(n)]
+        marks: dict[str, float] = {}
 
-def finish_slots(runner, post: PostProcessor, slots: PeopleSlots, dense, input_sizes, output_sizes) -> list:
-    """Slots on the device -> detections on the CPU (the runner's pinned copy, then ``post.finish``; the
-    dynamic path where the slots are not exact), as :meth:`InferenceRunner.finish` does."""
-    with torch.inference_mode():
-        host = PeopleSlots.from_tensors(runner.host_copy(slots.tensors()))
-        if not bool(host.exact.all()):
-            return [d.to("cpu") for d in post(runner.model, dense, input_sizes, output_sizes)]
-        return post.finish(host, input_sizes, output_sizes)
+        def mark(stage: str) -> None:
+            sync(self.device)
+            marks[stage] = time.perf_counter()
+
+        mark("start")
+        images, resized = self.prepare()
+        mark("preprocess")
+        dense = runner.network(images)
+        mark("network")
+        with stage_threads(self.post_threads, self.device):
+            dets = [d.to("cpu") for d in runner.detect(dense, resized, self.out_sizes, on_stage=mark)]
+        mark("end")
+        self.counts[str(n)] = len(dets[0])
+        times = {"total": marks["end"] - marks["start"], "preprocess": marks["preprocess"] - marks["start"],
+                 "network": marks["network"] - marks["preprocess"], "nms": marks["select"] - marks["network"],
+                 "heads": marks["end"] - marks["select"]}
+        if runner.graphs is not None:
+            sync(self.device)
+            start = time.perf_counter()
+            images, resized = self.prepare()
+            runner(images, resized, self.out_sizes)
+            times["graph_total"] = time.perf_counter() - start
+        return times
 
 
 def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None, *, size: int | None = None,
@@ -462,179 +311,159 @@ def run_bench(config: str | None = "fcpose_r50_fpn", weights: str | None = None,
               channels_last: bool | None = None, image: str | None = None, threads: int | None = None,
               candidates_per_person: int = 20, probe: bool = True, flops: bool = True, probe_runs: int = 5,
               overrides: list[str] | None = None, note: str = "", log=None, post_threads: int | None = None,
-              batch: int = 1, preprocess: str = "auto", cuda_graphs: bool | None = None) -> dict:
-    """Run the benchmark and return the JSON-ready report (see the module docstring)."""
+              batch: int = 1, preprocess: str = "auto") -> dict:
+    """Run the benchmark and return the JSON-ready report (see the module docstring). CUDA graphs are timed
+    where the runner uses them (on CUDA, unless ``FCPOSE_CUDA_GRAPHS=0``)."""
     from ..precision import resolve_device
 
+    if batch < 1:
+        raise InputError("--batch must be >= 1")
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
     model, weights_name = load_bench_model(config, weights, overrides)
-    cfg = model.cfg
-    if batch < 1:
-        raise InputError("--batch must be >= 1")
-    predictor = Predictor(model, device=dev, min_size=size, max_size=max_size, optimize=optimize,
-                          precision=precision, compile=compile, channels_last=channels_last, inplace=True,
-                          preprocess=preprocess, cuda_graphs=False)  # owns the (optimised) model
-    graphs = runner_graphs(predictor.runner, compile) if cuda_graphs is None else bool(cuda_graphs)
-    del model
-    runner = predictor.runner
-    net = runner.model
-    params = predictor.params
+    runner = InferenceRunner(model, device=dev, optimize=optimize, precision=precision, compile=compile,
+                             channels_last=channels_last)
+    del model  # the runner's optimised copy is what runs
+    # The preprocessing of a Predictor around the runner's network (optimize=False: no second copy).
+    predictor = Predictor(runner.model, device=dev, min_size=size, max_size=max_size, optimize=False,
+                          preprocess=preprocess)
     picture, image_name = load_bench_image(image, predictor.min_size, predictor.max_size)
-    out_size = picture.shape[:2]
-    rh, rw = resize_shape(out_size[0], out_size[1], predictor.min_size, predictor.max_size)
-    ph, pw = padded_size(rh, rw, net.size_divisibility)
     say = log or (lambda msg: None)
     stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
+    report = _report_head(config, weights_name, image_name, picture, predictor, runner, note=note, batch=batch,
+                          runs=runs, warmup=warmup, post_threads=post_threads, compile=compile,
+                          candidates_per_person=candidates_per_person)
+    work = PeopleRuns(predictor, runner, picture, batch=batch, persons=persons,
+                      candidates_per_person=candidates_per_person, post_threads=post_threads)
+    memory = PeakMemory(dev)
+    memory.baseline()
+    _measure_network(report, runner, work.prepare()[0], flops=flops, probe=probe, probe_runs=probe_runs, say=say)
+    if compile:
+        say("compiling")
+        runner.network(work.prepare()[0])
+        report["compile_failed"] = runner.compile_failed
+    spans, peaks = _time_entries(work, persons, runs=runs, warmup=warmup, memory=memory, say=say)
+    report["memory_method"] = memory.method
+    report["results"] = [_entry(n, spans[str(n)], peaks[str(n)], work.counts[str(n)], report) for n in persons]
+    _summarize_people(report)
+    report["contention"] = contention_since(stat0, load0, own0)
+    return report
 
-    def prepare():
-        """``batch`` copies of the decoded image, each resized and normalised, padded into one batch."""
-        prepared = [predictor.prepare(picture) for _ in range(batch)]
-        return batch_images([t for t, _ in prepared], net.size_divisibility), [r for _, r in prepared]
 
-    report: dict = {
+def _report_head(config, weights_name: str, image_name: str, picture: np.ndarray, predictor: Predictor,
+                 runner: InferenceRunner, *, note: str, batch: int, runs: int, warmup: int,
+                 post_threads: int | None, compile: bool, candidates_per_person: int) -> dict:
+    """What was measured, on what: every field of the report but the results."""
+    rh, rw = resize_shape(picture.shape[0], picture.shape[1], predictor.min_size, predictor.max_size)
+    return {
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "note": note,
-        "machine": machine_info(dev),
-        "config": cfg.name or str(config),
+        "machine": machine_info(runner.device),
+        "config": runner.model.cfg.name or str(config),
         "weights": weights_name,
         "size": [predictor.min_size, predictor.max_size],
         "image": image_name,
-        "image_shape": list(out_size),
+        "image_shape": list(picture.shape[:2]),
         "resized_shape": [rh, rw],
-        "input_shape": [ph, pw],
-        "device": dev.type,
-        "precision": precision,
-        "optimize": bool(optimize),
-        "fold_bn": bool(optimize),
+        "input_shape": list(padded_size(rh, rw, predictor.size_divisibility)),
+        "device": runner.device.type,
+        "precision": runner.precision,
+        "optimize": runner.optimize,
+        "fold_bn": runner.optimize,
         "channels_last": runner.channels_last,
         "post_threads": post_threads or torch.get_num_threads(),
         "batch": batch,
         "preprocess": predictor.preprocess,
         "cast_weights": runner.cast_weights,
         "sync_free": runner.sync_free,
-        "cuda_graphs": graphs,
+        "cuda_graphs": runner.graphs is not None,
         "compile": bool(compile),
         "runs": runs,
         "warmup": warmup,
         "forced_selection": {"candidates_per_person": candidates_per_person, "score_threshold_skipped": True},
-        "detection_params": vars(params).copy(),
+        "detection_params": vars(runner.postprocessor.params).copy(),
     }
-    memory = PeakMemory(dev)
-    memory.baseline()
-    images, _ = prepare()
+
+
+def _measure_network(report: dict, runner: InferenceRunner, images: torch.Tensor, *, flops: bool, probe: bool,
+                     probe_runs: int, say) -> None:
+    """The network's FLOPs (``report["flops"]``) and the machine's conv throughput (``report["conv_probe"]``)."""
+    net, (ph, pw) = runner.model, report["input_shape"]
     if flops:
         say("counting FLOPs")
-        gflop = count_network_flops(net, runner.network_input(images), dev, precision) / 1e9
+        gflop = count_network_flops(net, runner.network_input(images), runner.device, runner.precision) / 1e9
         h3, w3 = ph // net.strides[0], pw // net.strides[0]
         report["flops"] = {"network_gflop": round(gflop, 2),
                            "heads_gflop_per_person": round(head_flops_per_person(net, h3, w3) / 1e9, 4),
                            "counter": "torch.utils.flop_counter (conv/matmul, 2 FLOPs per multiply-add)"}
     if probe:
         say("conv probe")
-        report["conv_probe"] = conv_probe(ph, pw, dev, precision, runner.channels_last, probe_runs,
+        report["conv_probe"] = conv_probe(ph, pw, runner.device, runner.precision, runner.channels_last, probe_runs,
                                           cast_weights=runner.cast_weights)
-    if compile:
-        say("compiling")
-        runner.network(images)
-        report["compile_failed"] = runner.compile_failed
-    keys = ("total", "preprocess", "network", "nms", "heads") + (("graph_total",) if graphs else ())
-    spans = {str(n): {k: [] for k in keys} for n in persons}
-    counts: dict[str, int] = {}
-    posts = {str(n): runner.postprocessor if n == "auto" else ForcedSelection(runner.postprocessor, int(n),
-                                                                              candidates_per_person)
-             for n in persons}
-    graphed = {key: GraphedFunction(captured_pipeline(runner, post)) for key, post in posts.items()} if graphs else {}
-    out_sizes = [out_size] * batch
 
-    def run_once(n) -> dict[str, float]:
-        post = posts[str(n)]
-        marks: dict[str, float] = {}
 
-        def mark(stage: str) -> None:
-            _sync(dev)
-            marks[stage] = time.perf_counter()
-
-        mark("start")
-        images, resized = prepare()
-        mark("preprocess")
-        dense = runner.network(images)
-        mark("network")
-        with torch.inference_mode(), stage_threads(post_threads, dev):
-            if runner.sync_free:
-                slots = post.fixed(net, dense, on_stage=mark)
-                dets = finish_slots(runner, post, slots, dense, resized, out_sizes)
-            else:
-                dets = [d.to("cpu") for d in post(net, dense, resized, out_sizes, on_stage=mark)]
-        mark("end")
-        counts[str(n)] = len(dets[0])
-        times = {"total": marks["end"] - marks["start"], "preprocess": marks["preprocess"] - marks["start"],
-                 "network": marks["network"] - marks["preprocess"], "nms": marks["select"] - marks["network"],
-                 "heads": marks["end"] - marks["select"]}
-        if graphs:
-            # The same work end to end as one CUDA graph (network + fixed post-processing) per shape: the
-            # time a user gets; the stages above are the same work run eagerly, with a sync at each boundary.
-            _sync(dev)
-            start = time.perf_counter()
-            images, resized = prepare()
-            (slots, dense), _ = graphed[str(n)](images.float())
-            finish_slots(runner, post, slots, dense, resized, out_sizes)
-            times["graph_total"] = time.perf_counter() - start
-        return times
-
+def _time_entries(work: PeopleRuns, persons, *, runs: int, warmup: int, memory: PeakMemory,
+                  say) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict]]:
+    """Warm-up and peak memory entry by entry, then ``runs`` timed rounds: ms per stage per entry, and peaks."""
     # Memory first (untimed), one entry at a time: the peak while that many people are decoded.
     peaks = {}
     for n in persons:
         say(f"persons={n}: warm-up and memory")
         memory.reset()
         for _ in range(max(1, warmup)):
-            run_once(n)
+            work.run_once(n)
         peaks[str(n)] = memory.peak_mb()
     # Timed runs interleave the entries (rotating their order), so slow drifts of the machine (clock,
     # other load) spread over all entries instead of biasing the later ones.
     say(f"timing {runs} rounds of {len(persons)} entries")
+    spans: dict[str, dict[str, list[float]]] = {str(n): {} for n in persons}
     for r in range(runs):
         order = list(persons[r % len(persons):]) + list(persons[:r % len(persons)])
         for n in order:
-            for key, value in run_once(n).items():
-                spans[str(n)][key].append(value * 1e3)
-    results = []
-    for n in persons:
-        entry = {"persons": n, "instances": counts[str(n)]}
-        entry.update({f"{k}_ms": summarize(v) for k, v in spans[str(n)].items()})
-        entry.update(peaks[str(n)])
-        entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
-        if batch > 1:
-            entry["images_per_s"] = round(1000.0 * batch / entry["total_ms"]["median"], 2)
-        if graphs:
-            entry["graph_fps"] = round(1000.0 / entry["graph_total_ms"]["median"], 3)
-            entry["graph_images_per_s"] = round(1000.0 * batch / entry["graph_total_ms"]["median"], 2)
-        if flops:
-            entry["network_gflops_per_s"] = round(report["flops"]["network_gflop"] /
-                                                  (entry["network_ms"]["median"] / 1e3), 1)
-        results.append(entry)
-    report["memory_method"] = memory.method
-    report["results"] = results
-    forced = [r for r in results if r["persons"] != "auto"]
-    if forced:
-        lo = min(forced, key=lambda r: r["persons"])
-        hi = max(forced, key=lambda r: r["persons"])
-        report["summary"] = {
-            "total_ratio_max_over_min_persons": round(hi["total_ms"]["median"] / lo["total_ms"]["median"], 4),
-            "persons_range": [lo["persons"], hi["persons"]],
-            "per_person_share": {str(r["persons"]): round((r["heads_ms"]["median"] + r["nms_ms"]["median"]) /
-                                                          r["total_ms"]["median"], 4) for r in forced},
-            "network_ms_median": round(statistics.median(r["network_ms"]["median"] for r in forced), 2),
-        }
-        if flops and probe:
-            best = statistics.median(r["network_gflops_per_s"] for r in forced)
-            report["summary"]["network_gflops_per_s"] = best
-            report["summary"]["network_vs_conv_probe"] = round(best / report["conv_probe"]["gflops_per_s"], 3)
-    contention = contention_since(stat0, load0, own0)
-    report["contention"] = contention
-    return report
+            for key, value in work.run_once(n).items():
+                spans[str(n)].setdefault(key, []).append(value * 1e3)
+    return spans, peaks
+
+
+def _entry(n, spans: dict[str, list[float]], peak: dict, count: int, report: dict) -> dict:
+    """One row of the results: the stage statistics, memory, FPS (and images/s, GFLOP/s where measured)."""
+    entry = {"persons": n, "instances": count}
+    entry.update({f"{k}_ms": summarize(v) for k, v in spans.items()})
+    entry.update(peak)
+    batch = report["batch"]
+    entry["fps"] = round(1000.0 / entry["total_ms"]["median"], 3)
+    if batch > 1:
+        entry["images_per_s"] = round(1000.0 * batch / entry["total_ms"]["median"], 2)
+    if "graph_total_ms" in entry:
+        entry["graph_fps"] = round(1000.0 / entry["graph_total_ms"]["median"], 3)
+        entry["graph_images_per_s"] = round(1000.0 * batch / entry["graph_total_ms"]["median"], 2)
+    if "flops" in report:
+        entry["network_gflops_per_s"] = round(report["flops"]["network_gflop"] /
+                                              (entry["network_ms"]["median"] / 1e3), 1)
+    return entry
+
+
+def _summarize_people(report: dict) -> None:
+    """``report["summary"]`` over the forced entries: the time ratio from fewest to most people, the share of
+    the per-person stages, and the network against the conv probe."""
+    forced = [r for r in report["results"] if r["persons"] != "auto"]
+    if not forced:
+        return
+    lo = min(forced, key=lambda r: r["persons"])
+    hi = max(forced, key=lambda r: r["persons"])
+    report["summary"] = {
+        "total_ratio_max_over_min_persons": round(hi["total_ms"]["median"] / lo["total_ms"]["median"], 4),
+        "persons_range": [lo["persons"], hi["persons"]],
+        "per_person_share": {str(r["persons"]): round((r["heads_ms"]["median"] + r["nms_ms"]["median"]) /
+                                                      r["total_ms"]["median"], 4) for r in forced},
+        "network_ms_median": round(statistics.median(r["network_ms"]["median"] for r in forced), 2),
+    }
+    if "flops" in report and "conv_probe" in report:
+        best = statistics.median(r["network_gflops_per_s"] for r in forced)
+        report["summary"]["network_gflops_per_s"] = best
+        report["summary"]["network_vs_conv_probe"] = round(best / report["conv_probe"]["gflops_per_s"], 3)
 
 
 # ------------------------------------------------------------------------------------------------

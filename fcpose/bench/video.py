@@ -14,6 +14,7 @@ shared machine hits both; each FPS is the total frames over the total time of it
 from __future__ import annotations
 
 import itertools
+import os
 import platform
 import tempfile
 import time
@@ -26,6 +27,7 @@ from ..data.video import VideoReader, VideoWriter
 from ..inference.pipeline import OrderedSink
 from ..inference.predictor import Predictor
 from ..inference.track import DEFAULT_KEYPOINT_THRESHOLD, VideoSink, make_tracker, track_frames
+from .people import load_bench_model
 
 
 def _loop_video(src: Path, dst: Path, frames: int) -> tuple[int, int, float]:
@@ -38,91 +40,109 @@ def _loop_video(src: Path, dst: Path, frames: int) -> tuple[int, int, float]:
     return decoded[0].shape[1], decoded[0].shape[0], fps
 
 
+class _Timed:
+    """The Predictor, timing its calls (the network's share of the pipeline's wall clock)."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.seconds = 0.0
+
+    def predict(self, batch):
+        t = time.perf_counter()
+        try:
+            return self.predictor.predict(batch)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+class VideoRuns:
+    """The three measured kinds on one looped video: seconds and CPU seconds per run of each kind."""
+
+    def __init__(self, predictor: Predictor, looped: Path, out: Path, fps: float):
+        self.predictor, self.looped, self.out, self.fps = predictor, looped, out, fps
+        cfg = predictor.cfg
+        self.skeleton, self.kthr = cfg.keypoints.skeleton, DEFAULT_KEYPOINT_THRESHOLD[cfg.model.keypoint.score]
+        with VideoReader(looped) as r:
+            self.in_memory = list(r)
+        self.times: dict[str, list[float]] = {"network_only": [], "end_to_end": [], "serial": []}
+        self.cpu: dict[str, list[float]] = {"network_only": [], "end_to_end": [], "serial": []}
+        self.inside: list[float] = []  # seconds in the Predictor during each threaded end-to-end run
+        self.people = 0
+
+    def network_only(self) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for f in self.in_memory:
+            self.predictor(f)
+        self.cpu["network_only"].append(time.process_time() - c0)
+        self.times["network_only"].append(time.perf_counter() - t0)
+
+    def end_to_end(self, threaded: bool) -> None:
+        """``fcpose track``'s work on the file: threaded (decode and render/encode in threads) or serial."""
+        tracker = make_tracker(self.predictor, TrackerConfig(), fps=self.fps)
+        sink_fn = VideoSink(self.out, self.fps, self.skeleton, self.kthr, 0.3)
+        people, timed = 0, _Timed(self.predictor)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with VideoReader(self.looped) as reader:
+            if threaded:
+                with OrderedSink(sink_fn, maxsize=8) as sink:
+                    for frame, tracked in track_frames(timed, reader, tracker):
+                        sink.put((frame, tracked))
+                        people += len(tracked)
+            else:
+                for frame in reader:
+                    tracked = tracker.update_detections(self.predictor(frame))
+                    sink_fn((frame, tracked))
+                    people += len(tracked)
+        sink_fn.finish()
+        kind = "end_to_end" if threaded else "serial"
+        self.cpu[kind].append(time.process_time() - c0)
+        self.times[kind].append(time.perf_counter() - t0)
+        if threaded:
+            self.inside.append(timed.seconds)
+            self.people = people
+
+
 def run_video_bench(video: str | Path, *, config: str | None = "fcpose_r50_fpn", weights: str | None = None,
                     frames: int = 20, rounds: int = 2, warmup: int = 2, size: int | None = None,
                     max_size: int | None = None, device: str = "cpu", threads: int | None = None,
                     serial: bool = True, overrides: list[str] | None = None, log=None) -> dict:
-    from .people import load_bench_model
-
+    """Time the video pipeline (see the module docstring) -> the JSON-ready report."""
     say = log or (lambda msg: None)
     if threads:
         torch.set_num_threads(int(threads))
     model, weights_name = load_bench_model(config, weights, overrides)
     predictor = Predictor(model, device=device, min_size=size, max_size=max_size, batch_size=1, optimize=True)
-    cfg = predictor.cfg
-    kthr = DEFAULT_KEYPOINT_THRESHOLD[cfg.model.keypoint.score]
     with tempfile.TemporaryDirectory(prefix="fcpose_vbench_") as tmp:
-        tmpdir = Path(tmp)
-        looped = tmpdir / "input.mp4"
+        looped = Path(tmp) / "input.mp4"
         width, height, fps = _loop_video(Path(video), looped, frames)
-        with VideoReader(looped) as r:
-            in_memory = list(r)
-        for f in in_memory[:warmup]:
+        runs = VideoRuns(predictor, looped, Path(tmp) / "out.mp4", fps)
+        for f in runs.in_memory[:warmup]:
             predictor(f)
-
-        def network_only() -> float:
-            t0, c0 = time.perf_counter(), time.process_time()
-            for f in in_memory:
-                predictor(f)
-            cpu["network_only"].append(time.process_time() - c0)
-            return time.perf_counter() - t0
-
-        class Timed:
-            """The Predictor, timing its calls (the network's share of the pipeline's wall clock)."""
-
-            def __init__(self):
-                self.seconds = 0.0
-
-            def predict(self, batch):
-                t = time.perf_counter()
-                try:
-                    return predictor.predict(batch)
-                finally:
-                    self.seconds += time.perf_counter() - t
-
-        def end_to_end(threaded: bool) -> tuple[float, int]:
-            tracker = make_tracker(predictor, TrackerConfig(), fps=fps)
-            sink_fn = VideoSink(tmpdir / "out.mp4", fps, cfg.keypoints.skeleton, kthr, 0.3)
-            people = 0
-            t0, c0 = time.perf_counter(), time.process_time()
-            with VideoReader(looped) as reader:
-                if threaded:
-                    timed = Timed()
-                    with OrderedSink(sink_fn, maxsize=8) as sink:
-                        for frame, tracked in track_frames(timed, reader, tracker):
-                            sink.put((frame, tracked))
-                            people += len(tracked)
-                else:
-                    for frame in reader:
-                        tracked = tracker.update_detections(predictor(frame))
-                        sink_fn((frame, tracked))
-                        people += len(tracked)
-            sink_fn.finish()
-            cpu["end_to_end" if threaded else "serial"].append(time.process_time() - c0)
-            if threaded:
-                inside.append(timed.seconds)
-            return time.perf_counter() - t0, people
-
-        times = {"network_only": [], "end_to_end": [], "serial": []}
-        cpu = {"network_only": [], "end_to_end": [], "serial": []}
-        inside: list[float] = []  # seconds in the Predictor during each threaded end-to-end run
-        people = 0
         for r in range(rounds):
-            times["network_only"].append(network_only())
-            t, people = end_to_end(True)
-            times["end_to_end"].append(t)
+            runs.network_only()
+            runs.end_to_end(True)
             if serial:
-                times["serial"].append(end_to_end(False)[0])
-            say(f"round {r + 1}/{rounds}: network-only {frames / times['network_only'][-1]:.2f} FPS, end-to-end "
-                f"{frames / times['end_to_end'][-1]:.2f} FPS"
-                + (f", serial {frames / times['serial'][-1]:.2f} FPS" if serial else ""))
+                runs.end_to_end(False)
+            last = {k: v[-1] for k, v in runs.times.items() if v}
+            say(f"round {r + 1}/{rounds}: " + ", ".join(f"{k.replace('_', '-')} {frames / t:.2f} FPS"
+                                                      for k, t in last.items()))
+    report = {"benchmark": "video_pipeline", "config": predictor.cfg.name or config, "weights": weights_name,
+              "video": str(video), "frame_size": [height, width], "network_input_short_side": predictor.min_size,
+              "network_input_max_size": predictor.max_size, "frames": frames, "rounds": rounds,
+              "people_tracked_last_round": runs.people}
+    report.update(_video_measures(runs, frames, rounds))
+    report.update({"torch_threads": torch.get_num_threads(), "device": str(predictor.device),
+                   "machine": platform.platform(), "cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg())})
+    return report
+
+
+def _video_measures(runs: VideoRuns, frames: int, rounds: int) -> dict:
+    """FPS of each kind (total frames over total time), their ratios, and the CPU-time view."""
+    times, cpu, inside = runs.times, runs.cpu, runs.inside
     fps_of = {k: round(frames * len(v) / sum(v), 3) for k, v in times.items() if v}
-    report = {
-        "benchmark": "video_pipeline",
-        "config": cfg.name or config, "weights": weights_name, "video": str(video),
-        "frame_size": [height, width], "network_input_short_side": predictor.min_size,
-        "network_input_max_size": predictor.max_size, "frames": frames, "rounds": rounds,
-        "people_tracked_last_round": people, "fps": fps_of,
+    c = {k: round(sum(v) / (frames * len(v)), 4) for k, v in cpu.items() if v}
+    out = {
+        "fps": fps_of,
         "end_to_end_over_network": round(fps_of["end_to_end"] / fps_of["network_only"], 3),
         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items() if v},
         # CPU seconds of this process (all its threads) per frame: robust to other processes' load; the
@@ -133,16 +153,12 @@ def run_video_bench(video: str | Path, *, config: str | None = "fcpose_r50_fpn",
         "network_share_of_end_to_end": round(sum(inside) / sum(times["end_to_end"]), 3),
         "predictor_seconds_per_frame_in_pipeline": round(sum(inside) / (frames * len(inside)), 4),
         "predictor_seconds_per_frame_alone": round(sum(times["network_only"]) / (frames * rounds), 4),
-        "cpu_seconds_per_frame": {k: round(sum(v) / (frames * len(v)), 4) for k, v in cpu.items() if v},
-        "torch_threads": torch.get_num_threads(), "device": str(predictor.device),
-        "machine": platform.platform(), "cpu_count": __import__("os").cpu_count(),
-        "loadavg": list(__import__("os").getloadavg()),
+        "cpu_seconds_per_frame": c,
+        "cpu_end_to_end_over_network": round(c["end_to_end"] / c["network_only"], 3),
     }
-    c = report["cpu_seconds_per_frame"]
-    report["cpu_end_to_end_over_network"] = round(c["end_to_end"] / c["network_only"], 3)
-    if serial:
-        report["serial_over_network"] = round(fps_of["serial"] / fps_of["network_only"], 3)
-    return report
+    if "serial" in fps_of:
+        out["serial_over_network"] = round(fps_of["serial"] / fps_of["network_only"], 3)
+    return out
 
 
 def format_video_report(report: dict) -> str:

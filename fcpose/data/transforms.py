@@ -14,7 +14,6 @@ and AP.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -46,38 +45,32 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def upload_image(image: np.ndarray, device: torch.device | str) -> Tensor:
     """``uint8 [H, W, 3]`` numpy -> ``uint8 [3, H, W]`` tensor on ``device`` (a view on the CPU): one image
     through a :class:`HostUpload` of its own (callers that upload often keep one :class:`HostUpload`)."""
-    return HostUpload()([image], torch.device(device))[0]
+    return HostUpload()(image, torch.device(device))
 
 
 class HostUpload:
-    """RGB ``uint8 [H, W, 3]`` arrays of one size -> one ``uint8 [B, 3, H, W]`` tensor on the device (a
-    channels-last view of ``[B, H, W, 3]``): on a GPU the arrays are copied into one pinned host buffer,
-    reused between calls (grown to the largest batch seen, whatever the image sizes), and sent in one
-    asynchronous copy; an event guards the buffer until that copy has been read. On a CPU they are stacked
-    (one image: viewed)."""
+    """An RGB ``uint8 [H, W, 3]`` array -> a ``uint8 [3, H, W]`` tensor on the device (a channels-last view of
+    ``[H, W, 3]``): on a GPU the array is copied into a pinned host buffer, reused between calls (grown to the
+    largest image seen), and sent in one asynchronous copy; an event guards the buffer until that copy has
+    been read. On a CPU: a view of the array."""
 
     def __init__(self):
         self._buffer: Tensor | None = None
         self._done: torch.cuda.Event | None = None
 
-    def __call__(self, arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
-        shape = (len(arrays), *arrays[0].shape)
+    def __call__(self, image: np.ndarray, device: torch.device) -> Tensor:
         if device.type != "cuda":
-            stacked = np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays)
-            return torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2)
+            return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)
         if self._done is not None:
             self._done.synchronize()  # the previous copy from the buffer has been read
-        size = math.prod(shape)
-        if self._buffer is None or self._buffer.numel() < size:
-            self._buffer = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-        staged = self._buffer[:size].view(shape)
-        view = staged.numpy()
-        for i, array in enumerate(arrays):
-            view[i] = array
+        if self._buffer is None or self._buffer.numel() < image.size:
+            self._buffer = torch.empty(image.size, dtype=torch.uint8, pin_memory=True)
+        staged = self._buffer[:image.size].view(image.shape)
+        staged.numpy()[...] = image
         uploaded = staged.to(device, non_blocking=True)
         self._done = torch.cuda.Event()
         self._done.record(torch.cuda.current_stream(device))
-        return uploaded.permute(0, 3, 1, 2)
+        return uploaded.permute(2, 0, 1)
 
 
 def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:

@@ -2,39 +2,39 @@
 ``torch.compile`` or in CUDA graphs) followed by the :class:`~fcpose.postprocess.PostProcessor`, behind one
 :class:`InferenceRunner` that the :class:`~fcpose.Predictor`, ``fcpose eval`` and ``fcpose bench`` share.
 Where a tensor lives and in which dtype it is computed is decided here, from one
-:class:`~fcpose.precision.Precision` policy (DESIGN.md §14).
+:class:`~fcpose.precision.Precision` policy (DESIGN.md §14). There is one route per device, chosen by the
+device:
 
-* :func:`~fcpose.model.deploy.optimize_for_inference` returns a **copy** (by default) of the model in eval mode, without
-  gradients, with every frozen batch norm folded into the convolution before it
-  (:func:`~fcpose.model.norm.fold_frozen_bn`) and, optionally, channels-last weights (NHWC, what oneDNN
-  and cuDNN convolutions prefer). The copy is for inference only: its state dict differs (conv biases
-  appear, norm entries vanish), so never train or save it; the original model is left untouched.
-* ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (on CPU only where oneDNN has native kernels for it,
-  see :func:`check_precision`; bf16 on CUDA needs bf16 support). ``cast_weights`` (default: on CUDA) converts
-  the network's weights to that dtype (:func:`~fcpose.model.deploy.cast_weights`; needs ``optimize``),
-  otherwise autocast goes around the fp32 network (the CPU default). Either way the selection, NMS, the
-  controller, the dynamic heads and the decoding run in float32. Whether reduced precision is faster
-  depends on the CPU: without AMX, oneDNN's bf16/fp16 convolutions can be slower than fp32
-  (``fcpose bench --precision bf16`` measures it).
-* ``sync_free`` (default: on CUDA): the post-processing in its fixed-shape form
-  (:meth:`~fcpose.postprocess.PostProcessor.fixed`), which never waits for the GPU; the results come to the
-  CPU in one copy through pinned buffers and are finished there (:meth:`~fcpose.postprocess.PostProcessor.finish`),
-  equal to the dynamic path's (that path reruns the rare batch the fixed form cannot vouch for).
-* ``cuda_graphs`` (default: on CUDA with ``sync_free``, without ``compile``): network + fixed post-processing
-  captured as one CUDA graph per input shape (:mod:`fcpose.inference.graphs`; ``buckets`` and
-  ``batch_sizes`` pad inputs to a few shapes), eager where a capture fails. ``torch.backends.cudnn.benchmark``
-  is switched on for CUDA runners.
+* **CPU**: the network (under autocast for bf16/fp16, see :func:`~fcpose.precision.check_precision`: only
+  where oneDNN has native kernels), then the dynamic post-processing (``PostProcessor.__call__``).
+* **CUDA**: the network's weights converted to the precision's dtype (no per-call autocast casts), then the
+  post-processing in its fixed-shape form (:meth:`~fcpose.postprocess.PostProcessor.fixed`), which never
+  waits for the GPU; the results come to the CPU in one copy through pinned buffers and are finished there
+  (:meth:`~fcpose.postprocess.PostProcessor.finish`), equal to the dynamic path's (that path reruns the rare
+  batch the fixed form cannot vouch for). Network + fixed post-processing are captured as one CUDA graph
+  per input shape (:mod:`fcpose.inference.graphs`; eager where a capture fails). ``cuda_graphs=False``, or
+  the environment variable ``FCPOSE_CUDA_GRAPHS=0``, runs the same route eagerly (for debugging).
+  ``torch.backends.cudnn.benchmark`` is switched on for CUDA runners.
+
+Either way the selection, NMS, the controller, the dynamic heads and the decoding run in float32.
+
+* ``optimize`` (default): :func:`~fcpose.model.deploy.optimize_for_inference` — a **copy** of the model in
+  eval mode, without gradients, with every frozen batch norm folded into the convolution before it and
+  (``channels_last``, default with ``optimize``) NHWC weights, what oneDNN and cuDNN convolutions prefer.
+  The copy is for inference only (its state dict differs), so never train or save it; the original model
+  is left untouched.
 * ``compile=True`` wraps the network in ``torch.compile``; if compiling fails (no C++ compiler for
   Inductor on CPU, no Triton on CUDA, an unsupported op) a warning is printed once and the eager network
-  is used.
+  is used. With ``compile`` the CUDA route runs without graphs unless ``cuda_graphs=True``.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,28 +42,15 @@ from ..data.transforms import HostUpload
 from ..errors import FCPoseError, first_line
 from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
-from ..postprocess import PostProcessor
+from ..postprocess import PostProcessor, StageHook
 from ..precision import PRECISIONS, Precision, check_precision, default_cast_weights
 from ..structures import DenseOutputs, PeopleSlots, PoseDetections
-from .graphs import GraphedFunction, crop_batch
+from .graphs import GraphedFunction
 
-__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "Float32Branch", "HostCopy"]
+__all__ = ["PRECISIONS", "CompiledNetwork", "InferenceRunner", "HostCopy", "GRAPHS_ENV"]
 
-
-class Float32Branch(nn.Module):
-    """Runs ``inner`` in float32 with autocast off (inputs cast to float32), inside an autocast network.
-
-    Optional for the keypoint branch under bf16/fp16 (the 32-channel map F feeds the dynamic heads, whose
-    logits can reach the hundreds); the branch is ~6% of R-50's FLOPs.
-    """
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, features: list[Tensor]):
-        with torch.autocast(device_type=features[0].device.type, enabled=False):
-            return self.inner([f.float() for f in features])
+GRAPHS_ENV = "FCPOSE_CUDA_GRAPHS"  # "0": the CUDA route runs eagerly (debugging)
+MAX_GRAPHS = 8  # distinct input shapes captured per runner; further shapes run eagerly
 
 
 class CompiledNetwork:
@@ -117,70 +104,74 @@ class HostCopy:
 
 
 class InferenceRunner:
-    """Network + post-processing of a (possibly optimised) model, as separate timed stages.
+    """Network + post-processing of a (possibly optimised) model, by the route of its device (see the module
+    docstring), as separate stages that ``fcpose bench`` times.
 
-    ``optimize=True``: :func:`optimize_for_inference` (a folded, channels-last copy unless ``inplace``;
-    with ``cast_weights`` its network weights in the precision's dtype); with ``fp32_keypoint_branch`` the
-    keypoint branch stays in float32 under bf16/fp16 (:class:`Float32Branch`; on random R-50 weights it did
-    not reduce the keypoint deviations, see benchmarks/README.md). ``optimize=False``: the model as given.
-    Either way the selection, NMS and the dynamic heads (``postprocessor``, default
-    :meth:`PostProcessor.from_model`) run in float32 outside autocast. See the module docstring for
-    ``sync_free``, ``cuda_graphs``, ``buckets``, ``batch_sizes`` and ``max_graphs``.
-
+    ``postprocessor`` (default :meth:`PostProcessor.from_model`) turns the dense outputs into people;
+    :meth:`with_postprocessor` gives a runner with another one that shares this runner's network.
     The runner changes no process-wide setting except ``cudnn.benchmark`` on CUDA (once, here); it is meant
     for one thread at a time (its graphs and host buffers are reused from call to call).
     """
 
+    # Internal, for tests only: the device type whose route the runner takes ("cuda" runs the CUDA route on a
+    # CPU, graph capture replaced by its eager stand-in, see :mod:`fcpose.inference.graphs`). Never an option.
+    _route_device: ClassVar[str | None] = None
+
     def __init__(self, model: FCPose, postprocessor: PostProcessor | None = None, *,
                  device: torch.device | str = "cpu", optimize: bool = True, precision: str = "fp32",
-                 compile: bool = False, channels_last: bool | None = None, inplace: bool = False,
-                 fp32_keypoint_branch: bool = False, cast_weights: bool | None = None, sync_free: bool | None = None,
-                 cuda_graphs: bool | None = None, buckets: Sequence[tuple[int, int]] | None = None,
-                 batch_sizes: Sequence[int] | None = None, max_graphs: int = 8):
+                 compile: bool = False, channels_last: bool | None = None, cuda_graphs: bool | None = None):
         self.device = torch.device(device)
         check_precision(self.device, precision)
-        if cast_weights is None:
-            cast_weights = bool(optimize) and default_cast_weights(self.device)
-        if cast_weights and not optimize:
-            raise FCPoseError("cast_weights needs optimize=True (the weights of an inference copy are converted)")
-        self.policy = Precision(self.device, precision, cast_weights=bool(cast_weights) and precision != "fp32")
-        model = model.to(self.device).eval()
+        route = torch.device(self._route_device or self.device.type)
+        self.sync_free = route.type == "cuda"  # the CUDA route: fixed-shape post-processing, no host sync
         self.optimize = bool(optimize)
-        if channels_last is None:
-            channels_last = self.optimize
-        if self.optimize:
-            dtype = self.policy.weight_dtype
-            model = optimize_for_inference(model, channels_last=channels_last, inplace=inplace, dtype=dtype)
-            if precision != "fp32" and fp32_keypoint_branch:
-                model.keypoint_branch = Float32Branch(model.keypoint_branch.float())
-        elif channels_last:
+        self.channels_last = self.optimize if channels_last is None else bool(channels_last)
+        if self.channels_last and not self.optimize:
             raise FCPoseError("channels_last needs optimize=True")
+        cast = self.optimize and default_cast_weights(route) and precision != "fp32"
+        self.policy = Precision(self.device, precision, cast_weights=cast)
+        model = model.to(self.device).eval()
+        if self.optimize:
+            model = optimize_for_inference(model, channels_last=self.channels_last, dtype=self.policy.weight_dtype)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.model = model
         self.postprocessor = postprocessor or PostProcessor.from_model(model)
-        self.channels_last = bool(channels_last)
         self.precision = precision
-        self.network_fn = CompiledNetwork(model) if compile else model
         self.compile = bool(compile)
-        self.sync_free = self.device.type == "cuda" if sync_free is None else bool(sync_free)
-        if cuda_graphs is None:
-            cuda_graphs = self.device.type == "cuda" and self.sync_free and not compile
-        if cuda_graphs and not self.sync_free:
-            raise FCPoseError("cuda_graphs needs sync_free=True (the dynamic post-processing waits for the GPU)")
-        self.cuda_graphs = bool(cuda_graphs)
-        self.graphs = GraphedFunction(self.run_fixed, buckets=buckets, batch_sizes=batch_sizes,
-                                      max_graphs=max_graphs, capture=self.device.type == "cuda"
-                                      ) if self.cuda_graphs else None
-        # uint8 frames -> people with the preprocessing in the graph too (:meth:`pixels`); one graph per frame size
-        self.pixel_graphs: GraphedFunction | None = None
-        self._pixel_prepare: Callable[[Tensor], Tensor] | None = None
-        self.host_copy = HostCopy()
+        self.network_fn = CompiledNetwork(model) if compile else model
+        self.cuda_graphs = self._use_graphs(cuda_graphs)
         self.upload = HostUpload()
+        self._fresh_state()
+
+    def _use_graphs(self, cuda_graphs: bool | None) -> bool:
+        """Whether the CUDA route captures graphs: by default yes, unless ``compile`` or ``FCPOSE_CUDA_GRAPHS=0``."""
+        if not self.sync_free:
+            if cuda_graphs:
+                raise FCPoseError("cuda_graphs needs a CUDA device")
+            return False
+        if cuda_graphs is None:
+            return not self.compile and os.environ.get(GRAPHS_ENV, "1").strip() != "0"
+        return bool(cuda_graphs)
+
+    def _fresh_state(self) -> None:
+        """Graphs, host buffers and the fallback count: what belongs to one post-processor."""
+        self.graphs = (GraphedFunction(self.run_fixed, max_graphs=MAX_GRAPHS, capture=self.device.type == "cuda")
+                       if self.cuda_graphs else None)
+        self.host_copy = HostCopy()
         self.fallbacks = 0  # batches the fixed-shape post-processing could not vouch for (rerun dynamically)
+
+    def with_postprocessor(self, postprocessor: PostProcessor) -> InferenceRunner:
+        """This runner with ``postprocessor`` instead: the same (optimised) network, no copy of it; graphs and
+        host buffers of its own (a graph records the post-processing too)."""
+        other = copy.copy(self)
+        other.postprocessor = postprocessor
+        other._fresh_state()
+        return other
 
     @property
     def cast_weights(self) -> bool:
+        """Whether the network's weights are in the precision's dtype (the CUDA route under bf16/fp16)."""
         return self.policy.cast_weights
 
     @property
@@ -198,54 +189,22 @@ class InferenceRunner:
         with torch.inference_mode(), self.policy.autocast(cache_enabled):
             return self.network_fn(batch)
 
-    def postprocess(self, dense: DenseOutputs, input_sizes, output_sizes) -> list[PoseDetections]:
-        """:class:`~fcpose.postprocess.PostProcessor` on the dense outputs -> one detection set per image
-        (the dynamic path, on the device)."""
+    def postprocess(self, dense: DenseOutputs, input_sizes, output_sizes, *,
+                    on_stage: StageHook | None = None) -> list[PoseDetections]:
+        """The dynamic post-processing on the dense outputs -> one detection set per image, on the device."""
         with torch.inference_mode():
-            return self.postprocessor(self.model, dense, input_sizes, output_sizes)
+            return self.postprocessor(self.model, dense, input_sizes, output_sizes, on_stage=on_stage)
 
-    def fixed(self, dense: DenseOutputs) -> PeopleSlots:
+    def fixed(self, dense: DenseOutputs, *, on_stage: StageHook | None = None) -> PeopleSlots:
         """The sync-free post-processing on the dense outputs -> :class:`PeopleSlots` on the device."""
         with torch.inference_mode():
-            return self.postprocessor.fixed(self.model, dense)
+            return self.postprocessor.fixed(self.model, dense, on_stage=on_stage)
 
     def run_fixed(self, batch: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
         """Network + fixed post-processing: what a CUDA graph records (no host synchronisation; autocast's
         weight cache off, as a capture requires)."""
         dense = self.network(batch, cache_enabled=False)
         return self.fixed(dense), dense
-
-    def graph_pixels(self, prepare: Callable[[Tensor], Tensor], max_graphs: int = 4) -> None:
-        """Capture the preprocessing as well, from the uint8 frames (:meth:`pixels`): ``prepare`` turns
-        ``uint8 [B, 3, H, W]`` frames into the normalised, padded network input, from their shape alone (it
-        must not synchronise). One graph per frame size and batch (``max_graphs``, then :meth:`pixels` says
-        no and the caller takes its usual route). Needs ``cuda_graphs``; without buckets (a frame's padded
-        input is then exactly what the usual route gives it)."""
-        if self.graphs is None or self.graphs.buckets is not None:
-            raise FCPoseError("graphing the preprocessing needs cuda_graphs without buckets")
-        self._pixel_prepare = prepare
-        self.pixel_graphs = GraphedFunction(self._run_pixels, batch_sizes=self.graphs.batch_sizes,
-                                            max_graphs=max_graphs, capture=self.graphs.capture)
-
-    def _run_pixels(self, frames: Tensor) -> tuple[PeopleSlots, DenseOutputs]:
-        return self.run_fixed(self._pixel_prepare(frames))
-
-    def pixels(self, arrays: Sequence[np.ndarray], input_sizes, output_sizes) -> list[PoseDetections] | None:
-        """RGB ``uint8`` arrays of one size -> one :class:`PoseDetections` per image (on the CPU), with the
-        upload through pinned memory and then resize, normalisation, padding, network and fixed
-        post-processing replayed as one graph; None (nothing run) when that size would not get a graph
-        (see :meth:`graph_pixels`)."""
-        if self.pixel_graphs is None:
-            return None
-        b, (h, w) = len(arrays), arrays[0].shape[:2]
-        if not self.pixel_graphs.would_replay(b, h, w):
-            return None
-        with torch.inference_mode():
-            frames = self.upload(arrays, self.device)
-        (slots, dense), ran = self.pixel_graphs(frames)
-        if ran != b:
-            slots, dense = crop_batch(slots, b), crop_batch(dense, b)
-        return self.finish(slots, dense, input_sizes, output_sizes)
 
     def finish(self, slots: PeopleSlots, dense: DenseOutputs, input_sizes, output_sizes) -> list[PoseDetections]:
         """Slots on the device -> detections on the CPU: one copy (pinned buffers), then
@@ -257,17 +216,18 @@ class InferenceRunner:
         with torch.inference_mode():
             return self.postprocessor.finish(host, input_sizes, output_sizes)
 
-    def __call__(self, batch: Tensor, input_sizes, output_sizes) -> list[PoseDetections]:
-        """Normalised, padded ``[B, 3, H, W]`` -> one :class:`PoseDetections` per image (on the CPU with
-        ``sync_free``, else on the device)."""
+    def detect(self, dense: DenseOutputs, input_sizes, output_sizes, *,
+               on_stage: StageHook | None = None) -> list[PoseDetections]:
+        """Dense outputs -> people by this runner's route, eagerly (the CUDA route: fixed form, one copy,
+        :meth:`finish`). ``on_stage`` marks the end of the selection (see ``PostProcessor``)."""
         if not self.sync_free:
-            return self.postprocess(self.network(batch), input_sizes, output_sizes)
-        b = int(batch.shape[0])
-        if self.graphs is not None:
-            (slots, dense), ran = self.graphs(batch.to(self.device, dtype=torch.float32))
-            if ran != b:
-                slots, dense = crop_batch(slots, b), crop_batch(dense, b)
-        else:
-            dense = self.network(batch)
-            slots = self.fixed(dense)
+            return self.postprocess(dense, input_sizes, output_sizes, on_stage=on_stage)
+        return self.finish(self.fixed(dense, on_stage=on_stage), dense, input_sizes, output_sizes)
+
+    def __call__(self, batch: Tensor, input_sizes, output_sizes) -> list[PoseDetections]:
+        """Normalised, padded ``[B, 3, H, W]`` -> one :class:`PoseDetections` per image (on the CPU on the
+        CUDA route, else on the device)."""
+        if self.graphs is None:
+            return self.detect(self.network(batch), input_sizes, output_sizes)
+        slots, dense = self.graphs(batch.to(self.device, dtype=torch.float32))
         return self.finish(slots, dense, input_sizes, output_sizes)

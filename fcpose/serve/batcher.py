@@ -1,10 +1,10 @@
 """Dynamic batching: concurrent requests share network calls, on one thread that owns the model.
 
 :class:`DynamicBatcher` keeps a FIFO of submitted images. Its single worker thread takes the oldest image
-and gathers the other waiting images **of the same padded network-input size** (the predictor's resize
-rule, then padding to its size divisibility: only equal padded sizes can share a batch) until it has
-``max_batch`` of them or ``max_wait_ms`` have passed since the oldest one was submitted, runs them as one
-``predictor.predict(images)`` call, and hands each caller its own
+and gathers the other waiting images **of the same padded network-input size**
+(:func:`~fcpose.inference.predictor.batch_key`, the one batching rule: only equal padded sizes can share a
+batch) until it has ``max_batch`` of them or ``max_wait_ms`` have passed since the oldest one was submitted,
+runs them as one ``predictor.predict(images)`` call, and hands each caller its own
 :class:`~fcpose.structures.PoseDetections` through a :class:`concurrent.futures.Future`. Images of other
 sizes stay queued, in order, for the next calls; an image that already waited while the model was busy is
 not made to wait again.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.transforms import padded_size, resize_shape
+from ..inference.predictor import batch_key
 from ..structures import PoseDetections, PosePredictor
 
 __all__ = ["BatchResult", "DynamicBatcher", "QueueFullError"]
@@ -74,7 +74,6 @@ class DynamicBatcher:
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue)
-        self.divisibility = int(getattr(predictor, "size_divisibility", 1) or 1)
         self._initializer = initializer
         self._on_batch = on_batch
         self._pending: deque[_Job] = deque()
@@ -83,14 +82,10 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._work, name="fcpose-model", daemon=True)
         self._thread.start()
 
-    def key(self, height: int, width: int) -> tuple[int, ...]:
-        """What images of ``height x width`` pixels are batched by: the predictor's own rule
-        (``Predictor.batch_key``) where it has one, else the padded network-input size ``(H, W)``."""
-        batch_key = getattr(self.predictor, "batch_key", None)
-        if batch_key is not None:
-            return tuple(batch_key(height, width))
-        h, w = resize_shape(height, width, self.predictor.min_size, self.predictor.max_size)
-        return padded_size(h, w, self.divisibility)
+    def key(self, height: int, width: int) -> tuple[int, int]:
+        """What images of ``height x width`` pixels are batched by: :func:`~fcpose.inference.predictor.batch_key`,
+        the padded network-input size (the one rule ``Predictor.predict`` groups by too)."""
+        return batch_key(self.predictor, height, width)
 
     @property
     def queued(self) -> int:
