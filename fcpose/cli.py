@@ -248,8 +248,8 @@ def _cmd_eval(args) -> int:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="HTTP inference server with dynamic batching and a browser page",
                        description="POST /v1/predict (an image as the body or a multipart file field) -> JSON people "
-                                   "(boxes, scores, keypoints in image pixels; query options score_threshold, which "
-                                   "can only raise --score-threshold, draw_threshold and draw_nms); GET /v1/model, "
+                                   "(boxes, scores, keypoints in image pixels; query options draw_threshold, draw_nms "
+                                   "and score_threshold, which can only raise --score-threshold); GET /v1/model, "
                                    "/healthz, /metrics (Prometheus); GET / is a page to try photos and the webcam. "
                                    "Concurrent requests share network calls (--max-batch, --max-wait-ms) on one "
                                    "thread that owns the model. One process per device: scale out with replicas "
