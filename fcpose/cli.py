@@ -218,8 +218,9 @@ def _cmd_train(args) -> int:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint on a dataset, or of a results file",
-                       description="Runs inference on every image of ANN.json (sharded when launched with torchrun) "
-                                   "and scores it with pycocotools (OKS keypoint AP and box AP).")
+                       description="Runs the model of --weights on every image of the --data annotation file "
+                                   "(sharded when launched with torchrun), or takes the results file of "
+                                   "--predictions, and scores it with pycocotools (OKS keypoint AP and box AP).")
     p.add_argument("--data", required=True, help="COCO-format annotation JSON (ground truth)")
     add_model_options(p, "weights", "device", "size", "max-size", "score-threshold", "backend", "no-optimize",
                       weights_required=False)
