@@ -46,6 +46,43 @@ _non_negative_int = _bounded(int, "an integer >= 0", 0)
 _unit_float = _bounded(float, "a number in [0, 1]", 0.0, 1.0)
 
 
+# The options of the commands that run a model: one definition each (name, validation, help), whichever
+# command shows it (see add_model_options).
+_MODEL_OPTIONS = {
+    "weights": dict(help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)"),
+    "device": dict(default="cpu", help="cpu or cuda[:N] (default: cpu)"),
+    "size": dict(type=_positive_int, default=None, help="test short side in pixels (default: the model's)"),
+    "max-size": dict(type=_positive_int, default=None, help="test long-side limit in pixels (default: the model's)"),
+    "score-threshold": dict(type=_unit_float, default=None,
+                            help="minimum detection score (default: the model's, 0.05)"),
+    "draw-threshold": dict(type=_unit_float, default=PEOPLE_SCORE_THRESHOLD,
+                           help="minimum score of the people drawn and counted (default 0.3); the JSON output "
+                                "keeps every detection down to --score-threshold"),
+    "keypoint-threshold": dict(type=float, default=None,
+                               help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)"),
+    "backend": dict(default="torch", choices=["torch", "onnxruntime", "openvino"],
+                    help="torch (default); onnxruntime with --weights MODEL.onnx or openvino with --weights "
+                         "MODEL.xml (fp32 or int8) from `fcpose export`"),
+    "precision": dict(default="fp32", choices=PRECISIONS, help=PRECISION_HELP),
+    "preprocess": dict(default="auto", choices=["auto", "host", "device"],
+                       help="resize/normalise with PIL on the CPU (host) or on the device from the uint8 image "
+                            "(device); auto: device on CUDA, host on CPU (torch backend)"),
+    "compile": dict(action="store_true", help="torch.compile the network (falls back to eager on failure)"),
+    "no-optimize": dict(action="store_true",
+                        help="torch backend: run the model as loaded (default: an inference copy with frozen BN "
+                             "folded into the convolutions and channels-last memory)"),
+    "threads": dict(type=_positive_int, default=None, help="CPU threads of the model (default: the library's)"),
+}
+
+
+def add_model_options(parser: argparse.ArgumentParser, *names: str, weights_required: bool = True) -> None:
+    """Add the model options ``names`` (keys of ``_MODEL_OPTIONS``, in this order) to ``parser``: the same
+    flag, validation and help in every command. ``--weights`` is required unless ``weights_required`` is False."""
+    for name in names:
+        extra = {"required": weights_required} if name == "weights" else {}
+        parser.add_argument(f"--{name}", **_MODEL_OPTIONS[name], **extra)
+
+
 def plain_text(text: str) -> str:
     """A docstring paragraph as plain text for ``--help``: reST inline markup (double backquotes) removed,
     lines joined."""
@@ -67,39 +104,18 @@ def _add_predict(sub) -> None:
                        description="Writes OUT/predictions.json (COCO results format; keypoints in COCO's pixel-"
                                    "index convention) and a rendered image or video per input.")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder of images, or video file")
-    p.add_argument("--weights", required=True,
-                   help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
+    add_model_options(p, "weights", "score-threshold", "device", "size", "max-size", "backend", "precision",
+                      "preprocess", "compile", "no-optimize", "draw-threshold", "keypoint-threshold")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--score-threshold", type=_unit_float, default=None,
-                   help="minimum detection score (default: the model's, 0.05)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--size", type=_positive_int, default=None, help="test short side in pixels (default: the model's)")
-    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
     p.add_argument("--annotations", default=None,
                    help="COCO annotation JSON whose image ids are used for image_id (default: numeric file names)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="images of equal size run together (default 4)")
     p.add_argument("--no-render", action="store_true", help="only write predictions.json")
-    p.add_argument("--draw-threshold", type=_unit_float, default=PEOPLE_SCORE_THRESHOLD,
-                   help="minimum score of the people drawn and counted on screen (default 0.3); predictions.json "
-                        "keeps every detection above --score-threshold")
     p.add_argument("--draw-nms", type=_unit_float, default=PEOPLE_OKS_THRESHOLD,
                    help="a second detection of the same person is not drawn or counted: people whose keypoints "
                         "have OKS > this with a better-scored drawn person (COCO OKS, that person's box area as "
                         "the scale) are suppressed (default 0.5; 1 turns it off); predictions.json is not affected")
-    p.add_argument("--keypoint-threshold", type=float, default=None,
-                   help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
-                   help="torch (default); onnxruntime with --weights MODEL.onnx or openvino with --weights MODEL.xml "
-                        "(fp32 or int8) from `fcpose export`")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
-    p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
-                   help="resize/normalise with PIL on the CPU (host) or on the device from the uint8 image "
-                        "(device); auto: device on CUDA, host on CPU (torch backend)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
-    p.add_argument("--no-optimize", action="store_true",
-                   help="run the model as loaded (default: an inference copy with frozen BN folded into the "
-                        "convolutions and channels-last memory)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -124,8 +140,8 @@ def _add_track(sub) -> None:
                                    "with --mot, and OUT/NAME.mp4 with each person coloured by track id. Ctrl-C stops "
                                    "and keeps everything processed so far (valid JSON, playable video).")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="video, webcam index, stream/image URL, folder, glob")
-    p.add_argument("--weights", required=True,
-                   help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)")
+    add_model_options(p, "weights", "score-threshold", "device", "size", "max-size", "precision", "preprocess",
+                      "no-optimize", "draw-threshold", "keypoint-threshold")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--smooth", action="store_true", help="One-Euro keypoint smoothing per track (tracker.min_cutoff, "
                                                           "tracker.beta)")
@@ -134,23 +150,10 @@ def _add_track(sub) -> None:
                    help="live sources: drop frames when inference falls behind (default: every frame is processed)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="tracker.KEY=VALUE",
                    help="override a tracker setting, e.g. --set tracker.max_missed=60 (repeatable)")
-    p.add_argument("--score-threshold", type=float, default=None,
-                   help="minimum detection score (default: the model's, 0.05)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--size", type=int, default=None, help="test short side in pixels (default: the model's)")
-    p.add_argument("--max-size", type=int, default=None, help="test long-side limit (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=1, help="frames per network call (default 1)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, help="frames per network call (default 1)")
     p.add_argument("--no-render", action="store_true", help="only write the JSON (and MOT) files")
-    p.add_argument("--draw-threshold", type=float, default=PEOPLE_SCORE_THRESHOLD,
-                   help="minimum score of people drawn (default 0.3)")
-    p.add_argument("--keypoint-threshold", type=float, default=None,
-                   help="minimum keypoint score drawn (default: 0.05 for softmax scores, 0 for logits)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a URL or stream (default 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
-    p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
-                   help="resize/normalise with PIL on the CPU (host) or on the device (device); auto: by device")
-    p.add_argument("--no-optimize", action="store_true", help="run the model as loaded")
     p.set_defaults(func=_cmd_track)
 
 
@@ -215,24 +218,16 @@ def _cmd_train(args) -> int:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint on a dataset, or of a results file",
-                       description="Runs inference on every image of ANN.json (sharded when launched with torchrun) "
-                                   "and scores it with pycocotools (OKS keypoint AP and box AP).")
+                       description="Runs the model of --weights on every image of the --data annotation file "
+                                   "(sharded when launched with torchrun), or takes the results file of "
+                                   "--predictions, and scores it with pycocotools (OKS keypoint AP and box AP).")
     p.add_argument("--data", required=True, help="COCO-format annotation JSON (ground truth)")
-    p.add_argument("--weights", help="checkpoint to evaluate (fcpose, official .pth or model-zoo name)")
+    add_model_options(p, "weights", "device", "size", "max-size", "score-threshold", "backend", "no-optimize",
+                      weights_required=False)
     p.add_argument("--images", help="image folder of the dataset (with --weights)")
     p.add_argument("--predictions", help="score an existing COCO results JSON instead of running a model")
     p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
     p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--size", type=_positive_int, default=None, help="test short side (default: the model's)")
-    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
-    p.add_argument("--score-threshold", type=_unit_float, default=None,
-                   help="detection threshold (default: the model's)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
-                   help="torch (default); onnxruntime / openvino with --weights MODEL.onnx / MODEL.xml from "
-                        "`fcpose export` (e.g. to measure the AP of an int8 model)")
-    p.add_argument("--no-optimize", action="store_true",
-                   help="torch backend: run the model as loaded (default: folded BN, channels-last, as predict)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -254,21 +249,18 @@ def _cmd_eval(args) -> int:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="HTTP inference server with dynamic batching and a browser page",
                        description="POST /v1/predict (an image as the body or a multipart file field) -> JSON people "
-                                   "(boxes, scores, keypoints in image pixels); GET /v1/model, /healthz, /metrics "
-                                   "(Prometheus); GET / is a page to try photos and the webcam. Concurrent requests "
-                                   "share network calls (--max-batch, --max-wait-ms) on one thread that owns the "
-                                   "model. One process per device: scale out with replicas behind a load balancer "
-                                   "(docs/serving.md). Needs pip install 'fcpose[serve]'.")
-    p.add_argument("--weights", required=True,
-                   help="fcpose checkpoint, official .pth or model-zoo name; with --backend onnxruntime / openvino an "
-                        "`fcpose export` .onnx / .xml")
+                                   "(boxes, scores, keypoints in image pixels; query options draw_threshold, draw_nms "
+                                   "and score_threshold, which can only raise --score-threshold); GET /v1/model, "
+                                   "/healthz, /metrics (Prometheus); GET / is a page to try photos and the webcam. "
+                                   "Concurrent requests share network calls (--max-batch, --max-wait-ms) on one "
+                                   "thread that owns the model. One process per device: scale out with replicas "
+                                   "behind a load balancer (docs/serving.md). Needs pip install 'fcpose[serve]'.")
+    add_model_options(p, "weights", "device", "backend", "score-threshold", "draw-threshold", "size", "max-size",
+                      "threads", "precision")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=_bounded(int, "a port number in [0, 65535]", 0, 65535), default=8000,
                    help="TCP port (default 8000; 0 picks a free one, printed at start)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
-                   help="torch (default), onnxruntime (--weights MODEL.onnx) or openvino (--weights MODEL.xml)")
     p.add_argument("--max-batch", type=_positive_int, default=8, help="most images per network call (default 8)")
     p.add_argument("--max-wait-ms", type=_bounded(float, "a number of milliseconds >= 0", 0.0), default=5.0,
                    help="how long the oldest waiting image waits for others to share its call (default 5)")
@@ -278,15 +270,6 @@ def _add_serve(sub) -> None:
                    help="largest request body in MiB (default 20)")
     p.add_argument("--max-pixels", type=_positive_int, default=40_000_000,
                    help="largest width x height of an uploaded image, checked before decoding (default 40,000,000)")
-    p.add_argument("--score-threshold", type=_unit_float, default=None,
-                   help="minimum detection score of the people returned (default: the model's; requests may raise it)")
-    p.add_argument("--draw-threshold", type=_unit_float, default=PEOPLE_SCORE_THRESHOLD,
-                   help="default minimum score of the people marked drawn and counted (default 0.3, as predict)")
-    p.add_argument("--size", type=_positive_int, default=None, help="test short side in pixels (default: the model's)")
-    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the model's)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads of the model, set once at start (default: the library's)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="uvicorn's log level (default warning; info logs start-up and shutdown)")
     p.set_defaults(func=_cmd_serve)
@@ -346,6 +329,51 @@ def _cmd_synth(args) -> int:
     return synth_main(args.out, args.num, args.seed, 1 if args.min_people is None else args.min_people,
                       8 if args.max_people is None else args.max_people, args.height, args.width)
 
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the whole pipeline to ONNX or OpenVINO (fp32 / int8)",
+                       description="Exports network, selection, NMS (in the graph, as ONNX NonMaxSuppression), the "
+                                   "dynamic keypoint heads for a dynamic number of people, and keypoint decoding. "
+                                   "Inputs: 'image' float32 [1,3,H,W], normalised (the config's mean/std and channel "
+                                   "order) and zero-padded to multiples of 32, and 'score_threshold' float32 []. "
+                                   "Outputs in network-input pixels: boxes [N,4], scores [N], keypoints [N,K,3], "
+                                   "levels [N], locations [N,2]. `fcpose predict --backend onnxruntime --weights "
+                                   "MODEL.onnx` does the preprocessing and rescaling around it.")
+    add_model_options(p, "weights")
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                   help="onnx (default), or openvino: an OpenVINO IR (MODEL.xml + MODEL.bin) of the same graph, "
+                        "fp32 or with --int8 (needs pip install 'fcpose[openvino]')")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx or model.xml")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--size", default=None, metavar="HxW",
+                       help="export for this padded input size only (e.g. 800x1344)")
+    group.add_argument("--dynamic", action="store_true", help="any input size (default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before export, e.g. test.max_detections=50 (repeatable)")
+    q = p.add_argument_group("int8 (--format openvino)")
+    q.add_argument("--int8", action="store_true",
+                   help="NNCF post-training int8 quantisation of the convolutions (controller and dynamic heads "
+                        "stay fp32); check the AP afterwards with `fcpose eval --backend openvino`")
+    q.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
+                   help="calibration images: a folder, or a COCO annotation file's images (use >= 100 images of "
+                        "your own domain)")
+    q.add_argument("--calib-images", type=_positive_int, default=300, metavar="N",
+                   help="use at most N calibration images (default 300, NNCF's default subset)")
+    q.add_argument("--bias-correction", default="fast", choices=["fast", "full"],
+                   help="NNCF's fast bias correction (default) or the full, slower BiasCorrection")
+    q.add_argument("--int8-heads", action="store_true",
+                   help="also quantise the controller and dynamic-head MatMuls (not the default: see the README)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .export.command import run_export
+
+    return run_export(args.weights, args.out, format=args.format, size=args.size, overrides=args.overrides,
+                      int8=args.int8, calibration=args.calibration, calib_images=args.calib_images,
+                      fast_bias_correction=args.bias_correction == "fast", int8_heads=args.int8_heads)
+
+
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert an official AdelaiDet FCPose checkpoint to an fcpose checkpoint",
                        description="Reads an official AdelaiDet FCPose .pth (R-50 or R-101, detected from its keys; "
@@ -357,27 +385,28 @@ def _add_convert(sub) -> None:
 
 
 def _cmd_convert(args) -> int:
-    from .errors import CheckpointError
-    from .fileio import atomic_save, check_output_file
-    from .weights.files import is_fcpose_checkpoint, safe_load
-    from .weights.official import convert_official, is_official_checkpoint
-    from .weights.zoo import resolve_weights
+    from .weights.command import run_convert
 
-    check_output_file(args.out, "checkpoint")
-    path = resolve_weights(args.source)
-    obj = safe_load(path)
-    if is_fcpose_checkpoint(obj):
-        raise CheckpointError(f"{path} is already an fcpose checkpoint; nothing to convert")
-    if not is_official_checkpoint(obj):
-        raise CheckpointError(f"{path} is not an official AdelaiDet FCPose checkpoint")
-    ckpt = convert_official(obj, source=str(path))
-    atomic_save(ckpt, args.out)
-    r = ckpt["conversion"]
-    print(f"{path} -> {args.out}: preset {r['preset']} (ResNet-{r['depth']}), {r['converted']} of {r['entries']} "
-          f"entries converted, {r['upcast_to_float32']} upcast to float32, sizes_of_interest "
-          f"{r['sizes_of_interest']} -> model.keypoint.rel_coord_norm; "
-          + ("kept the training-only auxiliary heads" if r.get("auxiliary_heads") else
-             f"dropped {len(r['dropped'])} entries of the training-only auxiliary heads"), file=sys.stderr)
+    return run_convert(args.source, args.out)
+
+
+def _add_presets(sub) -> None:
+    p = sub.add_parser("presets", help="list the model presets, or print one as YAML",
+                       description="Without NAME: one line per preset with its description, parameter count, "
+                                   "whether released weights exist (model-zoo name for --weights) and whether "
+                                   "training it needs ImageNet backbone weights. With NAME: its "
+                                   "full config as YAML, every default filled in (try overrides with --set).")
+    p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set test.score_threshold=0.1")
+    p.set_defaults(func=_cmd_presets)
+
+
+def _cmd_presets(args) -> int:
+    from .presets_command import run_presets
+
+    return run_presets(args.name, args.overrides)
+
 
 def _parse_persons(text: str) -> list:
     out = []
@@ -455,175 +484,6 @@ def _cmd_bench(args) -> int:
     from .bench.command import run_bench_command
 
     return run_bench_command(args)
-
-
-def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export the whole pipeline to ONNX or OpenVINO (fp32 / int8)",
-                       description="Exports network, selection, NMS (in the graph, as ONNX NonMaxSuppression), the "
-                                   "dynamic keypoint heads for a dynamic number of people, and keypoint decoding. "
-                                   "Inputs: 'image' float32 [1,3,H,W], normalised (the config's mean/std and channel "
-                                   "order) and zero-padded to multiples of 32, and 'score_threshold' float32 []. "
-                                   "Outputs in network-input pixels: boxes [N,4], scores [N], keypoints [N,K,3], "
-                                   "levels [N], locations [N,2]. `fcpose predict --backend onnxruntime --weights "
-                                   "MODEL.onnx` does the preprocessing and rescaling around it.")
-    p.add_argument("--weights", required=True, help="fcpose checkpoint, official .pth or model-zoo name")
-    p.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
-                   help="onnx (default), or openvino: an OpenVINO IR (MODEL.xml + MODEL.bin) of the same graph, "
-                        "fp32 or with --int8 (needs pip install 'fcpose[openvino]')")
-    p.add_argument("--out", required=True, help="output file, e.g. model.onnx or model.xml")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--size", default=None, metavar="HxW",
-                       help="export for this padded input size only (e.g. 800x1344)")
-    group.add_argument("--dynamic", action="store_true", help="any input size (default)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value before export, e.g. test.max_detections=50 (repeatable)")
-    q = p.add_argument_group("int8 (--format openvino)")
-    q.add_argument("--int8", action="store_true",
-                   help="NNCF post-training int8 quantisation of the convolutions (controller and dynamic heads "
-                        "stay fp32); check the AP afterwards with `fcpose eval --backend openvino`")
-    q.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
-                   help="calibration images: a folder, or a COCO annotation file's images (use >= 100 images of "
-                        "your own domain)")
-    q.add_argument("--calib-images", type=int, default=300, metavar="N",
-                   help="use at most N calibration images (default 300, NNCF's default subset)")
-    q.add_argument("--bias-correction", default="fast", choices=["fast", "full"],
-                   help="NNCF's fast bias correction (default) or the full, slower BiasCorrection")
-    q.add_argument("--int8-heads", action="store_true",
-                   help="also quantise the controller and dynamic-head MatMuls (not the default: see the README)")
-    p.set_defaults(func=_cmd_export)
-
-
-def _cmd_export(args) -> int:
-    from .export.onnx import export_onnx, parse_size
-    from .fileio import check_output_file
-    from .weights.checkpoint import load_model
-
-    size = parse_size(args.size) if args.size else None
-    if args.format != "openvino" and (args.int8 or args.calibration or args.int8_heads):
-        raise FCPoseError("--int8, --calibration and --int8-heads are for --format openvino")
-    if args.calibration and not args.int8:
-        raise FCPoseError("--calibration is for --int8")
-    if args.format == "openvino":
-        from .export.openvino import export_openvino, require_openvino
-
-        require_openvino("--format openvino")  # before loading the model: fail fast
-        check_output_file(args.out, "OpenVINO IR")  # before the slow part
-        model = load_model(args.weights, device="cpu", overrides=args.overrides)
-        path = export_openvino(model, args.out, size=size, dynamic=size is None, int8=args.int8,
-                               calibration=args.calibration, calib_images=args.calib_images,
-                               keep_heads_fp32=not args.int8_heads,
-                               fast_bias_correction=args.bias_correction == "fast",
-                               log=lambda msg: print(f"[export] {msg}", file=sys.stderr))
-        kind = " int8" if args.int8 else ""
-        print(f"wrote {path}{kind} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size)",
-              file=sys.stderr)
-        return 0
-    check_output_file(args.out, "ONNX file")  # before the slow part
-    model = load_model(args.weights, device="cpu", overrides=args.overrides)
-    report: dict = {}
-    path = export_onnx(model, args.out, size=size, dynamic=size is None, report=report)
-    if report:
-        people = report["people"]
-        diffs = (f": scores within {report['scores']:.1e}, boxes {report['boxes_px']:.3f} px, keypoints "
-                 f"{report['keypoints_px']:.3f} px" if people else "")
-        check = (f"outputs checked against onnxruntime on a sample {report['size'][0]}x{report['size'][1]} input "
-                 f"({people} people at threshold {report['score_threshold']:g}{diffs})")
-    else:
-        check = "graph checked with onnx.checker; install onnxruntime to also compare outputs with PyTorch"
-    print(f"wrote {path} ({'dynamic' if size is None else 'x'.join(map(str, size))} input size); {check}",
-          file=sys.stderr)
-    return 0
-
-
-def _add_presets(sub) -> None:
-    p = sub.add_parser("presets", help="list the model presets, or print one as YAML",
-                       description="Without NAME: one line per preset with its description, parameter count, "
-                                   "whether released weights exist (model-zoo name for --weights) and whether "
-                                   "training it needs ImageNet backbone weights. With NAME: its "
-                                   "full config as YAML, every default filled in (try overrides with --set).")
-    p.add_argument("name", nargs="?", help="a preset name or YAML path: print its full config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set test.score_threshold=0.1")
-    p.set_defaults(func=_cmd_presets)
-
-
-# one line each for `fcpose presets`; a preset without an entry shows the first comment line of its YAML
-_PRESET_SUMMARIES = {
-    "fcpose_r50_fpn": "the paper's model: ResNet-50 + FPN P3-P7",
-    "fcpose_r101_fpn": "ResNet-101 + FPN P3-P7 (paper, Table 6)",
-    "fcpose_dla34_rt": "real-time: DLA-34, P3-P5, 512 short side",
-    "fcpose_r18_tiny": "small ResNet-18 model for fast CPU tests and demos",
-    "fcpose_r50_official": "official AdelaiDet R-50 variant (runs fcpose50.pth)",
-    "fcpose_r101_official": "official AdelaiDet R-101 variant (runs fcpose101.pth)",
-    "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN)",
-    "overfit_tiny_official": "over-fitting check of the official variant and recipe (ResNet-18/GN)",
-}
-
-
-def _preset_summary(name: str) -> str:
-    """One line for ``fcpose presets``: the entry above, else the first sentence of the YAML's opening comment."""
-    if name in _PRESET_SUMMARIES:
-        return _PRESET_SUMMARIES[name]
-    from importlib.resources import files
-
-    try:
-        text = (files("fcpose") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    comment = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        comment.append(line.lstrip("# ").strip())
-    paragraph = " ".join(comment)
-    end = paragraph.find(". ")
-    return paragraph if end < 0 else paragraph[:end + 1]
-
-
-def _parameter_count(cfg) -> int:
-    """Parameters of the model a config builds, counted on the meta device (no memory, no init)."""
-    import torch
-
-    from .model.fcpose import build_model
-
-    with torch.device("meta"):
-        model = build_model(cfg)
-    return sum(p.numel() for p in model.parameters())
-
-
-def _cmd_presets(args) -> int:
-    import yaml
-
-    from .config import list_presets, load_config, to_dict
-    from .engine.train_checks import needs_pretrained_backbone
-    from .weights.zoo import MODEL_ZOO, cache_dir
-
-    if args.name is None:
-        weights = {entry.preset: entry for entry in MODEL_ZOO.values()}
-        print(f"{'preset':22s} {'params':>7s}  {'test size':10s} {'released weights (--weights)':31s} "
-              f"{'to train':17s} description")
-        for name in list_presets():
-            cfg = load_config(name)
-            entry = weights.get(name)
-            if entry is None:
-                released = "none: train it"
-            else:
-                where = "cached" if (cache_dir() / entry.filename).is_file() else "download"
-                released = f"{entry.name} ({where})"
-            size = f"{cfg.input.min_size_test}/{cfg.input.max_size_test}"
-            bb = cfg.model.backbone
-            train = ("ImageNet weights" if needs_pretrained_backbone(cfg)
-                     else f"from scratch ({bb.scratch_norm or bb.norm})")
-            print(f"{name:22s} {_parameter_count(cfg) / 1e6:6.1f}M  {size:10s} {released:31s} {train:17s} "
-                  f"{_preset_summary(name)}")
-        print("to train: 'ImageNet weights' = a FrozenBN backbone, which needs --set model.backbone.weights=FILE.pth "
-              "(from scratch its norms would stay the identity: add --set model.backbone.norm=GN); 'from scratch "
-              "(NORM)' = trains without pretrained weights, with that backbone norm")
-        print("fcpose presets NAME prints one in full; licence of the released weights: see the README")
-        return 0
-    cfg = load_config(args.name, args.overrides)
-    sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

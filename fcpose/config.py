@@ -475,6 +475,38 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+# one line each for `fcpose presets`; a preset without an entry shows the first comment line of its YAML
+PRESET_SUMMARIES = {
+    "fcpose_r50_fpn": "the paper's model: ResNet-50 + FPN P3-P7",
+    "fcpose_r101_fpn": "ResNet-101 + FPN P3-P7 (paper, Table 6)",
+    "fcpose_dla34_rt": "real-time: DLA-34, P3-P5, 512 short side",
+    "fcpose_r18_tiny": "small ResNet-18 model for fast CPU tests and demos",
+    "fcpose_r50_official": "official AdelaiDet R-50 variant (runs fcpose50.pth)",
+    "fcpose_r101_official": "official AdelaiDet R-101 variant (runs fcpose101.pth)",
+    "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN)",
+    "overfit_tiny_official": "over-fitting check of the official variant and recipe (ResNet-18/GN)",
+}
+
+
+def preset_summary(name: str) -> str:
+    """One line describing a preset: its :data:`PRESET_SUMMARIES` entry, else the first sentence of its YAML's
+    opening comment ("" without either)."""
+    if name in PRESET_SUMMARIES:
+        return PRESET_SUMMARIES[name]
+    try:
+        text = (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    paragraph = " ".join(comment)
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[:end + 1]
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text()

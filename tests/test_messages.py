@@ -183,13 +183,12 @@ def test_draw_nms_help_says_what_the_code_does():
 def test_preset_descriptions_are_whole_sentences(monkeypatch, tmp_path):
     from importlib.resources import files
 
-    from fcpose.cli import _PRESET_SUMMARIES, _preset_summary
-    from fcpose.config import list_presets
+    from fcpose.config import PRESET_SUMMARIES, list_presets, preset_summary
 
-    assert set(list_presets()) <= set(_PRESET_SUMMARIES)  # every shipped preset has its line
+    assert set(list_presets()) <= set(PRESET_SUMMARIES)  # every shipped preset has its line
     # the fallback (a preset without a line) takes the first sentence of the YAML's opening comment, whole
-    monkeypatch.delitem(_PRESET_SUMMARIES, "overfit_tiny_official")
-    line = _preset_summary("overfit_tiny_official")
+    monkeypatch.delitem(PRESET_SUMMARIES, "overfit_tiny_official")
+    line = preset_summary("overfit_tiny_official")
     comment = " ".join(x.lstrip("# ").strip() for x in (files("fcpose") / "configs" / "overfit_tiny_official.yaml")
                        .read_text().splitlines()[:3])
     assert line.endswith(".") and comment.startswith(line[:-1]) and "on a handful of real images" in line

@@ -159,44 +159,86 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
                              draw_nms=draw_nms, progress=progress, warmup=warmup)
 
 
+class _Run:
+    """What a predict run has done so far: the COCO entries, the counts for the summary line, the failures,
+    and the "skipped" lines that wait for the first input that works (if none does, the run ends with one
+    error line instead)."""
+
+    def __init__(self, out_dir: Path, predictor: PosePredictor, renderer: PeopleRenderer, problems: list[str],
+                 say, *, render: bool, progress: bool):
+        self.out_dir, self.predictor, self.renderer, self.say = out_dir, predictor, renderer, say
+        self.render, self.progress = render, progress
+        self.results: list[dict] = []
+        self.used: set[str] = set()  # output names taken
+        self.failures = list(problems)
+        self.held = [f"skipped: {problem}" for problem in problems]
+        self.done, self.people, self.seconds, self.frames, self.video_frames = 0, 0, 0.0, 0, 0
+
+    def skipped(self, exc: Exception) -> None:
+        self.failures.append(str(exc))
+        if self.done:
+            self.say(f"skipped: {exc}")
+        else:
+            self.held.append(f"skipped: {exc}")
+
+    def succeeded(self) -> None:
+        while self.held:
+            self.say(self.held.pop(0))
+
+
 def _predict_into(out_dir: Path, sources: list[Source], remote: list[str], problems: list[str],
                   predictor: PosePredictor, ids_by_name: dict[str, int], say, *, render: bool,
                   draw_threshold: float, keypoint_threshold: float | None, draw_nms: float, progress: bool,
                   warmup: bool) -> int:
-    """The body of :func:`run_predict` once the model is loaded and ``out_dir`` exists."""
+    """The body of :func:`run_predict` once the model is loaded and ``out_dir`` exists: images, then videos,
+    then live or remote sources; predictions.json and the summary line."""
     domain = _DomainCheck(predictor, say)
     renderer = PeopleRenderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
-    results: list[dict] = []
-    used: set[str] = set()
-    failures = list(problems)
-    images = [s for s in sources if s.kind == "image"]
-    videos = [s for s in sources if s.kind == "video"]
-    done, people, seconds, frames, video_frames = 0, 0, 0.0, 0, 0
-    # "skipped" lines wait for the first input that works: if none does, the run ends with one error line
-    held = [f"skipped: {problem}" for problem in problems]
+    run = _Run(out_dir, predictor, renderer, problems, say, render=render, progress=progress)
+    _predict_images(run, [s for s in sources if s.kind == "image"], ids_by_name, domain, warmup)
+    for src in (s for s in sources if s.kind == "video"):
+        try:
+            entries, n_frames, _, elapsed = _predict_video(predictor, src, out_dir, renderer, render, progress,
+                                                           run.used, say, lambda src=src: domain(src))
+        except InputError as exc:
+            run.skipped(exc)
+            continue
+        run.succeeded()
+        run.results.extend(entries)
+        run.done, run.seconds = run.done + 1, run.seconds + elapsed
+        run.frames, run.video_frames = run.frames + n_frames, run.video_frames + n_frames
+    remote_failures: list[str] = []
+    if remote:
+        from .remote import predict_remote
 
-    def skipped(exc: Exception) -> None:
-        failures.append(str(exc))
-        if done:
-            say(f"skipped: {exc}")
-        else:
-            held.append(f"skipped: {exc}")
+        more, remote_failures, interrupted = predict_remote(predictor, remote, out_dir, renderer, render, progress,
+                                                            run.used, sole=not sources and len(remote) == 1)
+        run.results.extend(more)
+        run.failures.extend(remote_failures)
+        run.done += len(remote) - len(remote_failures)
+        if run.done:
+            run.succeeded()
+        if interrupted:
+            path = atomic_write_text(out_dir / "predictions.json", json.dumps(run.results), what="predictions")
+            say(f"interrupted: {len(run.results)} detections so far -> {path}")
+            return 130
+    return _finish(run, len(remote) - len(remote_failures) if remote else None, draw_threshold)
 
-    def succeeded() -> None:
-        while held:
-            say(held.pop(0))
 
-    bar = tqdm(total=len(images), desc="images", unit="img", disable=not progress or len(images) < 2,
+def _predict_images(run: _Run, images: list[Source], ids_by_name: dict[str, int], domain: _DomainCheck,
+                    warmup: bool) -> None:
+    """The images go to the predictor --batch-size at a time (it runs those of equal size together); each
+    line gives an image's share of its call's time. ``warmup``: the first image once more, untimed, first."""
+    predictor, renderer, say = run.predictor, run.renderer, run.say
+    bar = tqdm(total=len(images), desc="images", unit="img", disable=not run.progress or len(images) < 2,
                file=sys.stderr)
-    # Images go to the predictor --batch-size at a time (it runs those of equal size together); each line gives
-    # an image's share of its call's time.
     for chunk in _batched(images, max(1, int(getattr(predictor, "batch_size", 1)))):
         loaded = []
         for src in chunk:
             try:
                 loaded.append((src, read_image(src.path)))
             except InputError as exc:
-                skipped(exc)
+                run.skipped(exc)
                 bar.update(1)
                 continue
             domain(src)
@@ -214,60 +256,41 @@ def _predict_into(out_dir: Path, sources: list[Source], remote: list[str], probl
         shared = f" (a batch of {len(loaded)})" if len(loaded) > 1 else ""
         for (src, image), dets in zip(loaded, outputs):
             shown = renderer.select(dets)
-            results.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
-            if render:
-                save_image(unique_output_path(out_dir, src.path, ".jpg", used), renderer(image, dets, shown))
-            succeeded()
-            done, people, seconds, frames = done + 1, people + len(shown), seconds + elapsed, frames + 1
-            say(f"{src.path.name}: {_people(len(shown))} (score >= {draw_threshold:g}), {elapsed * 1000:.0f} ms"
-                f"{shared}")
+            run.results.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
+            if run.render:
+                save_image(unique_output_path(run.out_dir, src.path, ".jpg", run.used), renderer(image, dets, shown))
+            run.succeeded()
+            run.done, run.people, run.seconds, run.frames = (run.done + 1, run.people + len(shown),
+                                                             run.seconds + elapsed, run.frames + 1)
+            say(f"{src.path.name}: {_people(len(shown))} (score >= {renderer.draw_threshold:g}), "
+                f"{elapsed * 1000:.0f} ms{shared}")
             bar.update(1)
     bar.close()
 
-    for src in videos:
-        try:
-            entries, n_frames, n_people, elapsed = _predict_video(predictor, src, out_dir, renderer, render,
-                                                                  progress, used, say, lambda src=src: domain(src))
-        except InputError as exc:
-            skipped(exc)
-            continue
-        succeeded()
-        results.extend(entries)
-        done, seconds, frames, video_frames = done + 1, seconds + elapsed, frames + n_frames, video_frames + n_frames
 
-    interrupted = False
-    if remote:
-        from .remote import predict_remote
-
-        more, remote_failures, interrupted = predict_remote(predictor, remote, out_dir, renderer, render, progress,
-                                                            used, sole=not sources and len(remote) == 1)
-        results.extend(more)
-        failures.extend(remote_failures)
-        done += len(remote) - len(remote_failures)
-        if done:
-            succeeded()
-    if interrupted:
-        path = atomic_write_text(out_dir / "predictions.json", json.dumps(results), what="predictions")
-        say(f"interrupted: {len(results)} detections so far -> {path}")
-        return 130
-    if not done:
+def _finish(run: _Run, remote_done: int | None, draw_threshold: float) -> int:
+    """Write predictions.json and say what was done; ``remote_done``: the live or remote sources that worked
+    (None without any). Returns the exit status; nothing done at all is an :class:`InputError`."""
+    failures, frames, video_frames = run.failures, run.frames, run.video_frames
+    if not run.done:
         raise InputError(failures[0] if len(failures) == 1 else
                          f"none of the {len(failures)} inputs could be used: " + "; ".join(failures))
-    path = atomic_write_text(out_dir / "predictions.json", json.dumps(results), what="predictions")
+    path = atomic_write_text(run.out_dir / "predictions.json", json.dumps(run.results), what="predictions")
     parts = []
     if frames > video_frames:
         n = frames - video_frames
-        parts.append(f"{n} image{'s' if n != 1 else ''}: {_people(people)} (score >= {draw_threshold:g})")
+        parts.append(f"{n} image{'s' if n != 1 else ''}: {_people(run.people)} (score >= {draw_threshold:g})")
     if video_frames:
         parts.append(f"{video_frames} video frame{'s' if video_frames != 1 else ''}")
-    if remote:
-        parts.append(f"{len(remote) - len(remote_failures)} live or remote source(s)")
+    if remote_done is not None:
+        parts.append(f"{remote_done} live or remote source(s)")
     what = "image" if not video_frames else "frame" if frames == video_frames else "image or frame"
-    rate = f", {seconds / frames * 1000:.0f} ms per {what} ({frames / seconds:.1f}/s)" if seconds > 0 and frames else ""
-    say(f"{'; '.join(parts)}{rate} -> {path} (all {len(results)} detections with score >= "
-        f"{predictor.params.score_threshold:g})")
+    rate = (f", {run.seconds / frames * 1000:.0f} ms per {what} ({frames / run.seconds:.1f}/s)"
+            if run.seconds > 0 and frames else "")
+    run.say(f"{'; '.join(parts)}{rate} -> {path} (all {len(run.results)} detections with score >= "
+            f"{run.predictor.params.score_threshold:g})")
     if failures:
-        say(f"{len(failures)} of {len(failures) + done} input(s) failed (listed above)")
+        run.say(f"{len(failures)} of {len(failures) + run.done} input(s) failed (listed above)")
         return 1
     return 0
 

@@ -260,25 +260,18 @@ def _static_routes() -> list[Route]:
     return routes
 
 
-def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = None, info: dict | None = None,
-               initializer=None) -> Starlette:
-    """The ASGI app serving ``predictor``. The :class:`DynamicBatcher` (and its model thread, which first
-    runs ``initializer``) starts with the app's lifespan and, at shutdown, finishes what is queued.
-    ``info``: extra fields of ``GET /v1/model`` (backend, device, weights)."""
-    settings = settings or ServeSettings()
+def _model_info(predictor: PosePredictor, settings: ServeSettings, info: dict | None) -> dict:
+    """The answer of ``GET /v1/model``: the model, its input sizes and thresholds, ``info`` (backend, device,
+    weights), and the server's batching, limits and request defaults."""
     cfg = predictor.cfg
-    metrics = Metrics(settings.max_batch)
-    state: dict = {}
-    keypoints = {"names": list(cfg.keypoints.names), "skeleton": [list(e) for e in cfg.keypoints.skeleton]}
-    default_score = float(predictor.params.score_threshold)
     keypoint_threshold = PeopleRenderer(predictor, 0.0, settings.keypoint_threshold).keypoint_threshold
-    model_info = {
+    return {
         "preset": cfg.name or None,
-        "keypoints": keypoints,
+        "keypoints": {"names": list(cfg.keypoints.names), "skeleton": [list(e) for e in cfg.keypoints.skeleton]},
         "input": {"min_size": predictor.min_size, "max_size": predictor.max_size,
                   "size_divisibility": int(getattr(predictor, "size_divisibility", 1))},
         "trained_on": predictor.trained_on,
-        "score_threshold": default_score,
+        "score_threshold": float(predictor.params.score_threshold),
         **(info or {}),
         "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                      "max_queue": settings.max_queue},
@@ -287,17 +280,27 @@ def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = Non
                      "keypoint_threshold": keypoint_threshold},
     }
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        batcher = DynamicBatcher(predictor, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                                 max_queue=settings.max_queue, initializer=initializer, on_batch=metrics.batch)
-        state["batcher"] = batcher
-        metrics.queue_images = lambda: batcher.queued
-        app.state.batcher = batcher
-        try:
-            yield
-        finally:
-            await run_in_threadpool(batcher.close)
+
+async def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
+    """The uploaded image, decoded in the thread pool; an empty, too large or undecodable upload is an
+    :class:`ApiError` (400, 413, 415)."""
+    if not data:
+        raise ApiError(400, "empty upload: the request has no image")
+    try:
+        return await run_in_threadpool(decode_image, data, "upload", formats=ACCEPTED_FORMATS, max_pixels=max_pixels)
+    except ImageTooLargeError as exc:
+        raise ApiError(413, str(exc)) from None
+    except ImageFormatError as exc:
+        raise ApiError(415, str(exc)) from None
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _predict_endpoint(predictor: PosePredictor, settings: ServeSettings, state: dict):
+    """The handler of ``POST /v1/predict``; ``state["batcher"]`` is the running :class:`DynamicBatcher`."""
+    default_score = float(predictor.params.score_threshold)
+    keypoints = {"names": list(predictor.cfg.keypoints.names),
+                 "skeleton": [list(e) for e in predictor.cfg.keypoints.skeleton]}
 
     async def predict(request: Request) -> Response:
         start = time.perf_counter()
@@ -310,17 +313,7 @@ def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = Non
         draw_nms = _unit_option(params, "draw_nms", settings.draw_nms)
         data = await _read_upload(request, settings.max_upload_bytes)
         received = time.perf_counter()
-        if not data:
-            raise ApiError(400, "empty upload: the request has no image")
-        try:
-            image = await run_in_threadpool(decode_image, data, "upload", formats=ACCEPTED_FORMATS,
-                                            max_pixels=settings.max_pixels)
-        except ImageTooLargeError as exc:
-            raise ApiError(413, str(exc)) from None
-        except ImageFormatError as exc:
-            raise ApiError(415, str(exc)) from None
-        except InputError as exc:
-            raise ApiError(400, str(exc)) from None
+        image = await _decode_upload(data, settings.max_pixels)
         decoded = time.perf_counter()
         try:
             future = state["batcher"].submit(image)
@@ -347,6 +340,44 @@ def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = Non
         }
         return JSONResponse(body)
 
+    return predict
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    message = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed here"}
+    return _error(exc.status_code, message.get(exc.status_code, str(exc.detail)), exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = None, info: dict | None = None,
+               initializer=None) -> Starlette:
+    """The ASGI app serving ``predictor``. The :class:`DynamicBatcher` (and its model thread, which first
+    runs ``initializer``) starts with the app's lifespan and, at shutdown, finishes what is queued.
+    ``info``: extra fields of ``GET /v1/model`` (backend, device, weights)."""
+    settings = settings or ServeSettings()
+    metrics = Metrics(settings.max_batch)
+    state: dict = {}
+    model_info = _model_info(predictor, settings, info)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher = DynamicBatcher(predictor, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                                 max_queue=settings.max_queue, initializer=initializer, on_batch=metrics.batch)
+        state["batcher"] = batcher
+        metrics.queue_images = lambda: batcher.queued
+        app.state.batcher = batcher
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.close)
+
     async def model(request: Request) -> Response:
         return JSONResponse(model_info)
 
@@ -358,21 +389,11 @@ def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = Non
     async def prometheus(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def api_error(request: Request, exc: ApiError) -> Response:
-        return _error(exc.status, exc.message, exc.headers)
-
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        message = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed here"}
-        return _error(exc.status_code, message.get(exc.status_code, str(exc.detail)), exc.headers)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
-
-    routes = [Route("/v1/predict", predict, methods=["POST"]), Route("/v1/model", model, methods=["GET"]),
-              Route("/healthz", healthz, methods=["GET"]), Route("/metrics", prometheus, methods=["GET"]),
-              *_static_routes()]
+    routes = [Route("/v1/predict", _predict_endpoint(predictor, settings, state), methods=["POST"]),
+              Route("/v1/model", model, methods=["GET"]), Route("/healthz", healthz, methods=["GET"]),
+              Route("/metrics", prometheus, methods=["GET"]), *_static_routes()]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
+                    exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
     app.state.metrics = metrics
     app.state.settings = asdict(settings)
     app.add_middleware(_Guard, metrics=metrics, routes={r.path for r in routes}, settings=settings)

@@ -147,27 +147,52 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
                               f"entries)")
     depth = detect_depth(sd, source)
     preset = PRESET_BY_DEPTH[depth]
+    sizes = _sizes_of_interest(sd, source)
+    if keep_aux is None:
+        keep_aux = any(str(k).startswith(AUX_PREFIXES) for k in sd)
+    cfg = _official_config(preset, sizes, keep_aux)
+    fit = StateDictReport(source=source, kind="official",
+                          headline=f"{source} does not match the official FCPose R-{depth} layout")
+    out, dropped, upcast = _convert_entries(sd, _expected_state(cfg), keep_aux, fit, source)
+    report = {"source": source, "preset": preset, "depth": depth, "sizes_of_interest": [int(v) for v in sizes],
+              "entries": len(sd), "converted": len(out), "upcast_to_float32": upcast, "dropped": dropped,
+              "auxiliary_heads": bool(keep_aux),
+              "note": ("kept the training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits) for "
+                       "training/fine-tuning; no inference output depends on them") if keep_aux else
+                      ("dropped: training-only auxiliary heads of the basis module (seg_head, p3_logits, "
+                       "upsampler, p1_logits); no inference output depends on them")}
+    cfg.name = preset
+    return checkpoint_dict(out, cfg, conversion=report, trained_on="COCO train2017 (official AdelaiDet weights)")
 
+
+def _sizes_of_interest(sd: dict, source: str) -> list[float]:
+    """The five ``sizes_of_interest`` of an official state dict (the FCOS level bounds and the max train size)."""
     if SIZES_KEY not in sd:
         raise CheckpointError(f"{source}: missing keys: {SIZES_KEY}")
     sizes = _as_tensor(SIZES_KEY, sd[SIZES_KEY], source).reshape(-1).tolist()
     if len(sizes) != 5 or any(v <= 0 for v in sizes):
         raise CheckpointError(f"{source}: {SIZES_KEY} should hold 5 positive values, got {sizes}")
-    if keep_aux is None:
-        keep_aux = any(str(k).startswith(AUX_PREFIXES) for k in sd)
+    return sizes
+
+
+def _official_config(preset: str, sizes: list[float], keep_aux: bool) -> FCPoseConfig:
+    """The config of a converted file: ``preset`` with the file's ``sizes_of_interest`` moved into it."""
     overrides = {"model": {"fcos": {"sizes_of_interest": [int(v) for v in sizes[:4]]},
                            "keypoint": {"rel_coord_norm": [float(v) for v in sizes], "aux_heads": bool(keep_aux)}},
                  "input": {"max_size_train": int(sizes[4])}}
     if not keep_aux:  # inference only: the official training recipe needs the auxiliary heads
         overrides["loss"] = {"recipe": "paper"}
-    cfg = load_config(preset, overrides)
-    expected = _expected_state(cfg)
+    return load_config(preset, overrides)
 
+
+def _convert_entries(sd: dict, expected: dict, keep_aux: bool, fit: StateDictReport,
+                     source: str) -> tuple[dict[str, torch.Tensor], list[str], int]:
+    """Every entry of ``sd`` renamed and fitted to ``expected`` (name -> (shape, dtype)); what does not fit
+    goes into ``fit`` (raised as a :class:`CheckpointError`). Returns (state dict, dropped entries, number of
+    tensors upcast to float32)."""
     out: dict[str, torch.Tensor] = {}
     seen: set[str] = set()
     dropped: list[str] = []
-    fit = StateDictReport(source=source, kind="official",
-                          headline=f"{source} does not match the official FCPose R-{depth} layout")
     upcast = 0
     for key, value in sd.items():
         key = str(key)
@@ -182,43 +207,42 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
             continue
         seen.add(name)
         tensor = _as_tensor(key, value, source).detach().cpu()
-        shape, dtype = expected[name]
-        if tensor.is_floating_point():
-            if tensor.dtype != torch.float32:
-                upcast += 1
-            tensor = tensor.to(torch.float32)
-        elif dtype.is_floating_point or tensor.dtype == torch.bool:
-            fit.shape_mismatch.append(key)
-            fit.notes[key] = f"has dtype {tensor.dtype}"
-            continue
-        else:
-            tensor = tensor.to(dtype)
-        if name == "head.controller.weight" and tensor.dim() == 2:
-            flat = (shape[0], int(np.prod(shape[1:])))
-            if tuple(tensor.shape) != flat:
-                fit.shape_mismatch.append(key)
-                fit.notes[key] = f"{tuple(tensor.shape)} vs {flat}"
-                continue
-            tensor = tensor.reshape(shape)
-        if tuple(tensor.shape) != shape:
-            fit.shape_mismatch.append(key)
-            fit.notes[key] = f"{tuple(tensor.shape)} vs {shape}"
-            continue
-        out[name] = tensor.contiguous()
-        fit.loaded.append(key)
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            upcast += 1
+        tensor = _fitted(key, name, tensor, *expected[name], fit)
+        if tensor is not None:
+            out[name] = tensor
+            fit.loaded.append(key)
     fit.missing = [fcpose_key_to_official(k) for k in expected if k not in seen]
     if not fit.fits:
         raise CheckpointError(fit.summary())
+    return out, dropped, upcast
 
-    report = {"source": source, "preset": preset, "depth": depth, "sizes_of_interest": [int(v) for v in sizes],
-              "entries": len(sd), "converted": len(out), "upcast_to_float32": upcast, "dropped": dropped,
-              "auxiliary_heads": bool(keep_aux),
-              "note": ("kept the training-only auxiliary heads (seg_head, p3_logits, upsampler, p1_logits) for "
-                       "training/fine-tuning; no inference output depends on them") if keep_aux else
-                      ("dropped: training-only auxiliary heads of the basis module (seg_head, p3_logits, "
-                       "upsampler, p1_logits); no inference output depends on them")}
-    cfg.name = preset
-    return checkpoint_dict(out, cfg, conversion=report, trained_on="COCO train2017 (official AdelaiDet weights)")
+
+def _fitted(key: str, name: str, tensor: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype,
+            fit: StateDictReport) -> torch.Tensor | None:
+    """Official entry ``key`` as fcpose entry ``name`` of ``shape`` and ``dtype``: floating point upcast to
+    float32, the 2-D controller reshaped to its conv weight; None (noted in ``fit``) when it does not fit."""
+    if tensor.is_floating_point():
+        tensor = tensor.to(torch.float32)
+    elif dtype.is_floating_point or tensor.dtype == torch.bool:
+        fit.shape_mismatch.append(key)
+        fit.notes[key] = f"has dtype {tensor.dtype}"
+        return None
+    else:
+        tensor = tensor.to(dtype)
+    if name == "head.controller.weight" and tensor.dim() == 2:
+        flat = (shape[0], int(np.prod(shape[1:])))
+        if tuple(tensor.shape) != flat:
+            fit.shape_mismatch.append(key)
+            fit.notes[key] = f"{tuple(tensor.shape)} vs {flat}"
+            return None
+        tensor = tensor.reshape(shape)
+    if tuple(tensor.shape) != shape:
+        fit.shape_mismatch.append(key)
+        fit.notes[key] = f"{tuple(tensor.shape)} vs {shape}"
+        return None
+    return tensor.contiguous()
 
 
 _INVERSE_RULES: list[tuple[re.Pattern, Any]] = [
