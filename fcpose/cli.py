@@ -429,33 +429,23 @@ def _add_bench(sub) -> None:
                                    "process. An integer in --persons forces exactly that many people through the "
                                    "dynamic heads (threshold skipped; the N*20 best locations go through NMS, the N "
                                    "best survivors are kept, topped up with suppressed ones if needed), so random "
-                                   "weights work; 'auto' runs the normal threshold + NMS. benchmarks/bench_people.py "
-                                   "runs it for every preset and variant.")
+                                   "weights (the default without --weights) work; 'auto' runs the normal threshold + "
+                                   "NMS. benchmarks/bench_people.py runs it for every preset and variant.")
     p.add_argument("--config", default=None,
                    help="preset name or YAML (default fcpose_r50_fpn; with --weights the checkpoint's)")
-    p.add_argument("--weights", default=None, help="checkpoint or model-zoo name (default: random weights)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
-    p.add_argument("--size", type=_positive_int, default=None, help="test short side (default: the preset's)")
-    p.add_argument("--max-size", type=_positive_int, default=None, help="test long-side limit (default: the preset's)")
+    add_model_options(p, "weights", "device", "size", "max-size", "precision", "compile", "no-optimize", "threads",
+                      "preprocess", "score-threshold", weights_required=False)
     p.add_argument("--persons", type=_parse_persons, default=[1, 5, 10, 20, 50],
                    help="comma-separated people counts, e.g. 1,5,10,20,50 (default) or auto")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (falls back to eager on failure)")
-    p.add_argument("--no-optimize", action="store_true",
-                   help="the model as built (no BN folding, no channels-last)")
     p.add_argument("--image", default=None,
                    help="benchmark image (default: a synthetic camera-like image of the preset's aspect, "
                         "resized to exactly --size x --max-size)")
     p.add_argument("--runs", type=_positive_int, default=20, help="timed runs per entry (default 20)")
     p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs first (default 3)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="throughput mode: this many copies of the image per batch (reports images/s; default 1)")
-    p.add_argument("--preprocess", default="auto", choices=["auto", "host", "device"],
-                   help="resize/normalise on the CPU with PIL (host) or on the device from the uint8 image "
-                        "(device); auto: device on CUDA, host on CPU")
     p.add_argument("--no-probe", action="store_true", help="skip the conv-throughput probe")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'preliminary, busy machine')")
@@ -467,9 +457,8 @@ def _add_bench(sub) -> None:
                         "onnxruntime/openvino with --weights MODEL.onnx/.xml times that exported file alone")
     b.add_argument("--calibration", default=None, metavar="DIR_OR_ANN.json",
                    help="int8 calibration images for openvino-int8 (default: random noise images)")
-    b.add_argument("--calib-images", type=int, default=20, help="calibration images for openvino-int8 (default 20)")
-    b.add_argument("--score-threshold", type=float, default=None,
-                   help="detection threshold of the backend comparison (default: the model's)")
+    b.add_argument("--calib-images", type=_positive_int, default=20,
+                   help="calibration images for openvino-int8 (default 20)")
     p.add_argument("--video", default=None, metavar="FILE",
                    help="instead: end-to-end video FPS (threaded decode + network + tracking + render/encode) next "
                         "to network-only FPS on the same frames (fcpose/bench/video.py)")

@@ -21,6 +21,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
     if args.json:
         check_output_file(args.json, "benchmark report")  # before the slow part
+    if args.score_threshold is not None:  # the people and video benchmarks take it as a config override
+        args.overrides = [*args.overrides, f"test.score_threshold={args.score_threshold}"]
     if args.backends:
         report, table = _backends(args)
     elif args.video:
