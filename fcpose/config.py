@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,6 +45,15 @@ COCO_SIGMAS = [
 # info.description of the datasets `fcpose synth` writes: how training records, and predict recognises,
 # synthetic data without importing the generator (OpenCV).
 SYNTH_DESCRIPTION = "fcpose synthetic multi-person poses"
+
+
+def is_synthetic_dataset(ann_file: str | Path) -> bool:
+    """Whether an annotation file carries :data:`SYNTH_DESCRIPTION` (an unreadable file counts as real)."""
+    try:
+        info = json.loads(Path(ann_file).read_text()).get("info", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(info, dict) and info.get("description") == SYNTH_DESCRIPTION
 
 
 def dynamic_param_count(in_channels: int, channels: int, num_layers: int, out_channels: int) -> int:

@@ -1,4 +1,4 @@
-"""Helpers that only the tests use (reference decoders, ground truth as results, a server on a thread).
+"""Helpers that only the tests use (reference encoders and decoders, ground truth as results, a server on a thread).
 
 Imported as ``from helpers import ...`` (pytest puts this folder on the path, as for ``conftest``).
 """
@@ -17,6 +17,8 @@ from torch import Tensor
 from fcpose.config import FCPoseConfig, to_dict
 from fcpose.ops.boxes import box_area
 from fcpose.targets.boxes import decode_ltrb
+from fcpose.targets.keypoints import decode_offsets, gather_offsets, offset_unit_scale
+from fcpose.targets.locations import flat_to_locations
 
 
 def diff_from_defaults(cfg: FCPoseConfig) -> dict:
@@ -74,6 +76,22 @@ def decode_target_boxes(targets, locations: Tensor) -> Tensor:
     """``[B, L, 4]`` xyxy boxes (input pixels) of the matched gt of :class:`~fcpose.targets.fcos.FCOSTargets`,
     from ``[L, 2]`` locations (positives only are meaningful)."""
     return decode_ltrb(locations[None].expand_as(targets.box_targets[..., :2]), targets.box_targets)
+
+
+def encode_offsets(xy: Tensor, index: Tensor, width: int, stride: int, unit: str = "stride") -> Tensor:
+    """Offset ``[..., 2]`` from cell ``index`` (flat, ``[...]``) to keypoint ``xy`` (``[..., 2]``), in ``unit``:
+    the inverse of :func:`~fcpose.targets.keypoints.decode_offsets`."""
+    return (xy - flat_to_locations(index, width, stride)) / offset_unit_scale(unit, stride)
+
+
+def decode_keypoint_targets(targets, stride: int, offset_unit: str = "stride") -> Tensor:
+    """Inverse of :func:`~fcpose.targets.pose.assign_keypoint_targets`: ``[G_total, K, 3]`` (x, y, valid) from
+    each keypoint's heatmap cell refined by the offset *target* at that cell (exact for a keypoint whose cell
+    is supervised by it, i.e. no nearer keypoint of the same type)."""
+    width = targets.offset_targets.shape[-1]
+    offsets = gather_offsets(targets.offset_targets, targets.gt_image, targets.heatmap_index)
+    xy = decode_offsets(targets.heatmap_index, offsets, width, stride, offset_unit)
+    return torch.cat([xy, targets.heatmap_valid[..., None].to(xy.dtype)], dim=-1)
 
 
 def empty_target(num_keypoints: int) -> dict[str, np.ndarray]:

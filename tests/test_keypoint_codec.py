@@ -1,14 +1,13 @@
 import math
 
 import torch
-from helpers import decode_heatmap_peaks
+from helpers import decode_heatmap_peaks, encode_offsets
 
 from fcpose.targets.boxes import decode_ltrb, encode_ltrb
 from fcpose.targets.keypoints import (
     decode_offsets,
     encode_heatmap_index,
     encode_offset_maps,
-    encode_offsets,
     gather_offsets,
 )
 from fcpose.targets.locations import compute_locations, flat_to_locations

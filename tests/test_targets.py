@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import decode_target_boxes
+from helpers import decode_keypoint_targets, decode_target_boxes
 
 from fcpose.targets.boxes import decode_ltrb
 from fcpose.targets.fcos import (
@@ -17,7 +17,7 @@ from fcpose.targets.fcos import (
 )
 from fcpose.targets.keypoints import decode_offsets, encode_heatmap_index
 from fcpose.targets.locations import compute_locations
-from fcpose.targets.pose import assign_keypoint_targets, decode_keypoint_targets, sample_instances
+from fcpose.targets.pose import assign_keypoint_targets, sample_instances
 
 STRIDES = [8, 16, 32, 64, 128]
 SOI = [64, 128, 256, 512]

@@ -708,15 +708,9 @@ def _run_session(session: TrainSession, *, eval_data: str | None, eval_images: s
 def trained_on_label(ann_file: str) -> str:
     """What a checkpoint says it was trained on: ``"synthetic"`` for an ``fcpose synth`` dataset (``predict``
     then warns when the model meets real photos), else the annotation file's name."""
-    from ..config import SYNTH_DESCRIPTION
+    from ..config import is_synthetic_dataset
 
-    try:
-        info = json.loads(Path(ann_file).read_text()).get("info", {})
-    except (OSError, ValueError, AttributeError):
-        info = {}
-    if isinstance(info, dict) and info.get("description") == SYNTH_DESCRIPTION:
-        return "synthetic"
-    return Path(ann_file).name
+    return "synthetic" if is_synthetic_dataset(ann_file) else Path(ann_file).name
 
 
 def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:

@@ -75,17 +75,11 @@ _BUNDLED_SYNTHETIC = {"67df4fae76f4f69455726f50bff81bc5c05cbb3eb360d2bac32730f23
 def is_synthetic_input(path: Path) -> bool:
     """Whether an input image comes from ``fcpose synth``: it lies in the ``images/`` folder of a dataset
     whose ``annotations.json`` carries the synthetic description, or it is the bundled demo scene."""
-    from ..config import SYNTH_DESCRIPTION
+    from ..config import is_synthetic_dataset
     from ..weights.zoo import sha256_of
 
-    ann = path.parent.parent / "annotations.json"
-    if path.parent.name == "images" and ann.is_file():
-        try:
-            info = json.loads(ann.read_text()).get("info", {})
-            if isinstance(info, dict) and info.get("description") == SYNTH_DESCRIPTION:
-                return True
-        except (OSError, ValueError, AttributeError):
-            pass
+    if path.parent.name == "images" and is_synthetic_dataset(path.parent.parent / "annotations.json"):
+        return True
     try:
         return path.stat().st_size < (1 << 22) and sha256_of(path) in _BUNDLED_SYNTHETIC
     except OSError:

@@ -100,13 +100,8 @@ def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, s
 # ----------------------------------------------------------------------------------------------
 # Refinement offsets: from a cell to the keypoint
 # ----------------------------------------------------------------------------------------------
-def encode_offsets(xy: Tensor, index: Tensor, width: int, stride: int, unit: str = "stride") -> Tensor:
-    """Offset ``[..., 2]`` from cell ``index`` (flat, ``[...]``) to keypoint ``xy`` (``[..., 2]``), in ``unit``."""
-    return (xy - flat_to_locations(index, width, stride)) / offset_unit_scale(unit, stride)
-
-
 def decode_offsets(index: Tensor, offsets: Tensor, width: int, stride: int, unit: str = "stride") -> Tensor:
-    """Inverse of :func:`encode_offsets`: cell centre + offset -> ``[..., 2]`` keypoint (x, y) pixels."""
+    """Cell ``index`` (flat, ``[...]``) centre + ``offsets`` in ``unit`` -> ``[..., 2]`` keypoint (x, y) pixels."""
     return flat_to_locations(index, width, stride) + offsets * offset_unit_scale(unit, stride)
 
 

@@ -5,9 +5,6 @@ generate dynamic keypoint heads.
   (``floor((x - 4) / 8)`` for stride 8) on the P3 grid, supervised where the keypoint is labelled (v > 0).
 - Refinement targets: :func:`~fcpose.targets.keypoints.encode_offset_maps` per image (dense within a radius
   of each labelled keypoint, to the nearest keypoint of the same type, in the model's offset unit).
-
-Decoders sit beside the encoders: :func:`decode_keypoint_targets` recovers the keypoints from the heatmap
-cell and the offset target read there.
 """
 
 from __future__ import annotations
@@ -18,11 +15,9 @@ import torch
 from torch import Tensor
 
 from .keypoints import (
-    decode_offsets,
     encode_heatmap_index,
     encode_offset_maps,
     encode_truncated_cell,
-    gather_offsets,
     gaussian_heatmaps,
     official_grid_size,
 )
@@ -68,16 +63,6 @@ def assign_keypoint_targets(keypoints_per_image: list[Tensor], height: int, widt
         gt_image=torch.repeat_interleave(torch.arange(len(kpts), device=device), counts),
         gt_start=torch.cumsum(counts, 0) - counts,
     )
-
-
-def decode_keypoint_targets(targets: KeypointTargets, stride: int, offset_unit: str = "stride") -> Tensor:
-    """Inverse of :func:`assign_keypoint_targets`: ``[G_total, K, 3]`` (x, y, valid) from each keypoint's
-    heatmap cell refined by the offset *target* at that cell (exact for a keypoint whose cell is supervised
-    by it, i.e. no nearer keypoint of the same type)."""
-    width = targets.offset_targets.shape[-1]
-    offsets = gather_offsets(targets.offset_targets, targets.gt_image, targets.heatmap_index)
-    xy = decode_offsets(targets.heatmap_index, offsets, width, stride, offset_unit)
-    return torch.cat([xy, targets.heatmap_valid[..., None].to(xy.dtype)], dim=-1)
 
 
 @torch.no_grad()
