@@ -23,9 +23,7 @@ from .errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 
-# --------------------------------------------------------------------------------------------
-# The COCO person keypoint set (order, skeleton, flip pairs, OKS sigmas as in the COCO API).
-# --------------------------------------------------------------------------------------------
+# ---- The COCO person keypoint set (order, skeleton, flip pairs, OKS sigmas as in the COCO API).
 COCO_KEYPOINT_NAMES = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
@@ -371,9 +369,7 @@ class FCPoseConfig:
         return self
 
 
-# --------------------------------------------------------------------------------------------
-# dict <-> dataclass
-# --------------------------------------------------------------------------------------------
+# ---- dict <-> dataclass --------------------------------------------------------------------
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict of the config (YAML/JSON/checkpoint safe)."""
     return dataclasses.asdict(cfg)

@@ -109,9 +109,7 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-# ------------------------------------------------------------------------------------------------
-# Memory
-# ------------------------------------------------------------------------------------------------
+# ---- Memory ------------------------------------------------------------------------------------
 def _status_kb(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -164,9 +162,7 @@ class PeakMemory:
         return {"peak_mem_mb": round(max(hwm - self.start, 0) / 1024, 1), "peak_total_mb": round(hwm / 1024, 1)}
 
 
-# ------------------------------------------------------------------------------------------------
-# Conv throughput and timing statistics
-# ------------------------------------------------------------------------------------------------
+# ---- Conv throughput and timing statistics -----------------------------------------------------
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA), so a time stamp counts it."""
     if device.type == "cuda":

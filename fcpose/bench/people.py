@@ -94,9 +94,7 @@ __all__ = ["run_bench", "PeopleRuns", "ForcedSelection", "count_network_flops", 
 DEFAULT_IMAGE = "synthetic"
 
 
-# ------------------------------------------------------------------------------------------------
-# FLOPs
-# ------------------------------------------------------------------------------------------------
+# ---- FLOPs -------------------------------------------------------------------------------------
 def count_network_flops(network: Callable[[torch.Tensor], Any], batch: torch.Tensor, device: torch.device,
                         precision: str) -> int:
     """Conv/matmul FLOPs (2 per multiply-add) of one ``network(batch)`` call."""
@@ -117,9 +115,7 @@ def head_flops_per_person(model: FCPose, height: int, width: int) -> int:
     return int(controller + 2 * height * width * sum(a * b for a, b in zip(dims[:-1], dims[1:])))
 
 
-# ------------------------------------------------------------------------------------------------
-# Input
-# ------------------------------------------------------------------------------------------------
+# ---- Input -------------------------------------------------------------------------------------
 def synthetic_image(min_size: int, max_size: int, seed: int = 0) -> np.ndarray:
     """A camera-like RGB image (smooth colour field + texture + noise) of aspect ``max_size / min_size``,
     at 0.6x the test size so the benchmark also times a real resize."""
@@ -148,9 +144,7 @@ def load_bench_image(image: str | None, min_size: int, max_size: int) -> tuple[n
     return read_image(path), str(path)
 
 
-# ------------------------------------------------------------------------------------------------
-# Forced-N selection
-# ------------------------------------------------------------------------------------------------
+# ---- Forced-N selection ------------------------------------------------------------------------
 def forced_keep(box: torch.Tensor, score: torch.Tensor, nms_threshold: float, num: int,
                 candidates_per_person: int) -> torch.Tensor:
     """Exactly ``num`` kept candidates (fewer only if there are fewer), for timing the heads at N people.
@@ -239,9 +233,7 @@ def stage_threads(threads: int | None, device: torch.device):
         torch.set_num_threads(before)
 
 
-# ------------------------------------------------------------------------------------------------
-# The benchmark
-# ------------------------------------------------------------------------------------------------
+# ---- The benchmark -----------------------------------------------------------------------------
 def load_bench_model(config: str | None, weights: str | None, overrides: list[str] | None) -> tuple[FCPose, str]:
     """The model to benchmark: ``weights`` loaded (its name returned), else ``config`` with random weights."""
     if weights:
@@ -466,9 +458,7 @@ def _summarize_people(report: dict) -> None:
         report["summary"]["network_vs_conv_probe"] = round(best / report["conv_probe"]["gflops_per_s"], 3)
 
 
-# ------------------------------------------------------------------------------------------------
-# Output
-# ------------------------------------------------------------------------------------------------
+# ---- Output ------------------------------------------------------------------------------------
 def format_report(report: dict) -> str:
     m = report["machine"]
     lines = [

@@ -60,9 +60,7 @@ def clip_boxes_np(boxes: np.ndarray, height: float, width: float) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Deterministic target transforms
-# ----------------------------------------------------------------------------------------------
+# ---- Deterministic target transforms ---------------------------------------------------------
 def resize_targets(target: Target, scale_x: float, scale_y: float) -> Target:
     """Scale every coordinate: ``x' = x * scale_x``, ``y' = y * scale_y`` (continuous pixel coordinates)."""
     out = _copy(target)
@@ -129,9 +127,7 @@ def crop_targets(target: Target, x0: float, y0: float, width: float, height: flo
     return out, keep
 
 
-# ----------------------------------------------------------------------------------------------
-# Random parameters
-# ----------------------------------------------------------------------------------------------
+# ---- Random parameters -----------------------------------------------------------------------
 def sample_short_side(rng: np.random.Generator, min_size: Sequence[int]) -> int:
     """detectron2 ``"range"`` sampling: an integer uniformly in ``[min_size[0], min_size[1]]`` (inclusive)."""
     lo, hi = int(min_size[0]), int(min_size[-1])
@@ -166,9 +162,7 @@ def sample_crop_origin(rng: np.random.Generator, height: int, width: int, crop_h
     return origin[0], origin[1]
 
 
-# ----------------------------------------------------------------------------------------------
-# Pipelines
-# ----------------------------------------------------------------------------------------------
+# ---- Pipelines -------------------------------------------------------------------------------
 class TrainTransform:
     """The training augmentation: crop -> resize -> flip (see the module docstring).
 

@@ -36,9 +36,7 @@ from .images import read_image
 MIN_BOX_SIZE = 1.0  # pixels: narrower or lower boxes are dropped at load
 
 
-# ----------------------------------------------------------------------------------------------
-# Keypoint set from the annotation file
-# ----------------------------------------------------------------------------------------------
+# ---- Keypoint set from the annotation file ---------------------------------------------------
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -171,8 +169,6 @@ def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
     return check_coco_dataset(data, str(path), for_eval=for_eval)
 
 
-_read_json = read_coco_json
-
 
 def select_keypoint_category(categories: list[dict], category_id: int | None = None, source: str = "") -> dict:
     """The category to train on: ``category_id`` if given, else COCO's ``person`` if it has keypoints, else
@@ -291,14 +287,12 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
 def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None, verbose: bool = True
                            ) -> KeypointSetConfig:
     """The keypoint set (names, skeleton, flip pairs, sigmas) of a COCO-keypoints annotation file."""
-    data = _read_json(ann_file)
+    data = read_coco_json(ann_file)
     cat = select_keypoint_category(data.get("categories") or [], category_id, str(ann_file))
     return keypoint_set_from_category(cat, str(ann_file), verbose)
 
 
-# ----------------------------------------------------------------------------------------------
-# Dataset
-# ----------------------------------------------------------------------------------------------
+# ---- Dataset ---------------------------------------------------------------------------------
 def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
                        source: str, crowd: str = "ignore", min_box_size: float = MIN_BOX_SIZE) -> Target:
     boxes, keypoints, ignore = [], [], []
@@ -371,7 +365,7 @@ class CocoKeypointDataset(Dataset):
             raise ConfigError(f"crowd must be 'ignore' or 'drop', got {crowd!r}")
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
-        data = _read_json(self.ann_file)
+        data = read_coco_json(self.ann_file)
         source = str(self.ann_file)
         category = select_keypoint_category(data.get("categories") or [], category_id, source)
         self.category_id = int(category["id"])

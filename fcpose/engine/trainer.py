@@ -49,9 +49,7 @@ from .sampling import EpochIndexed, IterationSampler, build_train_dataset, build
 from .train_checks import fit_backbone_to_scratch, fit_keypoints_to_data, fit_schedule
 
 
-# ----------------------------------------------------------------------------------------------
-# The loss as one module
-# ----------------------------------------------------------------------------------------------
+# ---- The loss as one module ------------------------------------------------------------------
 class TrainStep(nn.Module):
     """Model + criterion as one module, so that DDP's forward covers the whole loss computation (the
     controller and dynamic heads run inside the criterion).
@@ -76,9 +74,7 @@ class TrainStep(nn.Module):
         return self.criterion(self.model, dense, targets, image_sizes)
 
 
-# ----------------------------------------------------------------------------------------------
-# Logging
-# ----------------------------------------------------------------------------------------------
+# ---- Logging ---------------------------------------------------------------------------------
 class _Logger:
     """metrics.jsonl + TensorBoard scalars (when tensorboard is installed), main process only."""
 
@@ -164,9 +160,7 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-# ----------------------------------------------------------------------------------------------
-# The resumable state: one owner for what last.pt holds besides the weights and the config
-# ----------------------------------------------------------------------------------------------
+# ---- The resumable state: one owner for what last.pt holds besides the weights and the config
 @dataclass
 class LoopState:
     """Everything the loop needs to continue exactly, and its (de)serialisation: ``state_dict()`` is what the
@@ -281,9 +275,7 @@ class _Process:
         return cls(resolve_device(dist.local_device(device)), distributed, rank, world, main)
 
 
-# ----------------------------------------------------------------------------------------------
-# The session: setup, one step, the loop, checkpoints
-# ----------------------------------------------------------------------------------------------
+# ---- The session: setup, one step, the loop, checkpoints -------------------------------------
 class TrainSession:
     """One training run. :meth:`setup` builds everything (config fitting, model, DDP, optimiser, resume, data),
     :meth:`train_step` is one iteration, :meth:`run` the loop, :meth:`save_last` / :meth:`save_final` the

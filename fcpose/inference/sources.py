@@ -22,9 +22,7 @@ from ..data.video import VIDEO_EXTENSIONS, CaptureFrames, VideoReader
 from ..errors import InputError, one_line
 
 
-# --------------------------------------------------------------------------------------------
-# Expanding inputs
-# --------------------------------------------------------------------------------------------
+# ---- Expanding inputs ----------------------------------------------------------------------
 @dataclass
 class Source:
     """One image or video file to run on."""
@@ -104,9 +102,7 @@ def collect_sources(inputs: Iterable[str | Path]) -> tuple[list[Source], list[st
     return sources, problems
 
 
-# --------------------------------------------------------------------------------------------
-# Live and remote sources, glob patterns
-# --------------------------------------------------------------------------------------------
+# ---- Live and remote sources, glob patterns ------------------------------------------------
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 GLOB_CHARS = set("*?[")
 DEFAULT_URL_TIMEOUT = 10.0

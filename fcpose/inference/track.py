@@ -38,9 +38,7 @@ def track_color(track_id: int) -> tuple[int, int, int]:
     return PERSON_COLORS[int(track_id) % len(PERSON_COLORS)]
 
 
-# --------------------------------------------------------------------------------------------
-# Sequences
-# --------------------------------------------------------------------------------------------
+# ---- Sequences -----------------------------------------------------------------------------
 @dataclass
 class Sequence:
     """One source to track: its frames and what is known about them."""
@@ -121,9 +119,7 @@ def _open_stream(spec: str, timeout: float) -> Sequence:
                     is_live=bool(getattr(reader, "is_live", False)), closers=[reader.close])
 
 
-# --------------------------------------------------------------------------------------------
-# The loop
-# --------------------------------------------------------------------------------------------
+# ---- The loop ------------------------------------------------------------------------------
 def track_frames(predictor: PosePredictor, frames: Iterable[np.ndarray], tracker: PoseTracker, *, batch_size: int = 1,
                  realtime: bool = False, prefetch: int = 8) -> Iterator[tuple[np.ndarray, TrackedPeople]]:
     """Detect and track: yields ``(frame, people)`` in frame order. Frames are decoded ahead in a thread

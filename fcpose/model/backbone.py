@@ -69,9 +69,7 @@ class _Backbone(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-# ------------------------------------------------------------------------------------------------
-# ResNet
-# ------------------------------------------------------------------------------------------------
+# ---- ResNet ------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual: ``[N, in_ch, H, W] -> [N, planes, ceil(H/s), ceil(W/s)]``.
 
@@ -207,9 +205,7 @@ class ResNet(_Backbone):
         return [c3, c4, c5]
 
 
-# ------------------------------------------------------------------------------------------------
-# DLA-34 (Yu et al., Deep Layer Aggregation, CVPR 2018)
-# ------------------------------------------------------------------------------------------------
+# ---- DLA-34 (Yu et al., Deep Layer Aggregation, CVPR 2018) -------------------------------------
 class DLABasicBlock(nn.Module):
     """Two 3x3 convs plus a residual given by the caller (default: the input itself).
 
@@ -387,9 +383,7 @@ class DLA34(_Backbone):
         return [c3, c4, c5]
 
 
-# ------------------------------------------------------------------------------------------------
-# Factory
-# ------------------------------------------------------------------------------------------------
+# ---- Factory -----------------------------------------------------------------------------------
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Build the backbone named ``cfg.name`` (one of :data:`BACKBONE_NAMES`) with ``cfg.norm``,
     ``cfg.freeze_at`` and (ResNet) ``cfg.stride_in_1x1``. Weights are not loaded here."""

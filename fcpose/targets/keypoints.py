@@ -27,9 +27,7 @@ def offset_unit_scale(unit: str, stride: int) -> float:
     raise ValueError(f"unknown offset unit {unit!r}")
 
 
-# ----------------------------------------------------------------------------------------------
-# Heatmap target: one cell per labelled keypoint
-# ----------------------------------------------------------------------------------------------
+# ---- Heatmap target: one cell per labelled keypoint ------------------------------------------
 def encode_heatmap_index(xy: Tensor, stride: int, height: int, width: int) -> Tensor:
     """``[..., 2]`` keypoint (x, y) -> ``[...]`` flat index ``row * width + col`` of its one-hot cell.
 
@@ -42,9 +40,7 @@ def encode_heatmap_index(xy: Tensor, stride: int, height: int, width: int) -> Te
     return row * width + col
 
 
-# ----------------------------------------------------------------------------------------------
-# Official targets: truncated cells and Gaussian heatmaps (AdelaiDet's HeatmapGenerator)
-# ----------------------------------------------------------------------------------------------
+# ---- Official targets: truncated cells and Gaussian heatmaps (AdelaiDet's HeatmapGenerator) --
 def official_grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
     """The official heatmap grid of an image of ``height x width`` input pixels at ``stride`` (2 or 8):
     ``ceil(h / 32) * 32 / stride`` x ``ceil(w / 32) * 32 / stride`` cells (the image's own padded size)."""
@@ -97,9 +93,7 @@ def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, s
     return out.reshape(k, height, width)
 
 
-# ----------------------------------------------------------------------------------------------
-# Refinement offsets: from a cell to the keypoint
-# ----------------------------------------------------------------------------------------------
+# ---- Refinement offsets: from a cell to the keypoint -----------------------------------------
 def decode_offsets(index: Tensor, offsets: Tensor, width: int, stride: int, unit: str = "stride") -> Tensor:
     """Cell ``index`` (flat, ``[...]``) centre + ``offsets`` in ``unit`` -> ``[..., 2]`` keypoint (x, y) pixels."""
     return flat_to_locations(index, width, stride) + offsets * offset_unit_scale(unit, stride)

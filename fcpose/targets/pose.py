@@ -95,9 +95,7 @@ def sample_instances(groups: Tensor, scores: Tensor, max_instances: int) -> Tens
     return by_group[order[:n]]
 
 
-# ----------------------------------------------------------------------------------------------
-# The official recipe (AdelaiDet): stride-2 one-hot head targets and Gaussian auxiliary targets
-# ----------------------------------------------------------------------------------------------
+# ---- The official recipe (AdelaiDet): stride-2 one-hot head targets and Gaussian auxiliary targets
 @dataclass
 class OfficialKeypointTargets:
     """Keypoint targets of the official training; people concatenated over images (image 0's first).

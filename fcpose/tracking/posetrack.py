@@ -119,9 +119,7 @@ class PoseTrackWriter:
         return self.json_path
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
+# ---- Reading -------------------------------------------------------------------------------
 @dataclass
 class TrackFrame:
     """People of one frame as read back: arrays in COCO pixel-index convention."""
