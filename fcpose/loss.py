@@ -128,7 +128,6 @@ class FCPoseCriterion:
                    keypoint_weight=loss.keypoint_weight, direction_weight=loss.direction_weight,
                    distance_norm=loss.distance_norm, aux_weight=loss.aux_weight, aux_sigma=loss.aux_sigma)
 
-    # ------------------------------------------------------------------------------------------
     def _prepare(self, dense: DenseOutputs, targets: list[dict], image_sizes: list[tuple[int, int]] | None = None):
         """(location grid, FCOS targets, keypoint targets of the recipe) of a batch."""
         device = dense.kpt_feats.device
@@ -170,7 +169,6 @@ class FCPoseCriterion:
         losses.update(self.keypoint_losses(core, dense, grid, fcos, kt))
         return losses
 
-    # ------------------------------------------------------------------------------------------
     def detection_losses(self, dense: DenseOutputs, fcos: FCOSTargets, grid: LocationGrid) -> dict[str, Tensor]:
         """FCOS losses (``loss_cls``, ``loss_box``, ``loss_ctr``) from the assigned targets.
 
@@ -250,9 +248,7 @@ class FCPoseCriterion:
                           num_offset_cells=num_cells.detach())
         return {"loss_heatmap": loss_heatmap, "loss_offset": loss_offset}
 
-    # ------------------------------------------------------------------------------------------
-    # The official recipe (AdelaiDet FCPose; every fact in docs/official_training.md)
-    # ------------------------------------------------------------------------------------------
+    # ---- The official recipe (AdelaiDet FCPose; every fact in docs/official_training.md) -----
     @torch.no_grad()
     def select_official_heads(self, dense: DenseOutputs, grid: LocationGrid, fcos: FCOSTargets,
                               kt: OfficialKeypointTargets) -> tuple[Instances, Tensor, Tensor]:

@@ -1,40 +1,23 @@
 """Inference decoding: dense outputs -> people with keypoints, in original-image pixels (Sec. 3.4).
 
-:class:`PostProcessor` is the one home of that decision. It owns the test-time parameters
-(:class:`~fcpose.config.TestConfig`), the strides, the relative-coordinate divisors, the offset unit and
-the keypoint score type, and exposes the stages that every consumer composes — the
-:class:`~fcpose.Predictor` and its runner, ``fcpose eval``, ``fcpose bench``, the ONNX/OpenVINO export and
-their predictors:
+:class:`PostProcessor` owns the test-time parameters, strides, relative-coordinate divisors, offset unit and
+keypoint score type, and the stages every consumer (Predictor and runner, eval, bench, the exports) composes:
 
-1. :meth:`PostProcessor.select` — per image and level: locations whose class probability exceeds the
-   threshold, the ``pre_nms_topk`` best by ``cls * ctr``, their boxes, score ``sqrt(cls * ctr)``; then
-   class-agnostic NMS over all levels and the best ``max_detections`` (score ties at the cut are kept).
-   The two per-image decisions are the hooks :meth:`~PostProcessor.candidates` and
-   :meth:`~PostProcessor.keep` (``fcpose bench`` overrides ``keep`` to force N people).
-2. :meth:`PostProcessor.keypoints` — given theta of the selected people (the model's
-   :meth:`~fcpose.model.fcpose.FCPose.instance_params`), the peak of each keypoint heatmap refined by the
-   offset read at the peak (:meth:`~fcpose.model.dynamic_head.DynamicKeypointHead.peaks`: all people of an
-   image streamed over spatial tiles, no heatmap is stored).
-3. :meth:`PostProcessor.rescale` — boxes and keypoints to the original image, boxes clipped; people with
-   empty boxes are dropped. :meth:`PostProcessor.split` — one :class:`PoseDetections` per image.
+1. :meth:`~PostProcessor.select` — per image and level, locations above the class threshold, the
+   ``pre_nms_topk`` best by ``cls * ctr``, their boxes, score ``sqrt(cls * ctr)``; then class-agnostic NMS over
+   all levels and the best ``max_detections`` (score ties at the cut kept). Hooks: ``candidates``, ``keep``.
+2. :meth:`~PostProcessor.keypoints` — each keypoint's heatmap peak (streamed over tiles, no heatmap stored)
+   refined by the offset read there, from the selected people's theta (``FCPose.instance_params``).
+3. :meth:`~PostProcessor.rescale` (to the original image, boxes clipped, empty ones dropped) and ``split``.
 
-:meth:`PostProcessor.people` (1 + 2) and ``__call__`` (1 + 2 + 3) are the compositions; ``__call__(model,
-dense, input_sizes, output_sizes)`` has the shape of DETR's ``PostProcess.forward(outputs, target_sizes)``.
-Two static-shape forms of 1 and 2 share the per-level candidates (:meth:`PostProcessor.fixed_candidates`):
+``people`` (1 + 2) and ``__call__`` (1 + 2 + 3, shaped like DETR's ``PostProcess.forward``) compose them.
+Two static-shape forms of 1 and 2 share :meth:`~PostProcessor.fixed_candidates`: ``traceable=True`` (what the
+ONNX/OpenVINO export traces: batch 1, NMS as one operator; boxes tied with the ``max_detections``-th score are
+not all kept) and :meth:`~PostProcessor.fixed` (the GPU's sync-free, CUDA-graph-capturable form: shapes fixed
+by the input, :class:`~fcpose.structures.PeopleSlots`, :func:`~fcpose.ops.boxes.nms_fixed`), whose slots
+:meth:`~PostProcessor.finish` turns into the same detections as ``__call__`` when they are ``exact``.
 
-* ``traceable=True`` — what ``torch.export`` traces for ONNX/OpenVINO (batch 1, the score threshold a
-  tensor, NMS as one operator exported as ONNX ``NonMaxSuppression``, one tile): the same computation,
-  except that boxes tied with the ``max_detections``-th score are not all kept.
-* :meth:`PostProcessor.fixed` — the sync-free form the GPU path runs (any batch size): every output has a
-  shape fixed by the input's shape (:class:`~fcpose.structures.PeopleSlots`, ``max_detections`` slots per
-  image), NMS is :func:`~fcpose.ops.boxes.nms_fixed`, so nothing waits for the host until the one final
-  copy and the whole pipeline can be captured in a CUDA graph; its time does not depend on the number of
-  people. :meth:`PostProcessor.finish` turns the slots (on the CPU) into the same
-  :class:`PoseDetections` as ``__call__`` — the same people in the same order, equal values — whenever the
-  slots say they are ``exact`` (else the caller reruns ``__call__``; see ``PeopleSlots.exact``).
-
-Works for any batch size; the same image gives the same result whatever else is in its batch, as long
-as the padded input size is the same (the :class:`~fcpose.Predictor` batches equal-size inputs only).
+An image gives the same result whatever else is in its batch, as long as the padded size is the same.
 """
 
 from __future__ import annotations
@@ -127,9 +110,7 @@ class PostProcessor:
                 self._constants[key] = found
         return found
 
-    # ------------------------------------------------------------------------------------------
-    # The compositions
-    # ------------------------------------------------------------------------------------------
+    # ---- The compositions --------------------------------------------------------------------
     def people(self, model: FCPose, dense: DenseOutputs, *, score_threshold: float | Tensor | None = None,
                traceable: bool = False, on_stage: StageHook | None = None) -> tuple[Instances, Tensor]:
         """Selected people and their ``[N, K, 3]`` keypoints, both in network-input pixels.
@@ -193,9 +174,7 @@ class PostProcessor:
                                             drop_empty=self.drop_empty)
         return self.split(instances, keypoints, output_sizes)
 
-    # ------------------------------------------------------------------------------------------
-    # Stage 1: selection
-    # ------------------------------------------------------------------------------------------
+    # ---- Stage 1: selection ------------------------------------------------------------------
     def select(self, dense: DenseOutputs, *, score_threshold: float | Tensor | None = None,
                traceable: bool = False) -> Instances:
         """Threshold, per-level top-k, NMS and top-``max_detections`` for every image -> flat :class:`Instances`
@@ -350,9 +329,7 @@ class PostProcessor:
         boxes = decode_ltrb(flat_to_locations(cells, dense.box_reg[level].shape[-1], dense.strides[level]), ltrb)
         return boxes if image is None else boxes[0]
 
-    # ------------------------------------------------------------------------------------------
-    # Stage 2: keypoints
-    # ------------------------------------------------------------------------------------------
+    # ---- Stage 2: keypoints ------------------------------------------------------------------
     def keypoints(self, dense: DenseOutputs, instances: Instances, theta: Tensor, *, traceable: bool = False,
                   tile_bytes: int | None = None, per_image: int | None = None) -> Tensor:
         """Keypoints ``[N, K, 3]`` (x, y in network-input pixels, score) of ``instances``, float32.
@@ -393,9 +370,7 @@ class PostProcessor:
         score = total.reciprocal() if self.keypoint_score == "softmax" else peak
         return torch.cat([xy, score[:, :, None]], dim=2)
 
-    # ------------------------------------------------------------------------------------------
-    # Stage 3: to the images
-    # ------------------------------------------------------------------------------------------
+    # ---- Stage 3: to the images --------------------------------------------------------------
     @staticmethod
     def rescale(instances: Instances, keypoints: Tensor, input_sizes: Sequence[Size], output_sizes: Sequence[Size],
                 drop_empty: bool = True) -> tuple[Instances, Tensor]:

@@ -104,7 +104,6 @@ class Predictor:
 
         return cls(load_model(path, device="cpu"), device=device, **kwargs)
 
-    # ------------------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """RGB uint8 image -> (normalised float32 ``[3, h, w]`` tensor on the device, its resized (h, w)), by
         the ``preprocess`` path."""

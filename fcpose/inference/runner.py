@@ -1,31 +1,22 @@
 """The inference runner: the network (optionally a folded channels-last copy, in reduced precision, under
-``torch.compile`` or in CUDA graphs) followed by the :class:`~fcpose.postprocess.PostProcessor`, behind one
-:class:`InferenceRunner` that the :class:`~fcpose.Predictor`, ``fcpose eval`` and ``fcpose bench`` share.
-Where a tensor lives and in which dtype it is computed is decided here, from one
-:class:`~fcpose.precision.Precision` policy (DESIGN.md §14). There is one route per device, chosen by the
-device:
+``torch.compile`` or in CUDA graphs) then the :class:`~fcpose.postprocess.PostProcessor`, behind one
+:class:`InferenceRunner` that the Predictor, ``fcpose eval`` and ``fcpose bench`` share. Where a tensor lives
+and its dtype follow one :class:`~fcpose.precision.Precision` policy; one route per device:
 
-* **CPU**: the network (under autocast for bf16/fp16, see :func:`~fcpose.precision.check_precision`: only
-  where oneDNN has native kernels), then the dynamic post-processing (``PostProcessor.__call__``).
-* **CUDA**: the network's weights converted to the precision's dtype (no per-call autocast casts), then the
-  post-processing in its fixed-shape form (:meth:`~fcpose.postprocess.PostProcessor.fixed`), which never
-  waits for the GPU; the results come to the CPU in one copy through pinned buffers and are finished there
-  (:meth:`~fcpose.postprocess.PostProcessor.finish`), equal to the dynamic path's (that path reruns the rare
-  batch the fixed form cannot vouch for). Network + fixed post-processing are captured as one CUDA graph
-  per input shape (:mod:`fcpose.inference.graphs`; eager where a capture fails). ``cuda_graphs=False``, or
-  the environment variable ``FCPOSE_CUDA_GRAPHS=0``, runs the same route eagerly (for debugging).
-  ``torch.backends.cudnn.benchmark`` is switched on for CUDA runners.
+* **CPU**: the network (autocast for bf16/fp16 only where oneDNN has native kernels, see
+  :func:`~fcpose.precision.check_precision`), then ``PostProcessor.__call__``.
+* **CUDA**: the weights converted to the precision's dtype (no per-call autocast), then
+  :meth:`~fcpose.postprocess.PostProcessor.fixed`, which never waits for the GPU; one pinned copy to the CPU and
+  :meth:`~fcpose.postprocess.PostProcessor.finish` there (the rare batch the fixed form cannot vouch for is rerun
+  dynamically). Network + fixed post-processing are one CUDA graph per input shape (:mod:`.graphs`; eager where
+  a capture fails, with ``cuda_graphs=False`` or ``FCPOSE_CUDA_GRAPHS=0``). ``cudnn.benchmark`` is switched on.
 
 Either way the selection, NMS, the controller, the dynamic heads and the decoding run in float32.
-
-* ``optimize`` (default): :func:`~fcpose.model.deploy.optimize_for_inference` — a **copy** of the model in
-  eval mode, without gradients, with every frozen batch norm folded into the convolution before it and
-  (``channels_last``, default with ``optimize``) NHWC weights, what oneDNN and cuDNN convolutions prefer.
-  The copy is for inference only (its state dict differs), so never train or save it; the original model
-  is left untouched.
-* ``compile=True`` wraps the network in ``torch.compile``; if compiling fails (no C++ compiler for
-  Inductor on CPU, no Triton on CUDA, an unsupported op) a warning is printed once and the eager network
-  is used. With ``compile`` the CUDA route runs without graphs unless ``cuda_graphs=True``.
+``optimize`` (default): :func:`~fcpose.model.deploy.optimize_for_inference` — an eval-mode **copy** without
+gradients, frozen BNs folded, NHWC weights (``channels_last``); for inference only (its state dict differs: never
+train or save it). ``compile=True``: ``torch.compile`` on the network, with one warning and the eager network if
+compiling fails (no C++ compiler or Triton, an unsupported op); the CUDA route then runs without graphs unless
+``cuda_graphs=True``.
 """
 
 from __future__ import annotations

@@ -138,9 +138,7 @@ class DynamicKeypointHead(nn.Module):
             x = torch.baddbmm(b_l[:, :, None], w_l, torch.relu(x))
         return x.reshape(n, self.num_keypoints, h, w)
 
-    # ------------------------------------------------------------------------------------------
-    # Inference: peaks without heatmaps
-    # ------------------------------------------------------------------------------------------
+    # ---- Inference: peaks without heatmaps ---------------------------------------------------
     def fold(self, params: Tensor, locations: Tensor, norms: Tensor) -> FoldedHeads:
         """theta ``[n, P]``, locations ``[n, 2]`` (x, y) input pixels, divisors ``[n]`` -> :class:`FoldedHeads`.
 

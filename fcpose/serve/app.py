@@ -1,23 +1,13 @@
-"""The HTTP application of ``fcpose serve`` (Starlette, run by uvicorn).
+"""The HTTP application of ``fcpose serve`` (Starlette, run by uvicorn); the API in full: docs/serving.md.
 
-Routes (every error is a 4xx or 5xx with a one-line JSON body ``{"error": "..."}``):
-
-* ``POST /v1/predict`` — one image, as the raw request body (``Content-Type: image/jpeg``, ``image/png``,
-  ``image/webp`` or ``application/octet-stream``) or as a ``multipart/form-data`` file field (named
-  ``image``, else the first file). The content is checked by decoding it (JPEG, PNG or WebP, whatever the
-  name or declared type says), within ``max_upload_bytes`` and ``max_pixels``. Query options:
-  ``score_threshold`` (people listed: score >= it; default the model's, which is also the floor) and
-  ``draw_threshold`` / ``draw_nms`` (the people marked ``drawn`` and counted, chosen exactly as ``fcpose
-  predict`` chooses the people it draws: :class:`~fcpose.inference.predict_command.PeopleRenderer`).
-  The answer (:func:`people_json`): the people, best first, with ``bbox`` (x1, y1, x2, y2), ``score`` and
-  ``keypoints`` (K x [x, y, score]) in continuous pixel coordinates of the uploaded image (pixel i spans
-  [i, i + 1), after the EXIF orientation is applied), the keypoint names and skeleton, the image size, the
-  network batch it ran in and timings.
-* ``GET /v1/model`` — what is being served; ``GET /healthz``; ``GET /metrics`` (Prometheus text,
-  :mod:`fcpose.serve.metrics`).
-* ``GET /`` (and ``/app.js``, ``/style.css``) — the browser page, from an in-package allow-list read into
-  memory at start: no path from a request ever reaches the file system. A path with a ``..`` segment is a
-  400, any other unknown path a 404.
+Routes (every error a 4xx or 5xx with a one-line JSON body ``{"error": "..."}``): ``POST /v1/predict`` (one
+image as the raw body or a ``multipart/form-data`` file field, checked by decoding it — JPEG, PNG or WebP —
+within ``max_upload_bytes`` and ``max_pixels``; query ``score_threshold``, ``draw_threshold``, ``draw_nms``,
+the people drawn chosen as ``fcpose predict`` does, :class:`~fcpose.inference.predict_command.PeopleRenderer`;
+answered by :func:`people_json` in continuous pixels of the upright uploaded image), ``GET /v1/model``,
+``/healthz``, ``/metrics`` (:mod:`fcpose.serve.metrics`), and the browser page ``/`` (``/app.js``,
+``/style.css``) from an in-package allow-list read into memory at start: no request path reaches the file
+system (a ``..`` segment is a 400, any other unknown path a 404).
 
 The model runs on the :class:`~fcpose.serve.batcher.DynamicBatcher`'s single worker thread; decoding and
 answer building run in the thread pool, so the event loop only parses HTTP and waits.

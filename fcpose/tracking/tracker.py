@@ -107,7 +107,6 @@ class PoseTracker:
         self.frame_index = -1
         self._next_id = 1
 
-    # ------------------------------------------------------------------------------------------
     def similarity(self, tracks: list[_Track], boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """``[T, D]`` similarity of tracks (predicted box and pose) and detections."""
         if not tracks or boxes.shape[0] == 0:
@@ -138,7 +137,6 @@ class PoseTracker:
             return None
         return OneEuroFilter(self.cfg.min_cutoff, self.cfg.beta, self.cfg.d_cutoff, speed_axes=(-1,))
 
-    # ------------------------------------------------------------------------------------------
     def update(self, boxes, scores, keypoints, image_size: tuple[int, int] = (0, 0)) -> TrackedPeople:
         """One frame of detections (``[N, 4]`` xyxy, ``[N]``, ``[N, K, 3]``; tensors or arrays) ->
         the people reported in this frame with their track ids, in detection order."""

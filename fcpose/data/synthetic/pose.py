@@ -1,7 +1,8 @@
 """Random 3-D poses of one figure: proportions, joint angles (by activity) and body yaw.
 
 Body frame: x to the person's left, y up, z forward (out of the chest), in units of the standing
-height; the returned points are in world axes (x right, y up, z towards the camera).
+height; the returned points are in world axes (x right, y up, z towards the camera). Body yaw ``0``
+faces the camera (the person's left side is then on the image right).
 """
 
 from __future__ import annotations
