@@ -153,13 +153,11 @@ class PoseDetections:
 
     def people(self, threshold: float = PEOPLE_SCORE_THRESHOLD, nms: float = PEOPLE_OKS_THRESHOLD,
                sigmas: Sequence[float] | None = None) -> PoseDetections:
-        """The people ``fcpose predict`` counts and draws, best score first: detections scoring
-        ``>= threshold`` (``--draw-threshold``), without second detections of one person — keypoints with
-        COCO OKS ``> nms`` (``--draw-nms``; 1 keeps them) to a better-scored person, that person's box area
-        as the scale (:func:`fcpose.ops.oks.pose_nms`).
-
-        ``sigmas``: the per-keypoint OKS sigmas of the model's keypoint set (``predictor.cfg.keypoints.sigmas``);
-        default COCO's, which needs K = 17 keypoints.
+        """The people ``fcpose predict`` counts and draws, best score first: detections scoring ``>= threshold``
+        (``--draw-threshold``) without second detections of one person — keypoints with COCO OKS ``> nms``
+        (``--draw-nms``; 1 keeps them) to a better-scored person, whose box area is the scale
+        (:func:`fcpose.ops.oks.pose_nms`). ``sigmas``: the keypoint set's OKS sigmas
+        (``predictor.cfg.keypoints.sigmas``); default COCO's, which needs K = 17.
         """
         return self.index(self.people_indices(threshold, nms, sigmas))
 

@@ -1,14 +1,7 @@
 """The machine a benchmark runs on, and how disturbed it was: what every ``fcpose bench`` report and the
-``benchmarks/`` scripts record next to their timings.
-
-* :func:`machine_info` — CPU model and instruction set, cores, flags, torch build and threads, accelerator;
-* :func:`cpu_times`, :func:`loadavg`, :func:`own_cpu_seconds` at the start and :func:`contention_since` at
-  the end — load averages, steal, and the CPU time other processes took meanwhile;
-* :class:`PeakMemory` — peak memory growth during a span (CPU: ``VmHWM``, reset per entry; CUDA:
-  ``max_memory_allocated``), see :mod:`fcpose.bench.people` for what is reported;
-* :func:`conv_probe` — the achievable convolution throughput (GFLOP/s) of the machine at a network's
-  pyramid sizes, in the same process;
-* :func:`summarize` — median, p90, mean and min of a list of timings.
+``benchmarks/`` scripts record next to their timings — :func:`machine_info`; load, steal and other processes'
+CPU time over a run (:func:`contention_since`); peak memory (:class:`PeakMemory`, reported as
+:mod:`fcpose.bench.people` says); the achievable conv throughput (:func:`conv_probe`); :func:`summarize`.
 """
 
 from __future__ import annotations

@@ -17,9 +17,8 @@ stage boundary, so each stage's kernels are counted in that stage):
   graph: what a user's call costs. The stage times above are then the eager equivalent, cut at
   synchronisations.
 
-Every stage is the real :class:`~fcpose.inference.runner.InferenceRunner`'s (``network``, then ``detect``:
-the device's post-processing route), one runner per entry sharing the optimised network
-(:meth:`~fcpose.inference.runner.InferenceRunner.with_postprocessor`); the benchmark copies none of it.
+Every stage is the real :class:`~fcpose.inference.runner.InferenceRunner`'s (``network``, then ``detect``),
+one runner per entry sharing the optimised network (``with_postprocessor``); the benchmark copies none of it.
 
 ``batch`` > 1 is the throughput mode: ``batch`` copies of the image are prepared, run as one batch and
 decoded (N people each in forced mode); ``images_per_s`` = ``batch * 1000 / median(total_ms)``.
@@ -29,13 +28,9 @@ Every entry first gets ``warmup`` untimed runs (which also measure its peak memo
 go round-robin over the entries, in a rotating order, so a slow drift of the machine (clocks, other load)
 does not bias the entries measured last.
 
-**Forced-N mode** (an integer in ``persons``): exactly N instances go through the dynamic heads whatever
-the weights (random ones included), so time against people is measured as in the paper's Fig. 6:
-the score threshold is skipped, the ``N * candidates_per_person`` best locations (after the usual
-per-level top-k) go through the normal NMS, the N best survivors are kept and, if NMS left fewer,
-the best suppressed ones fill up to N (:class:`ForcedSelection`, a :class:`~fcpose.postprocess.PostProcessor`
-whose ``keep`` is :func:`forced_keep`). ``"auto"`` in ``persons`` runs the normal threshold + NMS instead
-(meaningful with trained weights).
+**Forced-N mode** (an integer in ``persons``): exactly N people go through the dynamic heads whatever the
+weights, as in the paper's Fig. 6 (:class:`ForcedSelection`, :func:`forced_keep`); ``"auto"`` runs the normal
+threshold + NMS instead (meaningful with trained weights).
 
 **Memory** (``peak_mem_mb``): on CPU the resident-set high-water mark while one entry runs — ``VmHWM``
 from ``/proc/self/status``, reset through ``/proc/self/clear_refs`` before the entry — minus the resident

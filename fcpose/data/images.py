@@ -100,15 +100,10 @@ def _decode(source, name: str, *, formats: set[str] | None = None, max_pixels: i
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file with PIL.
-
-    Returns a new ``uint8`` array of shape ``[H, W, 3]`` in RGB order, after applying the EXIF
-    orientation tag (so ``H x W`` is the upright size a viewer shows). Palette, grayscale, RGBA
-    (alpha dropped), CMYK and 16-bit images are converted to 8-bit RGB.
-
-    Raises:
-        InputError: the file is missing, a directory, unreadable, not an image, corrupt or
-            truncated, or has zero size. The message names the file.
+    """Decode an image file with PIL -> a new ``uint8 [H, W, 3]`` RGB array, EXIF orientation applied (``H x W``
+    is the upright size a viewer shows); palette, grayscale, RGBA (alpha dropped), CMYK and 16-bit images become
+    8-bit RGB. :class:`InputError` naming the file if it is missing, a directory, unreadable, not an image,
+    corrupt or truncated, or has zero size.
     """
     path = Path(path)
     check_file(path, "image")
@@ -118,14 +113,10 @@ def read_image(path: str | Path) -> np.ndarray:
 def decode_image(data: bytes, name: str = "upload", *, formats: set[str] | None = None,
                  max_pixels: int | None = None) -> np.ndarray:
     """Decode an encoded image held in memory (e.g. an HTTP upload) -> ``uint8 [H, W, 3]`` RGB, upright, as
-    :func:`read_image` does for a file. Never touches the file system.
-
-    ``formats`` restricts the accepted PIL formats (by content, not by name); ``max_pixels`` bounds
-    width x height, checked on the header before decoding.
-
-    Raises:
-        InputError: empty, not an image, corrupt or truncated; :class:`ImageFormatError` for a format not
-            in ``formats``; :class:`ImageTooLargeError` for more than ``max_pixels`` pixels.
+    :func:`read_image` does for a file, without touching the file system. ``formats`` restricts the accepted PIL
+    formats (by content, not name; else :class:`ImageFormatError`); ``max_pixels`` bounds width x height, checked
+    on the header before decoding (else :class:`ImageTooLargeError`). :class:`InputError`: empty, not an image,
+    corrupt or truncated.
     """
     if not data:
         raise InputError(f"image {name} is empty (0 bytes)")

@@ -75,14 +75,12 @@ class HostUpload:
 
 def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:
     """``[3, H, W]`` or a batch ``[B, 3, H, W]`` (uint8 or float, values 0-255, any device) -> ``float32
-    [(B,) 3, height, width]``: the bilinear resize of :func:`resize_image` in PyTorch ops (a batch: each image
-    as alone).
+    [(B,) 3, height, width]``: :func:`resize_image`'s bilinear resize in PyTorch ops, each image as alone.
 
-    PIL's way, step by step: a horizontal pass, rounded half up to whole grey levels (PIL keeps a uint8
-    image between the passes), then a vertical pass, rounded again. Each pass is PIL's bilinear filter —
-    downscaling averages over the scaled triangle support (``antialias=True``), upscaling interpolates
-    between pixel centres (half-pixel convention). PIL's coefficients are fixed point, these float32, so a
-    small share of pixels differ by one grey level, rarely two (see :mod:`fcpose.data.transforms`).
+    PIL's way: a horizontal pass rounded half up to whole grey levels (PIL keeps a uint8 image between the
+    passes), then a vertical pass, rounded again; each pass averages over the scaled triangle support when
+    downscaling (``antialias=True``) and interpolates between pixel centres when upscaling. PIL's fixed-point
+    coefficients against these float32 ones: the grey-level differences of the module docstring.
     """
     x = image.float()
     if x.shape[-2] == height and x.shape[-1] == width:

@@ -1,15 +1,7 @@
-"""Checks that turn silent training traps into one-line notes, applied by :func:`fcpose.engine.trainer.train`.
-
-- :func:`fit_backbone_to_scratch`: without pretrained backbone weights, ``freeze_at`` would keep random
-  layers fixed for the whole run; train everything instead, with the preset's from-scratch norm
-  (``model.backbone.scratch_norm``) where it names one, and say that a FrozenBN backbone cannot learn its
-  norms otherwise (:func:`needs_pretrained_backbone`).
-- :func:`fit_schedule`: a warm-up or step schedule longer than ``solver.max_iter`` (a preset's 1000-iteration
-  warm-up and steps at 60k/80k with ``--max-iter 100``) would never leave warm-up; scale it to the run.
-- :func:`fit_keypoints_to_data`: the training data defines the keypoint set; a config that set another one
-  (a ``config.yaml`` of a run on another dataset, ``--set keypoints.*``) is replaced, with a note.
-- :func:`clamp_workers`: more data-loader workers than usable CPUs only adds processes (and PyTorch
-  warnings); use as many as there are CPUs.
+"""Checks that turn silent training traps into one-line notes, applied by :func:`fcpose.engine.trainer.train`:
+random backbone layers frozen for the whole run (:func:`fit_backbone_to_scratch`), a schedule longer than the
+run (:func:`fit_schedule`), a keypoint set other than the data's (:func:`fit_keypoints_to_data`), more loader
+workers than CPUs (:func:`clamp_workers`).
 
 All but the last change the config itself, before the model, the optimizer, the scheduler and ``config.yaml``
 are built or written: the checkpoints record the configuration that was actually trained, and a resumed
@@ -39,24 +31,17 @@ def _note(message: str, verbose: bool) -> None:
 
 def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose: bool = True) -> list[str]:
     """Make a from-scratch run train its whole backbone; returns the one-line warnings (printed to stderr
-    when ``verbose``).
+    when ``verbose``). ``has_pretrained``: the run starts from trained weights (``model.backbone.weights``, or a
+    checkpoint to fine-tune from); the caller decides. Without them, in ``cfg`` (so the saved config says what
+    was trained): ``freeze_at`` becomes 0 (it would keep the random stem, res2, ... fixed); ``norm`` becomes
+    ``model.backbone.scratch_norm`` where the preset names one (e.g. ``fcpose_r18_tiny``), with one note;
+    otherwise ``norm: FrozenBN`` starts as the identity and is never trained, so the backbone would train
+    without normalisation (its activations outgrow float16 within a few steps): the trainer sets its
+    statistics from the first batch (:func:`~fcpose.model.norm.calibrate_frozen_bn`) and a warning suggests GN
+    (or BN/SyncBN). The paper's and the official presets are in this case: they need ImageNet weights.
 
-    ``has_pretrained``: the run starts from trained weights (``model.backbone.weights``, or a checkpoint to
-    fine-tune from); the caller decides. Without them:
-
-    - ``model.backbone.freeze_at > 0`` would keep the randomly initialised stem (and res2, ...) fixed for
-      the whole run: ``freeze_at`` is set to 0 in ``cfg`` (so the saved config says what was trained);
-    - ``model.backbone.scratch_norm`` (a preset meant to train from scratch too, e.g. ``fcpose_r18_tiny``):
-      ``norm`` becomes it, in ``cfg``; one note says so (and that nothing stays frozen);
-    - otherwise ``model.backbone.norm: FrozenBN``: ``FrozenBatchNorm2d`` starts as the identity (weight 1, bias 0,
-      running mean 0, running var 1) and is never trained, so the backbone would train without any
-      normalisation (its activations then outgrow float16 within a few steps); the trainer sets the statistics
-      from the first batch (:func:`~fcpose.model.norm.calibrate_frozen_bn`) and a warning suggests GN (or
-      BN/SyncBN). The paper's and the official presets are in this case: they need ImageNet weights.
-
-    With pretrained weights nothing changes. A resumed run must pass what its first run passed (resuming
-    restores trained weights, but the model and its optimizer groups are rebuilt as the first run built
-    them, so ``--resume`` alone does not count as pretrained).
+    A resumed run must pass what its first run passed (its model and optimizer groups are rebuilt as the first
+    run built them, so ``--resume`` alone does not count as pretrained).
     """
     if has_pretrained:
         return []

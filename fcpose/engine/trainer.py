@@ -1,16 +1,12 @@
-"""``fcpose train``: the training loop, single process or ``torchrun`` DDP.
+"""``fcpose train``: the training loop (:class:`TrainSession`), single process or ``torchrun`` DDP.
 
-:func:`train` strings together the parts of a :class:`TrainSession`: ``setup`` (config fitting, model, DDP,
-optimiser, resume, data), ``train_step`` (one iteration), ``run`` (the loop) and the checkpoints. The optimiser
-pieces live in :mod:`fcpose.engine.optim` (SGD with momentum or AdamW and the linear scaling rule, linear warm-up
-and step or cosine decay, an optional moving average of the weights), the batches in :mod:`fcpose.engine.sampling`.
-Mixed precision (``solver.precision``: bf16 autocast by default on GPUs, fp16 with loss scaling, fp32) around
-the network only, gradient clipping, and a non-finite loss or gradient that *skips the step* (counted, warned at
-the next log line) instead of killing the run; a run that keeps skipping steps or whose weights become non-finite
-*stops* (:class:`TrainingDiverged`). The host waits for the device only every ``log_period`` iterations.
-Checkpoints are atomic and hold everything needed to continue exactly (:class:`LoopState`): ``--resume`` gives the
-same losses as an uninterrupted run, because the data of iteration ``t`` (which images, which augmentation) is a
-pure function of (seed, t), not of the process or worker that loads it (see :mod:`fcpose.engine.sampling`).
+Optimiser pieces are in :mod:`fcpose.engine.optim`, batches in :mod:`fcpose.engine.sampling`. Mixed precision
+(``solver.precision``) covers the network only; a non-finite loss or gradient *skips the step* (counted, warned at
+the next log line), a run that keeps skipping or whose weights become non-finite *stops*
+(:class:`TrainingDiverged`). The host waits for the device only every ``log_period`` iterations. Checkpoints
+are atomic and hold everything to continue exactly (:class:`LoopState`): ``--resume`` gives the same losses as
+an uninterrupted run, because the data of iteration ``t`` is a pure function of (seed, t) (see
+:mod:`fcpose.engine.sampling`).
 """
 
 from __future__ import annotations

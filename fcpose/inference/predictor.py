@@ -142,13 +142,11 @@ class Predictor:
 
     def track(self, frames, *, tracker=None, smooth: bool | None = None, fps: float | None = None,
               realtime: bool = False):
-        """Track people across frames: an iterator of :class:`~fcpose.tracking.TrackedPeople`, one per frame.
-
-        ``frames``: an iterable of RGB ``uint8`` arrays or image paths, or one video file, stream URL or
-        webcam index (``"0"``). ``tracker``: a :class:`~fcpose.config.TrackerConfig` (default: the
-        checkpoint's ``tracker`` section) or a :class:`~fcpose.tracking.PoseTracker` to continue.
-        ``smooth`` switches One-Euro keypoint smoothing on or off; ``fps`` is its time base (default: the
-        video's, else 25). See :mod:`fcpose.inference.track`.
+        """Track people across frames (:mod:`fcpose.inference.track`): an iterator of one
+        :class:`~fcpose.tracking.TrackedPeople` per frame of ``frames`` (RGB ``uint8`` arrays or image paths, or
+        one video file, stream URL or webcam index ``"0"``). ``tracker``: a :class:`~fcpose.config.TrackerConfig`
+        (default: the checkpoint's) or a :class:`~fcpose.tracking.PoseTracker` to continue; ``smooth``: One-Euro
+        keypoint smoothing on or off, ``fps`` its time base (default: the video's, else 25).
         """
         from .track import iter_track
 

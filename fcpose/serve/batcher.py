@@ -1,17 +1,12 @@
 """Dynamic batching: concurrent requests share network calls, on one thread that owns the model.
 
-:class:`DynamicBatcher` keeps a FIFO of submitted images. Its single worker thread takes the oldest image
-and gathers the other waiting images **of the same padded network-input size**
-(:func:`~fcpose.inference.predictor.batch_key`, the one batching rule: only equal padded sizes can share a
-batch) until it has ``max_batch`` of them or ``max_wait_ms`` have passed since the oldest one was submitted,
-runs them as one ``predictor.predict(images)`` call, and hands each caller its own
-:class:`~fcpose.structures.PoseDetections` through a :class:`concurrent.futures.Future`. Images of other
-sizes stay queued, in order, for the next calls; an image that already waited while the model was busy is
-not made to wait again.
-
-Only this thread ever calls the model, so nothing inside the predictor (PyTorch's process-wide thread count,
-onnxruntime or OpenVINO sessions) is used concurrently; the event loop only waits on futures
-(:func:`asyncio.wrap_future`), so it is never blocked by the network.
+:class:`DynamicBatcher` keeps a FIFO of submitted images. Its worker takes the oldest and gathers waiting
+images **of the same padded input size** (:func:`~fcpose.inference.predictor.batch_key`, the one batching
+rule) until ``max_batch`` or ``max_wait_ms`` after the oldest was submitted, runs one
+``predictor.predict(images)`` and answers each caller through a :class:`concurrent.futures.Future`. Images
+of other sizes stay queued, in order; an image that already waited while the model was busy does not wait
+again. Only this thread calls the model, so nothing in the predictor (torch's thread count, onnxruntime or
+OpenVINO sessions) runs concurrently; the event loop only awaits futures (:func:`asyncio.wrap_future`).
 """
 
 from __future__ import annotations

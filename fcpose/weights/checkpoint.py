@@ -1,16 +1,7 @@
-"""Self-describing checkpoints: the config, the weights and (for training) the loop state in one file.
-
-Layout (a plain dict, loadable with PyTorch's ``weights_only=True`` unpickler, i.e. without executing any
-pickled code)::
-
-    {"format": "fcpose", "version": 1, "config": {...nested config...}, "model": state_dict,
-     "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "trained_on": "synthetic" | "COCO train2017" | ...}   # optional: what the weights were trained on
-
-``fcpose predict`` warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images.
-
-Files are written atomically (temporary file + rename), so an interrupted save never leaves a broken
-checkpoint behind. The layout, the one reader and the one mismatch report are in :mod:`fcpose.weights.files`.
+"""Self-describing checkpoints: the config, the weights and (for training) the loop state in one file, whose
+layout, one reader and one mismatch report are in :mod:`fcpose.weights.files`. Files are written atomically
+(temporary file + rename), so an interrupted save never leaves a broken checkpoint behind. ``fcpose predict``
+warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images.
 """
 
 from __future__ import annotations

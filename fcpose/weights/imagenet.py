@@ -44,14 +44,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, object]:
 def load_imagenet_weights(backbone: nn.Module, path: str | os.PathLike) -> StateDictReport:
     """Load an ImageNet classification checkpoint into ``backbone`` as far as the names match.
 
-    The file is read by :func:`~fcpose.weights.files.safe_load` (weights only; see
-    :func:`read_state_dict` for the layouts). Tensors whose name and shape match are copied; everything else
-    is reported, not loaded: classifier keys (``fc.*``) end up in ``unexpected``. ``num_batches_tracked``
-    entries load silently into ``BatchNorm2d`` layers and are ignored elsewhere (FrozenBN); they appear in
-    no list. Keys the backbone declares vestigial (``is_vestigial_checkpoint_key``: the original DLA-34's
-    dead ``level3.project.*``/``level4.project.*``) are skipped silently too.
-
-    Raises :class:`~fcpose.errors.CheckpointError` for a missing, unreadable or non-dict file.
+    The file is read by :func:`~fcpose.weights.files.safe_load` (layouts: :func:`read_state_dict`). Tensors
+    whose name and shape match are copied; the rest is reported, not loaded (``fc.*`` in ``unexpected``).
+    Silently skipped: ``num_batches_tracked`` (loaded into ``BatchNorm2d``, ignored by FrozenBN) and keys the
+    backbone declares vestigial (``is_vestigial_checkpoint_key``: the original DLA-34's dead
+    ``level3.project.*``/``level4.project.*``). :class:`~fcpose.errors.CheckpointError` for a missing,
+    unreadable or non-dict file.
     """
     state = read_state_dict(path)
     is_vestigial = getattr(backbone, "is_vestigial_checkpoint_key", lambda key: False)
