@@ -164,10 +164,6 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
 def atomic_file(path: str | Path, write: Callable[[str], None], what: str = "file") -> Path:
     """Call ``write(tmp)`` to fill a temporary file next to ``path``, then rename it over ``path``
     (any exception, Ctrl-C included, removes the temporary file and leaves ``path`` as it was)."""
-    return _atomic(path, write, what)
-
-
-def _atomic(path: str | Path, write: Callable[[str], None], what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {what} {path}: it is a folder")
@@ -208,12 +204,12 @@ def atomic_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
                 raise
             raise OSError(errno.EIO, one_line(exc)) from None
 
-    return _atomic(path, write, what)
+    return atomic_file(path, write, what)
 
 
 def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
     """Write ``text`` (UTF-8) to ``path``, atomically."""
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what)
+    return atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what)
 
 
 def unique_output_path(out_dir: Path, source: str | Path, suffix: str, used: set[str]) -> Path:

@@ -68,6 +68,20 @@ def _flatten_levels(maps: list[Tensor]) -> Tensor:
     return torch.cat([m.flatten(2) for m in maps], dim=2).permute(0, 2, 1)
 
 
+def _positive_scores(dense: DenseOutputs, fcos: FCOSTargets, b_idx: Tensor, l_idx: Tensor) -> Tensor:
+    """``sigmoid(cls) * sigmoid(ctr)`` (of the matched class) at locations ``l_idx`` of images ``b_idx``."""
+    cls = _flatten_levels(dense.cls_logits)
+    ctr = _flatten_levels(dense.centerness)[..., 0]
+    labels = fcos.labels[b_idx, l_idx]
+    return torch.sigmoid(cls[b_idx, l_idx, labels].float()) * torch.sigmoid(ctr[b_idx, l_idx].float())
+
+
+def _grid_instances(grid: LocationGrid, b_idx: Tensor, l_idx: Tensor) -> Instances:
+    """:class:`Instances` at grid locations ``l_idx`` of images ``b_idx`` (the heads to run in training)."""
+    return Instances(batch_index=b_idx, levels=grid.levels[l_idx], positions=grid.positions[l_idx],
+                     locations=grid.locations[l_idx])
+
+
 class FCPoseCriterion:
     """Computes the FCPose losses of a batch; holds no parameters. Only :meth:`from_config` reads a config.
 
@@ -209,14 +223,10 @@ class FCPoseCriterion:
         gt = kt.gt_start[b_idx] + fcos.matched_gt[b_idx, l_idx]
         keep = kt.has_keypoints[gt]
         b_idx, l_idx, gt = b_idx[keep], l_idx[keep], gt[keep]
-        cls = _flatten_levels(dense.cls_logits)
-        ctr = _flatten_levels(dense.centerness)[..., 0]
-        score = torch.sigmoid(cls[b_idx, l_idx, fcos.labels[b_idx, l_idx]].float()) * \
-            torch.sigmoid(ctr[b_idx, l_idx].float())
+        score = _positive_scores(dense, fcos, b_idx, l_idx)
         sel = sample_instances(gt, score, self.max_proposals)
         b_idx, l_idx, gt = b_idx[sel], l_idx[sel], gt[sel]
-        instances = Instances(batch_index=b_idx, levels=grid.levels[l_idx], positions=grid.positions[l_idx],
-                              locations=grid.locations[l_idx])
+        instances = _grid_instances(grid, b_idx, l_idx)
         return instances, gt
 
     def keypoint_losses(self, core: FCPose, dense: DenseOutputs, grid, fcos: FCOSTargets,
@@ -233,8 +243,8 @@ class FCPoseCriterion:
         else:
             # No instance: run one head anyway (image 0, first P3 cell) so that the controller and the
             # keypoint features stay in the graph with a zero gradient.
-            dummy = Instances(batch_index=torch.zeros(1, dtype=torch.long, device=grid.levels.device),
-                              levels=grid.levels[:1], positions=grid.positions[:1], locations=grid.locations[:1])
+            first = torch.zeros(1, dtype=torch.long, device=grid.levels.device)
+            dummy = _grid_instances(grid, first, first)
             heat_sum = core.instance_heatmaps(dense, dummy).float().sum() * 0.0
             num_kpts = heat_sum.detach() * 0.0
         loss_heatmap = self.heatmap_weight * heat_sum / reduce_mean(num_kpts).clamp(min=1.0)
@@ -264,14 +274,10 @@ class FCPoseCriterion:
                               + b_idx * fcos.positive.shape[1] + l_idx)
         b_idx, l_idx = b_idx[order], l_idx[order]
         gt = kt.gt_start[b_idx] + fcos.matched_gt[b_idx, l_idx]
-        cls = _flatten_levels(dense.cls_logits)
-        ctr = _flatten_levels(dense.centerness)[..., 0]
-        score = torch.sigmoid(cls[b_idx, l_idx, fcos.labels[b_idx, l_idx]].float()) * \
-            torch.sigmoid(ctr[b_idx, l_idx].float())
+        score = _positive_scores(dense, fcos, b_idx, l_idx)
         sel, count = select_heads_per_person(gt, b_idx, score, self.max_proposals)
         b_idx, l_idx, gt = b_idx[sel], l_idx[sel], gt[sel]
-        instances = Instances(batch_index=b_idx, levels=grid.levels[l_idx], positions=grid.positions[l_idx],
-                              locations=grid.locations[l_idx])
+        instances = _grid_instances(grid, b_idx, l_idx)
         return instances, gt, 1.0 / count.to(torch.float32)
 
     def official_keypoint_losses(self, core: FCPose, dense: DenseOutputs, grid: LocationGrid, fcos: FCOSTargets,
@@ -298,8 +304,8 @@ class FCPoseCriterion:
         if len(instances) == 0:
             # No positive location in the batch (the official code raises here): run one head anyway so that
             # every parameter stays in the graph, with a zero loss.
-            dummy = Instances(batch_index=torch.zeros(1, dtype=torch.long, device=grid.levels.device),
-                              levels=grid.levels[:1], positions=grid.positions[:1], locations=grid.locations[:1])
+            first = torch.zeros(1, dtype=torch.long, device=grid.levels.device)
+            dummy = _grid_instances(grid, first, first)
             zero = core.instance_heatmaps(dense, dummy).float().sum() * 0.0 + dense.kpt_offsets.float().sum() * 0.0
             self.stats.update(num_instances=torch.tensor(0), num_keypoints=torch.tensor(0.0))
             return {"loss_keypoint": zero, "loss_direction": zero.clone()}
