@@ -66,7 +66,3 @@ class BoxKalman:
     @property
     def box(self) -> np.ndarray:
         return cxcywh_to_xyxy(self.x)
-
-    @property
-    def velocity(self) -> np.ndarray:
-        return self.x[4:].copy()

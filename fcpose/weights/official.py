@@ -1,12 +1,9 @@
-"""Official AdelaiDet FCPose checkpoints (detectron2 layout) -> fcpose checkpoints.
+"""Official AdelaiDet FCPose checkpoints (detectron2 layout) -> fcpose checkpoints (docs/official_checkpoints.md).
 
-The authors' files (``fcpose50.pth``, ``fcpose101.pth``, or any checkpoint their training code writes) hold
-a detectron2 state dict, either bare or as ``{"model": state_dict, ...}``. :func:`convert_official` renames
-every entry to this package's names, upcasts half-precision tensors to float32, reshapes the controller,
-moves ``sizes_of_interest`` into the config, and returns a regular fcpose checkpoint dict for the preset that
-matches the backbone (``fcpose_r50_official`` or ``fcpose_r101_official``, told apart by the number of res4
-blocks). Every entry must be accounted for: an unknown entry, a missing one or a wrong shape is a
-:class:`~fcpose.errors.CheckpointError` that names them.
+:func:`convert_official` renames every entry of a bare or ``{"model": ...}`` detectron2 state dict, upcasts
+half-precision tensors, reshapes the controller, moves ``sizes_of_interest`` into the config and returns an
+fcpose checkpoint dict for ``fcpose_r50_official`` or ``fcpose_r101_official`` (told apart by the res4 blocks);
+an unknown entry, a missing one or a wrong shape is a :class:`~fcpose.errors.CheckpointError` naming them.
 
 Name mapping (official -> fcpose)::
 
@@ -22,10 +19,8 @@ Name mapping (official -> fcpose)::
     proposal_generator.fcpose_head.sizes_of_interest -> config model.keypoint.rel_coord_norm (and
                                                      model.fcos.sizes_of_interest, input.max_size_train)
 
-The basis module's training-only auxiliary heads (``seg_head``, ``p3_logits``, ``upsampler``,
-``p1_logits``) are kept (``model.keypoint.aux_heads: true``) so that the official training recipe can
-continue from the file; with ``keep_aux=False`` they are dropped and listed in the report. Dropped always:
-``num_batches_tracked`` counters of frozen backbone norms if a file has them.
+The basis module's training-only auxiliary heads are kept (``model.keypoint.aux_heads: true``, for the official
+training recipe) unless ``keep_aux=False``; ``num_batches_tracked`` counters of frozen backbone norms are dropped.
 """
 
 from __future__ import annotations
