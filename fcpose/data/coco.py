@@ -335,21 +335,20 @@ def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | Non
 class CocoKeypointDataset(Dataset):
     """COCO-keypoints annotations + images -> training items.
 
-    Args:
-        ann_file: COCO-style JSON (``images``, ``annotations``, ``categories`` with ``keypoints``).
-        image_dir: folder the ``file_name`` of each image is relative to.
-        keypoints: the keypoint set the model is trained for; ``None`` reads it from the file
-            (:func:`keypoint_set_from_coco`). Its names must equal the category's.
-        transform: ``(image, target, rng) -> (image, target)`` (see :mod:`fcpose.data.augment`), or None.
-        category_id: the keypoint category to use (default: ``person`` or the only keypoint category).
-        filter_empty: drop images without any (non-crowd) person.
-        crowd: ``"ignore"`` (crowd boxes become ignore regions) or ``"drop"`` (removed, as the official trainer).
-        min_keypoints: drop images with fewer labelled keypoints in all (detectron2's
-            ``MIN_KEYPOINTS_PER_IMAGE``; the official FCPose recipe uses 1).
-        min_box_size: boxes (clipped to the image) narrower or lower than this many pixels are dropped.
-        seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
-            ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
-            :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
+    ann_file: COCO-style JSON (``images``, ``annotations``, ``categories`` with ``keypoints``).
+    image_dir: folder the ``file_name`` of each image is relative to.
+    keypoints: the keypoint set the model is trained for; ``None`` reads it from the file
+        (:func:`keypoint_set_from_coco`). Its names must equal the category's.
+    transform: ``(image, target, rng) -> (image, target)`` (see :mod:`fcpose.data.augment`), or None.
+    category_id: the keypoint category to use (default: ``person`` or the only keypoint category).
+    filter_empty: drop images without any (non-crowd) person.
+    crowd: ``"ignore"`` (crowd boxes become ignore regions) or ``"drop"`` (removed, as the official trainer).
+    min_keypoints: drop images with fewer labelled keypoints in all (detectron2's
+        ``MIN_KEYPOINTS_PER_IMAGE``; the official FCPose recipe uses 1).
+    min_box_size: boxes (clipped to the image) narrower or lower than this many pixels are dropped.
+    seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
+        ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
+        :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
 
     An item is a dict: ``image`` uint8 ``[3, H, W]`` RGB (after the transform), ``boxes`` float ``[G, 4]``
     xyxy, ``keypoints`` float ``[G, K, 3]`` (x, y, v), ``ignore_boxes`` float ``[C, 4]`` (all in pixels of

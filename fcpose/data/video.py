@@ -99,10 +99,8 @@ class VideoReader(CaptureFrames):
     ``width`` and ``height`` are those of the decoded frames. ``fps`` falls back to 25.0 when the
     container reports none (0, NaN or an implausible value). ``frame_count`` is the container's
     count, which can be an estimate; 0 when unknown. Iterating a second time restarts from the
-    first frame. Use as a context manager or call :meth:`close`.
-
-    Raises:
-        InputError: the file is missing, cannot be opened as a video, or has no frames.
+    first frame. Use as a context manager or call :meth:`close`. :class:`InputError` if the file is missing,
+    cannot be opened as a video, or has no frames.
     """
 
     def __init__(self, path: str | Path):
@@ -212,10 +210,8 @@ class VideoWriter:
 
     Frames go to a hidden temporary file next to the target, renamed to :attr:`path` by :meth:`close`:
     an interrupted run (Ctrl-C, an error inside ``with``) leaves no half-written video behind.
-
-    Raises:
-        InputError: unsupported suffix, invalid fps or size, or the writer cannot be opened
-            (e.g. the folder is not writable).
+    :class:`InputError` for an unsupported suffix, invalid fps or size, or a writer that cannot be opened
+    (e.g. the folder is not writable).
     """
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int):

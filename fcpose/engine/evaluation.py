@@ -253,26 +253,21 @@ def evaluate_keypoints(
 ) -> dict[str, dict[str, float]]:
     """Evaluate COCO-format results against ground truth with pycocotools' ``COCOeval``.
 
-    Args:
-        gt: path to a COCO annotation JSON, a loaded dataset dict, or a ``pycocotools.coco.COCO``.
-        results: list of result dicts (see the module doc; K keypoints -> 3K values, COCO pixel-index
-            coordinates) or a path to a results JSON.
-        sigmas: K OKS sigmas. Default: the category's ``sigmas`` field if the dataset has one, else
-            COCO's 17 sigmas (for K != 17 sigmas are required).
-        iou_types: any of ``"keypoints"`` and ``"bbox"``. Box evaluation needs a ``bbox`` on every
-            result; if some lack it, it is skipped (logged) and ``"bbox"`` is absent from the output.
-        image_ids: evaluate on these images only (default: all ground-truth images).
-        verbose: let pycocotools print its progress and summary tables.
+    gt: path to a COCO annotation JSON, a loaded dataset dict, or a ``pycocotools.coco.COCO``.
+    results: list of result dicts (see the module doc; K keypoints -> 3K values, COCO pixel-index
+        coordinates) or a path to a results JSON.
+    sigmas: K OKS sigmas. Default: the category's ``sigmas`` field if the dataset has one, else
+        COCO's 17 sigmas (for K != 17 sigmas are required).
+    iou_types: any of ``"keypoints"`` and ``"bbox"``. Box evaluation needs a ``bbox`` on every
+        result; if some lack it, it is skipped (logged) and ``"bbox"`` is absent from the output.
+    image_ids: evaluate on these images only (default: all ground-truth images).
+    verbose: let pycocotools print its progress and summary tables.
 
-    Returns:
-        ``{"keypoints": {AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl},
-        "bbox": {AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}}`` as floats in
-        [0, 1]; NaN where the metric is undefined (no ground truth in that area range). With no
-        results every defined metric is 0.
-
-    Raises:
-        FCPoseError: unreadable inputs, results for unknown image ids, wrong keypoint counts,
-            missing or mis-sized sigmas, unknown iou types or image ids.
+    Returns ``{"keypoints": {AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl}, "bbox": {AP, AP50, AP75, APs,
+    APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}}`` as floats in [0, 1]; NaN where the metric is undefined (no
+    ground truth in that area range); with no results every defined metric is 0. :class:`FCPoseError` for
+    unreadable inputs, results for unknown image ids, wrong keypoint counts, missing or mis-sized sigmas,
+    unknown iou types or image ids.
     """
     iou_types = (iou_types,) if isinstance(iou_types, str) else tuple(iou_types)
     bad = [t for t in iou_types if t not in _IOU_TYPES]

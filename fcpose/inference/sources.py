@@ -52,12 +52,9 @@ def collect_sources(inputs: Iterable[str | Path]) -> tuple[list[Source], list[st
 
     A folder contributes its image and video files (not recursive, sorted by file name, hidden
     files and unknown extensions silently skipped). Paths that resolve to the same file are kept
-    once, at their first position.
-
-    Returns:
-        ``(sources, problems)``: ``problems`` holds one line per input that cannot be used (a
-        missing path, an explicitly given file with an unsupported extension, a folder with no
-        usable files). The caller decides whether these are fatal.
+    once, at their first position. Returns ``(sources, problems)``: one line per input that cannot be used
+    (a missing path, an explicitly given file with an unsupported extension, a folder with no usable files);
+    the caller decides whether these are fatal.
     """
     sources: list[Source] = []
     problems: list[str] = []
@@ -160,11 +157,8 @@ def _check_url(url: str, timeout: float) -> None:
 
 
 def read_image_url(url: str, timeout: float = DEFAULT_URL_TIMEOUT, max_bytes: int = 256 << 20) -> np.ndarray:
-    """Download and decode an image from an ``http(s)://`` URL (standard library + PIL) -> RGB uint8.
-
-    Raises:
-        InputError: unreachable, an HTTP error, too large, or not a decodable image.
-    """
+    """Download and decode an image from an ``http(s)://`` URL (standard library + PIL) -> RGB uint8;
+    :class:`InputError` if unreachable, an HTTP error, too large, or not a decodable image."""
     import urllib.error
     import urllib.request
 
@@ -186,11 +180,8 @@ class StreamReader(CaptureFrames):
     """Frames of a webcam (an index such as ``0``) or a network stream (``rtsp://``, ``http(s)://`` ...,
     through OpenCV's FFmpeg backend) as ``uint8`` ``[H, W, 3]`` RGB arrays; same interface as
     :class:`VideoReader`. ``frame_count`` is 0 for live streams (unknown); ``is_live`` is True for webcams
-    and non-HTTP streams. A stream can be iterated once.
-
-    Raises:
-        InputError: the camera or URL cannot be opened, or sends no frame (one line, with the reason
-            where the standard library can tell it for http(s)).
+    and non-HTTP streams. A stream can be iterated once. :class:`InputError` (one line, with the reason
+    where the standard library can tell it for http(s)) if the camera or URL cannot be opened or sends no frame.
     """
 
     def __init__(self, spec: str, timeout: float = DEFAULT_URL_TIMEOUT):

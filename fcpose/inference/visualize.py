@@ -82,29 +82,25 @@ def draw_poses(
     colors: Sequence[Color] | None = None,
     labels: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Draw people on a copy of an image.
+    """Draw people on a copy of an image -> a new ``uint8 [H, W, 3]`` RGB image.
 
-    Args:
-        image_rgb: ``uint8`` ``[H, W, 3]`` RGB image (numpy array or torch tensor); not modified.
-        boxes: ``[N, 4]`` boxes ``(x0, y0, x1, y1)`` in the image's pixels, or ``None``.
-        scores: ``[N]`` person scores (drawn above the boxes), or ``None``.
-        keypoints: ``[N, K, 3]`` ``(x, y, score)`` in continuous pixel coordinates of the image
-            (``[N, K, 2]`` means every keypoint is visible), or ``None``.
-        skeleton: 0-based ``[a, b]`` keypoint index pairs joined by a line.
-        keypoint_threshold: a keypoint is drawn only if its score is ``> keypoint_threshold``;
-            an edge only if both of its ends are drawn.
-        box_color: RGB colour of every box; ``None`` uses each person's palette colour.
-        line_width: pixels; ``None`` scales with the image (:func:`default_line_width`).
-        show_scores: write each person's score above its box.
-        colors: one RGB colour per person (e.g. by track id) instead of the cycled palette.
-        labels: one text per person (e.g. ``"id 7"``) written instead of the score.
+    image_rgb: ``uint8`` ``[H, W, 3]`` RGB image (numpy array or torch tensor); not modified.
+    boxes: ``[N, 4]`` boxes ``(x0, y0, x1, y1)`` in the image's pixels, or ``None``.
+    scores: ``[N]`` person scores (drawn above the boxes), or ``None``.
+    keypoints: ``[N, K, 3]`` ``(x, y, score)`` in continuous pixel coordinates of the image
+        (``[N, K, 2]`` means every keypoint is visible), or ``None``.
+    skeleton: 0-based ``[a, b]`` keypoint index pairs joined by a line.
+    keypoint_threshold: a keypoint is drawn only if its score is ``> keypoint_threshold``;
+        an edge only if both of its ends are drawn.
+    box_color: RGB colour of every box; ``None`` uses each person's palette colour.
+    line_width: pixels; ``None`` scales with the image (:func:`default_line_width`).
+    show_scores: write each person's score above its box.
+    colors: one RGB colour per person (e.g. by track id) instead of the cycled palette.
+    labels: one text per person (e.g. ``"id 7"``) written instead of the score.
 
     Boxes and joints are coloured per person (:data:`PERSON_COLORS`, cycled), skeleton edges per
     edge index, so left and right limbs differ. People are drawn in increasing score order, so the
     most confident ends up on top. Non-finite or huge coordinates are skipped.
-
-    Returns:
-        A new ``uint8`` ``[H, W, 3]`` RGB image.
     """
     out = _image_copy(image_rgb)
     arrays = {"boxes": _to_numpy(boxes), "scores": _to_numpy(scores), "keypoints": _to_numpy(keypoints)}

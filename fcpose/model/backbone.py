@@ -147,18 +147,17 @@ _RESNET_SPECS: dict[int, tuple[type[nn.Module], list[int]]] = {
 class ResNet(_Backbone):
     """ResNet-18/34/50/101 with torchvision parameter names, returning ``[C3, C4, C5]``.
 
-    Args:
-        depth: 18, 34 (BasicBlock) or 50, 101 (Bottleneck).
-        norm: "FrozenBN" (default; every norm frozen), "BN", "SyncBN" or "GN".
-        freeze_at: detectron2 semantics. 0 freezes nothing, 1 the stem (``conv1``/``bn1``),
-            2 also ``layer1``, 3 ``layer2``, 4 ``layer3``, 5 ``layer4``. Frozen means
-            ``requires_grad=False``; with "BN"/"SyncBN" the frozen stages' norms also become
-            :class:`FrozenBatchNorm2d`.
-        stride_in_1x1: Bottleneck only: the first block of layer2-4 strides in its 1x1 ``conv1``
-            (MSRA/detectron2) instead of its 3x3 ``conv2`` (torchvision).
-        width: channels of the stem and the first stage (64 in the standard ResNets, whose ImageNet
-            checkpoints need it); the stages have ``width * (1, 2, 4, 8)`` planes. Narrower networks are for
-            small models trained from scratch (the synthetic-data benchmark).
+    depth: 18, 34 (BasicBlock) or 50, 101 (Bottleneck).
+    norm: "FrozenBN" (default; every norm frozen), "BN", "SyncBN" or "GN".
+    freeze_at: detectron2 semantics. 0 freezes nothing, 1 the stem (``conv1``/``bn1``),
+        2 also ``layer1``, 3 ``layer2``, 4 ``layer3``, 5 ``layer4``. Frozen means
+        ``requires_grad=False``; with "BN"/"SyncBN" the frozen stages' norms also become
+        :class:`FrozenBatchNorm2d`.
+    stride_in_1x1: Bottleneck only: the first block of layer2-4 strides in its 1x1 ``conv1``
+        (MSRA/detectron2) instead of its 3x3 ``conv2`` (torchvision).
+    width: channels of the stem and the first stage (64 in the standard ResNets, whose ImageNet
+        checkpoints need it); the stages have ``width * (1, 2, 4, 8)`` planes. Narrower networks are for
+        small models trained from scratch (the synthetic-data benchmark).
 
     Forward: ``[B, 3, H, W]`` -> ``[C3, C4, C5]`` of shapes ``[B, c, ceil(H/s), ceil(W/s)]`` with
     ``(c, s)`` = (128, 8), (256, 16), (512, 32) for depth 18/34 and (512, 8), (1024, 16),
@@ -319,12 +318,11 @@ class DLA34(_Backbone):
     Channels [16, 32, 64, 128, 256, 512] at strides [1, 1, 2, 4, 8, 16, 32] for ``base_layer``,
     ``level0`` ... ``level5``; levels [1, 1, 1, 2, 2, 1]; basic blocks; roots without residual.
 
-    Args:
-        norm: "FrozenBN" (default), "BN", "SyncBN" or "GN" ("GN" needs channels divisible by 32,
-            which DLA-34's 16-channel stem is not).
-        freeze_at: 0 nothing frozen, 1 ``base_layer`` + ``level0`` + ``level1``, 2 also ``level2``,
-            3 ``level3``, 4 ``level4``, 5 ``level5`` (everything). Same meaning of "frozen" as for
-            :class:`ResNet`.
+    norm: "FrozenBN" (default), "BN", "SyncBN" or "GN" ("GN" needs channels divisible by 32,
+        which DLA-34's 16-channel stem is not).
+    freeze_at: 0 nothing frozen, 1 ``base_layer`` + ``level0`` + ``level1``, 2 also ``level2``,
+        3 ``level3``, 4 ``level4``, 5 ``level5`` (everything). Same meaning of "frozen" as for
+        :class:`ResNet`.
 
     Forward: ``[B, 3, H, W]`` -> ``[C3, C4, C5]`` = levels 3, 4, 5 with shapes
     ``[B, 128, ceil(H/8), ceil(W/8)]``, ``[B, 256, ceil(H/16), ...]``, ``[B, 512, ceil(H/32), ...]``.

@@ -52,15 +52,14 @@ def _conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> nn.Sequen
 class BasisModule(nn.Module):
     """Official FCPose keypoint branch; same interface as :class:`~fcpose.model.keypoint_branch.KeypointBranch`.
 
-    Args:
-        in_channels: channels of the pyramid levels (256).
-        num_keypoints: K; the output has ``2K`` offset channels.
-        channels: width of the refine blocks and the tower (128).
-        num_convs: conv3x3 blocks in the tower (4).
-        norm: "BN" (eval: running statistics) or "SyncBN" (what the official code trains with); "GN" works too.
-        feat_channels: channels of F (the 32 bases).
-        num_inputs: pyramid levels fused, from P3 up (3: P3, P4, P5).
-        aux_heads: build the auxiliary p3/p1 heatmap heads of the official training (see the module docstring).
+    in_channels: channels of the pyramid levels (256).
+    num_keypoints: K; the output has ``2K`` offset channels.
+    channels: width of the refine blocks and the tower (128).
+    num_convs: conv3x3 blocks in the tower (4).
+    norm: "BN" (eval: running statistics) or "SyncBN" (what the official code trains with); "GN" works too.
+    feat_channels: channels of F (the 32 bases).
+    num_inputs: pyramid levels fused, from P3 up (3: P3, P4, P5).
+    aux_heads: build the auxiliary p3/p1 heatmap heads of the official training (see the module docstring).
 
     Parameter names follow the official checkpoint (``refine.i.{0,1}``, ``tower.j.{0,1}``, ``tower.<last>``).
     """

@@ -153,19 +153,16 @@ def assign_fcos_targets(locations_per_level: list[Tensor], strides: list[int], s
                         gt_classes_per_image: list[Tensor] | None = None) -> FCOSTargets:
     """FCOS targets of a batch.
 
-    Args:
-        locations_per_level: L_levels x ``[H_l * W_l, 2]`` (x, y) input-pixel locations, row-major
-            (:func:`~fcpose.targets.locations.compute_locations`).
-        strides: stride of each level.
-        sizes_of_interest: upper size bound of every level but the last (see :func:`level_size_ranges`).
-        gt_boxes_per_image: B x ``[G_b, 4]`` xyxy input pixels.
-        ignore_boxes_per_image: B x ``[C_b, 4]`` xyxy crowd regions (or None).
-        center_sampling_radius: in strides; 0 disables centre sampling (whole box).
-        gt_classes_per_image: B x ``[G_b]`` class indices (default: all 0 = person).
+    locations_per_level: L_levels x ``[H_l * W_l, 2]`` (x, y) input-pixel locations, row-major
+        (:func:`~fcpose.targets.locations.compute_locations`).
+    strides: stride of each level.
+    sizes_of_interest: upper size bound of every level but the last (see :func:`level_size_ranges`).
+    gt_boxes_per_image: B x ``[G_b, 4]`` xyxy input pixels.
+    ignore_boxes_per_image: B x ``[C_b, 4]`` xyxy crowd regions (or None).
+    center_sampling_radius: in strides; 0 disables centre sampling (whole box).
+    gt_classes_per_image: B x ``[G_b]`` class indices (default: all 0 = person).
 
-    Returns:
-        :class:`FCOSTargets` with ``[B, L_total, ...]`` tensors, locations image-major, then level, then
-        row-major.
+    Returns :class:`FCOSTargets` with ``[B, L_total, ...]`` tensors (image-major, then level, then row-major).
     """
     device = locations_per_level[0].device
     ranges = level_size_ranges(sizes_of_interest, len(locations_per_level))

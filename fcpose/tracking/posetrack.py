@@ -135,10 +135,8 @@ class TrackFrame:
 
 def load_posetrack(path_or_data, num_keypoints: int | None = None) -> dict[str, list[TrackFrame]]:
     """Read a PoseTrack-style JSON (a path or the parsed dict) -> ``{vid_id: [TrackFrame, ...]}`` in
-    frame order. Frames without people are kept (empty arrays).
-
-    Raises:
-        InputError: the file is missing or not JSON, or an entry lacks a required field.
+    frame order. Frames without people are kept (empty arrays). :class:`InputError` if the file is missing
+    or not JSON, or an entry lacks a required field.
     """
     if isinstance(path_or_data, dict):
         data, label = path_or_data, "PoseTrack data"
