@@ -8,8 +8,7 @@ Public API::
     fcpose.save_checkpoint(model, "m.pt")                   # config + weights in one file
     predictor = fcpose.Predictor.from_checkpoint("m.pt", device="cpu")
     dets = predictor("img.jpg")                             # or an RGB uint8 HxWx3 array
-    dets.boxes, dets.scores, dets.keypoints                 # [N,4] xyxy, [N], [N,K,3]; original pixels
-"""
+    dets.boxes, dets.scores, dets.keypoints                 # [N,4] xyxy, [N], [N,K,3]; original pixels"""
 
 __version__ = "0.1.0"
 

@@ -2,8 +2,7 @@
 
 The network (:class:`~fcpose.model.fcpose.FCPose`: weights and ``forward``), the training objective
 (:class:`~fcpose.loss.FCPoseCriterion`) and the decoding (:class:`~fcpose.postprocess.PostProcessor`) are
-separate objects with separate jobs; this is the one place that makes all three from the same settings.
-"""
+separate objects with separate jobs; this is the one place that makes all three from the same settings."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """The ``fcpose`` command line: predict, track, serve, train, eval, bench, export, convert, synth, presets.
 
 Errors a user can cause (bad paths, unreadable images, wrong checkpoints, unknown config keys) print one
-line on stderr and exit with status 2, without a traceback.
-"""
+line on stderr and exit with status 2, without a traceback."""
 
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 A preset (``fcpose/configs/<name>.yaml``) holds only what differs from the dataclass defaults below;
 the defaults are the paper's R-50 FCPose. Derived values (the number of dynamic parameters, the
 pyramid strides, the keypoint count) are properties, never typed by hand. Unknown keys anywhere —
-in a YAML file, in ``--set`` or in a checkpoint — are a :class:`~fcpose.errors.ConfigError`.
-"""
+in a YAML file, in ``--set`` or in a checkpoint — are a :class:`~fcpose.errors.ConfigError`."""
 
 from __future__ import annotations
 
@@ -57,8 +56,7 @@ def is_synthetic_dataset(ann_file: str | Path) -> bool:
 def dynamic_param_count(in_channels: int, channels: int, num_layers: int, out_channels: int) -> int:
     """Number of weights + biases of a stack of 1x1 convs ``in -> channels x (L-1) -> out``.
 
-    With the paper's head (34 -> 32 -> 32 -> 17) this is (34*32+32) + (32*32+32) + (32*17+17) = 2,737.
-    """
+    With the paper's head (34 -> 32 -> 32 -> 17) this is (34*32+32) + (32*32+32) + (32*17+17) = 2,737."""
     if num_layers < 1:
         raise ConfigError(f"the dynamic head needs at least 1 layer, got {num_layers}")
     dims = [in_channels] + [channels] * (num_layers - 1) + [out_channels]

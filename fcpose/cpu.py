@@ -1,6 +1,5 @@
-"""What this CPU is: its model and flags, the instruction set that decides its speed, and the settings that
-do not fit it. Read from ``/proc/cpuinfo`` (Linux); elsewhere the model is ``platform.processor()`` and the
-flags are unknown."""
+"""What this CPU is: its model and flags, the instruction set that decides its speed, and the settings that do not fit
+it. Read from ``/proc/cpuinfo`` (Linux); elsewhere the model is ``platform.processor()`` and the flags are unknown."""
 
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
 """``make demo`` (``python -m fcpose.demo --out demo_out``): show the real thing when it can.
 
-With network access (or the file already in the cache) it runs the authors' COCO model
-(``fcpose_r50_official``, downloaded by the model zoo) on a COCO val2017 photo bundled in ``assets/``
-(licence and attribution: ``assets/README.md``). Offline it falls back to the small model trained on
-synthetic scenes only (``assets/fcpose_synth_demo.pt``) on a synthetic scene (``assets/sample.jpg``).
-One line says which it used and why. ``--weights W`` skips the choice: W runs on the photo (the synthetic
-demo model on the synthetic scene).
-"""
+With network access (or the file already in the cache) it runs the authors' COCO model (``fcpose_r50_official``,
+downloaded by the model zoo) on a COCO val2017 photo bundled in ``assets/`` (licence and attribution:
+``assets/README.md``). Offline it falls back to the small model trained on synthetic scenes only
+(``assets/fcpose_synth_demo.pt``) on a synthetic scene (``assets/sample.jpg``). One line says which it used and why.
+``--weights W`` skips the choice: W runs on the photo (the synthetic demo model on the synthetic scene)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 Everything degrades to the single-process case when torch.distributed is not initialised, so the same
 code runs under ``python -m fcpose ...`` and ``torchrun --nproc_per_node N -m fcpose ...``. A bottom-layer
-module (it imports only :mod:`fcpose.errors`): the loss, the trainer and evaluation all use it.
-"""
+module (it imports only :mod:`fcpose.errors`): the loss, the trainer and evaluation all use it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Exception types for errors a user can cause, and the one-line forms of error messages.
 
 The command line catches :class:`FCPoseError` and prints its message as one line on stderr with a
-non-zero exit status (no traceback). Library users can catch the subclasses.
-"""
+non-zero exit status (no traceback). Library users can catch the subclasses."""
 
 from __future__ import annotations
 

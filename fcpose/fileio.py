@@ -3,8 +3,7 @@
 An interrupted write (crash, Ctrl-C, full disk) never leaves a truncated checkpoint or JSON behind: the
 target is either the complete new file or untouched. The file gets the permissions any other new file
 of the user would get (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``. A folder or file
-that cannot be written raises :class:`~fcpose.errors.OutputError` with one line naming the path.
-"""
+that cannot be written raises :class:`~fcpose.errors.OutputError` with one line naming the path."""
 
 from __future__ import annotations
 

@@ -17,8 +17,7 @@ the people with labelled keypoints, most confident (``sigmoid(cls) * sigmoid(ctr
 (:func:`~fcpose.targets.pose.sample_instances`). Normalisers are averaged over ``torch.distributed``
 processes so that the gradient DDP averages is the gradient of the whole batch. Every trainable
 parameter is part of every step's loss graph (a batch without people, or without keypoints, adds zero
-times the outputs that would otherwise be unused), so DDP needs no ``find_unused_parameters``.
-"""
+times the outputs that would otherwise be unused), so DDP needs no ``find_unused_parameters``."""
 
 from __future__ import annotations
 
@@ -52,8 +51,7 @@ OFFICIAL_LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_p1", "loss_p3",
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
     """Element-wise focal loss (Lin et al. 2017) of logits and {0, 1} targets of the same shape.
 
-    ``alpha < 0`` disables the class balancing factor.
-    """
+    ``alpha < 0`` disables the class balancing factor."""
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
@@ -98,8 +96,7 @@ class FCPoseCriterion:
 
     Returns ``{"loss_cls", "loss_box", "loss_ctr", "loss_heatmap", "loss_offset"}``: scalar tensors, already
     weighted, to be summed. After a call, :attr:`stats` holds detached counts (``num_pos``,
-    ``num_instances``, ``num_keypoints``, ``num_offset_cells``) of this process's batch.
-    """
+    ``num_instances``, ``num_keypoints``, ``num_offset_cells``) of this process's batch."""
 
     def __init__(self, num_keypoints: int, strides: list[int], sizes_of_interest: list[float], *,
                  center_sampling_radius: float = 1.5, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
@@ -293,8 +290,7 @@ class FCPoseCriterion:
           with ``p_cell`` the cell centre + its predicted offset (pixels); summed with weights w, divided by
           the sum of all weights and by d_norm.
 
-        Both carry the factor ``people here / people over all processes``.
-        """
+        Both carry the factor ``people here / people over all processes``."""
         instances, gt, weight = self.select_official_heads(dense, grid, fcos, kt)
         k = self.num_keypoints
         # people in this batch, kept on the device (no host read)

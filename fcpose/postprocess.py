@@ -17,8 +17,7 @@ not all kept) and :meth:`~PostProcessor.fixed` (the GPU's sync-free, CUDA-graph-
 by the input, :class:`~fcpose.structures.PeopleSlots`, :func:`~fcpose.ops.boxes.nms_fixed`), whose slots
 :meth:`~PostProcessor.finish` turns into the same detections as ``__call__`` when they are ``exact``.
 
-An image gives the same result whatever else is in its batch, as long as the padded size is the same.
-"""
+An image gives the same result whatever else is in its batch, as long as the padded size is the same."""
 
 from __future__ import annotations
 
@@ -51,8 +50,7 @@ class PostProcessor:
     ``dynamic_head``: the (parameter-free) evaluator of the keypoint heads; ``strides``: of the pyramid
     levels; ``rel_coord_norm``: the divisor of the relative coordinates per level; ``offset_unit``:
     "stride" or "pixel"; ``keypoint_score``: "softmax" (peak probability) or "logit" (official);
-    ``nms_rounds``: the rounds of :func:`~fcpose.ops.boxes.nms_fixed` in :meth:`fixed`.
-    """
+    ``nms_rounds``: the rounds of :func:`~fcpose.ops.boxes.nms_fixed` in :meth:`fixed`."""
 
     drop_empty = True  # rescale drops people whose box is empty once clipped to the image
 
@@ -115,8 +113,7 @@ class PostProcessor:
                traceable: bool = False, on_stage: StageHook | None = None) -> tuple[Instances, Tensor]:
         """Selected people and their ``[N, K, 3]`` keypoints, both in network-input pixels.
 
-        ``on_stage(name)`` is called after "select" and after "keypoints" (the benchmark times the stages).
-        """
+        ``on_stage(name)`` is called after "select" and after "keypoints" (the benchmark times the stages)."""
         instances = self.select(dense, score_threshold=score_threshold, traceable=traceable)
         if on_stage is not None:
             on_stage("select")
@@ -181,8 +178,7 @@ class PostProcessor:
         (grouped by image, decreasing score within an image; boxes in network-input pixels).
 
         Per image: :meth:`candidates` then :meth:`keep`. ``traceable=True``: the export form (batch 1,
-        ``score_threshold`` may be a 0-d tensor).
-        """
+        ``score_threshold`` may be a 0-d tensor)."""
         thr = self.params.score_threshold if score_threshold is None else score_threshold
         if traceable:
             return self._select_traceable(dense, thr)
@@ -240,8 +236,7 @@ class PostProcessor:
         level's grid ``width [B, M]``.
 
         ``cell_order``: within a level in cell order (as :meth:`candidates`, so that NMS breaks score ties
-        the same way); otherwise in decreasing score (the exported graph).
-        """
+        the same way); otherwise in decreasing score (the exported graph)."""
         boxes, scores, cells, levels, widths = [], [], [], [], []
         for level in range(len(dense.strides)):
             prob, ctr = self._probabilities(dense, level)
@@ -293,8 +288,7 @@ class PostProcessor:
         :func:`~fcpose.ops.boxes.nms_fixed` decides a prefix of the candidates (best first); the result is
         exact when that prefix already holds ``max_detections`` kept boxes and the next candidate scores below
         the cut (so no later box ties with it), or when every candidate is decided — and when no more
-        people tie at the cut than there are slots.
-        """
+        people tie at the cut than there are slots."""
         order, kept, decided = nms_fixed(boxes, scores, self.params.nms_threshold, valid, self.nms_rounds)
         ranked = scores.gather(1, order)
         m, limit = int(scores.shape[1]), self.params.max_detections
@@ -337,8 +331,7 @@ class PostProcessor:
         ``theta``: their dynamic-head parameters ``[N, P]``. Per keypoint: the arg-max cell of the heatmap
         (no upsampling), refined by the shared offsets at that cell; the score is the peak's softmax
         probability or its raw logit (``keypoint_score``). ``per_image=S``: the instances are S per image,
-        image after image (:meth:`fixed`), so no data decides which image runs which heads.
-        """
+        image after image (:meth:`fixed`), so no data decides which image runs which heads."""
         feats = dense.kpt_feats
         width, stride = feats.shape[-1], dense.strides[0]
         norms = self._constant("rel_coord_norm", feats.device, traceable)[instances.levels]
@@ -378,8 +371,7 @@ class PostProcessor:
         boxes dropped (unless told not to).
 
         input_sizes: per image (h, w) of the resized image the network saw (before padding); output_sizes:
-        (h, w) of the images the results refer to.
-        """
+        (h, w) of the images the results refer to."""
         device = instances.boxes.device
         scale = torch.tensor([[ow / iw, oh / ih] for (ih, iw), (oh, ow) in zip(input_sizes, output_sizes)],
                              dtype=torch.float32, device=device).reshape(-1, 2)

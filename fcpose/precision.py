@@ -6,8 +6,7 @@ fp32's exponent range) or ``"fp16"`` (float16; training needs a ``GradScaler``, 
 build from that string: the compute dtype, whether gradients need scaling, and how the network gets to
 that dtype — autocast around fp32 weights (training, and CPU inference), or weights converted to the dtype
 (``cast_weights``: GPU inference, where autocast's per-call casts cost more than they save at batch 1).
-A bottom-layer module: it imports only :mod:`fcpose.errors`.
-"""
+A bottom-layer module: it imports only :mod:`fcpose.errors`."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ def check_precision(device: torch.device, precision: str, *, require_native_cpu:
 
     ``require_native_cpu``: on a CPU, refuse bf16/fp16 without native oneDNN kernels (inference, where it
     would only be slow). Training passes False for bf16: autocast then emulates it, which is slow but
-    correct, and is what the CPU tests of the bf16 training path use.
-    """
+    correct, and is what the CPU tests of the bf16 training path use."""
     if precision not in PRECISIONS:
         raise FCPoseError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     if precision == "fp32":

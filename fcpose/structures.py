@@ -1,8 +1,7 @@
 """Typed containers passed between the model, the targets, the loss and the post-processing.
 
 Field names are the same in training and inference. Shapes use B = images in the batch, L = pyramid
-levels, K = keypoints, F = channels of the keypoint feature map, N = instances.
-"""
+levels, K = keypoints, F = channels of the keypoint feature map, N = instances."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ PEOPLE_OKS_THRESHOLD = 0.5
 class DenseOutputs:
     """Raw per-location outputs of :meth:`fcpose.model.FCPose.forward`.
 
-    Every spatial map is on the padded input grid of its level; level l has stride ``strides[l]``.
-    """
+    Every spatial map is on the padded input grid of its level; level l has stride ``strides[l]``."""
 
     cls_logits: list[Tensor]  # L x [B, C, H_l, W_l] classification logits (C = 1: person)
     box_reg: list[Tensor]  # L x [B, 4, H_l, W_l] (left, top, right, bottom) distances, input pixels, >= 0
@@ -60,8 +58,7 @@ class DenseOutputs:
 class Instances:
     """Instances that generate dynamic keypoint heads, flattened over the batch.
 
-    Used at inference (detections after NMS) and in training (sampled positive locations).
-    """
+    Used at inference (detections after NMS) and in training (sampled positive locations)."""
 
     batch_index: Tensor  # [N] long: image of each instance
     levels: Tensor  # [N] long: pyramid level index (0 = P3)
@@ -84,8 +81,7 @@ class PeopleSlots:
     :meth:`fcpose.postprocess.PostProcessor.fixed`): S slots per image, the valid ones first, best first.
 
     Everything is in network-input pixels. The shapes depend only on the batch's shape, never on the data,
-    so the computation that fills them needs no host synchronisation and can be captured in a CUDA graph.
-    """
+    so the computation that fills them needs no host synchronisation and can be captured in a CUDA graph."""
 
     boxes: Tensor  # [B, S, 4] xyxy
     scores: Tensor  # [B, S] detection scores
@@ -118,8 +114,7 @@ class PoseDetections:
 
     A predictor returns every detection above the model's score threshold (0.05 by default, up to 100 per
     image), as COCO evaluation needs them, so low-scored candidates and a few duplicates of one person are
-    among them; :meth:`people` gives the people ``fcpose predict`` counts and draws.
-    """
+    among them; :meth:`people` gives the people ``fcpose predict`` counts and draws."""
 
     boxes: Tensor  # [N, 4] xyxy
     scores: Tensor  # [N] detection score in [0, 1]
@@ -157,8 +152,7 @@ class PoseDetections:
         (``--draw-threshold``) without second detections of one person — keypoints with COCO OKS ``> nms``
         (``--draw-nms``; 1 keeps them) to a better-scored person, whose box area is the scale
         (:func:`fcpose.ops.oks.pose_nms`). ``sigmas``: the keypoint set's OKS sigmas
-        (``predictor.cfg.keypoints.sigmas``); default COCO's, which needs K = 17.
-        """
+        (``predictor.cfg.keypoints.sigmas``); default COCO's, which needs K = 17."""
         return self.index(self.people_indices(threshold, nms, sigmas))
 
     def people_indices(self, threshold: float = PEOPLE_SCORE_THRESHOLD, nms: float = PEOPLE_OKS_THRESHOLD,

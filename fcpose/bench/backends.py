@@ -13,8 +13,7 @@ Entries:
 * ``onnxruntime``, ``openvino``, ``openvino-int8`` — the same model exported here at the benchmark's padded
   input size (static shapes: the fastest graphs), int8 calibrated on ``calibration`` (default: random noise
   images, which is only right for timing random weights);
-* ``--backends onnxruntime|openvino --weights MODEL.onnx|.xml`` (one backend) times that exported file alone.
-"""
+* ``--backends onnxruntime|openvino --weights MODEL.onnx|.xml`` (one backend) times that exported file alone."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """The machine a benchmark runs on, and how disturbed it was: what every ``fcpose bench`` report and the
 ``benchmarks/`` scripts record next to their timings — :func:`machine_info`; load, steal and other processes'
 CPU time over a run (:func:`contention_since`); peak memory (:class:`PeakMemory`, reported as
-:mod:`fcpose.bench.people` says); the achievable conv throughput (:func:`conv_probe`); :func:`summarize`.
-"""
+:mod:`fcpose.bench.people` says); the achievable conv throughput (:func:`conv_probe`); :func:`summarize`."""
 
 from __future__ import annotations
 

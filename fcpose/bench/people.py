@@ -12,10 +12,9 @@ stage boundary, so each stage's kernels are counted in that stage):
   heads, peaks, softmax scores, offsets, rescaling and the :class:`PoseDetections` (on the CPU; with the
   sync-free post-processing, the GPU default, this includes the one copy of the fixed-shape results);
 * ``total_ms`` — all of the above, timed as one span;
-* ``graph_total_ms`` (CUDA, where the runner uses CUDA graphs: unless ``FCPOSE_CUDA_GRAPHS=0``) — the same
-  work end to end through the runner's own call, network and fixed post-processing replayed as one CUDA
-  graph: what a user's call costs. The stage times above are then the eager equivalent, cut at
-  synchronisations.
+* ``graph_total_ms`` (CUDA, where the runner uses CUDA graphs: unless ``FCPOSE_CUDA_GRAPHS=0``) — the same work end to
+  end through the runner's own call, network and fixed post-processing replayed as one CUDA graph: what a user's call
+  costs. The stage times above are then the eager equivalent, cut at synchronisations.
 
 Every stage is the real :class:`~fcpose.inference.runner.InferenceRunner`'s (``network``, then ``detect``),
 one runner per entry sharing the optimised network (``with_postprocessor``); the benchmark copies none of it.
@@ -40,13 +39,11 @@ below an earlier entry's working set by much. ``peak_total_mb`` is the absolute 
 reset is impossible, ``ru_maxrss`` (never reset) is used and ``memory_method`` says so. On CUDA:
 ``torch.cuda.max_memory_allocated`` (reset per entry) above the memory allocated with the model loaded.
 
-**FLOPs**: the network's convolution/matmul FLOPs counted by ``torch.utils.flop_counter`` on the
-benchmark input (1 multiply-add = 2 FLOPs), the per-person dynamic-head FLOPs from the head's shape,
-and the achieved GFLOP/s of the network against a **conv probe** run in the same process: the convs
-that dominate ResNet-FPN detectors (3x3 at P2-P5 widths, bottleneck 1x1s) at this input's pyramid
-sizes, in the same precision and memory format, whose aggregate GFLOP/s is the machine's achievable
-conv throughput.
-"""
+**FLOPs**: the network's convolution/matmul FLOPs counted by ``torch.utils.flop_counter`` on the benchmark input (1
+multiply-add = 2 FLOPs), the per-person dynamic-head FLOPs from the head's shape, and the achieved GFLOP/s of the
+network against a **conv probe** run in the same process: the convs that dominate ResNet-FPN detectors (3x3 at P2-P5
+widths, bottleneck 1x1s) at this input's pyramid sizes, in the same precision and memory format, whose aggregate GFLOP/s
+is the machine's achievable conv throughput."""
 
 from __future__ import annotations
 
@@ -146,8 +143,7 @@ def forced_keep(box: torch.Tensor, score: torch.Tensor, nms_threshold: float, nu
 
     The ``num * candidates_per_person`` best (all if 0) go through the usual NMS, so NMS work grows with N as
     with a trained model (20 per person is an assumption: the FCOS locations around a person that fire); the
-    ``num`` best survivors are kept and, if NMS left fewer, the best suppressed candidates fill up to ``num``.
-    """
+    ``num`` best survivors are kept and, if NMS left fewer, the best suppressed candidates fill up to ``num``."""
     pool = torch.arange(score.numel(), device=score.device)
     if candidates_per_person > 0 and score.numel() > num * candidates_per_person:
         pool = score.topk(num * candidates_per_person).indices
@@ -241,10 +237,9 @@ def load_bench_model(config: str | None, weights: str | None, overrides: list[st
 
 
 class PeopleRuns:
-    """The benchmark's work on the real :class:`~fcpose.inference.runner.InferenceRunner`: one runner per
-    ``persons`` entry (:meth:`InferenceRunner.with_postprocessor`, sharing the network: the model's own
-    post-processing for "auto", :class:`ForcedSelection` for N), run stage by stage with a time stamp at
-    each boundary (:meth:`run_once`)."""
+    """The benchmark's work on the real :class:`~fcpose.inference.runner.InferenceRunner`: one runner per ``persons``
+    entry (:meth:`InferenceRunner.with_postprocessor`, sharing the network: the model's own post-processing for "auto",
+    :class:`ForcedSelection` for N), run stage by stage with a time stamp at each boundary (:meth:`run_once`)."""
 
     def __init__(self, predictor: Predictor, runner: InferenceRunner, picture: np.ndarray, *, batch: int,
                  persons, candidates_per_person: int, post_threads: int | None):

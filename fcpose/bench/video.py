@@ -8,8 +8,7 @@
 
 The video's frames are repeated up to ``frames`` (written once to a temporary MP4, so decoding is real).
 The measurements are interleaved over ``rounds`` (network, end-to-end, network, ...) so a load change on a
-shared machine hits both; each FPS is the total frames over the total time of its kind.
-"""
+shared machine hits both; each FPS is the total frames over the total time of its kind."""
 
 from __future__ import annotations
 

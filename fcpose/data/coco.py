@@ -1,9 +1,8 @@
 """COCO-keypoints datasets: the person category of COCO, or the single keypoint category of a custom set.
 
-Coordinates convention: COCO stores keypoints as pixel *indices*; we add 0.5 at load so that they are
-continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``) — the results writer
-(:meth:`~fcpose.structures.PoseDetections.to_coco`) subtracts it again. Boxes ``[x, y, w, h]`` become xyxy
-unchanged (they already are continuous coordinates).
+Coordinates convention: COCO stores keypoints as pixel *indices*; we add 0.5 at load so that they are continuous pixel
+coordinates (pixel ``i`` spans ``[i, i + 1)``) — the results writer (:meth:`~fcpose.structures.PoseDetections.to_coco`)
+subtracts it again. Boxes ``[x, y, w, h]`` become xyxy unchanged (they already are continuous coordinates).
 
 Annotation handling (the way detectron2-based detectors train):
 
@@ -12,8 +11,7 @@ Annotation handling (the way detectron2-based detectors train):
   classification) but give no keypoint loss (all their keypoints have v = 0);
 - boxes are clipped to the image, and dropped if narrower or lower than 1 pixel;
 - labelled keypoints outside the image become unlabelled;
-- images without annotations are kept as negatives unless ``filter_empty=True``.
-"""
+- images without annotations are kept as negatives unless ``filter_empty=True``."""
 
 from __future__ import annotations
 
@@ -55,8 +53,7 @@ def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dic
     ``bbox`` of 4 finite numbers with non-negative width and height, ``keypoints`` (when present) 3 finite
     numbers per keypoint of its category, and ``categories`` a non-empty list of objects with an integer
     ``id`` (``keypoints``, when present, a list of names). ``for_eval`` (pycocotools' COCOeval) also needs
-    ``area``, ``iscrowd``, ``num_keypoints`` and ``keypoints`` on every annotation.
-    """
+    ``area``, ``iscrowd``, ``num_keypoints`` and ``keypoints`` on every annotation."""
     try:
         if not isinstance(data, dict):
             raise _Invalid(f"the top level is a JSON {type(data).__name__}, not an object with 'images', "
@@ -232,8 +229,7 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
     own person keypoints get the standard flip pairs and sigmas when those fields are absent; any other set
     without ``flip_pairs`` gets the pairs whose names differ only by left/right; a set without ``sigmas``
     is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them). ``verbose``: say so when COCO's
-    sigmas are taken by name (training passes False on all processes but the main one).
-    """
+    sigmas are taken by name (training passes False on all processes but the main one)."""
     where = f" of {source}" if source else ""
     label = f"category '{category.get('name')}' (id {category.get('id')}){where}"
     names = category.get("keypoints")
@@ -350,11 +346,9 @@ class CocoKeypointDataset(Dataset):
         ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
         :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
 
-    An item is a dict: ``image`` uint8 ``[3, H, W]`` RGB (after the transform), ``boxes`` float ``[G, 4]``
-    xyxy, ``keypoints`` float ``[G, K, 3]`` (x, y, v), ``ignore_boxes`` float ``[C, 4]`` (all in pixels of
-    ``image``), ``image_id`` int, ``file_name`` str, ``orig_size`` (h, w) of the file, ``image_size`` (h, w)
-    of ``image``.
-    """
+    An item is a dict: ``image`` uint8 ``[3, H, W]`` RGB (after the transform), ``boxes`` float ``[G, 4]`` xyxy,
+    ``keypoints`` float ``[G, K, 3]`` (x, y, v), ``ignore_boxes`` float ``[C, 4]`` (all in pixels of ``image``),
+    ``image_id`` int, ``file_name`` str, ``orig_size`` (h, w) of the file, ``image_size`` (h, w) of ``image``."""
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, keypoints: KeypointSetConfig | None = None,
                  transform=None, *, category_id: int | None = None, filter_empty: bool = False,

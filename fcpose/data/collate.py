@@ -13,8 +13,7 @@ def collate(batch: list[dict]) -> dict:
     """Items of :class:`~fcpose.data.coco.CocoKeypointDataset` -> ``{"images": [...], "targets": [...]}``.
 
     ``images``: list of uint8 ``[3, h_i, w_i]`` tensors (sizes may differ); ``targets``: one dict per image
-    with every other field of the item (``boxes``, ``keypoints``, ``ignore_boxes``, ``image_id``, ...).
-    """
+    with every other field of the item (``boxes``, ``keypoints``, ``ignore_boxes``, ``image_id``, ...)."""
     return {"images": [item["image"] for item in batch],
             "targets": [{k: v for k, v in item.items() if k != "image"} for item in batch]}
 
@@ -25,8 +24,7 @@ def to_model_input(model: FCPose, images: list[Tensor], device: torch.device | s
 
     Each image is normalised with ``model.normalize`` first and then zero-padded at the bottom/right to a
     common size divisible by ``model.size_divisibility``, so the padding is 0 *after* normalisation (what
-    detectron2 does). ``model`` may be wrapped (DDP): its ``.module`` is used.
-    """
+    detectron2 does). ``model`` may be wrapped (DDP): its ``.module`` is used."""
     core = getattr(model, "module", model)
     device = core.device if device is None else torch.device(device)
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]

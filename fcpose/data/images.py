@@ -3,8 +3,7 @@
 The bottom of every image path: training data (:mod:`fcpose.data.coco`), dataset prediction, the
 :class:`~fcpose.inference.predictor.Predictor` and the command-line sources (:mod:`fcpose.inference.sources`)
 all read images here. Problems a user can cause — a missing, unreadable, corrupt or unsupported file, an
-array of the wrong shape — raise :class:`~fcpose.errors.InputError` with a one-line message.
-"""
+array of the wrong shape — raise :class:`~fcpose.errors.InputError` with a one-line message."""
 
 from __future__ import annotations
 
@@ -103,8 +102,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file with PIL -> a new ``uint8 [H, W, 3]`` RGB array, EXIF orientation applied (``H x W``
     is the upright size a viewer shows); palette, grayscale, RGBA (alpha dropped), CMYK and 16-bit images become
     8-bit RGB. :class:`InputError` naming the file if it is missing, a directory, unreadable, not an image,
-    corrupt or truncated, or has zero size.
-    """
+    corrupt or truncated, or has zero size."""
     path = Path(path)
     check_file(path, "image")
     return _decode(path, str(path))
@@ -113,10 +111,9 @@ def read_image(path: str | Path) -> np.ndarray:
 def decode_image(data: bytes, name: str = "upload", *, formats: set[str] | None = None,
                  max_pixels: int | None = None) -> np.ndarray:
     """Decode an encoded image held in memory (e.g. an HTTP upload) -> ``uint8 [H, W, 3]`` RGB, upright, as
-    :func:`read_image` does for a file, without touching the file system. ``formats`` restricts the accepted PIL
-    formats (by content, not name; else :class:`ImageFormatError`); ``max_pixels`` bounds width x height, checked
-    on the header before decoding (else :class:`ImageTooLargeError`). :class:`InputError`: empty, not an image,
-    corrupt or truncated.
+    :func:`read_image` does for a file, without touching the file system. ``formats`` restricts the accepted PIL formats
+    (by content, not name; else :class:`ImageFormatError`); ``max_pixels`` bounds width x height, checked on the header
+    before decoding (else :class:`ImageTooLargeError`). :class:`InputError`: empty, not an image, corrupt or truncated.
     """
     if not data:
         raise InputError(f"image {name} is empty (0 bytes)")

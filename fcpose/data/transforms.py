@@ -4,12 +4,10 @@ Images are ``uint8 [H, W, 3]`` RGB numpy arrays. Resizing follows detectron2's `
 size rule and PIL bilinear interpolation of the uint8 image), which is what the official FCPose
 checkpoints were trained and evaluated with.
 
-Two implementations of that resize: :func:`resize_image` (PIL, on the CPU: the reference, what training,
-``fcpose eval`` and CPU inference use) and :func:`resize_tensor` (PyTorch ops on a tensor of any device:
-what inference on a GPU uses, so that only the uint8 image crosses to the device). They differ by one
-grey level (rarely two) on a small share of pixels; docs/gpu.md gives the measured effect on keypoints
-and AP.
-"""
+Two implementations of that resize: :func:`resize_image` (PIL, on the CPU: the reference, what training, ``fcpose eval``
+and CPU inference use) and :func:`resize_tensor` (PyTorch ops on a tensor of any device: what inference on a GPU uses,
+so that only the uint8 image crosses to the device). They differ by one grey level (rarely two) on a small share of
+pixels; docs/gpu.md gives the measured effect on keypoints and AP."""
 
 from __future__ import annotations
 
@@ -80,8 +78,7 @@ def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:
     PIL's way: a horizontal pass rounded half up to whole grey levels (PIL keeps a uint8 image between the
     passes), then a vertical pass, rounded again; each pass averages over the scaled triangle support when
     downscaling (``antialias=True``) and interpolates between pixel centres when upscaling. PIL's fixed-point
-    coefficients against these float32 ones: the grey-level differences of the module docstring.
-    """
+    coefficients against these float32 ones: the grey-level differences of the module docstring."""
     x = image.float()
     if x.shape[-2] == height and x.shape[-1] == width:
         return x

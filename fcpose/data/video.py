@@ -2,8 +2,7 @@
 
 Every frame that crosses this module's boundary is a ``uint8`` ``H x W x 3`` image in **RGB** channel order
 (OpenCV's BGR is converted at the edge). A missing, unreadable or corrupt file raises
-:class:`~fcpose.errors.InputError` with a one-line message that names it.
-"""
+:class:`~fcpose.errors.InputError` with a one-line message that names it."""
 
 from __future__ import annotations
 
@@ -96,12 +95,10 @@ class CaptureFrames:
 class VideoReader(CaptureFrames):
     """Frames of a video file, decoded with OpenCV, as ``uint8`` ``[H, W, 3]`` RGB arrays.
 
-    ``width`` and ``height`` are those of the decoded frames. ``fps`` falls back to 25.0 when the
-    container reports none (0, NaN or an implausible value). ``frame_count`` is the container's
-    count, which can be an estimate; 0 when unknown. Iterating a second time restarts from the
-    first frame. Use as a context manager or call :meth:`close`. :class:`InputError` if the file is missing,
-    cannot be opened as a video, or has no frames.
-    """
+    ``width`` and ``height`` are those of the decoded frames. ``fps`` falls back to 25.0 when the container reports none
+    (0, NaN or an implausible value). ``frame_count`` is the container's count, which can be an estimate; 0 when
+    unknown. Iterating a second time restarts from the first frame. Use as a context manager or call :meth:`close`.
+    :class:`InputError` if the file is missing, cannot be opened as a video, or has no frames."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -208,11 +205,9 @@ class VideoWriter:
     The encoders need even frame sizes, so an odd ``width``/``height`` is padded by one replicated
     column/row at the right/bottom (``frame_size`` is the size written). Parent folders are created.
 
-    Frames go to a hidden temporary file next to the target, renamed to :attr:`path` by :meth:`close`:
-    an interrupted run (Ctrl-C, an error inside ``with``) leaves no half-written video behind.
-    :class:`InputError` for an unsupported suffix, invalid fps or size, or a writer that cannot be opened
-    (e.g. the folder is not writable).
-    """
+    Frames go to a hidden temporary file next to the target, renamed to :attr:`path` by :meth:`close`: an interrupted
+    run (Ctrl-C, an error inside ``with``) leaves no half-written video behind. :class:`InputError` for an unsupported
+    suffix, invalid fps or size, or a writer that cannot be opened (e.g. the folder is not writable)."""
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int):
         self.path = Path(path)

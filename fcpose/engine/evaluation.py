@@ -9,8 +9,7 @@ indices, i.e. fcpose's continuous coordinates minus 0.5; boxes ``[x, y, w, h]``)
 The protocol is exactly pycocotools': keypoints with ``maxDets = [20]`` and the area ranges
 all / medium / large, OKS with per-keypoint sigmas; boxes with the standard 12 numbers. Metrics are
 returned as fractions in [0, 1]; where pycocotools reports -1 (no ground truth in that area
-range, so the metric is undefined) this module returns ``float("nan")``.
-"""
+range, so the metric is undefined) this module returns ``float("nan")``."""
 
 from __future__ import annotations
 
@@ -267,8 +266,7 @@ def evaluate_keypoints(
     APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}}`` as floats in [0, 1]; NaN where the metric is undefined (no
     ground truth in that area range); with no results every defined metric is 0. :class:`FCPoseError` for
     unreadable inputs, results for unknown image ids, wrong keypoint counts, missing or mis-sized sigmas,
-    unknown iou types or image ids.
-    """
+    unknown iou types or image ids."""
     iou_types = (iou_types,) if isinstance(iou_types, str) else tuple(iou_types)
     bad = [t for t in iou_types if t not in _IOU_TYPES]
     if bad or not iou_types:

@@ -65,8 +65,7 @@ def clip_gradients(params: list[nn.Parameter], cfg: FCPoseConfig) -> torch.Tenso
 
     ``clip_grad_value > 0``: every element clamped to ``[-v, v]``, parameter by parameter (the official
     ``CLIP_TYPE: value``); ``clip_grad_norm > 0``: the total norm scaled down to at most that value. Both may
-    be set (the norm is clipped first).
-    """
+    be set (the norm is clipped first)."""
     s = cfg.solver
     norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm if s.clip_grad_norm > 0 else float("inf"))
     if s.clip_grad_value > 0:
@@ -100,8 +99,7 @@ class ModelEMA:
     ``d = min(decay, (1 + t) / (10 + t))``: early averages follow the fast-moving weights, later ones
     smooth the last ~1 / (1 - decay) steps. Integer buffers are copied. The average lives in its own copy
     of the (unwrapped) model, which is what gets evaluated and saved. The tensors to average are paired
-    once: the optimizer updates the model's weights in place, so each step is one fused ``lerp``.
-    """
+    once: the optimizer updates the model's weights in place, so each step is one fused ``lerp``."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)

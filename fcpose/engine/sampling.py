@@ -2,8 +2,7 @@
 the data loader that strings them together.
 
 The data of iteration ``t`` (which images, which augmentation) is a pure function of (seed, t), not of the process
-or worker that loads it: a resumed run and a run on another number of processes see the same batches.
-"""
+or worker that loads it: a resumed run and a run on another number of processes see the same batches."""
 
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ class IterationSampler(Sampler):
     The global batch of iteration t is positions ``t * B .. (t + 1) * B - 1`` of an endless stream of
     epochs, each a permutation of the dataset seeded by (seed, epoch); rank r takes the r-th contiguous
     slice of ``B / world`` items. A single process with batch B and W processes with B / W each see the
-    same images with the same augmentation (it is seeded by (seed, epoch, index) in the dataset).
-    """
+    same images with the same augmentation (it is seeded by (seed, epoch, index) in the dataset)."""
 
     def __init__(self, size: int, global_batch: int, *, rank: int = 0, world: int = 1, seed: int = 0,
                  start_iter: int = 0, max_iter: int):
@@ -62,8 +60,7 @@ class EpochIndexed(Dataset):
 
     An image that cannot be read (missing, corrupt, another size than its annotation says) does not end the
     run: one line names it (once per image and process) and the next readable item takes its place, so the
-    substitute is the same whatever the worker; if no image at all can be read, the error is raised.
-    """
+    substitute is the same whatever the worker; if no image at all can be read, the error is raised."""
 
     def __init__(self, dataset: CocoKeypointDataset):
         self.dataset = dataset

@@ -5,8 +5,7 @@ workers than CPUs (:func:`clamp_workers`).
 
 All but the last change the config itself, before the model, the optimizer, the scheduler and ``config.yaml``
 are built or written: the checkpoints record the configuration that was actually trained, and a resumed
-run, given the same config, takes the same decisions (each is a pure function of the config).
-"""
+run, given the same config, takes the same decisions (each is a pure function of the config)."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def fit_backbone_to_scratch(cfg: FCPoseConfig, *, has_pretrained: bool, verbose:
     (or BN/SyncBN). The paper's and the official presets are in this case: they need ImageNet weights.
 
     A resumed run must pass what its first run passed (its model and optimizer groups are rebuilt as the first
-    run built them, so ``--resume`` alone does not count as pretrained).
-    """
+    run built them, so ``--resume`` alone does not count as pretrained)."""
     if has_pretrained:
         return []
     bb = cfg.model.backbone
@@ -94,8 +92,7 @@ def fit_schedule(cfg: FCPoseConfig, *, verbose: bool = True) -> str | None:
     2. Then, if warmup_iters >= T (the steps fit, ``lr_schedule: cosine`` ignores them, or the warm-up was
        longer than the steps): warmup_iters = T // 10 (0 for a run under 10 iterations: no warm-up).
 
-    Example: max_iter 100, warmup 1000, steps [60000, 80000] -> L = 90000, warmup 1, steps [67, 89].
-    """
+    Example: max_iter 100, warmup 1000, steps [60000, 80000] -> L = 90000, warmup 1, steps [67, 89]."""
     s = cfg.solver
     T = int(s.max_iter)
     if T <= 0:
@@ -137,10 +134,8 @@ def fit_keypoints_to_data(cfg: FCPoseConfig, data_keypoints: KeypointSetConfig, 
     a ``keypoints:`` section has) or already equal to the data's. When the config explicitly set another set
     (a ``config.yaml`` of a run on another dataset, ``--set keypoints.names=...``), the data still wins — it
     is what the model is trained on, also with a different number of keypoints, not an error — and the note
-    says what was replaced by what: the names (their number), or the fields that differ (e.g. ``sigmas``;
-    to keep the config's, put them in the annotation file's category, whose ``sigmas``/``flip_pairs`` fields
-    are read).
-    """
+    says what was replaced by what: the names (their number), or the fields that differ (e.g. ``sigmas``; to keep the
+    config's, put them in the annotation file's category, whose ``sigmas``/``flip_pairs`` fields are read)."""
     own, line = cfg.keypoints, None
     if own != KeypointSetConfig() and own != data_keypoints:
         if own.names != data_keypoints.names:

@@ -1,13 +1,11 @@
 """``fcpose train``: the training loop (:class:`TrainSession`), single process or ``torchrun`` DDP.
 
 Optimiser pieces are in :mod:`fcpose.engine.optim`, batches in :mod:`fcpose.engine.sampling`. Mixed precision
-(``solver.precision``) covers the network only; a non-finite loss or gradient *skips the step* (counted, warned at
-the next log line), a run that keeps skipping or whose weights become non-finite *stops*
-(:class:`TrainingDiverged`). The host waits for the device only every ``log_period`` iterations. Checkpoints
-are atomic and hold everything to continue exactly (:class:`LoopState`): ``--resume`` gives the same losses as
-an uninterrupted run, because the data of iteration ``t`` is a pure function of (seed, t) (see
-:mod:`fcpose.engine.sampling`).
-"""
+(``solver.precision``) covers the network only; a non-finite loss or gradient *skips the step* (counted, warned at the
+next log line), a run that keeps skipping or whose weights become non-finite *stops* (:class:`TrainingDiverged`). The
+host waits for the device only every ``log_period`` iterations. Checkpoints are atomic and hold everything to continue
+exactly (:class:`LoopState`): ``--resume`` gives the same losses as an uninterrupted run, because the data of iteration
+``t`` is a pure function of (seed, t) (see :mod:`fcpose.engine.sampling`)."""
 
 from __future__ import annotations
 
@@ -433,9 +431,8 @@ class TrainSession:
         return losses, sum(losses.values())
 
     def backward_step(self, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Backward (scaled in fp16), unscale, clip: returns the gradient norm before clipping, the device-side
-        flag "this step may be taken" (a finite loss and finite gradients on every rank) and "this rank's loss is
-        finite"."""
+        """Backward (scaled in fp16), unscale, clip: returns the gradient norm before clipping, the device-side flag
+        "this step may be taken" (a finite loss and finite gradients on every rank) and "this rank's loss is finite"."""
         self.optimizer.zero_grad(set_to_none=True)
         scaled = self.scaler.scale(total)
         # The loss scale this backward used, as a device tensor (get_scale() would wait for the device).
@@ -665,12 +662,10 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     are loaded, the others re-initialised and listed (:func:`~fcpose.weights.checkpoint.init_from_checkpoint`);
     the optimiser starts fresh. With ``resume`` and an existing ``last.pt``, that wins and ``init`` is ignored.
 
-    A run that diverges raises :class:`TrainingDiverged` (``last.pt`` keeps the last good state, no
-    ``model_final.pt``). SIGINT or SIGTERM finishes the current step, writes ``last.pt`` and raises
-    :class:`TrainingInterrupted` (a second signal aborts at once); ``solver.checkpoint_minutes`` writes ``last.pt``
-    at least that often. ``loss_log``, if given, receives ``(iteration, {loss name: float})`` for every
-    iteration (tests).
-    """
+    A run that diverges raises :class:`TrainingDiverged` (``last.pt`` keeps the last good state, no ``model_final.pt``).
+    SIGINT or SIGTERM finishes the current step, writes ``last.pt`` and raises :class:`TrainingInterrupted` (a second
+    signal aborts at once); ``solver.checkpoint_minutes`` writes ``last.pt`` at least that often. ``loss_log``, if
+    given, receives ``(iteration, {loss name: float})`` for every iteration (tests)."""
     with StopSignals() as signals:
         session = TrainSession.setup(cfg, data=data, images=images, output=output, resume=resume, init=init,
                                      device=device, num_workers=num_workers, progress=progress)

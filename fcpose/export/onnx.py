@@ -9,18 +9,16 @@ The exported graph (opset 18, exported with ``torch.onnx.export(dynamo=True)``) 
   ``boxes [N, 4]`` xyxy, ``scores [N]``, ``keypoints [N, K, 3]`` (x, y, score), ``levels [N]`` int64
   (pyramid level of the generating location) and ``locations [N, 2]`` (that location, x, y).
 
-**NMS is inside the graph**, as the ONNX ``NonMaxSuppression`` operator (class-agnostic, IoU >
-``nms_threshold`` suppresses, at most ``max_detections`` kept — fixed at export from the config).
-The graph is the model followed by the traceable form of
-:meth:`fcpose.postprocess.PostProcessor.people` — the same selection, controller, dynamic-head fast
-path and decoding as PyTorch inference, with static shapes (unlike the PyTorch post-processing, boxes
-tied with the ``max_detections``-th score are not all kept).
+**NMS is inside the graph**, as the ONNX ``NonMaxSuppression`` operator (class-agnostic, IoU > ``nms_threshold``
+suppresses, at most ``max_detections`` kept — fixed at export from the config). The graph is the model followed by the
+traceable form of :meth:`fcpose.postprocess.PostProcessor.people` — the same selection, controller, dynamic-head fast
+path and decoding as PyTorch inference, with static shapes (unlike the PyTorch post-processing, boxes tied with the
+``max_detections``-th score are not all kept).
 
 Rescaling to the original image, clipping and dropping empty boxes happen outside, in
 :class:`fcpose.export.onnx_predictor.OnnxPredictor`, with the same code as the PyTorch
 :class:`~fcpose.Predictor`. The model's config and these conventions are stored in the ONNX metadata
-(``fcpose_config``, ``fcpose_export``), so the file is self-describing.
-"""
+(``fcpose_config``, ``fcpose_export``), so the file is self-describing."""
 
 from __future__ import annotations
 
@@ -92,8 +90,7 @@ def export_onnx(model: FCPose, out: str | Path, *, size: tuple[int, int] | None 
     size divisibility). ``verify`` checks the file with ``onnx.checker`` and, when onnxruntime is installed,
     compares its outputs with PyTorch's on a sample input (:func:`compare_with_onnxruntime`); the file is
     written atomically, and only if it passes. A dict passed as ``report`` receives
-    the comparison's summary (left empty when onnxruntime is absent).
-    """
+    the comparison's summary (left empty when onnxruntime is absent)."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

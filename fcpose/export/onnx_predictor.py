@@ -3,8 +3,7 @@
 Same preprocessing (resize rule and PIL resize, normalisation from the config stored in the file, zero
 padding to the size divisibility) and the same output path (boxes and keypoints rescaled to the original
 image, clipped, empty boxes dropped, :class:`~fcpose.structures.PoseDetections`), so ``fcpose predict
---backend onnxruntime`` writes the same COCO JSON and renderings as the PyTorch backend.
-"""
+--backend onnxruntime`` writes the same COCO JSON and renderings as the PyTorch backend."""
 
 from __future__ import annotations
 
@@ -30,8 +29,7 @@ class OnnxPredictor:
     """``predictor(image)`` / ``predictor.predict(images)`` -> :class:`PoseDetections` in image pixels.
 
     ``device="cuda"`` uses onnxruntime's CUDA provider when it is installed; ``threads`` sets its
-    intra-op threads (default: onnxruntime's).
-    """
+    intra-op threads (default: onnxruntime's)."""
 
     model_kind = "ONNX model"  # what the errors call the file; subclasses run the same graph on another runtime
 

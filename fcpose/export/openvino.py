@@ -1,21 +1,18 @@
 """OpenVINO IR export (``fcpose export --format openvino``), fp32 or int8 (NNCF post-training quantisation).
 
-The IR is the ONNX export (:mod:`fcpose.export.onnx`) read by OpenVINO's ONNX frontend: the same graph —
-network, selection, NMS, dynamic keypoint heads, decoding — with the same inputs and outputs, so
-:class:`fcpose.export.openvino_predictor.OpenVinoPredictor` is the onnxruntime predictor on another
-runtime. The IR carries the ONNX metadata (``fcpose_export``, ``fcpose_config``) as ``rt_info``
-``fcpose/export`` and ``fcpose/config``; ``fcpose_export["openvino"]`` adds the precision and, for int8, how
-it was calibrated.
+The IR is the ONNX export (:mod:`fcpose.export.onnx`) read by OpenVINO's ONNX frontend: the same graph — network,
+selection, NMS, dynamic keypoint heads, decoding — with the same inputs and outputs, so
+:class:`fcpose.export.openvino_predictor.OpenVinoPredictor` is the onnxruntime predictor on another runtime. The IR
+carries the ONNX metadata (``fcpose_export``, ``fcpose_config``) as ``rt_info`` ``fcpose/export`` and ``fcpose/config``;
+``fcpose_export["openvino"]`` adds the precision and, for int8, how it was calibrated.
 
-**int8**: ``nncf.quantize`` on real calibration images (a folder or a COCO annotation file's images), each
-preprocessed exactly as at inference (resize rule, normalisation, zero padding; see
+**int8**: ``nncf.quantize`` on real calibration images (a folder or a COCO annotation file's images), each preprocessed
+exactly as at inference (resize rule, normalisation, zero padding; see
 :meth:`~fcpose.export.onnx_predictor.OnnxPredictor.prepare`). Convolutions are quantised (8-bit weights and
-activations); by default every ``MatMul`` is left in fp32 — these are the controller (the dynamic-head
-parameters) and the dynamic keypoint heads, a few MFLOP per person, where 8-bit activations would move
-the arg-max cell of the heatmaps (``keep_heads_fp32=False`` quantises them too; see the README's
-measurement). ``fast_bias_correction`` (NNCF's default) is the quick bias correction; ``False`` runs NNCF's
-full BiasCorrection, slower and sometimes more accurate.
-"""
+activations); by default every ``MatMul`` is left in fp32 — these are the controller (the dynamic-head parameters) and
+the dynamic keypoint heads, a few MFLOP per person, where 8-bit activations would move the arg-max cell of the heatmaps
+(``keep_heads_fp32=False`` quantises them too; see the README's measurement). ``fast_bias_correction`` (NNCF's default)
+is the quick bias correction; ``False`` runs NNCF's full BiasCorrection, slower and sometimes more accurate."""
 
 from __future__ import annotations
 
@@ -98,8 +95,7 @@ def export_openvino(model: FCPose, out: str | Path, *, size: tuple[int, int] | N
     """Export ``model`` (an FCPose) to the OpenVINO IR ``out`` (.xml, with its .bin beside it).
 
     ``size``/``dynamic``/``params`` as :func:`fcpose.export.onnx.export_onnx`; ``options`` (``int8``,
-    ``calibration``, ...) as :func:`onnx_to_openvino`.
-    """
+    ``calibration``, ...) as :func:`onnx_to_openvino`."""
     from .onnx import export_onnx
 
     _check_options(Path(out), **options)  # before the (slow) ONNX export

@@ -6,8 +6,7 @@ to the image and the same :class:`~fcpose.structures.PoseDetections` (no second 
 decoding). ``fcpose predict|eval|bench --backend openvino --weights MODEL.xml``.
 
 The CPU plugin runs the layers that are not int8 in fp32 (``INFERENCE_PRECISION_HINT=f32``): its default on
-CPUs with bf16 instructions is bf16, which moves scores by ~1e-3 and keypoints by pixels.
-"""
+CPUs with bf16 instructions is bf16, which moves scores by ~1e-3 and keypoints by pixels."""
 
 from __future__ import annotations
 

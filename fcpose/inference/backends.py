@@ -3,8 +3,7 @@
 * ``torch`` — :class:`~fcpose.Predictor` on a checkpoint (fcpose, official .pth or zoo name);
 * ``onnxruntime`` — :class:`~fcpose.export.onnx_predictor.OnnxPredictor` on an ``fcpose export`` .onnx;
 * ``openvino`` — :class:`~fcpose.export.openvino_predictor.OpenVinoPredictor` on an ``fcpose export
-  --format openvino`` .xml (fp32 or int8).
-"""
+  --format openvino`` .xml (fp32 or int8)."""
 
 from __future__ import annotations
 

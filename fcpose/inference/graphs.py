@@ -6,16 +6,14 @@ reads its input from, and writes its outputs to, fixed memory, so it holds for o
 :class:`GraphedFunction` keeps one graph per ``[B, 3, H, W]`` shape (results are exactly the eager ones):
 
 * the batch is copied into the shape's static input buffer;
-* the function's outputs are the graph's static output tensors: valid until the next call with the same
-  shape;
+* the function's outputs are the graph's static output tensors: valid until the next call with the same shape;
 * new shapes beyond ``max_graphs`` and shapes whose capture failed (with one warning) run eagerly.
 
 The first call of a shape warms the function up on a side stream (cuDNN's algorithm search, lazy
 initialisation, the post-processor's device constants) and then captures it; the function must not
 synchronise with the host (see :meth:`fcpose.postprocess.PostProcessor.fixed`). On a CPU — and wherever
 ``capture=False`` — :class:`StaticCall` *replays* by calling the function on its static buffer, the same
-buffer semantics without a graph, which is how the CUDA route is tested without a GPU.
-"""
+buffer semantics without a graph, which is how the CUDA route is tested without a GPU."""
 
 from __future__ import annotations
 
@@ -36,8 +34,7 @@ class StaticCall:
     called on the buffer at every replay (``capture=False``: the eager stand-in, same semantics).
 
     Copy the input into :attr:`input`, then ``call()`` returns the outputs — with a graph, the same tensors
-    every time, overwritten by the next replay.
-    """
+    every time, overwritten by the next replay."""
 
     def __init__(self, fn: Callable[[Tensor], Any], example: Tensor, *, capture: bool, warmup: int = 2):
         self.fn = fn

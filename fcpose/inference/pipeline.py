@@ -1,16 +1,14 @@
 """Overlapping decoding, inference and rendering/encoding of a video with threads and bounded queues.
 
-* :class:`Prefetcher` decodes frames in a background thread into a queue of ``maxsize`` frames. By
-  default nothing is dropped (the decoder waits when the queue is full); with ``drop=True`` (``--realtime``
-  on a live source) the oldest queued frame is dropped instead, so inference always works on a recent
-  frame and the count of dropped frames is kept.
+* :class:`Prefetcher` decodes frames in a background thread into a queue of ``maxsize`` frames. By default nothing is
+  dropped (the decoder waits when the queue is full); with ``drop=True`` (``--realtime`` on a live source) the oldest
+  queued frame is dropped instead, so inference always works on a recent frame and the count of dropped frames is kept.
 * :class:`OrderedSink` runs a function (render + encode + write) on each item in a background thread,
   in submission order; :meth:`~OrderedSink.put` blocks when ``maxsize`` items wait.
 
 Inference stays in the calling thread: PyTorch releases the GIL inside its kernels, so the decoder and
 the encoder (OpenCV, also GIL-free inside) run alongside the network. An exception in a worker thread
-is raised again in the caller (at the next frame or at :meth:`close`).
-"""
+is raised again in the caller (at the next frame or at :meth:`close`)."""
 
 from __future__ import annotations
 

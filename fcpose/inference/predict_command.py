@@ -38,12 +38,11 @@ def _load_ids(annotations: str | None) -> dict[str, int]:
 
 
 class PeopleRenderer:
-    """Which people are drawn (and counted on screen): :meth:`PoseDetections.people` with
-    ``draw_threshold`` and ``draw_nms`` and the model's OKS sigmas — score >= ``draw_threshold``, then
-    duplicates removed (keypoint OKS > ``draw_nms`` with a better-scored drawn person), so one person is not
-    drawn twice by two locations whose boxes overlap just under the model's box NMS threshold (0.6).
-    ``predictions.json`` keeps every detection the model returns (score >= the score threshold), as COCO
-    evaluation needs them."""
+    """Which people are drawn (and counted on screen): :meth:`PoseDetections.people` with ``draw_threshold`` and
+    ``draw_nms`` and the model's OKS sigmas — score >= ``draw_threshold``, then duplicates removed (keypoint OKS >
+    ``draw_nms`` with a better-scored drawn person), so one person is not drawn twice by two locations whose boxes
+    overlap just under the model's box NMS threshold (0.6). ``predictions.json`` keeps every detection the model returns
+    (score >= the score threshold), as COCO evaluation needs them."""
 
     def __init__(self, predictor: PosePredictor, draw_threshold: float, keypoint_threshold: float | None,
                  draw_nms: float = PEOPLE_OKS_THRESHOLD):
@@ -122,8 +121,7 @@ def run_predict(inputs: list[str], weights: str, out: str, *, score_threshold: f
     file given as ``weights``. One line per input says how many people were found (score >=
     ``draw_threshold``, the ones drawn) and how long it took; ``log`` (default: stderr) receives these lines.
     ``warmup``: run the first image once, untimed, before it is timed (the first call of a model allocates
-    memory and picks kernels), and say how long that took in a line of its own.
-    """
+    memory and picks kernels), and say how long that took in a line of its own."""
     def say(msg: str) -> None:
         if log is not None:
             log(msg)

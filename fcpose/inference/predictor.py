@@ -57,8 +57,7 @@ class Predictor:
     ``track`` and ``bench`` run the same network) runs a folded, channels-last copy of the model;
     ``optimize=False`` runs the model as given. ``precision`` ("fp32", "bf16", "fp16") sets the network's
     precision and ``compile`` wraps it in ``torch.compile``. The device chooses the rest (the
-    :class:`~fcpose.inference.runner.InferenceRunner`'s route; docs/gpu.md for CUDA).
-    """
+    :class:`~fcpose.inference.runner.InferenceRunner`'s route; docs/gpu.md for CUDA)."""
 
     def __init__(self, model: FCPose, postprocessor: PostProcessor | None = None, *,
                  device: str | torch.device = "cpu", min_size: int | None = None, max_size: int | None = None,
@@ -146,8 +145,7 @@ class Predictor:
         :class:`~fcpose.tracking.TrackedPeople` per frame of ``frames`` (RGB ``uint8`` arrays or image paths, or
         one video file, stream URL or webcam index ``"0"``). ``tracker``: a :class:`~fcpose.config.TrackerConfig`
         (default: the checkpoint's) or a :class:`~fcpose.tracking.PoseTracker` to continue; ``smooth``: One-Euro
-        keypoint smoothing on or off, ``fps`` its time base (default: the video's, else 25).
-        """
+        keypoint smoothing on or off, ``fps`` its time base (default: the video's, else 25)."""
         from .track import iter_track
 
         return iter_track(self, frames, tracker=tracker, smooth=smooth, fps=fps, batch_size=1, realtime=realtime)

@@ -16,8 +16,7 @@ Either way the selection, NMS, the controller, the dynamic heads and the decodin
 gradients, frozen BNs folded, NHWC weights (``channels_last``); for inference only (its state dict differs: never
 train or save it). ``compile=True``: ``torch.compile`` on the network, with one warning and the eager network if
 compiling fails (no C++ compiler or Triton, an unsupported op); the CUDA route then runs without graphs unless
-``cuda_graphs=True``.
-"""
+``cuda_graphs=True``."""
 
 from __future__ import annotations
 
@@ -101,8 +100,7 @@ class InferenceRunner:
     ``postprocessor`` (default :meth:`PostProcessor.from_model`) turns the dense outputs into people;
     :meth:`with_postprocessor` gives a runner with another one that shares this runner's network.
     The runner changes no process-wide setting except ``cudnn.benchmark`` on CUDA (once, here); it is meant
-    for one thread at a time (its graphs and host buffers are reused from call to call).
-    """
+    for one thread at a time (its graphs and host buffers are reused from call to call)."""
 
     # Internal, for tests only: the device type whose route the runner takes ("cuda" runs the CUDA route on a
     # CPU, graph capture replaced by its eager stand-in, see :mod:`fcpose.inference.graphs`). Never an option.

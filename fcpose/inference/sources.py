@@ -4,8 +4,7 @@
 Every array that crosses this module's boundary is a ``uint8`` ``H x W x 3`` image in **RGB**
 channel order (OpenCV's BGR is converted at the edge). Problems a user can cause — a missing,
 unreadable, corrupt or unsupported file — raise :class:`~fcpose.errors.InputError` with a one-line
-message that names the file; programming errors (a frame of the wrong shape) raise ``ValueError``.
-"""
+message that names the file; programming errors (a frame of the wrong shape) raise ``ValueError``."""
 
 from __future__ import annotations
 
@@ -50,12 +49,10 @@ def _dedup_key(path: Path) -> Path:
 def collect_sources(inputs: Iterable[str | Path]) -> tuple[list[Source], list[str]]:
     """Expand image files, video files and folders into a list of :class:`Source`.
 
-    A folder contributes its image and video files (not recursive, sorted by file name, hidden
-    files and unknown extensions silently skipped). Paths that resolve to the same file are kept
-    once, at their first position. Returns ``(sources, problems)``: one line per input that cannot be used
-    (a missing path, an explicitly given file with an unsupported extension, a folder with no usable files);
-    the caller decides whether these are fatal.
-    """
+    A folder contributes its image and video files (not recursive, sorted by file name, hidden files and unknown
+    extensions silently skipped). Paths that resolve to the same file are kept once, at their first position. Returns
+    ``(sources, problems)``: one line per input that cannot be used (a missing path, an explicitly given file with an
+    unsupported extension, a folder with no usable files); the caller decides whether these are fatal."""
     sources: list[Source] = []
     problems: list[str] = []
     seen: set[Path] = set()
@@ -181,8 +178,7 @@ class StreamReader(CaptureFrames):
     through OpenCV's FFmpeg backend) as ``uint8`` ``[H, W, 3]`` RGB arrays; same interface as
     :class:`VideoReader`. ``frame_count`` is 0 for live streams (unknown); ``is_live`` is True for webcams
     and non-HTTP streams. A stream can be iterated once. :class:`InputError` (one line, with the reason
-    where the standard library can tell it for http(s)) if the camera or URL cannot be opened or sends no frame.
-    """
+    where the standard library can tell it for http(s)) if the camera or URL cannot be opened or sends no frame."""
 
     def __init__(self, spec: str, timeout: float = DEFAULT_URL_TIMEOUT):
         self.spec = str(spec)

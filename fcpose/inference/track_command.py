@@ -10,8 +10,7 @@ in file-name order), or one image. Outputs in ``--out``:
 
 Decoding, inference and rendering/encoding overlap (:mod:`fcpose.inference.pipeline`). Every output is
 complete or absent: the JSON is rewritten atomically (every ``flush_seconds`` while a stream runs and at
-the end, also after Ctrl-C), the video is written under a temporary name and renamed once closed.
-"""
+the end, also after Ctrl-C), the video is written under a temporary name and renamed once closed."""
 
 from __future__ import annotations
 
@@ -50,11 +49,10 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
               flush_seconds: float = 10.0, preprocess: str = "auto") -> int:
     """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed).
 
-    Raises :class:`~fcpose.errors.InputError` / :class:`~fcpose.errors.OutputError` (one line, exit status 2
-    on the command line) when ``out`` cannot be a writable folder (checked before the model loads, as
-    ``fcpose predict`` does) or when no source gives a single frame; then nothing is written and an output
-    folder this run created is removed again. Ctrl-C ends the run after writing everything processed so far
-    (KeyboardInterrupt is raised again)."""
+    Raises :class:`~fcpose.errors.InputError` / :class:`~fcpose.errors.OutputError` (one line, exit status 2 on the
+    command line) when ``out`` cannot be a writable folder (checked before the model loads, as ``fcpose predict`` does)
+    or when no source gives a single frame; then nothing is written and an output folder this run created is removed
+    again. Ctrl-C ends the run after writing everything processed so far (KeyboardInterrupt is raised again)."""
     sequences, problems = open_sequences(inputs, timeout=timeout)
     if not sequences:
         raise InputError("; ".join(problems) if problems else "no sources were given")

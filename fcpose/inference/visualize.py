@@ -2,8 +2,7 @@
 
 Coordinates are continuous pixel coordinates of the image being drawn on: pixel ``i`` spans
 ``[i, i + 1)``, so the centre of the top-left pixel is ``(0.5, 0.5)``. Keypoints are drawn with
-sub-pixel precision at ``(x - 0.5, y - 0.5)`` in OpenCV's pixel-centre frame.
-"""
+sub-pixel precision at ``(x - 0.5, y - 0.5)`` in OpenCV's pixel-centre frame."""
 
 from __future__ import annotations
 
@@ -100,8 +99,7 @@ def draw_poses(
 
     Boxes and joints are coloured per person (:data:`PERSON_COLORS`, cycled), skeleton edges per
     edge index, so left and right limbs differ. People are drawn in increasing score order, so the
-    most confident ends up on top. Non-finite or huge coordinates are skipped.
-    """
+    most confident ends up on top. Non-finite or huge coordinates are skipped."""
     out = _image_copy(image_rgb)
     arrays = {"boxes": _to_numpy(boxes), "scores": _to_numpy(scores), "keypoints": _to_numpy(keypoints)}
     n = _count_people(arrays)
@@ -232,11 +230,8 @@ def _draw_skeleton(
 
 def save_image(path: str | Path, image_rgb: Any, quality: int = 95) -> Path:
     """Write a ``uint8`` ``[H, W, 3]`` RGB (or ``[H, W]`` gray) image with PIL; the format follows
-    the suffix (``.png``, ``.jpg``, ...). Parent folders are created. Returns the path.
-
-    Raises:
-        InputError: unknown suffix, or the file/folder cannot be written.
-    """
+    the suffix (``.png``, ``.jpg``, ...). Parent folders are created. Returns the path; :class:`InputError` for an
+    unknown suffix, or a file or folder that cannot be written."""
     path = Path(path)
     image = _to_numpy(image_rgb)
     if (

@@ -1,15 +1,13 @@
 """Backbones: ResNet-18/34/50/101 and DLA-34, returning the C3, C4, C5 feature maps.
 
-Every backbone maps a float image batch ``[B, 3, H, W]`` (any H, W) to a list of three tensors
-``[C3, C4, C5]`` at strides 8, 16 and 32; each spatial size is ``ceil(H / stride)`` x
-``ceil(W / stride)`` (the stride-2 convs and poolings all round up). ``out_channels`` gives their
-channel counts and ``strides`` is ``[8, 16, 32]``.
+Every backbone maps a float image batch ``[B, 3, H, W]`` (any H, W) to a list of three tensors ``[C3, C4, C5]`` at
+strides 8, 16 and 32; each spatial size is ``ceil(H / stride)`` x ``ceil(W / stride)`` (the stride-2 convs and poolings
+all round up). ``out_channels`` gives their channel counts and ``strides`` is ``[8, 16, 32]``.
 
 Parameter and buffer names are those of the public ImageNet checkpoints, so those files load key
 for key (:func:`fcpose.weights.imagenet.load_imagenet_weights` reads them): torchvision's
 ``resnet*-*.pth`` for ResNet and the ucbdrive/dla release's ``dla34-ba72cf86.pth`` for DLA-34 (also
-what AdelaiDet's DLA uses). The classifier (``fc``) is not built.
-"""
+what AdelaiDet's DLA uses). The classifier (``fc``) is not built."""
 
 from __future__ import annotations
 
@@ -73,8 +71,7 @@ class _Backbone(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual: ``[N, in_ch, H, W] -> [N, planes, ceil(H/s), ceil(W/s)]``.
 
-    The shortcut is ``downsample`` (1x1 conv with the stride + norm) when the shape changes.
-    """
+    The shortcut is ``downsample`` (1x1 conv with the stride + norm) when the shape changes."""
 
     expansion = 1
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
@@ -105,8 +102,7 @@ class Bottleneck(nn.Module):
     """1x1 -> 3x3 -> 1x1 (x4 channels) with a residual: ``[N, in_ch, H, W] -> [N, 4*planes, ...]``.
 
     ``stride_in_1x1`` puts the stride in ``conv1`` (MSRA/detectron2 checkpoints), otherwise it is
-    in the 3x3 ``conv2`` (torchvision "v1.5").
-    """
+    in the 3x3 ``conv2`` (torchvision "v1.5")."""
 
     expansion = 4
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
@@ -149,10 +145,9 @@ class ResNet(_Backbone):
 
     depth: 18, 34 (BasicBlock) or 50, 101 (Bottleneck).
     norm: "FrozenBN" (default; every norm frozen), "BN", "SyncBN" or "GN".
-    freeze_at: detectron2 semantics. 0 freezes nothing, 1 the stem (``conv1``/``bn1``),
-        2 also ``layer1``, 3 ``layer2``, 4 ``layer3``, 5 ``layer4``. Frozen means
-        ``requires_grad=False``; with "BN"/"SyncBN" the frozen stages' norms also become
-        :class:`FrozenBatchNorm2d`.
+    freeze_at: detectron2 semantics. 0 freezes nothing, 1 the stem (``conv1``/``bn1``), 2 also ``layer1``, 3 ``layer2``,
+        4 ``layer3``, 5 ``layer4``. Frozen means ``requires_grad=False``; with "BN"/"SyncBN" the frozen stages' norms
+        also become :class:`FrozenBatchNorm2d`.
     stride_in_1x1: Bottleneck only: the first block of layer2-4 strides in its 1x1 ``conv1``
         (MSRA/detectron2) instead of its 3x3 ``conv2`` (torchvision).
     width: channels of the stem and the first stage (64 in the standard ResNets, whose ImageNet
@@ -161,8 +156,7 @@ class ResNet(_Backbone):
 
     Forward: ``[B, 3, H, W]`` -> ``[C3, C4, C5]`` of shapes ``[B, c, ceil(H/s), ceil(W/s)]`` with
     ``(c, s)`` = (128, 8), (256, 16), (512, 32) for depth 18/34 and (512, 8), (1024, 16),
-    (2048, 32) for depth 50/101, scaled by ``width / 64``.
-    """
+    (2048, 32) for depth 50/101, scaled by ``width / 64``."""
 
     _conv_norm_pairs = (("conv1", "bn1"),)
     _stages = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
@@ -208,9 +202,7 @@ class ResNet(_Backbone):
 class DLABasicBlock(nn.Module):
     """Two 3x3 convs plus a residual given by the caller (default: the input itself).
 
-    ``[N, in_ch, H, W] -> [N, out_ch, ceil(H/stride), ceil(W/stride)]``; ``residual`` must have
-    the output's shape.
-    """
+    ``[N, in_ch, H, W] -> [N, out_ch, ceil(H/stride), ceil(W/stride)]``; ``residual`` must have the output's shape."""
 
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
@@ -250,22 +242,19 @@ class DLATree(nn.Module):
     """Hierarchical deep aggregation tree of ``levels`` levels (``[N, in_ch, H, W] -> [N, out_ch,
     ceil(H/stride), ceil(W/stride)]``).
 
-    A level-1 tree runs two blocks (``tree1`` strided, with the ``project``-ed, down-sampled input
-    as its residual; ``tree2``) and aggregates them with ``root`` together with the extra children
-    handed down by its parents. A deeper tree is two subtrees; ``tree1``'s output is passed on as a
-    child to ``tree2``, whose root aggregates it. With ``level_root`` the down-sampled input
-    (``bottom``) is also aggregated.
+    A level-1 tree runs two blocks (``tree1`` strided, with the ``project``-ed, down-sampled input as its residual;
+    ``tree2``) and aggregates them with ``root`` together with the extra children handed down by its parents. A deeper
+    tree is two subtrees; ``tree1``'s output is passed on as a child to ``tree2``, whose root aggregates it. With
+    ``level_root`` the down-sampled input (``bottom``) is also aggregated.
 
-    Down-sampling of the input uses a 2x2/2 max pool with ``ceil_mode=True`` so odd sizes round up
-    like the strided 3x3 conv (the original floors, which only works for even sizes; even sizes
-    give identical results).
+    Down-sampling of the input uses a 2x2/2 max pool with ``ceil_mode=True`` so odd sizes round up like the strided 3x3
+    conv (the original floors, which only works for even sizes; even sizes give identical results).
 
     Checkpoint note: the original implementation also builds a ``project`` in deeper trees whose
     input and output channels differ, but never uses its output (the subtrees compute their own).
     Like timm, this module builds ``project`` in level-1 trees only; the dead ``level3.project.*``
     and ``level4.project.*`` entries of the ucbdrive checkpoint are skipped by
-    :func:`~fcpose.weights.imagenet.load_imagenet_weights` (see :meth:`DLA34.is_vestigial_checkpoint_key`).
-    """
+    :func:`~fcpose.weights.imagenet.load_imagenet_weights` (see :meth:`DLA34.is_vestigial_checkpoint_key`)."""
 
     def __init__(
         self,
@@ -320,13 +309,11 @@ class DLA34(_Backbone):
 
     norm: "FrozenBN" (default), "BN", "SyncBN" or "GN" ("GN" needs channels divisible by 32,
         which DLA-34's 16-channel stem is not).
-    freeze_at: 0 nothing frozen, 1 ``base_layer`` + ``level0`` + ``level1``, 2 also ``level2``,
-        3 ``level3``, 4 ``level4``, 5 ``level5`` (everything). Same meaning of "frozen" as for
-        :class:`ResNet`.
+    freeze_at: 0 nothing frozen, 1 ``base_layer`` + ``level0`` + ``level1``, 2 also ``level2``, 3 ``level3``, 4
+        ``level4``, 5 ``level5`` (everything). Same meaning of "frozen" as for :class:`ResNet`.
 
     Forward: ``[B, 3, H, W]`` -> ``[C3, C4, C5]`` = levels 3, 4, 5 with shapes
-    ``[B, 128, ceil(H/8), ceil(W/8)]``, ``[B, 256, ceil(H/16), ...]``, ``[B, 512, ceil(H/32), ...]``.
-    """
+    ``[B, 128, ceil(H/8), ceil(W/8)]``, ``[B, 256, ceil(H/16), ...]``, ``[B, 512, ceil(H/32), ...]``."""
 
     _stages = (("base_layer", "level0", "level1"), ("level2",), ("level3",), ("level4",), ("level5",))
     channels = (16, 32, 64, 128, 256, 512)

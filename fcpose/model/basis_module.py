@@ -1,17 +1,15 @@
 """The official AdelaiDet keypoint branch ("basis module"): F and the refinement offsets from P3-P5.
 
-Each of P3, P4, P5 goes through its own ``refine`` block (conv3x3 without bias + norm + ReLU, to
-``channels``); the P4 and P5 branches are brought to P3's resolution with :func:`aligned_bilinear` and
-summed onto the P3 branch. A ``tower`` of ``num_convs`` x (conv3x3 without bias + norm + ReLU) and a 1x1
-conv then gives ``feat_channels`` basis channels (F) followed by ``2K`` offset channels (dx_k, dy_k
-interleaved, in input pixels), all at stride 8.
+Each of P3, P4, P5 goes through its own ``refine`` block (conv3x3 without bias + norm + ReLU, to ``channels``); the P4
+and P5 branches are brought to P3's resolution with :func:`aligned_bilinear` and summed onto the P3 branch. A ``tower``
+of ``num_convs`` x (conv3x3 without bias + norm + ReLU) and a 1x1 conv then gives ``feat_channels`` basis channels (F)
+followed by ``2K`` offset channels (dx_k, dy_k interleaved, in input pixels), all at stride 8.
 
 The official module also holds auxiliary heads used only by its training losses (built with
 ``aux_heads=True``): ``seg_head`` (2 x conv3x3 + norm + ReLU on the fused feature), ``p3_logits`` (1x1 conv to
 K stride-8 heatmaps), ``upsampler`` (ConvTranspose2d(channels + K -> channels, kernel 8, stride 4, padding 2)
 + ReLU on ``[seg, p3]``) and ``p1_logits`` (conv3x3 to K stride-2 heatmaps). They run only in training mode
-and play no part in the outputs; without them :mod:`fcpose.weights.official` drops their checkpoint entries.
-"""
+and play no part in the outputs; without them :mod:`fcpose.weights.official` drops their checkpoint entries."""
 
 from __future__ import annotations
 
@@ -28,8 +26,7 @@ def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
 
     Steps: replicate-pad one row/column at the bottom/right, bilinear resize with ``align_corners=True`` to
     ``(factor*H + 1, factor*W + 1)``, replicate-pad ``factor // 2`` rows/columns at the top/left, crop to
-    ``factor*H x factor*W``.
-    """
+    ``factor*H x factor*W``."""
     if factor < 1 or int(factor) != factor:
         raise ValueError(f"aligned_bilinear needs a positive integer factor, got {factor}")
     factor = int(factor)
@@ -61,8 +58,7 @@ class BasisModule(nn.Module):
     num_inputs: pyramid levels fused, from P3 up (3: P3, P4, P5).
     aux_heads: build the auxiliary p3/p1 heatmap heads of the official training (see the module docstring).
 
-    Parameter names follow the official checkpoint (``refine.i.{0,1}``, ``tower.j.{0,1}``, ``tower.<last>``).
-    """
+    Parameter names follow the official checkpoint (``refine.i.{0,1}``, ``tower.j.{0,1}``, ``tower.<last>``)."""
 
     def __init__(self, in_channels: int, num_keypoints: int, *, channels: int = 128, num_convs: int = 4,
                  norm: str = "BN", feat_channels: int = 32, num_inputs: int = 3, aux_heads: bool = False):

@@ -7,8 +7,7 @@
 * eval mode, no gradients.
 
 The copy's state dict differs (conv biases appear, norm entries vanish), so never train or save it; the
-original model is left untouched (unless ``inplace``).
-"""
+original model is left untouched (unless ``inplace``)."""
 
 from __future__ import annotations
 
@@ -37,10 +36,9 @@ def cast_weights(model: FCPose, dtype: torch.dtype) -> FCPose:
 
 def optimize_for_inference(model: FCPose, *, fold_bn: bool = True, channels_last: bool = True,
                            inplace: bool = False, dtype: torch.dtype | None = None) -> FCPose:
-    """An inference-only version of ``model``: eval mode, no gradients, frozen BN folded into convs,
-    channels-last weights, and with ``dtype`` (bf16/fp16) the network's weights in that dtype
-    (:func:`cast_weights`). A deep copy unless ``inplace`` (then ``model`` itself is changed and must not be
-    trained or saved afterwards)."""
+    """An inference-only version of ``model``: eval mode, no gradients, frozen BN folded into convs, channels-last
+    weights, and with ``dtype`` (bf16/fp16) the network's weights in that dtype (:func:`cast_weights`). A deep copy
+    unless ``inplace`` (then ``model`` itself is changed and must not be trained or saved afterwards)."""
     out = model if inplace else copy.deepcopy(model)
     out.eval()
     out.requires_grad_(False)

@@ -1,21 +1,18 @@
 """The dynamic, instance-aware keypoint head f_theta_i (Sec. 3.1).
 
-For instance i generated at location (x_i, y_i) of level l, the input is F (``[F, H, W]``, the image's
-shared keypoint features) with two relative-coordinate maps in front:
-``rel(p) = ((x_i, y_i) - p) / norm_l`` for every cell centre p of F (x first, then y). Then 1x1 convs
-``(F + 2) -> C -> ... -> K`` with ReLU between them, whose weights come from theta_i, split in the order
-``w0, b0, w1, b1, ..., w_last, b_last`` (each w as ``[out, in]`` row-major).
+For instance i generated at location (x_i, y_i) of level l, the input is F (``[F, H, W]``, the image's shared keypoint
+features) with two relative-coordinate maps in front: ``rel(p) = ((x_i, y_i) - p) / norm_l`` for every cell centre p of
+F (x first, then y). Then 1x1 convs ``(F + 2) -> C -> ... -> K`` with ReLU between them, whose weights come from
+theta_i, split in the order ``w0, b0, w1, b1, ..., w_last, b_last`` (each w as ``[out, in]`` row-major).
 
 Two ways to run the heads, both without a loop over instances:
 
 * :meth:`DynamicKeypointHead.forward` materialises the ``[N, K, H, W]`` heatmap logits (training: the loss
   needs them). Layer 0 is one GEMM per image (its instances' stacked weights times the image's F) plus a
   batched rank-2 update for the coordinates; the next layers are batched matmuls.
-* :meth:`DynamicKeypointHead.peaks` gives only what inference needs — per keypoint the arg-max cell, the
-  peak logit and the softmax normaliser — streaming all instances over spatial tiles so that the
-  activations stay in cache and no heatmap is stored (see :meth:`fold`). Tests check it against
-  ``forward``.
-"""
+* :meth:`DynamicKeypointHead.peaks` gives only what inference needs — per keypoint the arg-max cell, the peak logit and
+  the softmax normaliser — streaming all instances over spatial tiles so that the activations stay in cache and no
+  heatmap is stored (see :meth:`fold`). Tests check it against ``forward``."""
 
 from __future__ import annotations
 
@@ -42,8 +39,7 @@ class FoldedHeads:
 
     first: ``[n * c_0, F + 3]`` layer 0 (rows grouped by instance); mids: ``[n, c_{i+1}, c_i]`` hidden
     layers; last: ``[n, K, c_L]`` (None when the head has one layer and ``first`` gives the logits). Every
-    ``c_i`` includes a constant-1 channel that carries the next layer's bias.
-    """
+    ``c_i`` includes a constant-1 channel that carries the next layer's bias."""
 
     first: Tensor
     mids: list[Tensor]
@@ -77,8 +73,7 @@ class DynamicKeypointHead(nn.Module):
 
         Used as the controller's initial bias: at the start of training every instance then runs this same
         working head and the controller learns the instance-specific part. A controller that starts near
-        zero gives all three layers near-zero weights, whose gradients vanish through their product.
-        """
+        zero gives all three layers near-zero weights, whose gradients vanish through their product."""
         parts = []
         for i in range(len(self.dims) - 1):
             fan_in, fan_out = self.dims[i], self.dims[i + 1]
@@ -114,8 +109,7 @@ class DynamicKeypointHead(nn.Module):
 
         feats ``[B, F, H, W]`` (F of each image), params ``[N, P]``, batch_index ``[N]`` (image of each
         instance), locations ``[N, 2]`` (x, y) input pixels, norms ``[N]`` relative-coordinate divisors
-        -> ``[N, K, H, W]``.
-        """
+        -> ``[N, K, H, W]``."""
         b, c, h, w = feats.shape
         n = params.shape[0]
         if n == 0:
@@ -144,10 +138,8 @@ class DynamicKeypointHead(nn.Module):
 
         Layer 0's coordinate part is affine in the cell position p:
         ``w_xy . ((x_i, y_i) - p) / norm_i = w_xy . (x_i, y_i) / norm_i - (w_xy / norm_i) . p``, so
-        ``[w_F, -w_xy / norm_i, b'_i]`` times ``[F; x; y; 1]`` (shared by all instances of an image) is the
-        whole layer, bias included; hidden layers carry a constant-1 channel so each next bias is one more
-        weight column.
-        """
+        ``[w_F, -w_xy / norm_i, b'_i]`` times ``[F; x; y; 1]`` (shared by all instances of an image) is the whole layer,
+        bias included; hidden layers carry a constant-1 channel so each next bias is one more weight column."""
         layers = self.split_params(params)
         w0, b0 = layers[0]
         n, c1, cin = w0.shape
@@ -198,8 +190,7 @@ class DynamicKeypointHead(nn.Module):
         one spatial tile at a time (``tile_bytes`` of activations, ~L2 on CPU, in preallocated buffers); per
         tile each keypoint keeps its maximum and ``sum exp(logit - max)``, which combine exactly into the
         global values. ``traceable=True`` is the form for export: the same products on one tile (the whole
-        map), out of place, with no size-dependent Python control flow.
-        """
+        map), out of place, with no size-dependent Python control flow."""
         heads = self.fold(params.float(), locations.float(), norms.float())
         rows = self.feature_rows(feats)
         if traceable:

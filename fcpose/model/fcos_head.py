@@ -3,8 +3,7 @@
 Shared over levels: a classification tower and a box tower (``num_convs`` x conv3x3 + norm + ReLU), class
 logits, box distances (``ReLU(scale_l * pred) * stride``, one learnable scale per level), centre-ness on
 the box tower, and the **controller** that turns the box-tower feature of a location into the parameters
-theta of that instance's dynamic keypoint head.
-"""
+theta of that instance's dynamic keypoint head."""
 
 from __future__ import annotations
 
@@ -39,11 +38,9 @@ class FCOSHead(nn.Module):
     """Per-level dense predictions; the controller is applied only where instances are generated.
 
     The controller is a conv with ``controller_kernel`` x ``controller_kernel`` kernel and
-    ``num_params`` outputs (the paper: 1x1, 2,737 outputs). Because theta is only needed at the few
-    locations that become instances, :meth:`controller_params` evaluates it there (identical to running
-    the conv densely and reading those locations, see the tests) instead of producing a
-    ``num_params``-channel map at every location.
-    """
+    ``num_params`` outputs (the paper: 1x1, 2,737 outputs). Because theta is only needed at the few locations that
+    become instances, :meth:`controller_params` evaluates it there (identical to running the conv densely and reading
+    those locations, see the tests) instead of producing a ``num_params``-channel map at every location."""
 
     def __init__(self, in_channels: int, strides: list[int], num_params: int, *, num_classes: int = 1,
                  num_convs: int = 4, norm: str = "GN", prior_prob: float = 0.01, controller_kernel: int = 1):
@@ -90,8 +87,7 @@ class FCOSHead(nn.Module):
         neighbourhood (zero beyond the map) is flattened channel-major (c * 9 + ky * 3 + kx), the layout
         of ``F.unfold`` and of the conv weight. Trace-friendly (no data-dependent shapes or branches), so
         the exported graph runs this same code: every level is read at every instance's (clamped)
-        position and each instance keeps its own level's patch — a few thousand values per level.
-        """
+        position and each instance keeps its own level's patch — a few thousand values per level."""
         k = self.controller.kernel_size[0]
         pad = k // 2
         n, c = batch_index.shape[0], towers[0].shape[1]

@@ -4,8 +4,7 @@
 its weights, ``forward`` and the per-instance head parameters (:meth:`FCPose.instance_params`). Instance
 selection and decoding live in :class:`fcpose.postprocess.PostProcessor`, target assignment and losses in
 :mod:`fcpose.targets` and :mod:`fcpose.loss`. Only the builders read the config; an ``FCPose`` built from
-parts (``cfg=None``) works everywhere (the :class:`~fcpose.Predictor` then uses the default test sizes).
-"""
+parts (``cfg=None``) works everywhere (the :class:`~fcpose.Predictor` then uses the default test sizes)."""
 
 from __future__ import annotations
 
@@ -112,8 +111,7 @@ def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides:
     """Build FCPose from a preset name, a YAML path or a config object (plus optional overrides).
 
     The controller's output count is derived from the config (``cfg.num_dynamic_params``), never typed.
-    Weights are randomly initialised (backbone from ``model.backbone.weights`` if given).
-    """
+    Weights are randomly initialised (backbone from ``model.backbone.weights`` if given)."""
     if isinstance(config, FCPoseConfig):
         cfg = apply_overrides(config, overrides).validate()
     else:

@@ -18,8 +18,7 @@ class FPN(nn.Module):
 
     P6 = conv3x3/2(P5) and P7 = conv3x3/2(ReLU(P6)) as in FCOS (``top_levels`` = 2); ``top_levels`` = 0
     gives the real-time P3-P5 pyramid. Input sizes need not be multiples of 32: the top-down path is
-    upsampled to the lateral's exact size.
-    """
+    upsampled to the lateral's exact size."""
 
     def __init__(self, in_channels: list[int], out_channels: int = 256, top_levels: int = 2):
         super().__init__()

@@ -3,8 +3,7 @@
 F: ``num_convs`` x (conv3x3 + norm + ReLU) on P3 and a 1x1 conv to ``feat_channels`` (32) channels, at P3
 resolution. Refinement: one conv with 2K outputs, the offsets (dx_k, dy_k) from each cell to the nearest
 keypoint of type k, shared by all instances; it reads P3 (the paper) or, with ``refine_input="tower"``, the
-branch's tower output (as the official code derives its offsets from its basis tower).
-"""
+branch's tower output (as the official code derives its offsets from its basis tower)."""
 
 from __future__ import annotations
 

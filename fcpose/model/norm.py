@@ -7,8 +7,7 @@ as detectron2/AdelaiDet do for ImageNet-initialized backbones trained with small
 ``fold_frozen_bn`` merges every frozen (or eval-mode) batch norm that directly follows a conv into
 that conv, for faster inference. It only looks at pairs the modules declare: consecutive
 ``(Conv2d, norm)`` entries of an ``nn.Sequential`` and the ``_conv_norm_pairs`` attribute names of
-a module class (e.g. ``[("conv1", "bn1"), ("conv2", "bn2")]`` on a residual block).
-"""
+a module class (e.g. ``[("conv1", "bn1"), ("conv2", "bn2")]`` on a residual block)."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ class FrozenBatchNorm2d(nn.Module):
     Input and output: ``[N, C, H, W]`` with ``C = num_features``. The four tensors ``weight``,
     ``bias``, ``running_mean`` and ``running_var`` (each ``[C]``) are buffers, so the names match an
     ``nn.BatchNorm2d`` state dict; a ``num_batches_tracked`` entry is accepted and dropped.
-    Initialized to the identity up to ``eps`` (weight 1, bias 0, mean 0, var 1).
-    """
+    Initialized to the identity up to ``eps`` (weight 1, bias 0, mean 0, var 1)."""
 
     _version = 1
 
@@ -78,8 +76,7 @@ class FrozenBatchNorm2d(nn.Module):
 
         The statistics and affine parameters are copied (a norm without them keeps the identity
         defaults). Children are replaced in place; if ``module`` itself is a batch norm, the new
-        frozen layer is returned, otherwise ``module`` is.
-        """
+        frozen layer is returned, otherwise ``module`` is."""
         if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             frozen = cls(module.num_features, module.eps)
             with torch.no_grad():
@@ -105,8 +102,7 @@ def get_norm(norm: str, channels: int) -> nn.Module:
 
     ``"FrozenBN"`` -> :class:`FrozenBatchNorm2d`, ``"BN"`` -> ``nn.BatchNorm2d``, ``"SyncBN"`` ->
     ``nn.SyncBatchNorm``, ``"GN"`` -> ``nn.GroupNorm(32, channels)``, ``"none"``/``""`` ->
-    ``nn.Identity``. Anything else is a :class:`~fcpose.errors.ConfigError`.
-    """
+    ``nn.Identity``. Anything else is a :class:`~fcpose.errors.ConfigError`."""
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(channels)
     if norm == "BN":
@@ -165,12 +161,10 @@ def fold_frozen_bn(module: nn.Module) -> int:
     Looks at (a) consecutive ``(nn.Conv2d, norm)`` entries of every ``nn.Sequential`` and (b) the
     ``(conv_attr, norm_attr)`` names listed in the ``_conv_norm_pairs`` class attribute of every
     submodule. A ``FrozenBatchNorm2d``, or a ``BatchNorm2d``/``SyncBatchNorm`` in eval mode with
-    running statistics, is folded: the conv gets ``weight * scale`` and a bias ``bias * scale +
-    shift``, and the norm is replaced by ``nn.Identity``. Training-mode BN, GN and convs that are
-    not plain ``nn.Conv2d`` are left alone. The outputs are unchanged up to float rounding, but
-    the state dict changes (conv biases appear, norm entries vanish): fold only for inference.
-    Calling it again folds nothing more.
-    """
+    running statistics, is folded: the conv gets ``weight * scale`` and a bias ``bias * scale + shift``, and the norm is
+    replaced by ``nn.Identity``. Training-mode BN, GN and convs that are not plain ``nn.Conv2d`` are left alone. The
+    outputs are unchanged up to float rounding, but the state dict changes (conv biases appear, norm entries vanish):
+    fold only for inference. Calling it again folds nothing more."""
     count = 0
     for parent in list(module.modules()):
         if isinstance(parent, nn.Sequential):
@@ -210,8 +204,7 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
 
     Training: per channel, ``sum(x)``, ``sum(x^2)`` and the count are all-reduced (differentiably), giving the
     global mean and biased variance used to normalise; the running statistics take the unbiased variance with
-    ``momentum``, like ``nn.BatchNorm2d`` on the whole batch. Eval mode, or a single process: plain batch norm.
-    """
+    ``momentum``, like ``nn.BatchNorm2d`` on the whole batch. Eval mode, or a single process: plain batch norm."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dist = torch.distributed
@@ -264,8 +257,7 @@ def calibrate_frozen_bn(module: nn.Module, run: Callable[[], object], reduce: Ca
     What a backbone with frozen norms and no pretrained weights needs: otherwise every FrozenBN is the identity,
     the network has no normalisation at all, and its activations (about 1e4 at initialisation in a ResNet-50 fed
     0-255 pixels) grow past float16's 65,504 within a few SGD steps. ``reduce`` (e.g. a mean over processes)
-    is applied to each statistic so that every rank gets the same. Returns the number of layers calibrated.
-    """
+    is applied to each statistic so that every rank gets the same. Returns the number of layers calibrated."""
     layers = [m for m in module.modules() if isinstance(m, FrozenBatchNorm2d)]
 
     def pre_hook(layer: FrozenBatchNorm2d, args):

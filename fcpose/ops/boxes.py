@@ -1,8 +1,7 @@
 """Box operations in plain PyTorch: areas, IoU, GIoU, clipping and non-maximum suppression.
 
 Boxes are ``[N, 4]`` (x1, y1, x2, y2) in continuous pixel coordinates; areas are ``(x2 - x1) * (y2 - y1)``
-without the legacy "+1".
-"""
+without the legacy "+1"."""
 
 from __future__ import annotations
 
@@ -53,12 +52,10 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block_size: int = 1
     suppressed when its IoU with a higher-scoring *kept* box is greater than ``iou_threshold`` — exactly
     the classic greedy algorithm (and torchvision's ``nms``).
 
-    Boxes are taken in score order, ``block_size`` at a time: a block is first suppressed by every box
-    already kept, then resolved internally by iterating the fixed point
-    ``keep_i = not any_{j < i} (keep_j and IoU_ji > t)`` on its small IoU matrix, which reaches the greedy
-    result after at most ``block_size`` rounds (usually 2-4). Work is ``O(N * kept)`` IoUs with no Python
-    loop over boxes.
-    """
+    Boxes are taken in score order, ``block_size`` at a time: a block is first suppressed by every box already kept,
+    then resolved internally by iterating the fixed point ``keep_i = not any_{j < i} (keep_j and IoU_ji > t)`` on its
+    small IoU matrix, which reaches the greedy result after at most ``block_size`` rounds (usually 2-4). Work is
+    ``O(N * kept)`` IoUs with no Python loop over boxes."""
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
@@ -98,16 +95,14 @@ def nms_fixed(boxes: Tensor, scores: Tensor, iou_threshold: float, valid: Tensor
     :func:`nms`'s result). A batch (``boxes [B, M, 4]``, ``scores``/``valid [B, M]``) runs every image's
     NMS in the same operations (``decided [B]``): the kernels launched do not grow with B.
 
-    Each box is undecided, kept or suppressed. Every round decides in parallel what is already certain: an
-    undecided box none of whose better overlapping (IoU > t) boxes is still alive (undecided or kept) is
-    kept; one overlapped by a better kept box is suppressed. Nothing decided is ever revised, so every
-    round's state is a correct partial greedy result, and each round extends the decided prefix by at least
-    one box (the first undecided one); independent groups of boxes are decided side by side, so the best
-    hundred of a few thousand candidates usually take a few rounds. Callers that need the best D kept boxes
-    check that the prefix holds them. Each round is one ``[2, M] x [M, M]`` product over the overlap matrix
-    and five element-wise operations on the ``[2, M]`` state (``O(M^2)`` memory and work: meant for a GPU
-    and the few thousand pre-NMS candidates of a detector).
-    """
+    Each box is undecided, kept or suppressed. Every round decides in parallel what is already certain: an undecided box
+    none of whose better overlapping (IoU > t) boxes is still alive (undecided or kept) is kept; one overlapped by a
+    better kept box is suppressed. Nothing decided is ever revised, so every round's state is a correct partial greedy
+    result, and each round extends the decided prefix by at least one box (the first undecided one); independent groups
+    of boxes are decided side by side, so the best hundred of a few thousand candidates usually take a few rounds.
+    Callers that need the best D kept boxes check that the prefix holds them. Each round is one ``[2, M] x [M, M]``
+    product over the overlap matrix and five element-wise operations on the ``[2, M]`` state (``O(M^2)`` memory and
+    work: meant for a GPU and the few thousand pre-NMS candidates of a detector)."""
     if boxes.dim() == 2:
         order, kept, decided = nms_fixed(boxes[None], scores[None], iou_threshold, valid[None], rounds)
         return order[0], kept[0], decided[0]
@@ -158,8 +153,7 @@ def ltrb_giou(pred: Tensor, target: Tensor, smooth: float = 0.0) -> Tensor:
 
     With ``smooth = 0`` this is the GIoU of the two boxes (the location lies inside both, so they
     intersect). The official FCOS/FCPose code uses ``IoU = (I + 1) / (U + 1)`` on distances in stride units
-    (``smooth = 1``): ``GIoU = IoU - (C - U) / C`` with C the enclosing box's area.
-    """
+    (``smooth = 1``): ``GIoU = IoU - (C - U) / C`` with C the enclosing box's area."""
     pl, pt, pr, pb = pred.unbind(-1)
     tl, tt, tr, tb = target.unbind(-1)
     target_area = (tl + tr) * (tt + tb)

@@ -1,7 +1,6 @@
 """``fcpose serve``: an HTTP inference server (Starlette + uvicorn, the optional ``[serve]`` extra): routes
 (:mod:`.app`), dynamic batching (:mod:`.batcher`), Prometheus counters (:mod:`.metrics`), the command
-(:mod:`.command`) and the browser page (``static/``, no build step). Design and numbers: docs/serving.md.
-"""
+(:mod:`.command`) and the browser page (``static/``, no build step). Design and numbers: docs/serving.md."""
 
 from ..errors import FCPoseError
 

@@ -10,8 +10,7 @@ answered by :func:`people_json` in continuous pixels of the upright uploaded ima
 system (a ``..`` segment is a 400, any other unknown path a 404).
 
 The model runs on the :class:`~fcpose.serve.batcher.DynamicBatcher`'s single worker thread; decoding and
-answer building run in the thread pool, so the event loop only parses HTTP and waits.
-"""
+answer building run in the thread pool, so the event loop only parses HTTP and waits."""
 
 from __future__ import annotations
 

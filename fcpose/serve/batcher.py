@@ -6,8 +6,7 @@ rule) until ``max_batch`` or ``max_wait_ms`` after the oldest was submitted, run
 ``predictor.predict(images)`` and answers each caller through a :class:`concurrent.futures.Future`. Images
 of other sizes stay queued, in order; an image that already waited while the model was busy does not wait
 again. Only this thread calls the model, so nothing in the predictor (torch's thread count, onnxruntime or
-OpenVINO sessions) runs concurrently; the event loop only awaits futures (:func:`asyncio.wrap_future`).
-"""
+OpenVINO sessions) runs concurrently; the event loop only awaits futures (:func:`asyncio.wrap_future`)."""
 
 from __future__ import annotations
 
@@ -57,8 +56,7 @@ class DynamicBatcher:
     their one-image graph once per image, so they gain nothing from batching). ``max_wait_ms``: how long the
     oldest image may wait for others. ``max_queue``: images allowed to wait; :meth:`submit` raises
     :class:`QueueFullError` beyond it. ``initializer`` runs first on the worker thread (e.g. to set the
-    thread count once); ``on_batch(size)`` is called after every network call.
-    """
+    thread count once); ``on_batch(size)`` is called after every network call."""
 
     def __init__(self, predictor: PosePredictor, *, max_batch: int = 8, max_wait_ms: float = 5.0,
                  max_queue: int = 64, initializer: Callable[[], None] | None = None,

@@ -6,8 +6,7 @@ the requests in flight are answered (their images still queued are run without w
 model's thread stops and the command returns 0. A second SIGINT quits at once.
 
 One process serves one device: for several GPUs or machines run one ``fcpose serve`` per device and put
-any HTTP load balancer in front (docs/serving.md).
-"""
+any HTTP load balancer in front (docs/serving.md)."""
 
 from __future__ import annotations
 

@@ -4,14 +4,11 @@
 * ``fcpose_request_seconds`` — summary of the server-side latency of successful ``POST /v1/predict``
   requests (from the first byte of the request handled to the response built): quantiles 0.5, 0.9, 0.99
   over the last ``window`` requests, plus ``_sum`` and ``_count`` over all of them;
-* ``fcpose_batch_size`` — histogram of the images in each network call (buckets 1, 2, 4, ... up to
-  ``max_batch``);
+* ``fcpose_batch_size`` — histogram of the images in each network call (buckets 1, 2, 4, ... up to ``max_batch``);
 * ``fcpose_images_total`` — counter of images run through the model;
-* ``fcpose_queue_images`` / ``fcpose_inflight_requests`` — gauges: images waiting for the model, requests
-  being handled.
+* ``fcpose_queue_images`` / ``fcpose_inflight_requests`` — gauges: images waiting for the model, requests being handled.
 
-Updated from the event loop and from the model's worker thread, so every update takes one lock.
-"""
+Updated from the event loop and from the model's worker thread, so every update takes one lock."""
 
 from __future__ import annotations
 

@@ -9,15 +9,13 @@ is at ``offsets[l] + j``, ``offsets = [0, L_0, L_0 + L_1, ...]``.
 
 Rules (as in FCOS / AdelaiDet):
 
-- a location is a candidate for a ground-truth box if it lies strictly inside the box's *centre region*
-  — the box centre +- ``center_sampling_radius * stride_l``, clipped to the box — (or strictly inside the
-  box when the radius is 0);
+- a location is a candidate for a ground-truth box if it lies strictly inside the box's *centre region* — the box centre
+  +- ``center_sampling_radius * stride_l``, clipped to the box — (or strictly inside the box when the radius is 0);
 - and the largest of its four distances (l, t, r, b) to the box sides is within the level's size range
   ``[lo_l, hi_l]`` (inclusive): ``[-1, s_0], [s_0, s_1], ..., [s_last, inf)`` from ``sizes_of_interest``;
 - among several candidate boxes the one with the smallest area wins (then the lowest index);
 - a location without a box is background; background locations strictly inside a crowd (ignore) box are
-  ignored by the classification loss. Positives win over ignore regions.
-"""
+  ignored by the classification loss. Positives win over ignore regions."""
 
 from __future__ import annotations
 
@@ -105,8 +103,7 @@ def assign_fcos_targets_single(locations: Tensor, strides: Tensor, size_ranges: 
     locations ``[L, 2]`` (x, y); strides ``[L]`` (stride of each location's level); size_ranges ``[L, 2]``
     (lo, hi of each location's level); gt_boxes ``[G, 4]`` xyxy; ignore_boxes ``[C, 4]`` xyxy or None;
     gt_classes ``[G]`` long (default 0). Returns (labels ``[L]``, ignore ``[L]``, box_targets ``[L, 4]``,
-    centerness ``[L]``, matched ``[L]``) as in :class:`FCOSTargets`.
-    """
+    centerness ``[L]``, matched ``[L]``) as in :class:`FCOSTargets`."""
     num_loc = locations.shape[0]
     device = locations.device
     gt_boxes = gt_boxes.to(device=device, dtype=torch.float32).reshape(-1, 4)
@@ -162,8 +159,7 @@ def assign_fcos_targets(locations_per_level: list[Tensor], strides: list[int], s
     center_sampling_radius: in strides; 0 disables centre sampling (whole box).
     gt_classes_per_image: B x ``[G_b]`` class indices (default: all 0 = person).
 
-    Returns :class:`FCOSTargets` with ``[B, L_total, ...]`` tensors (image-major, then level, then row-major).
-    """
+    Returns :class:`FCOSTargets` with ``[B, L_total, ...]`` tensors (image-major, then level, then row-major)."""
     device = locations_per_level[0].device
     ranges = level_size_ranges(sizes_of_interest, len(locations_per_level))
     locations = torch.cat(locations_per_level).to(torch.float32)

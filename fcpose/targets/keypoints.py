@@ -1,11 +1,9 @@
 """Keypoint encoders (heatmap cell, refinement offsets) with their decoders beside them.
 
-Coordinates are continuous input pixels (pixel i spans [i, i + 1)). The heatmap of a keypoint lives on
-the stride-``s`` grid of P3 whose cell (row r, col c) stands for the pixel position
-``(c * s + s // 2, r * s + s // 2)``. Following the paper (Sec. 3.3), a keypoint at (x, y) is encoded
-as the one-hot cell ``(floor((x - s/2) / s), floor((y - s/2) / s))`` — for s = 8 exactly
-``floor((x - 4) / 8)`` — and the refinement module predicts the offset from a cell to the keypoint.
-"""
+Coordinates are continuous input pixels (pixel i spans [i, i + 1)). The heatmap of a keypoint lives on the stride-``s``
+grid of P3 whose cell (row r, col c) stands for the pixel position ``(c * s + s // 2, r * s + s // 2)``. Following the
+paper (Sec. 3.3), a keypoint at (x, y) is encoded as the one-hot cell ``(floor((x - s/2) / s), floor((y - s/2) / s))`` —
+for s = 8 exactly ``floor((x - 4) / 8)`` — and the refinement module predicts the offset from a cell to the keypoint."""
 
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ def encode_heatmap_index(xy: Tensor, stride: int, height: int, width: int) -> Te
     """``[..., 2]`` keypoint (x, y) -> ``[...]`` flat index ``row * width + col`` of its one-hot cell.
 
     ``col = floor((x - s/2) / s)`` and ``row = floor((y - s/2) / s)``, clamped to the ``height x width`` grid
-    (a keypoint within half a stride of the image border maps to the border cell).
-    """
+    (a keypoint within half a stride of the image border maps to the border cell)."""
     half = stride / 2.0
     col = torch.floor((xy[..., 0] - half) / stride).clamp(0, width - 1).to(torch.long)
     row = torch.floor((xy[..., 1] - half) / stride).clamp(0, height - 1).to(torch.long)
@@ -51,8 +48,7 @@ def encode_truncated_cell(keypoints: Tensor, stride: int, height: int, width: in
     """``[..., 3]`` keypoints (x, y, v) -> (``[...]`` flat index ``row * width + col``, ``[...]`` bool valid).
 
     The official rule: cell ``(int(x / s), int(y / s))`` (truncation) on a ``height x width`` grid, valid when
-    v > 0 and the cell lies in the grid. Invalid entries get index 0.
-    """
+    v > 0 and the cell lies in the grid. Invalid entries get index 0."""
     col = torch.trunc(keypoints[..., 0] / stride).to(torch.long)
     row = torch.trunc(keypoints[..., 1] / stride).to(torch.long)
     valid = (keypoints[..., 2] > 0) & (col >= 0) & (row >= 0) & (col < width) & (row < height)
@@ -65,8 +61,7 @@ def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, s
     Keypoint k of a person puts ``exp(-(dx^2 + dy^2) / (2 sigma^2))`` on the cells of the patch around its
     truncated cell ``(int(x / s), int(y / s))`` (:func:`encode_truncated_cell`), the patch spanning
     ``round(c - 3 sigma - 1) .. round(c + 3 sigma + 2)`` (exclusive) on each axis, computed in float64 and
-    stored as float32; labelled keypoints only, cells outside the grid dropped.
-    """
+    stored as float32; labelled keypoints only, cells outside the grid dropped."""
     g, k = keypoints.shape[:2]
     device = keypoints.device
     out = torch.zeros(k, height * width, dtype=torch.float32, device=device)
@@ -103,8 +98,7 @@ def gather_offsets(offset_maps: Tensor, batch_index: Tensor, index: Tensor) -> T
     """Read the refinement offsets at given cells.
 
     offset_maps: ``[B, 2K, H, W]`` (dx_k, dy_k interleaved); batch_index: ``[N]``; index: ``[N, K]`` flat
-    cells -> ``[N, K, 2]`` raw offsets of keypoint k at its own cell. (One flat gather: trace-friendly.)
-    """
+    cells -> ``[N, K, 2]`` raw offsets of keypoint k at its own cell. (One flat gather: trace-friendly.)"""
     b, c, h, w = offset_maps.shape
     channel = 2 * torch.arange(c // 2, device=offset_maps.device)[None, :]  # [1, K]
     dx_at = (batch_index[:, None] * c + channel) * (h * w) + index  # [N, K] positions of dx_k in the flat maps
@@ -122,8 +116,7 @@ def encode_offset_maps(keypoints: Tensor, height: int, width: int, stride: int, 
     *nearest* labelled keypoint of type k (the paper's "offsets to the nearest ground-truth keypoint").
 
     Returns ``targets [2K, H, W]`` (dx_k, dy_k interleaved, in ``unit``) and ``weights [K, H, W]`` (1 where
-    supervised, else 0).
-    """
+    supervised, else 0)."""
     g, k, _ = keypoints.shape
     device = keypoints.device
     targets = torch.zeros(k, 2, height * width, device=device)

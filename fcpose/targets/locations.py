@@ -3,8 +3,7 @@
 Cell (row i, col j) of a stride-``s`` level sits at ``(j * s + s // 2, i * s + s // 2)`` (FCOS). Every
 part of fcpose that needs that rule — FCOS targets, keypoint codecs, the dynamic heads' relative
 coordinates, decoding and the exported graph — calls :func:`cell_to_pixel` or one of the helpers below
-(all trace-friendly: symbolic sizes and tensor strides work).
-"""
+(all trace-friendly: symbolic sizes and tensor strides work)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,7 @@ generate dynamic keypoint heads.
 - Heatmap target of each (person, keypoint): the one-hot cell :func:`~fcpose.targets.keypoints.encode_heatmap_index`
   (``floor((x - 4) / 8)`` for stride 8) on the P3 grid, supervised where the keypoint is labelled (v > 0).
 - Refinement targets: :func:`~fcpose.targets.keypoints.encode_offset_maps` per image (dense within a radius
-  of each labelled keypoint, to the nearest keypoint of the same type, in the model's offset unit).
-"""
+  of each labelled keypoint, to the nearest keypoint of the same type, in the model's offset unit)."""
 
 from __future__ import annotations
 
@@ -45,8 +44,7 @@ def assign_keypoint_targets(keypoints_per_image: list[Tensor], height: int, widt
                             offset_unit: str = "stride", offset_radius: float = 2.0) -> KeypointTargets:
     """Heatmap and refinement targets on the ``height x width`` P3 grid (stride ``stride``) of a batch.
 
-    keypoints_per_image: B x ``[G_b, K, 3]`` (x, y, v) in input pixels. See :class:`KeypointTargets`.
-    """
+    keypoints_per_image: B x ``[G_b, K, 3]`` (x, y, v) in input pixels. See :class:`KeypointTargets`."""
     if not keypoints_per_image:
         raise ValueError("assign_keypoint_targets needs at least one image")
     device = keypoints_per_image[0].device
@@ -74,8 +72,7 @@ def sample_instances(groups: Tensor, scores: Tensor, max_instances: int) -> Tens
     ``[N]`` indices into the P locations. Locations are taken round-robin: every person's best, then every
     person's second best, ... (within a round, higher scores first) until ``max_instances`` are taken, so
     each person gets ``max_instances // people`` or one more (fewer if it has fewer locations, the rest going
-    to the others). Every person gets at least one, so ``N = min(P, max(max_instances, people))``.
-    """
+    to the others). Every person gets at least one, so ``N = min(P, max(max_instances, people))``."""
     p = groups.shape[0]
     if p == 0:
         return torch.zeros(0, dtype=torch.long, device=groups.device)
@@ -101,8 +98,7 @@ class OfficialKeypointTargets:
     """Keypoint targets of the official training; people concatenated over images (image 0's first).
 
     The batch's stride-2 grid is ``4 H3 x 4 W3`` (``H3 x W3``: the padded stride-8 grid of the batch); each
-    image's own targets live in its top-left ``ceil(h / 32) * 16 x ceil(w / 32) * 16`` part, zeros elsewhere.
-    """
+    image's own targets live in its top-left ``ceil(h / 32) * 16 x ceil(w / 32) * 16`` part, zeros elsewhere."""
 
     head_index: Tensor  # [G_total, K] long: flat cell on the batch's stride-2 grid (0 where not valid)
     head_valid: Tensor  # [G_total, K] bool: labelled and inside the image's stride-2 grid
@@ -127,8 +123,7 @@ def assign_official_keypoint_targets(keypoints_per_image: list[Tensor], boxes_pe
     keypoints_per_image: B x ``[G_b, K, 3]`` (x, y, v); boxes_per_image: B x ``[G_b, 4]``; image_sizes: (h, w)
     of each image before padding. Head target of (person, keypoint): the one-hot stride-2 cell
     ``(int(x / 2), int(y / 2))``; p1/p3: :func:`~fcpose.targets.keypoints.gaussian_heatmaps` at stride 2
-    (``sigma``) and stride 8 (``sigma / 2``) on each image's grid.
-    """
+    (``sigma``) and stride 8 (``sigma / 2``) on each image's grid."""
     if not keypoints_per_image:
         raise ValueError("assign_official_keypoint_targets needs at least one image")
     device = keypoints_per_image[0].device
@@ -169,8 +164,7 @@ def select_heads_per_person(groups: Tensor, images: Tensor, scores: Tensor, max_
     ordered image by image, person by person (ascending), as the official code does; unlike it, every image
     of the batch is visited (the official loop stops after 2 images).
 
-    Returns (``[N]`` indices into the P locations, ``[N]`` number of heads of each head's person).
-    """
+    Returns (``[N]`` indices into the P locations, ``[N]`` number of heads of each head's person)."""
     if groups.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=groups.device)
         return empty, empty

@@ -2,8 +2,7 @@
 
 State ``[cx, cy, w, h, vcx, vcy, vw, vh]`` (centre, size and their velocities per frame); measurement
 ``[cx, cy, w, h]``. Process and measurement noise scale with the box size (as in SORT/ByteTrack/BoT-SORT),
-so the filter behaves the same for small and large people.
-"""
+so the filter behaves the same for small and large people."""
 
 from __future__ import annotations
 

@@ -8,12 +8,10 @@ For a signal sampled with period ``T_e`` (seconds)::
     f_c         = min_cutoff + beta |dx_hat_i|
     x_hat_i     = alpha(f_c) x_i + (1 - alpha(f_c)) x_hat_{i-1}
 
-The first sample is passed through. ``min_cutoff`` (Hz) sets the smoothing at rest (lower: less
-jitter), ``beta`` how fast the cutoff rises with speed (higher: less lag). Each element of the array
-has its own state and its own last time, so an element that is skipped (``mask`` False: a
-low-confidence keypoint) neither moves nor drags the filter, and is resumed later with the real
-elapsed time.
-"""
+The first sample is passed through. ``min_cutoff`` (Hz) sets the smoothing at rest (lower: less jitter), ``beta`` how
+fast the cutoff rises with speed (higher: less lag). Each element of the array has its own state and its own last time,
+so an element that is skipped (``mask`` False: a low-confidence keypoint) neither moves nor drags the filter, and is
+resumed later with the real elapsed time."""
 
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ class OneEuroFilter:
     """One-Euro filter of an array signal of fixed ``shape`` (e.g. ``[K, 2]`` keypoint coordinates).
 
     The speed (for the adaptive cutoff) is taken per element; pass ``speed_axes`` to use the norm
-    over trailing axes instead (``speed_axes=(-1,)`` on ``[K, 2]``: a keypoint's 2-D speed).
-    """
+    over trailing axes instead (``speed_axes=(-1,)`` on ``[K, 2]``: a keypoint's 2-D speed)."""
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
                  speed_axes: tuple[int, ...] | None = None):

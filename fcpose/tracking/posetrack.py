@@ -12,8 +12,7 @@ The layout is the PoseTrack 2018 annotation format, COCO-like:
   keypoints carry ``v = score`` like COCO results; ground truth carries 0/1/2 flags.
 * ``categories``: the person category with the keypoint names and the 1-based skeleton.
 
-MOT-challenge text is one line per person and frame: ``frame,id,x,y,w,h,score,-1,-1,-1`` (1-based frame).
-"""
+MOT-challenge text is one line per person and frame: ``frame,id,x,y,w,h,score,-1,-1,-1`` (1-based frame)."""
 
 from __future__ import annotations
 
@@ -68,8 +67,7 @@ class PoseTrackWriter:
     """Collects frames of one or more videos and writes the JSON (and optional MOT text) atomically.
 
     :meth:`write` can be called any number of times (e.g. every few seconds of a live stream and once
-    more after Ctrl-C): each call replaces the files with a complete, valid version of everything so far.
-    """
+    more after Ctrl-C): each call replaces the files with a complete, valid version of everything so far."""
 
     def __init__(self, json_path: str | Path, mot_dir: str | Path | None = None,
                  keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None):
@@ -136,8 +134,7 @@ class TrackFrame:
 def load_posetrack(path_or_data, num_keypoints: int | None = None) -> dict[str, list[TrackFrame]]:
     """Read a PoseTrack-style JSON (a path or the parsed dict) -> ``{vid_id: [TrackFrame, ...]}`` in
     frame order. Frames without people are kept (empty arrays). :class:`InputError` if the file is missing
-    or not JSON, or an entry lacks a required field.
-    """
+    or not JSON, or an entry lacks a required field."""
     if isinstance(path_or_data, dict):
         data, label = path_or_data, "PoseTrack data"
     else:

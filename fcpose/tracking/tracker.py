@@ -16,8 +16,7 @@ Per frame (:meth:`PoseTracker.update`):
    frames ends, and whoever comes back later gets a new id.
 
 Keypoints of reported people are optionally smoothed by a One-Euro filter per track (:mod:`.one_euro`),
-reset whenever the track is lost.
-"""
+reset whenever the track is lost."""
 
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ from .one_euro import OneEuroFilter
 class TrackedPeople:
     """The people of one frame with their track ids (numpy arrays, original-image pixels).
 
-    ``keypoints`` are the smoothed ones when smoothing is on (``raw_keypoints`` are the detector's).
-    """
+    ``keypoints`` are the smoothed ones when smoothing is on (``raw_keypoints`` are the detector's)."""
 
     frame_index: int
     track_ids: np.ndarray  # [N] int64, >= 1
@@ -70,8 +68,7 @@ class _Track:
     pred_box: np.ndarray = field(default_factory=lambda: np.zeros(4))
 
     def predicted_pose(self) -> np.ndarray:
-        """The last matched pose carried along with the box: shifted by the centre's motion, scaled
-        with its size."""
+        """The last matched pose carried along with the box: shifted by the centre's motion, scaled with its size."""
         b0, b1 = self.box, self.pred_box
         c0 = np.array([(b0[0] + b0[2]) / 2, (b0[1] + b0[3]) / 2])
         c1 = np.array([(b1[0] + b1[2]) / 2, (b1[1] + b1[3]) / 2])
@@ -90,8 +87,7 @@ def _as_numpy(x) -> np.ndarray:
 class PoseTracker:
     """Assign persistent ``track_id`` s to per-frame pose detections (see the module doc).
 
-    ``sigmas``: the keypoint set's OKS sigmas (default COCO's 17). ``fps`` sets the One-Euro time base.
-    """
+    ``sigmas``: the keypoint set's OKS sigmas (default COCO's 17). ``fps`` sets the One-Euro time base."""
 
     def __init__(self, cfg: TrackerConfig | None = None, sigmas: Sequence[float] | None = None,
                  fps: float = 25.0):

@@ -1,8 +1,7 @@
 """Self-describing checkpoints: the config, the weights and (for training) the loop state in one file, whose
 layout, one reader and one mismatch report are in :mod:`fcpose.weights.files`. Files are written atomically
 (temporary file + rename), so an interrupted save never leaves a broken checkpoint behind. ``fcpose predict``
-warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images.
-"""
+warns when a model with ``trained_on: "synthetic"`` meets real (non-synthetic) images."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | N
     ``trained_on="synthetic"`` to record what the weights were trained on).
 
     ``half=True`` stores floating-point weights as float16 (half the size, for distribution); they are
-    upcast to the model's dtype when loaded. Values beyond float16's range are kept in float32.
-    """
+    upcast to the model's dtype when loaded. Values beyond float16's range are kept in float32."""
     bare = unwrap_model(model)
     cfg = cfg or getattr(bare, "cfg", None)
     if cfg is None:
@@ -61,8 +59,7 @@ def read_checkpoint(path: str | Path) -> dict:
     """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly.
 
     ``path`` may also be a model-zoo name (``fcpose_r50_official``, see :mod:`fcpose.weights.zoo`): its file is
-    downloaded to the cache on first use.
-    """
+    downloaded to the cache on first use."""
     from .zoo import resolve_weights
 
     path = resolve_weights(path)
@@ -120,11 +117,9 @@ def init_from_checkpoint(model: nn.Module, weights: str | Path) -> StateDictRepo
     """Fine-tuning start: copy every tensor of a checkpoint (fcpose ``.pt``, official ``.pth`` — also a full
     detectron2 training checkpoint — or a model-zoo name) whose name and shape fit ``model``.
 
-    Tensors the model has but the file lacks or holds with another shape (another keypoint count: the
-    controller, the offsets, the auxiliary heads; another width) keep their fresh initialisation and are
-    listed (``report.reinitialized``); the file's optimiser and schedule state are ignored (the optimiser
-    starts fresh).
-    """
+    Tensors the model has but the file lacks or holds with another shape (another keypoint count: the controller, the
+    offsets, the auxiliary heads; another width) keep their fresh initialisation and are listed
+    (``report.reinitialized``); the file's optimiser and schedule state are ignored (the optimiser starts fresh)."""
     ckpt = read_checkpoint(weights)
     source = str(weights)
     own = unwrap_model(model).state_dict()

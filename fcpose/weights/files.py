@@ -6,8 +6,7 @@ Layout (a plain dict)::
 
     {"format": "fcpose", "version": 1, "config": {...nested config...}, "model": state_dict,
      "step": int | None, "metrics": {...}, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "trained_on": "synthetic" | "COCO train2017" | ...}   # optional: what the weights were trained on
-"""
+     "trained_on": "synthetic" | "COCO train2017" | ...}   # optional: what the weights were trained on"""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def _numpy_safe_globals() -> list:
     """The globals a pickled numpy array or scalar needs, under numpy 1.x and 2.x module names.
 
     Rebuilding an array or scalar of a plain dtype runs no user code; an object array would still need
-    its elements' globals, which stay forbidden. detectron2-style checkpoints may hold numpy arrays.
-    """
+    its elements' globals, which stay forbidden. detectron2-style checkpoints may hold numpy arrays."""
     multiarray = getattr(np, "_core", None) or np.core
     reconstruct, scalar = multiarray.multiarray._reconstruct, multiarray.multiarray.scalar
     out: list = [np.ndarray, np.dtype]
@@ -61,8 +59,7 @@ def safe_load(path: str | Path) -> Any:
     missing/corrupt/unsafe files.
 
     Besides tensors and plain containers, numpy arrays and scalars are allowed (see
-    :func:`_numpy_safe_globals`); nothing else that a pickle could name is.
-    """
+    :func:`_numpy_safe_globals`); nothing else that a pickle could name is."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(_not_found(path))
@@ -135,8 +132,7 @@ class StateDictReport:
     exactly, anything else is an error), ``"partial"`` (ImageNet backbone weights: what fits is loaded),
     ``"init"`` (:func:`init_from_checkpoint`: what does not fit keeps its fresh initialisation) or
     ``"official"`` (:func:`~fcpose.weights.official.convert_official`; keys in the official names).
-    ``headline``, if set, replaces the kind's first sentence.
-    """
+    ``headline``, if set, replaces the kind's first sentence."""
 
     source: str = "checkpoint"
     kind: str = "strict"

@@ -3,8 +3,7 @@
 The backbones (:mod:`fcpose.model.backbone`) use the parameter names of the public files — torchvision's
 ``resnet*-*.pth`` for ResNet, the ucbdrive/dla release's ``dla34-ba72cf86.pth`` for DLA-34 — so they load key
 for key; this module reads the file (with the one safe reader, :func:`~fcpose.weights.files.safe_load`)
-and reports what fit (:class:`~fcpose.weights.files.StateDictReport`).
-"""
+and reports what fit (:class:`~fcpose.weights.files.StateDictReport`)."""
 
 from __future__ import annotations
 
@@ -49,8 +48,7 @@ def load_imagenet_weights(backbone: nn.Module, path: str | os.PathLike) -> State
     Silently skipped: ``num_batches_tracked`` (loaded into ``BatchNorm2d``, ignored by FrozenBN) and keys the
     backbone declares vestigial (``is_vestigial_checkpoint_key``: the original DLA-34's dead
     ``level3.project.*``/``level4.project.*``). :class:`~fcpose.errors.CheckpointError` for a missing,
-    unreadable or non-dict file.
-    """
+    unreadable or non-dict file."""
     state = read_state_dict(path)
     is_vestigial = getattr(backbone, "is_vestigial_checkpoint_key", lambda key: False)
     report, fit = match_state_dict(backbone.state_dict(), state, source=str(path), kind="partial",

@@ -20,8 +20,7 @@ Name mapping (official -> fcpose)::
                                                      model.fcos.sizes_of_interest, input.max_size_train)
 
 The basis module's training-only auxiliary heads are kept (``model.keypoint.aux_heads: true``, for the official
-training recipe) unless ``keep_aux=False``; ``num_batches_tracked`` counters of frozen backbone norms are dropped.
-"""
+training recipe) unless ``keep_aux=False``; ``num_batches_tracked`` counters of frozen backbone norms are dropped."""
 
 from __future__ import annotations
 
@@ -131,11 +130,9 @@ def convert_official(obj: Any, source: str = "checkpoint", keep_aux: bool | None
     them, so that a converted release can be fine-tuned exactly like the official trainer would.
 
     The result is what :func:`fcpose.weights.checkpoint.save_checkpoint` writes
-    (:func:`~fcpose.weights.files.checkpoint_dict`), plus a ``conversion`` report: the source, the preset
-    used, the dropped entries and the number of tensors upcast to float32. Entries that do not fit are one
-    :class:`~fcpose.weights.files.StateDictReport` (in the official names) raised as a
-    :class:`CheckpointError`.
-    """
+    (:func:`~fcpose.weights.files.checkpoint_dict`), plus a ``conversion`` report: the source, the preset used, the
+    dropped entries and the number of tensors upcast to float32. Entries that do not fit are one
+    :class:`~fcpose.weights.files.StateDictReport` (in the official names) raised as a :class:`CheckpointError`."""
     sd = official_state_dict(obj)
     if sd is None:
         raise CheckpointError(f"{source} is not an official AdelaiDet FCPose checkpoint (no {OFFICIAL_MARKER}* "

@@ -1,21 +1,18 @@
 """Model zoo: names that stand for released checkpoints, downloaded on first use.
 
-``fcpose predict --weights fcpose_r50_official`` (or ``Predictor.from_checkpoint("fcpose_r50_official")``)
-looks for the file in the cache folder (``$FCPOSE_CACHE``, default ``~/.cache/fcpose``), downloads it
-there over plain HTTPS if it is absent (to a temporary file, renamed when complete) and returns its path.
-The official files are AdelaiDet checkpoints, converted on loading. Without network access it fails with
-one line saying where to put the file by hand.
+``fcpose predict --weights fcpose_r50_official`` (or ``Predictor.from_checkpoint("fcpose_r50_official")``) looks for the
+file in the cache folder (``$FCPOSE_CACHE``, default ``~/.cache/fcpose``), downloads it there over plain HTTPS if it is
+absent (to a temporary file, renamed when complete) and returns its path. The official files are AdelaiDet checkpoints,
+converted on loading. Without network access it fails with one line saying where to put the file by hand.
 
 Verification (for an entry with a recorded ``size`` and ``sha256``, as both official files have):
 
 - a download whose size or SHA-256 differs from the record is deleted and is one :class:`CheckpointError`
   line (nothing is left in the cache);
-- a file already in the cache (downloaded earlier or put there by hand) has its size checked on every use
-  (one ``stat``) and its SHA-256 once: the verified hash is remembered in a marker file next to it,
-  ``.<filename>.verified``, together with the file's size and modification time; if the file changes, it is
-  hashed again. A cached file that fails either check is left in place (it may be the user's own copy) and
-  the error says to delete it.
-"""
+- a file already in the cache (downloaded earlier or put there by hand) has its size checked on every use (one ``stat``)
+  and its SHA-256 once: the verified hash is remembered in a marker file next to it, ``.<filename>.verified``, together
+  with the file's size and modification time; if the file changes, it is hashed again. A cached file that fails either
+  check is left in place (it may be the user's own copy) and the error says to delete it."""
 
 from __future__ import annotations
 
@@ -79,8 +76,7 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
 def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> str:
     """Download ``url`` to ``dest`` through a temporary file in the same folder; returns the SHA-256.
 
-    Raises ``OSError``/``urllib.error.URLError`` on network problems (nothing is left behind).
-    """
+    Raises ``OSError``/``urllib.error.URLError`` on network problems (nothing is left behind)."""
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -57,8 +57,7 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def distractor(rng: np.random.Generator, h: int, w: int, scale: float) -> list[tuple[Shape, tuple]]:
-    """A random non-person shape (blob, polygon, ring, stick, or a few lines); ``scale`` is its
-    typical size in px."""
+    """A random non-person shape (blob, polygon, ring, stick, or a few lines); ``scale`` is its typical size in px."""
     col = hsv_colour(rng, sat=(0.0, 1.0), val=(0.1, 1.0))
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     kind = int(rng.integers(5))

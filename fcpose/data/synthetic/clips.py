@@ -7,8 +7,7 @@ position: walking left or right (half the people each way, so they cross), turni
 before the image borders (a sinusoidal path), with a small vertical drift. People lower in the frame are drawn in front,
 so crossings occlude. :func:`write_clips` renders the clips to MP4 and writes their ground truth in the
 PoseTrack-style format of :mod:`fcpose.tracking.posetrack`; :meth:`Clip.ground_truth` gives the same
-poses as arrays without rendering (for tracker-only benchmarks).
-"""
+poses as arrays without rendering (for tracker-only benchmarks)."""
 
 from __future__ import annotations
 

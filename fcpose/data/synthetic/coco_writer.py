@@ -57,8 +57,7 @@ _IMAGE_NAME = re.compile(r"^\d{6,}\.jpg$")
 
 
 def _write_jpeg(img_dir: Path, name: str, image: np.ndarray) -> None:
-    """The RGB ``image`` as ``img_dir/name`` (through a temporary file: an interrupted run leaves whole images
-    only)."""
+    """The RGB ``image`` as ``img_dir/name`` (through a temporary file: an interrupted run leaves whole images only)."""
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV failure
         raise InputError(f"cannot encode {name}")
@@ -72,14 +71,12 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, *, min
                      progress: bool = True) -> Path:
     """Write ``num_images`` synthetic scenes as a COCO person-keypoint dataset.
 
-    Layout: ``out_dir/images/000001.jpg ...`` (JPEG quality 92), ``out_dir/annotations.json`` and a
-    3-line ``out_dir/README.txt``. ``image_size`` is one ``(H, W)`` or a sequence of them to sample
-    from per image (e.g. :data:`SIZE_CHOICES`). The people count per image is uniform in
-    ``[min_people, max_people]``. Image ``i`` (1-based id) is drawn from
-    ``numpy.random.default_rng([seed, i])``, so a dataset is deterministic for a seed and its first
-    images do not depend on ``num_images``. Stale ``NNNNNN.jpg`` images of a previous, larger run
-    in ``out_dir/images`` are removed. Returns the path of ``annotations.json``.
-    """
+    Layout: ``out_dir/images/000001.jpg ...`` (JPEG quality 92), ``out_dir/annotations.json`` and a 3-line
+    ``out_dir/README.txt``. ``image_size`` is one ``(H, W)`` or a sequence of them to sample from per image (e.g.
+    :data:`SIZE_CHOICES`). The people count per image is uniform in ``[min_people, max_people]``. Image ``i`` (1-based
+    id) is drawn from ``numpy.random.default_rng([seed, i])``, so a dataset is deterministic for a seed and its first
+    images do not depend on ``num_images``. Stale ``NNNNNN.jpg`` images of a previous, larger run in ``out_dir/images``
+    are removed. Returns the path of ``annotations.json``."""
     if int(num_images) < 0:
         raise InputError(f"num_images must be >= 0, got {num_images}")
     if not 0 <= int(min_people) <= int(max_people):

@@ -1,8 +1,7 @@
 """One figure in the image: a sampled 3-D pose projected (orthographic, y flipped, rolled, scaled,
 translated) and turned into drawing parts — tapered capsules for the limbs, a torso quad, a neck and an
 ellipse head with hair, eyes, nose and ears that follow the head's facing direction — each with an
-outline and depth shading, painted back to front by depth.
-"""
+outline and depth shading, painted back to front by depth."""
 
 from __future__ import annotations
 
@@ -49,8 +48,7 @@ class Figure:
     ``depth``: (17,) world z (towards the camera) of the joints, standing-height units.
     ``labelled``: (17,) bool, False for face points turned away from the camera.
     ``yaw``: body yaw in radians (0: facing the camera; the person's left is then on the image
-    right); ``roll``: in-plane rotation in radians; ``height_px``: standing height in pixels.
-    """
+    right); ``roll``: in-plane rotation in radians; ``height_px``: standing height in pixels."""
 
     keypoints: np.ndarray
     depth: np.ndarray
@@ -124,9 +122,8 @@ def unit_extent(pose: Pose, roll: float) -> tuple[np.ndarray, tuple[float, float
 
 
 class _Projected:
-    """``pose`` in the image: named points (px), their depths (world z), radii (px) and the outline width
-    (px), for a projection rotated in-plane by ``roll``, ``scale`` px per standing height, then translated
-    by ``offset`` px."""
+    """``pose`` in the image: named points (px), their depths (world z), radii (px) and the outline width (px), for a
+    projection rotated in-plane by ``roll``, ``scale`` px per standing height, then translated by ``offset`` px."""
 
     def __init__(self, pose: Pose, roll: float, scale: float, offset: np.ndarray):
         cr, sr = math.cos(roll), math.sin(roll)

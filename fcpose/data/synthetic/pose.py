@@ -2,8 +2,7 @@
 
 Body frame: x to the person's left, y up, z forward (out of the chest), in units of the standing
 height; the returned points are in world axes (x right, y up, z towards the camera). Body yaw ``0``
-faces the camera (the person's left side is then on the image right).
-"""
+faces the camera (the person's left side is then on the image right)."""
 
 from __future__ import annotations
 

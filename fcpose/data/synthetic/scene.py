@@ -28,8 +28,7 @@ class Rendered(NamedTuple):
     ``image``: (H, W, 3) uint8 RGB. ``annotations``: COCO person annotations without ``id`` and
     ``image_id`` (keypoints in COCO's pixel-index convention, see the package doc), in drawing
     order. ``full_masks`` / ``visible_masks``: per annotation (H, W) bool masks of the whole figure
-    (including parts hidden by figures in front) and of its pixels that remain visible.
-    """
+    (including parts hidden by figures in front) and of its pixels that remain visible."""
 
     image: np.ndarray
     annotations: list[dict]
@@ -206,7 +205,6 @@ def render_scene(rng: np.random.Generator, height: int, width: int, num_people: 
 
     Returns ``(image, annotations)``: image (H, W, 3) uint8 RGB and the COCO annotations of its
     people (without ``id``/``image_id``); with ``return_masks=True`` the full :class:`Rendered`
-    (which also holds per-person full and visible masks).
-    """
+    (which also holds per-person full and visible masks)."""
     out = sample_scene(rng, height, width, num_people).render()
     return out if return_masks else (out.image, out.annotations)

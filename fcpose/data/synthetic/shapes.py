@@ -3,8 +3,7 @@
 Shapes are tuples in continuous image coordinates (px; pixel ``i`` spans ``[i, i + 1)``):
 ``("circle", x, y, r)`` | ``("poly", pts (n, 2))`` (convex) | ``("fillpoly", pts (n, 2))`` |
 ``("ellipse", x, y, ax, ay, angle_deg, thickness_px)``. OpenCV draws in pixel-centre coordinates, so a
-point goes to OpenCV as ``(x - 0.5, y - 0.5)``, in fixed point (1/16 px).
-"""
+point goes to OpenCV as ``(x - 0.5, y - 0.5)``, in fixed point (1/16 px)."""
 
 from __future__ import annotations
 
