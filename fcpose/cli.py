@@ -463,8 +463,7 @@ def _add_bench(sub) -> None:
                         "to network-only FPS on the same frames (fcpose/bench/video.py)")
     p.add_argument("--video-frames", type=_positive_int, default=20,
                    help="--video: frames (the video is looped; default 20)")
-    p.add_argument("--video-rounds", type=_positive_int, default=2,
-                   help="--video: interleaved rounds (default 2)")
+    p.add_argument("--video-rounds", type=_positive_int, default=2, help="--video: interleaved rounds (default 2)")
     p.set_defaults(func=_cmd_bench)
 
 

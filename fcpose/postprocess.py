@@ -131,8 +131,7 @@ class PostProcessor:
         resized image the network saw (before padding)."""
         output_sizes = list(output_sizes or input_sizes)
         instances, keypoints = self.people(model, dense, on_stage=on_stage)
-        instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes,
-                                            drop_empty=self.drop_empty)
+        instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes, drop_empty=self.drop_empty)
         return self.split(instances, keypoints, output_sizes)
 
     @torch.no_grad()
@@ -143,8 +142,7 @@ class PostProcessor:
         instances, valid, exact = self.select_fixed(dense)
         if on_stage is not None:
             on_stage("select")
-        keypoints = self.keypoints(dense, instances, model.instance_params(dense, instances),
-                                   per_image=valid.shape[1])
+        keypoints = self.keypoints(dense, instances, model.instance_params(dense, instances), per_image=valid.shape[1])
         if on_stage is not None:
             on_stage("keypoints")
         b, s = valid.shape
@@ -167,8 +165,7 @@ class PostProcessor:
                               locations=slots.locations.reshape(-1, 2)[valid],
                               boxes=slots.boxes.reshape(-1, 4)[valid], scores=slots.scores.reshape(-1)[valid])
         keypoints = slots.keypoints.reshape(b * s, *slots.keypoints.shape[2:])[valid]
-        instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes,
-                                            drop_empty=self.drop_empty)
+        instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes, drop_empty=self.drop_empty)
         return self.split(instances, keypoints, output_sizes)
 
     # ---- Stage 1: selection ------------------------------------------------------------------

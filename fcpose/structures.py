@@ -174,8 +174,7 @@ class PoseDetections:
         out = {"boxes": self.boxes, "scores": self.scores, "keypoints": self.keypoints}
         return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
-    def to_coco(self, image_id: int | None = None, file_name: str | None = None,
-                category_id: int = 1) -> list[dict]:
+    def to_coco(self, image_id: int | None = None, file_name: str | None = None, category_id: int = 1) -> list[dict]:
         """COCO results entries (``keypoints`` as 3K floats in pixel-index convention, bbox xywh)."""
         d = self.numpy()
         results = []

@@ -70,8 +70,7 @@ def run_backend_bench(config: str | None = None, weights: str | None = None, *, 
             report["config"] = ref.cfg.name
         else:
             model, report["weights"] = load_bench_model(config, weights, overrides)
-            ref = Predictor(model, min_size=size, max_size=max_size, score_threshold=score_threshold,
-                            optimize=True)
+            ref = Predictor(model, min_size=size, max_size=max_size, score_threshold=score_threshold, optimize=True)
             report["config"] = model.cfg.name or str(config)
             if "torch" in backends:
                 predictors["torch"] = ref

@@ -75,9 +75,7 @@ def _load_results(results: Any) -> list[dict]:
         except OSError as exc:
             raise FCPoseError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     if not isinstance(results, (list, tuple)):
-        raise FCPoseError(
-            f"results must be a list of dicts or a path to a JSON list, got {type(results).__name__}"
-        )
+        raise FCPoseError(f"results must be a list of dicts or a path to a JSON list, got {type(results).__name__}")
     return list(results)
 
 
@@ -185,9 +183,7 @@ def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str]
         if "keypoints" in c:
             kps = _numbers(c["keypoints"], f"result {i}: 'keypoints'")
             if len(kps) != 3 * k:
-                raise FCPoseError(
-                    f"result {i} has {len(kps)} keypoint values, expected {3 * k} for {k} keypoints"
-                )
+                raise FCPoseError(f"result {i} has {len(kps)} keypoint values, expected {3 * k} for {k} keypoints")
             c["keypoints"] = kps
         if "bbox" in c:
             box = _numbers(c["bbox"], f"result {i}: 'bbox'")
@@ -204,9 +200,7 @@ def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str]
         out.append(c)
     if unknown:
         shown = ", ".join(str(v) for v in sorted(unknown, key=str)[:5])
-        raise FCPoseError(
-            f"results refer to {len(unknown)} image id(s) not in the ground truth (e.g. {shown})"
-        )
+        raise FCPoseError(f"results refer to {len(unknown)} image id(s) not in the ground truth (e.g. {shown})")
     return out
 
 
@@ -270,9 +264,7 @@ def evaluate_keypoints(
     iou_types = (iou_types,) if isinstance(iou_types, str) else tuple(iou_types)
     bad = [t for t in iou_types if t not in _IOU_TYPES]
     if bad or not iou_types:
-        raise FCPoseError(
-            f"iou_types must be a non-empty subset of {list(_IOU_TYPES)}, got {list(iou_types)}"
-        )
+        raise FCPoseError(f"iou_types must be a non-empty subset of {list(_IOU_TYPES)}, got {list(iou_types)}")
     coco_gt = load_gt(gt, verbose=verbose)
     category = _keypoint_category(coco_gt)
     k = _num_keypoints(coco_gt, category)

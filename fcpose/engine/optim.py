@@ -133,8 +133,7 @@ class ModelEMA:
             avg.copy_(torch.where(taken, src, avg))
 
     def state_dict(self) -> dict:
-        return {"updates": self.updates,
-                "weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
+        return {"updates": self.updates, "weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["updates"])

@@ -114,8 +114,7 @@ def fit_schedule(cfg: FCPoseConfig, *, verbose: bool = True) -> str | None:
         return None
     if s.warmup_iters != before[0]:
         changes.append(f"warmup_iters {before[0]} -> {s.warmup_iters} ({warmup_rule})")
-    line = (f"note: the lr schedule did not fit in solver.max_iter={T}, so it was scaled to it: "
-            + "; ".join(changes))
+    line = f"note: the lr schedule did not fit in solver.max_iter={T}, so it was scaled to it: " + "; ".join(changes)
     _note(line, verbose)
     return line
 

@@ -622,8 +622,7 @@ def _calibrate_backbone(model: FCPose, dataset: CocoKeypointDataset, cfg: FCPose
     averaged over ranks), so that the backbone normalises (:func:`~fcpose.model.norm.calibrate_frozen_bn`)."""
     s = cfg.solver
     items = EpochIndexed(dataset)
-    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=proc.rank, world=proc.world, seed=s.seed,
-                               max_iter=1)
+    sampler = IterationSampler(len(dataset), s.ims_per_batch, rank=proc.rank, world=proc.world, seed=s.seed, max_iter=1)
     batch = collate([items[key] for key in sampler])
     x, _ = to_model_input(model, batch["images"], proc.device)
     count = calibrate_frozen_bn(model.backbone, lambda: model.backbone(x), dist.reduce_mean)

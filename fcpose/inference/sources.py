@@ -86,9 +86,7 @@ def collect_sources(inputs: Iterable[str | Path]) -> tuple[list[Source], list[st
         elif path.is_file():
             kind = _kind_of(path)
             if kind is None:
-                problems.append(
-                    f"unsupported file type '{path.suffix or '(none)'}': {path} (supported: {supported})"
-                )
+                problems.append(f"unsupported file type '{path.suffix or '(none)'}': {path} (supported: {supported})")
             else:
                 add(path, kind)
         else:

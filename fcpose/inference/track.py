@@ -108,8 +108,7 @@ def open_sequences(inputs: list[str], timeout: float = DEFAULT_URL_TIMEOUT) -> t
             out.append((source_name(str(v)), lambda s=str(v): _open_stream(s, timeout)))
         if images:
             seq_name = name or source_name(str(images[0]))
-            out.append((seq_name, lambda ims=images, n=seq_name: Sequence(n, _ImageFrames(ims),
-                                                                        frame_count=len(ims))))
+            out.append((seq_name, lambda ims=images, n=seq_name: Sequence(n, _ImageFrames(ims), frame_count=len(ims))))
     return out, problems
 
 

@@ -234,11 +234,7 @@ def save_image(path: str | Path, image_rgb: Any, quality: int = 95) -> Path:
     unknown suffix, or a file or folder that cannot be written."""
     path = Path(path)
     image = _to_numpy(image_rgb)
-    if (
-        image is None
-        or image.dtype != np.uint8
-        or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3))
-    ):
+    if image is None or image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         got = "None" if image is None else f"{image.dtype} {image.shape}"
         raise ValueError(f"save_image expects a uint8 [H, W, 3] RGB image, got {got}")
     tmp = path.with_name(f".{path.name}.part")

@@ -76,9 +76,7 @@ class BasicBlock(nn.Module):
     expansion = 1
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
-    def __init__(
-        self, in_ch: int, planes: int, stride: int = 1, norm: str = "FrozenBN", stride_in_1x1: bool = False
-    ):
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, norm: str = "FrozenBN", stride_in_1x1: bool = False):
         super().__init__()
         del stride_in_1x1  # a basic block has no 1x1 conv
         out_ch = planes * self.expansion
@@ -107,9 +105,7 @@ class Bottleneck(nn.Module):
     expansion = 4
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
-    def __init__(
-        self, in_ch: int, planes: int, stride: int = 1, norm: str = "FrozenBN", stride_in_1x1: bool = False
-    ):
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, norm: str = "FrozenBN", stride_in_1x1: bool = False):
         super().__init__()
         out_ch = planes * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)

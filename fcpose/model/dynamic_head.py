@@ -103,8 +103,7 @@ class DynamicKeypointHead(nn.Module):
         rel = locations[:, None, :] - grid[None, :, :]  # [N, HW, 2]
         return (rel / norms[:, None, None]).permute(0, 2, 1)
 
-    def forward(self, feats: Tensor, params: Tensor, batch_index: Tensor, locations: Tensor,
-                norms: Tensor) -> Tensor:
+    def forward(self, feats: Tensor, params: Tensor, batch_index: Tensor, locations: Tensor, norms: Tensor) -> Tensor:
         """Heatmap logits of N instances.
 
         feats ``[B, F, H, W]`` (F of each image), params ``[N, P]``, batch_index ``[N]`` (image of each

@@ -79,8 +79,7 @@ class FCOSHead(nn.Module):
             towers.append(box_t)
         return logits, boxes, ctrness, towers
 
-    def controller_inputs(self, towers: list[Tensor], batch_index: Tensor, levels: Tensor,
-                          positions: Tensor) -> Tensor:
+    def controller_inputs(self, towers: list[Tensor], batch_index: Tensor, levels: Tensor, positions: Tensor) -> Tensor:
         """Gather the controller's receptive field at N locations -> ``[N, C * k * k]``.
 
         batch_index ``[N]``, levels ``[N]``, positions ``[N, 2]`` (row, col). For k = 3 the 3x3

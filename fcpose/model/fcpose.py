@@ -44,8 +44,7 @@ class FCPose(nn.Module):
         self.register_buffer("rel_coord_norm", torch.tensor(rel_coord_norm, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1),
-                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.cfg = cfg
         self.trained_on: str | None = None  # what the weights were trained on (checkpoint metadata), if known
 

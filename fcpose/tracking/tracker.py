@@ -89,8 +89,7 @@ class PoseTracker:
 
     ``sigmas``: the keypoint set's OKS sigmas (default COCO's 17). ``fps`` sets the One-Euro time base."""
 
-    def __init__(self, cfg: TrackerConfig | None = None, sigmas: Sequence[float] | None = None,
-                 fps: float = 25.0):
+    def __init__(self, cfg: TrackerConfig | None = None, sigmas: Sequence[float] | None = None, fps: float = 25.0):
         self.cfg = copy.deepcopy(cfg) if cfg is not None else TrackerConfig()
         self.sigmas = np.asarray(list(sigmas) if sigmas is not None else COCO_SIGMAS, dtype=np.float64)
         self.fps = float(fps) if fps and fps > 0 else 25.0

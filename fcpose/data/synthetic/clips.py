@@ -185,7 +185,6 @@ def write_clips(out_dir: str | Path, num_clips: int, seed: int = 0, *, num_frame
                                    "scores": [1.0 if v > 0 else 0.0 for v in ann["keypoints"][2::3]],
                                    "bbox": [x, y, bw, bh], "score": 1.0, "num_keypoints": ann["num_keypoints"],
                                    "area": ann["area"], "iscrowd": 0})
-                writer.add_frame(vnum, t, people, file_name=f"videos/{name}.mp4", width=clip.width,
-                                 height=clip.height)
+                writer.add_frame(vnum, t, people, file_name=f"videos/{name}.mp4", width=clip.width, height=clip.height)
         tmp.replace(path)
     return writer.write()

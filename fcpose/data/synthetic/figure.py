@@ -179,8 +179,7 @@ def _limb_parts(body: _Projected, side: str, colours: dict) -> list[_Part]:
         (("circle", hp[0], hp[1], r["hand"] + ow), _dark(hand_col), True),
         (("circle", hp[0], hp[1], r["hand"]), hand_col, False),
     ]
-    thigh = _capsule_part(body, f"{side}_hip", f"{side}_knee", r["thigh0"], r["thigh1"], colours["pants"], th,
-                          -0.012)
+    thigh = _capsule_part(body, f"{side}_hip", f"{side}_knee", r["thigh0"], r["thigh1"], colours["pants"], th, -0.012)
     shin = _capsule_part(body, f"{side}_knee", f"{side}_ankle", r["thigh1"] * 0.9, r["shin"], colours["shin"], sh,
                          -0.006)
     shoe = _depth_shade(colours["shoe"], body.z[f"{side}_toe"])
