@@ -25,7 +25,8 @@ from ..config import TrackerConfig
 from ..data.video import VideoReader, VideoWriter
 from ..inference.pipeline import OrderedSink
 from ..inference.predictor import Predictor
-from ..inference.track import DEFAULT_KEYPOINT_THRESHOLD, VideoSink, make_tracker, track_frames
+from ..inference.track import VideoSink, make_tracker, track_frames
+from ..inference.visualize import keypoint_draw_threshold
 from .people import load_bench_model
 
 
@@ -60,7 +61,7 @@ class VideoRuns:
     def __init__(self, predictor: Predictor, looped: Path, out: Path, fps: float):
         self.predictor, self.looped, self.out, self.fps = predictor, looped, out, fps
         cfg = predictor.cfg
-        self.skeleton, self.kthr = cfg.keypoints.skeleton, DEFAULT_KEYPOINT_THRESHOLD[cfg.model.keypoint.score]
+        self.skeleton, self.kthr = cfg.keypoints.skeleton, keypoint_draw_threshold(cfg)
         with VideoReader(looped) as r:
             self.in_memory = list(r)
         self.times: dict[str, list[float]] = {"network_only": [], "end_to_end": [], "serial": []}

@@ -17,9 +17,7 @@ from ..fileio import atomic_write_text, check_output_dir, output_dir, unique_out
 from ..structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD, PoseDetections, PosePredictor
 from .predictor import Predictor
 from .sources import Source, collect_sources
-from .visualize import draw_poses, save_image
-
-DEFAULT_KEYPOINT_THRESHOLD = {"softmax": 0.05, "logit": 0.0}
+from .visualize import draw_poses, keypoint_draw_threshold, save_image
 
 
 def _image_id(path: Path, ids_by_name: dict[str, int]) -> int | None:
@@ -50,8 +48,7 @@ class PeopleRenderer:
         self.sigmas = list(predictor.cfg.keypoints.sigmas)
         self.draw_threshold = draw_threshold
         self.draw_nms = draw_nms
-        self.keypoint_threshold = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
-                                   if keypoint_threshold is None else keypoint_threshold)
+        self.keypoint_threshold = keypoint_draw_threshold(predictor.cfg, keypoint_threshold)
 
     def select(self, dets: PoseDetections) -> PoseDetections:
         """The people drawn, best first."""

@@ -9,14 +9,7 @@ import torch
 
 from ..config import InputConfig, TestConfig
 from ..data.images import as_rgb_array
-from ..data.transforms import (
-    batch_images,
-    image_to_tensor,
-    padded_size,
-    resize_image,
-    resize_shape,
-    resize_tensor,
-)
+from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape, resize_tensor
 from ..errors import FCPoseError
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor

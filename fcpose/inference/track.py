@@ -30,8 +30,6 @@ from .sources import (
 )
 from .visualize import PERSON_COLORS, draw_poses
 
-DEFAULT_KEYPOINT_THRESHOLD = {"softmax": 0.05, "logit": 0.0}
-
 
 def track_color(track_id: int) -> tuple[int, int, int]:
     """The colour of a track: the person palette indexed by ``track_id``."""

@@ -30,7 +30,6 @@ from .pipeline import OrderedSink
 from .predictor import Predictor
 from .sources import DEFAULT_URL_TIMEOUT
 from .track import (
-    DEFAULT_KEYPOINT_THRESHOLD,
     Sequence,
     VideoSink,
     make_tracker,
@@ -38,6 +37,7 @@ from .track import (
     track_frames,
     tracker_config,
 )
+from .visualize import keypoint_draw_threshold
 
 
 def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False, mot: bool = False,
@@ -62,8 +62,7 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
                                           optimize=optimize, precision=precision, compile=compile,
                                           preprocess=preprocess)
     tcfg = tracker_config(predictor.cfg.tracker, overrides, smooth)
-    kthr = (DEFAULT_KEYPOINT_THRESHOLD[predictor.cfg.model.keypoint.score]
-            if keypoint_threshold is None else keypoint_threshold)
+    kthr = keypoint_draw_threshold(predictor.cfg, keypoint_threshold)
     # created now that the model works; removed again (if still empty) when the run fails or is interrupted
     with output_dir(out) as out_dir:
         return _track_into(out_dir, sequences, problems, predictor, tcfg, kthr, mot=mot, render=render,

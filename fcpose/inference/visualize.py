@@ -38,6 +38,12 @@ def _edge_color(index: int) -> Color:
 
 # Fractional bits for OpenCV's sub-pixel drawing (coordinates are multiplied by 2**_SHIFT).
 _SHIFT = 4
+DEFAULT_KEYPOINT_THRESHOLD = {"softmax": 0.05, "logit": 0.0}  # by the model's keypoint score type
+
+
+def keypoint_draw_threshold(cfg, threshold: float | None = None) -> float:
+    """``threshold``, or the default above for ``cfg``'s keypoint score (a probability, or the official logit)."""
+    return DEFAULT_KEYPOINT_THRESHOLD[cfg.model.keypoint.score] if threshold is None else threshold
 _SCALE = 1 << _SHIFT
 # Points farther than this from the origin are skipped (OpenCV's fixed-point maths overflows
 # long before int32 limits once the coordinates are shifted).

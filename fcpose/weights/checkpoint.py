@@ -14,14 +14,7 @@ from torch import nn
 from ..config import FCPoseConfig, from_dict
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_save
-from .files import (
-    VERSION,
-    StateDictReport,
-    checkpoint_dict,
-    is_fcpose_checkpoint,
-    match_state_dict,
-    safe_load,
-)
+from .files import VERSION, StateDictReport, checkpoint_dict, is_fcpose_checkpoint, match_state_dict, safe_load
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
