@@ -343,10 +343,8 @@ class FCPoseConfig:
         if m.fpn.top_levels not in (0, 1, 2):
             raise ConfigError("model.fpn.top_levels must be 0, 1 or 2")
         if len(m.fcos.sizes_of_interest) != len(m.strides) - 1:
-            raise ConfigError(
-                f"model.fcos.sizes_of_interest needs {len(m.strides) - 1} values for {len(m.strides)} "
-                f"pyramid levels, got {m.fcos.sizes_of_interest}"
-            )
+            raise ConfigError(f"model.fcos.sizes_of_interest needs {len(m.strides) - 1} values for {len(m.strides)} "
+                              f"pyramid levels, got {m.fcos.sizes_of_interest}")
         if len(m.rel_coord_norm) != len(m.strides):
             raise ConfigError(f"model.keypoint.rel_coord_norm needs {len(m.strides)} values")
         if len(self.input.pixel_mean) != 3 or len(self.input.pixel_std) != 3:

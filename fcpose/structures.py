@@ -187,12 +187,9 @@ class PoseDetections:
                 entry["image_id"] = int(image_id)
             if file_name is not None:
                 entry["file_name"] = file_name
-            entry.update(
-                category_id=int(category_id),
-                keypoints=[round(float(v), 3) for v in kpts.reshape(-1)],
-                score=round(float(d["scores"][i]), 6),
-                bbox=[round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-            )
+            entry.update(category_id=int(category_id), keypoints=[round(float(v), 3) for v in kpts.reshape(-1)],
+                         score=round(float(d["scores"][i]), 6),
+                         bbox=[round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)])
             results.append(entry)
         return results
 

@@ -119,10 +119,8 @@ class VideoReader(CaptureFrames):
         return self._frames()
 
     def __repr__(self) -> str:
-        return (
-            f"VideoReader({str(self.path)!r}, {self.width}x{self.height}, fps={self.fps:g}, "
-            f"frame_count={self.frame_count})"
-        )
+        return (f"VideoReader({str(self.path)!r}, {self.width}x{self.height}, fps={self.fps:g}, "
+                f"frame_count={self.frame_count})")
 
 
 def _have_pyav_encoder(name: str) -> bool:
@@ -213,10 +211,8 @@ class VideoWriter:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in _VIDEO_CHOICES:
-            raise InputError(
-                f"unsupported video output type '{self.path.suffix or '(none)'}': {self.path} "
-                f"(use {' or '.join(sorted(_VIDEO_CHOICES))})"
-            )
+            raise InputError(f"unsupported video output type '{self.path.suffix or '(none)'}': {self.path} "
+                             f"(use {' or '.join(sorted(_VIDEO_CHOICES))})")
         fps = float(fps)
         if not math.isfinite(fps) or fps <= 0:
             raise InputError(f"invalid frame rate {fps} for video {self.path}")
@@ -257,10 +253,8 @@ class VideoWriter:
             raise ValueError(f"VideoWriter for {self.path} is closed")
         frame = np.asarray(frame_rgb)
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(
-                f"VideoWriter expects uint8 frames of shape {(self.height, self.width, 3)}, "
-                f"got {frame.dtype} {frame.shape}"
-            )
+            raise ValueError(f"VideoWriter expects uint8 frames of shape {(self.height, self.width, 3)}, "
+                             f"got {frame.dtype} {frame.shape}")
         pad_w, pad_h = self.frame_size[0] - self.width, self.frame_size[1] - self.height
         if pad_w or pad_h:
             frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")

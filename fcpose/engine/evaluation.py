@@ -112,10 +112,8 @@ def _resolve_sigmas(cat: dict | None, sigmas: Sequence[float] | None, k: int) ->
             raise FCPoseError(str(exc)) from None
     if sigmas is None:
         if k != len(COCO_SIGMAS):
-            raise FCPoseError(
-                f"the dataset has {k} keypoints: OKS sigmas are required (pass sigmas= or add a 'sigmas' "
-                "list to its category); COCO's defaults only fit the 17 COCO keypoints"
-            )
+            raise FCPoseError(f"the dataset has {k} keypoints: OKS sigmas are required (pass sigmas= or add a 'sigmas' "
+                              "list to its category); COCO's defaults only fit the 17 COCO keypoints")
         return None
     arr = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if arr.shape[0] != k:
@@ -235,15 +233,9 @@ def _run(coco_gt, dets: list[dict], iou_type: str, sigmas: np.ndarray | None, im
     return {name: (float("nan") if v < 0 else float(v)) for name, v in zip(names, ev.stats)}
 
 
-def evaluate_keypoints(
-    gt: Any,
-    results: Any,
-    *,
-    sigmas: Sequence[float] | None = None,
-    iou_types: Sequence[str] = ("keypoints", "bbox"),
-    image_ids: Iterable[int] | None = None,
-    verbose: bool = False,
-) -> dict[str, dict[str, float]]:
+def evaluate_keypoints(gt: Any, results: Any, *, sigmas: Sequence[float] | None = None,
+                       iou_types: Sequence[str] = ("keypoints", "bbox"), image_ids: Iterable[int] | None = None,
+                       verbose: bool = False) -> dict[str, dict[str, float]]:
     """Evaluate COCO-format results against ground truth with pycocotools' ``COCOeval``.
 
     gt: path to a COCO annotation JSON, a loaded dataset dict, or a ``pycocotools.coco.COCO``.

@@ -73,20 +73,10 @@ def _valid_point(x: float, y: float) -> bool:
     return math.isfinite(x) and math.isfinite(y) and abs(x) <= _COORD_LIMIT and abs(y) <= _COORD_LIMIT
 
 
-def draw_poses(
-    image_rgb: Any,
-    boxes: Any,
-    scores: Any,
-    keypoints: Any,
-    skeleton: Sequence[Sequence[int]],
-    *,
-    keypoint_threshold: float = 0.0,
-    box_color: Color | None = None,
-    line_width: int | None = None,
-    show_scores: bool = True,
-    colors: Sequence[Color] | None = None,
-    labels: Sequence[str] | None = None,
-) -> np.ndarray:
+def draw_poses(image_rgb: Any, boxes: Any, scores: Any, keypoints: Any, skeleton: Sequence[Sequence[int]], *,
+               keypoint_threshold: float = 0.0, box_color: Color | None = None, line_width: int | None = None,
+               show_scores: bool = True, colors: Sequence[Color] | None = None,
+               labels: Sequence[str] | None = None) -> np.ndarray:
     """Draw people on a copy of an image -> a new ``uint8 [H, W, 3]`` RGB image.
 
     image_rgb: ``uint8`` ``[H, W, 3]`` RGB image (numpy array or torch tensor); not modified.
@@ -210,15 +200,8 @@ def _draw_box(img: np.ndarray, box: np.ndarray, color: Color, lw: int, score: fl
     cv2.putText(img, text, (tx0 + pad, ty0 + pad + th), font, scale, text_color, thickness, cv2.LINE_AA)
 
 
-def _draw_skeleton(
-    img: np.ndarray,
-    kpts: np.ndarray,
-    edges: list[tuple[int, int]],
-    color: Color,
-    lw: int,
-    radius: int,
-    threshold: float,
-) -> None:
+def _draw_skeleton(img: np.ndarray, kpts: np.ndarray, edges: list[tuple[int, int]], color: Color, lw: int, radius: int,
+                   threshold: float) -> None:
     k = kpts.shape[0]
     xs, ys = kpts[:, 0], kpts[:, 1]
     kscores = kpts[:, 2] if kpts.shape[1] > 2 else np.full(k, np.inf)

@@ -157,10 +157,8 @@ class ResNet(_Backbone):
     _conv_norm_pairs = (("conv1", "bn1"),)
     _stages = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
-    def __init__(
-        self, depth: int = 50, norm: str = "FrozenBN", freeze_at: int = 2, stride_in_1x1: bool = False,
-        width: int = 64,
-    ):
+    def __init__(self, depth: int = 50, norm: str = "FrozenBN", freeze_at: int = 2, stride_in_1x1: bool = False,
+                 width: int = 64):
         super().__init__()
         if depth not in _RESNET_SPECS:
             raise ConfigError(f"ResNet depth must be one of {sorted(_RESNET_SPECS)}, got {depth!r}")
@@ -252,16 +250,8 @@ class DLATree(nn.Module):
     and ``level4.project.*`` entries of the ucbdrive checkpoint are skipped by
     :func:`~fcpose.weights.imagenet.load_imagenet_weights` (see :meth:`DLA34.is_vestigial_checkpoint_key`)."""
 
-    def __init__(
-        self,
-        levels: int,
-        in_ch: int,
-        out_ch: int,
-        stride: int = 1,
-        level_root: bool = False,
-        root_dim: int = 0,
-        norm: str = "FrozenBN",
-    ):
+    def __init__(self, levels: int, in_ch: int, out_ch: int, stride: int = 1, level_root: bool = False,
+                 root_dim: int = 0, norm: str = "FrozenBN"):
         super().__init__()
         if root_dim == 0:
             root_dim = 2 * out_ch
@@ -370,13 +360,8 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     ``cfg.freeze_at`` and (ResNet) ``cfg.stride_in_1x1``. Weights are not loaded here."""
     name = cfg.name
     if name in ("resnet18", "resnet34", "resnet50", "resnet101"):
-        return ResNet(
-            int(name[len("resnet") :]),
-            norm=cfg.norm,
-            freeze_at=cfg.freeze_at,
-            stride_in_1x1=cfg.stride_in_1x1,
-            width=cfg.width,
-        )
+        return ResNet(int(name[len("resnet") :]), norm=cfg.norm, freeze_at=cfg.freeze_at,
+                      stride_in_1x1=cfg.stride_in_1x1, width=cfg.width)
     if name == "dla34":
         return DLA34(norm=cfg.norm, freeze_at=cfg.freeze_at)
     raise ConfigError(f"unknown backbone {name!r} (valid: {', '.join(BACKBONE_NAMES)})")

@@ -58,14 +58,12 @@ class FrozenBatchNorm2d(nn.Module):
         shift = shift.to(x.dtype).reshape(1, -1, 1, 1)
         return x * scale + shift
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
         # A BatchNorm2d checkpoint carries a step counter that a frozen layer has no use for.
         state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
