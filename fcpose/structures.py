@@ -196,14 +196,10 @@ class PoseDetections:
     @staticmethod
     def empty(num_keypoints: int, image_size: tuple[int, int] = (0, 0),
               device: str | torch.device = "cpu") -> PoseDetections:
-        return PoseDetections(
-            boxes=torch.zeros(0, 4, device=device),
-            scores=torch.zeros(0, device=device),
-            keypoints=torch.zeros(0, num_keypoints, 3, device=device),
-            image_size=image_size,
-            levels=torch.zeros(0, dtype=torch.long, device=device),
-            locations=torch.zeros(0, 2, device=device),
-        )
+        return PoseDetections(boxes=torch.zeros(0, 4, device=device), scores=torch.zeros(0, device=device),
+                              keypoints=torch.zeros(0, num_keypoints, 3, device=device), image_size=image_size,
+                              levels=torch.zeros(0, dtype=torch.long, device=device),
+                              locations=torch.zeros(0, 2, device=device))
 
 
 class PosePredictor(Protocol):

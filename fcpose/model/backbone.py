@@ -19,14 +19,7 @@ from ..errors import ConfigError
 from .norm import FrozenBatchNorm2d, get_norm
 
 __all__ = [
-    "ResNet",
-    "DLA34",
-    "BasicBlock",
-    "Bottleneck",
-    "DLABasicBlock",
-    "DLARoot",
-    "DLATree",
-    "BACKBONE_NAMES",
+    "ResNet", "DLA34", "BasicBlock", "Bottleneck", "DLABasicBlock", "DLARoot", "DLATree", "BACKBONE_NAMES",
     "build_backbone",
 ]
 

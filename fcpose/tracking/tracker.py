@@ -231,16 +231,11 @@ class PoseTracker:
             out_ids.append(track.track_id)
             out_kpts.append(kp)
         idx = np.asarray(out_idx, dtype=np.int64)
-        return TrackedPeople(
-            frame_index=self.frame_index,
-            track_ids=np.asarray(out_ids, dtype=np.int64),
-            boxes=boxes[idx] if n else np.zeros((0, 4)),
-            scores=scores[idx] if n else np.zeros(0),
-            keypoints=np.stack(out_kpts) if out_kpts else np.zeros((0, k, 3)),
-            raw_keypoints=keypoints[idx] if n else np.zeros((0, k, 3)),
-            detection_index=idx,
-            image_size=tuple(image_size),
-        )
+        return TrackedPeople(frame_index=self.frame_index, track_ids=np.asarray(out_ids, dtype=np.int64),
+                             boxes=boxes[idx] if n else np.zeros((0, 4)), scores=scores[idx] if n else np.zeros(0),
+                             keypoints=np.stack(out_kpts) if out_kpts else np.zeros((0, k, 3)),
+                             raw_keypoints=keypoints[idx] if n else np.zeros((0, k, 3)), detection_index=idx,
+                             image_size=tuple(image_size))
 
     def update_detections(self, dets) -> TrackedPeople:
         """:class:`~fcpose.structures.PoseDetections` of one frame -> :class:`TrackedPeople`."""

@@ -22,18 +22,7 @@ from .pose import sample_figure_pose
 from .scene import Rendered, Scene, render_scene, sample_scene
 
 __all__ = [
-    "DEFAULT_IMAGE_SIZE",
-    "SIZE_CHOICES",
-    "Figure",
-    "Rendered",
-    "Scene",
-    "clip_for",
-    "coco_categories",
-    "generate_dataset",
-    "render_scene",
-    "sample_figure_pose",
-    "sample_scene",
-    "synth_main",
-    "unit_extent",
+    "DEFAULT_IMAGE_SIZE", "SIZE_CHOICES", "Figure", "Rendered", "Scene", "clip_for", "coco_categories",
+    "generate_dataset", "render_scene", "sample_figure_pose", "sample_scene", "synth_main", "unit_extent",
     "write_clips",
 ]
