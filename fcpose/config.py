@@ -54,9 +54,8 @@ def is_synthetic_dataset(ann_file: str | Path) -> bool:
 
 
 def dynamic_param_count(in_channels: int, channels: int, num_layers: int, out_channels: int) -> int:
-    """Number of weights + biases of a stack of 1x1 convs ``in -> channels x (L-1) -> out``.
-
-    With the paper's head (34 -> 32 -> 32 -> 17) this is (34*32+32) + (32*32+32) + (32*17+17) = 2,737."""
+    """Number of weights + biases of a stack of 1x1 convs ``in -> channels x (L-1) -> out``; with the paper's head
+    (34 -> 32 -> 32 -> 17) this is (34*32+32) + (32*32+32) + (32*17+17) = 2,737."""
     if num_layers < 1:
         raise ConfigError(f"the dynamic head needs at least 1 layer, got {num_layers}")
     dims = [in_channels] + [channels] * (num_layers - 1) + [out_channels]

@@ -49,9 +49,8 @@ OFFICIAL_LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_p1", "loss_p3",
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Element-wise focal loss (Lin et al. 2017) of logits and {0, 1} targets of the same shape.
-
-    ``alpha < 0`` disables the class balancing factor."""
+    """Element-wise focal loss (Lin et al. 2017) of logits and {0, 1} targets of the same shape. ``alpha < 0`` disables
+    the class balancing factor."""
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
@@ -181,10 +180,9 @@ class FCPoseCriterion:
         return losses
 
     def detection_losses(self, dense: DenseOutputs, fcos: FCOSTargets, grid: LocationGrid) -> dict[str, Tensor]:
-        """FCOS losses (``loss_cls``, ``loss_box``, ``loss_ctr``) from the assigned targets.
-
-        The paper recipe takes the GIoU of the boxes in pixels; the official one (AdelaiDet ``compute_ious``)
-        the smoothed GIoU (``(I + 1) / (U + 1)``) of the distances in stride units."""
+        """FCOS losses (``loss_cls``, ``loss_box``, ``loss_ctr``) from the assigned targets. The paper recipe takes the
+        GIoU of the boxes in pixels; the official one (AdelaiDet ``compute_ious``) the smoothed GIoU
+        (``(I + 1) / (U + 1)``) of the distances in stride units."""
         cls = _flatten_levels(dense.cls_logits).float()  # [B, L, C]
         reg = _flatten_levels(dense.box_reg).float()  # [B, L, 4]
         ctr = _flatten_levels(dense.centerness).float()[..., 0]  # [B, L]

@@ -111,9 +111,8 @@ class PostProcessor:
     # ---- The compositions --------------------------------------------------------------------
     def people(self, model: FCPose, dense: DenseOutputs, *, score_threshold: float | Tensor | None = None,
                traceable: bool = False, on_stage: StageHook | None = None) -> tuple[Instances, Tensor]:
-        """Selected people and their ``[N, K, 3]`` keypoints, both in network-input pixels.
-
-        ``on_stage(name)`` is called after "select" and after "keypoints" (the benchmark times the stages)."""
+        """Selected people and their ``[N, K, 3]`` keypoints, both in network-input pixels. ``on_stage(name)`` is called
+        after "select" and after "keypoints" (the benchmark times the stages)."""
         instances = self.select(dense, score_threshold=score_threshold, traceable=traceable)
         if on_stage is not None:
             on_stage("select")
@@ -280,12 +279,10 @@ class PostProcessor:
     def keep_fixed(self, boxes: Tensor, scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`keep` with static shapes, for a batch (``boxes [B, M, 4]``, ``scores``/``valid [B, M]``):
         ``take [B, S]`` candidate indices (``S = min(max_detections, M)``), the kept ones first and best first,
-        ``valid [B, S]`` (the slot holds a kept one) and ``exact [B]``.
-
-        :func:`~fcpose.ops.boxes.nms_fixed` decides a prefix of the candidates (best first); the result is
-        exact when that prefix already holds ``max_detections`` kept boxes and the next candidate scores below
-        the cut (so no later box ties with it), or when every candidate is decided — and when no more
-        people tie at the cut than there are slots."""
+        ``valid [B, S]`` (the slot holds a kept one) and ``exact [B]``. :func:`~fcpose.ops.boxes.nms_fixed` decides a
+        prefix of the candidates (best first); the result is exact when that prefix already holds ``max_detections``
+        kept boxes and the next candidate scores below the cut (so no later box ties with it), or when every candidate
+        is decided — and when no more people tie at the cut than there are slots."""
         order, kept, decided = nms_fixed(boxes, scores, self.params.nms_threshold, valid, self.nms_rounds)
         ranked = scores.gather(1, order)
         m, limit = int(scores.shape[1]), self.params.max_detections

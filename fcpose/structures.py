@@ -25,9 +25,8 @@ PEOPLE_OKS_THRESHOLD = 0.5
 
 @dataclass
 class DenseOutputs:
-    """Raw per-location outputs of :meth:`fcpose.model.FCPose.forward`.
-
-    Every spatial map is on the padded input grid of its level; level l has stride ``strides[l]``."""
+    """Raw per-location outputs of :meth:`fcpose.model.FCPose.forward`. Every spatial map is on the padded input grid of
+    its level; level l has stride ``strides[l]``."""
 
     cls_logits: list[Tensor]  # L x [B, C, H_l, W_l] classification logits (C = 1: person)
     box_reg: list[Tensor]  # L x [B, 4, H_l, W_l] (left, top, right, bottom) distances, input pixels, >= 0
@@ -56,9 +55,8 @@ class DenseOutputs:
 
 @dataclass
 class Instances:
-    """Instances that generate dynamic keypoint heads, flattened over the batch.
-
-    Used at inference (detections after NMS) and in training (sampled positive locations)."""
+    """Instances that generate dynamic keypoint heads, flattened over the batch. Used at inference (detections after
+    NMS) and in training (sampled positive locations)."""
 
     batch_index: Tensor  # [N] long: image of each instance
     levels: Tensor  # [N] long: pyramid level index (0 = P3)
@@ -78,10 +76,9 @@ class Instances:
 @dataclass
 class PeopleSlots:
     """The people of a batch in fixed-shape form (the sync-free post-processing,
-    :meth:`fcpose.postprocess.PostProcessor.fixed`): S slots per image, the valid ones first, best first.
-
-    Everything is in network-input pixels. The shapes depend only on the batch's shape, never on the data,
-    so the computation that fills them needs no host synchronisation and can be captured in a CUDA graph."""
+    :meth:`fcpose.postprocess.PostProcessor.fixed`): S slots per image, the valid ones first, best first. Everything is
+    in network-input pixels. The shapes depend only on the batch's shape, never on the data, so the computation that
+    fills them needs no host synchronisation and can be captured in a CUDA graph."""
 
     boxes: Tensor  # [B, S, 4] xyxy
     scores: Tensor  # [B, S] detection scores

@@ -92,12 +92,11 @@ def hflip_targets(target: Target, width: float, flip_index: Sequence[int]) -> Ta
 
 def crop_targets(target: Target, x0: float, y0: float, width: float, height: float, *, min_box_size: float = 1.0,
                  min_visible: float = 0.1) -> tuple[Target, np.ndarray]:
-    """The target seen through the window ``[x0, x0 + width] x [y0, y0 + height]`` (in its pixels).
-
-    Boxes are shifted and clipped to the window. A person whose clipped box is narrower or lower than ``min_box_size``
-    pixels, or keeps less than ``min_visible`` of its area, is removed; a removed person whose clipped box is not empty
-    becomes an ignore region (part of a person is neither a person to detect nor background). Keypoints outside the
-    window (inclusive bounds) become unlabelled. Returns the new target and the ``[G]`` bool mask of the kept people."""
+    """The target seen through the window ``[x0, x0 + width] x [y0, y0 + height]`` (in its pixels). Boxes are shifted
+    and clipped to the window. A person whose clipped box is narrower or lower than ``min_box_size`` pixels, or keeps
+    less than ``min_visible`` of its area, is removed; a removed person whose clipped box is not empty becomes an ignore
+    region (part of a person is neither a person to detect nor background). Keypoints outside the window (inclusive
+    bounds) become unlabelled. Returns the new target and the ``[G]`` bool mask of the kept people."""
     shift = np.array([x0, y0, x0, y0], np.float32)
     boxes = target["boxes"] - shift
     clipped = clip_boxes_np(boxes, height, width)
@@ -142,10 +141,9 @@ def sample_crop_size(rng: np.random.Generator, height: int, width: int, crop_ran
 
 def sample_crop_origin(rng: np.random.Generator, height: int, width: int, crop_h: int, crop_w: int,
                        boxes: np.ndarray) -> tuple[int, int]:
-    """Integer (x0, y0) of a ``crop_h x crop_w`` window inside the image.
-
-    With people (``boxes`` ``[G, 4]``, G > 0) one of them is drawn and the window is placed uniformly among
-    the positions that contain its (clipped) box centre; otherwise uniformly anywhere."""
+    """Integer (x0, y0) of a ``crop_h x crop_w`` window inside the image. With people (``boxes`` ``[G, 4]``, G > 0) one
+    of them is drawn and the window is placed uniformly among the positions that contain its (clipped) box centre;
+    otherwise uniformly anywhere."""
     if boxes.shape[0] == 0:
         return int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
     box = clip_boxes_np(boxes[int(rng.integers(0, boxes.shape[0]))][None], height, width)[0]
@@ -160,9 +158,8 @@ def sample_crop_origin(rng: np.random.Generator, height: int, width: int, crop_h
 
 # ---- Pipelines -------------------------------------------------------------------------------
 class TrainTransform:
-    """The training augmentation: crop -> resize -> flip (see the module docstring).
-
-    Call as ``image, target = transform(image, target, rng)`` with a ``numpy.random.Generator``."""
+    """The training augmentation: crop -> resize -> flip (see the module docstring). Call as
+    ``image, target = transform(image, target, rng)`` with a ``numpy.random.Generator``."""
 
     def __init__(self, min_size: Sequence[int], max_size: int, flip_index: Sequence[int] | None, *,
                  crop_range: Sequence[float] | None = (0.4, 1.0), flip_prob: float = 0.5, crop_attempts: int = 10,
@@ -213,7 +210,6 @@ class TrainTransform:
 
 class TestTransform:
     """Resize so that the short side is ``min_size`` and the long side at most ``max_size``; no randomness.
-
     ``image, target = transform(image, target=None, rng=None)``; the target (if any) is scaled with the image."""
 
     __test__ = False  # not a pytest test class

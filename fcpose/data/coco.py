@@ -222,13 +222,11 @@ def category_sigmas(category: dict, label: str = "the category") -> list[float] 
 
 
 def keypoint_set_from_category(category: dict, source: str = "", verbose: bool = True) -> KeypointSetConfig:
-    """A :class:`KeypointSetConfig` from a COCO category dict.
-
-    ``keypoints`` (names) and ``skeleton`` (1-based pairs, COCO style) are read as they are; optional
-    ``flip_pairs`` (pairs of names or 0-based indices) and ``sigmas`` (K OKS sigmas) extend the format. COCO's
-    own person keypoints get the standard flip pairs and sigmas when those fields are absent; any other set
-    without ``flip_pairs`` gets the pairs whose names differ only by left/right; a set without ``sigmas``
-    is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them). ``verbose``: say so when COCO's
+    """A :class:`KeypointSetConfig` from a COCO category dict. ``keypoints`` (names) and ``skeleton`` (1-based pairs,
+    COCO style) are read as they are; optional ``flip_pairs`` (pairs of names or 0-based indices) and ``sigmas`` (K OKS
+    sigmas) extend the format. COCO's own person keypoints get the standard flip pairs and sigmas when those fields are
+    absent; any other set without ``flip_pairs`` gets the pairs whose names differ only by left/right; a set without
+    ``sigmas`` is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them). ``verbose``: say so when COCO's
     sigmas are taken by name (training passes False on all processes but the main one)."""
     where = f" of {source}" if source else ""
     label = f"category '{category.get('name')}' (id {category.get('id')}){where}"

@@ -93,12 +93,11 @@ class CaptureFrames:
 
 
 class VideoReader(CaptureFrames):
-    """Frames of a video file, decoded with OpenCV, as ``uint8`` ``[H, W, 3]`` RGB arrays.
-
-    ``width`` and ``height`` are those of the decoded frames. ``fps`` falls back to 25.0 when the container reports none
-    (0, NaN or an implausible value). ``frame_count`` is the container's count, which can be an estimate; 0 when
-    unknown. Iterating a second time restarts from the first frame. Use as a context manager or call :meth:`close`.
-    :class:`InputError` if the file is missing, cannot be opened as a video, or has no frames."""
+    """Frames of a video file, decoded with OpenCV, as ``uint8`` ``[H, W, 3]`` RGB arrays. ``width`` and ``height`` are
+    those of the decoded frames. ``fps`` falls back to 25.0 when the container reports none (0, NaN or an implausible
+    value). ``frame_count`` is the container's count, which can be an estimate; 0 when unknown. Iterating a second time
+    restarts from the first frame. Use as a context manager or call :meth:`close`. :class:`InputError` if the file is
+    missing, cannot be opened as a video, or has no frames."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -150,10 +150,9 @@ def _ids_by_file_name(coco) -> dict[str, int]:
 
 def _check_results(results: list[dict], gt_ids: set, k: int, need: Iterable[str],
                    ids_by_name: dict[str, int] | None = None) -> list[dict]:
-    """Validate results and return deep copies with plain-float lists (pycocotools mutates them).
-
-    A result without ``image_id`` but with a ``file_name`` (as ``fcpose predict`` writes for images whose
-    names are not numeric ids) is matched to the ground-truth image of that file name."""
+    """Validate results and return deep copies with plain-float lists (pycocotools mutates them). A result without
+    ``image_id`` but with a ``file_name`` (as ``fcpose predict`` writes for images whose names are not numeric ids) is
+    matched to the ground-truth image of that file name."""
     out = []
     unknown = set()
     for i, r in enumerate(results):

@@ -20,12 +20,11 @@ from .train_checks import clamp_workers
 
 
 class IterationSampler(Sampler):
-    """Yields ``(epoch, index)`` items for iterations ``start_iter .. max_iter - 1`` of this rank.
-
-    The global batch of iteration t is positions ``t * B .. (t + 1) * B - 1`` of an endless stream of
-    epochs, each a permutation of the dataset seeded by (seed, epoch); rank r takes the r-th contiguous
-    slice of ``B / world`` items. A single process with batch B and W processes with B / W each see the
-    same images with the same augmentation (it is seeded by (seed, epoch, index) in the dataset)."""
+    """Yields ``(epoch, index)`` items for iterations ``start_iter .. max_iter - 1`` of this rank. The global batch of
+    iteration t is positions ``t * B .. (t + 1) * B - 1`` of an endless stream of epochs, each a permutation of the
+    dataset seeded by (seed, epoch); rank r takes the r-th contiguous slice of ``B / world`` items. A single process
+    with batch B and W processes with B / W each see the same images with the same augmentation (seeded by
+    (seed, epoch, index) in the dataset)."""
 
     def __init__(self, size: int, global_batch: int, *, rank: int = 0, world: int = 1, seed: int = 0,
                  start_iter: int = 0, max_iter: int):

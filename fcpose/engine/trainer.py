@@ -45,12 +45,10 @@ from .train_checks import fit_backbone_to_scratch, fit_keypoints_to_data, fit_sc
 
 # ---- The loss as one module ------------------------------------------------------------------
 class TrainStep(nn.Module):
-    """Model + criterion as one module, so that DDP's forward covers the whole loss computation (the
-    controller and dynamic heads run inside the criterion).
-
-    ``precision`` (:class:`~fcpose.precision.Precision`) autocasts the network's forward only; its outputs are
-    cast to float32 before the criterion, so the target assignment, the losses, the controller and the dynamic
-    heads always compute in float32 whatever the network ran in."""
+    """Model + criterion as one module, so that DDP's forward covers the whole loss computation (the controller and
+    dynamic heads run inside the criterion). ``precision`` (:class:`~fcpose.precision.Precision`) autocasts the
+    network's forward only; its outputs are cast to float32 before the criterion, so the target assignment, the losses,
+    the controller and the dynamic heads always compute in float32 whatever the network ran in."""
 
     def __init__(self, model: FCPose, criterion: FCPoseCriterion, precision: Precision | None = None):
         super().__init__()

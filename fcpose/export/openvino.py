@@ -93,9 +93,8 @@ def _save_ir(ov_model, out: Path) -> Path:
 def export_openvino(model: FCPose, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
                     params: TestConfig | None = None, log=None, **options) -> Path:
     """Export ``model`` (an FCPose) to the OpenVINO IR ``out`` (.xml, with its .bin beside it).
-
-    ``size``/``dynamic``/``params`` as :func:`fcpose.export.onnx.export_onnx`; ``options`` (``int8``,
-    ``calibration``, ...) as :func:`onnx_to_openvino`."""
+    ``size``/``dynamic``/``params`` as :func:`fcpose.export.onnx.export_onnx`; ``options`` (``int8``, ``calibration``,
+    ...) as :func:`onnx_to_openvino`."""
     from .onnx import export_onnx
 
     _check_options(Path(out), **options)  # before the (slow) ONNX export

@@ -297,10 +297,9 @@ def _batched(items, size: int):
 
 def _predict_video(predictor: Predictor, src: Source, out_dir: Path, renderer: PeopleRenderer, render: bool,
                    progress: bool, used: set[str], say, opened=lambda: None) -> tuple[list[dict], int, int, float]:
-    """Every frame of a video; entries carry the video's file name and the 0-based ``frame`` index.
-    ``opened()`` is called once the video could be opened.
-
-    Returns (entries, frames, people drawn over all frames, seconds of inference)."""
+    """Every frame of a video; entries carry the video's file name and the 0-based ``frame`` index. ``opened()`` is
+    called once the video could be opened. Returns (entries, frames, people drawn over all frames, seconds of
+    inference)."""
     results: list[dict] = []
     frame_index, people, seconds = 0, 0, 0.0
     with VideoReader(src.path) as reader, ExitStack() as stack:

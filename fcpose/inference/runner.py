@@ -94,13 +94,11 @@ class HostCopy:
 
 
 class InferenceRunner:
-    """Network + post-processing of a (possibly optimised) model, by the route of its device (see the module
-    docstring), as separate stages that ``fcpose bench`` times.
-
-    ``postprocessor`` (default :meth:`PostProcessor.from_model`) turns the dense outputs into people;
-    :meth:`with_postprocessor` gives a runner with another one that shares this runner's network.
-    The runner changes no process-wide setting except ``cudnn.benchmark`` on CUDA (once, here); it is meant
-    for one thread at a time (its graphs and host buffers are reused from call to call)."""
+    """Network + post-processing of a (possibly optimised) model, by the route of its device (see the module docstring),
+    as separate stages that ``fcpose bench`` times. ``postprocessor`` (default :meth:`PostProcessor.from_model`) turns
+    the dense outputs into people; :meth:`with_postprocessor` gives a runner with another one that shares this runner's
+    network. The runner changes no process-wide setting except ``cudnn.benchmark`` on CUDA (once, here); it is meant for
+    one thread at a time (its graphs and host buffers are reused from call to call)."""
 
     # Internal, for tests only: the device type whose route the runner takes ("cuda" runs the CUDA route on a
     # CPU, graph capture replaced by its eager stand-in, see :mod:`fcpose.inference.graphs`). Never an option.

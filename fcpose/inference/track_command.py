@@ -47,12 +47,11 @@ def run_track(inputs: list[str], weights: str, out: str, *, smooth: bool = False
               keypoint_threshold: float | None = None, progress: bool = True, precision: str = "fp32",
               compile: bool = False, optimize: bool = True, timeout: float = DEFAULT_URL_TIMEOUT,
               flush_seconds: float = 10.0, preprocess: str = "auto") -> int:
-    """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed).
-
-    Raises :class:`~fcpose.errors.InputError` / :class:`~fcpose.errors.OutputError` (one line, exit status 2 on the
-    command line) when ``out`` cannot be a writable folder (checked before the model loads, as ``fcpose predict`` does)
-    or when no source gives a single frame; then nothing is written and an output folder this run created is removed
-    again. Ctrl-C ends the run after writing everything processed so far (KeyboardInterrupt is raised again)."""
+    """Track people in every source; returns the exit status (0 = all done, 1 = some sources failed). Raises
+    :class:`~fcpose.errors.InputError` / :class:`~fcpose.errors.OutputError` (one line, exit status 2 on the command
+    line) when ``out`` cannot be a writable folder (checked before the model loads, as ``fcpose predict`` does) or when
+    no source gives a single frame; then nothing is written and an output folder this run created is removed again.
+    Ctrl-C ends the run after writing everything processed so far (KeyboardInterrupt is raised again)."""
     sequences, problems = open_sequences(inputs, timeout=timeout)
     if not sequences:
         raise InputError("; ".join(problems) if problems else "no sources were given")

@@ -62,9 +62,8 @@ class _Backbone(nn.Module):
 
 # ---- ResNet ------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual: ``[N, in_ch, H, W] -> [N, planes, ceil(H/s), ceil(W/s)]``.
-
-    The shortcut is ``downsample`` (1x1 conv with the stride + norm) when the shape changes."""
+    """Two 3x3 convs with a residual: ``[N, in_ch, H, W] -> [N, planes, ceil(H/s), ceil(W/s)]``. The shortcut is
+    ``downsample`` (1x1 conv with the stride + norm) when the shape changes."""
 
     expansion = 1
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
@@ -90,10 +89,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 -> 1x1 (x4 channels) with a residual: ``[N, in_ch, H, W] -> [N, 4*planes, ...]``.
-
-    ``stride_in_1x1`` puts the stride in ``conv1`` (MSRA/detectron2 checkpoints), otherwise it is
-    in the 3x3 ``conv2`` (torchvision "v1.5")."""
+    """1x1 -> 3x3 -> 1x1 (x4 channels) with a residual: ``[N, in_ch, H, W] -> [N, 4*planes, ...]``. ``stride_in_1x1``
+    puts the stride in ``conv1`` (MSRA/detectron2 checkpoints), else in the 3x3 ``conv2`` (torchvision "v1.5")."""
 
     expansion = 4
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
@@ -188,7 +185,6 @@ class ResNet(_Backbone):
 # ---- DLA-34 (Yu et al., Deep Layer Aggregation, CVPR 2018) -------------------------------------
 class DLABasicBlock(nn.Module):
     """Two 3x3 convs plus a residual given by the caller (default: the input itself).
-
     ``[N, in_ch, H, W] -> [N, out_ch, ceil(H/stride), ceil(W/stride)]``; ``residual`` must have the output's shape."""
 
     _conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))

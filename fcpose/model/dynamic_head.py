@@ -69,11 +69,10 @@ class DynamicKeypointHead(nn.Module):
         return dynamic_param_count(self.dims[0], self.dims[1], len(self.dims) - 1, self.dims[-1])
 
     def initial_params(self, generator: torch.Generator | None = None) -> Tensor:
-        """theta ``[P]`` of an ordinary Kaiming-initialised head (ReLU gain; zero biases).
-
-        Used as the controller's initial bias: at the start of training every instance then runs this same
-        working head and the controller learns the instance-specific part. A controller that starts near
-        zero gives all three layers near-zero weights, whose gradients vanish through their product."""
+        """theta ``[P]`` of an ordinary Kaiming-initialised head (ReLU gain; zero biases). Used as the controller's
+        initial bias: at the start of training every instance then runs this same working head and the controller learns
+        the instance-specific part. A controller that starts near zero gives all three layers near-zero weights, whose
+        gradients vanish through their product."""
         parts = []
         for i in range(len(self.dims) - 1):
             fan_in, fan_out = self.dims[i], self.dims[i + 1]
@@ -104,11 +103,9 @@ class DynamicKeypointHead(nn.Module):
         return (rel / norms[:, None, None]).permute(0, 2, 1)
 
     def forward(self, feats: Tensor, params: Tensor, batch_index: Tensor, locations: Tensor, norms: Tensor) -> Tensor:
-        """Heatmap logits of N instances.
-
-        feats ``[B, F, H, W]`` (F of each image), params ``[N, P]``, batch_index ``[N]`` (image of each
-        instance), locations ``[N, 2]`` (x, y) input pixels, norms ``[N]`` relative-coordinate divisors
-        -> ``[N, K, H, W]``."""
+        """Heatmap logits of N instances. feats ``[B, F, H, W]`` (F of each image), params ``[N, P]``, batch_index
+        ``[N]`` (image of each instance), locations ``[N, 2]`` (x, y) input pixels, norms ``[N]`` relative-coordinate
+        divisors -> ``[N, K, H, W]``."""
         b, c, h, w = feats.shape
         n = params.shape[0]
         if n == 0:
@@ -134,7 +131,6 @@ class DynamicKeypointHead(nn.Module):
     # ---- Inference: peaks without heatmaps ---------------------------------------------------
     def fold(self, params: Tensor, locations: Tensor, norms: Tensor) -> FoldedHeads:
         """theta ``[n, P]``, locations ``[n, 2]`` (x, y) input pixels, divisors ``[n]`` -> :class:`FoldedHeads`.
-
         Layer 0's coordinate part is affine in the cell position p:
         ``w_xy . ((x_i, y_i) - p) / norm_i = w_xy . (x_i, y_i) / norm_i - (w_xy / norm_i) . p``, so
         ``[w_F, -w_xy / norm_i, b'_i]`` times ``[F; x; y; 1]`` (shared by all instances of an image) is the whole layer,

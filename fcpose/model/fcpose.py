@@ -107,10 +107,9 @@ def build_dynamic_head(cfg: FCPoseConfig) -> DynamicKeypointHead:
 
 def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides: list[str] | dict | None = None
                 ) -> FCPose:
-    """Build FCPose from a preset name, a YAML path or a config object (plus optional overrides).
-
-    The controller's output count is derived from the config (``cfg.num_dynamic_params``), never typed.
-    Weights are randomly initialised (backbone from ``model.backbone.weights`` if given)."""
+    """Build FCPose from a preset name, a YAML path or a config object (plus optional overrides). The controller's
+    output count is derived from the config (``cfg.num_dynamic_params``), never typed. Weights are randomly initialised
+    (backbone from ``model.backbone.weights`` if given)."""
     if isinstance(config, FCPoseConfig):
         cfg = apply_overrides(config, overrides).validate()
     else:

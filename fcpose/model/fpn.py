@@ -14,11 +14,9 @@ def c2_xavier_fill(module: nn.Conv2d) -> None:
 
 
 class FPN(nn.Module):
-    """``[C3, C4, C5]`` -> ``[P3, P4, P5(, P6, P7)]``, each with ``out_channels`` channels.
-
-    P6 = conv3x3/2(P5) and P7 = conv3x3/2(ReLU(P6)) as in FCOS (``top_levels`` = 2); ``top_levels`` = 0
-    gives the real-time P3-P5 pyramid. Input sizes need not be multiples of 32: the top-down path is
-    upsampled to the lateral's exact size."""
+    """``[C3, C4, C5]`` -> ``[P3, P4, P5(, P6, P7)]``, each with ``out_channels`` channels. P6 = conv3x3/2(P5) and P7 =
+    conv3x3/2(ReLU(P6)) as in FCOS (``top_levels`` = 2); ``top_levels`` = 0 gives the real-time P3-P5 pyramid. Input
+    sizes need not be multiples of 32: the top-down path is upsampled to the lateral's exact size."""
 
     def __init__(self, in_channels: list[int], out_channels: int = 256, top_levels: int = 2):
         super().__init__()

@@ -70,11 +70,9 @@ class FrozenBatchNorm2d(nn.Module):
 
     @classmethod
     def convert_frozen_batchnorm(cls, module: nn.Module) -> nn.Module:
-        """Replace every ``BatchNorm2d``/``SyncBatchNorm`` in ``module`` by a ``FrozenBatchNorm2d``.
-
-        The statistics and affine parameters are copied (a norm without them keeps the identity
-        defaults). Children are replaced in place; if ``module`` itself is a batch norm, the new
-        frozen layer is returned, otherwise ``module`` is."""
+        """Replace every ``BatchNorm2d``/``SyncBatchNorm`` in ``module`` by a ``FrozenBatchNorm2d``. The statistics and
+        affine parameters are copied (a norm without them keeps the identity defaults). Children are replaced in place;
+        if ``module`` itself is a batch norm, the new frozen layer is returned, otherwise ``module`` is."""
         if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             frozen = cls(module.num_features, module.eps)
             with torch.no_grad():
@@ -96,11 +94,10 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 def get_norm(norm: str, channels: int) -> nn.Module:
-    """The normalization layer called ``norm`` for ``channels`` feature maps.
-
-    ``"FrozenBN"`` -> :class:`FrozenBatchNorm2d`, ``"BN"`` -> ``nn.BatchNorm2d``, ``"SyncBN"`` ->
-    ``nn.SyncBatchNorm``, ``"GN"`` -> ``nn.GroupNorm(32, channels)``, ``"none"``/``""`` ->
-    ``nn.Identity``. Anything else is a :class:`~fcpose.errors.ConfigError`."""
+    """The normalization layer called ``norm`` for ``channels`` feature maps. ``"FrozenBN"`` ->
+    :class:`FrozenBatchNorm2d`, ``"BN"`` -> ``nn.BatchNorm2d``, ``"SyncBN"`` -> ``nn.SyncBatchNorm``, ``"GN"`` ->
+    ``nn.GroupNorm(32, channels)``, ``"none"``/``""`` -> ``nn.Identity``. Anything else is a
+    :class:`~fcpose.errors.ConfigError`."""
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(channels)
     if norm == "BN":

@@ -149,11 +149,10 @@ def _traceable_nms_fake(boxes, scores, iou_threshold, score_threshold, max_outpu
 
 
 def ltrb_giou(pred: Tensor, target: Tensor, smooth: float = 0.0) -> Tensor:
-    """GIoU of ``[N, 4]`` (left, top, right, bottom) distance pairs seen from the same location.
-
-    With ``smooth = 0`` this is the GIoU of the two boxes (the location lies inside both, so they
-    intersect). The official FCOS/FCPose code uses ``IoU = (I + 1) / (U + 1)`` on distances in stride units
-    (``smooth = 1``): ``GIoU = IoU - (C - U) / C`` with C the enclosing box's area."""
+    """GIoU of ``[N, 4]`` (left, top, right, bottom) distance pairs seen from the same location. With ``smooth = 0``
+    this is the GIoU of the two boxes (the location lies inside both, so they intersect). The official FCOS/FCPose code
+    uses ``IoU = (I + 1) / (U + 1)`` on distances in stride units (``smooth = 1``): ``GIoU = IoU - (C - U) / C`` with C
+    the enclosing box's area."""
     pl, pt, pr, pb = pred.unbind(-1)
     tl, tt, tr, tb = target.unbind(-1)
     target_area = (tl + tr) * (tt + tb)

@@ -17,11 +17,10 @@ import numpy as np
 
 def oks_matrix(kpts_a: np.ndarray, kpts_b: np.ndarray, areas: np.ndarray, sigmas: Sequence[float],
                *, threshold: float | None = None) -> np.ndarray:
-    """Pairwise OKS of ``[N, K, 2|3]`` and ``[M, K, 2|3]`` poses -> ``[N, M]`` in [0, 1].
-
-    ``areas`` (``[N]``) is the scale ``s^2`` of each pose in ``kpts_a`` (the reference, as the ground truth is in COCO).
-    With ``threshold`` and a third (score) column, a keypoint counts only where its score is ``> threshold`` in *both*
-    poses; pairs with no such keypoint get 0. Without scores every keypoint counts."""
+    """Pairwise OKS of ``[N, K, 2|3]`` and ``[M, K, 2|3]`` poses -> ``[N, M]`` in [0, 1]. ``areas`` (``[N]``) is the
+    scale ``s^2`` of each pose in ``kpts_a`` (the reference, as the ground truth is in COCO). With ``threshold`` and a
+    third (score) column, a keypoint counts only where its score is ``> threshold`` in *both* poses; pairs with no such
+    keypoint get 0. Without scores every keypoint counts."""
     a = np.asarray(kpts_a, dtype=np.float64)
     b = np.asarray(kpts_b, dtype=np.float64)
     n, m = a.shape[0], b.shape[0]
@@ -45,13 +44,12 @@ def oks_matrix(kpts_a: np.ndarray, kpts_b: np.ndarray, areas: np.ndarray, sigmas
 
 
 def pose_nms(boxes, scores, keypoints, sigmas: Sequence[float], threshold: float) -> np.ndarray:
-    """Greedy suppression of duplicate poses -> indices of the people kept (int64), best score first.
-
-    ``boxes`` ``[N, 4]`` xyxy, ``scores`` ``[N]``, ``keypoints`` ``[N, K, 2|3]`` in the same pixels (numpy arrays or CPU
-    tensors). A person whose keypoints have OKS > ``threshold`` (:func:`oks_matrix`, every keypoint counting, the scale
-    being the box area of the better-scored kept person) with a kept person is dropped; ``threshold >= 1`` keeps
-    everyone. Two locations on one person give near-identical keypoints (OKS 0.7-0.9) even when their boxes overlap less
-    than a box NMS threshold; two different people side by side have OKS near 0. Equal scores keep their input order."""
+    """Greedy suppression of duplicate poses -> indices of the people kept (int64), best score first. ``boxes``
+    ``[N, 4]`` xyxy, ``scores`` ``[N]``, ``keypoints`` ``[N, K, 2|3]`` in the same pixels (numpy arrays or CPU tensors).
+    A person whose keypoints have OKS > ``threshold`` (:func:`oks_matrix`, every keypoint counting, the scale being the
+    box area of the better-scored kept person) with a kept person is dropped; ``threshold >= 1`` keeps everyone. Two
+    locations on one person give near-identical keypoints (OKS 0.7-0.9) even when their boxes overlap less than a box
+    NMS threshold; two different people side by side have OKS near 0. Equal scores keep their input order."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     if order.size < 2 or threshold >= 1.0:

@@ -7,9 +7,8 @@ from torch import Tensor
 
 
 def encode_ltrb(locations: Tensor, boxes: Tensor) -> Tensor:
-    """Distances from ``[..., 2]`` (x, y) locations to the sides of ``[..., 4]`` xyxy boxes -> ``[..., 4]``.
-
-    Same units as the inputs (input pixels). Negative values mean the location is outside the box."""
+    """Distances from ``[..., 2]`` (x, y) locations to the sides of ``[..., 4]`` xyxy boxes -> ``[..., 4]``. Same units
+    as the inputs (input pixels). Negative values mean the location is outside the box."""
     x, y = locations[..., 0], locations[..., 1]
     return torch.stack([x - boxes[..., 0], y - boxes[..., 1], boxes[..., 2] - x, boxes[..., 3] - y], dim=-1)
 

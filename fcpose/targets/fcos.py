@@ -98,11 +98,9 @@ class FCOSTargets:
 def assign_fcos_targets_single(locations: Tensor, strides: Tensor, size_ranges: Tensor, gt_boxes: Tensor,
                                ignore_boxes: Tensor | None = None, center_sampling_radius: float = 1.5,
                                gt_classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """FCOS assignment for one image.
-
-    locations ``[L, 2]`` (x, y); strides ``[L]`` (stride of each location's level); size_ranges ``[L, 2]``
-    (lo, hi of each location's level); gt_boxes ``[G, 4]`` xyxy; ignore_boxes ``[C, 4]`` xyxy or None;
-    gt_classes ``[G]`` long (default 0). Returns (labels ``[L]``, ignore ``[L]``, box_targets ``[L, 4]``,
+    """FCOS assignment for one image. locations ``[L, 2]`` (x, y); strides ``[L]`` (stride of each location's level);
+    size_ranges ``[L, 2]`` (lo, hi of each location's level); gt_boxes ``[G, 4]`` xyxy; ignore_boxes ``[C, 4]`` xyxy or
+    None; gt_classes ``[G]`` long (default 0). Returns (labels ``[L]``, ignore ``[L]``, box_targets ``[L, 4]``,
     centerness ``[L]``, matched ``[L]``) as in :class:`FCOSTargets`."""
     num_loc = locations.shape[0]
     device = locations.device

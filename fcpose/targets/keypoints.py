@@ -28,9 +28,8 @@ def offset_unit_scale(unit: str, stride: int) -> float:
 # ---- Heatmap target: one cell per labelled keypoint ------------------------------------------
 def encode_heatmap_index(xy: Tensor, stride: int, height: int, width: int) -> Tensor:
     """``[..., 2]`` keypoint (x, y) -> ``[...]`` flat index ``row * width + col`` of its one-hot cell.
-
-    ``col = floor((x - s/2) / s)`` and ``row = floor((y - s/2) / s)``, clamped to the ``height x width`` grid
-    (a keypoint within half a stride of the image border maps to the border cell)."""
+    ``col = floor((x - s/2) / s)`` and ``row = floor((y - s/2) / s)``, clamped to the ``height x width`` grid (a
+    keypoint within half a stride of the image border maps to the border cell)."""
     half = stride / 2.0
     col = torch.floor((xy[..., 0] - half) / stride).clamp(0, width - 1).to(torch.long)
     row = torch.floor((xy[..., 1] - half) / stride).clamp(0, height - 1).to(torch.long)
@@ -57,11 +56,10 @@ def encode_truncated_cell(keypoints: Tensor, stride: int, height: int, width: in
 
 def gaussian_heatmaps(keypoints: Tensor, stride: int, height: int, width: int, sigma: float) -> Tensor:
     """Official Gaussian targets: ``[G, K, 3]`` keypoints (x, y, v) -> ``[K, height, width]`` (max over people).
-
-    Keypoint k of a person puts ``exp(-(dx^2 + dy^2) / (2 sigma^2))`` on the cells of the patch around its
-    truncated cell ``(int(x / s), int(y / s))`` (:func:`encode_truncated_cell`), the patch spanning
-    ``round(c - 3 sigma - 1) .. round(c + 3 sigma + 2)`` (exclusive) on each axis, computed in float64 and
-    stored as float32; labelled keypoints only, cells outside the grid dropped."""
+    Keypoint k of a person puts ``exp(-(dx^2 + dy^2) / (2 sigma^2))`` on the cells of the patch around its truncated
+    cell ``(int(x / s), int(y / s))`` (:func:`encode_truncated_cell`), the patch spanning
+    ``round(c - 3 sigma - 1) .. round(c + 3 sigma + 2)`` (exclusive) on each axis, computed in float64 and stored as
+    float32; labelled keypoints only, cells outside the grid dropped."""
     g, k = keypoints.shape[:2]
     device = keypoints.device
     out = torch.zeros(k, height * width, dtype=torch.float32, device=device)

@@ -65,14 +65,12 @@ def assign_keypoint_targets(keypoints_per_image: list[Tensor], height: int, widt
 
 @torch.no_grad()
 def sample_instances(groups: Tensor, scores: Tensor, max_instances: int) -> Tensor:
-    """Choose which positive locations generate dynamic heads: at most ``max_instances`` spread evenly over
-    the people, the highest-scoring locations of each person first.
-
-    groups ``[P]`` long (the person each positive location belongs to), scores ``[P]`` (confidence) ->
-    ``[N]`` indices into the P locations. Locations are taken round-robin: every person's best, then every
-    person's second best, ... (within a round, higher scores first) until ``max_instances`` are taken, so
-    each person gets ``max_instances // people`` or one more (fewer if it has fewer locations, the rest going
-    to the others). Every person gets at least one, so ``N = min(P, max(max_instances, people))``."""
+    """Choose which positive locations generate dynamic heads: at most ``max_instances`` spread evenly over the people,
+    the highest-scoring locations of each person first. groups ``[P]`` long (the person each positive location belongs
+    to), scores ``[P]`` (confidence) -> ``[N]`` indices into the P locations. Locations are taken round-robin: every
+    person's best, then every person's second best, ... (within a round, higher scores first) until ``max_instances``
+    are taken, so each person gets ``max_instances // people`` or one more (fewer if it has fewer locations, the rest
+    going to the others). Every person gets at least one, so ``N = min(P, max(max_instances, people))``."""
     p = groups.shape[0]
     if p == 0:
         return torch.zeros(0, dtype=torch.long, device=groups.device)
@@ -95,10 +93,9 @@ def sample_instances(groups: Tensor, scores: Tensor, max_instances: int) -> Tens
 # ---- The official recipe (AdelaiDet): stride-2 one-hot head targets and Gaussian auxiliary targets
 @dataclass
 class OfficialKeypointTargets:
-    """Keypoint targets of the official training; people concatenated over images (image 0's first).
-
-    The batch's stride-2 grid is ``4 H3 x 4 W3`` (``H3 x W3``: the padded stride-8 grid of the batch); each
-    image's own targets live in its top-left ``ceil(h / 32) * 16 x ceil(w / 32) * 16`` part, zeros elsewhere."""
+    """Keypoint targets of the official training; people concatenated over images (image 0's first). The batch's
+    stride-2 grid is ``4 H3 x 4 W3`` (``H3 x W3``: the padded stride-8 grid of the batch); each image's own targets live
+    in its top-left ``ceil(h / 32) * 16 x ceil(w / 32) * 16`` part, zeros elsewhere."""
 
     head_index: Tensor  # [G_total, K] long: flat cell on the batch's stride-2 grid (0 where not valid)
     head_valid: Tensor  # [G_total, K] bool: labelled and inside the image's stride-2 grid

@@ -27,10 +27,9 @@ def smoothing_factor(cutoff: np.ndarray | float, te: np.ndarray | float) -> np.n
 
 
 class OneEuroFilter:
-    """One-Euro filter of an array signal of fixed ``shape`` (e.g. ``[K, 2]`` keypoint coordinates).
-
-    The speed (for the adaptive cutoff) is taken per element; pass ``speed_axes`` to use the norm
-    over trailing axes instead (``speed_axes=(-1,)`` on ``[K, 2]``: a keypoint's 2-D speed)."""
+    """One-Euro filter of an array signal of fixed ``shape`` (e.g. ``[K, 2]`` keypoint coordinates). The speed (for the
+    adaptive cutoff) is taken per element; pass ``speed_axes`` to use the norm over trailing axes instead
+    (``speed_axes=(-1,)`` on ``[K, 2]``: a keypoint's 2-D speed)."""
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
                  speed_axes: tuple[int, ...] | None = None):

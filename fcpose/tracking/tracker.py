@@ -37,9 +37,8 @@ from .one_euro import OneEuroFilter
 
 @dataclass
 class TrackedPeople:
-    """The people of one frame with their track ids (numpy arrays, original-image pixels).
-
-    ``keypoints`` are the smoothed ones when smoothing is on (``raw_keypoints`` are the detector's)."""
+    """The people of one frame with their track ids (numpy arrays, original-image pixels). ``keypoints`` are the
+    smoothed ones when smoothing is on (``raw_keypoints`` are the detector's)."""
 
     frame_index: int
     track_ids: np.ndarray  # [N] int64, >= 1

@@ -32,10 +32,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | N
                     metrics: dict | None = None, half: bool = False, **state: Any) -> Path:
     """Save ``model`` with its config (``model.cfg`` unless ``cfg`` is given) and optional loop ``state``
     (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values, e.g.
-    ``trained_on="synthetic"`` to record what the weights were trained on).
-
-    ``half=True`` stores floating-point weights as float16 (half the size, for distribution); they are
-    upcast to the model's dtype when loaded. Values beyond float16's range are kept in float32."""
+    ``trained_on="synthetic"`` to record what the weights were trained on). ``half=True`` stores floating-point weights
+    as float16 (half the size, for distribution); they are upcast to the model's dtype when loaded. Values beyond
+    float16's range are kept in float32."""
     bare = unwrap_model(model)
     cfg = cfg or getattr(bare, "cfg", None)
     if cfg is None:
@@ -49,10 +48,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | N
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly.
-
-    ``path`` may also be a model-zoo name (``fcpose_r50_official``, see :mod:`fcpose.weights.zoo`): its file is
-    downloaded to the cache on first use."""
+    """Load and validate a checkpoint; an official AdelaiDet file is converted on the fly. ``path`` may also be a
+    model-zoo name (``fcpose_r50_official``, see :mod:`fcpose.weights.zoo`): its file is downloaded to the cache on
+    first use."""
     from .zoo import resolve_weights
 
     path = resolve_weights(path)
@@ -107,12 +105,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
 
 
 def init_from_checkpoint(model: nn.Module, weights: str | Path) -> StateDictReport:
-    """Fine-tuning start: copy every tensor of a checkpoint (fcpose ``.pt``, official ``.pth`` — also a full
-    detectron2 training checkpoint — or a model-zoo name) whose name and shape fit ``model``.
-
-    Tensors the model has but the file lacks or holds with another shape (another keypoint count: the controller, the
-    offsets, the auxiliary heads; another width) keep their fresh initialisation and are listed
-    (``report.reinitialized``); the file's optimiser and schedule state are ignored (the optimiser starts fresh)."""
+    """Fine-tuning start: copy every tensor of a checkpoint (fcpose ``.pt``, official ``.pth`` — also a full detectron2
+    training checkpoint — or a model-zoo name) whose name and shape fit ``model``. Tensors the model has but the file
+    lacks or holds with another shape (another keypoint count: the controller, the offsets, the auxiliary heads; another
+    width) keep their fresh initialisation and are listed (``report.reinitialized``); the file's optimiser and schedule
+    state are ignored (the optimiser starts fresh)."""
     ckpt = read_checkpoint(weights)
     source = str(weights)
     own = unwrap_model(model).state_dict()

@@ -37,10 +37,9 @@ def checkpoint_dict(state_dict: dict, cfg: FCPoseConfig, *, step: int | None = N
 
 
 def _numpy_safe_globals() -> list:
-    """The globals a pickled numpy array or scalar needs, under numpy 1.x and 2.x module names.
-
-    Rebuilding an array or scalar of a plain dtype runs no user code; an object array would still need
-    its elements' globals, which stay forbidden. detectron2-style checkpoints may hold numpy arrays."""
+    """The globals a pickled numpy array or scalar needs, under numpy 1.x and 2.x module names. Rebuilding an array or
+    scalar of a plain dtype runs no user code; an object array would still need its elements' globals, which stay
+    forbidden. detectron2-style checkpoints may hold numpy arrays."""
     multiarray = getattr(np, "_core", None) or np.core
     reconstruct, scalar = multiarray.multiarray._reconstruct, multiarray.multiarray.scalar
     out: list = [np.ndarray, np.dtype]
@@ -56,9 +55,7 @@ def _numpy_safe_globals() -> list:
 
 def safe_load(path: str | Path) -> Any:
     """The one reader of PyTorch files in fcpose: weights only (``weights_only=True``) and one-line errors for
-    missing/corrupt/unsafe files.
-
-    Besides tensors and plain containers, numpy arrays and scalars are allowed (see
+    missing/corrupt/unsafe files. Besides tensors and plain containers, numpy arrays and scalars are allowed (see
     :func:`_numpy_safe_globals`); nothing else that a pickle could name is."""
     path = Path(path)
     if not path.exists():

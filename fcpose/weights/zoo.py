@@ -74,9 +74,8 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> str:
-    """Download ``url`` to ``dest`` through a temporary file in the same folder; returns the SHA-256.
-
-    Raises ``OSError``/``urllib.error.URLError`` on network problems (nothing is left behind)."""
+    """Download ``url`` to ``dest`` through a temporary file in the same folder; returns the SHA-256. Raises
+    ``OSError``/``urllib.error.URLError`` on network problems (nothing is left behind)."""
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
