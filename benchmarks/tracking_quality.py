@@ -17,6 +17,7 @@ dependencies include ``opencv-python``, which clashes with ``opencv-python-headl
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -169,14 +170,11 @@ def count_crossings(frames) -> tuple[int, int]:
     for *_, gt in frames:
         cx = {int(t): 0.5 * (b[0] + b[2]) for t, b in zip(gt.track_ids, gt.boxes)}
         boxes = {int(t): b for t, b in zip(gt.track_ids, gt.boxes)}
-        if prev is not None:
-            ids = sorted(set(cx) & set(prev))
-            for a_i, a in enumerate(ids):
-                for b in ids[a_i + 1:]:
-                    if (cx[a] - cx[b]) * (prev[a] - prev[b]) < 0:
-                        crossings += 1
-                        iou = box_iou(torch.as_tensor(boxes[a][None]), torch.as_tensor(boxes[b][None]))
-                        overlapping += int(float(iou) > 0.3)
+        for a, b in itertools.combinations(sorted(set(cx) & set(prev or {})), 2):
+            if (cx[a] - cx[b]) * (prev[a] - prev[b]) < 0:
+                crossings += 1
+                iou = box_iou(torch.as_tensor(boxes[a][None]), torch.as_tensor(boxes[b][None]))
+                overlapping += int(float(iou) > 0.3)
         prev = cx
     return crossings, overlapping
 
