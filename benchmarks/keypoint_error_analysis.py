@@ -3,27 +3,15 @@
     python benchmarks/keypoint_error_analysis.py --weights OUT/model_final.pt --data ANN.json --images DIR
                                                  [--json FILE] [--size S]
 
-Each detection is matched to the ground-truth person of highest box IoU (>= 0.5); for matched people it
-reports the pixel error of every labelled keypoint (percentiles, per keypoint, visible vs occluded), how
-many gross errors (> one stride-8 cell) are left/right swaps or another person's keypoint, and the
-keypoint AP of "what if" copies of the results:
-
-* ``oracle_keypoints``: every matched person's keypoints replaced by the truth — the ceiling set by the
-  detections (boxes, scores, duplicates) alone;
-* ``oracle_keypoints_noise_S``: the truth plus Gaussian noise of S px per coordinate — how precise the
-  keypoints must be for a given AP;
-* ``fix_gross``: only the keypoints that are off by more than 8 px replaced by the truth;
-* ``fix_fine``: only the keypoints within 8 px replaced (what perfect refinement would add);
-* ``unswap_pairs``: left/right pairs exchanged wherever that brings both closer to the truth;
-* ``snap_to_cell``: every matched keypoint moved to the centre of the stride-8 heatmap cell (in the network's
-  input) that holds the truth — a perfect heatmap with zero offsets, i.e. what the refinement offsets must add.
-  When ``actual`` is close to it and ``fix_fine`` far above, the offsets have not learned.
-
-``offsets_at_truth`` reads the model itself: at the stride-8 cell that holds each labelled keypoint, the error
-(image pixels) of the cell centre alone and of the centre + the predicted offset there — how much the offsets
-refine, independent of the heatmaps and detections.
-
-Writes a JSON summary (default ``benchmarks/results/keypoint_error_analysis.json``).
+Each detection is matched to the ground-truth person of highest box IoU (>= 0.5). For matched people: the pixel
+error of every labelled keypoint (percentiles, per keypoint, visible vs occluded), the gross errors (> one
+stride-8 cell) that are left/right swaps or another person's keypoint, and the keypoint AP of "what if" copies:
+``oracle_keypoints`` (the truth: the ceiling the detections set), ``oracle_keypoints_noise_S`` (the truth + S px
+of Gaussian noise), ``fix_gross`` / ``fix_fine`` (only the errors above / within 8 px fixed), ``unswap_pairs``
+(left/right pairs exchanged where that helps), ``snap_to_cell`` (every keypoint at the centre of the stride-8
+cell of the network input that holds the truth: a perfect heatmap with zero offsets). ``offsets_at_truth``: at
+the cell holding each labelled keypoint, the error of the cell centre alone and with the model's offset.
+Writes JSON (default ``benchmarks/results/keypoint_error_analysis.json``).
 """
 
 from __future__ import annotations
@@ -36,18 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fcpose.data.images import read_image
+from fcpose.data.transforms import batch_images, resize_shape
+from fcpose.engine.evaluate import predict_dataset
+from fcpose.engine.evaluation import evaluate_keypoints, load_gt
+from fcpose.fileio import atomic_write_text
+from fcpose.inference.predictor import Predictor
+from fcpose.ops.boxes import box_iou
+from fcpose.targets.keypoints import decode_offsets, gather_offsets
+from fcpose.targets.locations import flat_to_locations
+from fcpose.weights.checkpoint import load_model
 
-from fcpose.data.images import read_image  # noqa: E402
-from fcpose.data.transforms import batch_images, resize_shape  # noqa: E402
-from fcpose.engine.evaluate import predict_dataset  # noqa: E402
-from fcpose.engine.evaluation import evaluate_keypoints, load_gt  # noqa: E402
-from fcpose.inference.predictor import Predictor  # noqa: E402
-from fcpose.ops.boxes import box_iou  # noqa: E402
-from fcpose.targets.keypoints import decode_offsets, gather_offsets  # noqa: E402
-from fcpose.targets.locations import flat_to_locations  # noqa: E402
-from fcpose.weights.checkpoint import load_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GROSS_PX = 8.0  # one cell of the stride-8 heatmap
 
@@ -71,6 +59,15 @@ def match_detections(results: list[dict], gt_by_image: dict[int, list[dict]], mi
         best, arg = iou.max(1)
         for i, ok, j in zip(idx, (best >= min_iou).tolist(), arg.tolist()):
             out[i] = cands[j] if ok else None
+    return out
+
+
+def people_by_image(gt: dict, labelled: bool = False) -> dict[int, list[dict]]:
+    """Image id -> its non-crowd people (``labelled``: only those with a labelled keypoint)."""
+    out: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        if not a.get("iscrowd", 0) and (not labelled or a.get("num_keypoints", 1) > 0):
+            out.setdefault(a["image_id"], []).append(a)
     return out
 
 
@@ -101,10 +98,7 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
             seed: int = 0, sigmas=None, input_scale: dict[int, tuple[float, float]] | None = None,
             stride: int = 8) -> dict:
     """``input_scale``: image id -> (x, y) factor from image to network-input pixels (adds ``snap_to_cell``)."""
-    ann_by_image: dict[int, list[dict]] = {}
-    for a in gt["annotations"]:
-        if not a.get("iscrowd", 0):
-            ann_by_image.setdefault(a["image_id"], []).append(a)
+    ann_by_image = people_by_image(gt)
     matches = match_detections(results, ann_by_image)
     num_k = len(gt["categories"][0]["keypoints"])
     flip = list(range(num_k))
@@ -197,10 +191,7 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
 def offsets_at_truth(model, predictor: Predictor, gt: dict, image_dir: str) -> dict:
     """Error of the cell centre without / with the model's offset at the cells holding the labelled keypoints."""
     stride = model.strides[0]
-    by_image: dict[int, list[dict]] = {}
-    for a in gt["annotations"]:
-        if not a.get("iscrowd", 0) and a.get("num_keypoints", 1) > 0:
-            by_image.setdefault(a["image_id"], []).append(a)
+    by_image = people_by_image(gt, labelled=True)
     without, with_offsets = [], []
     for im in gt["images"]:
         people = by_image.get(im["id"])
@@ -253,8 +244,7 @@ def main() -> int:
                **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas,
                          input_scale=scale, stride=model.strides[0]),
                "offsets_at_truth": offsets_at_truth(model, predictor, gt, args.images)}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(summary, indent=2))
+    atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("per_keypoint")}, indent=2))
     return 0
 

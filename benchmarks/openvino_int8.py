@@ -3,28 +3,20 @@
     python benchmarks/openvino_int8.py accuracy            # demo model on held-out synthetic scenes + golden R-50
     python benchmarks/openvino_int8.py speed               # R-50 @800 and DLA-34 @512, 4 backends side by side
 
-**accuracy** — everything through the command line a user has (``fcpose synth``, ``fcpose export --format
-openvino --int8 --calibration``, ``fcpose eval [--backend openvino]``):
-
-* ``synthetic``: the demo checkpoint (``assets/fcpose_synth_demo.pt``, trained on synthetic scenes of seed
-  1) scored on held-out scenes (seed 2, as ``synthetic_generalization.py``), in fp32 PyTorch, OpenVINO fp32,
-  OpenVINO int8 (the default: controller and dynamic heads fp32) and int8 with the heads quantised too
-  (``--int8-heads``); calibrated on ``--calib`` scenes of the training seed (1), never the held-out ones;
-* ``golden``: the official-layout R-50 checkpoint (``shared/golden/adelaidet_fcpose/model_r50_fp16.pth``) on
-  the 4 coco_tiny images, calibrated on those same 4 images (all there are: a numerical check, not a
-  held-out score).
-
-For each int8 model: AP and AP50 differences against fp32 PyTorch, and for the people both find (greedy
-matching by box IoU >= 0.5, best scores first) the keypoint deviation percentiles in image pixels (all
-keypoints, and the keypoints that fp32 scores >= 0.05), the matched share, and the score differences — for
-every fp32 person scoring >= 0.05 (``vs_torch_fp32``, the many low-confidence ones that AP also counts) and
-for the confident ones, >= 0.5 (``vs_torch_fp32_confident``, what a user draws).
+**accuracy** — through the commands a user has (``fcpose synth``, ``fcpose export --format openvino --int8
+--calibration``, ``fcpose eval [--backend openvino]``): ``synthetic``, the demo checkpoint
+(``assets/fcpose_synth_demo.pt``, trained on synthetic scenes of seed 1) on held-out scenes (seed 2) in fp32
+PyTorch, OpenVINO fp32, OpenVINO int8 (controller and dynamic heads fp32) and int8 with the heads quantised
+(``--int8-heads``), calibrated on ``--calib`` scenes of seed 1; ``golden``, the official-layout R-50 on the 4
+coco_tiny images, calibrated on the same 4 (a numerical check, not a held-out score). Per int8 model: AP and
+AP50 against fp32 PyTorch, and for the people both find (greedy box IoU >= 0.5, best scores first) the keypoint
+deviation percentiles (px; all keypoints and those fp32 scores >= 0.05), the matched share and the score
+differences, for fp32 people scoring >= 0.05 (``vs_torch_fp32``) and >= 0.5 (``vs_torch_fp32_confident``).
 Writes ``benchmarks/results/openvino_int8_accuracy.json``.
 
 **speed** — ``fcpose bench --backends torch,onnxruntime,openvino,openvino-int8`` (random weights, score
-threshold 0 so every image carries ``max_detections`` = 100 people through the heads) for each preset, one
-process per preset; writes ``benchmarks/results/openvino_speed_<preset>.json`` and a summary in
-``openvino_speed.json``.
+threshold 0: ``max_detections`` = 100 people through the heads), one process per preset; writes
+``openvino_speed_<preset>.json`` and a summary ``openvino_speed.json`` in ``--out-dir`` (``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -38,12 +30,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from fcpose.bench.people import write_json
+from fcpose.ops.boxes import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("FCPOSE_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "golden" / "adelaidet_fcpose" / "model_r50_fp16.pth"
 COCO_TINY = SHARED / "data" / "coco_tiny"
+SIZES = {"fcpose_r50_fpn": (800, 1333), "fcpose_dla34_rt": (512, 736)}  # speed: short side, long side
 OFFICIAL_R50_S = 4.2  # the official code, R-50 @800, measured on this kind of machine (issue 13)
 
 
@@ -54,15 +51,10 @@ def fcpose(*args: str) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """xywh [n, 4], [m, 4] -> IoU [n, m]."""
-    ax1, ay1, ax2, ay2 = a[:, 0], a[:, 1], a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx1, by1, bx2, by2 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(ax1[:, None], bx1[None]), 0, None)
-    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(ay1[:, None], by1[None]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return inter / np.maximum(union, 1e-9)
+def _iou(a: list, b: list) -> np.ndarray:
+    """IoU of xywh boxes (COCO results) -> [n, m]."""
+    a, b = (torch.tensor(x, dtype=torch.float64).reshape(-1, 4) for x in (a, b))
+    return box_iou(*(torch.cat([x[:, :2], x[:, :2] + x[:, 2:]], 1) for x in (a, b))).numpy()
 
 
 def compare_results(ref: list[dict], other: list[dict], min_score: float = 0.05, iou: float = 0.5) -> dict:
@@ -81,7 +73,7 @@ def compare_results(ref: list[dict], other: list[dict], min_score: float = 0.05,
         total += len(a_list)
         if not a_list or not b_list:
             continue
-        ious = _iou(np.array([r["bbox"] for r in a_list]), np.array([r["bbox"] for r in b_list]))
+        ious = _iou([r["bbox"] for r in a_list], [r["bbox"] for r in b_list])
         used = set()
         for i, a in enumerate(a_list):
             order = [j for j in np.argsort(-ious[i]) if j not in used and ious[i, j] >= iou]
@@ -110,14 +102,8 @@ def compare_results(ref: list[dict], other: list[dict], min_score: float = 0.05,
             "person_score_abs_diff": pct(score_diff)}
 
 
-REUSE = {"on": False, "previous": {}}  # --reuse: the outputs already in --work, timings from the last report
-
-
 def evaluate(name: str, weights: Path, backend: str, ann: Path, images: Path, work: Path, extra=()) -> dict:
     metrics, results = work / f"{name}_metrics.json", work / f"{name}_results.json"
-    if REUSE["on"] and metrics.is_file() and results.is_file():
-        return {"metrics": json.loads(metrics.read_text()), "eval_s": REUSE["previous"].get(f"{name}.eval_s"),
-                "results": json.loads(results.read_text())}
     seconds = fcpose("eval", "--data", str(ann), "--images", str(images), "--weights", str(weights), "--backend",
                      backend, "--no-progress", "--json", str(metrics), "--results", str(results), *extra)
     m = json.loads(metrics.read_text())
@@ -134,11 +120,8 @@ def score_variants(label: str, checkpoint: Path, ann: Path, images: Path, calibr
                          "eval_s": ref["eval_s"]}
     for name, export_args in variants:
         xml = work / f"{label}_{name}.xml"
-        if REUSE["on"] and xml.is_file():
-            export_s = REUSE["previous"].get(f"{label}_{name}.export_s")
-        else:
-            export_s = fcpose("export", "--weights", str(checkpoint), "--format", "openvino", "--out", str(xml),
-                              *export_args)
+        export_s = fcpose("export", "--weights", str(checkpoint), "--format", "openvino", "--out", str(xml),
+                          *export_args)
         res = evaluate(f"{label}_{name}", xml, "openvino", ann, images, work, extra_eval)
         kp, kp0 = res["metrics"]["keypoints"], ref["metrics"]["keypoints"]
         out["variants"][name] = {
@@ -160,14 +143,6 @@ def accuracy(args) -> int:
     import fcpose as pkg
 
     work = Path(args.work)
-    if args.reuse and Path(args.out).is_file():
-        REUSE["on"] = True
-        for set_name, entry in json.loads(Path(args.out).read_text()).get("sets", {}).items():
-            label = "golden" if set_name.startswith("golden") else set_name
-            REUSE["previous"][f"{label}_torch_fp32.eval_s"] = entry.get("torch_fp32", {}).get("eval_s")
-            for name, v in entry.get("variants", {}).items():
-                REUSE["previous"][f"{label}_{name}.export_s"] = v.get("export_s")
-                REUSE["previous"][f"{label}_{name}.eval_s"] = v.get("eval_s")
     report = {"what": __doc__.split("\n\n")[2].strip(), "fcpose": pkg.__version__, "sets": {}}
     try:
         import nncf
@@ -196,37 +171,32 @@ def accuracy(args) -> int:
             "golden", GOLDEN, ann, COCO_TINY, str(ann), 4, work / "golden", [("openvino_int8", cal)])
     elif "golden" in args.sets:
         report["sets"]["golden_coco_tiny"] = {"skipped": f"{GOLDEN} is absent"}
-    from fcpose.bench.people import write_json
-
     print(f"wrote {write_json(report, args.out)}", file=sys.stderr)
     return 0
 
 
 def speed(args) -> int:
     summary = {"official_r50_800_s": OFFICIAL_R50_S, "presets": {}}
-    for preset, size, max_size in (("fcpose_r50_fpn", 800, 1333), ("fcpose_dla34_rt", 512, 736)):
-        if preset not in args.presets:
-            continue
-        out = RESULTS / f"openvino_speed_{preset}.json"
-        fcpose("bench", "--config", preset, "--size", str(size), "--max-size", str(max_size), "--backends",
-               "torch,onnxruntime,openvino,openvino-int8", "--score-threshold", "0", "--runs", str(args.runs),
-               "--warmup", "1", "--calib-images", str(args.calib_images), "--note", args.note, "--json", str(out))
+    for preset in args.presets.split(","):
+        out = Path(args.out_dir) / f"openvino_speed_{preset}.json"
+        size = SIZES.get(preset)  # other presets: their own test size
+        fcpose("bench", "--config", preset, *(["--size", str(size[0]), "--max-size", str(size[1])] if size else []),
+               "--backends", "torch,onnxruntime,openvino,openvino-int8", "--score-threshold", "0", "--runs",
+               str(args.runs), "--warmup", "1", "--calib-images", str(args.calib_images), "--note", args.note,
+               "--json", str(out))
         rep = json.loads(out.read_text())
         entry = {r["backend"]: {"median_ms": r["total_ms"]["median"], "fps": r["fps"],
                                 "speedup_vs_torch": r.get("speedup_vs_torch"), "people": r["people"]}
                  for r in rep["results"]}
-        entry["input_shape"] = rep["input_shape"]
-        entry["contention"] = rep.get("contention")
+        entry.update(input_shape=rep["input_shape"], contention=rep.get("contention"))
         if preset == "fcpose_r50_fpn":  # 4.2 s is a quiet-machine time: only comparable when others_cpu_pct ~ 0
             entry["int8_vs_official_4.2s"] = round(OFFICIAL_R50_S * 1000 / entry["openvino-int8"]["median_ms"], 2)
             entry["int8_vs_official_note"] = ("official 4.2 s was measured on a quiet machine; this run's absolute "
                                               f"times had other processes at {rep['contention'].get('others_cpu_pct')}"
                                               "% of the CPUs")
         summary["presets"][preset] = entry
-    from fcpose.bench.people import write_json
-
     print(json.dumps(summary, indent=1))
-    print(f"wrote {write_json(summary, RESULTS / 'openvino_speed.json')}", file=sys.stderr)
+    print(f"wrote {write_json(summary, Path(args.out_dir) / 'openvino_speed.json')}", file=sys.stderr)
     return 0
 
 
@@ -239,13 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--heldout", type=int, default=200, help="held-out scenes (seed 2)")
     a.add_argument("--work", default="/tmp/fcpose_openvino_int8")
     a.add_argument("--out", default=str(RESULTS / "openvino_int8_accuracy.json"))
-    a.add_argument("--reuse", action="store_true",
-                   help="reuse the exports and eval outputs already in --work (timings from the last --out)")
     s = sub.add_parser("speed")
     s.add_argument("--presets", default="fcpose_r50_fpn,fcpose_dla34_rt")
     s.add_argument("--runs", type=int, default=5)
     s.add_argument("--calib-images", type=int, default=20)
     s.add_argument("--note", default="")
+    s.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     return accuracy(args) if args.what == "accuracy" else speed(args)
 

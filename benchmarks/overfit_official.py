@@ -51,13 +51,13 @@ def run(data: Path, images: Path, overrides: list[str], work: Path) -> dict:
             "met": metrics["keypoints"]["AP"] >= 0.9 and total_s <= 600,
             "first_loss": losses[0].get("total_loss"), "last_loss": losses[-1].get("total_loss"),
             "iterations": losses[-1].get("iter"), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            # on a machine shared with other jobs, cpu_seconds / threads estimates the wall time on an idle one
             "cpu_seconds": round(_cpu_seconds(), 1), "load_average_1min": round(os.getloadavg()[0], 2),
             "machine": platform.processor() or platform.machine()}
 
 
 def _cpu_seconds() -> float:
-    """User + system CPU time of this process: on a machine shared with other jobs, cpu_seconds / threads
-    estimates the wall time the run takes on an idle one."""
+    """User + system CPU time of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 

@@ -1,25 +1,18 @@
 """The noise floor under the golden parity tolerances, and how far a real mistake moves the same numbers.
 
-Two fp32 implementations of the same maths (ours and the official code, run on different CPUs) differ by the
-rounding of both. This measures that rounding from our side and the golden data's side:
-
-* ``ours32 vs ours64``: our fp32 result against the same computation in float64 (the criterion's casts to
-  fp32 kept at float64), once per instruction-set setting below, each in a fresh process;
-* ``golden vs ours64``: the golden data's own fp32 rounding (plus any true difference between the codes);
-* ``ours32 vs golden``: what the tests check, per setting;
-* ``mistake``: ``ours32 vs golden`` with a deliberate error (a loss term dropped; keypoint targets one cell
-  off; the location grid one pixel off);
-* ``exports_vs_torch``: onnxruntime and OpenVINO fp32 against PyTorch fp32 on the tests' tiny model and the
-  coco_tiny images, per setting (onnxruntime and OpenVINO pick their kernels from the CPU alone: the settings
-  change only PyTorch's side), and what a swapped flip pair would move a keypoint by.
-
-Measures are the tests': a gradient's or output's ``max|a - b| / max|b|`` per tensor, a loss's or a norm's
-relative error; each group reports its largest value and the tensor it came from. A tolerance set at a margin
-over ``max(ours32 vs ours64) + golden vs ours64`` holds on any CPU whose fp32 rounding is of the same size;
-the mistakes show how far above it a real error lands.
+Two fp32 implementations of the same maths (ours and the official code, on different CPUs) differ by the
+rounding of both. Measured, per instruction-set setting (``SETTINGS``), each in a fresh process:
+``ours32 vs ours64`` (our fp32 against the same computation in float64, the criterion's fp32 casts kept at
+float64); ``golden vs ours64`` (the golden data's own rounding, plus any true difference between the codes);
+``ours32 vs golden`` (what the tests check); ``mistake`` (that, with a deliberate error: a loss term dropped,
+keypoint targets one cell off, the location grid one pixel off); ``exports_vs_torch`` (onnxruntime and OpenVINO
+fp32 against PyTorch fp32 on the tests' tiny model and coco_tiny, and what a swapped flip pair would move).
+Measures are the tests': a tensor's ``max|a - b| / max|b|``, a loss's or norm's relative error; each group
+reports its largest value and where. A tolerance with a margin over ``max(ours32 vs ours64) + golden vs
+ours64`` holds on any CPU of the same fp32 rounding; the mistakes show how far above it an error lands.
 
     python benchmarks/parity_noise.py            # about 15 minutes on 2 cores; needs ../shared
-    python benchmarks/parity_noise.py --smoke    # the intermediates only, one setting (what the tests run)
+    python benchmarks/parity_noise.py --smoke    # the intermediates only, one setting, onnxruntime (the tests')
 
 Writes ``benchmarks/results/parity_noise.json`` (``--out``).
 """
@@ -37,6 +30,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from fcpose.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the parity tests' own helpers: one implementation of each comparison
@@ -60,13 +55,6 @@ def float64_criterion():
         torch.Tensor.float = original
 
 
-def _replace_everywhere(name: str, new) -> None:
-    """Point every loaded fcpose module's ``name`` at ``new`` (the functions are imported by name)."""
-    for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("fcpose") and hasattr(module, name):
-            setattr(module, name, new)
-
-
 def make_mistake(mistake: str) -> None:
     import fcpose.loss as loss_module
     from fcpose.targets import locations
@@ -85,9 +73,11 @@ def make_mistake(mistake: str) -> None:
             moved = [{**t, "keypoints": t["keypoints"] + torch.tensor([2.0, 0.0, 0.0])} for t in targets]
             return call(self, model, dense, moved, *args, **kwargs)
         loss_module.FCPoseCriterion.__call__ = shifted
-    elif mistake == "grid_one_pixel_off":
+    elif mistake == "grid_one_pixel_off":  # every loaded fcpose module's cell_to_pixel (imported by name)
         cell = locations.cell_to_pixel
-        _replace_everywhere("cell_to_pixel", lambda index, stride: cell(index, stride) + 1)
+        for module in [m for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("fcpose")]:
+            if hasattr(module, "cell_to_pixel"):
+                module.cell_to_pixel = lambda index, stride: cell(index, stride) + 1
 
 
 def training_results(dtype: torch.dtype, cases: list[str]) -> dict:
@@ -95,7 +85,7 @@ def training_results(dtype: torch.dtype, cases: list[str]) -> dict:
     import test_official_training as t
 
     from fcpose.config import load_config
-    from fcpose.engine.trainer import build_optimizer, build_scheduler, clip_gradients
+    from fcpose.engine.optim import build_optimizer, build_scheduler, clip_gradients
 
     gold = torch.load(t_golden_train(), weights_only=True)
     out = {}
@@ -146,9 +136,9 @@ def intermediate_results(dtype: torch.dtype) -> dict:
     return {name: ours for name, (ours, _) in pairs.items()} | {f"golden:{n}": ref for n, (_, ref) in pairs.items()}
 
 
-def export_results(tmp: Path) -> dict:
+def export_results(tmp: Path, openvino: bool = True) -> dict:
     """The tests' tiny model (``make_lively``, seed 0) on the coco_tiny images through PyTorch, onnxruntime and
-    OpenVINO fp32, as ``test_onnx`` / ``test_openvino`` run them: ``{backend: [detections per image]}``."""
+    (``openvino``) OpenVINO fp32, as ``test_onnx`` / ``test_openvino`` run them: ``{backend: [detections]}``."""
     from conftest import COCO_TINY, make_lively
 
     import fcpose
@@ -163,7 +153,8 @@ def export_results(tmp: Path) -> dict:
     onnx_path = export_onnx(model, tmp / "tiny.onnx", dynamic=True)
     predictors = {"torch": fcpose.Predictor(model, score_threshold=0.05),
                   "onnxruntime": OnnxPredictor(onnx_path, score_threshold=0.05)}
-    if importlib.util.find_spec("openvino") and not onednn_cap_below_cpu():  # it crashes under a capped oneDNN
+    # OpenVINO crashes under a capped oneDNN
+    if openvino and importlib.util.find_spec("openvino") and not onednn_cap_below_cpu():
         predictors["openvino"] = OpenVinoPredictor(onnx_to_openvino(onnx_path, tmp / "tiny.xml"), score_threshold=0.05)
     images = sorted(COCO_TINY.glob("*.jpg"))
     return {name: [{k: getattr(d, k) for k in ("locations", "boxes", "scores", "keypoints")}
@@ -202,9 +193,9 @@ def child(args) -> None:
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     if args.mistake:
         make_mistake(args.mistake)
-    if args.cases == "exports":
+    if args.cases.startswith("exports"):  # "exports_onnx": without OpenVINO (--smoke)
         with tempfile.TemporaryDirectory() as tmp:
-            return torch.save(export_results(Path(tmp)), args.child_out)
+            return torch.save(export_results(Path(tmp), openvino=args.cases == "exports"), args.child_out)
     with float64_criterion() if dtype == torch.float64 else contextlib.nullcontext():
         result = {"training": training_results(dtype, [c for c in args.cases.split(",") if c])}
     if not args.mistake:  # the dynamic heads' peak search runs in fp32 whatever the features' dtype
@@ -311,17 +302,19 @@ def compare(refs: dict, a: dict, b: dict | None = None) -> dict:
     return report
 
 
-def compare_intermediates(a: dict, b: dict | None = None) -> dict:
-    """The largest intermediate deviation of ``a`` against ``b`` (None: against the golden tensors)."""
-    names = [k for k in a if not k.startswith("golden:")]
-    return worst({k: rel(a[k], a[f"golden:{k}"] if b is None else b[k]) for k in names})
+def deviation(refs: dict, a: dict, b: dict | None = None) -> dict:
+    """:func:`compare`, and the largest intermediate deviation of ``a`` against ``b`` (None: the golden tensors)."""
+    ours = {k: v for k, v in a["intermediates"].items() if not k.startswith("golden:")}
+    other = {k: a["intermediates"][f"golden:{k}"] for k in ours} if b is None else b["intermediates"]
+    return {**compare(refs, a, b), "intermediates": worst({k: rel(v, other[k]) for k, v in ours.items()})}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="the JSON report (default: benchmarks/results/parity_noise.json; "
                                               "with --smoke, none)")
-    ap.add_argument("--smoke", action="store_true", help="the intermediates only, one setting, no mistakes")
+    ap.add_argument("--smoke", action="store_true", help="the intermediates only, one setting, no mistakes, "
+                                                          "no OpenVINO")
     ap.add_argument("--work", type=Path, help="keep each run's results here and reuse those already there "
                                                "(default: a temporary folder)")
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -344,18 +337,13 @@ def main() -> None:
         model, flags = cpu_info()
         report = {"cpu": model, "instruction_set": instruction_set(flags), "torch": torch.__version__,
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                  "golden_vs_ours64": {**compare(refs, ours64), "intermediates":
-                                       compare_intermediates(ours64["intermediates"])},
-                  "settings": {}, "mistakes": {}}
+                  "golden_vs_ours64": deviation(refs, ours64), "settings": {}, "mistakes": {}}
         for tag, env in settings.items():
             ours32 = run_child(Path(tmp), tag, env, "float32", cases)
-            report["settings"][tag] = {
-                "env": env,
-                "ours32_vs_ours64": {**compare(refs, ours32, ours64), "intermediates":
-                                     compare_intermediates(ours32["intermediates"], ours64["intermediates"])},
-                "ours32_vs_golden": {**compare(refs, ours32), "intermediates":
-                                     compare_intermediates(ours32["intermediates"])}}
-            exports = run_child(Path(tmp), f"{tag}-exports", env, "float32", "exports")
+            report["settings"][tag] = {"env": env, "ours32_vs_ours64": deviation(refs, ours32, ours64),
+                                       "ours32_vs_golden": deviation(refs, ours32)}
+            exports = run_child(Path(tmp), f"{tag}-exports", env, "float32",
+                                "exports_onnx" if args.smoke else "exports")
             report["settings"][tag]["exports_vs_torch"] = {b: export_deviation(exports, b)
                                                            for b in ("onnxruntime", "openvino") if b in exports}
             report["flip_pair_swapped_px"] = flip_pair_distance(exports)
@@ -363,9 +351,7 @@ def main() -> None:
             report["mistakes"][mistake] = compare(refs, run_child(Path(tmp), mistake, {}, "float32", cases, mistake))
     out = args.out or (None if args.smoke else REPO / "benchmarks" / "results" / "parity_noise.json")
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json.tmp").write_text(json.dumps(report, indent=1) + "\n")
-        out.with_suffix(".json.tmp").replace(out)
+        atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     print(json.dumps(_summary(report), indent=1))
 
 

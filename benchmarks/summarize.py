@@ -60,25 +60,6 @@ def main(argv: list[str]) -> int:
         for r in reports:
             if r.get("variant") in ("optimized", "reference") and r["config"] == "fcpose_r50_fpn":
                 print("\n".join(stage_table(r)) + "\n")
-    onnx = root / "onnx_vs_torch_cpu.json"
-    if onnx.exists():
-        data = json.loads(onnx.read_text())
-        print("| preset | input | threshold | people | onnxruntime ms | torch optimised ms | torch reference ms |")
-        print("|---|---|---|---|---|---|---|")
-        for r in data["results"]:
-            for w in r["workloads"]:
-                print(f"| {r['config']} | {r['input_shape'][0]}x{r['input_shape'][1]} | {w['score_threshold']} | "
-                      f"{w['people']} / {w['torch_optimized_people']} | {w['onnxruntime_ms']['median']:.1f} | "
-                      f"{w['torch_optimized_ms']['median']:.1f} | {w['torch_reference_ms']['median']:.1f} |")
-        print()
-    for dev in sorted(root.glob("precision_deviation_*.json")):
-        d = json.loads(dev.read_text())
-        print(f"{d['precision']} vs fp32 ({d['config']}, {d['weights']} weights, {d['persons']} people x "
-              f"{len(d['images'])} images): keypoints median {d['keypoint_xy_px']['median']:.3f} px, p90 "
-              f"{d['keypoint_xy_px']['p90']:.3f} px, {100 * d['keypoint_xy_px']['share_over_1']:.1f}% over 1 px; "
-              f"boxes p90 {d['box_coord_px']['p90']:.3f} px; scores p90 {d['detection_score_abs']['p90']:.2e}; "
-              f"keypoint scores p90 {d['keypoint_score_abs']['p90']:.3f}; selection overlap "
-              f"{d['selection_overlap']:.2f}; network speed-up {d['speedup']:.2f}x\n")
     return 0
 
 

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fcpose.config import load_config
+from fcpose.data.synthetic import generate_dataset
+from fcpose.engine.evaluate import format_metrics, predict_dataset
+from fcpose.engine.evaluation import evaluate_keypoints
+from fcpose.engine.trainer import train
+from fcpose.fileio import atomic_write_text
+from fcpose.inference.predictor import Predictor
+from fcpose.weights.checkpoint import load_model
 
-from fcpose.config import load_config  # noqa: E402
-from fcpose.data.synthetic import generate_dataset  # noqa: E402
-from fcpose.engine.evaluate import format_metrics, predict_dataset  # noqa: E402
-from fcpose.engine.evaluation import evaluate_keypoints  # noqa: E402
-from fcpose.engine.trainer import train  # noqa: E402
-from fcpose.inference.predictor import Predictor  # noqa: E402
-from fcpose.weights.checkpoint import load_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -66,9 +66,8 @@ def main() -> int:
     metrics = held_out_metrics(result.model)  # the weight average when solver.ema_decay > 0
     times["eval_s"] = time.perf_counter() - t2
     times["total_s"] = time.perf_counter() - t0
-    raw_metrics = None
-    if cfg.solver.ema_decay > 0:  # for comparison (not timed): the last raw weights, kept in last.pt
-        raw_metrics = held_out_metrics(load_model(work / "run" / "last.pt"))
+    # for comparison (not timed): the last raw weights, kept in last.pt
+    raw_metrics = held_out_metrics(load_model(work / "run" / "last.pt")) if cfg.solver.ema_decay > 0 else None
 
     summary = {
         "what": "train on synthetic scenes (seed 1), keypoint AP on held-out synthetic scenes (seed 2)",
@@ -80,8 +79,7 @@ def main() -> int:
     }
     if raw_metrics is not None:
         summary["metrics_without_weight_average"] = raw_metrics
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(summary, indent=2))
+    atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(format_metrics(metrics))
     if raw_metrics is not None:
         print(f"without the weight average: keypoint AP {raw_metrics['keypoints']['AP']:.3f}")

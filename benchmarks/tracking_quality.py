@@ -1,20 +1,13 @@
 """Tracking quality on synthetic clips, with motmetrics (IDF1, ID switches, MOTA), trackeval (HOTA), and smoothing.
 
-(a) Tracker only: the ground-truth poses of ``--clips`` synthetic clips (figures walking both ways, so
-    they cross and occlude, bouncing off the borders, some turning; :mod:`fcpose.data.synthetic.clips`)
-    turned into detections with box and keypoint noise, random drop-outs, low-score detections and
-    false positives. The same detections go through pose-aware association (the default
-    ``tracker.pose_weight``) and IoU-only association (``pose_weight = 0``); both are reported.
-    Smoothing: mean frame-to-frame keypoint acceleration (jitter, px/frame^2) and mean keypoint error
-    against the ground truth, raw vs One-Euro smoothed, on the same tracks.
+(a) Tracker only: the ground-truth poses of ``--clips`` synthetic clips (figures crossing, occluding, turning;
+    :mod:`fcpose.data.synthetic.clips`) as detections with box and keypoint noise, drop-outs, low scores and
+    false positives, through pose-aware association (``tracker.pose_weight``) and IoU-only (``pose_weight=0``);
+    smoothing: keypoint jitter (mean acceleration, px/frame^2) and error against the truth, raw vs One-Euro.
+(b) With ``--weights``: end to end on rendered clips with a model, scored against the clips' ground truth.
 
-(b) With ``--weights``: end to end on rendered clips (``fcpose synth --video``-style MP4s) with a
-    model, scored against the clips' ground truth.
-
-HOTA, DetA and AssA (and trackeval's own IDF1 and ID switches, a cross-check of motmetrics') come from
-``trackeval`` when it is installed: ``pip install --no-deps trackeval`` (its metrics need only NumPy and
-SciPy; its declared dependencies include the non-headless ``opencv-python``, which would clash with
-``opencv-python-headless``). Without it HOTA is left out, with a note.
+HOTA, DetA and AssA come from ``trackeval`` when installed (``pip install --no-deps trackeval``: its declared
+dependencies include ``opencv-python``, which clashes with ``opencv-python-headless``); else left out.
 
     python benchmarks/tracking_quality.py --clips 24 --json benchmarks/results/tracking_quality.json
     python benchmarks/tracking_quality.py --clips 4 --frames 40 --weights assets/fcpose_synth_demo.pt \
@@ -24,28 +17,26 @@ SciPy; its declared dependencies include the non-headless ``opencv-python``, whi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
 import time
-from pathlib import Path
 
+import motmetrics as mm
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import motmetrics as mm  # noqa: E402
+from fcpose.config import TrackerConfig
+from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent
+from fcpose.fileio import atomic_write_text
+from fcpose.ops.boxes import box_iou
+from fcpose.tracking import PoseTracker
 
 try:
-    import trackeval  # noqa: E402
+    import trackeval
 except ImportError:  # optional: HOTA
     trackeval = None
-
-from fcpose.config import TrackerConfig  # noqa: E402
-from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent  # noqa: E402
-from fcpose.ops.boxes import box_iou  # noqa: E402
-from fcpose.tracking import PoseTracker  # noqa: E402
 
 
 def make_detections(clip, rng, *, drop=0.05, low=0.15, fp_rate=0.3, box_noise=0.03, kpt_noise=0.02):
@@ -128,29 +119,20 @@ def smoothing_stats(outputs) -> dict:
     for t, (out, src, gt) in enumerate(outputs):
         for j in range(len(out)):
             g = int(src[out.detection_index[j]])
-            if g < 0:
-                continue
-            tid = int(out.track_ids[j])
-            for k in range(17):
-                if gt.labelled[g, k]:
-                    series.setdefault((tid, k), []).append((t, out.keypoints[j, k, :2], out.raw_keypoints[j, k, :2],
-                                                            gt.keypoints[g, k]))
-    acc = {"smoothed": [], "raw": [], "truth": []}
+            for k in np.flatnonzero(gt.labelled[g]) if g >= 0 else ():
+                series.setdefault((int(out.track_ids[j]), int(k)), []).append(
+                    (t, out.keypoints[j, k, :2], out.raw_keypoints[j, k, :2], gt.keypoints[g, k]))
+    acc = {"smoothed": [], "raw": [], "ground_truth": []}
     err = {"smoothed": [], "raw": []}
     for items in series.values():
         for a, b, c in zip(items, items[1:], items[2:]):
-            if c[0] - a[0] != 2:  # three consecutive frames only
-                continue
-            for name, idx in (("smoothed", 1), ("raw", 2), ("truth", 3)):
-                acc[name].append(float(np.linalg.norm(c[idx] - 2 * b[idx] + a[idx])))
-        for it in items:
-            err["smoothed"].append(float(np.linalg.norm(it[1] - it[3])))
-            err["raw"].append(float(np.linalg.norm(it[2] - it[3])))
-    return {
-        "jitter_raw": float(np.mean(acc["raw"])), "jitter_smoothed": float(np.mean(acc["smoothed"])),
-        "jitter_ground_truth": float(np.mean(acc["truth"])),
-        "error_raw": float(np.mean(err["raw"])), "error_smoothed": float(np.mean(err["smoothed"])),
-    }
+            if c[0] - a[0] == 2:  # three consecutive frames only
+                for name, idx in (("smoothed", 1), ("raw", 2), ("ground_truth", 3)):
+                    acc[name].append(float(np.linalg.norm(c[idx] - 2 * b[idx] + a[idx])))
+        for name, idx in (("smoothed", 1), ("raw", 2)):
+            err[name] += [float(np.linalg.norm(it[idx] - it[3])) for it in items]
+    return {**{f"jitter_{k}": float(np.mean(v)) for k, v in acc.items()},
+            **{f"error_{k}": float(np.mean(v)) for k, v in err.items()}}
 
 
 METRICS = ["idf1", "num_switches", "mota", "motp", "num_false_positives", "num_misses", "num_unique_objects",
@@ -187,38 +169,33 @@ def count_crossings(frames) -> tuple[int, int]:
     for *_, gt in frames:
         cx = {int(t): 0.5 * (b[0] + b[2]) for t, b in zip(gt.track_ids, gt.boxes)}
         boxes = {int(t): b for t, b in zip(gt.track_ids, gt.boxes)}
-        if prev is not None:
-            ids = sorted(set(cx) & set(prev))
-            for a_i, a in enumerate(ids):
-                for b in ids[a_i + 1:]:
-                    if (cx[a] - cx[b]) * (prev[a] - prev[b]) < 0:
-                        crossings += 1
-                        iou = box_iou(torch.as_tensor(boxes[a][None]), torch.as_tensor(boxes[b][None]))
-                        overlapping += int(float(iou) > 0.3)
+        for a, b in itertools.combinations(sorted(set(cx) & set(prev or {})), 2):
+            if (cx[a] - cx[b]) * (prev[a] - prev[b]) < 0:
+                crossings += 1
+                iou = box_iou(torch.as_tensor(boxes[a][None]), torch.as_tensor(boxes[b][None]))
+                overlapping += int(float(iou) > 0.3)
         prev = cx
     return crossings, overlapping
 
 
+def variants() -> dict[str, TrackerConfig]:
+    """Pose-aware association (the default ``tracker.pose_weight``) and IoU-only (``pose_weight = 0``)."""
+    return {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
+
+
 def tracker_only(args) -> dict:
     base = TrackerConfig()
-    variants = {"pose_aware": TrackerConfig(pose_weight=base.pose_weight),
-                "iou_only": TrackerConfig(pose_weight=0.0)}
-    accs = {k: [] for k in variants}
-    smooth_outputs = []
-    crossings = [0, 0]
+    accs = {k: [] for k in variants()}
+    smooth_outputs, crossings = [], np.zeros(2, np.int64)
     t0 = time.perf_counter()
     for c in range(args.clips):
         clip = clip_for(args.seed, c, num_frames=args.frames, min_people=args.min_people, max_people=args.max_people)
         frames = make_detections(clip, np.random.default_rng([args.seed, c, 1]), drop=args.drop,
                                  box_noise=args.box_noise, kpt_noise=args.kpt_noise, fp_rate=args.fp_rate)
-        c_all, c_overlap = count_crossings(frames)
-        crossings[0] += c_all
-        crossings[1] += c_overlap
-        for name, cfg in variants.items():
-            acc, _ = run_tracker(frames, cfg)
-            accs[name].append(acc)
-        _, outs = run_tracker(frames, TrackerConfig(pose_weight=base.pose_weight, smooth=True))
-        smooth_outputs += [outs]
+        crossings += count_crossings(frames)
+        for name, cfg in variants().items():
+            accs[name].append(run_tracker(frames, cfg)[0])
+        smooth_outputs.append(run_tracker(frames, TrackerConfig(pose_weight=base.pose_weight, smooth=True))[1])
     names = [f"clip_{c:03d}" for c in range(args.clips)]
     result = {name: summarize(a, names) for name, a in accs.items()}
     stats = [smoothing_stats(o) for o in smooth_outputs]
@@ -227,7 +204,7 @@ def tracker_only(args) -> dict:
     sm["error_change"] = sm["error_smoothed"] / sm["error_raw"] - 1.0
     sm.update(min_cutoff=base.min_cutoff, beta=base.beta, d_cutoff=base.d_cutoff)
     result["smoothing"] = sm
-    result["crossings"] = {"pairs_passing_each_other": crossings[0], "with_box_iou_above_0.3": crossings[1]}
+    result["crossings"] = {"pairs_passing_each_other": int(crossings[0]), "with_box_iou_above_0.3": int(crossings[1])}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -238,21 +215,17 @@ def end_to_end(args) -> dict:
     from fcpose.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.weights, device="cpu", min_size=args.size, max_size=args.max_size)
-    variants = {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
-    accs = {k: [] for k in variants}
-    names = []
-    t0 = time.perf_counter()
-    frames_done = 0
-    net_seconds = 0.0
+    accs = {k: [] for k in variants()}
+    names = [f"clip_{c:03d}" for c in range(args.clips)]
+    t0, net_seconds = time.perf_counter(), 0.0
     for c in range(args.clips):
         clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
                         max_people=args.max_people)
-        trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0) for k, cfg in variants.items()}
-        acc = {k: Sequence() for k in variants}
+        trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0)
+                    for k, cfg in variants().items()}
+        acc = {k: Sequence() for k in trackers}
         for t in range(clip.num_frames):
-            scene, _ = clip.scene(t)
-            image = scene.render().image
-            gt = clip.ground_truth(t)
+            image, gt = clip.scene(t)[0].render().image, clip.ground_truth(t)
             t1 = time.perf_counter()
             dets = predictor(image)
             net_seconds += time.perf_counter() - t1
@@ -260,10 +233,8 @@ def end_to_end(args) -> dict:
                 people = tracker.update_detections(dets)
                 keep = people.scores >= args.e2e_min_score
                 acc[k].update(gt.track_ids, gt.boxes, people.track_ids[keep], people.boxes[keep])
-            frames_done += 1
-        for k in variants:
+        for k in trackers:
             accs[k].append(acc[k])
-        names.append(f"clip_{c:03d}")
         print(f"(b) clip {c + 1}/{args.clips} done", file=sys.stderr, flush=True)
     out = {k: summarize(a, names) for k, a in accs.items()}
     out.update(weights=str(args.weights), clips=args.clips, frames=args.frames, size=predictor.min_size,
@@ -272,10 +243,13 @@ def end_to_end(args) -> dict:
     return out
 
 
-def _hota_text(m: dict) -> str:
+def _line(m: dict) -> str:
+    """One variant's scores on one line (trackeval's when installed)."""
+    text = (f"IDF1 {m['idf1']:.4f}  ID switches {m['num_switches']:4d}  MOTA {m['mota']:.4f}  FP "
+            f"{m['num_false_positives']}  misses {m['num_misses']}  fragmentations {m['num_fragmentations']}")
     t = m.get("trackeval")
-    return "" if t is None else (f"  | trackeval: HOTA {t['HOTA']:.4f} DetA {t['DetA']:.4f} AssA {t['AssA']:.4f} "
-                                 f"IDF1 {t['IDF1']:.4f} IDSW {t['IDSW']}")
+    return text + ("" if t is None else f"  | trackeval: HOTA {t['HOTA']:.4f} DetA {t['DetA']:.4f} AssA "
+                                        f"{t['AssA']:.4f} IDF1 {t['IDF1']:.4f} IDSW {t['IDSW']}")
 
 
 def main() -> int:
@@ -309,10 +283,7 @@ def main() -> int:
         report["tracker_only"] = tracker_only(args)
         r = report["tracker_only"]
         for name in ("pose_aware", "iou_only"):
-            m = r[name]
-            print(f"(a) {name:10s} IDF1 {m['idf1']:.4f}  ID switches {m['num_switches']:4d}  MOTA {m['mota']:.4f}  "
-                  f"FP {m['num_false_positives']}  misses {m['num_misses']}  fragmentations {m['num_fragmentations']}"
-                  + _hota_text(m))
+            print(f"(a) {name:10s} {_line(r[name])}")
         print(f"(a) {r['crossings']['pairs_passing_each_other']} crossings "
               f"({r['crossings']['with_box_iou_above_0.3']} with box IoU > 0.3)")
         s = r["smoothing"]
@@ -322,13 +293,9 @@ def main() -> int:
     if args.weights:
         report["end_to_end"] = end_to_end(args)
         for name in ("pose_aware", "iou_only"):
-            m = report["end_to_end"][name]
-            print(f"(b) {name:10s} end to end ({args.weights}): IDF1 {m['idf1']:.4f}  ID switches "
-                  f"{m['num_switches']}  MOTA {m['mota']:.4f}  FP {m['num_false_positives']}  "
-                  f"misses {m['num_misses']}" + _hota_text(m))
+            print(f"(b) {name:10s} end to end ({args.weights}): {_line(report['end_to_end'][name])}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fcpose.config import load_config  # noqa: E402
-from fcpose.engine.trainer import TrainSession  # noqa: E402
+from fcpose.config import load_config
+from fcpose.engine.trainer import TrainSession
+from fcpose.fileio import atomic_write_text
 
 SHARED = Path(os.environ.get("FCPOSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -128,8 +127,7 @@ def main(argv=None) -> int:
                           "cpus": os.cpu_count(), "torch": torch.__version__,
                           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
               "runs": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=1))
+    atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
     print(f"-> {args.json}")
     return 0
 

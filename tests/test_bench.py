@@ -131,44 +131,6 @@ def test_synthetic_image_resizes_to_the_test_size():
     assert resize_shape(*img.shape[:2], 512, 736) == (512, 736)
 
 
-def test_train_throughput_benchmark_runs_ci_sized(coco_tiny, tmp_path):
-    """benchmarks/train_throughput.py on the CPU, CI-sized: images/s, the time split and the JSON."""
-    import importlib.util
-    import json as _json
-    from pathlib import Path as _Path
-
-    path = _Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    spec = importlib.util.spec_from_file_location("train_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path / "tp.json"
-    assert module.main(["--config", "overfit_tiny", "--data", str(coco_tiny / "person_keypoints.json"),
-                        "--device", "cpu", "--batch", "1", "--precision", "fp32", "--size", "128", "--steps", "1",
-                        "--warmup", "1", "--workers", "0", "--json", str(out)]) == 0
-    (run,) = _json.loads(out.read_text())["runs"]
-    assert run["images_per_sec"] > 0 and run["precision"] == "fp32" and run["batch"] == 1
-    assert set(run["split_ms"]) == {"data", "forward_loss", "backward", "optimizer"}
-    assert all(v >= 0 for v in run["split_ms"].values())
-
-
-def test_parity_noise_benchmark_smoke(golden, tmp_path):
-    """benchmarks/parity_noise.py --smoke (the golden intermediates in float64 and fp32, the exports): the
-    report, and ours within the intermediates' tolerance of the golden data (docs/parity.md)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("onnxruntime")
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "parity_noise.py"
-    out = tmp_path / "noise.json"
-    subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], check=True, capture_output=True)
-    report = json.loads(out.read_text())
-    setting = report["settings"]["as_is"]
-    assert 0 < report["golden_vs_ours64"]["intermediates"]["max"] < 3.2e-5
-    assert 0 < setting["ours32_vs_ours64"]["intermediates"]["max"] < 3.2e-5
-    assert setting["exports_vs_torch"]["onnxruntime"]["keypoints"] > 0 and report["flip_pair_swapped_px"] > 1
-
-
 def forced_people(model, dense, params, num, per_person):
     """The benchmark's forced-N selection (stage 1) with ``params``."""
     return ForcedSelection(PostProcessor.from_model(model, params), num, per_person).select(dense)

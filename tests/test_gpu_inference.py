@@ -435,7 +435,7 @@ def test_cuda_fixed_postprocess_never_synchronises():
 @pytest.fixture(scope="module")
 def golden_runs(golden, coco_tiny):
     """Dense outputs of the golden R-50 at short side 512 for two coco_tiny images, with both resizes (the
-    benchmark, benchmarks/preprocess_deviation.py, runs all four at 512 and 800)."""
+    measurement in docs/gpu.md §1 ran all four at 512 and 800)."""
     from fcpose.data.images import read_image
     from fcpose.weights.checkpoint import load_model
 
@@ -469,7 +469,7 @@ def test_golden_fixed_postprocess_equals_dynamic(golden_runs):
 
 def test_golden_device_resize_moves_keypoints_little(golden_runs):
     """The same people (generating locations) from both resizes, keypoints a fraction of a pixel apart
-    (docs/gpu.md has the distribution and the AP of both, from benchmarks/preprocess_deviation.py)."""
+    (docs/gpu.md §1 has the distribution and the AP of both, and the command that measured them)."""
     deviations = []
     for (mode, name), (predictor, dense, size, out) in golden_runs.items():
         if mode != "host":

@@ -15,10 +15,16 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _default_sigint():
+    """In the child: Ctrl-C's default action. A suite started as a background job (``cmd &`` in a script) hands its
+    children an ignored SIGINT, and Python then installs no KeyboardInterrupt handler: the signal would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "fcpose", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _wait_for(proc, condition, what, limit=300.0):

@@ -630,8 +630,8 @@ def _calibrate_backbone(model: FCPose, dataset: CocoKeypointDataset, cfg: FCPose
         if precision.name == "fp16":
             print("warning: solver.precision=fp16 with a FrozenBN backbone trained from scratch: nothing in the "
                   "backbone and FPN normalises with trained statistics, and their activations outgrow float16's "
-                  "65,504 within a few steps (see docs/gpu.md (fp16 range audit)); use bf16 (fp32's range) or "
-                  "model.backbone.norm=GN", file=sys.stderr)
+                  "65,504 within a few steps (README: fp16 and the NaN of the first GPU run); use bf16 (fp32's "
+                  "range) or model.backbone.norm=GN", file=sys.stderr)
 
 
 def _compiled(model: nn.Module, verbose: bool) -> nn.Module:

@@ -1,0 +1,139 @@
+"""Every script in benchmarks/ runs, CI-sized (tiny presets and sizes, one repetition, outputs in tmp_path).
+
+These check that the scripts still work against the library, not what they measure: no timing is asserted.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+DEMO = REPO / "assets" / "fcpose_synth_demo.pt"
+
+
+def run(script: str, *args, ok=(0,), env=None) -> subprocess.CompletedProcess:
+    """``python benchmarks/SCRIPT ARGS`` with this checkout's fcpose first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    cmd = ["bash", str(BENCH / script)] if script.endswith(".sh") else [sys.executable, str(BENCH / script)]
+    result = subprocess.run([*cmd, *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode in ok, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_run_all_smoke_bench_people_plot_and_summarize(tmp_path):
+    """run_all.sh --smoke: bench_people.py (a preset, a variant), plot_people.py, then summarize.py on them."""
+    run("run_all.sh", "--smoke", env={"BENCH_OUT": str(tmp_path), "PYTHON": sys.executable})
+    for variant in ("optimized", "reference"):
+        report = json.loads((tmp_path / f"people_fcpose_r18_tiny_cpu_{variant}.json").read_text())
+        assert [e["persons"] for e in report["results"]] == [1, 2] and report["variant"] == variant
+    assert (tmp_path / "people.png").stat().st_size > 0
+    assert "| fcpose_r18_tiny | optimized fp32 |" in run("summarize.py", tmp_path).stdout
+
+
+def test_gpu_inference_check_small(tmp_path):
+    out = tmp_path / "gpu.json"
+    run("gpu_inference_check.py", "--device", "cpu", "--small", "--out", out)
+    assert json.loads(out.read_text())
+
+
+def test_video_pipeline(demo_video, tmp_path):
+    out = tmp_path / "video.json"
+    run("video_pipeline.py", "--video", demo_video, "--presets", "fcpose_r18_tiny", "--size", 64, "--frames", 2,
+        "--rounds", 1, "--no-serial", "--json", out)
+    assert json.loads(out.read_text())
+
+
+def test_serve_load(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "serve.json"
+    run("serve_load.py", "--clients", 1, "--seconds", 1, "--rounds", 1, "--warmup", 1, "--model-reps", 1,
+        "--size", 128, "--json", out)
+    assert json.loads(out.read_text())
+
+
+def test_train_throughput(coco_tiny, tmp_path):
+    """images/s, the time split and the JSON."""
+    out = tmp_path / "tp.json"
+    run("train_throughput.py", "--config", "overfit_tiny", "--data", coco_tiny / "person_keypoints.json",
+        "--device", "cpu", "--batch", 1, "--precision", "fp32", "--size", 128, "--steps", 1, "--warmup", 1,
+        "--workers", 0, "--json", out)
+    (result,) = json.loads(out.read_text())["runs"]
+    assert result["images_per_sec"] > 0 and result["precision"] == "fp32" and result["batch"] == 1
+    assert set(result["split_ms"]) == {"data", "forward_loss", "backward", "optimizer"}
+    assert all(v >= 0 for v in result["split_ms"].values())
+
+
+def test_parity_noise_smoke(golden, tmp_path):
+    """--smoke (the golden intermediates in float64 and fp32, the exports): the report, and ours within the
+    intermediates' tolerance of the golden data (docs/parity.md)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "noise.json"
+    run("parity_noise.py", "--smoke", "--out", out)
+    report = json.loads(out.read_text())
+    setting = report["settings"]["as_is"]
+    assert 0 < report["golden_vs_ours64"]["intermediates"]["max"] < 3.2e-5
+    assert 0 < setting["ours32_vs_ours64"]["intermediates"]["max"] < 3.2e-5
+    assert setting["exports_vs_torch"]["onnxruntime"]["keypoints"] > 0 and report["flip_pair_swapped_px"] > 1
+
+
+def test_tracking_quality_tracker_only_and_end_to_end(tmp_path):
+    pytest.importorskip("motmetrics")
+    out = tmp_path / "tracking.json"
+    run("tracking_quality.py", "--clips", 1, "--frames", 6, "--weights", DEMO, "--size", 128, "--json", out)
+    report = json.loads(out.read_text())
+    assert 0 <= report["tracker_only"]["pose_aware"]["idf1"] <= 1
+    assert set(report["end_to_end"]) >= {"pose_aware", "iou_only"}
+
+
+def test_keypoint_error_analysis(tiny_checkpoint, coco_tiny, tmp_path):
+    out = tmp_path / "errors.json"
+    run("keypoint_error_analysis.py", "--weights", tiny_checkpoint, "--data", coco_tiny / "person_keypoints.json",
+        "--images", coco_tiny, "--size", 128, "--json", out)
+    assert "oracle_keypoints" in json.loads(out.read_text())["keypoint_AP"]
+
+
+def _needs_openvino():
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from fcpose.cpu import onednn_cap_below_cpu
+
+    if onednn_cap_below_cpu():
+        pytest.skip("OpenVINO crashes under a capped oneDNN (ONEDNN_MAX_CPU_ISA below the CPU)")
+
+
+def test_openvino_int8_speed(tmp_path):
+    _needs_openvino()
+    run("openvino_int8.py", "speed", "--presets", "fcpose_r18_tiny", "--runs", 1, "--calib-images", 1,
+        "--out-dir", tmp_path)
+    assert "openvino-int8" in json.loads((tmp_path / "openvino_speed.json").read_text())["presets"]["fcpose_r18_tiny"]
+
+
+@pytest.mark.slow
+def test_openvino_int8_accuracy(tmp_path):
+    """Three exports (fp32, int8, int8 with the heads) and four evaluations, each a process: minutes."""
+    _needs_openvino()
+    out = tmp_path / "accuracy.json"
+    run("openvino_int8.py", "accuracy", "--sets", "synthetic", "--calib", 2, "--heldout", 2, "--work",
+        tmp_path / "work", "--out", out)
+    assert set(json.loads(out.read_text())["sets"]["synthetic"]["variants"]) == {
+        "openvino_fp32", "openvino_int8", "openvino_int8_heads_int8"}
+
+
+def test_overfit_official(coco_tiny, tmp_path):
+    """Two iterations: the JSON is written; the target is not met (exit status 1)."""
+    out = tmp_path / "overfit.json"
+    run("overfit_official.py", "--set", "solver.max_iter=2", "--out", out, ok=(0, 1))
+    assert json.loads(out.read_text())["iterations"] == 2
+
+
+def test_synthetic_generalization(tmp_path):
+    out = tmp_path / "synth.json"
+    run("synthetic_generalization.py", "--train", 4, "--val", 2, "--work", tmp_path / "work",
+        "--set", "solver.max_iter=2", "--json", out)
+    assert json.loads(out.read_text())["iterations"] == 2
