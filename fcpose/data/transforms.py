@@ -40,12 +40,6 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def upload_image(image: np.ndarray, device: torch.device | str) -> Tensor:
-    """``uint8 [H, W, 3]`` numpy -> ``uint8 [3, H, W]`` tensor on ``device`` (a view on the CPU): one image
-    through a :class:`HostUpload` of its own (callers that upload often keep one :class:`HostUpload`)."""
-    return HostUpload()(image, torch.device(device))
-
-
 class HostUpload:
     """An RGB ``uint8 [H, W, 3]`` array -> a ``uint8 [3, H, W]`` tensor on the device (a channels-last view of
     ``[H, W, 3]``): on a GPU the array is copied into a pinned host buffer, reused between calls (grown to the
