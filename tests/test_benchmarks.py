@@ -41,13 +41,6 @@ def test_gpu_inference_check_small(tmp_path):
     assert json.loads(out.read_text())
 
 
-def test_video_pipeline(demo_video, tmp_path):
-    out = tmp_path / "video.json"
-    run("video_pipeline.py", "--video", demo_video, "--presets", "fcpose_r18_tiny", "--size", 64, "--frames", 2,
-        "--rounds", 1, "--no-serial", "--json", out)
-    assert json.loads(out.read_text())
-
-
 def test_serve_load(tmp_path):
     pytest.importorskip("starlette")
     pytest.importorskip("uvicorn")
