@@ -26,13 +26,14 @@ def run(script: str, *args, ok=(0,), env=None) -> subprocess.CompletedProcess:
 
 
 def test_run_all_smoke_bench_people_plot_and_summarize(tmp_path):
-    """run_all.sh --smoke: bench_people.py (a preset, a variant), plot_people.py, then summarize.py on them."""
+    """run_all.sh --smoke: bench_people.py (a preset, a variant), plot_people.py, then its --tables on them."""
     run("run_all.sh", "--smoke", env={"BENCH_OUT": str(tmp_path), "PYTHON": sys.executable})
     for variant in ("optimized", "reference"):
         report = json.loads((tmp_path / f"people_fcpose_r18_tiny_cpu_{variant}.json").read_text())
         assert [e["persons"] for e in report["results"]] == [1, 2] and report["variant"] == variant
     assert (tmp_path / "people.png").stat().st_size > 0
-    assert "| fcpose_r18_tiny | optimized fp32 |" in run("summarize.py", tmp_path).stdout
+    tables = run("plot_people.py", "--tables", *tmp_path.glob("people_*.json")).stdout
+    assert "| fcpose_r18_tiny | optimized fp32 |" in tables
 
 
 def test_gpu_inference_check_small(tmp_path):
