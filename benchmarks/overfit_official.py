@@ -1,9 +1,6 @@
-"""Over-fitting check of the official training recipe on coco_tiny (4 real COCO val2017 images).
-
-Trains ``overfit_tiny_official`` (ResNet-18/GN from scratch, the official basis module with its auxiliary
-heads, ``loss.recipe: official``) with ``fcpose train`` and scores it with ``fcpose eval`` on the same images.
-Target: keypoint AP >= 0.9 within 10 minutes on 2 CPU cores. Prints and writes JSON
-(default ``benchmarks/results/overfit_official.json``).
+"""Over-fitting check of the official training recipe on coco_tiny: ``fcpose train --config
+overfit_tiny_official``, then ``fcpose eval`` on the same images. Target: keypoint AP >= 0.9 within 10 minutes on
+2 CPU cores (docs/official_training.md). Writes ``benchmarks/results/overfit_official.json`` (``--out``).
 
     python benchmarks/overfit_official.py [--data ANN.json --images DIR] [--set key=value ...] [--out F]
 """

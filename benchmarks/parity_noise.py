@@ -1,15 +1,8 @@
 """The noise floor under the golden parity tolerances, and how far a real mistake moves the same numbers.
 
-Two fp32 implementations of the same maths (ours and the official code, on different CPUs) differ by the
-rounding of both. Measured, per instruction-set setting (``SETTINGS``), each in a fresh process:
-``ours32 vs ours64`` (our fp32 against the same computation in float64, the criterion's fp32 casts kept at
-float64); ``golden vs ours64`` (the golden data's own rounding, plus any true difference between the codes);
-``ours32 vs golden`` (what the tests check); ``mistake`` (that, with a deliberate error: a loss term dropped,
-keypoint targets one cell off, the location grid one pixel off); ``exports_vs_torch`` (onnxruntime and OpenVINO
-fp32 against PyTorch fp32 on the tests' tiny model and coco_tiny, and what a swapped flip pair would move).
-Measures are the tests': a tensor's ``max|a - b| / max|b|``, a loss's or norm's relative error; each group
-reports its largest value and where. A tolerance with a margin over ``max(ours32 vs ours64) + golden vs
-ours64`` holds on any CPU of the same fp32 rounding; the mistakes show how far above it an error lands.
+Ours in float64 and in fp32 under each instruction-set setting (``SETTINGS``), three deliberate ``MISTAKES``
+and the exports against PyTorch, each in a fresh process, measured as the parity tests measure; each group
+reports its largest value and where. docs/parity.md says what is compared and how the tolerances follow.
 
     python benchmarks/parity_noise.py            # about 15 minutes on 2 cores; needs ../shared
     python benchmarks/parity_noise.py --smoke    # the intermediates only, one setting, onnxruntime (the tests')

@@ -3,10 +3,8 @@
     python benchmarks/synthetic_generalization.py [--train 2000] [--val 200] [--work /tmp/fcpose_synth]
                                                   [--config benchmarks/configs/synth_r18.yaml] [--set k=v ...]
 
-Steps (each timed): generate the training set (seed 1) and the held-out set (seed 2, different scenes),
-train the config from scratch on CPU, evaluate keypoint AP on the held-out scenes. Prints a summary
-and writes ``benchmarks/results/synthetic_generalization.json``. Target: keypoint AP >= 0.7 within
-30 minutes of wall time on a 2-core CPU.
+Generate (seeds 1 and 2), train from scratch, evaluate, each timed; writes
+``benchmarks/results/synthetic_generalization.json``. Target: keypoint AP >= 0.7 within 30 minutes on 2 cores.
 """
 
 from __future__ import annotations

@@ -3,12 +3,9 @@
     python benchmarks/train_throughput.py --config fcpose_r50_official --device cuda --batch 16 --precision bf16
     python benchmarks/train_throughput.py --config overfit_tiny --device cpu --batch 2 --size 256 --steps 6  # CI-sized
 
-Runs the real :class:`~fcpose.engine.trainer.TrainSession` (data loader, precision policy, fused optimiser) on a
-COCO-format dataset (default: ``coco_tiny`` from the shared data) and times each step's parts — data wait, forward
-(network + targets + losses), backward, optimiser — with the device synchronised around each part (so the split
-is exact; the images/s line is also measured *without* those synchronisations, as training runs). The first
-``--warmup`` steps (cuDNN autotuning, allocator growth, fp16 scale calibration) are not counted. Prints a table
-and writes JSON (``--json``, default ``benchmarks/results/train_throughput.json``).
+The real :class:`~fcpose.engine.trainer.TrainSession` on a COCO-format dataset (default ``coco_tiny``), each step
+split with the device synchronised around each part; images/s measured without those synchronisations; the
+first ``--warmup`` steps not counted. Writes ``--json`` (default ``benchmarks/results/train_throughput.json``).
 """
 
 from __future__ import annotations
