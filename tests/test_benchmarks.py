@@ -101,19 +101,12 @@ def _needs_openvino():
         pytest.skip("OpenVINO crashes under a capped oneDNN (ONEDNN_MAX_CPU_ISA below the CPU)")
 
 
-def test_openvino_int8_speed(tmp_path):
-    _needs_openvino()
-    run("openvino_int8.py", "speed", "--presets", "fcpose_r18_tiny", "--runs", 1, "--calib-images", 1,
-        "--out-dir", tmp_path)
-    assert "openvino-int8" in json.loads((tmp_path / "openvino_speed.json").read_text())["presets"]["fcpose_r18_tiny"]
-
-
 @pytest.mark.slow
 def test_openvino_int8_accuracy(tmp_path):
     """Three exports (fp32, int8, int8 with the heads) and four evaluations, each a process: minutes."""
     _needs_openvino()
     out = tmp_path / "accuracy.json"
-    run("openvino_int8.py", "accuracy", "--sets", "synthetic", "--calib", 2, "--heldout", 2, "--work",
+    run("openvino_int8.py", "--sets", "synthetic", "--calib", 2, "--heldout", 2, "--work",
         tmp_path / "work", "--out", out)
     assert set(json.loads(out.read_text())["sets"]["synthetic"]["variants"]) == {
         "openvino_fp32", "openvino_int8", "openvino_int8_heads_int8"}
