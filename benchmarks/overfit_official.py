@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from fcpose.bench.machine import loadavg, own_cpu_seconds
 from fcpose.cli import main as fcpose_main
 from fcpose.fileio import atomic_write_text
 
@@ -49,14 +48,8 @@ def run(data: Path, images: Path, overrides: list[str], work: Path) -> dict:
             "first_loss": losses[0].get("total_loss"), "last_loss": losses[-1].get("total_loss"),
             "iterations": losses[-1].get("iter"), "torch": torch.__version__, "threads": torch.get_num_threads(),
             # on a machine shared with other jobs, cpu_seconds / threads estimates the wall time on an idle one
-            "cpu_seconds": round(_cpu_seconds(), 1), "load_average_1min": round(os.getloadavg()[0], 2),
+            "cpu_seconds": round(own_cpu_seconds(), 1), "load_average_1min": (loadavg() or [None])[0],
             "machine": platform.processor() or platform.machine()}
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
