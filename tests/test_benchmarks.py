@@ -112,15 +112,16 @@ def test_openvino_int8_accuracy(tmp_path):
         "openvino_fp32", "openvino_int8", "openvino_int8_heads_int8"}
 
 
-def test_overfit_official(coco_tiny, tmp_path):
-    """Two iterations: the JSON is written; the target is not met (exit status 1)."""
+def test_train_check_overfit(coco_tiny, tmp_path):
+    """Two iterations: the JSON is written; the target is not met."""
     out = tmp_path / "overfit.json"
-    run("overfit_official.py", "--set", "solver.max_iter=2", "--out", out, ok=(0, 1))
-    assert json.loads(out.read_text())["iterations"] == 2
+    run("train_check.py", "overfit", "--set", "solver.max_iter=2", "--out", out)
+    report = json.loads(out.read_text())
+    assert report["iterations"] == 2 and report["met"] is False
 
 
-def test_synthetic_generalization(tmp_path):
+def test_train_check_synthetic(tmp_path):
     out = tmp_path / "synth.json"
-    run("synthetic_generalization.py", "--train", 4, "--val", 2, "--work", tmp_path / "work",
-        "--set", "solver.max_iter=2", "--json", out)
+    run("train_check.py", "synthetic", "--train", 4, "--val", 2, "--work", tmp_path / "work",
+        "--set", "solver.max_iter=2", "--out", out)
     assert json.loads(out.read_text())["iterations"] == 2
