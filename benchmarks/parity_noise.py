@@ -304,12 +304,9 @@ def deviation(refs: dict, a: dict, b: dict | None = None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, help="the JSON report (default: benchmarks/results/parity_noise.json; "
-                                              "with --smoke, none)")
-    ap.add_argument("--smoke", action="store_true", help="the intermediates only, one setting, no mistakes, "
-                                                          "no OpenVINO")
-    ap.add_argument("--work", type=Path, help="keep each run's results here and reuse those already there "
-                                               "(default: a temporary folder)")
+    ap.add_argument("--out", type=Path, help="the JSON report (default: results/parity_noise.json; --smoke: none)")
+    ap.add_argument("--smoke", action="store_true", help="the intermediates only, one setting, no mistakes or OpenVINO")
+    ap.add_argument("--work", type=Path, help="keep each run's results here and reuse those already there")
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--cases", default="A,B,live", help=argparse.SUPPRESS)
@@ -321,9 +318,8 @@ def main() -> None:
     settings = {"as_is": {}} if args.smoke else SETTINGS
     refs = golden_references([c for c in cases.split(",") if c])
     with tempfile.TemporaryDirectory() as tmp:
-        if args.work:
-            args.work.mkdir(parents=True, exist_ok=True)
-            tmp = args.work
+        tmp = args.work or tmp
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         ours64 = run_child(Path(tmp), "float64", {}, "float64", cases)
         from fcpose.cpu import cpu_info, instruction_set
 

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds
+from fcpose.fileio import atomic_write_text
 
-from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds  # noqa: E402
-from fcpose.fileio import atomic_write_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _proc_cpu_seconds(pid: int) -> float:
