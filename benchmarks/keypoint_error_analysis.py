@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fcpose.bench.people import write_json
 from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images, resize_shape
 from fcpose.engine.evaluate import predict_dataset
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt
-from fcpose.fileio import atomic_write_text
 from fcpose.inference.predictor import Predictor
 from fcpose.ops.boxes import box_iou
 from fcpose.targets.keypoints import decode_offsets, gather_offsets
@@ -254,7 +254,7 @@ def main() -> int:
                **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas,
                          input_scale=scale, stride=model.strides[0]),
                "offsets_at_truth": offsets_at_truth(model, predictor, gt, args.images)}
-    atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+    write_json(summary, args.json)
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("per_keypoint")}, indent=2))
     return 0
 

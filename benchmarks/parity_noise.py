@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fcpose.fileio import atomic_write_text
+from fcpose.bench.people import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the parity tests' own helpers: one implementation of each comparison
@@ -340,7 +340,7 @@ def main() -> None:
             report["mistakes"][mistake] = compare(refs, run_child(Path(tmp), mistake, {}, "float32", cases, mistake))
     out = args.out or (None if args.smoke else REPO / "benchmarks" / "results" / "parity_noise.json")
     if out:
-        atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+        write_json(report, out)
     print(json.dumps(_summary(report), indent=1))
 
 

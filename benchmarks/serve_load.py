@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds
-from fcpose.fileio import atomic_write_text
+from fcpose.bench.people import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -281,8 +281,7 @@ def main() -> int:
         "contention": contention, "cpus": os.cpu_count(), "note": args.note,
     }
     print_table(report, args.max_batch)
-    path = atomic_write_text(args.json, json.dumps(report, indent=2) + "\n", what="benchmark report")
-    print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0 if failed == 0 and all(code == 0 for code in exits.values()) else 1
 
 

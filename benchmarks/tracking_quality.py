@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import sys
 import time
@@ -22,9 +21,9 @@ import motmetrics as mm
 import numpy as np
 import torch
 
+from fcpose.bench.people import write_json
 from fcpose.config import TrackerConfig
 from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent
-from fcpose.fileio import atomic_write_text
 from fcpose.ops.boxes import box_iou
 from fcpose.tracking import PoseTracker
 
@@ -290,7 +289,7 @@ def main() -> int:
         for name in ("pose_aware", "iou_only"):
             print(f"(b) {name:10s} end to end ({args.weights}): {_line(report['end_to_end'][name])}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        write_json(report, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from fcpose.bench.machine import loadavg, machine_info, own_cpu_seconds
+from fcpose.bench.people import write_json
 from fcpose.config import load_config
 from fcpose.data.synthetic import generate_dataset
 from fcpose.engine.evaluate import run_eval
 from fcpose.engine.trainer import train
-from fcpose.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_TINY = REPO.parent / "shared" / "data" / "coco_tiny"
@@ -109,7 +109,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = run_check(args, Path(args.work or tmp))
     out = args.out or REPO / "benchmarks" / "results" / CHECKS[args.check][3]
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    write_json(report, out)
     print(f"keypoint AP {report['keypoint_AP']:.3f} after {report['iterations']} iterations; wall time "
           f"{report['times']['total_s'] / 60:.1f} min (target {report['target']}: "
           f"{'met' if report['met'] else 'not met'}) -> {out}")

@@ -11,7 +11,6 @@ first ``--warmup`` steps not counted. Writes ``--json`` (default ``benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,9 +21,9 @@ from pathlib import Path
 import torch
 
 from fcpose.bench.machine import machine_info, sync
+from fcpose.bench.people import write_json
 from fcpose.config import load_config
 from fcpose.engine.trainer import TrainSession
-from fcpose.fileio import atomic_write_text
 
 SHARED = Path(os.environ.get("FCPOSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
                   f"{s['forward_loss']:.0f}, backward {s['backward']:.0f}, optimizer {s['optimizer']:.0f}{mem}",
                   flush=True)
     report = {"machine": machine_info(torch.device(args.device)), "runs": rows}
-    atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
+    write_json(report, args.json)
     print(f"-> {args.json}")
     return 0
 
