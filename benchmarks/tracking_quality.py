@@ -289,8 +289,7 @@ def main() -> int:
         for name in ("pose_aware", "iou_only"):
             print(f"(b) {name:10s} end to end ({args.weights}): {_line(report['end_to_end'][name])}")
     if args.json:
-        write_json(report, args.json)
-        print(f"wrote {args.json}", file=sys.stderr)
+        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0
 
 
