@@ -1,18 +1,12 @@
-"""Latency against the number of people for every preset (and variants), one JSON report each.
+"""Latency against the number of people for every preset (and ``VARIANTS``), one JSON report each.
 
     python benchmarks/bench_people.py                       # all presets, optimised fp32, CPU
     python benchmarks/bench_people.py --presets fcpose_r50_fpn --variants optimized,reference,bf16,nchw
     python benchmarks/bench_people.py --weights model.pt --presets my_run   # a checkpoint (name used for the file)
 
 Writes ``benchmarks/results/people_<preset>_<device>_<variant>.json`` (the format of ``fcpose bench --json``,
-see :mod:`fcpose.bench.people`) and prints each report's table. Variants: ``optimized`` (folded BN, channels-last,
-fast dynamic heads; what ``fcpose predict`` runs), ``reference`` (the model as built and the reference
-decoder), ``bf16`` / ``fp16`` (optimised + autocast), ``nchw`` (optimised without channels-last), ``compile``
-(optimised + torch.compile), ``post1`` (optimised, selection/NMS/heads on one thread).
-
-The maintainer's knobs of the measurement live here, not in ``fcpose bench``: ``--post-threads`` (threads of
-the selection/NMS/heads stages for every variant), ``--candidates-per-person`` (forced mode: NMS candidates
-per person) and ``--no-graphs`` (CUDA: time the eager route only, through ``FCPOSE_CUDA_GRAPHS=0``).
+see :mod:`fcpose.bench.people`) and prints each report's table. The maintainer's knobs of the measurement live
+here, not in ``fcpose bench``: ``--post-threads``, ``--candidates-per-person`` and ``--no-graphs``.
 """
 
 from __future__ import annotations

@@ -4,26 +4,11 @@ decoded image; t50/t1; images/s at batch 16; and that the fast path gives the ea
     python benchmarks/gpu_inference_check.py                     # on a CUDA machine (writes $OUT/... if set)
     python benchmarks/gpu_inference_check.py --device cpu --small # the same code path, tiny sizes (CI-sized)
 
-Per preset (random weights: latency does not depend on them, see benchmarks/README.md):
-
-* ``e2e_ms`` — ``Predictor.predict([image])`` on an already decoded RGB image of the preset's aspect (resized
-  to exactly the test size), the way a user calls it: on CUDA the default path — uint8 upload and resize on
-  the device, fp16 weights, channels-last, the network and the sync-free post-processing replayed as one
-  CUDA graph, one copy of the results to the host; median over ``--runs`` after ``--warmup`` calls;
-* ``fcpose bench`` with persons 1 and 50 (forced N): the stage table (eager, synchronised at each stage) and,
-  on CUDA, ``graph_total_ms`` (the graphed pipeline); ``t50_over_t1`` from the graphed totals on CUDA
-  (the stage totals elsewhere);
-* ``fcpose bench --batch 16``: images/s (graphed on CUDA);
-* ``consistency`` — fp32: the default CUDA route (graphs, fixed post-processing) against the eager dynamic
-  post-processing of the same runner on the same inputs: same people, max deviations of
-  boxes/scores/keypoints;
-* ``graph_breakdown_ms`` (CUDA) — mean replay time of graphs of the network alone, network + fixed
-  post-processing, and the same with 8 NMS rounds instead of 32.
-
-Targets (issue 22, CUDA fp16): R-50 e2e <= 8 ms (goal 5) with the network <= 3 ms; DLA-34 e2e <= 4 ms (goal
-2.5); t50/t1 <= 1.05. ``meets`` says which hold; on a CPU they are reported but not meaningful.
-Writes ``$OUT/gpu_inference_check.json`` when ``$OUT`` is set, else
-``benchmarks/results/gpu_inference_check_<device>.json``.
+Per preset (random weights): ``e2e`` (:func:`e2e`), ``fcpose bench`` with persons 1 and 50 (t50/t1 from the
+graphed totals on CUDA, the stage totals elsewhere) and with ``--batch 16`` (images/s), ``consistency`` and, on
+CUDA, ``graph_breakdown_ms`` (their functions say what each is). ``meets``: which of issue 22's targets (``CASES``;
+R-50's network <= 3 ms, t50/t1 <= 1.05) hold; on a CPU they are reported but not meaningful.
+Writes ``$OUT/gpu_inference_check.json`` when ``$OUT`` is set, else ``results/gpu_inference_check_<device>.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fcpose.bench.machine import machine_info
+from fcpose.bench.machine import machine_info, sync
 from fcpose.bench.people import format_report, run_bench, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
 from fcpose.inference.graphs import GraphedFunction
@@ -63,14 +48,11 @@ def lively(model):
     return model.eval()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def e2e(preset: str, size: int, max_size: int | None, device: torch.device, precision: str, runs: int,
         warmup: int) -> dict:
-    """Median ms of Predictor.predict([image]) from a decoded image, the default path of the device."""
+    """Median ms of ``Predictor.predict([image])`` on an already decoded RGB image of the preset's aspect, the
+    default path of the device (on CUDA: uint8 upload and resize on the device, fp16 weights, channels-last, the
+    network and the sync-free post-processing replayed as one CUDA graph, one copy of the results to the host)."""
     predictor = Predictor(build_model(preset), device=device, min_size=size, max_size=max_size,
                           precision=precision, batch_size=1)
     image = synthetic_image(predictor.min_size, predictor.max_size)
@@ -154,6 +136,50 @@ def graph_breakdown(preset: str, size: int, max_size: int | None, device: torch.
     return out
 
 
+def run_case(name: str, preset: str, size: int, max_size: int | None, device: torch.device, precision: str,
+             runs: int, warmup: int, batch: int) -> dict:
+    """One preset: end to end, the people and batch benchmarks, consistency and (CUDA) the graph breakdown."""
+    print(f"[check] {name}: end to end", file=sys.stderr)
+    case: dict = {"preset": preset, "size": size, "max_size": max_size}
+    case["e2e"] = e2e(preset, size, max_size, device, precision, runs, warmup)
+    print(f"[check] {name}: bench persons 1,50", file=sys.stderr)
+    bench = run_bench(preset, size=size, max_size=max_size, persons=(1, 50), device=str(device), runs=runs,
+                      warmup=warmup, precision=precision, probe=False)
+    print(format_report(bench))
+    print(f"[check] {name}: bench --batch {batch}", file=sys.stderr)
+    through = run_bench(preset, size=size, max_size=max_size, persons=(1,), device=str(device),
+                        runs=max(2, runs // 3), warmup=warmup, precision=precision, probe=False, flops=False,
+                        batch=batch)
+    print(format_report(through))
+    one, fifty = bench["results"][0], bench["results"][1]
+    key = "graph_total_ms" if "graph_total_ms" in one else "total_ms"
+    t1, t50 = one[key]["median"], fifty[key]["median"]
+    tp = through["results"][0]
+    case.update({
+        "bench": {"persons_1": one, "persons_50": fifty, "input_shape": bench["input_shape"],
+                  "flops": bench.get("flops"), "cuda_graphs": bench.get("cuda_graphs")},
+        "network_ms": one["network_ms"]["median"],
+        "t1_ms": t1, "t50_ms": t50, "t50_over_t1": round(t50 / t1, 4), "timed_as": key,
+        "images_per_s_batch": tp.get("graph_images_per_s", tp.get("images_per_s")),
+    })
+    case["consistency"] = consistency(preset, size, max_size, device)
+    if device.type == "cuda":
+        case["graph_breakdown_ms"] = graph_breakdown(preset, size, max_size, device, precision, runs)
+        print(f"[check] {name}: graph replays (ms) {case['graph_breakdown_ms']}")
+    return case
+
+
+def judge(case: dict, target: float, goal: float) -> None:
+    """The targets and which of them the case meets."""
+    case["targets"] = {"e2e_ms": target, "e2e_goal_ms": goal, "t50_over_t1": 1.05}
+    meets = {"e2e": case["e2e"]["median_ms"] <= target, "e2e_goal": case["e2e"]["median_ms"] <= goal,
+             "t50_over_t1": case["t50_over_t1"] <= 1.05}
+    if case["preset"] == "fcpose_r50_fpn":
+        case["targets"]["network_ms"] = 3.0
+        meets["network"] = case["network_ms"] <= 3.0
+    case["meets"] = meets
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -174,50 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"note": args.note, "machine": machine_info(device), "precision": precision, "runs": runs,
                     "warmup": warmup, "batch": batch, "small": args.small, "cases": {}}
     for name, preset, size, max_size, target, goal in CASES:
-        if args.small:
-            size, max_size = SMALL[preset]
-        print(f"[check] {name}: end to end", file=sys.stderr)
-        case: dict = {"preset": preset, "size": size, "max_size": max_size}
-        case["e2e"] = e2e(preset, size, max_size, device, precision, runs, warmup)
-        print(f"[check] {name}: bench persons 1,50", file=sys.stderr)
-        bench = run_bench(preset, size=size, max_size=max_size, persons=(1, 50), device=str(device), runs=runs,
-                          warmup=warmup, precision=precision, probe=False)
-        print(format_report(bench))
-        print(f"[check] {name}: bench --batch {batch}", file=sys.stderr)
-        through = run_bench(preset, size=size, max_size=max_size, persons=(1,), device=str(device),
-                            runs=max(2, runs // 3), warmup=warmup, precision=precision, probe=False, flops=False,
-                            batch=batch)
-        print(format_report(through))
-        one, fifty = bench["results"][0], bench["results"][1]
-        key = "graph_total_ms" if "graph_total_ms" in one else "total_ms"
-        t1, t50 = one[key]["median"], fifty[key]["median"]
-        tp = through["results"][0]
-        case.update({
-            "bench": {"persons_1": one, "persons_50": fifty, "input_shape": bench["input_shape"],
-                      "flops": bench.get("flops"), "cuda_graphs": bench.get("cuda_graphs")},
-            "network_ms": one["network_ms"]["median"],
-            "t1_ms": t1, "t50_ms": t50, "t50_over_t1": round(t50 / t1, 4), "timed_as": key,
-            "images_per_s_batch": tp.get("graph_images_per_s", tp.get("images_per_s")),
-        })
-        case["consistency"] = consistency(preset, size, max_size, device)
-        if device.type == "cuda":
-            case["graph_breakdown_ms"] = graph_breakdown(preset, size, max_size, device, precision, runs)
-            print(f"[check] {name}: graph replays (ms) {case['graph_breakdown_ms']}")
-        case["targets"] = {"e2e_ms": target, "e2e_goal_ms": goal, "t50_over_t1": 1.05}
-        meets = {"e2e": case["e2e"]["median_ms"] <= target, "e2e_goal": case["e2e"]["median_ms"] <= goal,
-                 "t50_over_t1": case["t50_over_t1"] <= 1.05}
-        if preset == "fcpose_r50_fpn":
-            case["targets"]["network_ms"] = 3.0
-            meets["network"] = case["network_ms"] <= 3.0
-        case["meets"] = meets
-        report["cases"][name] = case
+        size, max_size = SMALL[preset] if args.small else (size, max_size)
+        case = report["cases"][name] = run_case(name, preset, size, max_size, device, precision, runs, warmup, batch)
+        judge(case, target, goal)
         print(f"[check] {name}: e2e {case['e2e']['median_ms']:.2f} ms (target {target}, goal {goal}), network "
               f"{case['network_ms']:.2f} ms, t50/t1 {case['t50_over_t1']:.3f}, {case['images_per_s_batch']} images/s "
-              f"at batch {batch}; consistent: {case['consistency']['same_people']}; meets {meets}")
+              f"at batch {batch}; consistent: {case['consistency']['same_people']}; meets {case['meets']}")
     out = args.out or (Path(os.environ["OUT"]) / "gpu_inference_check.json" if os.environ.get("OUT")
                        else RESULTS / f"gpu_inference_check_{device.type}.json")
-    write_json(report, out)
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {write_json(report, out)}", file=sys.stderr)
     return 0
 
 

@@ -3,14 +3,9 @@
     python benchmarks/keypoint_error_analysis.py --weights OUT/model_final.pt --data ANN.json --images DIR
                                                  [--json FILE] [--size S]
 
-Each detection is matched to the ground-truth person of highest box IoU (>= 0.5). For matched people: the pixel
-error of every labelled keypoint (percentiles, per keypoint, visible vs occluded), the gross errors (> one
-stride-8 cell) that are left/right swaps or another person's keypoint, and the keypoint AP of "what if" copies:
-``oracle_keypoints`` (the truth: the ceiling the detections set), ``oracle_keypoints_noise_S`` (the truth + S px
-of Gaussian noise), ``fix_gross`` / ``fix_fine`` (only the errors above / within 8 px fixed), ``unswap_pairs``
-(left/right pairs exchanged where that helps), ``snap_to_cell`` (every keypoint at the centre of the stride-8
-cell of the network input that holds the truth: a perfect heatmap with zero offsets). ``offsets_at_truth``: at
-the cell holding each labelled keypoint, the error of the cell centre alone and with the model's offset.
+Detections are matched to the ground-truth person of highest box IoU (>= 0.5); for matched people: pixel errors,
+gross errors (> one stride-8 cell) that are left/right swaps or another person's keypoint, and the keypoint AP
+of "what if" copies (:func:`what_if_ap`); :func:`offsets_at_truth`. The fields: benchmarks/README.md.
 Writes JSON (default ``benchmarks/results/keypoint_error_analysis.json``).
 """
 
@@ -24,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fcpose.bench.people import write_json
 from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images, resize_shape
 from fcpose.engine.evaluate import predict_dataset
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt
-from fcpose.fileio import atomic_write_text
 from fcpose.inference.predictor import Predictor
 from fcpose.ops.boxes import box_iou
 from fcpose.targets.keypoints import decode_offsets, gather_offsets
@@ -94,20 +89,11 @@ def snap_to_cell(xy: np.ndarray, scale: np.ndarray, stride: int) -> np.ndarray:
     return (np.floor((xy + 0.5) * scale / stride) * stride + stride / 2) / scale - 0.5
 
 
-def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_score: float = 0.3,
-            seed: int = 0, sigmas=None, input_scale: dict[int, tuple[float, float]] | None = None,
-            stride: int = 8) -> dict:
-    """``input_scale``: image id -> (x, y) factor from image to network-input pixels (adds ``snap_to_cell``)."""
-    ann_by_image = people_by_image(gt)
-    matches = match_detections(results, ann_by_image)
-    num_k = len(gt["categories"][0]["keypoints"])
-    flip = list(range(num_k))
-    for a, b in flip_pairs:
-        flip[a], flip[b] = b, a
-
-    errors = {1: [], 2: []}
-    per_kpt = [[] for _ in range(num_k)]
-    gross = swaps = other_person = 0
+def error_counts(results, matches, ann_by_image, flip: list[int], min_score: float) -> dict:
+    """Pixel errors of the labelled keypoints of matched people (by visibility and keypoint), and the gross
+    errors (> ``GROSS_PX``), those that hit the other side's keypoint and those that hit another person's."""
+    num_k = len(flip)
+    out = {"errors": {1: [], 2: []}, "per_kpt": [[] for _ in range(num_k)], "gross": 0, "swaps": 0, "other": 0}
     for r, g in zip(results, matches):
         if g is None or r["score"] < min_score:
             continue
@@ -117,37 +103,32 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
             if t[k, 2] <= 0:
                 continue
             e = float(np.linalg.norm(p[k, :2] - t[k, :2]))
-            errors[int(t[k, 2])].append(e)
-            per_kpt[k].append(e)
+            out["errors"][int(t[k, 2])].append(e)
+            out["per_kpt"][k].append(e)
             if e <= GROSS_PX:
                 continue
-            gross += 1
+            out["gross"] += 1
             if t[flip[k], 2] > 0 and np.linalg.norm(p[k, :2] - t[flip[k], :2]) <= GROSS_PX:
-                swaps += 1
+                out["swaps"] += 1
                 continue
             if others is None:
                 others = [_kpts(o) for o in ann_by_image[r["image_id"]] if o is not g]
             if any(o[k, 2] > 0 and np.linalg.norm(p[k, :2] - o[k, :2]) <= GROSS_PX for o in others):
-                other_person += 1
+                out["other"] += 1
+    return out
 
-    coco_gt = load_gt(gt)  # indexed once for the seven evaluations
 
-    def ap(res: list[dict]) -> float:
-        metrics = evaluate_keypoints(coco_gt, res, sigmas=sigmas, iou_types=("keypoints",))
-        return round(float(metrics["keypoints"]["AP"]), 4)
+def _fix(gross_only: bool):
+    """Matched keypoints moved onto the truth: only the gross errors, or only those within a cell."""
+    def choose(p, t):
+        e = np.linalg.norm(p[:, :2] - t[:, :2], axis=1)
+        take = (t[:, 2] > 0) & ((e > GROSS_PX) if gross_only else (e <= GROSS_PX))
+        return np.where(take[:, None], t[:, :2], p[:, :2])
+    return choose
 
-    rng = np.random.default_rng(seed)
 
-    def noisy(sd):
-        return lambda p, t: t[:, :2] + rng.normal(0.0, sd, t[:, :2].shape)
-
-    def fix(gross_only: bool):
-        def choose(p, t):
-            e = np.linalg.norm(p[:, :2] - t[:, :2], axis=1)
-            take = (t[:, 2] > 0) & ((e > GROSS_PX) if gross_only else (e <= GROSS_PX))
-            return np.where(take[:, None], t[:, :2], p[:, :2])
-        return choose
-
+def _unswapper(flip_pairs: list[list[int]]):
+    """Left/right pairs exchanged where that brings both closer to the truth."""
     def unswap(p, t):
         q = p[:, :2].copy()
         for a, b in flip_pairs:
@@ -157,18 +138,46 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
                 if crossed < straight:
                     q[a], q[b] = p[b, :2], p[a, :2]
         return q
+    return unswap
 
-    all_err = np.array(errors[1] + errors[2])
-    what_if = {"actual": ap(results), "oracle_keypoints": ap(replaced(results, matches, lambda p, t: t[:, :2]))}
+
+def what_if_ap(results, matches, gt: dict, flip_pairs, *, sigmas, seed: int, input_scale, stride: int) -> dict:
+    """Keypoint AP of ``actual`` and of copies: ``oracle_keypoints`` (the truth: the ceiling the detections set),
+    ``oracle_keypoints_noise_S`` (the truth + S px of Gaussian noise), ``fix_gross`` / ``fix_fine``,
+    ``unswap_pairs`` and, with ``input_scale``, ``snap_to_cell`` (every keypoint at the centre of the stride-8
+    cell of the network input that holds the truth: a perfect heatmap with zero offsets)."""
+    coco_gt = load_gt(gt)  # indexed once for the seven evaluations
+    rng = np.random.default_rng(seed)
+
+    def ap(res: list[dict]) -> float:
+        return round(float(evaluate_keypoints(coco_gt, res, sigmas=sigmas, iou_types=("keypoints",))
+                           ["keypoints"]["AP"]), 4)
+
+    out = {"actual": ap(results), "oracle_keypoints": ap(replaced(results, matches, lambda p, t: t[:, :2]))}
     for sd in (1, 2, 3):
-        what_if[f"oracle_keypoints_noise_{sd}px"] = ap(replaced(results, matches, noisy(sd)))
-    what_if["fix_gross"] = ap(replaced(results, matches, fix(True)))
-    what_if["fix_fine"] = ap(replaced(results, matches, fix(False)))
-    what_if["unswap_pairs"] = ap(replaced(results, matches, unswap))
+        noisy = replaced(results, matches, lambda p, t, sd=sd: t[:, :2] + rng.normal(0.0, sd, t[:, :2].shape))
+        out[f"oracle_keypoints_noise_{sd}px"] = ap(noisy)
+    out["fix_gross"] = ap(replaced(results, matches, _fix(True)))
+    out["fix_fine"] = ap(replaced(results, matches, _fix(False)))
+    out["unswap_pairs"] = ap(replaced(results, matches, _unswapper(flip_pairs)))
     if input_scale is not None:  # the scale differs per image, so each result is rewritten with its own
-        what_if["snap_to_cell"] = ap([replaced([r], [g], lambda p, t, s=np.array(input_scale[r["image_id"]]):
-                                               snap_to_cell(t[:, :2], s, stride))[0]
-                                      for r, g in zip(results, matches)])
+        out["snap_to_cell"] = ap([replaced([r], [g], lambda p, t, s=np.array(input_scale[r["image_id"]]):
+                                           snap_to_cell(t[:, :2], s, stride))[0] for r, g in zip(results, matches)])
+    return out
+
+
+def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_score: float = 0.3,
+            seed: int = 0, sigmas=None, input_scale: dict[int, tuple[float, float]] | None = None,
+            stride: int = 8) -> dict:
+    """``input_scale``: image id -> (x, y) factor from image to network-input pixels (adds ``snap_to_cell``)."""
+    ann_by_image = people_by_image(gt)
+    matches = match_detections(results, ann_by_image)
+    flip = list(range(len(gt["categories"][0]["keypoints"])))
+    for a, b in flip_pairs:
+        flip[a], flip[b] = b, a
+    c = error_counts(results, matches, ann_by_image, flip, min_score)
+    errors, per_kpt = c["errors"], c["per_kpt"]
+    all_err = np.array(errors[1] + errors[2])
 
     def pct(v):
         return [round(float(x), 2) for x in np.percentile(v, [25, 50, 75, 90])] if len(v) else []
@@ -179,11 +188,12 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
         "error_px_visible": pct(errors[2]),
         "error_px_occluded": pct(errors[1]),
         "gross_fraction": round(float(np.mean(all_err > GROSS_PX)), 4) if all_err.size else None,
-        "gross_errors": gross, "gross_left_right_swaps": swaps, "gross_other_person": other_person,
+        "gross_errors": c["gross"], "gross_left_right_swaps": c["swaps"], "gross_other_person": c["other"],
         "per_keypoint_median_px": [round(float(np.median(v)), 2) if v else None for v in per_kpt],
         "per_keypoint_gross_fraction": [round(float(np.mean(np.array(v) > GROSS_PX)), 3) if v else None
                                         for v in per_kpt],
-        "keypoint_AP": what_if,
+        "keypoint_AP": what_if_ap(results, matches, gt, flip_pairs, sigmas=sigmas, seed=seed,
+                                  input_scale=input_scale, stride=stride),
     }
 
 
@@ -244,7 +254,7 @@ def main() -> int:
                **analyse(results, gt, model.cfg.keypoints.flip_pairs, sigmas=model.cfg.keypoints.sigmas,
                          input_scale=scale, stride=model.strides[0]),
                "offsets_at_truth": offsets_at_truth(model, predictor, gt, args.images)}
-    atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+    write_json(summary, args.json)
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("per_keypoint")}, indent=2))
     return 0
 

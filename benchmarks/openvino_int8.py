@@ -1,9 +1,8 @@
-"""What int8 costs and buys: accuracy (AP and keypoint deviations) and end-to-end speed, OpenVINO vs PyTorch.
+"""What int8 costs: keypoint AP and keypoint deviations of OpenVINO fp32/int8 against fp32 PyTorch.
 
-    python benchmarks/openvino_int8.py accuracy            # demo model on held-out synthetic scenes + golden R-50
-    python benchmarks/openvino_int8.py speed               # R-50 @800 and DLA-34 @512, 4 backends side by side
+    python benchmarks/openvino_int8.py            # demo model on held-out synthetic scenes + golden R-50
 
-**accuracy** — through the commands a user has (``fcpose synth``, ``fcpose export --format openvino --int8
+Through the commands a user has (``fcpose synth``, ``fcpose export --format openvino --int8
 --calibration``, ``fcpose eval [--backend openvino]``): ``synthetic``, the demo checkpoint
 (``assets/fcpose_synth_demo.pt``, trained on synthetic scenes of seed 1) on held-out scenes (seed 2) in fp32
 PyTorch, OpenVINO fp32, OpenVINO int8 (controller and dynamic heads fp32) and int8 with the heads quantised
@@ -14,9 +13,7 @@ deviation percentiles (px; all keypoints and those fp32 scores >= 0.05), the mat
 differences, for fp32 people scoring >= 0.05 (``vs_torch_fp32``) and >= 0.5 (``vs_torch_fp32_confident``).
 Writes ``benchmarks/results/openvino_int8_accuracy.json``.
 
-**speed** — ``fcpose bench --backends torch,onnxruntime,openvino,openvino-int8`` (random weights, score
-threshold 0: ``max_detections`` = 100 people through the heads), one process per preset; writes
-``openvino_speed_<preset>.json`` and a summary ``openvino_speed.json`` in ``--out-dir`` (``benchmarks/results``).
+The speed side: ``fcpose bench --backends torch,onnxruntime,openvino,openvino-int8`` (README "OpenVINO").
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("FCPOSE_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "golden" / "adelaidet_fcpose" / "model_r50_fp16.pth"
 COCO_TINY = SHARED / "data" / "coco_tiny"
-SIZES = {"fcpose_r50_fpn": (800, 1333), "fcpose_dla34_rt": (512, 736)}  # speed: short side, long side
-OFFICIAL_R50_S = 4.2  # the official code, R-50 @800, measured on this kind of machine (issue 13)
 
 
 def fcpose(*args: str) -> float:
@@ -153,10 +148,9 @@ def accuracy(args) -> int:
         raise SystemExit(f"needs pip install 'fcpose[openvino]': {exc}") from None
     if "synthetic" in args.sets:
         calib, held = work / "synth_calib_seed1", work / "synth_heldout_seed2"
-        if not (calib / "annotations.json").is_file():
-            fcpose("synth", "--out", str(calib), "--num", str(args.calib), "--seed", "1")
-        if not (held / "annotations.json").is_file():
-            fcpose("synth", "--out", str(held), "--num", str(args.heldout), "--seed", "2")
+        for folder, num, seed in ((calib, args.calib, "1"), (held, args.heldout, "2")):
+            if not (folder / "annotations.json").is_file():
+                fcpose("synth", "--out", str(folder), "--num", str(num), "--seed", seed)
         cal = ["--calibration", str(calib / "annotations.json"), "--calib-images", str(args.calib)]
         variants = [("openvino_fp32", []), ("openvino_int8", ["--int8", *cal]),
                     ("openvino_int8_heads_int8", ["--int8", "--int8-heads", *cal])]
@@ -175,48 +169,14 @@ def accuracy(args) -> int:
     return 0
 
 
-def speed(args) -> int:
-    summary = {"official_r50_800_s": OFFICIAL_R50_S, "presets": {}}
-    for preset in args.presets.split(","):
-        out = Path(args.out_dir) / f"openvino_speed_{preset}.json"
-        size = SIZES.get(preset)  # other presets: their own test size
-        fcpose("bench", "--config", preset, *(["--size", str(size[0]), "--max-size", str(size[1])] if size else []),
-               "--backends", "torch,onnxruntime,openvino,openvino-int8", "--score-threshold", "0", "--runs",
-               str(args.runs), "--warmup", "1", "--calib-images", str(args.calib_images), "--note", args.note,
-               "--json", str(out))
-        rep = json.loads(out.read_text())
-        entry = {r["backend"]: {"median_ms": r["total_ms"]["median"], "fps": r["fps"],
-                                "speedup_vs_torch": r.get("speedup_vs_torch"), "people": r["people"]}
-                 for r in rep["results"]}
-        entry.update(input_shape=rep["input_shape"], contention=rep.get("contention"))
-        if preset == "fcpose_r50_fpn":  # 4.2 s is a quiet-machine time: only comparable when others_cpu_pct ~ 0
-            entry["int8_vs_official_4.2s"] = round(OFFICIAL_R50_S * 1000 / entry["openvino-int8"]["median_ms"], 2)
-            entry["int8_vs_official_note"] = ("official 4.2 s was measured on a quiet machine; this run's absolute "
-                                              f"times had other processes at {rep['contention'].get('others_cpu_pct')}"
-                                              "% of the CPUs")
-        summary["presets"][preset] = entry
-    print(json.dumps(summary, indent=1))
-    print(f"wrote {write_json(summary, Path(args.out_dir) / 'openvino_speed.json')}", file=sys.stderr)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="what", required=True)
-    a = sub.add_parser("accuracy")
-    a.add_argument("--sets", default="synthetic,golden")
-    a.add_argument("--calib", type=int, default=100, help="calibration scenes (training seed 1)")
-    a.add_argument("--heldout", type=int, default=200, help="held-out scenes (seed 2)")
-    a.add_argument("--work", default="/tmp/fcpose_openvino_int8")
-    a.add_argument("--out", default=str(RESULTS / "openvino_int8_accuracy.json"))
-    s = sub.add_parser("speed")
-    s.add_argument("--presets", default="fcpose_r50_fpn,fcpose_dla34_rt")
-    s.add_argument("--runs", type=int, default=5)
-    s.add_argument("--calib-images", type=int, default=20)
-    s.add_argument("--note", default="")
-    s.add_argument("--out-dir", default=str(RESULTS))
-    args = p.parse_args(argv)
-    return accuracy(args) if args.what == "accuracy" else speed(args)
+    p.add_argument("--sets", default="synthetic,golden")
+    p.add_argument("--calib", type=int, default=100, help="calibration scenes (training seed 1)")
+    p.add_argument("--heldout", type=int, default=200, help="held-out scenes (seed 2)")
+    p.add_argument("--work", default="/tmp/fcpose_openvino_int8")
+    p.add_argument("--out", default=str(RESULTS / "openvino_int8_accuracy.json"))
+    return accuracy(p.parse_args(argv))
 
 
 if __name__ == "__main__":

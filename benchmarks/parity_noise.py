@@ -1,15 +1,8 @@
 """The noise floor under the golden parity tolerances, and how far a real mistake moves the same numbers.
 
-Two fp32 implementations of the same maths (ours and the official code, on different CPUs) differ by the
-rounding of both. Measured, per instruction-set setting (``SETTINGS``), each in a fresh process:
-``ours32 vs ours64`` (our fp32 against the same computation in float64, the criterion's fp32 casts kept at
-float64); ``golden vs ours64`` (the golden data's own rounding, plus any true difference between the codes);
-``ours32 vs golden`` (what the tests check); ``mistake`` (that, with a deliberate error: a loss term dropped,
-keypoint targets one cell off, the location grid one pixel off); ``exports_vs_torch`` (onnxruntime and OpenVINO
-fp32 against PyTorch fp32 on the tests' tiny model and coco_tiny, and what a swapped flip pair would move).
-Measures are the tests': a tensor's ``max|a - b| / max|b|``, a loss's or norm's relative error; each group
-reports its largest value and where. A tolerance with a margin over ``max(ours32 vs ours64) + golden vs
-ours64`` holds on any CPU of the same fp32 rounding; the mistakes show how far above it an error lands.
+Ours in float64 and in fp32 under each instruction-set setting (``SETTINGS``), three deliberate ``MISTAKES``
+and the exports against PyTorch, each in a fresh process, measured as the parity tests measure; each group
+reports its largest value and where. docs/parity.md says what is compared and how the tolerances follow.
 
     python benchmarks/parity_noise.py            # about 15 minutes on 2 cores; needs ../shared
     python benchmarks/parity_noise.py --smoke    # the intermediates only, one setting, onnxruntime (the tests')
@@ -31,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fcpose.fileio import atomic_write_text
+from fcpose.bench.people import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the parity tests' own helpers: one implementation of each comparison
@@ -311,12 +304,9 @@ def deviation(refs: dict, a: dict, b: dict | None = None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, help="the JSON report (default: benchmarks/results/parity_noise.json; "
-                                              "with --smoke, none)")
-    ap.add_argument("--smoke", action="store_true", help="the intermediates only, one setting, no mistakes, "
-                                                          "no OpenVINO")
-    ap.add_argument("--work", type=Path, help="keep each run's results here and reuse those already there "
-                                               "(default: a temporary folder)")
+    ap.add_argument("--out", type=Path, help="the JSON report (default: results/parity_noise.json; --smoke: none)")
+    ap.add_argument("--smoke", action="store_true", help="the intermediates only, one setting, no mistakes or OpenVINO")
+    ap.add_argument("--work", type=Path, help="keep each run's results here and reuse those already there")
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--cases", default="A,B,live", help=argparse.SUPPRESS)
@@ -328,9 +318,8 @@ def main() -> None:
     settings = {"as_is": {}} if args.smoke else SETTINGS
     refs = golden_references([c for c in cases.split(",") if c])
     with tempfile.TemporaryDirectory() as tmp:
-        if args.work:
-            args.work.mkdir(parents=True, exist_ok=True)
-            tmp = args.work
+        tmp = args.work or tmp
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         ours64 = run_child(Path(tmp), "float64", {}, "float64", cases)
         from fcpose.cpu import cpu_info, instruction_set
 
@@ -351,7 +340,7 @@ def main() -> None:
             report["mistakes"][mistake] = compare(refs, run_child(Path(tmp), mistake, {}, "float32", cases, mistake))
     out = args.out or (None if args.smoke else REPO / "benchmarks" / "results" / "parity_noise.json")
     if out:
-        atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+        write_json(report, out)
     print(json.dumps(_summary(report), indent=1))
 
 

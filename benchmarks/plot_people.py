@@ -1,7 +1,9 @@
-"""Plot end-to-end time against the number of people from ``bench_people.py`` / ``fcpose bench --json`` reports.
+"""Time against the number of people from ``bench_people.py`` / ``fcpose bench --json`` reports: a plot, or
+(``--tables``) the markdown tables of benchmarks/README.md on stdout.
 
     python benchmarks/plot_people.py                                  # every people_*.json in results/
     python benchmarks/plot_people.py a.json b.json --out plot.png
+    python benchmarks/plot_people.py --tables [a.json ...]
 
 Left: median total time (band: p90) per report; right: the same relative to the fewest people, the
 paper's Fig. 6 flatness (dashed: the 1.05 target). Uses matplotlib when installed, else a plain PIL chart.
@@ -33,6 +35,43 @@ def load(paths: list[Path]) -> list[dict]:
                        "median": [r["total_ms"]["median"] for r in rows], "p90": [r["total_ms"]["p90"] for r in rows],
                        "device": report["machine"].get("device_name", "")})
     return series
+
+
+def people_table(reports: list[dict]) -> list[str]:
+    lines = ["| preset | variant | input | N=1 total ms | N=20 total | N=50 total | 50/1 | heads+NMS @20 | "
+             "network ms | GFLOP | net GFLOP/s (% of probe) | peak MB | FPS @1 | others' CPU % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        by_n = {e["persons"]: e for e in r["results"]}
+        if 1 not in by_n:
+            continue
+        first, last = by_n[1], by_n[max(k for k in by_n if isinstance(k, int))]
+        mid = by_n.get(20, last)
+        s = r.get("summary", {})
+        share = s.get("per_person_share", {}).get("20")
+        probe = r.get("conv_probe", {}).get("gflops_per_s")
+        net = s.get("network_gflops_per_s")
+        eff = f"{net:.0f} ({100 * net / probe:.0f}%)" if net and probe else "-"
+        lines.append(
+            f"| {r['config']} | {r.get('variant', '')} {r['precision']} | "
+            f"{r['input_shape'][0]}x{r['input_shape'][1]} | "
+            f"{first['total_ms']['median']:.1f} | {mid['total_ms']['median']:.1f} | {last['total_ms']['median']:.1f} | "
+            f"{last['total_ms']['median'] / first['total_ms']['median']:.3f} | "
+            f"{'-' if share is None else f'{100 * share:.1f}%'} | {s.get('network_ms_median', 0):.1f} | "
+            f"{r.get('flops', {}).get('network_gflop', 0):.1f} | {eff} | {last['peak_mem_mb']:.0f} | "
+            f"{first['fps']:.2f} | {r.get('contention', {}).get('others_cpu_pct', '-')} |")
+    return lines
+
+
+def stage_table(report: dict) -> list[str]:
+    lines = [f"`{report['config']}` {report.get('variant', '')} {report['precision']}, medians (p90) in ms:", "",
+             "| people | total | preprocess | network | NMS + selection | heads + decoding | peak MB |",
+             "|---|---|---|---|---|---|---|"]
+    for e in report["results"]:
+        cells = [f"{e[k]['median']:.1f} ({e[k]['p90']:.1f})" for k in
+                 ("total_ms", "preprocess_ms", "network_ms", "nms_ms", "heads_ms")]
+        lines.append(f"| {e['persons']} | " + " | ".join(cells) + f" | {e['peak_mem_mb']:.0f} |")
+    return lines
 
 
 def plot_matplotlib(series: list[dict], out: Path, title: str) -> None:
@@ -86,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("reports", nargs="*", type=Path, help="report JSONs (default: results/people_*.json)")
     p.add_argument("--out", type=Path, default=RESULTS / "people.png")
+    p.add_argument("--tables", action="store_true", help="print the README's markdown tables instead of plotting")
     args = p.parse_args(argv)
     paths = args.reports or sorted(RESULTS.glob("people_*.json"))
+    if args.tables:
+        return print_tables([json.loads(path.read_text()) for path in paths])
     series = load(paths)
     if not series:
         print("no people reports found", file=sys.stderr)
@@ -98,6 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         plot_pil(series, args.out, title)
     print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def print_tables(reports: list[dict]) -> int:
+    """The machine, the people table of every report, the stage tables of the R-50 optimised and reference runs."""
+    if reports:
+        m = reports[0]["machine"]
+        print(f"Machine: {m['device_name']}, {m['usable_cpus']} CPUs, torch {m['torch']} "
+              f"({m['torch_threads']} threads), flags {' '.join(m['cpu_flags'])}\n")
+        print("\n".join(people_table(reports)) + "\n")
+    for r in reports:
+        if r.get("variant") in ("optimized", "reference") and r["config"] == "fcpose_r50_fpn":
+            print("\n".join(stage_table(r)) + "\n")
     return 0
 
 

@@ -1,19 +1,10 @@
 """Load on ``fcpose serve``: N concurrent clients for a fixed time, dynamic batching against ``--max-batch 1``.
 
-Two servers run side by side on 127.0.0.1 (free ports), the same weights and options except the batching:
-``--max-batch B --max-wait-ms W`` and ``--max-batch 1``. For every client count (default 1, 4, 16) each
-server gets the same load in turn (only one server is loaded at a time): every client keeps one keep-alive
-connection and POSTs the image again as soon as its answer is back, for ``--seconds``; the two servers
-alternate round by round (A B, B A, A B), so a change in the machine's load hits both. Reported per server
-and client count, over all rounds: requests, failed requests (anything but a 200 JSON answer with the
-expected people), client-side latency p50/p90/p99, images/s and the images per network call (from the
-server's ``/metrics``); then the gain of batching (images/s batched / unbatched). With one client both
-servers do the same work, so that row's gain shows the noise of the machine. For reference, the same
-comparison without HTTP (``predict`` on B images against B calls on one, in this process while the servers
-idle). Finally both servers get SIGTERM and must exit 0.
-
-Bounded: ``len(clients) x 2 x rounds x seconds`` of load (default 3 x 2 x 3 x 4 s) plus start-up; loopback
-only. The machine may be shared: the report keeps the load average and the CPU share of other processes.
+Two servers on 127.0.0.1, the same options but the batching, get the same closed-loop keep-alive load in turn
+(rounds alternate A B, B A, ...; one loaded at a time); with one client both do the same work, so that row's
+gain shows the machine's noise. ``model_only``: the same batching without HTTP, in this process. Both servers
+must exit 0 on SIGTERM. What each number means: benchmarks/README.md and docs/serving.md. Bounded:
+``len(clients) x 2 x rounds x seconds`` of load plus start-up; loopback only.
 
     python benchmarks/serve_load.py                       # demo model on the bundled scene, CPU
     python benchmarks/serve_load.py --weights W.pt --device cuda --image photo.jpg --clients 1,4,16,64
@@ -34,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds
+from fcpose.bench.people import write_json
 
-from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds  # noqa: E402
-from fcpose.fileio import atomic_write_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _proc_cpu_seconds(pid: int) -> float:
@@ -174,7 +164,7 @@ def model_only(args, image: str, reps: int) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(REPO / "assets" / "fcpose_synth_demo.pt"))
     ap.add_argument("--image", default=str(REPO / "assets" / "sample.jpg"))
@@ -196,82 +186,102 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10:
         raise SystemExit("--seconds must be in [1, 60] and --rounds in [1, 10]: the benchmark is bounded")
-    clients = [int(c) for c in args.clients.split(",")]
-    if not all(1 <= c <= 64 for c in clients):
+    args.clients = [int(c) for c in args.clients.split(",")]
+    if not all(1 <= c <= 64 for c in args.clients):
         raise SystemExit("client counts must be in [1, 64]")
-    body = Path(args.image).read_bytes()
-    ctype = "image/png" if args.image.lower().endswith(".png") else "image/jpeg"
+    return args
+
+
+def server_options(args) -> tuple[list[str], dict[str, list[str]]]:
+    """The options both servers share, and each one's batching options."""
     common = ["--weights", args.weights, "--device", args.device, "--backend", args.backend, "--max-queue", "256"]
     for flag, value in (("--threads", args.threads), ("--size", args.size), ("--max-size", args.max_size)):
         if value is not None:
             common += [flag, str(value)]
-    configs = {"batched": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
-               "unbatched": ["--max-batch", "1", "--max-wait-ms", "0"]}
+    return common, {"batched": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+                    "unbatched": ["--max-batch", "1", "--max-wait-ms", "0"]}
+
+
+def warm_up(servers: dict[str, Server], body: bytes, ctype: str, requests: int) -> int | None:
+    """``requests`` answers from every server; all must find the same people (returned)."""
+    expect = None
+    for server in servers.values():
+        for _ in range(requests):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+            conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
+            drawn = json.loads(conn.getresponse().read())["num_drawn"]
+            conn.close()
+            expect = drawn if expect is None else expect
+            if drawn != expect:
+                raise SystemExit(f"{server.name} found {drawn} people, expected {expect}")
+    return expect
+
+
+def load_rounds(servers: dict[str, Server], args, body: bytes, ctype: str, expect: int) -> tuple[dict, dict]:
+    """Every client count, ``args.rounds`` rounds, the servers alternating: ``{server: {clients: [round]}}`` and
+    the contention meanwhile (the servers' CPU time counts as ours)."""
+    stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
+    cpu0 = {name: _proc_cpu_seconds(s.proc.pid) for name, s in servers.items()}
+    rounds: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in args.clients} for name in servers}
+    for c in args.clients:
+        for r in range(args.rounds):
+            for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                got = load(servers[name], c, args.seconds, body, ctype, expect)
+                rounds[name][c].append(got)
+                n, bad = len(got["requests"]), sum(not ok for _, ok in got["requests"])
+                print(f"[serve_load] clients {c:3d} round {r + 1}: {name:9s} {(n - bad) / got['wall']:7.2f} "
+                      f"images/s, {got['images'] / max(1.0, got['calls']):.2f} images/call, {bad} failed of {n}",
+                      file=sys.stderr, flush=True)
+    children = sum(_proc_cpu_seconds(s.proc.pid) - cpu0[name] for name, s in servers.items())
+    return rounds, contention_since(stat0, load0, own0 - children)
+
+
+def print_table(report: dict, max_batch: int) -> None:
+    print(f"{'clients':>7s} | {'batched img/s':>13s} {'p50 ms':>7s} {'p99 ms':>7s} {'img/call':>8s} | "
+          f"{'max-batch 1 img/s':>17s} {'p50 ms':>7s} {'p99 ms':>7s} | gain")
+    for row in report["results"]:
+        b, u = row["batched"], row["unbatched"]
+        print(f"{row['clients']:7d} | {b['images_per_s']:13.2f} {b['latency_ms']['p50']:7.1f} "
+              f"{b['latency_ms']['p99']:7.1f} {b['images_per_call']:8.2f} | {u['images_per_s']:17.2f} "
+              f"{u['latency_ms']['p50']:7.1f} {u['latency_ms']['p99']:7.1f} | {row['batching_gain']}x")
+    direct, contention = report["model_only"], report["contention"]
+    if direct:
+        print(f"model only (no HTTP): {direct['ms_per_image_batch_1']} ms per image alone, "
+              f"{direct[f'ms_per_image_batch_{max_batch}']} ms in batches of {max_batch}: {direct['gain']}x")
+    print(f"failed requests: {report['failed_requests']}; servers exited with {report['server_exit_codes']}; other "
+          f"processes used {contention.get('others_cpu_pct')}% of the CPUs (load average "
+          f"{contention.get('loadavg_start')} -> {contention.get('loadavg_end')})")
+
+
+def main() -> int:
+    args = parse_args()
+    body = Path(args.image).read_bytes()
+    ctype = "image/png" if args.image.lower().endswith(".png") else "image/jpeg"
+    common, configs = server_options(args)
     servers = {name: Server(name, common + extra) for name, extra in configs.items()}
     try:
-        expect = None
-        for server in servers.values():  # warm-up; every server must find the same people
-            for _ in range(args.warmup):
-                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-                conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
-                answer = json.loads(conn.getresponse().read())
-                conn.close()
-                expect = answer["num_drawn"] if expect is None else expect
-                if answer["num_drawn"] != expect:
-                    raise SystemExit(f"{server.name} found {answer['num_drawn']} people, expected {expect}")
+        expect = warm_up(servers, body, ctype, args.warmup)
         model = json.loads(servers["batched"].get("/v1/model"))
         direct = model_only(args, args.image, args.model_reps) if args.model_reps > 0 else None
-        if direct:
-            print(f"[serve_load] model only, no HTTP: {direct['ms_per_image_batch_1']} ms per image alone, "
-                  f"{direct[f'ms_per_image_batch_{args.max_batch}']} ms in batches of {args.max_batch} "
-                  f"({direct['gain']}x)", file=sys.stderr, flush=True)
-        stat0, load0, own0 = cpu_times(), loadavg(), own_cpu_seconds()
-        cpu0 = {name: _proc_cpu_seconds(s.proc.pid) for name, s in servers.items()}
-        rounds: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in clients} for name in servers}
-        for c in clients:
-            for r in range(args.rounds):
-                for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
-                    got = load(servers[name], c, args.seconds, body, ctype, expect)
-                    rounds[name][c].append(got)
-                    n, bad = len(got["requests"]), sum(not ok for _, ok in got["requests"])
-                    print(f"[serve_load] clients {c:3d} round {r + 1}: {name:9s} {(n - bad) / got['wall']:7.2f} "
-                          f"images/s, {got['images'] / max(1.0, got['calls']):.2f} images/call, {bad} failed of {n}",
-                          file=sys.stderr, flush=True)
-        children = sum(_proc_cpu_seconds(s.proc.pid) - cpu0[name] for name, s in servers.items())
-        contention = contention_since(stat0, load0, own0 - children)  # the servers' CPU counts as ours
+        rounds, contention = load_rounds(servers, args, body, ctype, expect)
     finally:
         exits = {name: s.stop() for name, s in servers.items()}
-
     table = []
-    for c in clients:
+    for c in args.clients:
         b, u = summary(c, rounds["batched"][c]), summary(c, rounds["unbatched"][c])
         table.append({"clients": c, "batched": b, "unbatched": u,
                       "batching_gain": round(b["images_per_s"] / u["images_per_s"], 2) if u["images_per_s"] else None})
-    failed = sum(row[name]["failed"] for row in table for name in ("batched", "unbatched"))
+    failed = sum(row[name]["failed"] for row in table for name in configs)
     report = {
         "benchmark": "serve_load",
         "weights": Path(args.weights).name, "image": Path(args.image).name, "people_drawn": expect,
         "model": {k: model.get(k) for k in ("preset", "backend", "device", "input", "trained_on")},
         "servers": configs, "seconds_per_round": args.seconds, "rounds": args.rounds, "threads": args.threads,
         "failed_requests": failed, "server_exit_codes": exits, "results": table, "model_only": direct,
-        "contention": contention,
-        "cpus": os.cpu_count(), "note": args.note,
+        "contention": contention, "cpus": os.cpu_count(), "note": args.note,
     }
-    print(f"{'clients':>7s} | {'batched img/s':>13s} {'p50 ms':>7s} {'p99 ms':>7s} {'img/call':>8s} | "
-          f"{'max-batch 1 img/s':>17s} {'p50 ms':>7s} {'p99 ms':>7s} | gain")
-    for row in table:
-        b, u = row["batched"], row["unbatched"]
-        print(f"{row['clients']:7d} | {b['images_per_s']:13.2f} {b['latency_ms']['p50']:7.1f} "
-              f"{b['latency_ms']['p99']:7.1f} {b['images_per_call']:8.2f} | {u['images_per_s']:17.2f} "
-              f"{u['latency_ms']['p50']:7.1f} {u['latency_ms']['p99']:7.1f} | {row['batching_gain']}x")
-    if direct:
-        print(f"model only (no HTTP): {direct['ms_per_image_batch_1']} ms per image alone, "
-              f"{direct[f'ms_per_image_batch_{args.max_batch}']} ms in batches of {args.max_batch}: {direct['gain']}x")
-    print(f"failed requests: {failed}; servers exited with {exits}; other processes used "
-          f"{contention.get('others_cpu_pct')}% of the CPUs (load average {contention.get('loadavg_start')} -> "
-          f"{contention.get('loadavg_end')})")
-    path = atomic_write_text(args.json, json.dumps(report, indent=2) + "\n", what="benchmark report")
-    print(f"wrote {path}", file=sys.stderr)
+    print_table(report, args.max_batch)
+    print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0 if failed == 0 and all(code == 0 for code in exits.values()) else 1
 
 

@@ -1,13 +1,8 @@
 """Tracking quality on synthetic clips, with motmetrics (IDF1, ID switches, MOTA), trackeval (HOTA), and smoothing.
 
-(a) Tracker only: the ground-truth poses of ``--clips`` synthetic clips (figures crossing, occluding, turning;
-    :mod:`fcpose.data.synthetic.clips`) as detections with box and keypoint noise, drop-outs, low scores and
-    false positives, through pose-aware association (``tracker.pose_weight``) and IoU-only (``pose_weight=0``);
-    smoothing: keypoint jitter (mean acceleration, px/frame^2) and error against the truth, raw vs One-Euro.
-(b) With ``--weights``: end to end on rendered clips with a model, scored against the clips' ground truth.
-
-HOTA, DetA and AssA come from ``trackeval`` when installed (``pip install --no-deps trackeval``: its declared
-dependencies include ``opencv-python``, which clashes with ``opencv-python-headless``); else left out.
+(a) Tracker only: ground-truth poses of synthetic clips as noisy detections (:func:`make_detections`), pose-aware
+vs IoU-only association, and One-Euro jitter/error. (b) With ``--weights``: end to end on rendered clips. HOTA
+needs ``pip install --no-deps trackeval`` (its declared ``opencv-python`` clashes with the headless build).
 
     python benchmarks/tracking_quality.py --clips 24 --json benchmarks/results/tracking_quality.json
     python benchmarks/tracking_quality.py --clips 4 --frames 40 --weights assets/fcpose_synth_demo.pt \
@@ -18,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import sys
 import time
@@ -27,9 +21,9 @@ import motmetrics as mm
 import numpy as np
 import torch
 
+from fcpose.bench.people import write_json
 from fcpose.config import TrackerConfig
 from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent
-from fcpose.fileio import atomic_write_text
 from fcpose.ops.boxes import box_iou
 from fcpose.tracking import PoseTracker
 
@@ -295,8 +289,7 @@ def main() -> int:
         for name in ("pose_aware", "iou_only"):
             print(f"(b) {name:10s} end to end ({args.weights}): {_line(report['end_to_end'][name])}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        print(f"wrote {write_json(report, args.json)}", file=sys.stderr)
     return 0
 
 

@@ -3,20 +3,15 @@
     python benchmarks/train_throughput.py --config fcpose_r50_official --device cuda --batch 16 --precision bf16
     python benchmarks/train_throughput.py --config overfit_tiny --device cpu --batch 2 --size 256 --steps 6  # CI-sized
 
-Runs the real :class:`~fcpose.engine.trainer.TrainSession` (data loader, precision policy, fused optimiser) on a
-COCO-format dataset (default: ``coco_tiny`` from the shared data) and times each step's parts — data wait, forward
-(network + targets + losses), backward, optimiser — with the device synchronised around each part (so the split
-is exact; the images/s line is also measured *without* those synchronisations, as training runs). The first
-``--warmup`` steps (cuDNN autotuning, allocator growth, fp16 scale calibration) are not counted. Prints a table
-and writes JSON (``--json``, default ``benchmarks/results/train_throughput.json``).
+The real :class:`~fcpose.engine.trainer.TrainSession` on a COCO-format dataset (default ``coco_tiny``), each step
+split with the device synchronised around each part; images/s measured without those synchronisations; the
+first ``--warmup`` steps not counted. Writes ``--json`` (default ``benchmarks/results/train_throughput.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,16 +20,12 @@ from pathlib import Path
 
 import torch
 
+from fcpose.bench.machine import machine_info, sync
+from fcpose.bench.people import write_json
 from fcpose.config import load_config
 from fcpose.engine.trainer import TrainSession
-from fcpose.fileio import atomic_write_text
 
 SHARED = Path(os.environ.get("FCPOSE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(config: str, *, data: str, images: str, device: str, batch: int, precision: str, size: int | None,
@@ -56,27 +47,27 @@ def measure(config: str, *, data: str, images: str, device: str, batch: int, pre
         for i in range(warmup + steps):
             t0 = time.perf_counter()
             b = next(it)
-            _sync(dev)
+            sync(dev)
             t1 = time.perf_counter()
             losses, total = session.forward_loss(b)
-            _sync(dev)
+            sync(dev)
             t2 = time.perf_counter()
             _, finite, _ = session.backward_step(total)
-            _sync(dev)
+            sync(dev)
             t3 = time.perf_counter()
             session.optimizer_step(finite)
             session.loop.iteration += 1
-            _sync(dev)
+            sync(dev)
             t4 = time.perf_counter()
             if i >= warmup:
                 for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                     parts[key].append(seconds)
         # 2) free-running: train_step as the loop calls it, one synchronisation at the end
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         for _ in range(steps):
             session.train_step(next(it))
-        _sync(dev)
+        sync(dev)
         free = (time.perf_counter() - t0) / steps
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
         session.close()
@@ -123,11 +114,8 @@ def main(argv=None) -> int:
                   f"({r['sec_per_iter']:.3f} s/it) | split ms: data {s['data']:.0f}, forward+loss "
                   f"{s['forward_loss']:.0f}, backward {s['backward']:.0f}, optimizer {s['optimizer']:.0f}{mem}",
                   flush=True)
-    report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-              "runs": rows}
-    atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
+    report = {"machine": machine_info(torch.device(args.device)), "runs": rows}
+    write_json(report, args.json)
     print(f"-> {args.json}")
     return 0
 

@@ -135,7 +135,7 @@ def test_direction_loss_reads_offsets_in_the_models_unit(official):
 
 
 def test_short_official_run_reduces_the_loss(coco_tiny, tmp_path):
-    """CI's fast version of the over-fitting check (benchmarks/overfit_official.py runs the full one; its target
+    """CI's fast version of the over-fitting check (benchmarks/train_check.py overfit runs the full one; its target
     AP >= 0.9 in 10 CPU minutes is not met, see docs/official_training.md)."""
     log: list = []
     cfg = load_config("overfit_tiny_official", SMALL + ["solver.max_iter=30", "solver.ims_per_batch=2",
