@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fcpose
 from fcpose.config import TestConfig
-from fcpose.data.transforms import HostUpload, batch_images, resize_image, resize_shape, resize_tensor
+from fcpose.data.transforms import batch_images, resize_image, resize_shape, resize_tensor, upload_image
 from fcpose.errors import FCPoseError
 from fcpose.inference.graphs import GraphedFunction
 from fcpose.inference.runner import GRAPHS_ENV, InferenceRunner
@@ -70,7 +70,7 @@ def test_resize_tensor_matches_pil(shape, short, longest):
     image = camera_image(*shape)
     h, w = resize_shape(*shape, short, longest)
     ref = resize_image(image, h, w).astype(np.int16)
-    got = resize_tensor(HostUpload()(image, torch.device("cpu")), h, w)
+    got = resize_tensor(upload_image(image, torch.device("cpu")), h, w)
     assert got.dtype == torch.float32 and got.shape == (3, h, w)
     assert torch.equal(got, got.round())  # whole grey levels, like the uint8 PIL image
     diff = np.abs(got.permute(1, 2, 0).numpy().astype(np.int16) - ref)
@@ -79,7 +79,7 @@ def test_resize_tensor_matches_pil(shape, short, longest):
 
 def test_resize_tensor_same_size_is_the_image():
     image = camera_image(64, 96)
-    assert torch.equal(resize_tensor(HostUpload()(image, torch.device("cpu")), 64, 96),
+    assert torch.equal(resize_tensor(upload_image(image, torch.device("cpu")), 64, 96),
                        torch.from_numpy(image).permute(2, 0, 1).float())
 
 
@@ -337,7 +337,7 @@ def test_resize_tensor_batch_is_each_image_alone():
     batch = resize_tensor(frames, 60, 87)
     assert batch.shape == (3, 3, 60, 87)
     for image, resized in zip(images, batch):
-        assert torch.equal(resized, resize_tensor(HostUpload()(image, torch.device("cpu")), 60, 87))
+        assert torch.equal(resized, resize_tensor(upload_image(image, torch.device("cpu")), 60, 87))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -40,29 +40,10 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
-class HostUpload:
-    """An RGB ``uint8 [H, W, 3]`` array -> a ``uint8 [3, H, W]`` tensor on the device (a channels-last view of
-    ``[H, W, 3]``): on a GPU the array is copied into a pinned host buffer, reused between calls (grown to the
-    largest image seen), and sent in one asynchronous copy; an event guards the buffer until that copy has
-    been read. On a CPU: a view of the array."""
-
-    def __init__(self):
-        self._buffer: Tensor | None = None
-        self._done: torch.cuda.Event | None = None
-
-    def __call__(self, image: np.ndarray, device: torch.device) -> Tensor:
-        if device.type != "cuda":
-            return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)
-        if self._done is not None:
-            self._done.synchronize()  # the previous copy from the buffer has been read
-        if self._buffer is None or self._buffer.numel() < image.size:
-            self._buffer = torch.empty(image.size, dtype=torch.uint8, pin_memory=True)
-        staged = self._buffer[:image.size].view(image.shape)
-        staged.numpy()[...] = image
-        uploaded = staged.to(device, non_blocking=True)
-        self._done = torch.cuda.Event()
-        self._done.record(torch.cuda.current_stream(device))
-        return uploaded.permute(2, 0, 1)
+def upload_image(image: np.ndarray, device: torch.device) -> Tensor:
+    """An RGB ``uint8 [H, W, 3]`` array -> a ``uint8 [3, H, W]`` tensor on ``device`` (a channels-last view of
+    ``[H, W, 3]``; on a CPU a view of the array itself): the device preprocessing resizes it there."""
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)
 
 
 def resize_tensor(image: Tensor, height: int, width: int) -> Tensor:

@@ -9,7 +9,15 @@ import torch
 
 from ..config import InputConfig, TestConfig
 from ..data.images import as_rgb_array
-from ..data.transforms import batch_images, image_to_tensor, padded_size, resize_image, resize_shape, resize_tensor
+from ..data.transforms import (
+    batch_images,
+    image_to_tensor,
+    padded_size,
+    resize_image,
+    resize_shape,
+    resize_tensor,
+    upload_image,
+)
 from ..errors import FCPoseError
 from ..model.fcpose import FCPose
 from ..postprocess import PostProcessor
@@ -101,7 +109,7 @@ class Predictor:
         the ``preprocess`` path."""
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
         if self.preprocess == "device":
-            tensor = resize_tensor(self.runner.upload(image, self.device), h, w)
+            tensor = resize_tensor(upload_image(image, self.device), h, w)
         else:
             tensor = image_to_tensor(resize_image(image, h, w)).to(self.device)
         return self.model.normalize(tensor), (h, w)

@@ -28,7 +28,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..data.transforms import HostUpload
 from ..errors import FCPoseError, first_line
 from ..model.deploy import optimize_for_inference
 from ..model.fcpose import FCPose
@@ -128,7 +127,6 @@ class InferenceRunner:
         self.compile = bool(compile)
         self.network_fn = CompiledNetwork(model) if compile else model
         self.cuda_graphs = self._use_graphs(cuda_graphs)
-        self.upload = HostUpload()
         self._fresh_state()
 
     def _use_graphs(self, cuda_graphs: bool | None) -> bool:
