@@ -3,6 +3,8 @@
 These check that the scripts still work against the library, not what they measure: no timing is asserted.
 """
 
+import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -63,6 +65,19 @@ def test_train_throughput(coco_tiny, tmp_path):
     assert all(v >= 0 for v in result["split_ms"].values())
 
 
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
+def test_every_fcpose_name_a_script_imports_exists(script):
+    """The quick guard against rot: every ``from fcpose... import name`` in a script, inside its functions too
+    (the slow smoke runs below are the full check), names something the package has."""
+    for node in ast.walk(ast.parse((BENCH / script).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fcpose"):
+            module = importlib.import_module(node.module)
+            missing = [a.name for a in node.names if not hasattr(module, a.name)
+                       and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+            assert not missing, f"{script}: {node.module} has no {missing}"
+
+
+@pytest.mark.slow  # ~70 s: three fresh processes on the golden R-50; the name check above runs in CI
 def test_parity_noise_smoke(golden, tmp_path):
     """--smoke (the golden intermediates in float64 and fp32, the exports): the report, and ours within the
     intermediates' tolerance of the golden data (docs/parity.md)."""
