@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import FCPoseError
 from ..fileio import check_output_file
 from .people import format_report, run_bench, write_json
 
@@ -17,8 +16,6 @@ def _log(msg: str) -> None:
 
 def run_bench_command(args: argparse.Namespace) -> int:
     """Run ``fcpose bench`` with the parsed flags of ``fcpose.cli._add_bench``; 0 on success."""
-    if args.runs < 1 or args.warmup < 0:
-        raise FCPoseError("--runs must be >= 1 and --warmup >= 0")
     if args.json:
         check_output_file(args.json, "benchmark report")  # before the slow part
     if args.score_threshold is not None:  # the people and video benchmarks take it as a config override
@@ -56,8 +53,6 @@ def _video(args: argparse.Namespace) -> tuple[dict, str]:
     from ..data.video import VideoReader
     from .video import format_video_report, run_video_bench
 
-    if args.video_frames < 1 or args.video_rounds < 1:
-        raise FCPoseError("--video-frames and --video-rounds must be >= 1")
     VideoReader(args.video).close()  # a missing or unreadable video: one line
     report = run_video_bench(args.video, config=args.config, weights=args.weights, frames=args.video_frames,
                              rounds=args.video_rounds, warmup=args.warmup, size=args.size, max_size=args.max_size,
