@@ -407,6 +407,15 @@ def _cmd_presets(args) -> int:
     return run_presets(args.name, args.overrides)
 
 
+def _add_demo(sub) -> None:
+    from . import demo
+
+    p = sub.add_parser("demo", help="the offline-capable demo: a model on a bundled image, drawn",
+                       description=demo.DESCRIPTION)
+    demo.add_arguments(p)
+    p.set_defaults(func=lambda args: demo.run_demo(args.out, args.weights))
+
+
 def _parse_persons(text: str) -> list:
     out = []
     for item in text.split(","):
@@ -480,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_predict, _add_track, _add_serve, _add_train, _add_eval, _add_bench, _add_export, _add_convert,
-                _add_synth, _add_presets):
+                _add_synth, _add_presets, _add_demo):
         add(sub)
     return parser
 

@@ -28,6 +28,8 @@ def run_presets(name: str | None = None, overrides: list[str] | None = None) -> 
           "(from scratch its norms would stay the identity: add --set model.backbone.norm=GN); 'from scratch "
           "(NORM)' = trains without pretrained weights, with that backbone norm")
     print("fcpose presets NAME prints one in full; licence of the released weights: see the README")
+    print("bundled with fcpose: --weights fcpose_synth_demo (a small model trained on synthetic scenes only, for "
+          "trying the tools offline)")
     return 0
 
 

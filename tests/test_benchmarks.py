@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from fcpose.assets import DEMO_MODEL, asset
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-DEMO = REPO / "assets" / "fcpose_synth_demo.pt"
+DEMO = asset(DEMO_MODEL)
 
 
 def run(script: str, *args, ok=(0,), env=None) -> subprocess.CompletedProcess:

@@ -8,16 +8,31 @@ from pathlib import Path
 import pytest
 
 from fcpose import demo
+from fcpose.assets import DEMO_MODEL, PHOTO, SCENE, asset
 from fcpose.errors import CheckpointError
 
+PHOTO_PATH, SCENE_PATH = asset(PHOTO), asset(SCENE)
 
-def test_shipped_demo_model_says_it_is_synthetic():
+
+def test_shipped_demo_model_says_it_is_synthetic(monkeypatch, tmp_path):
+    """The bundled model is a zoo name that needs no cache and no download."""
+    from fcpose.weights import zoo
     from fcpose.weights.checkpoint import read_checkpoint
 
-    assert read_checkpoint(demo.SYNTH_MODEL)["trained_on"] == "synthetic"
-    assert demo.PHOTO.is_file() and demo.SCENE.is_file()
-    notes = (demo.ASSETS / "README.md").read_text()
-    assert demo.PHOTO.name in notes and "creativecommons.org/licenses/by/2.0" in notes
+    monkeypatch.setenv("FCPOSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "download", lambda *a, **k: pytest.fail("the bundled model was downloaded"))
+    assert zoo.resolve_weights("fcpose_synth_demo") == asset(DEMO_MODEL)
+    assert read_checkpoint(asset(DEMO_MODEL))["trained_on"] == "synthetic"
+    notes = asset("README.md").read_text()
+    assert PHOTO in notes and "creativecommons.org/licenses/by/2.0" in notes
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_bundled_file_is_one_line():
+    from fcpose.errors import FCPoseError
+
+    with pytest.raises(FCPoseError, match=r"^the bundled file nothing\.pt is missing from .*reinstall"):
+        asset("nothing.pt")
 
 
 def test_demo_falls_back_to_synthetic_offline(monkeypatch, tmp_path, capsys):
@@ -45,7 +60,7 @@ def test_demo_uses_the_official_model_when_it_can(monkeypatch, tmp_path):
 
     monkeypatch.setattr(zoo, "fetch", lambda name, **kw: tmp_path / "fcpose50.pth")
     weights, image, line = demo.choose()
-    assert (weights, image) == ("fcpose_r50_official", demo.PHOTO)
+    assert (weights, image) == ("fcpose_r50_official", PHOTO_PATH)
     assert line.startswith("demo: the authors' COCO model (fcpose_r50_official) on a COCO val2017 photo")
 
 
@@ -59,7 +74,7 @@ def test_demo_offline_reason_comes_from_the_zoo(monkeypatch):
 
     monkeypatch.setattr(zoo, "fetch", fail)
     weights, image, line = demo.choose()
-    assert Path(weights) == demo.SYNTH_MODEL and image == demo.SCENE and "(timed out)" in line
+    assert weights == "fcpose_synth_demo" and image == SCENE_PATH and "(timed out)" in line
 
 
 @pytest.mark.parametrize("source, warns", [("photo", True), ("scene", False), ("synth", False)])
@@ -69,15 +84,15 @@ def test_synthetic_model_warns_once_on_real_images(source, warns, tmp_path, caps
     from fcpose.cli import main
 
     if source == "photo":
-        inputs = [str(demo.PHOTO), str(tmp_path / "copy.jpg")]
-        shutil.copy(demo.PHOTO, inputs[1])
+        inputs = [str(PHOTO_PATH), str(tmp_path / "copy.jpg")]
+        shutil.copy(PHOTO_PATH, inputs[1])
     elif source == "scene":
-        inputs = [str(demo.SCENE)]
+        inputs = [str(SCENE_PATH)]
     else:
         assert main(["synth", "--out", str(tmp_path / "ds"), "--num", "2", "--height", "96", "--width", "128"]) == 0
         inputs = [str(tmp_path / "ds" / "images")]
     capsys.readouterr()
-    assert main(["predict", *inputs, "--weights", str(demo.SYNTH_MODEL), "--out", str(tmp_path / "out"),
+    assert main(["predict", *inputs, "--weights", "fcpose_synth_demo", "--out", str(tmp_path / "out"),
                  "--no-progress"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     warnings = [line for line in lines if line.startswith("warning: this model was trained on synthetic scenes only")]
@@ -85,17 +100,19 @@ def test_synthetic_model_warns_once_on_real_images(source, warns, tmp_path, caps
 
 
 def test_demo_reports_warm_up_apart_and_keeps_only_this_runs_outputs(tmp_path, capsys):
-    """`make demo WEIGHTS=...` after a run on the other image: only this run's rendering stays (files the
+    """`fcpose demo --weights ...` after a run on the other image: only this run's rendering stays (files the
     demo does not write are not touched); the first image's time no longer includes the warm-up."""
     import re
 
+    from fcpose.cli import main
+
     out = tmp_path / "demo_out"
     out.mkdir()
-    stale = out / f"{demo.PHOTO.stem}.jpg"  # what an earlier run with the COCO model left
+    stale = out / f"{Path(PHOTO).stem}.jpg"  # what an earlier run with the COCO model left
     stale.write_bytes(b"an older rendering")
     mine = out / "notes.txt"
     mine.write_text("not the demo's")
-    assert demo.main(["--out", str(out), "--weights", str(demo.SYNTH_MODEL)]) == 0
+    assert main(["demo", "--out", str(out), "--weights", "fcpose_synth_demo"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "predictions.json", "sample.jpg"]
     assert mine.read_text() == "not the demo's"

@@ -38,6 +38,8 @@ from helpers import serve_in_thread  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fcpose  # noqa: E402
+from fcpose.assets import DEMO_MODEL, asset  # noqa: E402
+from fcpose.assets import SCENE as SCENE_FILE  # noqa: E402
 from fcpose.cli import main  # noqa: E402
 from fcpose.data.images import read_image  # noqa: E402
 from fcpose.inference.predict_command import PeopleRenderer  # noqa: E402
@@ -45,8 +47,8 @@ from fcpose.serve.app import ServeSettings, create_app  # noqa: E402
 from fcpose.serve.batcher import DynamicBatcher, QueueFullError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "assets" / "fcpose_synth_demo.pt"
-SCENE = REPO / "assets" / "sample.jpg"
+DEMO = asset(DEMO_MODEL)
+SCENE = asset(SCENE_FILE)
 SIZE = dict(min_size=192, max_size=256)  # small and fast; the demo model still finds the scene's six people
 LIMITS = dict(max_upload_bytes=1 << 20, max_pixels=4_000_000)
 

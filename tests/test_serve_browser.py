@@ -26,12 +26,14 @@ from helpers import serve_in_thread  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fcpose  # noqa: E402
+from fcpose.assets import DEMO_MODEL, asset  # noqa: E402
+from fcpose.assets import SCENE as SCENE_FILE  # noqa: E402
 from fcpose.data.images import read_image  # noqa: E402
 from fcpose.serve.app import ServeSettings, create_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "assets" / "fcpose_synth_demo.pt"
-SCENE = REPO / "assets" / "sample.jpg"
+DEMO = asset(DEMO_MODEL)
+SCENE = asset(SCENE_FILE)
 
 
 def _browser() -> tuple[str, str]:

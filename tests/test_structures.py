@@ -1,20 +1,20 @@
 """`PoseDetections`: the people the command line counts (`people()`), selection and numpy views."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from fcpose.assets import DEMO_MODEL, asset
+from fcpose.assets import SCENE as SCENE_FILE
 from fcpose.cli import main
 from fcpose.config import COCO_SIGMAS
 from fcpose.ops.oks import pose_nms
 from fcpose.structures import PoseDetections
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "fcpose_synth_demo.pt"
-SCENE = ROOT / "assets" / "sample.jpg"
+DEMO = asset(DEMO_MODEL)
+SCENE = asset(SCENE_FILE)
 
 
 def _crowd() -> PoseDetections:

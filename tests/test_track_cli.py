@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fcpose.assets import DEMO_MODEL, asset
 from fcpose.cli import main
 from fcpose.data.synthetic import clip_for, write_clips
 from fcpose.data.video import VideoWriter
@@ -27,7 +28,7 @@ from fcpose.inference.sources import expand_globs
 from fcpose.tracking import load_posetrack
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "fcpose_synth_demo.pt"
+DEMO = asset(DEMO_MODEL)
 SIZE = ["--size", "160", "--max-size", "224"]
 
 

@@ -64,7 +64,7 @@ class PeopleRenderer:
                           keypoint_threshold=self.keypoint_threshold)
 
 
-# SHA-256 of the bundled demo scene assets/sample.jpg (a `fcpose synth` image)
+# SHA-256 of the bundled demo scene fcpose/assets/sample.jpg (a `fcpose synth` image)
 _BUNDLED_SYNTHETIC = {"67df4fae76f4f69455726f50bff81bc5c05cbb3eb360d2bac32730f23953fde1"}
 
 

@@ -4,6 +4,7 @@
 file in the cache folder (``$FCPOSE_CACHE``, default ``~/.cache/fcpose``), downloads it there over plain HTTPS if it is
 absent (to a temporary file, renamed when complete) and returns its path. The official files are AdelaiDet checkpoints,
 converted on loading. Without network access it fails with one line saying where to put the file by hand.
+``fcpose_synth_demo`` ships inside the package (:mod:`fcpose.assets`): no cache, no download.
 
 Verification (for an entry with a recorded ``size`` and ``sha256``, as both official files have):
 
@@ -25,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..assets import DEMO_MODEL, asset
 from ..errors import CheckpointError
 from ..fileio import default_file_mode
 
@@ -35,8 +37,8 @@ HF_BASE = "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/"
 class ZooEntry:
     name: str
     filename: str  # file name in the cache folder
-    url: str
-    preset: str
+    url: str | None  # None: the file ships inside the package (fcpose.assets), nothing to download
+    preset: str | None  # the preset it runs (None: its config lives in the checkpoint only)
     sha256: str | None = None  # None: not checked (the hash is printed after the download)
     description: str = ""
     size: int | None = None  # bytes; None: not checked
@@ -51,6 +53,8 @@ MODEL_ZOO: dict[str, ZooEntry] = {
         ZooEntry("fcpose_r101_official", "fcpose101.pth", HF_BASE + "fcpose101.pth", "fcpose_r101_official",
                  sha256="97f5ca289e2400da07564c3d5dfc289071628f9f7c23953238556dfdb4547802", size=482_703_626,
                  description="AdelaiDet FCPose_R101_3x, 67.0 keypoint AP (COCO val2017)"),
+        ZooEntry("fcpose_synth_demo", DEMO_MODEL, None, None,
+                 description="bundled: half-width ResNet-18 + GN trained on synthetic scenes only (7 MB)"),
     )
 }
 
@@ -145,6 +149,8 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     if name not in MODEL_ZOO:
         raise CheckpointError(f"unknown model-zoo name '{name}' (known: {', '.join(sorted(MODEL_ZOO))})")
     entry = MODEL_ZOO[name]
+    if entry.url is None:
+        return asset(entry.filename)
     path = cache_dir() / entry.filename
     if path.is_file():
         verify_cached(entry, path)
