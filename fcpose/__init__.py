@@ -10,7 +10,7 @@ Public API::
     dets = predictor("img.jpg")                             # or an RGB uint8 HxWx3 array
     dets.boxes, dets.scores, dets.keypoints                 # [N,4] xyxy, [N], [N,K,3]; original pixels"""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .builder import build  # noqa: E402
 from .config import FCPoseConfig, list_presets, load_config  # noqa: E402
