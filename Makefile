@@ -55,7 +55,7 @@ setup: $(BIN)/fcpose
 # the authors' COCO model on a COCO photo when its weights can be downloaded, else the bundled synthetic
 # model on a synthetic scene (one line says which and why); WEIGHTS=... picks the weights yourself
 demo: setup
-	$(BIN)/python -m fcpose.demo --out demo_out $(if $(WEIGHTS),--weights $(WEIGHTS))
+	$(BIN)/fcpose demo --out demo_out $(if $(WEIGHTS),--weights $(WEIGHTS))
 	@echo "to run fcpose yourself: source $(VENV)/bin/activate, then e.g. fcpose predict PHOTO.jpg --weights fcpose_r50_official --out out (or $(BIN)/fcpose ...)"
 
 # The browser test of `fcpose serve` (tests/test_serve_browser.py) drives Debian's chromium with its chromedriver
