@@ -4,7 +4,7 @@
 
 Through the commands a user has (``fcpose synth``, ``fcpose export --format openvino --int8
 --calibration``, ``fcpose eval [--backend openvino]``): ``synthetic``, the demo checkpoint
-(``assets/fcpose_synth_demo.pt``, trained on synthetic scenes of seed 1) on held-out scenes (seed 2) in fp32
+(``fcpose_synth_demo``, trained on synthetic scenes of seed 1) on held-out scenes (seed 2) in fp32
 PyTorch, OpenVINO fp32, OpenVINO int8 (controller and dynamic heads fp32) and int8 with the heads quantised
 (``--int8-heads``), calibrated on ``--calib`` scenes of seed 1; ``golden``, the official-layout R-50 on the 4
 coco_tiny images, calibrated on the same 4 (a numerical check, not a held-out score). Per int8 model: AP and
@@ -105,7 +105,7 @@ def evaluate(name: str, weights: Path, backend: str, ann: Path, images: Path, wo
     return {"metrics": m, "eval_s": seconds, "results": json.loads(results.read_text())}
 
 
-def score_variants(label: str, checkpoint: Path, ann: Path, images: Path, calibration: str, calib_n: int,
+def score_variants(label: str, checkpoint: str | Path, ann: Path, images: Path, calibration: str, calib_n: int,
                    work: Path, variants: list[tuple[str, list[str]]], extra_eval=()) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out = {"checkpoint": str(checkpoint), "annotations": str(ann), "calibration": calibration,
@@ -154,7 +154,7 @@ def accuracy(args) -> int:
         cal = ["--calibration", str(calib / "annotations.json"), "--calib-images", str(args.calib)]
         variants = [("openvino_fp32", []), ("openvino_int8", ["--int8", *cal]),
                     ("openvino_int8_heads_int8", ["--int8", "--int8-heads", *cal])]
-        report["sets"]["synthetic"] = score_variants("synthetic", REPO / "assets" / "fcpose_synth_demo.pt",
+        report["sets"]["synthetic"] = score_variants("synthetic", "fcpose_synth_demo",
                                                      held / "annotations.json", held / "images", str(calib),
                                                      args.calib, work / "synthetic", variants)
         report["sets"]["synthetic"]["heldout_images"] = args.heldout

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fcpose.assets import SCENE, asset
 from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds
 from fcpose.bench.people import write_json
 
@@ -166,8 +167,8 @@ def model_only(args, image: str, reps: int) -> dict:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(REPO / "assets" / "fcpose_synth_demo.pt"))
-    ap.add_argument("--image", default=str(REPO / "assets" / "sample.jpg"))
+    ap.add_argument("--weights", default="fcpose_synth_demo")
+    ap.add_argument("--image", default=str(asset(SCENE)))
     ap.add_argument("--clients", default="1,4,16", help="client counts (default 1,4,16)")
     ap.add_argument("--seconds", type=float, default=4.0, help="load per round, client count and server (default 4)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; the servers alternate within each (default 3)")

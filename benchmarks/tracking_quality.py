@@ -5,7 +5,7 @@ vs IoU-only association, and One-Euro jitter/error. (b) With ``--weights``: end 
 needs ``pip install --no-deps trackeval`` (its declared ``opencv-python`` clashes with the headless build).
 
     python benchmarks/tracking_quality.py --clips 24 --json benchmarks/results/tracking_quality.json
-    python benchmarks/tracking_quality.py --clips 4 --frames 40 --weights assets/fcpose_synth_demo.pt \
+    python benchmarks/tracking_quality.py --clips 4 --frames 40 --weights fcpose_synth_demo \
         --e2e-only --json benchmarks/results/tracking_e2e.json
 """
 
