@@ -57,7 +57,12 @@ def _nms_to_onnx(boxes, scores, iou_threshold: float, score_threshold: float, ma
 
 class OnnxPipeline(nn.Module):
     """The exported computation, batch size 1: the model, then the post-processor's traceable
-    :meth:`~fcpose.postprocess.PostProcessor.people` (selection, NMS, controller, dynamic heads, decoding)."""
+    :meth:`~fcpose.postprocess.PostProcessor.people` (selection, NMS, controller, dynamic heads, decoding).
+
+    Args:
+        model: The network (a folded copy, as ``export_onnx`` passes it).
+        postprocessor: Its post-processor.
+    """
 
     def __init__(self, model: FCPose, postprocessor: PostProcessor):
         super().__init__()
@@ -65,6 +70,15 @@ class OnnxPipeline(nn.Module):
         self.postprocessor = postprocessor
 
     def forward(self, image: Tensor, score_threshold: Tensor):
+        """The network and the traceable people selection and decoding of one image.
+
+        Args:
+            image: ``[1, 3, H, W]`` normalised, zero-padded image.
+            score_threshold: 0-d float32 tensor, the lowest detection score kept.
+
+        Returns:
+            (tuple[Tensor, ...]): ``boxes``, ``scores``, ``keypoints``, ``levels`` and ``locations``, in input pixels.
+        """
         dense = self.model(image)
         people, keypoints = self.postprocessor.people(self.model, dense, score_threshold=score_threshold,
                                                       traceable=True)
@@ -90,7 +104,23 @@ def export_onnx(model: FCPose, out: str | Path, *, size: tuple[int, int] | None 
     size divisibility). ``verify`` checks the file with ``onnx.checker`` and, when onnxruntime is installed,
     compares its outputs with PyTorch's on a sample input (:func:`compare_with_onnxruntime`); the file is
     written atomically, and only if it passes. A dict passed as ``report`` receives
-    the comparison's summary (left empty when onnxruntime is absent)."""
+    the comparison's summary (left empty when onnxruntime is absent).
+
+    Args:
+        model: The model to export, with its config (``build_model``, ``load_model``).
+        out: The ``.onnx`` file to write.
+        size: (H, W) to trace at (``dynamic``) or the only input size (not ``dynamic``).
+        dynamic: Accept any H and W that are multiples of the size divisibility.
+        params: The test-time parameters to fix in the graph; default: the config's.
+        verify: Check the file and compare it with PyTorch before writing it.
+        report: A dict that receives the comparison's summary.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        FCPoseError: The export extras are missing, the model has no config, or the file differs from PyTorch.
+    """
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
