@@ -310,6 +310,7 @@ class FCPoseConfig:
         tracker: The defaults of ``fcpose track`` and ``Predictor.track``.
         name: The preset name (informational).
     """
+
     model: ModelConfig = field(default_factory=ModelConfig)
     keypoints: KeypointSetConfig = field(default_factory=KeypointSetConfig)
     input: InputConfig = field(default_factory=InputConfig)

@@ -44,6 +44,7 @@ class FCPose(nn.Module):
         size_divisibility: Inputs are zero-padded to multiples of this.
         cfg: The config the model was built from (``None`` for a model built from parts).
     """
+
     def __init__(self, backbone: nn.Module, fpn: FPN, head: FCOSHead, keypoint_branch: nn.Module,
                  dynamic_head: DynamicKeypointHead, *, strides: list[int], rel_coord_norm: list[float],
                  pixel_mean: list[float], pixel_std: list[float], input_format: str = "RGB",
