@@ -1,7 +1,8 @@
 """MkDocs hook (``hooks:`` in mkdocs.yml): the site's pages are the repository's own Markdown files, at their
 repository paths, so every relative link resolves in the site exactly as in a checkout and MkDocs' link
 validation (strict mode: a failure) checks it. README.md is the home page; the non-Markdown files the pages link
-to (plots, results JSON) are copied as they are. Only what is listed here is published (not this file)."""
+to (plots, results JSON) are copied as they are. Only what is listed here is published (not this file).
+The docstrings' Sphinx roles (``:class:`~fcpose.Predictor` ``) are shown as the code they name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mkdocs.structure.files import File, Files
 
 PAGES = ["README.md", "CHANGELOG.md", "docs/**/*.md", "benchmarks/README.md", "fcpose/assets/README.md"]
 LINK = re.compile(r"\]\(([^)\s#]+)")  # the path of a Markdown link or image, before any #anchor
+ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc):<code>(~?)([^<]*)</code>")  # as rendered from a docstring
 
 
 def _pages(root: Path) -> list[Path]:
@@ -41,3 +43,8 @@ def on_files(files: Files, config) -> Files:
         site.append(File(path.relative_to(root).as_posix(), str(root), config["site_dir"],
                          config["use_directory_urls"]))
     return site
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """``:role:`name` `` -> ``name`` as code; ``~a.b.name`` shows ``name``, as in Sphinx."""
+    return ROLE.sub(lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html)

@@ -28,6 +28,7 @@ def test_site_builds_strict_with_reference_and_links(tmp_path):
     assert 'id="fcpose.Predictor"' in reference
     assert 'id="fcpose.Predictor.from_checkpoint"' in reference
     assert "score_threshold" in reference and "min_size" in reference  # Predictor's parameters
+    assert ":class:" not in reference  # docstrings' Sphinx roles are shown as code (docs/mkdocs_hooks.py)
     # README links, resolved in the site as in a checkout: a guide and a non-Markdown file it shows
     assert (site / "docs" / "serving" / "index.html").is_file()
     assert (site / "benchmarks" / "results" / "people.png").is_file()
