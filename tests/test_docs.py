@@ -37,14 +37,20 @@ def test_site_builds_strict_with_reference_and_links(tmp_path):
 
 @pytest.mark.parametrize("page, culprit", [
     ("See [the guide](docs/missing.md).\n", "docs/missing.md"),
+    ("See [below](#no-such-section).\n", "no-such-section"),
     ("::: fcpose.no_such_function\n", "fcpose.no_such_function"),
+    ("::: renamed.scale\n", "Parameter 'factor' does not appear in the function signature"),
 ])
 def test_strict_build_fails_on_broken_reference(tmp_path, page, culprit):
-    """A checkout of one page: a broken link, or an API name that does not exist, fails the build."""
+    """A checkout of one page: a broken link or anchor, an API name that does not exist, or a docstring naming a
+    parameter its function no longer has, fails the build."""
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     config.pop("nav"), config.pop("watch")
     config["hooks"] = [str(ROOT / path) for path in config["hooks"]]
-    config["plugins"][1]["mkdocstrings"]["handlers"]["python"]["paths"] = [str(ROOT)]
+    config["plugins"][1]["mkdocstrings"]["handlers"]["python"]["paths"] = [str(ROOT), str(tmp_path)]
+    # a parameter renamed in the signature but not in the docstring
+    (tmp_path / "renamed.py").write_text('def scale(x, ratio):\n    """Scale.\n\n    Args:\n        x: A number.\n'
+                                         '        factor: The factor.\n    """\n', encoding="utf-8")
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text("# Home\n\n" + page, encoding="utf-8")
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
