@@ -45,9 +45,10 @@ def test_strict_build_fails_on_broken_reference(tmp_path, page, culprit):
     """A checkout of one page: a broken link or anchor, an API name that does not exist, or a docstring naming a
     parameter its function no longer has, fails the build."""
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
-    config.pop("nav"), config.pop("watch")
+    del config["nav"], config["watch"]  # this checkout has one page
     config["hooks"] = [str(ROOT / path) for path in config["hooks"]]
-    config["plugins"][1]["mkdocstrings"]["handlers"]["python"]["paths"] = [str(ROOT), str(tmp_path)]
+    mkdocstrings = next(p["mkdocstrings"] for p in config["plugins"] if isinstance(p, dict) and "mkdocstrings" in p)
+    mkdocstrings["handlers"]["python"]["paths"] = [str(ROOT), str(tmp_path)]
     # a parameter renamed in the signature but not in the docstring
     (tmp_path / "renamed.py").write_text('def scale(x, ratio):\n    """Scale.\n\n    Args:\n        x: A number.\n'
                                          '        factor: The factor.\n    """\n', encoding="utf-8")
