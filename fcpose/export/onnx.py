@@ -97,23 +97,19 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def export_onnx(model: FCPose, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
                 params: TestConfig | None = None, verify: bool = True, report: dict | None = None) -> Path:
-    """Export ``model`` (an FCPose; not modified: a folded copy is exported) to ``out``.
-
-    ``dynamic=True``: any H and W that are multiples of the size divisibility (traced at ``size`` or a
-    small default). ``dynamic=False``: the graph only accepts ``size`` = (H, W) (each rounded up to the
-    size divisibility). ``verify`` checks the file with ``onnx.checker`` and, when onnxruntime is installed,
-    compares its outputs with PyTorch's on a sample input (:func:`compare_with_onnxruntime`); the file is
-    written atomically, and only if it passes. A dict passed as ``report`` receives
-    the comparison's summary (left empty when onnxruntime is absent).
+    """Export ``model`` (an FCPose; not modified: a folded copy is exported) to ``out``, written atomically and
+    only once it passes ``verify``.
 
     Args:
         model: The model to export, with its config (``build_model``, ``load_model``).
         out: The ``.onnx`` file to write.
-        size: (H, W) to trace at (``dynamic``) or the only input size (not ``dynamic``).
-        dynamic: Accept any H and W that are multiples of the size divisibility.
-        params: The test-time parameters to fix in the graph; default: the config's.
-        verify: Check the file and compare it with PyTorch before writing it.
-        report: A dict that receives the comparison's summary.
+        size: (H, W) to trace at, or with ``dynamic=False`` the only size the graph accepts (rounded up to the size
+            divisibility); default: a small size, or with ``dynamic=False`` the config's test sizes.
+        dynamic: The graph accepts any H and W that are multiples of the size divisibility.
+        params: The test-time parameters fixed in the graph; default: the config's.
+        verify: Check the file with ``onnx.checker`` and, when onnxruntime is installed, compare its outputs with
+            PyTorch's on a sample input (:func:`compare_with_onnxruntime`).
+        report: A dict that receives the comparison's summary (left empty when onnxruntime is absent).
 
     Returns:
         ``out``.
