@@ -28,7 +28,7 @@ endef
 export INDEX_PROBE
 PIP := $(BIN)/python -m pip
 
-.PHONY: setup browser demo test test-all lint clean
+.PHONY: setup browser demo test test-all lint docs clean
 
 $(BIN)/fcpose: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,8 +81,12 @@ test-all: setup browser
 	$(BIN)/python -m pytest -q --runslow
 
 lint: setup
-	$(BIN)/ruff check fcpose tests benchmarks
+	$(BIN)/ruff check fcpose tests benchmarks docs/mkdocs_hooks.py
 	$(BIN)/lint-imports --no-cache
 
+# the documentation site into site/ (mkdocs.yml; open site/index.html); strict: a broken link or docstring fails
+docs: setup
+	$(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site

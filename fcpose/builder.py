@@ -18,6 +18,17 @@ __all__ = ["build"]
 
 def build(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides: list[str] | dict | None = None
           ) -> tuple[FCPose, FCPoseCriterion, PostProcessor]:
-    """A preset name, YAML path or config object (plus overrides) -> (model, criterion, post-processor)."""
+    """A preset name, YAML path or config object (plus overrides) -> (model, criterion, post-processor).
+
+    Args:
+        config: A preset name (``fcpose.list_presets()``), a YAML path or an ``FCPoseConfig``.
+        overrides: ``["a.b=c", ...]`` strings or a nested dict applied on top of ``config``.
+
+    Returns:
+        The model (random weights, see ``build_model``), its training loss and its post-processor.
+
+    Raises:
+        ConfigError: The preset or file is unknown or unreadable, or the config or an override is invalid.
+    """
     model = build_model(config, overrides)
     return model, FCPoseCriterion.from_config(model.cfg), PostProcessor.from_config(model.cfg)

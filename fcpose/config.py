@@ -297,6 +297,20 @@ class TrackerConfig:
 
 @dataclass
 class FCPoseConfig:
+    """The whole configuration of a model: network, keypoint set, input sizes, test-time decoding, loss, solver and
+    tracker (what a preset YAML and a checkpoint hold; ``load_config`` builds one).
+
+    Args:
+        model: The network (backbone, FPN, FCOS head, keypoint branch and dynamic heads).
+        keypoints: The keypoint set: names, skeleton, OKS sigmas, flip pairs.
+        input: Image sizes and channel order, for training and test.
+        test: Test-time decoding: score threshold, top-k, NMS, detections per image.
+        loss: Loss weights and target settings.
+        solver: Optimiser and schedule.
+        tracker: The defaults of ``fcpose track`` and ``Predictor.track``.
+        name: The preset name (informational).
+    """
+
     model: ModelConfig = field(default_factory=ModelConfig)
     keypoints: KeypointSetConfig = field(default_factory=KeypointSetConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -316,6 +330,14 @@ class FCPoseConfig:
         return self.model.keypoint.num_dynamic_params(self.num_keypoints)
 
     def validate(self) -> FCPoseConfig:
+        """Check the config: its choices, list lengths and ranges, and that its parts fit together.
+
+        Returns:
+            The config itself, once valid.
+
+        Raises:
+            ConfigError: A value is not one of its choices or out of range.
+        """
         self.keypoints.validate()
         m = self.model
         choices = {
@@ -473,6 +495,11 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 
 def list_presets() -> list[str]:
+    """The names of the bundled presets, for ``load_config`` and ``build_model``.
+
+    Returns:
+        The preset names, sorted.
+    """
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
@@ -539,7 +566,18 @@ def resolve_preset(name_or_path: str | Path) -> Path:
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> FCPoseConfig:
-    """Defaults <- preset/YAML file <- overrides (``["a.b=c"]`` strings or a nested dict)."""
+    """Defaults <- preset/YAML file <- overrides (``["a.b=c"]`` strings or a nested dict).
+
+    Args:
+        name_or_path: A preset name (``list_presets``) or a YAML file; ``None``: the defaults.
+        overrides: ``["a.b=c", ...]`` strings or a nested dict, applied last.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: The preset or file is unknown or unreadable, or a value is invalid.
+    """
     cfg = FCPoseConfig()
     if name_or_path is not None:
         path = resolve_preset(name_or_path)

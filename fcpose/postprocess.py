@@ -50,7 +50,18 @@ class PostProcessor:
     ``dynamic_head``: the (parameter-free) evaluator of the keypoint heads; ``strides``: of the pyramid
     levels; ``rel_coord_norm``: the divisor of the relative coordinates per level; ``offset_unit``:
     "stride" or "pixel"; ``keypoint_score``: "softmax" (peak probability) or "logit" (official);
-    ``nms_rounds``: the rounds of :func:`~fcpose.ops.boxes.nms_fixed` in :meth:`fixed`."""
+    ``nms_rounds``: the rounds of :func:`~fcpose.ops.boxes.nms_fixed` in :meth:`fixed`.
+
+    Args:
+        dynamic_head: The evaluator of the dynamic keypoint heads.
+        strides: The stride of each pyramid level.
+        rel_coord_norm: The divisor of the relative coordinates, per level.
+        offset_unit: The unit of the refinement offsets, ``"stride"`` or ``"pixel"``.
+        keypoint_score: ``"softmax"`` (peak probability) or ``"logit"`` (official).
+        params: The test-time parameters (score threshold, top-k, NMS, detections per image); default ``TestConfig()``.
+        tile_bytes: The memory budget of one tile of dynamic-head evaluation; default: the head's own.
+        nms_rounds: The rounds of the fixed-shape NMS in ``fixed``.
+    """
 
     drop_empty = True  # rescale drops people whose box is empty once clipped to the image
 
@@ -70,7 +81,15 @@ class PostProcessor:
     @classmethod
     def from_model(cls, model: FCPose, params: TestConfig | None = None) -> PostProcessor:
         """The post-processor matching ``model``'s heads and conventions (``params`` default: the model's
-        config's ``test`` section, else :class:`TestConfig` defaults)."""
+        config's ``test`` section, else :class:`TestConfig` defaults).
+
+        Args:
+            model: The network whose outputs to decode.
+            params: The test-time parameters; default: the model's config's ``test`` section.
+
+        Returns:
+            The post-processor.
+        """
         if params is None:
             params = dataclasses.replace(model.cfg.test) if model.cfg is not None else TestConfig()
         return cls(model.dynamic_head, strides=model.strides, rel_coord_norm=model.rel_coord_norm.tolist(),
@@ -78,6 +97,14 @@ class PostProcessor:
 
     @classmethod
     def from_config(cls, cfg: FCPoseConfig) -> PostProcessor:
+        """The post-processor of the model ``cfg`` describes, with the config's test-time parameters.
+
+        Args:
+            cfg: The model's config.
+
+        Returns:
+            The post-processor.
+        """
         m = cfg.model
         return cls(build_dynamic_head(cfg), strides=m.strides, rel_coord_norm=m.rel_coord_norm,
                    offset_unit=m.keypoint.offset_unit, keypoint_score=m.keypoint.score,
@@ -88,7 +115,14 @@ class PostProcessor:
         return self.dynamic_head.num_keypoints
 
     def with_params(self, **changes) -> PostProcessor:
-        """A copy with some test-time parameters changed (e.g. ``score_threshold=0.3``)."""
+        """A copy with some test-time parameters changed (e.g. ``score_threshold=0.3``).
+
+        Args:
+            **changes: ``TestConfig`` fields and their new values.
+
+        Returns:
+            The copy (this one is unchanged).
+        """
         out = copy.copy(self)
         out.params = dataclasses.replace(self.params, **changes)
         return out
@@ -112,7 +146,18 @@ class PostProcessor:
     def people(self, model: FCPose, dense: DenseOutputs, *, score_threshold: float | Tensor | None = None,
                traceable: bool = False, on_stage: StageHook | None = None) -> tuple[Instances, Tensor]:
         """Selected people and their ``[N, K, 3]`` keypoints, both in network-input pixels. ``on_stage(name)`` is called
-        after "select" and after "keypoints" (the benchmark times the stages)."""
+        after "select" and after "keypoints" (the benchmark times the stages).
+
+        Args:
+            model: The network that produced ``dense`` (its controller makes the heads' parameters).
+            dense: The network's outputs for a batch.
+            score_threshold: Overrides ``params.score_threshold`` (a 0-d tensor when ``traceable``).
+            traceable: The export form (batch 1, static shapes).
+            on_stage: Called with each finished stage's name, or ``None``.
+
+        Returns:
+            The selected instances and their keypoints.
+        """
         instances = self.select(dense, score_threshold=score_threshold, traceable=traceable)
         if on_stage is not None:
             on_stage("select")
@@ -127,7 +172,18 @@ class PostProcessor:
                  ) -> list[PoseDetections]:
         """Dense outputs of a batch -> one :class:`PoseDetections` per image, in ``output_sizes`` pixels
         (default: the network-input sizes, i.e. no rescaling). ``input_sizes``: per image (h, w) of the
-        resized image the network saw (before padding)."""
+        resized image the network saw (before padding).
+
+        Args:
+            model: The network that produced ``dense``.
+            dense: The network's outputs for a batch.
+            input_sizes: Per image, (h, w) the network saw before padding.
+            output_sizes: Per image, (h, w) the results refer to; default ``input_sizes``.
+            on_stage: Called with each finished stage's name, or ``None``.
+
+        Returns:
+            The detections of each image.
+        """
         output_sizes = list(output_sizes or input_sizes)
         instances, keypoints = self.people(model, dense, on_stage=on_stage)
         instances, keypoints = self.rescale(instances, keypoints, input_sizes, output_sizes, drop_empty=self.drop_empty)
@@ -137,7 +193,16 @@ class PostProcessor:
     def fixed(self, model: FCPose, dense: DenseOutputs, *, on_stage: StageHook | None = None) -> PeopleSlots:
         """Stages 1 and 2 in the sync-free, fixed-shape form -> :class:`PeopleSlots` on the device
         (network-input pixels; see the module docstring). No operation here waits for the device, so the
-        caller's one copy of the slots to the host is the only synchronisation."""
+        caller's one copy of the slots to the host is the only synchronisation.
+
+        Args:
+            model: The network that produced ``dense``.
+            dense: The network's outputs for a batch.
+            on_stage: Called with each finished stage's name, or ``None``.
+
+        Returns:
+            The people of the batch in fixed-shape slots.
+        """
         instances, valid, exact = self.select_fixed(dense)
         if on_stage is not None:
             on_stage("select")
@@ -154,7 +219,16 @@ class PostProcessor:
                ) -> list[PoseDetections]:
         """Stage 3 on the slots of :meth:`fixed` (best on the CPU, after the one copy): the valid people,
         rescaled and split exactly as ``__call__`` does. Only images ``slots.exact`` vouches for are
-        guaranteed to equal ``__call__``'s result."""
+        guaranteed to equal ``__call__``'s result.
+
+        Args:
+            slots: The slots of ``fixed``.
+            input_sizes: Per image, (h, w) the network saw before padding.
+            output_sizes: Per image, (h, w) the results refer to; default ``input_sizes``.
+
+        Returns:
+            The detections of each image.
+        """
         output_sizes = list(output_sizes or input_sizes)
         b, s = slots.valid.shape
         valid = slots.valid.reshape(-1)
@@ -174,7 +248,16 @@ class PostProcessor:
         (grouped by image, decreasing score within an image; boxes in network-input pixels).
 
         Per image: :meth:`candidates` then :meth:`keep`. ``traceable=True``: the export form (batch 1,
-        ``score_threshold`` may be a 0-d tensor)."""
+        ``score_threshold`` may be a 0-d tensor).
+
+        Args:
+            dense: The network's outputs for a batch.
+            score_threshold: Overrides ``params.score_threshold``.
+            traceable: The export form.
+
+        Returns:
+            The selected instances of every image.
+        """
         thr = self.params.score_threshold if score_threshold is None else score_threshold
         if traceable:
             return self._select_traceable(dense, thr)
@@ -199,7 +282,17 @@ class PostProcessor:
         """The pre-NMS candidates of one image, level after level: flat cell ``index`` on its level's grid,
         ``box`` (input pixels), ``score`` = ``sqrt(cls * ctr)`` and ``level``. Per level: the cells whose class
         probability exceeds ``threshold`` (in cell order), at most the ``pre_nms_topk`` best by ``cls * ctr``.
-        ``probabilities``: :meth:`_probabilities` of every level, if the caller has them."""
+        ``probabilities``: :meth:`_probabilities` of every level, if the caller has them.
+
+        Args:
+            dense: The network's outputs for a batch.
+            image: The image's index in the batch.
+            threshold: The class probability a cell must exceed.
+            probabilities: The class probabilities and centre-ness of every level, if already computed.
+
+        Returns:
+            ``index``, ``box``, ``score`` and ``level`` of the candidates.
+        """
         indices, boxes, scores, levels = [], [], [], []
         for level in range(len(dense.strides)):
             prob, ctr = (probabilities[level] if probabilities is not None else self._probabilities(dense, level))
@@ -217,7 +310,15 @@ class PostProcessor:
 
     def keep(self, boxes: Tensor, scores: Tensor) -> Tensor:
         """Which candidates of one image survive: indices, best first — class-agnostic NMS, then every box
-        scoring at least the ``max_detections``-th best score (ties at the cut are kept)."""
+        scoring at least the ``max_detections``-th best score (ties at the cut are kept).
+
+        Args:
+            boxes: ``[M, 4]`` candidate boxes.
+            scores: ``[M]`` their scores.
+
+        Returns:
+            The indices of the kept candidates, best first.
+        """
         keep = nms(boxes, scores, self.params.nms_threshold)
         if keep.numel() > self.params.max_detections:
             cut = scores[keep][self.params.max_detections - 1]
@@ -232,7 +333,16 @@ class PostProcessor:
         level's grid ``width [B, M]``.
 
         ``cell_order``: within a level in cell order (as :meth:`candidates`, so that NMS breaks score ties
-        the same way); otherwise in decreasing score (the exported graph)."""
+        the same way); otherwise in decreasing score (the exported graph).
+
+        Args:
+            dense: The network's outputs for a batch.
+            threshold: The class probability a cell must exceed.
+            cell_order: Order the candidates of a level by cell rather than by score.
+
+        Returns:
+            ``box``, ``score``, ``cell``, ``level`` and ``width``, each ``[B, M, ...]``.
+        """
         boxes, scores, cells, levels, widths = [], [], [], [], []
         for level in range(len(dense.strides)):
             prob, ctr = self._probabilities(dense, level)
@@ -262,7 +372,14 @@ class PostProcessor:
     def select_fixed(self, dense: DenseOutputs) -> tuple[Instances, Tensor, Tensor]:
         """:meth:`select` in the sync-free form: ``B * S`` instances (image after image, S slots each),
         ``valid [B, S]`` and ``exact [B]`` (see :class:`PeopleSlots`): :meth:`fixed_candidates` in cell order,
-        then :meth:`keep_fixed`, both over the whole batch in the same operations."""
+        then :meth:`keep_fixed`, both over the whole batch in the same operations.
+
+        Args:
+            dense: The network's outputs for a batch.
+
+        Returns:
+            The instances, ``valid`` and ``exact``.
+        """
         box, score, cell, level, width = self.fixed_candidates(dense, self.params.score_threshold, cell_order=True)
         take, valid, exact = self.keep_fixed(box, score, score >= 0)
         b, s = valid.shape
@@ -282,7 +399,16 @@ class PostProcessor:
         ``valid [B, S]`` (the slot holds a kept one) and ``exact [B]``. :func:`~fcpose.ops.boxes.nms_fixed` decides a
         prefix of the candidates (best first); the result is exact when that prefix already holds ``max_detections``
         kept boxes and the next candidate scores below the cut (so no later box ties with it), or when every candidate
-        is decided — and when no more people tie at the cut than there are slots."""
+        is decided — and when no more people tie at the cut than there are slots.
+
+        Args:
+            boxes: ``[B, M, 4]`` candidate boxes.
+            scores: ``[B, M]`` their scores.
+            valid: ``[B, M]`` which candidates take part.
+
+        Returns:
+            ``take``, ``valid`` and ``exact``.
+        """
         order, kept, decided = nms_fixed(boxes, scores, self.params.nms_threshold, valid, self.nms_rounds)
         ranked = scores.gather(1, order)
         m, limit = int(scores.shape[1]), self.params.max_detections
@@ -325,7 +451,19 @@ class PostProcessor:
         ``theta``: their dynamic-head parameters ``[N, P]``. Per keypoint: the arg-max cell of the heatmap
         (no upsampling), refined by the shared offsets at that cell; the score is the peak's softmax
         probability or its raw logit (``keypoint_score``). ``per_image=S``: the instances are S per image,
-        image after image (:meth:`fixed`), so no data decides which image runs which heads."""
+        image after image (:meth:`fixed`), so no data decides which image runs which heads.
+
+        Args:
+            dense: The network's outputs for a batch.
+            instances: The people whose keypoints to decode.
+            theta: ``[N, P]`` their dynamic-head parameters.
+            traceable: The export form (batch 1).
+            tile_bytes: The memory budget of one tile of head evaluation; default ``self.tile_bytes``.
+            per_image: S when the instances are S slots per image (``fixed``).
+
+        Returns:
+            ``[N, K, 3]`` keypoints.
+        """
         feats = dense.kpt_feats
         width, stride = feats.shape[-1], dense.strides[0]
         norms = self._constant("rel_coord_norm", feats.device, traceable)[instances.levels]
@@ -365,7 +503,18 @@ class PostProcessor:
         boxes dropped (unless told not to).
 
         input_sizes: per image (h, w) of the resized image the network saw (before padding); output_sizes:
-        (h, w) of the images the results refer to."""
+        (h, w) of the images the results refer to.
+
+        Args:
+            instances: Flat instances, boxes in network-input pixels.
+            keypoints: Their ``[N, K, 3]`` keypoints.
+            input_sizes: Per image, (h, w) the network saw before padding.
+            output_sizes: Per image, (h, w) the results refer to.
+            drop_empty: Drop people whose clipped box is empty.
+
+        Returns:
+            The kept instances and keypoints, in output pixels.
+        """
         device = instances.boxes.device
         scale = torch.tensor([[ow / iw, oh / ih] for (ih, iw), (oh, ow) in zip(input_sizes, output_sizes)],
                              dtype=torch.float32, device=device).reshape(-1, 2)
@@ -383,7 +532,16 @@ class PostProcessor:
     @staticmethod
     def split(instances: Instances, keypoints: Tensor, output_sizes: Sequence[Size]) -> list[PoseDetections]:
         """Flat instances (boxes in output pixels) and their ``[N, K, 3]`` keypoints -> one
-        :class:`PoseDetections` per image."""
+        :class:`PoseDetections` per image.
+
+        Args:
+            instances: Flat instances, boxes in output pixels.
+            keypoints: Their ``[N, K, 3]`` keypoints.
+            output_sizes: Per image, (h, w) the results refer to.
+
+        Returns:
+            The detections of each image.
+        """
         results = []
         for image, size in enumerate(output_sizes):
             sel = instances.batch_index == image

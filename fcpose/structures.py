@@ -26,7 +26,18 @@ PEOPLE_OKS_THRESHOLD = 0.5
 @dataclass
 class DenseOutputs:
     """Raw per-location outputs of :meth:`fcpose.model.FCPose.forward`. Every spatial map is on the padded input grid of
-    its level; level l has stride ``strides[l]``."""
+    its level; level l has stride ``strides[l]``.
+
+    Args:
+        cls_logits: Per level ``[B, C, H_l, W_l]`` classification logits (C = 1: person).
+        box_reg: Per level ``[B, 4, H_l, W_l]`` (left, top, right, bottom) distances in input pixels.
+        centerness: Per level ``[B, 1, H_l, W_l]`` centre-ness logits.
+        ctrl_feats: Per level ``[B, C_t, H_l, W_l]`` box-tower features the controller reads.
+        kpt_feats: ``[B, F, H_3, W_3]`` the shared keypoint feature map (stride ``strides[0]``).
+        kpt_offsets: ``[B, 2K, H_3, W_3]`` keypoint refinement offsets, (dx, dy) interleaved.
+        strides: The stride of each level.
+        aux_heatmaps: Training only, the official branch's auxiliary heatmap logits by name; empty otherwise.
+    """
 
     cls_logits: list[Tensor]  # L x [B, C, H_l, W_l] classification logits (C = 1: person)
     box_reg: list[Tensor]  # L x [B, 4, H_l, W_l] (left, top, right, bottom) distances, input pixels, >= 0
@@ -45,7 +56,11 @@ class DenseOutputs:
 
     def float(self) -> DenseOutputs:
         """The same outputs in float32 (tensors already in float32 are not copied): what the losses, the controller
-        and the dynamic heads compute in when the network ran under bf16/fp16 autocast."""
+        and the dynamic heads compute in when the network ran under bf16/fp16 autocast.
+
+        Returns:
+            The outputs in float32.
+        """
         return DenseOutputs(cls_logits=[t.float() for t in self.cls_logits], box_reg=[t.float() for t in self.box_reg],
                             centerness=[t.float() for t in self.centerness],
                             ctrl_feats=[t.float() for t in self.ctrl_feats], kpt_feats=self.kpt_feats.float(),
@@ -56,7 +71,16 @@ class DenseOutputs:
 @dataclass
 class Instances:
     """Instances that generate dynamic keypoint heads, flattened over the batch. Used at inference (detections after
-    NMS) and in training (sampled positive locations)."""
+    NMS) and in training (sampled positive locations).
+
+    Args:
+        batch_index: ``[N]`` the image of each instance.
+        levels: ``[N]`` the pyramid level of its location (0 = P3).
+        positions: ``[N, 2]`` (row, col) of its location on that level's grid.
+        locations: ``[N, 2]`` (x, y) of that location in input pixels.
+        boxes: ``[N, 4]`` xyxy boxes in input pixels (inference).
+        scores: ``[N]`` detection scores (inference).
+    """
 
     batch_index: Tensor  # [N] long: image of each instance
     levels: Tensor  # [N] long: pyramid level index (0 = P3)
@@ -66,9 +90,22 @@ class Instances:
     scores: Tensor | None = None  # [N] detection scores (inference)
 
     def __len__(self) -> int:
+        """The number of instances, N.
+
+        Returns:
+            N.
+        """
         return int(self.batch_index.shape[0])
 
     def index(self, idx: Tensor) -> Instances:
+        """The instances selected by ``idx``.
+
+        Args:
+            idx: Indices or a boolean mask over the N.
+
+        Returns:
+            The selected instances, in that order.
+        """
         return Instances(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
                             for f in fields(self)})
 
@@ -111,7 +148,16 @@ class PoseDetections:
 
     A predictor returns every detection above the model's score threshold (0.05 by default, up to 100 per
     image), as COCO evaluation needs them, so low-scored candidates and a few duplicates of one person are
-    among them; :meth:`people` gives the people ``fcpose predict`` counts and draws."""
+    among them; :meth:`people` gives the people ``fcpose predict`` counts and draws.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        scores: ``[N]`` detection scores in [0, 1].
+        keypoints: ``[N, K, 3]`` (x, y, score) per keypoint.
+        image_size: (height, width) of the image the coordinates refer to.
+        levels: ``[N]`` the pyramid level of each generating location (0 = P3), when known.
+        locations: ``[N, 2]`` each generating location (x, y) in network-input pixels, when known.
+    """
 
     boxes: Tensor  # [N, 4] xyxy
     scores: Tensor  # [N] detection score in [0, 1]
@@ -121,6 +167,11 @@ class PoseDetections:
     locations: Tensor | None = None  # [N, 2] generating location (x, y) in network-input pixels
 
     def __len__(self) -> int:
+        """The number of detections, N.
+
+        Returns:
+            N.
+        """
         return int(self.scores.shape[0])
 
     @property
@@ -128,6 +179,14 @@ class PoseDetections:
         return int(self.keypoints.shape[1])
 
     def to(self, device: str | torch.device) -> PoseDetections:
+        """The same detections with their tensors on ``device``.
+
+        Args:
+            device: The target device.
+
+        Returns:
+            A new ``PoseDetections``.
+        """
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in moved.items():
             if isinstance(v, Tensor):
@@ -135,7 +194,14 @@ class PoseDetections:
         return PoseDetections(**moved)
 
     def index(self, idx: Tensor | Sequence[int]) -> PoseDetections:
-        """The detections selected by ``idx`` (indices, or a boolean mask over the N), in that order."""
+        """The detections selected by ``idx`` (indices, or a boolean mask over the N), in that order.
+
+        Args:
+            idx: Indices or a boolean mask over the N.
+
+        Returns:
+            A new ``PoseDetections``.
+        """
         idx = torch.as_tensor(idx, device=self.scores.device)
         picked = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in picked.items():
@@ -149,12 +215,36 @@ class PoseDetections:
         (``--draw-threshold``) without second detections of one person — keypoints with COCO OKS ``> nms``
         (``--draw-nms``; 1 keeps them) to a better-scored person, whose box area is the scale
         (:func:`fcpose.ops.oks.pose_nms`). ``sigmas``: the keypoint set's OKS sigmas
-        (``predictor.cfg.keypoints.sigmas``); default COCO's, which needs K = 17."""
+        (``predictor.cfg.keypoints.sigmas``); default COCO's, which needs K = 17.
+
+        Args:
+            threshold: The lowest score kept.
+            nms: The OKS above which a lower-scored detection counts as the same person; 1 keeps all.
+            sigmas: The keypoint set's OKS sigmas; default COCO's (K = 17).
+
+        Returns:
+            The people, best score first.
+
+        Raises:
+            ValueError: The detections do not have 17 keypoints and no ``sigmas`` are given (with ``nms < 1``).
+        """
         return self.index(self.people_indices(threshold, nms, sigmas))
 
     def people_indices(self, threshold: float = PEOPLE_SCORE_THRESHOLD, nms: float = PEOPLE_OKS_THRESHOLD,
                        sigmas: Sequence[float] | None = None) -> Tensor:
-        """``[M]`` long indices of :meth:`people` into these detections, best first."""
+        """``[M]`` long indices of :meth:`people` into these detections, best first.
+
+        Args:
+            threshold: The lowest score kept.
+            nms: The OKS above which a lower-scored detection counts as the same person; 1 keeps all.
+            sigmas: The keypoint set's OKS sigmas; default COCO's (K = 17).
+
+        Returns:
+            The indices, best first.
+
+        Raises:
+            ValueError: The detections do not have 17 keypoints and no ``sigmas`` are given (with ``nms < 1``).
+        """
         keep = (self.scores >= threshold).nonzero().squeeze(1)
         if sigmas is None:
             if keep.numel() > 1 and nms < 1.0 and self.num_keypoints != len(COCO_SIGMAS):
@@ -167,12 +257,25 @@ class PoseDetections:
         return keep[torch.from_numpy(order).to(keep.device)]
 
     def numpy(self) -> dict[str, np.ndarray]:
-        """``{"boxes", "scores", "keypoints"}`` as numpy arrays (``[N, 4]``, ``[N]``, ``[N, K, 3]``, float32)."""
+        """``{"boxes", "scores", "keypoints"}`` as numpy arrays (``[N, 4]``, ``[N]``, ``[N, K, 3]``, float32).
+
+        Returns:
+            The three arrays, on the CPU.
+        """
         out = {"boxes": self.boxes, "scores": self.scores, "keypoints": self.keypoints}
         return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
     def to_coco(self, image_id: int | None = None, file_name: str | None = None, category_id: int = 1) -> list[dict]:
-        """COCO results entries (``keypoints`` as 3K floats in pixel-index convention, bbox xywh)."""
+        """COCO results entries (``keypoints`` as 3K floats in pixel-index convention, bbox xywh).
+
+        Args:
+            image_id: The COCO image id to record, if any.
+            file_name: The image's file name to record, if any.
+            category_id: The COCO category of the detections.
+
+        Returns:
+            One entry per detection.
+        """
         d = self.numpy()
         results = []
         for i in range(len(self)):
@@ -193,6 +296,16 @@ class PoseDetections:
     @staticmethod
     def empty(num_keypoints: int, image_size: tuple[int, int] = (0, 0),
               device: str | torch.device = "cpu") -> PoseDetections:
+        """No detections (N = 0) of ``num_keypoints`` keypoints.
+
+        Args:
+            num_keypoints: K.
+            image_size: (height, width) of the image.
+            device: Where the empty tensors live.
+
+        Returns:
+            An empty ``PoseDetections``.
+        """
         return PoseDetections(boxes=torch.zeros(0, 4, device=device), scores=torch.zeros(0, device=device),
                               keypoints=torch.zeros(0, num_keypoints, 3, device=device), image_size=image_size,
                               levels=torch.zeros(0, dtype=torch.long, device=device),

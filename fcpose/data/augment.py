@@ -159,7 +159,21 @@ def sample_crop_origin(rng: np.random.Generator, height: int, width: int, crop_h
 # ---- Pipelines -------------------------------------------------------------------------------
 class TrainTransform:
     """The training augmentation: crop -> resize -> flip (see the module docstring). Call as
-    ``image, target = transform(image, target, rng)`` with a ``numpy.random.Generator``."""
+    ``image, target = transform(image, target, rng)`` with a ``numpy.random.Generator``.
+
+    Args:
+        min_size: (low, high) of the random short side.
+        max_size: The longest the long side may get.
+        flip_index: Each keypoint's mirror keypoint; ``None`` only without flipping.
+        crop_range: (low, high) of the random crop's relative size; ``None``: no crop.
+        flip_prob: The probability of a horizontal flip.
+        crop_attempts: Crops tried before keeping the whole image (a crop must keep a person).
+        min_box_size: People whose cropped box is narrower or lower than this many pixels become ignore regions.
+        min_visible: People keeping less than this fraction of their box area in a crop become ignore regions.
+
+    Raises:
+        ValueError: ``flip_prob > 0`` without a ``flip_index``.
+    """
 
     def __init__(self, min_size: Sequence[int], max_size: int, flip_index: Sequence[int] | None, *,
                  crop_range: Sequence[float] | None = (0.4, 1.0), flip_prob: float = 0.5, crop_attempts: int = 10,
@@ -177,13 +191,30 @@ class TrainTransform:
 
     @classmethod
     def from_config(cls, cfg) -> TrainTransform:
-        """From an :class:`~fcpose.config.FCPoseConfig` (``input`` and ``keypoints``)."""
+        """From an :class:`~fcpose.config.FCPoseConfig` (``input`` and ``keypoints``).
+
+        Args:
+            cfg: The model's config.
+
+        Returns:
+            The transform.
+        """
         inp = cfg.input
         return cls(inp.min_size_train, inp.max_size_train, cfg.keypoints.flip_index(),
                    crop_range=inp.crop_range if inp.crop else None, flip_prob=0.5 if inp.flip else 0.0,
                    min_box_size=inp.min_box_size, min_visible=inp.crop_min_visible)
 
     def crop(self, image: np.ndarray, target: Target, rng: np.random.Generator) -> tuple[np.ndarray, Target]:
+        """A random crop that keeps at least one person (the whole image after ``crop_attempts`` failures).
+
+        Args:
+            image: An RGB ``uint8 [H, W, 3]`` image.
+            target: Its ``boxes``, ``keypoints`` and ``ignore_boxes``, in its pixels.
+            rng: The random generator.
+
+        Returns:
+            The cropped image and target.
+        """
         height, width = image.shape[:2]
         boxes = target["boxes"]
         for _ in range(max(self.crop_attempts, 1)):
@@ -196,6 +227,16 @@ class TrainTransform:
         return image, target
 
     def __call__(self, image: np.ndarray, target: Target, rng: np.random.Generator) -> tuple[np.ndarray, Target]:
+        """Crop, resize and flip ``image`` and ``target`` together.
+
+        Args:
+            image: An RGB ``uint8 [H, W, 3]`` image.
+            target: Its ``boxes``, ``keypoints`` and ``ignore_boxes``, in its pixels.
+            rng: The random generator.
+
+        Returns:
+            The augmented image and target.
+        """
         if self.crop_range is not None:
             image, target = self.crop(image, target, rng)
         height, width = image.shape[:2]
@@ -210,7 +251,12 @@ class TrainTransform:
 
 class TestTransform:
     """Resize so that the short side is ``min_size`` and the long side at most ``max_size``; no randomness.
-    ``image, target = transform(image, target=None, rng=None)``; the target (if any) is scaled with the image."""
+    ``image, target = transform(image, target=None, rng=None)``; the target (if any) is scaled with the image.
+
+    Args:
+        min_size: The short side.
+        max_size: The longest the long side may get.
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -220,10 +266,28 @@ class TestTransform:
 
     @classmethod
     def from_config(cls, cfg) -> TestTransform:
+        """From the config's test sizes (``input.min_size_test``, ``input.max_size_test``).
+
+        Args:
+            cfg: The model's config.
+
+        Returns:
+            The transform.
+        """
         return cls(cfg.input.min_size_test, cfg.input.max_size_test)
 
     def __call__(self, image: np.ndarray, target: Target | None = None,
                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, Target | None]:
+        """Resize ``image`` (and scale ``target`` with it).
+
+        Args:
+            image: An RGB ``uint8 [H, W, 3]`` image.
+            target: Its targets, or ``None``.
+            rng: Unused (the same call as ``TrainTransform``).
+
+        Returns:
+            The resized image and target.
+        """
         height, width = image.shape[:2]
         new_h, new_w = resize_shape(height, width, self.min_size, self.max_size)
         image = resize_image(np.ascontiguousarray(image), new_h, new_w)

@@ -227,7 +227,20 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
     sigmas) extend the format. COCO's own person keypoints get the standard flip pairs and sigmas when those fields are
     absent; any other set without ``flip_pairs`` gets the pairs whose names differ only by left/right; a set without
     ``sigmas`` is a :class:`~fcpose.errors.ConfigError` (OKS evaluation needs them). ``verbose``: say so when COCO's
-    sigmas are taken by name (training passes False on all processes but the main one)."""
+    sigmas are taken by name (training passes False on all processes but the main one).
+
+    Args:
+        category: A COCO category dict with ``keypoints`` (names) and ``skeleton``; optionally ``flip_pairs`` and
+            ``sigmas``.
+        source: Where the category comes from, for messages.
+        verbose: Print a note when COCO's sigmas are taken by name.
+
+    Returns:
+        The keypoint set, validated.
+
+    Raises:
+        ConfigError: A field is malformed, or custom keypoints have no ``sigmas``.
+    """
     where = f" of {source}" if source else ""
     label = f"category '{category.get('name')}' (id {category.get('id')}){where}"
     names = category.get("keypoints")
@@ -280,7 +293,20 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
 
 def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None, verbose: bool = True
                            ) -> KeypointSetConfig:
-    """The keypoint set (names, skeleton, flip pairs, sigmas) of a COCO-keypoints annotation file."""
+    """The keypoint set (names, skeleton, flip pairs, sigmas) of a COCO-keypoints annotation file.
+
+    Args:
+        ann_file: A COCO-keypoints annotation file.
+        category_id: The keypoint category; default: ``person`` or the only keypoint category.
+        verbose: Print a note when COCO's sigmas are taken by name.
+
+    Returns:
+        The keypoint set, validated.
+
+    Raises:
+        InputError: The file is missing or not COCO-style JSON, or has no such (or several) keypoint categories.
+        ConfigError: The category is malformed.
+    """
     data = read_coco_json(ann_file)
     cat = select_keypoint_category(data.get("categories") or [], category_id, str(ann_file))
     return keypoint_set_from_category(cat, str(ann_file), verbose)
@@ -329,24 +355,31 @@ def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | Non
 class CocoKeypointDataset(Dataset):
     """COCO-keypoints annotations + images -> training items.
 
-    ann_file: COCO-style JSON (``images``, ``annotations``, ``categories`` with ``keypoints``).
-    image_dir: folder the ``file_name`` of each image is relative to.
-    keypoints: the keypoint set the model is trained for; ``None`` reads it from the file
-        (:func:`keypoint_set_from_coco`). Its names must equal the category's.
-    transform: ``(image, target, rng) -> (image, target)`` (see :mod:`fcpose.data.augment`), or None.
-    category_id: the keypoint category to use (default: ``person`` or the only keypoint category).
-    filter_empty: drop images without any (non-crowd) person.
-    crowd: ``"ignore"`` (crowd boxes become ignore regions) or ``"drop"`` (removed, as the official trainer).
-    min_keypoints: drop images with fewer labelled keypoints in all (detectron2's
-        ``MIN_KEYPOINTS_PER_IMAGE``; the official FCPose recipe uses 1).
-    min_box_size: boxes (clipped to the image) narrower or lower than this many pixels are dropped.
-    seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
-        ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
-        :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
+    Args:
+        ann_file: COCO-style JSON (``images``, ``annotations``, ``categories`` with ``keypoints``).
+        image_dir: folder the ``file_name`` of each image is relative to.
+        keypoints: the keypoint set the model is trained for; ``None`` reads it from the file
+            (:func:`keypoint_set_from_coco`). Its names must equal the category's.
+        transform: ``(image, target, rng) -> (image, target)`` (see :mod:`fcpose.data.augment`), or None.
+        category_id: the keypoint category to use (default: ``person`` or the only keypoint category).
+        filter_empty: drop images without any (non-crowd) person.
+        crowd: ``"ignore"`` (crowd boxes become ignore regions) or ``"drop"`` (removed, as the official trainer).
+        min_keypoints: drop images with fewer labelled keypoints in all (detectron2's
+            ``MIN_KEYPOINTS_PER_IMAGE``; the official FCPose recipe uses 1).
+        min_box_size: boxes (clipped to the image) narrower or lower than this many pixels are dropped.
+        seed: with a seed, the augmentation of item ``i`` in epoch ``e`` uses
+            ``numpy.random.default_rng([seed, e, i])`` — the same whatever the worker or process; call
+            :meth:`set_epoch` each epoch. Without one, fresh OS entropy per item.
 
     An item is a dict: ``image`` uint8 ``[3, H, W]`` RGB (after the transform), ``boxes`` float ``[G, 4]`` xyxy,
     ``keypoints`` float ``[G, K, 3]`` (x, y, v), ``ignore_boxes`` float ``[C, 4]`` (all in pixels of ``image``),
-    ``image_id`` int, ``file_name`` str, ``orig_size`` (h, w) of the file, ``image_size`` (h, w) of ``image``."""
+    ``image_id`` int, ``file_name`` str, ``orig_size`` (h, w) of the file, ``image_size`` (h, w) of ``image``.
+
+    Raises:
+        ConfigError: An invalid ``crowd``, a keypoint set that differs from the file's, or a category without usable
+            keypoints.
+        InputError: The file is missing or not COCO-style JSON, or has no such (or several) keypoint categories.
+    """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, keypoints: KeypointSetConfig | None = None,
                  transform=None, *, category_id: int | None = None, filter_empty: bool = False,
@@ -390,22 +423,60 @@ class CocoKeypointDataset(Dataset):
                                  "height": h, "width": w, "target": target})
 
     def __len__(self) -> int:
+        """The number of items (images kept).
+
+        Returns:
+            The number of items.
+        """
         return len(self.records)
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the seeded augmentation draws for (call it at the start of each epoch).
+
+        Args:
+            epoch: The epoch number.
+        """
         self.epoch = int(epoch)
 
     def annotations(self, index: int) -> dict:
-        """The record of item ``index`` without reading the image (targets in original-image pixels)."""
+        """The record of item ``index`` without reading the image (targets in original-image pixels).
+
+        Args:
+            index: The item's index.
+
+        Returns:
+            ``image_id``, ``file_name``, ``height``, ``width`` and ``target`` (``boxes``, ``keypoints``,
+            ``ignore_boxes``;
+            a copy).
+        """
         rec = self.records[index]
         return {**rec, "target": {k: v.copy() for k, v in rec["target"].items()}}
 
     def rng(self, index: int) -> np.random.Generator:
+        """The random generator of item ``index`` in the current epoch (see ``seed``).
+
+        Args:
+            index: The item's index.
+
+        Returns:
+            A fresh generator.
+        """
         if self.seed is None:
             return np.random.default_rng()
         return np.random.default_rng([int(self.seed), self.epoch, int(index)])
 
     def __getitem__(self, index: int) -> dict:
+        """Item ``index``: its image read and transformed, with its targets (the dict described above).
+
+        Args:
+            index: The item's index.
+
+        Returns:
+            The item.
+
+        Raises:
+            InputError: The image cannot be read or its size differs from its annotation's.
+        """
         rec = self.annotations(index)
         path = self.image_dir / rec["file_name"]
         image = read_image(path)

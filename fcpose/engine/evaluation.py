@@ -43,7 +43,18 @@ def _quiet(verbose: bool):
 
 def load_gt(gt: Any, *, verbose: bool = False):
     """A ``pycocotools.coco.COCO`` from a path to an annotation JSON, a loaded dataset dict, or a
-    ``COCO`` (returned as is)."""
+    ``COCO`` (returned as is).
+
+    Args:
+        gt: A COCO annotation JSON path, a loaded dataset dict, or a ``COCO``.
+        verbose: Let pycocotools print while indexing.
+
+    Returns:
+        (pycocotools.coco.COCO): The indexed ground truth.
+
+    Raises:
+        FCPoseError: ``gt`` is none of those, or the file is missing, unreadable or malformed.
+    """
     from pycocotools.coco import COCO
 
     from ..data.coco import check_coco_dataset, read_coco_json
@@ -237,21 +248,30 @@ def evaluate_keypoints(gt: Any, results: Any, *, sigmas: Sequence[float] | None 
                        verbose: bool = False) -> dict[str, dict[str, float]]:
     """Evaluate COCO-format results against ground truth with pycocotools' ``COCOeval``.
 
-    gt: path to a COCO annotation JSON, a loaded dataset dict, or a ``pycocotools.coco.COCO``.
-    results: list of result dicts (see the module doc; K keypoints -> 3K values, COCO pixel-index
-        coordinates) or a path to a results JSON.
-    sigmas: K OKS sigmas. Default: the category's ``sigmas`` field if the dataset has one, else
-        COCO's 17 sigmas (for K != 17 sigmas are required).
-    iou_types: any of ``"keypoints"`` and ``"bbox"``. Box evaluation needs a ``bbox`` on every
-        result; if some lack it, it is skipped (logged) and ``"bbox"`` is absent from the output.
-    image_ids: evaluate on these images only (default: all ground-truth images).
-    verbose: let pycocotools print its progress and summary tables.
+    Args:
+        gt: path to a COCO annotation JSON, a loaded dataset dict, or a ``pycocotools.coco.COCO``.
+        results: list of result dicts (see the module doc; K keypoints -> 3K values, COCO pixel-index
+            coordinates) or a path to a results JSON.
+        sigmas: K OKS sigmas. Default: the category's ``sigmas`` field if the dataset has one, else
+            COCO's 17 sigmas (for K != 17 sigmas are required).
+        iou_types: any of ``"keypoints"`` and ``"bbox"``. Box evaluation needs a ``bbox`` on every
+            result; if some lack it, it is skipped (logged) and ``"bbox"`` is absent from the output.
+        image_ids: evaluate on these images only (default: all ground-truth images).
+        verbose: let pycocotools print its progress and summary tables.
 
     Returns ``{"keypoints": {AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl}, "bbox": {AP, AP50, AP75, APs,
     APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}}`` as floats in [0, 1]; NaN where the metric is undefined (no
     ground truth in that area range); with no results every defined metric is 0. :class:`FCPoseError` for
     unreadable inputs, results for unknown image ids, wrong keypoint counts, missing or mis-sized sigmas,
-    unknown iou types or image ids."""
+    unknown iou types or image ids.
+
+    Returns:
+        The metrics of each IoU type evaluated, by name (as above).
+
+    Raises:
+        FCPoseError: Unreadable inputs, results for unknown image ids, wrong keypoint counts, missing or mis-sized
+            sigmas, unknown IoU types or image ids.
+    """
     iou_types = (iou_types,) if isinstance(iou_types, str) else tuple(iou_types)
     bad = [t for t in iou_types if t not in _IOU_TYPES]
     if bad or not iou_types:

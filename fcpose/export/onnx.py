@@ -57,7 +57,12 @@ def _nms_to_onnx(boxes, scores, iou_threshold: float, score_threshold: float, ma
 
 class OnnxPipeline(nn.Module):
     """The exported computation, batch size 1: the model, then the post-processor's traceable
-    :meth:`~fcpose.postprocess.PostProcessor.people` (selection, NMS, controller, dynamic heads, decoding)."""
+    :meth:`~fcpose.postprocess.PostProcessor.people` (selection, NMS, controller, dynamic heads, decoding).
+
+    Args:
+        model: The network (a folded copy, as ``export_onnx`` passes it).
+        postprocessor: Its post-processor.
+    """
 
     def __init__(self, model: FCPose, postprocessor: PostProcessor):
         super().__init__()
@@ -65,6 +70,15 @@ class OnnxPipeline(nn.Module):
         self.postprocessor = postprocessor
 
     def forward(self, image: Tensor, score_threshold: Tensor):
+        """The network and the traceable people selection and decoding of one image.
+
+        Args:
+            image: ``[1, 3, H, W]`` normalised, zero-padded image.
+            score_threshold: 0-d float32 tensor, the lowest detection score kept.
+
+        Returns:
+            (tuple[Tensor, ...]): ``boxes``, ``scores``, ``keypoints``, ``levels`` and ``locations``, in input pixels.
+        """
         dense = self.model(image)
         people, keypoints = self.postprocessor.people(self.model, dense, score_threshold=score_threshold,
                                                       traceable=True)
@@ -83,14 +97,26 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def export_onnx(model: FCPose, out: str | Path, *, size: tuple[int, int] | None = None, dynamic: bool = True,
                 params: TestConfig | None = None, verify: bool = True, report: dict | None = None) -> Path:
-    """Export ``model`` (an FCPose; not modified: a folded copy is exported) to ``out``.
+    """Export ``model`` (an FCPose; not modified: a folded copy is exported) to ``out``, written atomically and
+    only once it passes ``verify``.
 
-    ``dynamic=True``: any H and W that are multiples of the size divisibility (traced at ``size`` or a
-    small default). ``dynamic=False``: the graph only accepts ``size`` = (H, W) (each rounded up to the
-    size divisibility). ``verify`` checks the file with ``onnx.checker`` and, when onnxruntime is installed,
-    compares its outputs with PyTorch's on a sample input (:func:`compare_with_onnxruntime`); the file is
-    written atomically, and only if it passes. A dict passed as ``report`` receives
-    the comparison's summary (left empty when onnxruntime is absent)."""
+    Args:
+        model: The model to export, with its config (``build_model``, ``load_model``).
+        out: The ``.onnx`` file to write.
+        size: (H, W) to trace at, or with ``dynamic=False`` the only size the graph accepts (rounded up to the size
+            divisibility); default: a small size, or with ``dynamic=False`` the config's test sizes.
+        dynamic: The graph accepts any H and W that are multiples of the size divisibility.
+        params: The test-time parameters fixed in the graph; default: the config's.
+        verify: Check the file with ``onnx.checker`` and, when onnxruntime is installed, compare its outputs with
+            PyTorch's on a sample input (:func:`compare_with_onnxruntime`).
+        report: A dict that receives the comparison's summary (left empty when onnxruntime is absent).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        FCPoseError: The export extras are missing, the model has no config, or the file differs from PyTorch.
+    """
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

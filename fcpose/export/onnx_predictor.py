@@ -29,7 +29,21 @@ class OnnxPredictor:
     """``predictor(image)`` / ``predictor.predict(images)`` -> :class:`PoseDetections` in image pixels.
 
     ``device="cuda"`` uses onnxruntime's CUDA provider when it is installed; ``threads`` sets its
-    intra-op threads (default: onnxruntime's)."""
+    intra-op threads (default: onnxruntime's).
+
+    Args:
+        path: An ``fcpose export`` ``.onnx`` file.
+        device: ``"cpu"`` or ``"cuda"`` (onnxruntime's CUDA provider).
+        min_size: The short side images are resized to; default: the config's test size.
+        max_size: The longest the long side may get; default: the config's test size.
+        score_threshold: The lowest detection score returned; default: the one exported.
+        batch_size: Kept for the common predictor interface (images run one at a time).
+        threads: The runtime's intra-op threads; default: the runtime's.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or not an fcpose export.
+        FCPoseError: The runtime is not installed, or has no CUDA provider for ``device="cuda"``.
+    """
 
     model_kind = "ONNX model"  # what the errors call the file; subclasses run the same graph on another runtime
 
@@ -119,17 +133,42 @@ class OnnxPredictor:
         return {o.name: v for o, v in zip(self.session.get_outputs(), outs)}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """As ``FCPose.normalize``: RGB 0-255 -> the network's channel order, mean and std."""
+        """As ``FCPose.normalize``: RGB 0-255 -> the network's channel order, mean and std.
+
+        Args:
+            images: ``[..., 3, H, W]`` RGB values in 0-255.
+
+        Returns:
+            The normalised images.
+        """
         if self.cfg.input.format == "BGR":
             images = images.flip(-3)
         return (images - self.mean) / self.std
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """RGB uint8 image -> (normalised float32 ``[3, h, w]`` tensor, its resized (h, w)).
+
+        Args:
+            image: An RGB ``uint8 [H, W, 3]`` array.
+
+        Returns:
+            The tensor and its size.
+        """
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
         return self.normalize(image_to_tensor(resize_image(image, h, w))), (h, w)
 
     def pad_input(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A normalised ``[3, h, w]`` image -> the graph's ``[1, 3, H, W]`` input (zero-padded; static size checked)."""
+        """A normalised ``[3, h, w]`` image -> the graph's ``[1, 3, H, W]`` input (zero-padded; static size checked).
+
+        Args:
+            tensor: A normalised ``[3, h, w]`` image.
+
+        Returns:
+            The graph's input.
+
+        Raises:
+            InputError: The image is larger than a static export's size.
+        """
         if self.static_size is None:
             return batch_images([tensor], self.size_divisibility)
         sh, sw = self.static_size
@@ -139,7 +178,15 @@ class OnnxPredictor:
         return torch.nn.functional.pad(tensor, (0, sw - tensor.shape[-1], 0, sh - tensor.shape[-2]))[None]
 
     def run_raw(self, batch: np.ndarray, score_threshold: float | None = None) -> dict[str, np.ndarray]:
-        """One ``[1, 3, H, W]`` normalised padded image -> the graph's outputs by name (input pixels)."""
+        """One ``[1, 3, H, W]`` normalised padded image -> the graph's outputs by name (input pixels).
+
+        Args:
+            batch: The graph's ``[1, 3, H, W]`` input.
+            score_threshold: The lowest score kept; default ``params.score_threshold``.
+
+        Returns:
+            ``boxes``, ``scores``, ``keypoints``, ``levels`` and ``locations``.
+        """
         thr = self.params.score_threshold if score_threshold is None else score_threshold
         return self._infer({"image": np.ascontiguousarray(batch, dtype=np.float32),
                             "score_threshold": np.asarray(thr, dtype=np.float32)})
@@ -160,7 +207,26 @@ class OnnxPredictor:
         return self.postprocessor.split(instances, keypoints, [size])[0]
 
     def predict(self, images: list) -> list[PoseDetections]:
+        """A list of paths / RGB arrays -> one ``PoseDetections`` per image, in the same order.
+
+        Args:
+            images: Image paths and/or RGB ``uint8 [H, W, 3]`` arrays.
+
+        Returns:
+            The detections of each image, in its own pixels.
+
+        Raises:
+            InputError: An image cannot be read or is not an RGB ``uint8`` array.
+        """
         return [self._detect(as_rgb_array(im)) for im in images]
 
     def __call__(self, image) -> PoseDetections:
+        """The detections of one image (``predict`` of a list of one).
+
+        Args:
+            image: An image path or an RGB ``uint8 [H, W, 3]`` array.
+
+        Returns:
+            Its detections, in its pixels.
+        """
         return self.predict([image])[0]

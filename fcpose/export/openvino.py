@@ -46,7 +46,18 @@ def _require_nncf():
 
 def calibration_images(source: str | Path, limit: int | None = None) -> list[Path]:
     """Image files for calibration: a folder's images (sorted, not recursive), or the images of a COCO
-    annotation JSON (``file_name`` relative to the JSON's folder or its ``images/`` subfolder), in id order."""
+    annotation JSON (``file_name`` relative to the JSON's folder or its ``images/`` subfolder), in id order.
+
+    Args:
+        source: A folder of images or a COCO annotation JSON.
+        limit: The most images returned; ``None``: all.
+
+    Returns:
+        The image files.
+
+    Raises:
+        InputError: ``source`` does not exist, is neither, names images that are missing, or holds none.
+    """
     from ..data.images import IMAGE_EXTENSIONS
 
     source = Path(source)
@@ -94,7 +105,24 @@ def export_openvino(model: FCPose, out: str | Path, *, size: tuple[int, int] | N
                     params: TestConfig | None = None, log=None, **options) -> Path:
     """Export ``model`` (an FCPose) to the OpenVINO IR ``out`` (.xml, with its .bin beside it).
     ``size``/``dynamic``/``params`` as :func:`fcpose.export.onnx.export_onnx`; ``options`` (``int8``, ``calibration``,
-    ...) as :func:`onnx_to_openvino`."""
+    ...) as :func:`onnx_to_openvino`.
+
+    Args:
+        model: The model to export, with its config.
+        out: The ``.xml`` file to write.
+        size: As ``export_onnx``.
+        dynamic: As ``export_onnx``.
+        params: As ``export_onnx``.
+        log: Called with a line per step, or ``None``.
+        **options: ``int8``, ``calibration``, ``calib_images``, ... as ``onnx_to_openvino``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        FCPoseError: OpenVINO (or NNCF for int8) is not installed.
+        InputError: ``out`` is not an ``.xml`` file, or int8 lacks usable calibration images.
+    """
     from .onnx import export_onnx
 
     _check_options(Path(out), **options)  # before the (slow) ONNX export
@@ -128,7 +156,29 @@ def onnx_to_openvino(onnx_path: str | Path, out: str | Path, *, int8: bool = Fal
     """An ``fcpose export`` ONNX file -> the OpenVINO IR ``out``, fp32 or (``int8=True``) quantised with NNCF on
     up to ``calib_images`` images of ``calibration`` (a folder or a COCO annotation JSON; ``"random"``: uniform
     noise images, only for speed measurements of random weights), resized as at inference with
-    ``min_size``/``max_size`` (default: the config's test sizes)."""
+    ``min_size``/``max_size`` (default: the config's test sizes).
+
+    Args:
+        onnx_path: An ``fcpose export`` ``.onnx`` file.
+        out: The ``.xml`` file to write.
+        int8: Quantise the weights and activations to int8 with NNCF.
+        calibration: A folder of images, a COCO annotation JSON, or ``"random"``.
+        calib_images: The most calibration images used.
+        keep_heads_fp32: Keep the controller's and the dynamic heads' matrix products in float32.
+        fast_bias_correction: NNCF's fast bias correction (else its slower, full one).
+        seed: The seed of the ``"random"`` images.
+        min_size: The short side calibration images are resized to; default: the config's test size.
+        max_size: The longest their long side may get; default: the config's test size.
+        log: Called with a line per step, or ``None``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        FCPoseError: OpenVINO (or NNCF for int8) is not installed.
+        CheckpointError: ``onnx_path`` is not an fcpose export.
+        InputError: ``out`` is not an ``.xml`` file, or int8 lacks usable calibration images.
+    """
     out = Path(out)
     _check_options(out, int8=int8, calibration=calibration, calib_images=calib_images)
     ov = require_openvino("OpenVINO export")

@@ -26,7 +26,17 @@ _OV_PREAMBLE = ("Exception from", "Check ")  # OpenVINO's errors start with thes
 
 
 def require_openvino(what: str = "OpenVINO"):
-    """``import openvino``, or one clear line saying what to install or which setting would crash it."""
+    """``import openvino``, or one clear line saying what to install or which setting would crash it.
+
+    Args:
+        what: What needs it, for the message.
+
+    Returns:
+        The ``openvino`` module.
+
+    Raises:
+        FCPoseError: OpenVINO is not installed, or ``ONEDNN_MAX_CPU_ISA`` would crash it.
+    """
     try:
         import openvino
     except ImportError:
@@ -39,7 +49,18 @@ def require_openvino(what: str = "OpenVINO"):
 
 
 def read_ir_metadata(ov_model, path: Path) -> dict[str, str]:
-    """``{"fcpose_export": ..., "fcpose_config": ...}`` JSON strings of an IR, or :class:`CheckpointError`."""
+    """``{"fcpose_export": ..., "fcpose_config": ...}`` JSON strings of an IR, or :class:`CheckpointError`.
+
+    Args:
+        ov_model: The IR, as OpenVINO read it.
+        path: Its file, for the message.
+
+    Returns:
+        The two JSON strings by name.
+
+    Raises:
+        CheckpointError: The IR has no fcpose metadata.
+    """
     if not (ov_model.has_rt_info(RT_EXPORT) and ov_model.has_rt_info(RT_CONFIG)):
         raise CheckpointError(f"{path} is not an fcpose OpenVINO export (no fcpose metadata)")
     return {"fcpose_export": ov_model.get_rt_info(RT_EXPORT).astype(str),

@@ -58,7 +58,25 @@ class Predictor:
     ``track`` and ``bench`` run the same network) runs a folded, channels-last copy of the model;
     ``optimize=False`` runs the model as given. ``precision`` ("fp32", "bf16", "fp16") sets the network's
     precision and ``compile`` wraps it in ``torch.compile``. The device chooses the rest (the
-    :class:`~fcpose.inference.runner.InferenceRunner`'s route; docs/gpu.md for CUDA)."""
+    :class:`~fcpose.inference.runner.InferenceRunner`'s route; docs/gpu.md for CUDA).
+
+    Args:
+        model: The network (``build_model``, ``load_model``).
+        postprocessor: Turns the network's outputs into people; default: from the model's config.
+        device: Where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+        min_size: The short side images are resized to; default: the config's test size.
+        max_size: The longest the long side may get; default: the config's test size.
+        score_threshold: The lowest detection score returned; default: the config's (0.05).
+        batch_size: The most images of one padded size run together.
+        optimize: Run a folded, channels-last copy of the model.
+        precision: The network's precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        compile: Wrap the network in ``torch.compile``.
+        preprocess: Where images are resized and normalised: ``"host"``, ``"device"`` or ``"auto"``.
+
+    Raises:
+        FCPoseError: An unknown ``preprocess`` or ``precision``, or one ``device`` cannot run (``ConfigError`` when
+            CUDA is asked for and absent).
+    """
 
     def __init__(self, model: FCPose, postprocessor: PostProcessor | None = None, *,
                  device: str | torch.device = "cpu", min_size: int | None = None, max_size: int | None = None,
@@ -99,14 +117,33 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Predictor:
-        """Load a checkpoint (fcpose, official AdelaiDet, or a model-zoo name) and wrap it."""
+        """Load a checkpoint (fcpose, official AdelaiDet, or a model-zoo name) and wrap it.
+
+        Args:
+            path: An fcpose checkpoint, an official AdelaiDet ``.pth`` or a model-zoo name (downloaded on first use).
+            device: Where the network runs.
+            **kwargs: The other options of ``Predictor`` (``min_size``, ``score_threshold``, ``precision``, ...).
+
+        Returns:
+            The predictor.
+
+        Raises:
+            CheckpointError: The file is missing, unreadable or not a checkpoint.
+        """
         from ..weights.checkpoint import load_model
 
         return cls(load_model(path, device="cpu"), device=device, **kwargs)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """RGB uint8 image -> (normalised float32 ``[3, h, w]`` tensor on the device, its resized (h, w)), by
-        the ``preprocess`` path."""
+        the ``preprocess`` path.
+
+        Args:
+            image: An RGB ``uint8 [H, W, 3]`` array.
+
+        Returns:
+            The network input and its size before padding.
+        """
         h, w = resize_shape(image.shape[0], image.shape[1], self.min_size, self.max_size)
         if self.preprocess == "device":
             tensor = resize_tensor(upload_image(image, self.device), h, w)
@@ -121,7 +158,17 @@ class Predictor:
         return [d.to("cpu") for d in dets]
 
     def predict(self, images: list) -> list[PoseDetections]:
-        """A list of paths / RGB arrays -> one :class:`PoseDetections` per image, in the same order."""
+        """A list of paths / RGB arrays -> one :class:`PoseDetections` per image, in the same order.
+
+        Args:
+            images: Image paths and/or RGB ``uint8 [H, W, 3]`` arrays.
+
+        Returns:
+            The detections of each image, in its own pixels.
+
+        Raises:
+            InputError: An image cannot be read or is not an RGB ``uint8`` array.
+        """
         arrays = [as_rgb_array(im) for im in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, array in enumerate(arrays):
@@ -138,6 +185,14 @@ class Predictor:
         return results  # type: ignore[return-value]
 
     def __call__(self, image) -> PoseDetections:
+        """The detections of one image (``predict`` of a list of one).
+
+        Args:
+            image: An image path or an RGB ``uint8 [H, W, 3]`` array.
+
+        Returns:
+            Its detections, in its pixels.
+        """
         return self.predict([image])[0]
 
     def track(self, frames, *, tracker=None, smooth: bool | None = None, fps: float | None = None,
@@ -146,7 +201,18 @@ class Predictor:
         :class:`~fcpose.tracking.TrackedPeople` per frame of ``frames`` (RGB ``uint8`` arrays or image paths, or
         one video file, stream URL or webcam index ``"0"``). ``tracker``: a :class:`~fcpose.config.TrackerConfig`
         (default: the checkpoint's) or a :class:`~fcpose.tracking.PoseTracker` to continue; ``smooth``: One-Euro
-        keypoint smoothing on or off, ``fps`` its time base (default: the video's, else 25)."""
+        keypoint smoothing on or off, ``fps`` its time base (default: the video's, else 25).
+
+        Args:
+            frames: RGB ``uint8`` frames or image paths, or one video file, stream URL or webcam index.
+            tracker: A ``TrackerConfig`` or a ``PoseTracker`` to continue; default: the checkpoint's tracker settings.
+            smooth: One-Euro keypoint smoothing on or off; default: the tracker settings'.
+            fps: The frame rate smoothing assumes; default: the video's, else 25.
+            realtime: Drop the oldest decoded frames when inference falls behind (for live streams).
+
+        Returns:
+            (Iterator[TrackedPeople]): One ``TrackedPeople`` per frame, in order.
+        """
         from .track import iter_track
 
         return iter_track(self, frames, tracker=tracker, smooth=smooth, fps=fps, batch_size=1, realtime=realtime)

@@ -24,6 +24,27 @@ from .keypoint_branch import KeypointBranch
 
 
 class FCPose(nn.Module):
+    """The FCPose network: backbone, FPN, FCOS head with the controller, and the shared keypoint branch; the dynamic
+    keypoint heads run per instance (``instance_heatmaps``). Build one with ``build_model``; ``PostProcessor`` turns its
+    ``DenseOutputs`` into people.
+
+    Args:
+        backbone: The backbone, returning the C3-C5 feature maps.
+        fpn: The feature pyramid on top of it.
+        head: The FCOS head (classification, boxes, centre-ness and the controller).
+        keypoint_branch: The branch computing the shared keypoint features and refinement offsets.
+        dynamic_head: The parameter-free dynamic keypoint head.
+        strides: The stride of each pyramid level.
+        rel_coord_norm: The normaliser of the relative coordinates, per level.
+        pixel_mean: The per-channel mean subtracted from the 0-255 input.
+        pixel_std: The per-channel standard deviation it is divided by.
+        input_format: The channel order the weights expect, ``"RGB"`` or ``"BGR"``.
+        offset_unit: The unit of the refinement offsets, ``"stride"`` or ``"pixel"``.
+        keypoint_score: How keypoint scores are computed, ``"softmax"`` or ``"logit"``.
+        size_divisibility: Inputs are zero-padded to multiples of this.
+        cfg: The config the model was built from (``None`` for a model built from parts).
+    """
+
     def __init__(self, backbone: nn.Module, fpn: FPN, head: FCOSHead, keypoint_branch: nn.Module,
                  dynamic_head: DynamicKeypointHead, *, strides: list[int], rel_coord_norm: list[float],
                  pixel_mean: list[float], pixel_std: list[float], input_format: str = "RGB",
@@ -57,13 +78,27 @@ class FCPose(nn.Module):
         return self.pixel_mean.device
 
     def normalize(self, images: Tensor) -> Tensor:
-        """``[..., 3, H, W]`` RGB values in 0-255 -> the network's input (channel order, mean, std)."""
+        """``[..., 3, H, W]`` RGB values in 0-255 -> the network's input (channel order, mean, std).
+
+        Args:
+            images: ``[..., 3, H, W]`` RGB values in 0-255.
+
+        Returns:
+            The normalised images, same shape.
+        """
         if self.input_format == "BGR":
             images = images.flip(-3)
         return (images - self.pixel_mean) / self.pixel_std
 
     def forward(self, images: Tensor) -> DenseOutputs:
-        """images: ``[B, 3, H, W]`` normalised (see :meth:`normalize`) and zero-padded, any H and W."""
+        """images: ``[B, 3, H, W]`` normalised (see :meth:`normalize`) and zero-padded, any H and W.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised, zero-padded images.
+
+        Returns:
+            The dense per-location outputs of every pyramid level.
+        """
         features = self.fpn(self.backbone(images))
         logits, boxes, ctrness, towers = self.head(features)
         kpt_feats, kpt_offsets, aux = self.keypoint_branch(features)
@@ -71,13 +106,29 @@ class FCPose(nn.Module):
                             kpt_feats=kpt_feats, kpt_offsets=kpt_offsets, strides=self.strides, aux_heatmaps=aux)
 
     def instance_params(self, dense: DenseOutputs, instances: Instances) -> Tensor:
-        """theta ``[N, P]`` of the dynamic heads of ``instances`` (the controller at their locations)."""
+        """theta ``[N, P]`` of the dynamic heads of ``instances`` (the controller at their locations).
+
+        Args:
+            dense: The network's outputs (``forward``).
+            instances: The instances whose heads to generate.
+
+        Returns:
+            ``[N, P]`` parameters of their dynamic heads.
+        """
         inputs = self.head.controller_inputs(dense.ctrl_feats, instances.batch_index, instances.levels,
                                              instances.positions)
         return self.head.controller_params(inputs)
 
     def instance_heatmaps(self, dense: DenseOutputs, instances: Instances) -> Tensor:
-        """Keypoint heatmap logits ``[N, K, H3, W3]`` of the dynamic heads of ``instances``."""
+        """Keypoint heatmap logits ``[N, K, H3, W3]`` of the dynamic heads of ``instances``.
+
+        Args:
+            dense: The network's outputs (``forward``).
+            instances: The instances whose heads to run.
+
+        Returns:
+            ``[N, K, H3, W3]`` keypoint heatmap logits.
+        """
         params = self.instance_params(dense, instances)
         norms = self.rel_coord_norm[instances.levels]
         return self.dynamic_head(dense.kpt_feats, params, instances.batch_index, instances.locations, norms)
@@ -109,7 +160,18 @@ def build_model(config: FCPoseConfig | str | Path = "fcpose_r50_fpn", overrides:
                 ) -> FCPose:
     """Build FCPose from a preset name, a YAML path or a config object (plus optional overrides). The controller's
     output count is derived from the config (``cfg.num_dynamic_params``), never typed. Weights are randomly initialised
-    (backbone from ``model.backbone.weights`` if given)."""
+    (backbone from ``model.backbone.weights`` if given).
+
+    Args:
+        config: A preset name (``list_presets``), a YAML path or an ``FCPoseConfig``.
+        overrides: ``["a.b=c", ...]`` strings or a nested dict applied on top of ``config``.
+
+    Returns:
+        The model, in training mode, on the CPU.
+
+    Raises:
+        ConfigError: The preset or file is unknown or unreadable, or the config or an override is invalid.
+    """
     if isinstance(config, FCPoseConfig):
         cfg = apply_overrides(config, overrides).validate()
     else:

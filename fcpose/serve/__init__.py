@@ -8,7 +8,11 @@ __all__ = ["require_server_stack"]
 
 
 def require_server_stack() -> None:
-    """The optional ``[serve]`` dependencies are importable, or one line saying what to install."""
+    """The optional ``[serve]`` dependencies are importable, or one line saying what to install.
+
+    Raises:
+        FCPoseError: starlette, uvicorn or python-multipart is missing.
+    """
     try:
         import multipart  # noqa: F401  (python-multipart, for multipart/form-data uploads)
         import starlette  # noqa: F401

@@ -61,7 +61,19 @@ PAGE_HEADERS = {
 
 @dataclass
 class ServeSettings:
-    """Limits and defaults of one server (``fcpose serve`` options)."""
+    """Limits and defaults of one server (``fcpose serve`` options).
+
+    Args:
+        max_batch: The most images per network call.
+        max_wait_ms: How long the oldest waiting image waits for others to batch with.
+        max_queue: The most images waiting for the model; beyond it requests get 503.
+        max_upload_bytes: The largest request body.
+        max_pixels: The largest width x height of an upload, checked before decoding.
+        drain_seconds: How long an early error answer waits for the rest of the body (read and dropped).
+        draw_threshold: The default of the ``draw_threshold`` request option.
+        draw_nms: The default of the ``draw_nms`` request option.
+        keypoint_threshold: The score above which the page draws a keypoint; ``None``: the ``predict`` default.
+    """
 
     max_batch: int = 8  # images per network call
     max_wait_ms: float = 5.0  # how long the oldest waiting image waits for others
@@ -152,7 +164,16 @@ async def _read_upload(request: Request, limit: int) -> bytes:
 def people_json(dets: PoseDetections, renderer: PeopleRenderer, score_threshold: float) -> dict:
     """The people of one image with score >= ``score_threshold``, best first, as JSON-ready lists; ``drawn``
     marks those the renderer selects (draw threshold, duplicates removed), ``num_drawn`` counts them.
-    Coordinates: continuous pixels of the image (``dets.image_size``), rounded to 0.01 px."""
+    Coordinates: continuous pixels of the image (``dets.image_size``), rounded to 0.01 px.
+
+    Args:
+        dets: The image's detections.
+        renderer: What ``fcpose predict`` would draw (its draw threshold and NMS).
+        score_threshold: The lowest score listed.
+
+    Returns:
+        ``{"people": [{"bbox", "score", "keypoints", "drawn"}, ...], "num_drawn": n}``.
+    """
     order = np.argsort(-dets.scores.numpy(), kind="stable")
     order = order[dets.scores.numpy()[order] >= score_threshold]
     drawn = set(renderer.select_indices(dets).tolist())
@@ -349,7 +370,17 @@ def create_app(predictor: PosePredictor, *, settings: ServeSettings | None = Non
                initializer=None) -> Starlette:
     """The ASGI app serving ``predictor``. The :class:`DynamicBatcher` (and its model thread, which first
     runs ``initializer``) starts with the app's lifespan and, at shutdown, finishes what is queued.
-    ``info``: extra fields of ``GET /v1/model`` (backend, device, weights)."""
+    ``info``: extra fields of ``GET /v1/model`` (backend, device, weights).
+
+    Args:
+        predictor: Any predictor (``Predictor``, ``OnnxPredictor``, ``OpenVinoPredictor``; see ``load_predictor``).
+        settings: Limits and defaults; default ``ServeSettings()``.
+        info: Extra fields of ``GET /v1/model``.
+        initializer: Called first on the model thread (e.g. to set its torch threads), or ``None``.
+
+    Returns:
+        The app, for uvicorn or any ASGI server.
+    """
     settings = settings or ServeSettings()
     metrics = Metrics(settings.max_batch)
     state: dict = {}

@@ -22,7 +22,14 @@ def cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
 class BoxKalman:
     """Kalman filter of one box. Standard deviations, as fractions of the box size: ``std_position`` of the
     measurement noise, ``std_process`` / ``std_velocity`` of the per-frame process noise on the position /
-    velocity (a small ``std_process`` trusts the constant-velocity motion more than single boxes)."""
+    velocity (a small ``std_process`` trusts the constant-velocity motion more than single boxes).
+
+    Args:
+        box_xyxy: The first measured box, which starts the filter (velocity 0).
+        std_position: The measurement noise, a fraction of the box size.
+        std_velocity: The per-frame process noise of the velocity, a fraction of the box size.
+        std_process: The per-frame process noise of the position, a fraction of the box size.
+    """
 
     def __init__(self, box_xyxy: np.ndarray, std_position: float = 0.05, std_velocity: float = 0.00625,
                  std_process: float = 0.015):
@@ -43,7 +50,11 @@ class BoxKalman:
         return np.array([w, h, w, h])
 
     def predict(self) -> np.ndarray:
-        """Advance one frame; returns the predicted box (xyxy)."""
+        """Advance one frame; returns the predicted box (xyxy).
+
+        Returns:
+            The predicted box, xyxy.
+        """
         s = self._scale()
         q = np.diag(np.concatenate([self.std_proc * s, self.std_vel * s]) ** 2)
         self.x = self.F @ self.x
@@ -52,7 +63,14 @@ class BoxKalman:
         return self.box
 
     def update(self, box_xyxy: np.ndarray) -> np.ndarray:
-        """Correct with a measured box (xyxy); returns the filtered box."""
+        """Correct with a measured box (xyxy); returns the filtered box.
+
+        Args:
+            box_xyxy: The measured box.
+
+        Returns:
+            The filtered box, xyxy.
+        """
         z = xyxy_to_cxcywh(box_xyxy)
         r = np.diag((self.std_pos * self._scale()) ** 2)
         s = self.H @ self.P @ self.H.T + r

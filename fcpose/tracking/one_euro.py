@@ -29,7 +29,17 @@ def smoothing_factor(cutoff: np.ndarray | float, te: np.ndarray | float) -> np.n
 class OneEuroFilter:
     """One-Euro filter of an array signal of fixed ``shape`` (e.g. ``[K, 2]`` keypoint coordinates). The speed (for the
     adaptive cutoff) is taken per element; pass ``speed_axes`` to use the norm over trailing axes instead
-    (``speed_axes=(-1,)`` on ``[K, 2]``: a keypoint's 2-D speed)."""
+    (``speed_axes=(-1,)`` on ``[K, 2]``: a keypoint's 2-D speed).
+
+    Args:
+        min_cutoff: The minimum cutoff frequency (Hz): lower = less jitter at rest.
+        beta: The speed coefficient: higher = less lag on fast motion.
+        d_cutoff: The cutoff frequency of the speed estimate (Hz).
+        speed_axes: The trailing axes whose norm is the speed; ``None``: per element.
+
+    Raises:
+        ValueError: ``min_cutoff`` or ``d_cutoff`` is not positive, or ``beta`` is negative.
+    """
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
                  speed_axes: tuple[int, ...] | None = None):
@@ -42,6 +52,7 @@ class OneEuroFilter:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the state: the next sample starts the filter again."""
         self.x_hat: np.ndarray | None = None
         self.dx_hat: np.ndarray | None = None
         self.t_last: np.ndarray | None = None
@@ -49,7 +60,16 @@ class OneEuroFilter:
 
     def __call__(self, x: np.ndarray, t: float, mask: np.ndarray | None = None) -> np.ndarray:
         """Filter sample ``x`` taken at time ``t`` (seconds). ``mask`` (broadcastable to ``x``;
-        False = skip) leaves those elements' state untouched and returns their raw value."""
+        False = skip) leaves those elements' state untouched and returns their raw value.
+
+        Args:
+            x: The sample, an array of the filter's shape.
+            t: Its time in seconds.
+            mask: Which elements to filter (broadcastable to ``x``); ``None``: all.
+
+        Returns:
+            The filtered sample (float64).
+        """
         x = np.asarray(x, dtype=np.float64)
         use = np.ones(x.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), x.shape)
         if self.x_hat is None or self.x_hat.shape != x.shape:

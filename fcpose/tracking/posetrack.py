@@ -48,7 +48,18 @@ def categories(names: Sequence[str] | None = None, skeleton: Sequence[Sequence[i
 def person_entry(track_id: int, box_xyxy, score: float, keypoints: np.ndarray, *, continuous: bool = True) -> dict:
     """One annotation (without ``id``/``image_id``) from a box, score and ``[K, 3]`` keypoints.
 
-    ``continuous``: the keypoints are fcpose continuous pixel coordinates (-0.5 is applied)."""
+    ``continuous``: the keypoints are fcpose continuous pixel coordinates (-0.5 is applied).
+
+    Args:
+        track_id: The person's track id.
+        box_xyxy: The box, xyxy.
+        score: The detection score.
+        keypoints: ``[K, 3]`` (x, y, score).
+        continuous: The keypoints are in continuous pixel coordinates (converted to pixel indices).
+
+    Returns:
+        ``track_id``, ``category_id``, ``keypoints`` (3K), ``scores`` (K), ``bbox`` (xywh) and ``score``.
+    """
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3).copy()
     if continuous:
         kp[:, :2] -= 0.5
@@ -67,7 +78,14 @@ class PoseTrackWriter:
     """Collects frames of one or more videos and writes the JSON (and optional MOT text) atomically.
 
     :meth:`write` can be called any number of times (e.g. every few seconds of a live stream and once
-    more after Ctrl-C): each call replaces the files with a complete, valid version of everything so far."""
+    more after Ctrl-C): each call replaces the files with a complete, valid version of everything so far.
+
+    Args:
+        json_path: The PoseTrack-style JSON file to write.
+        mot_dir: A folder for one MOT text file per video, or ``None`` for none.
+        keypoint_names: The keypoint names of the category; default COCO's.
+        skeleton: The skeleton's 0-based keypoint pairs; default COCO's.
+    """
 
     def __init__(self, json_path: str | Path, mot_dir: str | Path | None = None,
                  keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None):
@@ -81,7 +99,14 @@ class PoseTrackWriter:
         self._frames: dict[str, list[dict]] = {}
 
     def add_video(self, name: str) -> int:
-        """Register a video (its ``vid_id``); returns its number."""
+        """Register a video (its ``vid_id``); returns its number.
+
+        Args:
+            name: The video's name (its ``vid_id`` and MOT file name).
+
+        Returns:
+            Its number, for ``add_frame``.
+        """
         self._videos.append(name)
         self._mot[name] = []
         self._frames[name] = []
@@ -89,7 +114,19 @@ class PoseTrackWriter:
 
     def add_frame(self, video_number: int, frame_index: int, people: Iterable[dict], *, file_name: str = "",
                   width: int = 0, height: int = 0) -> int:
-        """Add one frame with its people (:func:`person_entry` dicts); returns the image id."""
+        """Add one frame with its people (:func:`person_entry` dicts); returns the image id.
+
+        Args:
+            video_number: The number ``add_video`` returned.
+            frame_index: The frame's 0-based index in the video.
+            people: The frame's ``person_entry`` dicts.
+            file_name: The frame's file name; default ``NAME/FRAME.jpg``.
+            width: The frame's width.
+            height: The frame's height.
+
+        Returns:
+            The frame's image id.
+        """
         name = self._videos[video_number]
         iid = image_id(video_number, frame_index)
         image = {"id": iid, "file_name": file_name or f"{name}/{frame_index:06d}.jpg", "frame_id": iid,
@@ -106,6 +143,11 @@ class PoseTrackWriter:
         return iid
 
     def write(self) -> Path:
+        """Write (replace) the JSON file and the MOT files with everything added so far.
+
+        Returns:
+            The JSON file's path.
+        """
         for frames in self._frames.values():
             for image in frames:
                 image["nframes"] = len(frames)
@@ -134,7 +176,18 @@ class TrackFrame:
 def load_posetrack(path_or_data, num_keypoints: int | None = None) -> dict[str, list[TrackFrame]]:
     """Read a PoseTrack-style JSON (a path or the parsed dict) -> ``{vid_id: [TrackFrame, ...]}`` in
     frame order. Frames without people are kept (empty arrays). :class:`InputError` if the file is missing
-    or not JSON, or an entry lacks a required field."""
+    or not JSON, or an entry lacks a required field.
+
+    Args:
+        path_or_data: A PoseTrack-style JSON file, or its parsed dict.
+        num_keypoints: K; default: from the file's category, else COCO's 17.
+
+    Returns:
+        The frames of each video, by ``vid_id``.
+
+    Raises:
+        InputError: The file is missing or not JSON, or an entry lacks a required field.
+    """
     if isinstance(path_or_data, dict):
         data, label = path_or_data, "PoseTrack data"
     else:

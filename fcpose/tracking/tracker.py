@@ -38,7 +38,18 @@ from .one_euro import OneEuroFilter
 @dataclass
 class TrackedPeople:
     """The people of one frame with their track ids (numpy arrays, original-image pixels). ``keypoints`` are the
-    smoothed ones when smoothing is on (``raw_keypoints`` are the detector's)."""
+    smoothed ones when smoothing is on (``raw_keypoints`` are the detector's).
+
+    Args:
+        frame_index: The frame's 0-based index in its sequence.
+        track_ids: ``[N]`` track ids, >= 1.
+        boxes: ``[N, 4]`` xyxy, the detections' boxes.
+        scores: ``[N]`` detection scores.
+        keypoints: ``[N, K, 3]`` keypoints, smoothed when smoothing is on.
+        raw_keypoints: ``[N, K, 3]`` the detector's keypoints.
+        detection_index: ``[N]`` each person's index among the frame's detections.
+        image_size: (height, width) of the frame.
+    """
 
     frame_index: int
     track_ids: np.ndarray  # [N] int64, >= 1
@@ -50,6 +61,11 @@ class TrackedPeople:
     image_size: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
+        """The number of people, N.
+
+        Returns:
+            N.
+        """
         return int(self.track_ids.shape[0])
 
 
@@ -86,7 +102,13 @@ def _as_numpy(x) -> np.ndarray:
 class PoseTracker:
     """Assign persistent ``track_id`` s to per-frame pose detections (see the module doc).
 
-    ``sigmas``: the keypoint set's OKS sigmas (default COCO's 17). ``fps`` sets the One-Euro time base."""
+    ``sigmas``: the keypoint set's OKS sigmas (default COCO's 17). ``fps`` sets the One-Euro time base.
+
+    Args:
+        cfg: The tracker settings; default ``TrackerConfig()``.
+        sigmas: The keypoint set's OKS sigmas; default COCO's.
+        fps: The frame rate, the One-Euro time base.
+    """
 
     def __init__(self, cfg: TrackerConfig | None = None, sigmas: Sequence[float] | None = None, fps: float = 25.0):
         self.cfg = copy.deepcopy(cfg) if cfg is not None else TrackerConfig()
@@ -97,12 +119,22 @@ class PoseTracker:
         self._next_id = 1
 
     def reset(self) -> None:
+        """End every track and start over: frame indices and track ids restart."""
         self.tracks = []
         self.frame_index = -1
         self._next_id = 1
 
     def similarity(self, tracks: list[_Track], boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-        """``[T, D]`` similarity of tracks (predicted box and pose) and detections."""
+        """``[T, D]`` similarity of tracks (predicted box and pose) and detections.
+
+        Args:
+            tracks: The tracks, with their predicted boxes.
+            boxes: ``[D, 4]`` detection boxes, xyxy.
+            keypoints: ``[D, K, 3]`` detection keypoints.
+
+        Returns:
+            ``(1 - pose_weight) * IoU + pose_weight * OKS``.
+        """
         if not tracks or boxes.shape[0] == 0:
             return np.zeros((len(tracks), boxes.shape[0]))
         pred = np.stack([t.pred_box for t in tracks])
@@ -133,7 +165,17 @@ class PoseTracker:
 
     def update(self, boxes, scores, keypoints, image_size: tuple[int, int] = (0, 0)) -> TrackedPeople:
         """One frame of detections (``[N, 4]`` xyxy, ``[N]``, ``[N, K, 3]``; tensors or arrays) ->
-        the people reported in this frame with their track ids, in detection order."""
+        the people reported in this frame with their track ids, in detection order.
+
+        Args:
+            boxes: ``[N, 4]`` xyxy.
+            scores: ``[N]`` detection scores.
+            keypoints: ``[N, K, 3]`` (x, y, score).
+            image_size: (height, width) of the frame.
+
+        Returns:
+            The people reported in this frame.
+        """
         self.frame_index += 1
         boxes = _as_numpy(boxes).reshape(-1, 4).astype(np.float64)
         scores = _as_numpy(scores).reshape(-1).astype(np.float64)
@@ -237,5 +279,12 @@ class PoseTracker:
                              image_size=tuple(image_size))
 
     def update_detections(self, dets) -> TrackedPeople:
-        """:class:`~fcpose.structures.PoseDetections` of one frame -> :class:`TrackedPeople`."""
+        """:class:`~fcpose.structures.PoseDetections` of one frame -> :class:`TrackedPeople`.
+
+        Args:
+            dets: The frame's detections.
+
+        Returns:
+            The people reported in this frame.
+        """
         return self.update(dets.boxes, dets.scores, dets.keypoints, image_size=dets.image_size)

@@ -34,7 +34,23 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, cfg: FCPoseConfig | N
     (``optimizer=...``, ``scheduler=...``, ``scaler=...`` state dicts, or other plain values, e.g.
     ``trained_on="synthetic"`` to record what the weights were trained on). ``half=True`` stores floating-point weights
     as float16 (half the size, for distribution); they are upcast to the model's dtype when loaded. Values beyond
-    float16's range are kept in float32."""
+    float16's range are kept in float32.
+
+    Args:
+        model: The model to save (a DDP or compiled wrapper is unwrapped).
+        path: The file to write (atomically).
+        cfg: The config to store; default ``model.cfg``.
+        step: The training iteration, if any.
+        metrics: Evaluation results to store with the weights, if any.
+        half: Store floating-point weights as float16.
+        **state: Further entries: loop state dicts or plain values.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: Neither ``cfg`` nor ``model.cfg`` gives a config.
+    """
     bare = unwrap_model(model)
     cfg = cfg or getattr(bare, "cfg", None)
     if cfg is None:
@@ -89,7 +105,19 @@ def load_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] | dict | None = None):
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    """Rebuild the model a checkpoint describes and load its weights (eval mode).
+
+    Args:
+        path: An fcpose checkpoint, an official AdelaiDet ``.pth`` or a model-zoo name (downloaded on first use).
+        device: Where to put the model.
+        overrides: ``["a.b=c", ...]`` strings or a nested dict applied to the checkpoint's config.
+
+    Returns:
+        (FCPose): The model, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, not a checkpoint, or its weights do not fit its config.
+    """
     from ..config import apply_overrides
     from ..model.fcpose import build_model
 

@@ -35,6 +35,18 @@ HF_BASE = "https://huggingface.co/ZjuCv/AdelaiDet/resolve/main/"
 
 @dataclass(frozen=True)
 class ZooEntry:
+    """One model-zoo checkpoint: its name, where it comes from and what it must be.
+
+    Args:
+        name: The zoo name, as ``--weights`` and ``Predictor.from_checkpoint`` take it.
+        filename: The file's name in the cache folder (or in ``fcpose.assets`` when bundled).
+        url: Where it is downloaded from; ``None``: it ships inside the package.
+        preset: The preset it runs; ``None``: its config lives in the checkpoint only.
+        sha256: The file's SHA-256, checked after the download and on use; ``None``: not checked.
+        description: What the checkpoint is, in one line.
+        size: The file's size in bytes, checked after the download; ``None``: not checked.
+    """
+
     name: str
     filename: str  # file name in the cache folder
     url: str | None  # None: the file ships inside the package (fcpose.assets), nothing to download
@@ -60,7 +72,11 @@ MODEL_ZOO: dict[str, ZooEntry] = {
 
 
 def cache_dir() -> Path:
-    """``$FCPOSE_CACHE`` if set, else ``~/.cache/fcpose``."""
+    """``$FCPOSE_CACHE`` if set, else ``~/.cache/fcpose``.
+
+    Returns:
+        The folder downloads are kept in.
+    """
     env = os.environ.get("FCPOSE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fcpose"
 
@@ -145,7 +161,18 @@ def verify_cached(entry: ZooEntry, path: Path) -> None:
 
 def fetch(name: str, *, progress: bool = True) -> Path:
     """Path of the zoo checkpoint ``name`` in the cache, downloading it first if needed (and checking its
-    size and SHA-256 when the entry records them)."""
+    size and SHA-256 when the entry records them).
+
+    Args:
+        name: A model-zoo name (``MODEL_ZOO``).
+        progress: Show a progress bar while downloading.
+
+    Returns:
+        The checkpoint file.
+
+    Raises:
+        CheckpointError: An unknown name, a failed download, or a file whose size or SHA-256 is not the recorded one.
+    """
     if name not in MODEL_ZOO:
         raise CheckpointError(f"unknown model-zoo name '{name}' (known: {', '.join(sorted(MODEL_ZOO))})")
     entry = MODEL_ZOO[name]
@@ -181,7 +208,17 @@ def fetch(name: str, *, progress: bool = True) -> Path:
 
 
 def resolve_weights(weights: str | os.PathLike) -> Path:
-    """A checkpoint path as given, or the cached file of a model-zoo name (a file of that name wins)."""
+    """A checkpoint path as given, or the cached file of a model-zoo name (a file of that name wins).
+
+    Args:
+        weights: A checkpoint path or a model-zoo name.
+
+    Returns:
+        The file to load (not checked to exist when it is a path).
+
+    Raises:
+        CheckpointError: Fetching a zoo checkpoint failed.
+    """
     path = Path(weights)
     if is_zoo_name(weights) and not path.exists():
         return fetch(str(weights))
