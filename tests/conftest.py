@@ -92,6 +92,17 @@ def tiny_checkpoint(tmp_path_factory, tiny_model) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
+    """``fcpose export --dynamic`` of the tiny checkpoint, once per session (an export takes ~30 s here): the ONNX
+    tests run it, the OpenVINO int8 test quantises it."""
+    from fcpose.cli import main
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert main(["export", "--weights", str(tiny_checkpoint), "--out", str(path), "--dynamic"]) == 0
+    return path
+
+
 # An exported model (onnxruntime, OpenVINO fp32) against PyTorch fp32 on the same images. Largest deviations
 # measured (benchmarks/parity_noise.py, exports_vs_torch: tiny model, coco_tiny, 4,148 keypoints; Xeon AVX-512 +
 # VNNI, PyTorch's kernels as is, ATEN_CPU_CAPABILITY=default and avx2 + ONEDNN_MAX_CPU_ISA=AVX2): person score

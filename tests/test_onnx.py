@@ -16,10 +16,8 @@ pytest.importorskip("onnxscript")
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tiny_checkpoint, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    assert main(["export", "--weights", str(tiny_checkpoint), "--out", str(path), "--dynamic"]) == 0
-    return path
+def onnx_model(tiny_onnx):
+    return tiny_onnx
 
 
 def test_onnxruntime_matches_pytorch_on_coco_tiny(onnx_model, tiny_model, coco_tiny):

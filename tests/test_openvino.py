@@ -29,11 +29,14 @@ def ir_fp32(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ir_int8(tiny_checkpoint, coco_tiny, tmp_path_factory):
+def ir_int8(tiny_onnx, coco_tiny, tmp_path_factory):
+    """What `fcpose export --format openvino --int8` makes, from the session's ONNX export of the same checkpoint
+    (the ONNX step of that command is `fcpose export --dynamic`'s; ir_fp32 runs the whole command)."""
+    from fcpose.export.openvino import onnx_to_openvino
+
     path = tmp_path_factory.mktemp("ov8") / "tiny_int8.xml"
-    assert main(["export", "--weights", str(tiny_checkpoint), "--format", "openvino", "--out", str(path), "--int8",
-                 "--calibration", str(coco_tiny / "person_keypoints.json"), "--calib-images", "3"]) == 0
-    return path
+    return onnx_to_openvino(tiny_onnx, path, int8=True, calibration=coco_tiny / "person_keypoints.json",
+                            calib_images=3)
 
 
 def test_openvino_matches_pytorch_on_coco_tiny(ir_fp32, tiny_model, coco_tiny):
