@@ -166,21 +166,26 @@ def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int],
                 raise _Invalid(f"{where} lacks '{key}', which COCO evaluation needs")
 
 
-def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
-    """Load and check (:func:`check_coco_dataset`) a COCO annotation file; one-line InputError otherwise."""
-    path = Path(ann_file)
+def read_json_file(path: str | Path, what: str = "annotation file") -> Any:
+    """The JSON value of a file, unchecked; one-line InputError (naming it as ``what``) when it is missing or not
+    JSON."""
+    path = Path(path)
     if not path.exists():
-        raise InputError(f"annotation file not found: {path}")
+        raise InputError(f"{what} not found: {path}")
     if not path.is_file():
-        raise InputError(f"annotation path is not a file: {path}")
+        raise InputError(f"{what} {path} is not a file")
     try:
         with path.open("rb") as f:
-            data = json.load(f)
+            return json.load(f)
     except PermissionError:
-        raise InputError(f"cannot read annotation file {path}: permission denied") from None
+        raise InputError(f"cannot read {what} {path}: permission denied") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"cannot read annotation file {path}: {one_line(exc)}") from None
-    return check_coco_dataset(data, str(path), for_eval=for_eval)
+        raise InputError(f"cannot read {what} {path}: {one_line(exc)}") from None
+
+
+def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
+    """Load and check (:func:`check_coco_dataset`) a COCO annotation file; one-line InputError otherwise."""
+    return check_coco_dataset(read_json_file(ann_file), str(ann_file), for_eval=for_eval)
 
 
 
@@ -334,8 +339,9 @@ def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None,
 
 
 # ---- Dataset ---------------------------------------------------------------------------------
-def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
-                       source: str, crowd: str = "ignore", min_box_size: float = MIN_BOX_SIZE) -> Target:
+def parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
+                      source: str, crowd: str = "ignore", min_box_size: float = MIN_BOX_SIZE) -> Target:
+    """The training target of one image's annotations, as the loader keeps them (see the module's docstring)."""
     boxes, keypoints, ignore = [], [], []
     for ann in anns:
         bbox = ann.get("bbox")
@@ -435,7 +441,7 @@ class CocoKeypointDataset(Dataset):
             if "id" not in img or "file_name" not in img:
                 raise InputError(f"{source}: an image entry lacks 'id' or 'file_name'")
             h, w = img.get("height"), img.get("width")
-            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd, min_box_size)
+            target = parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd, min_box_size)
             if filter_empty and target["boxes"].shape[0] == 0:
                 continue
             if min_keypoints > 0 and int((target["keypoints"][..., 2] > 0).sum()) < min_keypoints:
