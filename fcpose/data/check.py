@@ -41,11 +41,19 @@ class DatasetReport:
 
     @property
     def trainable(self) -> bool:
-        """Whether ``fcpose train`` can start on the dataset as it is (no problems)."""
+        """Whether ``fcpose train`` can start on the dataset as it is (no problems).
+
+        Returns:
+            True without problems.
+        """
         return not self.problems
 
     def lines(self) -> list[str]:
-        """The report as printed: the summary, then at most :data:`MAX_LINES` notes and problems, then the verdict."""
+        """The report as printed.
+
+        Returns:
+            The summary lines, at most :data:`MAX_LINES` notes and problems (then their count), the verdict.
+        """
         out = list(self.summary)
         for kind, items in (("note", self.notes), ("problem", self.problems)):
             out += [f"{kind}: {item}" for item in items[:MAX_LINES]]

@@ -174,7 +174,8 @@ def convert_label_studio(tasks: Any, keypoints: KeypointSetConfig, images: Path 
         for person in _people(regions, names, size, where, problems):
             anns.append(_annotation(person, len(names), len(anns) + 1, image_id))
     if unlabelled:
-        problems.append(f"{unlabelled} tasks have no annotation (not labelled yet, or skipped): left out")
+        problems.append(f"{unlabelled} task{' has' if unlabelled == 1 else 's have'} no annotation (not labelled "
+                        "yet, or skipped): left out")
     if not coco_images:
         raise InputError(f"{source}: no labelled task to convert" + (f" ({problems[0]})" if problems else ""))
     return {"info": {"description": f"converted from the Label Studio export {Path(source).name}"},
