@@ -487,7 +487,7 @@ def _add_dataset(sub) -> None:
                        description="import: convert a Label Studio JSON export to a COCO-keypoints file. check: "
                                    "summarise a COCO-keypoints file (CVAT's COCO Keypoints 1.0 export as it comes, "
                                    "too) and list, one line each, what keeps it from training (docs/custom_data.md).")
-    tools = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    tools = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION", help="import or check")
     q = tools.add_parser("import", help="convert an annotation tool's export to COCO keypoints",
                          description="Keypoint labels map to the keypoint set's names; each problem (an unknown "
                                      "label, a point with no person) is one line and leaves that item out.")

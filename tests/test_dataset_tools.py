@@ -122,9 +122,11 @@ def test_label_studio_keypoints_without_parent_go_to_the_box_they_lie_in():
     tasks = [{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [box, other, point("nose", 15, 20),
                                                                                 point("left_eye", 27, 20)]}]},
              {"id": 2, "data": {"image": "b.jpg"}, "annotations": [{"result": [point("nose", 50, 50)]}]}]
+    tasks[1]["annotations"][0]["result"].append({"id": "p", "type": "keypointlabels", "value": {"x": 3}})  # no y
     coco, problems = convert_label_studio(tasks, KeypointSetConfig())
     assert problems == ["task 1: keypoint 'left_eye' at (54.0, 20.0) belongs to no single box (no parentID, inside "
-                        "none or several): left out"]
+                        "none or several): left out",
+                        "task 2: region p (keypointlabels) lacks x/y: left out"]
     first, second = coco["annotations"][0], coco["annotations"][2]
     assert first["keypoints"][:3] == [29.5, 19.5, 2] and first["num_keypoints"] == 1  # 15% of 200 px, - 0.5
     assert coco["annotations"][1]["num_keypoints"] == 0  # box c: nobody's keypoints

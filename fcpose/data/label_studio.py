@@ -58,7 +58,17 @@ def _regions(task: dict, where: str, problems: list[str]) -> list[dict] | None:
     if len(done) > 1:
         problems.append(f"{where} has {len(done)} annotations: the first (id {done[0].get('id')}) is used")
     result = done[0].get("result") or []
-    return [r for r in result if isinstance(r, dict) and isinstance(r.get("value"), dict)]
+    regions = []
+    for r in (r for r in result if isinstance(r, dict) and isinstance(r.get("value"), dict)):
+        keys = _COORDINATES.get(r.get("type"), ())
+        if all(isinstance(r["value"].get(key), (int, float)) for key in keys):
+            regions.append(r)
+        else:  # e.g. a point that only prompted an interactive model
+            problems.append(f"{where}: region {r.get('id')} ({r.get('type')}) lacks {'/'.join(keys)}: left out")
+    return regions
+
+
+_COORDINATES = {"keypointlabels": ("x", "y"), "rectanglelabels": ("x", "y", "width", "height")}
 
 
 def _image_size(regions: list[dict], images: Path | None, file_name: str) -> tuple[int, int] | None:
