@@ -11,7 +11,7 @@ import pytest
 
 from fcpose.cli import main
 from fcpose.config import COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointSetConfig
-from fcpose.data.label_studio import convert_label_studio
+from fcpose.data import DatasetReport, convert_label_studio
 from fcpose.weights.checkpoint import read_checkpoint
 
 FAST = ["input.min_size_train=[128, 128]", "input.max_size_train=160", "input.min_size_test=128",
@@ -275,3 +275,11 @@ def test_check_custom_keypoints_without_sigmas_and_unreadable_files(synth, tmp_p
     assert main(["dataset", "check", str(ann_file)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"fcpose dataset: error: cannot read annotation file {ann_file}: ")
+
+
+def test_report_lists_twenty_problems_and_counts_the_rest():
+    report = DatasetReport(summary=["a.json: ..."], problems=[f"p{i}" for i in range(25)], notes=["n"])
+    assert report.lines() == (["a.json: ...", "note: n"] + [f"problem: p{i}" for i in range(20)]
+                              + ["problem: ... and 5 more problems",
+                                 "result: 25 problems: cannot be trained on as it is"])
+    assert not report.trainable and DatasetReport().trainable

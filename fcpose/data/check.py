@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, KeypointSetConfig
-from ..errors import FCPoseError
+from ..errors import FCPoseError, InputError
 from .coco import (
     category_sigmas,
     coco_problems,
@@ -223,6 +223,8 @@ def _note_fields(anns: list[dict], report: DatasetReport) -> None:
 
 def run_dataset_check(ann_file: str, images: str | None = None) -> int:
     """``fcpose dataset check``: print the report; 0 when the dataset can be trained on, 1 otherwise."""
+    if images is not None and not Path(images).is_dir():
+        raise InputError(f"--images folder not found: {images}")
     report = check_dataset(ann_file, images)
     print("\n".join(report.lines()))
     return 0 if report.trainable else 1
