@@ -1,4 +1,4 @@
-"""The ``fcpose`` command line: predict, track, serve, train, eval, bench, export, convert, synth, presets.
+"""The ``fcpose`` command line: predict, track, serve, train, eval, bench, export, convert, synth, presets, dataset.
 
 Errors a user can cause (bad paths, unreadable images, wrong checkpoints, unknown config keys) print one
 line on stderr and exit with status 2, without a traceback."""
@@ -482,6 +482,45 @@ def _cmd_bench(args) -> int:
     return run_bench_command(args)
 
 
+def _add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="import annotation-tool exports to COCO keypoints; check a dataset",
+                       description="import: convert a Label Studio JSON export to a COCO-keypoints file. check: "
+                                   "summarise a COCO-keypoints file (CVAT's COCO Keypoints 1.0 export as it comes, "
+                                   "too) and list, one line each, what keeps it from training (docs/custom_data.md).")
+    tools = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION", help="import or check")
+    q = tools.add_parser("import", help="convert an annotation tool's export to COCO keypoints",
+                         description="Keypoint labels map to the keypoint set's names; each problem (an unknown "
+                                     "label, a point with no person) is one line and leaves that item out.")
+    q.add_argument("export", help="the export file (Label Studio: Export -> JSON)")
+    q.add_argument("--from", dest="source_format", required=True, choices=["label-studio"], help="the tool")
+    q.add_argument("--out", required=True, help="the COCO-keypoints annotation file to write")
+    q.add_argument("--images", default=None,
+                   help="the image folder: sizes of images without labels, names without Label Studio's upload prefix")
+    q.add_argument("--keypoints", default=None, metavar="SET",
+                   help="the keypoint names and their order: coco (default), a COCO annotation .json (its keypoint "
+                        "category), or a preset or YAML file (its keypoints: section, with sigmas and flip pairs)")
+    q.set_defaults(func=_cmd_dataset_import)
+    c = tools.add_parser("check", help="summarise a COCO-keypoints dataset and list its problems",
+                         description="Exit status 0: ready to train; 1: problems (listed one per line).")
+    c.add_argument("annotations", help="COCO-keypoints annotation JSON")
+    c.add_argument("--images", default=None, help="the image folder: also check every image is there, at its size")
+    c.set_defaults(func=_cmd_dataset_check)
+
+
+def _cmd_dataset_import(args) -> int:
+    from .data.label_studio import run_dataset_import
+    from .fileio import check_output_file
+
+    check_output_file(args.out, "annotation file")
+    return run_dataset_import(args.source_format, args.export, args.out, images=args.images, keypoints=args.keypoints)
+
+
+def _cmd_dataset_check(args) -> int:
+    from .data.check import run_dataset_check
+
+    return run_dataset_check(args.annotations, args.images)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -489,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fcpose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_predict, _add_track, _add_serve, _add_train, _add_eval, _add_bench, _add_export, _add_convert,
-                _add_synth, _add_presets, _add_demo):
+                _add_synth, _add_presets, _add_demo, _add_dataset):
         add(sub)
     return parser
 

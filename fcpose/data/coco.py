@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,23 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def coco_problems(data: Any, *, for_eval: bool = False) -> Iterator[str]:
+    """Every problem that keeps ``data`` from being a COCO keypoint annotation file, one line each in file order
+    (at most one per image, category or annotation): the checks of :func:`check_coco_dataset`, which stops at the
+    first; ``fcpose dataset check`` lists them all."""
+    if not isinstance(data, dict):
+        yield (f"the top level is a JSON {type(data).__name__}, not an object with 'images', 'annotations' and "
+               "'categories'")
+        return
+    ids: set[int] = set()
+    num_kpts: dict[int, int] = {}
+    yield from _each(data.get("images"), "images", lambda img, i: _check_image(img, i, ids), empty_ok=False)
+    yield from _each(data.get("categories"), "categories", lambda cat, i: _check_category(cat, i, num_kpts),
+                     empty_ok=False)
+    yield from _each(data.get("annotations", []), "annotations",
+                     lambda ann, i: _check_annotation(ann, i, ids, num_kpts, for_eval), empty_ok=True)
+
+
 def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dict:
     """Check that ``data`` has the shape of a COCO keypoint annotation file; one-line
     :class:`~fcpose.errors.InputError` naming the first problem otherwise. Returns ``data``.
@@ -54,63 +72,62 @@ def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dic
     numbers per keypoint of its category, and ``categories`` a non-empty list of objects with an integer
     ``id`` (``keypoints``, when present, a list of names). ``for_eval`` (pycocotools' COCOeval) also needs
     ``area``, ``iscrowd``, ``num_keypoints`` and ``keypoints`` on every annotation."""
-    try:
-        if not isinstance(data, dict):
-            raise _Invalid(f"the top level is a JSON {type(data).__name__}, not an object with 'images', "
-                           f"'annotations' and 'categories'")
-        ids = _check_images(data.get("images"))
-        num_kpts = _check_categories(data.get("categories"))
-        anns = data.get("annotations", [])
-        if not isinstance(anns, list):
-            raise _Invalid("'annotations' is not a list")
-        for i, ann in enumerate(anns):
-            _check_annotation(ann, i, ids, num_kpts, for_eval)
-    except _Invalid as exc:
-        raise InputError(f"{source} is not a valid COCO annotation file: {exc}") from None
+    for problem in coco_problems(data, for_eval=for_eval):
+        raise InputError(f"{source} is not a valid COCO annotation file: {problem}")
     return data
 
 
 class _Invalid(Exception):
-    """The first problem :func:`check_coco_dataset` found (its message names it)."""
+    """A problem :func:`coco_problems` found (its message names it)."""
 
 
-def _check_images(images: Any) -> set[int]:
-    """The ids of a valid ``images`` list."""
-    if not isinstance(images, list):
-        raise _Invalid("no 'images' list")
-    if not images:
-        raise _Invalid("its 'images' list is empty")
-    ids: set[int] = set()
-    for i, img in enumerate(images):
-        if not isinstance(img, dict):
-            raise _Invalid(f"images[{i}] is not an object")
-        if not _is_int(img.get("id")):
-            raise _Invalid(f"images[{i}] has no integer 'id'")
-        if img["id"] in ids:
-            raise _Invalid(f"image id {img['id']} appears twice")
-        ids.add(img["id"])
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            raise _Invalid(f"image {img['id']} has no 'file_name' string")
-        for key in ("width", "height"):
-            if key in img and not (_is_number(img[key]) and img[key] > 0):
-                raise _Invalid(f"image {img['id']} has an invalid '{key}' ({img[key]!r})")
-    return ids
+_LIST_PROBLEMS = {"images": ("no 'images' list", "its 'images' list is empty"),
+                  "categories": ("no 'categories' list (or it is empty)",) * 2,
+                  "annotations": ("'annotations' is not a list",) * 2}
 
 
-def _check_categories(categories: Any) -> dict[int, int]:
-    """The number of keypoint names of each category (those with a ``keypoints`` list) of a valid list."""
-    if not isinstance(categories, list) or not categories:
-        raise _Invalid("no 'categories' list (or it is empty)")
-    num_kpts: dict[int, int] = {}
-    for i, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise _Invalid(f"categories[{i}] is not an object with an integer 'id'")
-        names = cat.get("keypoints")
-        if names is not None:
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise _Invalid(f"category {cat['id']} has a 'keypoints' entry that is not a list of names")
-            num_kpts[cat["id"]] = len(names)
-    return num_kpts
+def _each(items: Any, key: str, check, *, empty_ok: bool) -> Iterator[str]:
+    """``check(item, index)`` on each item of the top-level list ``key``, yielding the problem of each item that
+    has one; one problem for the list itself when it is not a (non-empty, unless ``empty_ok``) list."""
+    missing, empty = _LIST_PROBLEMS[key]
+    if not isinstance(items, list):
+        yield missing
+        return
+    if not items and not empty_ok:
+        yield empty
+    for i, item in enumerate(items):
+        try:
+            check(item, i)
+        except _Invalid as exc:
+            yield str(exc)
+
+
+def _check_image(img: Any, i: int, ids: set[int]) -> None:
+    """Check ``images[i]``; its id joins ``ids``."""
+    if not isinstance(img, dict):
+        raise _Invalid(f"images[{i}] is not an object")
+    if not _is_int(img.get("id")):
+        raise _Invalid(f"images[{i}] has no integer 'id'")
+    if img["id"] in ids:
+        raise _Invalid(f"image id {img['id']} appears twice")
+    ids.add(img["id"])
+    if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+        raise _Invalid(f"image {img['id']} has no 'file_name' string")
+    for key in ("width", "height"):
+        if key in img and not (_is_number(img[key]) and img[key] > 0):
+            raise _Invalid(f"image {img['id']} has an invalid '{key}' ({img[key]!r})")
+
+
+def _check_category(cat: Any, i: int, num_kpts: dict[int, int]) -> None:
+    """Check ``categories[i]``; the number of its keypoint names (when it has a ``keypoints`` list) joins
+    ``num_kpts``."""
+    if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+        raise _Invalid(f"categories[{i}] is not an object with an integer 'id'")
+    names = cat.get("keypoints")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _Invalid(f"category {cat['id']} has a 'keypoints' entry that is not a list of names")
+        num_kpts[cat["id"]] = len(names)
 
 
 def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int], for_eval: bool) -> None:
@@ -149,21 +166,26 @@ def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int],
                 raise _Invalid(f"{where} lacks '{key}', which COCO evaluation needs")
 
 
-def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
-    """Load and check (:func:`check_coco_dataset`) a COCO annotation file; one-line InputError otherwise."""
-    path = Path(ann_file)
+def read_json_file(path: str | Path, what: str = "annotation file") -> Any:
+    """The JSON value of a file, unchecked; one-line InputError (naming it as ``what``) when it is missing or not
+    JSON."""
+    path = Path(path)
     if not path.exists():
-        raise InputError(f"annotation file not found: {path}")
+        raise InputError(f"{what} not found: {path}")
     if not path.is_file():
-        raise InputError(f"annotation path is not a file: {path}")
+        raise InputError(f"{what} {path} is not a file")
     try:
         with path.open("rb") as f:
-            data = json.load(f)
+            return json.load(f)
     except PermissionError:
-        raise InputError(f"cannot read annotation file {path}: permission denied") from None
+        raise InputError(f"cannot read {what} {path}: permission denied") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"cannot read annotation file {path}: {one_line(exc)}") from None
-    return check_coco_dataset(data, str(path), for_eval=for_eval)
+        raise InputError(f"cannot read {what} {path}: {one_line(exc)}") from None
+
+
+def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
+    """Load and check (:func:`check_coco_dataset`) a COCO annotation file; one-line InputError otherwise."""
+    return check_coco_dataset(read_json_file(ann_file), str(ann_file), for_eval=for_eval)
 
 
 
@@ -252,6 +274,10 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
         skeleton = [[int(a) - 1, int(b) - 1] for a, b in category.get("skeleton") or []]
     except (TypeError, ValueError):
         raise ConfigError(f"{label}: 'skeleton' must be a list of 1-based index pairs") from None
+    for a, b in skeleton:
+        if not (0 <= a < k and 0 <= b < k):
+            raise ConfigError(f"{label}: 'skeleton' pair [{a + 1}, {b + 1}] is outside 1..{k}: skeleton pairs "
+                              "number the keypoints from 1, as in COCO (and CVAT's export)")
 
     if "flip_pairs" in category:
         flip_pairs = []
@@ -313,8 +339,9 @@ def keypoint_set_from_coco(ann_file: str | Path, category_id: int | None = None,
 
 
 # ---- Dataset ---------------------------------------------------------------------------------
-def _parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
-                       source: str, crowd: str = "ignore", min_box_size: float = MIN_BOX_SIZE) -> Target:
+def parse_annotations(anns: list[dict], num_keypoints: int, height: float | None, width: float | None,
+                      source: str, crowd: str = "ignore", min_box_size: float = MIN_BOX_SIZE) -> Target:
+    """The training target of one image's annotations, as the loader keeps them (see the module's docstring)."""
     boxes, keypoints, ignore = [], [], []
     for ann in anns:
         bbox = ann.get("bbox")
@@ -414,7 +441,7 @@ class CocoKeypointDataset(Dataset):
             if "id" not in img or "file_name" not in img:
                 raise InputError(f"{source}: an image entry lacks 'id' or 'file_name'")
             h, w = img.get("height"), img.get("width")
-            target = _parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd, min_box_size)
+            target = parse_annotations(by_image.get(img["id"], []), k, h, w, source, crowd, min_box_size)
             if filter_empty and target["boxes"].shape[0] == 0:
                 continue
             if min_keypoints > 0 and int((target["keypoints"][..., 2] > 0).sum()) < min_keypoints:
