@@ -171,7 +171,6 @@ class StateDictReport:
                 parts.append(f"{label.format(n=len(keys))}: {shown}")
         return "; ".join(parts)
 
-
     def lines(self) -> list[str]:
         """What a loader prints: :meth:`summary`, then the keypoint lines, if any."""
         return [self.summary()] + (self.keypoints.lines() if self.keypoints else [])

@@ -29,9 +29,9 @@ class KeypointMatch:
 
     @classmethod
     def of(cls, source: Sequence[str], target: Sequence[str]) -> KeypointMatch:
-        known = set(source)
+        known, wanted = set(source), set(target)
         return cls([n for n in target if n in known], [n for n in target if n not in known],
-                   [n for n in source if n not in set(target)])
+                   [n for n in source if n not in wanted])
 
     def lines(self) -> list[str]:
         """What ``fcpose train --init`` prints: one line for the copied keypoints, one for the new ones."""
