@@ -182,8 +182,9 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="fine-tune from a checkpoint (fcpose .pt, official .pth or a zoo name such as "
-                        "fcpose_r50_official): tensors that fit are loaded, the others (e.g. for another keypoint "
-                        "count) re-initialised and listed; the optimiser starts fresh")
+                        "fcpose_r50_official): tensors that fit are loaded, another keypoint set's keypoints copied "
+                        "by name (the others start fresh), what does not fit re-initialised and listed; the "
+                        "optimiser starts fresh")
     p.add_argument("--max-iter", type=_positive_int, default=None, help="shortcut for --set solver.max_iter=N")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="global images per iteration (shortcut for solver.ims_per_batch; lr scales linearly)")

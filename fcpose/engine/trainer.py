@@ -362,7 +362,7 @@ class TrainSession:
         else:
             return model
         if verbose:
-            print(report.summary(), file=sys.stderr)
+            print("\n".join(report.lines()), file=sys.stderr)
         return model
 
     @staticmethod

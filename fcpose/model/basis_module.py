@@ -84,6 +84,22 @@ class BasisModule(nn.Module):
                 nn.init.normal_(conv.weight, std=1e-4)
                 nn.init.constant_(conv.bias, 0.0)
 
+    def keypoint_channels(self, num_keypoints: int) -> dict[str, tuple[int, Tensor]]:
+        """The per-keypoint channels of this branch with ``num_keypoints`` keypoints, ``{parameter: (dim, owner)}``
+        (owner: the keypoint of each channel along ``dim``, -1 for shared ones): the tower's last conv (the bases,
+        shared, then the offsets, (dx_k, dy_k) interleaved) and the auxiliary heads (``p3_logits`` and
+        ``p1_logits`` outputs, the ``upsampler``'s inputs after the ``seg`` channels)."""
+        k = torch.arange(num_keypoints)
+        out = torch.cat([torch.full((self.feat_channels,), -1), k.repeat_interleave(2)])
+        last = f"tower.{len(self.tower) - 1}"
+        layout = {f"{last}.weight": (0, out), f"{last}.bias": (0, out)}
+        if self.aux_heads:
+            seg = torch.full((self.p3_logits.in_channels,), -1)
+            layout.update({name: (0, k) for name in ("p3_logits.weight", "p3_logits.bias", "p1_logits.weight",
+                                                      "p1_logits.bias")})
+            layout["upsampler.0.weight"] = (0, torch.cat([seg, k]))  # ConvTranspose2d: [in, out, kh, kw]
+        return layout
+
     def auxiliary(self, x: Tensor) -> dict[str, Tensor]:
         """Fused feature ``[B, C, H3, W3]`` -> ``{"p3": [B, K, H3, W3], "p1": [B, K, 4 H3, 4 W3]}`` heatmap logits."""
         seg = self.seg_head(x)

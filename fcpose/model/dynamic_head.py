@@ -81,6 +81,17 @@ class DynamicKeypointHead(nn.Module):
             parts.append(torch.zeros(fan_out))
         return torch.cat(parts)
 
+    def param_keypoints(self, num_keypoints: int | None = None) -> Tensor:
+        """``[P]``: the keypoint each entry of theta belongs to (-1: shared by all keypoints), for this head with
+        ``num_keypoints`` outputs (default its own): the last layer's weight rows and biases are per keypoint.
+        Fine-tuning to another keypoint set maps the controller's outputs by it."""
+        dims = self.dims[:-1] + [self.num_keypoints if num_keypoints is None else num_keypoints]
+        parts = []
+        for i in range(len(dims) - 1):
+            rows = torch.arange(dims[i + 1]) if i == len(dims) - 2 else torch.full((dims[i + 1],), -1)
+            parts += [rows.repeat_interleave(dims[i]), rows]  # weight [out, in] row-major, then bias [out]
+        return torch.cat(parts)
+
     def split_params(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """theta ``[N, P]`` -> per layer (weight ``[N, out, in]``, bias ``[N, out]``)."""
         if params.shape[1] != self.num_params:

@@ -65,6 +65,11 @@ class FCOSHead(nn.Module):
     def num_params(self) -> int:
         return self.controller.out_channels
 
+    def keypoint_channels(self, param_keypoints: Tensor) -> dict[str, tuple[int, Tensor]]:
+        """The controller's per-keypoint output channels, ``{parameter: (dim, owner)}``, given the keypoint each
+        dynamic parameter belongs to (``DynamicKeypointHead.param_keypoints``); see ``FCPose.keypoint_channels``."""
+        return {"controller.weight": (0, param_keypoints), "controller.bias": (0, param_keypoints)}
+
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         """features: L x ``[B, C, H_l, W_l]`` -> (class logits, box distances in pixels, centre-ness logits,
         box-tower features), each a list over levels."""

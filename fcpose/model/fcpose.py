@@ -77,6 +77,26 @@ class FCPose(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def keypoint_channels(self, num_keypoints: int | None = None) -> dict[str, tuple[int, Tensor]]:
+        """Where each keypoint lives in the weights of this architecture with ``num_keypoints`` keypoints (default
+        its own): ``{state-dict key: (dim, owner)}``, ``owner[c]`` the keypoint of channel ``c`` along ``dim``
+        (-1: shared by all keypoints). Every tensor whose shape depends on the keypoint count is listed: the
+        controller's outputs that generate the dynamic heads' last layer, and the keypoint branch's per-keypoint
+        channels. Fine-tuning to another keypoint set copies channels by keypoint name with it
+        (:func:`fcpose.weights.keypoint_map.map_keypoint_channels`).
+
+        Args:
+            num_keypoints: The keypoint count to describe; default the model's.
+
+        Returns:
+            ``{key: (dim, owner)}`` for the tensors with per-keypoint channels.
+        """
+        k = self.num_keypoints if num_keypoints is None else num_keypoints
+        parts = {"head": self.head.keypoint_channels(self.dynamic_head.param_keypoints(k))}
+        if hasattr(self.keypoint_branch, "keypoint_channels"):  # a branch built from parts may not say
+            parts["keypoint_branch"] = self.keypoint_branch.keypoint_channels(k)
+        return {f"{module}.{name}": value for module, layout in parts.items() for name, value in layout.items()}
+
     def normalize(self, images: Tensor) -> Tensor:
         """``[..., 3, H, W]`` RGB values in 0-255 -> the network's input (channel order, mean, std).
 

@@ -7,6 +7,7 @@ branch's tower output (as the official code derives its offsets from its basis t
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .norm import get_norm
@@ -35,6 +36,12 @@ class KeypointBranch(nn.Module):
                     nn.init.constant_(m.bias, 0)
         nn.init.normal_(self.refine.weight, std=0.01)  # offsets start near 0 (targets are within +-2 strides)
         self.feat_channels = feat_channels
+
+    def keypoint_channels(self, num_keypoints: int) -> dict[str, tuple[int, Tensor]]:
+        """The per-keypoint channels of this branch with ``num_keypoints`` keypoints, ``{parameter: (dim, owner)}``
+        (owner: the keypoint of each channel along ``dim``): the offsets, (dx_k, dy_k) interleaved."""
+        owner = torch.arange(num_keypoints).repeat_interleave(2)
+        return {"refine.weight": (0, owner), "refine.bias": (0, owner)}
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Pyramid levels (P3 first) -> (F ``[B, feat_channels, H3, W3]``, offsets ``[B, 2K, H3, W3]``, ``{}``:

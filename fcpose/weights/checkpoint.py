@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import FCPoseConfig, from_dict
+from ..config import FCPoseConfig, KeypointSetConfig, from_dict
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_save
 from .files import VERSION, StateDictReport, checkpoint_dict, is_fcpose_checkpoint, match_state_dict, safe_load
+from .keypoint_map import map_keypoint_channels
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -134,14 +135,29 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
 
 def init_from_checkpoint(model: nn.Module, weights: str | Path) -> StateDictReport:
     """Fine-tuning start: copy every tensor of a checkpoint (fcpose ``.pt``, official ``.pth`` — also a full detectron2
-    training checkpoint — or a model-zoo name) whose name and shape fit ``model``. Tensors the model has but the file
-    lacks or holds with another shape (another keypoint count: the controller, the offsets, the auxiliary heads; another
-    width) keep their fresh initialisation and are listed (``report.reinitialized``); the file's optimiser and schedule
-    state are ignored (the optimiser starts fresh)."""
+    training checkpoint — or a model-zoo name) whose name and shape fit ``model``. When the file's keypoint set is not
+    the model's, the channels of every keypoint both name are copied by name and the model's other keypoints keep
+    their fresh initialisation (:func:`~fcpose.weights.keypoint_map.map_keypoint_channels`; ``report.keypoints`` says
+    which). Tensors the model has but the file lacks or holds with another shape (another width) keep their fresh
+    initialisation and are listed (``report.reinitialized``); the file's optimiser and schedule state are ignored (the
+    optimiser starts fresh).
+
+    Raises:
+        CheckpointError: The file is unreadable, nothing in it fits the model, or its keypoint set shares no name with
+            the model's.
+    """
     ckpt = read_checkpoint(weights)
     source = str(weights)
-    own = unwrap_model(model).state_dict()
-    report, fit = match_state_dict(own, ckpt["model"], source=source, kind="init")
+    bare = unwrap_model(model)
+    own = bare.state_dict()
+    state, match = ckpt["model"], None
+    target = getattr(getattr(bare, "cfg", None), "keypoints", None)
+    names = (ckpt["config"].get("keypoints") or {}).get("names") or KeypointSetConfig().names  # absent: the default
+    if target is not None and list(names) != list(target.names) and hasattr(bare, "keypoint_channels"):
+        state, match = map_keypoint_channels(state, own, bare.keypoint_channels, [str(n) for n in names],
+                                             list(target.names), origin=source)
+    report, fit = match_state_dict(own, state, source=source, kind="init")
+    report.keypoints = match
     if not fit:
         raise CheckpointError(f"{source} has no tensor that fits this model (is it a checkpoint of another "
                               f"architecture? e.g. the paper variant vs the official one)")

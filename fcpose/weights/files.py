@@ -15,13 +15,16 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..config import FCPoseConfig, to_dict
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .keypoint_map import KeypointMatch
 
 FORMAT = "fcpose"
 VERSION = 1
@@ -129,7 +132,8 @@ class StateDictReport:
     exactly, anything else is an error), ``"partial"`` (ImageNet backbone weights: what fits is loaded),
     ``"init"`` (:func:`init_from_checkpoint`: what does not fit keeps its fresh initialisation) or
     ``"official"`` (:func:`~fcpose.weights.official.convert_official`; keys in the official names).
-    ``headline``, if set, replaces the kind's first sentence."""
+    ``headline``, if set, replaces the kind's first sentence. ``keypoints``: for fine-tuning to another keypoint
+    set, which keypoints were copied by name and which are new (see :meth:`lines`)."""
 
     source: str = "checkpoint"
     kind: str = "strict"
@@ -139,6 +143,7 @@ class StateDictReport:
     shape_mismatch: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     headline: str = ""
+    keypoints: KeypointMatch | None = None
 
     @property
     def fits(self) -> bool:
@@ -165,6 +170,10 @@ class StateDictReport:
                 shown += f", ... ({len(keys)} in all)" if len(keys) > limit else ""
                 parts.append(f"{label.format(n=len(keys))}: {shown}")
         return "; ".join(parts)
+
+    def lines(self) -> list[str]:
+        """What a loader prints: :meth:`summary`, then the keypoint lines, if any."""
+        return [self.summary()] + (self.keypoints.lines() if self.keypoints else [])
 
 
 def match_state_dict(own: dict, state: dict, *, source: str = "checkpoint", kind: str = "strict",
