@@ -15,7 +15,6 @@ from fcpose.assets import SCENE, asset
 from fcpose.cli import main
 from fcpose.config import COCO_KEYPOINT_NAMES
 from fcpose.data.images import read_image
-from fcpose.errors import CheckpointError
 from fcpose.postprocess import PostProcessor
 from fcpose.weights.checkpoint import init_from_checkpoint, read_checkpoint
 
@@ -112,17 +111,30 @@ def test_new_keypoints_start_fresh_and_shared_ones_are_copied(source):
         assert torch.equal(own[key], old[key]), key
 
 
-def test_same_keypoint_set_copies_everything_and_no_shared_name_is_one_line(tiny_checkpoint, tiny_model):
+def test_same_keypoint_set_copies_everything_and_no_shared_name_copies_no_keypoint(tiny_checkpoint, tiny_model):
     torch.manual_seed(3)
     model = fcpose.build_model("fcpose_r18_tiny")
     report = init_from_checkpoint(model, tiny_checkpoint)
     assert report.keypoints is None and report.lines() == [report.summary()] and not report.reinitialized
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in model.state_dict().items())
-    other = fcpose.build_model("fcpose_r18_tiny", ["keypoints.names=[a, b, c]", "keypoints.sigmas=[0.1, 0.1, 0.1]",
-                                                   "keypoints.skeleton=[]", "keypoints.flip_pairs=[]"])
-    with pytest.raises(CheckpointError, match="shares no keypoint name") as err:
-        init_from_checkpoint(other, tiny_checkpoint)
-    assert "\n" not in str(err.value)
+    names = ["keypoints.names=[a, b, c]", "keypoints.sigmas=[0.1, 0.1, 0.1]", "keypoints.skeleton=[]",
+             "keypoints.flip_pairs=[]"]
+    torch.manual_seed(4)
+    other = fcpose.build_model("fcpose_r18_tiny", names)
+    fresh = {k: v.clone() for k, v in other.state_dict().items()}
+    report = init_from_checkpoint(other, tiny_checkpoint)  # the backbone and towers still load; no keypoint does
+    assert report.keypoints.copied == [] and report.keypoints.new == ["a", "b", "c"]
+    assert report.lines()[-1].startswith("init: no keypoint name in common with the checkpoint's (nose, left_eye, ")
+    layout, src_layout, old = other.keypoint_channels(3), other.keypoint_channels(17), tiny_model.state_dict()
+    for key, value in other.state_dict().items():
+        if key not in layout:
+            assert torch.equal(value, old[key]), key
+            continue
+        dim, owner = layout[key]
+        keypoint, shared = (owner >= 0).nonzero()[:, 0], (owner < 0).nonzero()[:, 0]
+        assert torch.equal(value.index_select(dim, keypoint), fresh[key].index_select(dim, keypoint)), key
+        assert torch.equal(value.index_select(dim, shared),
+                           old[key].index_select(dim, (src_layout[key][1] < 0).nonzero()[:, 0])), key
 
 
 def test_train_init_by_name_prints_both_lines_and_keeps_the_new_sets_sigmas(tiny_checkpoint, tmp_path, capsys):

@@ -155,7 +155,7 @@ def init_from_checkpoint(model: nn.Module, weights: str | Path) -> StateDictRepo
     names = (ckpt["config"].get("keypoints") or {}).get("names") or KeypointSetConfig().names  # absent: the default
     if target is not None and list(names) != list(target.names) and hasattr(bare, "keypoint_channels"):
         state, match = map_keypoint_channels(state, own, bare.keypoint_channels, [str(n) for n in names],
-                                             list(target.names), origin=source)
+                                             list(target.names))
     report, fit = match_state_dict(own, state, source=source, kind="init")
     report.keypoints = match
     if not fit:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import CheckpointError
-
 Layout = dict[str, tuple[int, torch.Tensor]]  # state-dict key -> (dim, keypoint of each channel along dim; -1 shared)
 
 
@@ -36,6 +34,10 @@ class KeypointMatch:
     def lines(self) -> list[str]:
         """What ``fcpose train --init`` prints: one line for the copied keypoints, one for the new ones."""
         unused = f" (not used: {', '.join(self.unused)})" if self.unused else ""
+        if not self.copied:
+            return [f"init: no keypoint name in common with the checkpoint's ({', '.join(self.unused)}): every "
+                    f"keypoint channel starts as in a fresh model, the rest is loaded; name the data's keypoints as "
+                    f"the checkpoint does to copy theirs"]
         out = [f"init: copied {len(self.copied)} keypoints by name: {', '.join(self.copied)}{unused}"]
         if self.new:
             out.append(f"init: new keypoints: {', '.join(self.new)} (initialised as in a fresh model)")
@@ -70,7 +72,7 @@ def _fits(value: object, target: torch.Tensor, dim: int, src_channels: int, tgt_
 
 
 def map_keypoint_channels(state: dict, own: dict, layout: Callable[[int], Layout], source: Sequence[str],
-                          target: Sequence[str], *, origin: str = "checkpoint") -> tuple[dict, KeypointMatch]:
+                          target: Sequence[str]) -> tuple[dict, KeypointMatch]:
     """The checkpoint's ``state`` rewritten for a model with keypoint set ``target``: in each tensor with
     per-keypoint channels (``layout(K)``: the model's :meth:`~fcpose.model.fcpose.FCPose.keypoint_channels` for K
     keypoints) the channels of a keypoint both sets name are copied from the file, those of a keypoint only
@@ -84,19 +86,11 @@ def map_keypoint_channels(state: dict, own: dict, layout: Callable[[int], Layout
         layout: Keypoint count -> ``{key: (dim, owner)}`` of the model's architecture.
         source: The checkpoint's keypoint names, in channel order.
         target: The model's keypoint names, in channel order.
-        origin: The checkpoint, as named in messages.
 
     Returns:
         (the rewritten state dict, the :class:`KeypointMatch`).
-
-    Raises:
-        CheckpointError: The two sets share no keypoint name.
     """
     match = KeypointMatch.of(source, target)
-    if not match.copied:
-        raise CheckpointError(f"{origin} shares no keypoint name with the training data's keypoints (file: "
-                              f"{', '.join(source)}; data: {', '.join(target)}): name the data's keypoints as the "
-                              f"file does to fine-tune from it")
     index = {name: i for i, name in enumerate(source)}
     src_of = [index.get(name) for name in target]
     src_layout, tgt_layout = layout(len(source)), layout(len(target))
