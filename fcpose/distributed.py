@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import FCPoseError
+from .errors import ConfigError, FCPoseError
 from .precision import resolve_device
 
 T = TypeVar("T")
@@ -59,6 +59,10 @@ def init_distributed(device: str | torch.device = "cpu", timeout_minutes: int = 
     if world <= 1 or is_distributed():
         return is_distributed()
     if resolve_device(device).type == "cuda":
+        gpus = torch.cuda.device_count()
+        if get_local_rank() >= gpus:
+            raise ConfigError(f"this process is local rank {get_local_rank()} but the machine has {gpus} GPU(s): "
+                              f"start at most {gpus} processes per machine (torchrun --nproc_per_node {gpus})")
         torch.cuda.set_device(get_local_rank())
         backend = "nccl"
     else:

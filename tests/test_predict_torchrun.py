@@ -113,6 +113,16 @@ def test_a_process_that_fails_leaves_no_predictions(tiny_checkpoint, tmp_path):
                 im.load()  # complete
 
 
+def test_a_setup_error_is_said_once(tmp_path):
+    """Every process meets the same missing checkpoint: one error line, not one per process; nothing created."""
+    _image(tmp_path / "in" / "0.png", (96, 80), seed=0)
+    out = tmp_path / "out"
+    done = _predict([str(tmp_path / "in"), "--out", str(out), "--weights", str(tmp_path / "missing.pt")], 2)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("fcpose predict: error:")]
+    assert done.returncode != 0 and len(errors) == 1 and "missing.pt" in errors[0], done.stderr
+    assert not out.exists()
+
+
 def test_remote_sources_are_refused_under_torchrun(tiny_checkpoint, tmp_path, monkeypatch):
     """Webcams and URLs cannot be shared out: one error, before the model loads and before anything is created (under
     torchrun every process raises it and the command line prints it once, see fcpose.distributed.same_outcome)."""
@@ -171,3 +181,20 @@ def test_gather_shards_undoes_shard(monkeypatch):
         assert distributed.shard(items) == shares[1]
         monkeypatch.setattr(distributed, "all_gather_object", lambda obj, shares=shares: shares)
         assert distributed.gather_shards(shares[1], dst=None) == items
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    """``--device cuda`` with a local rank past the machine's GPUs: a ConfigError that says how many to start,
+    not CUDA's "invalid device ordinal"."""
+    import torch
+
+    from fcpose import distributed
+    from fcpose.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="--nproc_per_node 1"):
+        distributed.init_distributed("cuda")
+    assert not distributed.is_distributed()
