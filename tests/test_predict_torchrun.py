@@ -113,8 +113,10 @@ def test_a_process_that_fails_leaves_no_predictions(tiny_checkpoint, tmp_path):
                 im.load()  # complete
 
 
+@pytest.mark.slow
 def test_a_setup_error_is_said_once(tmp_path):
-    """Every process meets the same missing checkpoint: one error line, not one per process; nothing created."""
+    """Every process meets the same missing checkpoint: one error line, not one per process; nothing created.
+    Slow only for the file's time (about 15 s on 2 cores); its fast form is test_same_outcome_says_an_error_once."""
     _image(tmp_path / "in" / "0.png", (96, 80), seed=0)
     out = tmp_path / "out"
     done = _predict([str(tmp_path / "in"), "--out", str(out), "--weights", str(tmp_path / "missing.pt")], 2)
