@@ -2,17 +2,24 @@
 
 Everything degrades to the single-process case when torch.distributed is not initialised, so the same
 code runs under ``python -m fcpose ...`` and ``torchrun --nproc_per_node N -m fcpose ...``. A bottom-layer
-module (it imports only :mod:`fcpose.errors`): the loss, the trainer and evaluation all use it."""
+module (it imports only :mod:`fcpose.errors` and :mod:`fcpose.precision`): the loss, the trainer, ``fcpose eval`` and
+``fcpose predict`` all use it. The one sharding rule of commands that run over a list of inputs is :func:`shard`
+with :func:`gather_shards`."""
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError, FCPoseError
 from .precision import resolve_device
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -52,6 +59,10 @@ def init_distributed(device: str | torch.device = "cpu", timeout_minutes: int = 
     if world <= 1 or is_distributed():
         return is_distributed()
     if resolve_device(device).type == "cuda":
+        gpus = torch.cuda.device_count()
+        if get_local_rank() >= gpus:
+            raise ConfigError(f"this process is local rank {get_local_rank()} but the machine has {gpus} GPU(s): "
+                              f"start at most {gpus} processes per machine (torchrun --nproc_per_node {gpus})")
         torch.cuda.set_device(get_local_rank())
         backend = "nccl"
     else:
@@ -118,3 +129,48 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This process's share of ``items``: every world_size-th item, from the one at its rank (all of them in one
+    process). :func:`gather_shards` puts the shares' results back in the order of ``items``."""
+    return list(items[get_rank()::get_world_size()])
+
+
+def gather_shards(results: list, dst: int | None = 0) -> list | None:
+    """The inverse of :func:`shard`: ``results`` holds one entry per item of this process's share, in order; returns
+    every process's entries in the order of the whole list on rank ``dst`` (None on the others), or on every rank
+    with ``dst=None``. One process: ``results`` itself."""
+    if not is_distributed():
+        return results
+    if dst is None:
+        parts = all_gather_object(results)
+    else:
+        parts = [None] * get_world_size() if get_rank() == dst else None
+        dist.gather_object(results, parts, dst=dst)
+        if parts is None:
+            return None
+    rounds = max(len(part) for part in parts)
+    # item i of the whole list went to rank i % world as that rank's (i // world)-th item
+    return [part[i] for i in range(rounds) for part in parts if i < len(part)]
+
+
+def same_outcome(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank with one outcome for all: when it raised an :class:`~fcpose.errors.FCPoseError` on any
+    rank, every rank raises — the error as raised on the lowest rank that has that message, marked ``quiet`` on the
+    others (the command line prints it once), and a quiet copy of the first message on ranks where ``fn`` succeeded.
+    For set-up steps that fail alike everywhere (a bad input, a missing checkpoint) or only on one rank (its device)."""
+    if not is_distributed():
+        return fn()
+    try:
+        result, error = fn(), None
+    except FCPoseError as exc:
+        result, error = None, exc
+    messages = all_gather_object(None if error is None else str(error))
+    failed = [m for m in messages if m is not None]
+    if not failed:
+        return result
+    if error is None:
+        error = FCPoseError(failed[0])
+    error.quiet = messages.index(str(error)) != get_rank()
+    raise error

@@ -56,12 +56,12 @@ def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: s
     if skipped is not None:
         skipped.extend(f"image not found: {path}" for path in missing)
     absent = set(missing)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mine = items[rank::world]
-    results: list[dict] = []
+    mine = dist.shard(items)
+    per_image: list[list[dict]] = []  # one entry per image of this rank's share, for dist.gather_shards
     unreadable = 0
     bar = tqdm(mine, desc="eval", unit="img", disable=not progress or not dist.is_main_process(), file=sys.stderr)
     for image_id, path in bar:
+        per_image.append([])
         if path in absent:  # said above, in one line for all of them
             unreadable += 1
             continue
@@ -73,13 +73,10 @@ def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: s
                 skipped.append(str(exc))
             tqdm.write(f"skipped: {exc} (scored as no detections)", file=sys.stderr)
             continue
-        dets = predictor(image)
-        results.extend(dets.to_coco(image_id=image_id))
+        per_image[-1] = predictor(image).to_coco(image_id=image_id)
     if unreadable == len(mine) and mine:
         raise InputError(f"none of the {len(mine)} images of {ann_file} could be read from {image_dir}")
-    if world > 1:
-        gathered = dist.all_gather_object(results)
-        results = [r for part in gathered for r in part]
+    results = [r for part in dist.gather_shards(per_image, dst=None) for r in part]
     results.sort(key=lambda r: (r["image_id"], -r["score"]))
     return results
 
