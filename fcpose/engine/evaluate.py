@@ -106,7 +106,8 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
     existing results file. ``optimize`` (torch backend): the folded channels-last network, as ``fcpose
     predict`` runs it (the default everywhere). ``protocol``: ``auto`` | ``coco`` | ``crowdpose``
     (:func:`~fcpose.engine.evaluation.resolve_protocol`); ``split_by``: also keypoint AP by ``crowd-index`` or
-    ``people`` (:mod:`fcpose.engine.crowding`). The metrics file holds the metrics, ``protocol`` and ``split``."""
+    ``people`` (:mod:`fcpose.engine.crowding`). The metrics file holds the metrics, ``protocol`` (when not COCO's)
+    and ``split`` (with ``split_by``)."""
     if predictions is None and weights is None:
         raise InputError("give --weights CKPT (with --images DIR) or --predictions RESULTS.json")
     if predictions is not None and weights is not None:
@@ -133,10 +134,10 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
         if dist.is_main_process():
             scored = predictions if results is None else results
             metrics: dict = evaluate_keypoints(gt, scored, sigmas=sigmas, protocol=protocol)
-            if protocol != "coco":
+            if protocol != "coco":  # said on screen and in the file; COCO's files stay as they always were
                 print(f"protocol: {protocol} (xtcocotools)")
+                metrics["protocol"] = protocol
             print(format_metrics(metrics))
-            metrics["protocol"] = protocol
             if split_by:
                 metrics["split"] = evaluate_split(gt, scored, split_by, protocol=protocol, sigmas=sigmas)
                 print(format_split(metrics["split"]))
