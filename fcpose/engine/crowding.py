@@ -43,11 +43,12 @@ def _people(dataset: dict) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
 
 
 def crowd_index(dataset: dict) -> dict[int, float]:
-    """Each image's crowd index as the CrowdPose paper defines it (Li et al., "CrowdPose", CVPR 2019, Sec. 5.1,
-    "Crowd Index"): the mean over the image's people i of N_b(i) / N_a(i), where N_a(i) is the number of i's own
-    labelled keypoints and N_b(i) the number of other people's labelled keypoints inside i's box (edges included).
-    People without labelled keypoints count only as others; crowd regions not at all; an image without a person
-    with keypoints has index 0."""
+    """Each image's crowd index as the CrowdPose paper defines it (Li et al., "CrowdPose", CVPR 2019, the dataset's
+    "Crowd Index"; arXiv:1812.00324): the mean over the image's people i of N_b(i) / N_a(i), where N_a(i) is the
+    number of i's own labelled keypoints and N_b(i) the number of other people's labelled keypoints inside i's box
+    (edges included). Our choices where the paper says nothing: people without labelled keypoints count only as
+    others (their ratio is undefined), crowd regions not at all, and an image without a person with keypoints has
+    index 0."""
     people = _people(dataset)
     out = {}
     for img in dataset["images"]:
