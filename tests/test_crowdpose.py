@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import io
 import json
 import math
@@ -190,6 +192,29 @@ def test_protocol_choice_and_its_errors(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("fcpose eval: error: the CrowdPose protocol needs xtcocotools")
     assert "--no-binary xtcocotools --no-build-isolation" in err[0]
     assert main(["eval", "--data", str(crowd_file), "--predictions", str(res_cp), "--protocol", "coco"]) == 0
+    # the PyPI wheel under numpy 2 fails with a ValueError on import: one line that says to rebuild it
+    for module in ("xtcocotools", "xtcocotools.coco", "xtcocotools.cocoeval"):
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenWheel(), *sys.meta_path])
+    capsys.readouterr()
+    assert main(["eval", "--data", str(crowd_file), "--predictions", str(res_cp)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "xtcocotools does not import (numpy.dtype size changed" in err[0]
+    assert "--force-reinstall --no-deps" in err[0]
+
+
+class _BrokenWheel(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """xtcocotools as its numpy-1.x wheel imports under numpy 2."""
+
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name.split(".")[0] == "xtcocotools" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C header, "
+                         "got 88 from PyObject")
 
 
 # ---- OCHuman ---------------------------------------------------------------------------------------------------
