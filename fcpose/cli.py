@@ -228,8 +228,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
     p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
     p.add_argument("--protocol", choices=("auto", "coco", "crowdpose"), default="auto",
-                   help="keypoint AP as COCO or CrowdPose score it (AP easy/medium/hard, through xtcocotools: pip "
-                        "install 'fcpose[crowdpose]'); auto: CrowdPose's for CrowdPose's files (default: auto)")
+                   help="keypoint AP as COCO or CrowdPose score it (AP easy/medium/hard, through xtcocotools: see "
+                        "docs/crowdpose_ochuman.md); auto: CrowdPose's for CrowdPose's files (default: auto)")
     p.add_argument("--split-by", choices=("crowd-index", "people"),
                    help="also keypoint AP of the images in parts by crowd index (CrowdPose's easy/medium/hard; from "
                         "the file or computed) or by number of people")
