@@ -45,6 +45,11 @@ $(BIN)/fcpose: pyproject.toml
 	    echo "installing $(TORCH_SPEC) from pip's configured index$(if $(HAVE_NVIDIA_GPU), (NVIDIA GPU found: default CUDA build))"; \
 	    $(PIP) install --quiet "$(TORCH_SPEC)"; \
 	fi
+# xtcocotools (the CrowdPose protocol; in the dev extra): its PyPI wheel was built against numpy 1.x and does not import
+# under numpy 2, and its sdist needs numpy and Cython to build, so it is built first, against the numpy installed here
+# (no build isolation); the dev install then finds it installed and never fetches the broken wheel
+	$(PIP) install --quiet numpy cython setuptools
+	$(PIP) install --quiet --no-binary xtcocotools --no-build-isolation "xtcocotools>=1.14"
 	$(PIP) install --quiet -e ".[dev]"
 	@$(BIN)/python -c "import torch; print(f'torch {torch.__version__} ({\"CUDA \" + torch.version.cuda if torch.version.cuda else \"CPU only\"})')"
 	@touch $(BIN)/fcpose

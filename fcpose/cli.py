@@ -228,6 +228,12 @@ def _add_eval(sub) -> None:
     p.add_argument("--predictions", help="score an existing COCO results JSON instead of running a model")
     p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
     p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
+    p.add_argument("--protocol", choices=("auto", "coco", "crowdpose"), default="auto",
+                   help="keypoint AP as COCO or CrowdPose score it (AP easy/medium/hard, through xtcocotools: see "
+                        "docs/crowdpose_ochuman.md); auto: CrowdPose's for CrowdPose's files (default: auto)")
+    p.add_argument("--split-by", choices=("crowd-index", "people"),
+                   help="also keypoint AP of the images in parts by crowd index (CrowdPose's easy/medium/hard; from "
+                        "the file or computed) or by number of people")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -243,7 +249,8 @@ def _cmd_eval(args) -> int:
     return run_eval(data=args.data, weights=args.weights, images=args.images, predictions=args.predictions,
                     json_out=args.json_out, results_out=args.results_out, device=args.device, size=args.size,
                     max_size=args.max_size, score_threshold=args.score_threshold, progress=not args.no_progress,
-                    backend=args.backend, optimize=not args.no_optimize)
+                    backend=args.backend, optimize=not args.no_optimize, protocol=args.protocol,
+                    split_by=args.split_by)
 
 
 def _add_serve(sub) -> None:

@@ -39,6 +39,17 @@ COCO_SIGMAS = [
     0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
     0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
 ]  # fmt: skip
+# ---- The CrowdPose keypoint set (Li et al., "CrowdPose", CVPR 2019; github.com/Jeff-sjtu/CrowdPose): COCO's 12 body
+# joints in COCO's order, then the top of the head and the neck. The sigmas are those of the CrowdPose evaluation tool
+# (crowdposetools/cocoeval.py: COCO's values for the 12 shared joints, 0.079 for head and neck), which MMPose and
+# xtcocotools' CrowdPose configs use too.
+CROWDPOSE_KEYPOINT_NAMES = [*COCO_KEYPOINT_NAMES[5:], "head", "neck"]
+CROWDPOSE_SKELETON = [
+    [12, 13], [13, 0], [13, 1], [0, 2], [2, 4], [1, 3], [3, 5], [0, 6], [1, 7], [6, 7], [6, 8], [8, 10], [7, 9],
+    [9, 11],
+]  # fmt: skip
+CROWDPOSE_FLIP_PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+CROWDPOSE_SIGMAS = [*COCO_SIGMAS[5:], 0.079, 0.079]
 # info.description of the datasets `fcpose synth` writes: how training records, and predict recognises,
 # synthetic data without importing the generator (OpenCV).
 SYNTH_DESCRIPTION = "fcpose synthetic multi-person poses"
@@ -96,6 +107,32 @@ class KeypointSetConfig:
         seen = [i for pair in self.flip_pairs for i in pair]
         if len(seen) != len(set(seen)):
             raise ConfigError("keypoints.flip_pairs uses a keypoint twice")
+
+
+def builtin_keypoint_set(name: str) -> KeypointSetConfig:
+    """A built-in keypoint set by name: ``coco`` (17 person keypoints) or ``crowdpose`` (14).
+
+    Raises:
+        ConfigError: An unknown name.
+    """
+    if name == "coco":
+        return KeypointSetConfig()
+    if name == "crowdpose":
+        return KeypointSetConfig(names=list(CROWDPOSE_KEYPOINT_NAMES), skeleton=copy.deepcopy(CROWDPOSE_SKELETON),
+                                 flip_pairs=copy.deepcopy(CROWDPOSE_FLIP_PAIRS), sigmas=list(CROWDPOSE_SIGMAS))
+    raise ConfigError(f"unknown keypoint set {name!r} (built in: coco, crowdpose)")
+
+
+def builtin_keypoint_set_of(names: list[str]) -> KeypointSetConfig | None:
+    """The built-in keypoint set with exactly these names in this order, or None."""
+    for name in BUILTIN_KEYPOINT_SETS:
+        kset = builtin_keypoint_set(name)
+        if kset.names == list(names):
+            return kset
+    return None
+
+
+BUILTIN_KEYPOINT_SETS = ("coco", "crowdpose")
 
 
 @dataclass
@@ -511,6 +548,7 @@ PRESET_SUMMARIES = {
     "fcpose_r18_tiny": "small ResNet-18 model for fast CPU tests and demos",
     "fcpose_r50_official": "official AdelaiDet R-50 variant (runs fcpose50.pth)",
     "fcpose_r101_official": "official AdelaiDet R-101 variant (runs fcpose101.pth)",
+    "fcpose_r50_crowdpose": "official R-50 variant on CrowdPose's 14 keypoints (fine-tune from fcpose_r50_official)",
     "overfit_tiny": "over-fitting check on a few real images (ResNet-18/GN)",
     "overfit_tiny_official": "over-fitting check of the official variant and recipe (ResNet-18/GN)",
 }

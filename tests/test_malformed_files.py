@@ -168,8 +168,7 @@ def _write(path: Path, doc, dump=json.dumps) -> Path:
      "has 3 keypoint values, expected 51"),
     (lambda d: {**d, "annotations": [dict(d["annotations"][0], image_id=99)]},
      "refers to image 99, which is not in 'images'"),
-    (lambda d: {**d, "annotations": [{k: v for k, v in d["annotations"][0].items() if k != "area"}]},
-     "lacks 'area', which COCO evaluation needs"),
+    (lambda d: {**d, "annotations": [dict(d["annotations"][0], area=-1)]}, r"has an invalid 'area' \(-1\)"),
 ])
 def test_eval_ground_truth_messages(edit, message, tmp_path, capsys):
     import re

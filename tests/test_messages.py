@@ -213,7 +213,7 @@ def test_presets_lists_description_parameters_and_weights(capsys, monkeypatch, t
     # which presets need ImageNet weights to train (a FrozenBN backbone), which train from scratch
     needs = {name for name, row in rows.items() if "ImageNet weights" in row}
     assert needs == {"fcpose_r50_fpn", "fcpose_r101_fpn", "fcpose_dla34_rt", "fcpose_r50_official",
-                     "fcpose_r101_official"}
+                     "fcpose_r101_official", "fcpose_r50_crowdpose"}
     assert all("from scratch (GN)" in rows[n] for n in ("fcpose_r18_tiny", "overfit_tiny", "overfit_tiny_official"))
     assert any(line.startswith("to train: 'ImageNet weights'") for line in lines)
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, COCO_SIGMAS, KeypointSetConfig
+from ..config import COCO_KEYPOINT_NAMES, COCO_SIGMAS, KeypointSetConfig, builtin_keypoint_set_of
 from ..errors import ConfigError, InputError, one_line
 from .augment import Target, clip_boxes_np
 from .images import read_image
@@ -227,7 +227,8 @@ def _infer_flip_pairs(names: list[str]) -> list[list[int]]:
 
 
 def category_sigmas(category: dict, label: str = "the category") -> list[float] | None:
-    """The OKS sigmas of a keypoint category: its ``sigmas`` field; else COCO's, by name, when every keypoint is
+    """The OKS sigmas of a keypoint category: its ``sigmas`` field; else those of a built-in set with exactly its
+    names (CrowdPose's, :func:`~fcpose.config.builtin_keypoint_set`); else COCO's, by name, when every keypoint is
     one of COCO's 17 person keypoints (all of them, or a subset in any order, e.g. COCO without the eyes and ears);
     else None. The one rule for training (:func:`keypoint_set_from_category`) and evaluation."""
     if "sigmas" in category:
@@ -237,6 +238,9 @@ def category_sigmas(category: dict, label: str = "the category") -> list[float] 
             raise ConfigError(f"{label}: 'sigmas' must be a list of {len(category.get('keypoints') or [])} "
                               "numbers") from None
     names = category.get("keypoints")
+    builtin = builtin_keypoint_set_of(names) if isinstance(names, list) else None
+    if builtin is not None:
+        return builtin.sigmas
     if isinstance(names, list) and names and all(n in COCO_KEYPOINT_NAMES for n in names) \
             and len(set(names)) == len(names):
         return [COCO_SIGMAS[COCO_KEYPOINT_NAMES.index(n)] for n in names]
@@ -269,11 +273,17 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{label}: 'keypoints' must be a non-empty list of names")
     k = len(names)
-    is_coco = names == COCO_KEYPOINT_NAMES
+    builtin = builtin_keypoint_set_of(names)
     try:
         skeleton = [[int(a) - 1, int(b) - 1] for a, b in category.get("skeleton") or []]
     except (TypeError, ValueError):
         raise ConfigError(f"{label}: 'skeleton' must be a list of 1-based index pairs") from None
+    if builtin is not None and not all(0 <= i < k for pair in skeleton for i in pair):
+        # CrowdPose's own files carry COCO's 17-keypoint skeleton: its edges are drawing only, so the set's own
+        if skeleton and verbose:
+            print(f"note: {label}: its 'skeleton' names keypoints beyond its {k}; the built-in skeleton of these "
+                  "keypoints is used instead", file=sys.stderr)
+        skeleton = copy.deepcopy(builtin.skeleton)
     for a, b in skeleton:
         if not (0 <= a < k and 0 <= b < k):
             raise ConfigError(f"{label}: 'skeleton' pair [{a + 1}, {b + 1}] is outside 1..{k}: skeleton pairs "
@@ -295,8 +305,8 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
                 else:
                     raise ConfigError(f"{label}: invalid flip pair {pair!r}")
             flip_pairs.append(idx)
-    elif is_coco:
-        flip_pairs = copy.deepcopy(COCO_FLIP_PAIRS)
+    elif builtin is not None:
+        flip_pairs = copy.deepcopy(builtin.flip_pairs)
     else:
         flip_pairs = _infer_flip_pairs(names)
 
@@ -306,7 +316,7 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
         raise ConfigError(f"{label} has {k} custom keypoints but no 'sigmas' field: add the {k} OKS sigmas "
                           "(one per keypoint, as in the COCO API) to the category"
                           + (f" (not COCO keypoint names: {', '.join(unknown[:5])})" if unknown else ""))
-    if "sigmas" not in category and not is_coco and verbose:
+    if "sigmas" not in category and builtin is None and verbose:
         print(f"note: {label}: its {k} keypoints are COCO person keypoints (by name) and it has no 'sigmas' "
               "field, so COCO's sigmas are used for them", file=sys.stderr)
     kset = KeypointSetConfig(names=list(names), skeleton=skeleton, flip_pairs=flip_pairs, sigmas=sigmas)

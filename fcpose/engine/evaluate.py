@@ -12,17 +12,19 @@ from .. import distributed as dist
 from ..errors import InputError
 from ..fileio import atomic_write_text
 from ..structures import PosePredictor
-from .evaluation import evaluate_keypoints, load_gt
+from .crowding import evaluate_split, format_split
+from .evaluation import evaluate_keypoints, load_gt, resolve_protocol
 
 
-def dataset_images(ann_file: str | Path, image_dir: str | Path) -> list[tuple[int, Path]]:
+def dataset_images(ann_file: str | Path, image_dir: str | Path, coco=None) -> list[tuple[int, Path]]:
     """(image id, path) of every image of a COCO annotation file, in id order.
 
     The folder is checked against the file first: when it holds none of the images (a wrong ``--images``),
     one :class:`~fcpose.errors.InputError` line says how many of N were found and where the first was
     looked for, instead of one "not found" per image. Some missing images are :func:`predict_dataset`'s
-    business (scored as having no detections, reported in one line)."""
-    coco = load_gt(ann_file)
+    business (scored as having no detections, reported in one line). ``coco``: the file's :func:`load_gt`, when
+    the caller has it."""
+    coco = load_gt(ann_file) if coco is None else coco
     root = Path(image_dir)
     if not root.is_dir():
         raise InputError(f"image folder not found: {root}")
@@ -95,10 +97,14 @@ def format_metrics(metrics: dict) -> str:
 def run_eval(*, data: str, weights: str | None = None, images: str | None = None, predictions: str | None = None,
              json_out: str | None = None, results_out: str | None = None, device: str = "cpu",
              size: int | None = None, max_size: int | None = None, score_threshold: float | None = None,
-             progress: bool = True, backend: str = "torch", optimize: bool = True) -> int:
+             progress: bool = True, backend: str = "torch", optimize: bool = True, protocol: str = "auto",
+             split_by: str | None = None) -> int:
     """``fcpose eval``: score a checkpoint (or, with ``backend``, an exported model) on a dataset, or an
     existing results file. ``optimize`` (torch backend): the folded channels-last network, as ``fcpose
-    predict`` runs it (the default everywhere)."""
+    predict`` runs it (the default everywhere). ``protocol``: ``auto`` | ``coco`` | ``crowdpose``
+    (:func:`~fcpose.engine.evaluation.resolve_protocol`); ``split_by``: also keypoint AP by ``crowd-index`` or
+    ``people`` (:mod:`fcpose.engine.crowding`). The metrics file holds the metrics, ``protocol`` (when not COCO's)
+    and ``split`` (with ``split_by``)."""
     if predictions is None and weights is None:
         raise InputError("give --weights CKPT (with --images DIR) or --predictions RESULTS.json")
     if predictions is not None and weights is not None:
@@ -106,13 +112,15 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
     dist.init_distributed(device)
     skipped: list[str] = []
     try:
+        gt = load_gt(data)
+        protocol = resolve_protocol(protocol, gt.dataset)  # a CrowdPose protocol it cannot run fails here, at once
+        sigmas = None
         if predictions is not None:
-            metrics = evaluate_keypoints(data, predictions) if dist.is_main_process() else {}
             results = None
         else:
             if images is None:
                 raise InputError("--weights needs --images DIR (the dataset's image folder)")
-            items = dataset_images(data, images)  # before the model loads: a wrong --images fails at once
+            items = dataset_images(data, images, gt)  # before the model loads: a wrong --images fails at once
             from ..inference.backends import load_predictor
 
             predictor = load_predictor(backend, weights, device=dist.local_device(device), min_size=size,
@@ -120,9 +128,16 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
                                        **({"optimize": optimize} if backend == "torch" else {}))
             sigmas = predictor.cfg.keypoints.sigmas
             results = predict_dataset(predictor, data, images, progress, skipped, items=items)
-            metrics = evaluate_keypoints(data, results, sigmas=sigmas) if dist.is_main_process() else {}
         if dist.is_main_process():
+            scored = predictions if results is None else results
+            metrics: dict = evaluate_keypoints(gt, scored, sigmas=sigmas, protocol=protocol)
+            if protocol != "coco":  # said on screen and in the file; COCO's files stay as they always were
+                print(f"protocol: {protocol} (xtcocotools)")
+                metrics["protocol"] = protocol
             print(format_metrics(metrics))
+            if split_by:
+                metrics["split"] = evaluate_split(gt, scored, split_by, protocol=protocol, sigmas=sigmas)
+                print(format_split(metrics["split"]))
             if json_out:
                 atomic_write_text(json_out, json.dumps(metrics, indent=2), what="metrics file")
             if results_out and results is not None:
