@@ -30,22 +30,12 @@ from fcpose.inference.predictor import Predictor
 from fcpose.model.fcpose import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(RESULTS.parents[1] / "tests"))  # conftest.make_lively: the tests' peaked heads
 CASES = [  # (name, preset, short side, long-side limit or None for the preset's, e2e target ms, goal ms)
     ("R-50 @800", "fcpose_r50_fpn", 800, 1333, 8.0, 5.0),
     ("DLA-34 @512", "fcpose_dla34_rt", 512, None, 4.0, 2.5),
 ]
 SMALL = {"fcpose_r50_fpn": (160, 256), "fcpose_dla34_rt": (128, 192)}
-
-
-def lively(model):
-    """Peaked dynamic heads on random weights (as the tests do), so keypoint comparisons mean something."""
-    gen = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        model.head.cls_logits.bias.fill_(0.0)
-        ctrl = model.head.controller
-        ctrl.weight.copy_(torch.randn(ctrl.weight.shape, generator=gen) * 0.05)
-        ctrl.bias.copy_(torch.randn(ctrl.bias.shape, generator=gen) * 0.5)
-    return model.eval()
 
 
 def e2e(preset: str, size: int, max_size: int | None, device: torch.device, precision: str, runs: int,
@@ -77,7 +67,9 @@ def consistency(preset: str, size: int, max_size: int | None, device: torch.devi
     """fp32: the device's route (on CUDA: graphs, fixed post-processing) against the eager dynamic
     post-processing of the same runner, on the same inputs (a few synthetic images). On a CPU both are the
     dynamic path: the smoke run checks the script only."""
-    fast = Predictor(lively(build_model(preset)), device=device, min_size=size, max_size=max_size, batch_size=1,
+    from conftest import make_lively
+
+    fast = Predictor(make_lively(build_model(preset)), device=device, min_size=size, max_size=max_size, batch_size=1,
                      preprocess="host")
     runner = fast.runner
     out = {"images": 0, "same_people": True, "people": [], "boxes_px": 0.0, "scores": 0.0, "keypoints_px": 0.0}
