@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from fcpose.bench.people import write_json
+from fcpose.cli import add_model_options
 from fcpose.config import TrackerConfig
 from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent
 from fcpose.ops.boxes import box_iou
@@ -129,6 +130,8 @@ def smoothing_stats(outputs) -> dict:
             **{f"error_{k}": float(np.mean(v)) for k, v in err.items()}}
 
 
+# pose-aware association (the default ``tracker.pose_weight``) and IoU-only (``pose_weight = 0``)
+VARIANTS = {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
 METRICS = ["idf1", "num_switches", "mota", "motp", "num_false_positives", "num_misses", "num_unique_objects",
            "mostly_tracked", "num_fragmentations"]
 
@@ -172,14 +175,9 @@ def count_crossings(frames) -> tuple[int, int]:
     return crossings, overlapping
 
 
-def variants() -> dict[str, TrackerConfig]:
-    """Pose-aware association (the default ``tracker.pose_weight``) and IoU-only (``pose_weight = 0``)."""
-    return {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
-
-
 def tracker_only(args) -> dict:
-    base = TrackerConfig()
-    accs = {k: [] for k in variants()}
+    smooth = TrackerConfig(smooth=True)  # pose-aware with One-Euro smoothing
+    accs = {k: [] for k in VARIANTS}
     smooth_outputs, crossings = [], np.zeros(2, np.int64)
     t0 = time.perf_counter()
     for c in range(args.clips):
@@ -187,16 +185,16 @@ def tracker_only(args) -> dict:
         frames = make_detections(clip, np.random.default_rng([args.seed, c, 1]), drop=args.drop,
                                  box_noise=args.box_noise, kpt_noise=args.kpt_noise, fp_rate=args.fp_rate)
         crossings += count_crossings(frames)
-        for name, cfg in variants().items():
+        for name, cfg in VARIANTS.items():
             accs[name].append(run_tracker(frames, cfg)[0])
-        smooth_outputs.append(run_tracker(frames, TrackerConfig(pose_weight=base.pose_weight, smooth=True))[1])
+        smooth_outputs.append(run_tracker(frames, smooth)[1])
     names = [f"clip_{c:03d}" for c in range(args.clips)]
     result = {name: summarize(a, names) for name, a in accs.items()}
     stats = [smoothing_stats(o) for o in smooth_outputs]
     sm = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
     sm["jitter_reduction"] = 1.0 - sm["jitter_smoothed"] / sm["jitter_raw"]
     sm["error_change"] = sm["error_smoothed"] / sm["error_raw"] - 1.0
-    sm.update(min_cutoff=base.min_cutoff, beta=base.beta, d_cutoff=base.d_cutoff)
+    sm.update(min_cutoff=smooth.min_cutoff, beta=smooth.beta, d_cutoff=smooth.d_cutoff)
     result["smoothing"] = sm
     result["crossings"] = {"pairs_passing_each_other": int(crossings[0]), "with_box_iou_above_0.3": int(crossings[1])}
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -209,14 +207,14 @@ def end_to_end(args) -> dict:
     from fcpose.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.weights, device="cpu", min_size=args.size, max_size=args.max_size)
-    accs = {k: [] for k in variants()}
+    accs = {k: [] for k in VARIANTS}
     names = [f"clip_{c:03d}" for c in range(args.clips)]
     t0, net_seconds = time.perf_counter(), 0.0
     for c in range(args.clips):
         clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
                         max_people=args.max_people)
         trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0)
-                    for k, cfg in variants().items()}
+                    for k, cfg in VARIANTS.items()}
         acc = {k: Sequence() for k in trackers}
         for t in range(clip.num_frames):
             image, gt = clip.scene(t)[0].render().image, clip.ground_truth(t)
@@ -260,8 +258,7 @@ def main() -> int:
     ap.add_argument("--weights", default=None, help="also run (b) end to end with this model")
     ap.add_argument("--e2e-only", action="store_true", help="only (b)")
     ap.add_argument("--e2e-min-score", type=float, default=0.3, help="(b): people reported at or above this score")
-    ap.add_argument("--size", type=int, default=None, help="(b): test short side")
-    ap.add_argument("--max-size", type=int, default=None)
+    add_model_options(ap, "size", "max-size")  # (b)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     report = {"benchmark": "tracking_quality", "clips": args.clips, "frames_per_clip": args.frames,
