@@ -96,13 +96,16 @@ class Sequence:
                 "tracker_ids": [np.searchsorted(hyp_uniq, h) for h in hyps], "similarity_scores": list(ious)}
 
 
-def run_tracker(frames, cfg: TrackerConfig):
-    tracker = PoseTracker(cfg, fps=25.0)
+def run_tracker(frames, cfg: TrackerConfig, sigmas=None, min_score: float = 0.0):
+    """Frames ``(boxes, scores, keypoints, source, truth)`` through one tracker: the sequence of the people it
+    reports at ``min_score`` or above against the truth, and its outputs."""
+    tracker = PoseTracker(cfg, sigmas=sigmas, fps=25.0)
     seq = Sequence()
     outputs = []
     for boxes, scores, kps, src, gt in frames:
-        out = tracker.update(boxes, scores, kps, image_size=(0, 0))
-        seq.update(gt.track_ids, gt.boxes, out.track_ids, out.boxes)
+        out = tracker.update(boxes, scores, kps)
+        keep = out.scores >= min_score
+        seq.update(gt.track_ids, gt.boxes, out.track_ids[keep], out.boxes[keep])
         outputs.append((out, src, gt))
     return seq, outputs
 
@@ -203,7 +206,7 @@ def tracker_only(args) -> dict:
 
 def end_to_end(args) -> dict:
     """Rendered clips through the model (once per frame) and the tracker (pose-aware and IoU-only on the same
-    detections), scored against the clips' ground truth."""
+    detections), scored against the clips' ground truth on the people reported at ``--e2e-min-score``."""
     from fcpose.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.weights, device="cpu", min_size=args.size, max_size=args.max_size)
@@ -213,20 +216,15 @@ def end_to_end(args) -> dict:
     for c in range(args.clips):
         clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
                         max_people=args.max_people)
-        trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0)
-                    for k, cfg in VARIANTS.items()}
-        acc = {k: Sequence() for k in trackers}
+        frames = []
         for t in range(clip.num_frames):
             image, gt = clip.scene(t)[0].render().image, clip.ground_truth(t)
             t1 = time.perf_counter()
             dets = predictor(image)
             net_seconds += time.perf_counter() - t1
-            for k, tracker in trackers.items():
-                people = tracker.update_detections(dets)
-                keep = people.scores >= args.e2e_min_score
-                acc[k].update(gt.track_ids, gt.boxes, people.track_ids[keep], people.boxes[keep])
-        for k in trackers:
-            accs[k].append(acc[k])
+            frames.append((dets.boxes, dets.scores, dets.keypoints, None, gt))
+        for k, cfg in VARIANTS.items():  # the same detections through each variant
+            accs[k].append(run_tracker(frames, cfg, predictor.cfg.keypoints.sigmas, args.e2e_min_score)[0])
         print(f"(b) clip {c + 1}/{args.clips} done", file=sys.stderr, flush=True)
     out = {k: summarize(a, names) for k, a in accs.items()}
     out.update(weights=str(args.weights), clips=args.clips, frames=args.frames, size=predictor.min_size,
