@@ -78,9 +78,10 @@ class Server:
             return -9
 
 
-def _client(port: int, body: bytes, ctype: str, until: float, expect: int, out: list, start: threading.Event):
+def _client(port: int, body: bytes, ctype: str, start: float, until: float, expect: int, out: list):
+    """Requests one after the other on one keep-alive connection from ``start`` to ``until`` (perf_counter)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    start.wait()
+    time.sleep(max(0.0, start - time.perf_counter()))
     while time.perf_counter() < until:
         t0 = time.perf_counter()
         ok = False
@@ -102,15 +103,11 @@ def load(server: Server, clients: int, seconds: float, body: bytes, ctype: str, 
     images the server counted meanwhile."""
     calls0, images0 = server.batches()
     results: list[list] = [[] for _ in range(clients)]
-    start = threading.Event()
-    t_start = time.perf_counter() + 0.2
-    threads = [threading.Thread(target=_client, args=(server.port, body, ctype, t_start + seconds, expect, out, start))
-               for out in results]
+    t_start = time.perf_counter() + 0.2  # every client starts then
+    threads = [threading.Thread(target=_client, args=(server.port, body, ctype, t_start, t_start + seconds, expect,
+                                                      out)) for out in results]
     for t in threads:
         t.start()
-    while time.perf_counter() < t_start:
-        time.sleep(0.001)
-    start.set()
     for t in threads:
         t.join()
     calls1, images1 = server.batches()
