@@ -134,14 +134,12 @@ def run_case(name: str, preset: str, size: int, max_size: int | None, device: to
     print(f"[check] {name}: end to end", file=sys.stderr)
     case: dict = {"preset": preset, "size": size, "max_size": max_size}
     case["e2e"] = e2e(preset, size, max_size, device, precision, runs, warmup)
+    common = dict(size=size, max_size=max_size, device=str(device), warmup=warmup, precision=precision, probe=False)
     print(f"[check] {name}: bench persons 1,50", file=sys.stderr)
-    bench = run_bench(preset, size=size, max_size=max_size, persons=(1, 50), device=str(device), runs=runs,
-                      warmup=warmup, precision=precision, probe=False)
+    bench = run_bench(preset, persons=(1, 50), runs=runs, **common)
     print(format_report(bench))
     print(f"[check] {name}: bench --batch {batch}", file=sys.stderr)
-    through = run_bench(preset, size=size, max_size=max_size, persons=(1,), device=str(device),
-                        runs=max(2, runs // 3), warmup=warmup, precision=precision, probe=False, flops=False,
-                        batch=batch)
+    through = run_bench(preset, persons=(1,), runs=max(2, runs // 3), flops=False, batch=batch, **common)
     print(format_report(through))
     one, fifty = bench["results"][0], bench["results"][1]
     key = "graph_total_ms" if "graph_total_ms" in one else "total_ms"
