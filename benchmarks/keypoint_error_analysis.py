@@ -21,6 +21,7 @@ import torch
 
 from fcpose.bench.people import write_json
 from fcpose.cli import add_model_options
+from fcpose.config import KeypointSetConfig
 from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images, resize_shape
 from fcpose.engine.evaluate import predict_dataset
@@ -169,9 +170,7 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
     """``input_scale``: image id -> (x, y) factor from image to network-input pixels (adds ``snap_to_cell``)."""
     ann_by_image = people_by_image(gt)
     matches = match_detections(results, ann_by_image)
-    flip = list(range(len(gt["categories"][0]["keypoints"])))
-    for a, b in flip_pairs:
-        flip[a], flip[b] = b, a
+    flip = KeypointSetConfig(names=gt["categories"][0]["keypoints"], flip_pairs=flip_pairs).flip_index()
     c = error_counts(results, matches, ann_by_image, flip, min_score)
     errors, per_kpt = c["errors"], c["per_kpt"]
     all_err = np.array(errors[1] + errors[2])
