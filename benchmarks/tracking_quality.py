@@ -139,9 +139,10 @@ METRICS = ["idf1", "num_switches", "mota", "motp", "num_false_positives", "num_m
            "mostly_tracked", "num_fragmentations"]
 
 
-def summarize(seqs: list[Sequence], names) -> dict:
+def summarize(seqs: list[Sequence]) -> dict:
     """motmetrics' overall IDF1, ID switches, MOTA...; with trackeval installed, its HOTA, DetA, AssA (means
     over the IoU thresholds 0.05..0.95), and its IDF1 and ID switches (at IoU 0.5) as a cross-check."""
+    names = [f"clip_{c:03d}" for c in range(len(seqs))]
     mh = mm.metrics.create()
     summary = mh.compute_many([s.acc for s in seqs], metrics=METRICS, names=names, generate_overall=True)
     row = summary.loc["OVERALL"]
@@ -191,8 +192,7 @@ def tracker_only(args) -> dict:
         for name, cfg in VARIANTS.items():
             accs[name].append(run_tracker(frames, cfg)[0])
         smooth_outputs.append(run_tracker(frames, smooth)[1])
-    names = [f"clip_{c:03d}" for c in range(args.clips)]
-    result = {name: summarize(a, names) for name, a in accs.items()}
+    result = {name: summarize(a) for name, a in accs.items()}
     stats = [smoothing_stats(o) for o in smooth_outputs]
     sm = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
     sm["jitter_reduction"] = 1.0 - sm["jitter_smoothed"] / sm["jitter_raw"]
@@ -211,7 +211,6 @@ def end_to_end(args) -> dict:
 
     predictor = Predictor.from_checkpoint(args.weights, device="cpu", min_size=args.size, max_size=args.max_size)
     accs = {k: [] for k in VARIANTS}
-    names = [f"clip_{c:03d}" for c in range(args.clips)]
     t0, net_seconds = time.perf_counter(), 0.0
     for c in range(args.clips):
         clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
@@ -226,7 +225,7 @@ def end_to_end(args) -> dict:
         for k, cfg in VARIANTS.items():  # the same detections through each variant
             accs[k].append(run_tracker(frames, cfg, predictor.cfg.keypoints.sigmas, args.e2e_min_score)[0])
         print(f"(b) clip {c + 1}/{args.clips} done", file=sys.stderr, flush=True)
-    out = {k: summarize(a, names) for k, a in accs.items()}
+    out = {k: summarize(a) for k, a in accs.items()}
     out.update(weights=str(args.weights), clips=args.clips, frames=args.frames, size=predictor.min_size,
                max_size=predictor.max_size, min_score_reported=args.e2e_min_score,
                seconds=round(time.perf_counter() - t0, 1), network_seconds=round(net_seconds, 1))
