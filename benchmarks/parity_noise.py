@@ -190,8 +190,7 @@ def run_child(tmp: Path, tag: str, env: dict, dtype: str, cases: str, mistake: s
     path = tmp / f"{tag}-{cases.replace(',', '')}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    cmd = [sys.executable, __file__, "--child-out", str(path), "--dtype", dtype, "--cases", cases]
-    cmd += ["--mistake", mistake] if mistake else []
+    cmd = [sys.executable, __file__, "--child-out", str(path), "--dtype", dtype, "--cases", cases, "--mistake", mistake]
     print(f"  {tag}: {' '.join(f'{k}={v}' for k, v in env.items()) or '(as is)'} {dtype}", flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, **env})
     return torch.load(path, weights_only=True)
@@ -204,13 +203,12 @@ def golden_references(cases: list[str]) -> dict:
     for case in cases:
         g = gold["batch_A_live_heads_extra"] if case == "live" else gold[f"batch_{case}"]
         groups = {"grad": {}, "grad_noisy": {}, "norm": {}, "norm_noisy": {}}  # as the tests split them
-        for name, ref in g["grads_fp32"].items():
-            if case != "live" and name.startswith("proposal_generator.fcpose_head.atten_producer."):
-                continue  # rounding noise of an exactly-zero gradient (dead heads): checked by scale only
-            groups["grad_noisy" if case != "live" and name.startswith(t.NOISY) else "grad"][name] = ("tensor", ref)
-        for name, ref in g["grad_norms_l2_float64"].items():  # exact zeros (unused parameters) have no scale
-            if ref and (case == "live" or not name.startswith("proposal_generator.fcpose_head.atten_producer.")):
-                groups["norm_noisy" if case != "live" and name.startswith(t.NOISY) else "norm"][name] = ("norm", ref)
+        for group, kind, key in (("grad", "tensor", "grads_fp32"), ("norm", "norm", "grad_norms_l2_float64")):
+            for name, ref in g[key].items():  # the dead heads' gradients (A, B) are rounding noise of an exact zero,
+                dead = case != "live" and name.startswith("proposal_generator.fcpose_head.atten_producer.")
+                if not dead and (kind == "tensor" or ref):  # checked by scale only; zero norms have no scale
+                    noisy = case != "live" and name.startswith(t.NOISY)
+                    groups[f"{group}_noisy" if noisy else group][name] = (kind, ref)
         refs.update({f"{case}.{group}": entries for group, entries in groups.items() if entries})
         refs[f"{case}.loss"] = {k: ("loss", g["loss_dict"][t.OFFICIAL_NAMES[k]]) for k in t.OFFICIAL_NAMES}
         if case == "live":  # the controller weight's gradient: per-row norms and six rows
