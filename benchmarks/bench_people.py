@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from fcpose.bench.people import format_report, run_bench, write_json
+from fcpose.cli import add_model_options
 from fcpose.config import list_presets
 from fcpose.inference.runner import GRAPHS_ENV
 
@@ -36,15 +37,12 @@ VARIANTS = {
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated (default {','.join(PRESETS)})")
-    p.add_argument("--weights", default=None, help="a checkpoint to benchmark instead of random weights")
     p.add_argument("--variants", default="optimized", help=f"comma-separated from {','.join(VARIANTS)}")
     p.add_argument("--persons", default="1,5,10,20,50", help="comma-separated counts; 'auto' = normal threshold + NMS")
-    p.add_argument("--device", default="cpu")
+    add_model_options(p, "weights", "device", "threads", "size", weights_required=False)  # weights: else random
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--image", default=None, help="benchmark image (default synthetic, exactly the preset's size)")
-    p.add_argument("--size", type=int, default=None, help="short side (default: each preset's)")
     p.add_argument("--post-threads", type=int, default=None,
                    help="threads for selection/NMS/heads (default: --threads); 1 is robust on a busy machine")
     p.add_argument("--candidates-per-person", type=int, default=20,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from fcpose.bench.machine import machine_info, sync
-from fcpose.bench.people import format_report, run_bench, synthetic_image, write_json
+from fcpose.bench.people import format_report, lively_heads, run_bench, synthetic_image, write_json
 from fcpose.data.transforms import batch_images
 from fcpose.inference.graphs import GraphedFunction
 from fcpose.inference.predictor import Predictor
@@ -35,17 +35,6 @@ CASES = [  # (name, preset, short side, long-side limit or None for the preset's
     ("DLA-34 @512", "fcpose_dla34_rt", 512, None, 4.0, 2.5),
 ]
 SMALL = {"fcpose_r50_fpn": (160, 256), "fcpose_dla34_rt": (128, 192)}
-
-
-def lively(model):
-    """Peaked dynamic heads on random weights (as the tests do), so keypoint comparisons mean something."""
-    gen = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        model.head.cls_logits.bias.fill_(0.0)
-        ctrl = model.head.controller
-        ctrl.weight.copy_(torch.randn(ctrl.weight.shape, generator=gen) * 0.05)
-        ctrl.bias.copy_(torch.randn(ctrl.bias.shape, generator=gen) * 0.5)
-    return model.eval()
 
 
 def e2e(preset: str, size: int, max_size: int | None, device: torch.device, precision: str, runs: int,
@@ -77,7 +66,7 @@ def consistency(preset: str, size: int, max_size: int | None, device: torch.devi
     """fp32: the device's route (on CUDA: graphs, fixed post-processing) against the eager dynamic
     post-processing of the same runner, on the same inputs (a few synthetic images). On a CPU both are the
     dynamic path: the smoke run checks the script only."""
-    fast = Predictor(lively(build_model(preset)), device=device, min_size=size, max_size=max_size, batch_size=1,
+    fast = Predictor(lively_heads(build_model(preset)), device=device, min_size=size, max_size=max_size, batch_size=1,
                      preprocess="host")
     runner = fast.runner
     out = {"images": 0, "same_people": True, "people": [], "boxes_px": 0.0, "scores": 0.0, "keypoints_px": 0.0}
@@ -142,14 +131,12 @@ def run_case(name: str, preset: str, size: int, max_size: int | None, device: to
     print(f"[check] {name}: end to end", file=sys.stderr)
     case: dict = {"preset": preset, "size": size, "max_size": max_size}
     case["e2e"] = e2e(preset, size, max_size, device, precision, runs, warmup)
+    common = dict(size=size, max_size=max_size, device=str(device), warmup=warmup, precision=precision, probe=False)
     print(f"[check] {name}: bench persons 1,50", file=sys.stderr)
-    bench = run_bench(preset, size=size, max_size=max_size, persons=(1, 50), device=str(device), runs=runs,
-                      warmup=warmup, precision=precision, probe=False)
+    bench = run_bench(preset, persons=(1, 50), runs=runs, **common)
     print(format_report(bench))
     print(f"[check] {name}: bench --batch {batch}", file=sys.stderr)
-    through = run_bench(preset, size=size, max_size=max_size, persons=(1,), device=str(device),
-                        runs=max(2, runs // 3), warmup=warmup, precision=precision, probe=False, flops=False,
-                        batch=batch)
+    through = run_bench(preset, persons=(1,), runs=max(2, runs // 3), flops=False, batch=batch, **common)
     print(format_report(through))
     one, fifty = bench["results"][0], bench["results"][1]
     key = "graph_total_ms" if "graph_total_ms" in one else "total_ms"

@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pycocotools.mask import iou as box_iou_xywh  # IoU of COCO (xywh) boxes
 
 from fcpose.bench.people import write_json
+from fcpose.cli import add_model_options
+from fcpose.config import KeypointSetConfig
 from fcpose.data.images import read_image
 from fcpose.data.transforms import batch_images, resize_shape
 from fcpose.engine.evaluate import predict_dataset
 from fcpose.engine.evaluation import evaluate_keypoints, load_gt
 from fcpose.inference.predictor import Predictor
-from fcpose.ops.boxes import box_iou
 from fcpose.targets.keypoints import decode_offsets, gather_offsets
 from fcpose.targets.locations import flat_to_locations
 from fcpose.weights.checkpoint import load_model
@@ -33,11 +35,6 @@ from fcpose.weights.checkpoint import load_model
 REPO = Path(__file__).resolve().parents[1]
 
 GROSS_PX = 8.0  # one cell of the stride-8 heatmap
-
-
-def _xyxy(boxes_xywh: list) -> torch.Tensor:
-    b = torch.tensor(boxes_xywh, dtype=torch.float64).reshape(-1, 4)
-    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
 
 
 def match_detections(results: list[dict], gt_by_image: dict[int, list[dict]], min_iou: float = 0.5) -> list:
@@ -50,9 +47,8 @@ def match_detections(results: list[dict], gt_by_image: dict[int, list[dict]], mi
         cands = gt_by_image.get(image_id, [])
         if not cands:
             continue
-        iou = box_iou(_xyxy([results[i]["bbox"] for i in idx]), _xyxy([g["bbox"] for g in cands]))
-        best, arg = iou.max(1)
-        for i, ok, j in zip(idx, (best >= min_iou).tolist(), arg.tolist()):
+        iou = box_iou_xywh([results[i]["bbox"] for i in idx], [g["bbox"] for g in cands], [0] * len(cands))
+        for i, ok, j in zip(idx, (iou.max(1) >= min_iou).tolist(), iou.argmax(1).tolist()):
             out[i] = cands[j] if ok else None
     return out
 
@@ -118,27 +114,23 @@ def error_counts(results, matches, ann_by_image, flip: list[int], min_score: flo
     return out
 
 
-def _fix(gross_only: bool):
+def _fixed(p: np.ndarray, t: np.ndarray, gross_only: bool) -> np.ndarray:
     """Matched keypoints moved onto the truth: only the gross errors, or only those within a cell."""
-    def choose(p, t):
-        e = np.linalg.norm(p[:, :2] - t[:, :2], axis=1)
-        take = (t[:, 2] > 0) & ((e > GROSS_PX) if gross_only else (e <= GROSS_PX))
-        return np.where(take[:, None], t[:, :2], p[:, :2])
-    return choose
+    e = np.linalg.norm(p[:, :2] - t[:, :2], axis=1)
+    take = (t[:, 2] > 0) & ((e > GROSS_PX) if gross_only else (e <= GROSS_PX))
+    return np.where(take[:, None], t[:, :2], p[:, :2])
 
 
-def _unswapper(flip_pairs: list[list[int]]):
+def _unswapped(p: np.ndarray, t: np.ndarray, flip_pairs: list[list[int]]) -> np.ndarray:
     """Left/right pairs exchanged where that brings both closer to the truth."""
-    def unswap(p, t):
-        q = p[:, :2].copy()
-        for a, b in flip_pairs:
-            if t[a, 2] > 0 and t[b, 2] > 0:
-                straight = np.linalg.norm(p[a, :2] - t[a, :2]) + np.linalg.norm(p[b, :2] - t[b, :2])
-                crossed = np.linalg.norm(p[a, :2] - t[b, :2]) + np.linalg.norm(p[b, :2] - t[a, :2])
-                if crossed < straight:
-                    q[a], q[b] = p[b, :2], p[a, :2]
-        return q
-    return unswap
+    q = p[:, :2].copy()
+    for a, b in flip_pairs:
+        if t[a, 2] > 0 and t[b, 2] > 0:
+            straight = np.linalg.norm(p[a, :2] - t[a, :2]) + np.linalg.norm(p[b, :2] - t[b, :2])
+            crossed = np.linalg.norm(p[a, :2] - t[b, :2]) + np.linalg.norm(p[b, :2] - t[a, :2])
+            if crossed < straight:
+                q[a], q[b] = p[b, :2], p[a, :2]
+    return q
 
 
 def what_if_ap(results, matches, gt: dict, flip_pairs, *, sigmas, seed: int, input_scale, stride: int) -> dict:
@@ -157,9 +149,9 @@ def what_if_ap(results, matches, gt: dict, flip_pairs, *, sigmas, seed: int, inp
     for sd in (1, 2, 3):
         noisy = replaced(results, matches, lambda p, t, sd=sd: t[:, :2] + rng.normal(0.0, sd, t[:, :2].shape))
         out[f"oracle_keypoints_noise_{sd}px"] = ap(noisy)
-    out["fix_gross"] = ap(replaced(results, matches, _fix(True)))
-    out["fix_fine"] = ap(replaced(results, matches, _fix(False)))
-    out["unswap_pairs"] = ap(replaced(results, matches, _unswapper(flip_pairs)))
+    out["fix_gross"] = ap(replaced(results, matches, lambda p, t: _fixed(p, t, gross_only=True)))
+    out["fix_fine"] = ap(replaced(results, matches, lambda p, t: _fixed(p, t, gross_only=False)))
+    out["unswap_pairs"] = ap(replaced(results, matches, lambda p, t: _unswapped(p, t, flip_pairs)))
     if input_scale is not None:  # the scale differs per image, so each result is rewritten with its own
         out["snap_to_cell"] = ap([replaced([r], [g], lambda p, t, s=np.array(input_scale[r["image_id"]]):
                                            snap_to_cell(t[:, :2], s, stride))[0] for r, g in zip(results, matches)])
@@ -172,9 +164,7 @@ def analyse(results: list[dict], gt: dict, flip_pairs: list[list[int]], *, min_s
     """``input_scale``: image id -> (x, y) factor from image to network-input pixels (adds ``snap_to_cell``)."""
     ann_by_image = people_by_image(gt)
     matches = match_detections(results, ann_by_image)
-    flip = list(range(len(gt["categories"][0]["keypoints"])))
-    for a, b in flip_pairs:
-        flip[a], flip[b] = b, a
+    flip = KeypointSetConfig(names=gt["categories"][0]["keypoints"], flip_pairs=flip_pairs).flip_index()
     c = error_counts(results, matches, ann_by_image, flip, min_score)
     errors, per_kpt = c["errors"], c["per_kpt"]
     all_err = np.array(errors[1] + errors[2])
@@ -234,16 +224,14 @@ def offsets_at_truth(model, predictor: Predictor, gt: dict, image_dir: str) -> d
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", required=True)
+    add_model_options(ap, "weights", "size")
     ap.add_argument("--data", required=True, help="COCO keypoint annotation JSON")
     ap.add_argument("--images", required=True)
-    ap.add_argument("--size", type=int, default=None, help="test short side (default: the checkpoint's)")
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "keypoint_error_analysis.json"))
     args = ap.parse_args()
 
     model = load_model(args.weights).eval()
-    kw = {"min_size": args.size} if args.size else {}
-    predictor = Predictor(model, **kw)
+    predictor = Predictor(model, min_size=args.size)
     results = predict_dataset(predictor, args.data, args.images, progress=False)
     gt = json.loads(Path(args.data).read_text())
     scale = {}

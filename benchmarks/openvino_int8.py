@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from pycocotools.mask import iou as box_iou_xywh  # IoU of COCO (xywh) boxes
 
 from fcpose.bench.people import write_json
-from fcpose.ops.boxes import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -46,35 +45,26 @@ def fcpose(*args: str) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def _iou(a: list, b: list) -> np.ndarray:
-    """IoU of xywh boxes (COCO results) -> [n, m]."""
-    a, b = (torch.tensor(x, dtype=torch.float64).reshape(-1, 4) for x in (a, b))
-    return box_iou(*(torch.cat([x[:, :2], x[:, :2] + x[:, 2:]], 1) for x in (a, b))).numpy()
-
-
 def compare_results(ref: list[dict], other: list[dict], min_score: float = 0.05, iou: float = 0.5) -> dict:
     """People of ``ref`` (fp32) matched to ``other`` (greedy, best ref scores first, IoU >= ``iou``) and the
     keypoint deviations (pixels) of the matched pairs."""
     by_image: dict[int, tuple[list, list]] = {}
-    for r in ref:
-        by_image.setdefault(r["image_id"], ([], []))[0].append(r)
-    for r in other:
-        by_image.setdefault(r["image_id"], ([], []))[1].append(r)
+    for side, results in enumerate((ref, other)):
+        for r in results:
+            by_image.setdefault(r["image_id"], ([], []))[side].append(r)
     dev_all, dev_scored, score_diff = [], [], []
     matched = total = 0
     for a_list, b_list in by_image.values():
-        a_list = sorted(a_list, key=lambda r: -r["score"])
-        a_list = [r for r in a_list if r["score"] >= min_score]
+        a_list = sorted((r for r in a_list if r["score"] >= min_score), key=lambda r: -r["score"])
         total += len(a_list)
         if not a_list or not b_list:
             continue
-        ious = _iou([r["bbox"] for r in a_list], [r["bbox"] for r in b_list])
+        ious = box_iou_xywh([r["bbox"] for r in a_list], [r["bbox"] for r in b_list], [0] * len(b_list))
         used = set()
         for i, a in enumerate(a_list):
-            order = [j for j in np.argsort(-ious[i]) if j not in used and ious[i, j] >= iou]
-            if not order:
+            j = next((int(j) for j in np.argsort(-ious[i]) if j not in used and ious[i, j] >= iou), None)
+            if j is None:
                 continue
-            j = int(order[0])
             used.add(j)
             matched += 1
             ka, kb = np.reshape(a["keypoints"], (-1, 3)), np.reshape(b_list[j]["keypoints"], (-1, 3))
@@ -97,27 +87,27 @@ def compare_results(ref: list[dict], other: list[dict], min_score: float = 0.05,
             "person_score_abs_diff": pct(score_diff)}
 
 
-def evaluate(name: str, weights: Path, backend: str, ann: Path, images: Path, work: Path, extra=()) -> dict:
+def evaluate(name: str, weights: Path, backend: str, ann: Path, images: Path, work: Path) -> dict:
     metrics, results = work / f"{name}_metrics.json", work / f"{name}_results.json"
     seconds = fcpose("eval", "--data", str(ann), "--images", str(images), "--weights", str(weights), "--backend",
-                     backend, "--no-progress", "--json", str(metrics), "--results", str(results), *extra)
+                     backend, "--no-progress", "--json", str(metrics), "--results", str(results))
     m = json.loads(metrics.read_text())
     return {"metrics": m, "eval_s": seconds, "results": json.loads(results.read_text())}
 
 
 def score_variants(label: str, checkpoint: str | Path, ann: Path, images: Path, calibration: str, calib_n: int,
-                   work: Path, variants: list[tuple[str, list[str]]], extra_eval=()) -> dict:
+                   work: Path, variants: list[tuple[str, list[str]]]) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out = {"checkpoint": str(checkpoint), "annotations": str(ann), "calibration": calibration,
            "calibration_images": calib_n, "variants": {}}
-    ref = evaluate(f"{label}_torch_fp32", checkpoint, "torch", ann, images, work, extra_eval)
+    ref = evaluate(f"{label}_torch_fp32", checkpoint, "torch", ann, images, work)
     out["torch_fp32"] = {"keypoints": ref["metrics"]["keypoints"], "bbox": ref["metrics"]["bbox"],
                          "eval_s": ref["eval_s"]}
     for name, export_args in variants:
         xml = work / f"{label}_{name}.xml"
         export_s = fcpose("export", "--weights", str(checkpoint), "--format", "openvino", "--out", str(xml),
                           *export_args)
-        res = evaluate(f"{label}_{name}", xml, "openvino", ann, images, work, extra_eval)
+        res = evaluate(f"{label}_{name}", xml, "openvino", ann, images, work)
         kp, kp0 = res["metrics"]["keypoints"], ref["metrics"]["keypoints"]
         out["variants"][name] = {
             "export_args": export_args, "export_s": export_s, "eval_s": res["eval_s"],

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -28,6 +29,11 @@ from fcpose.bench.people import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the parity tests' own helpers: one implementation of each comparison
+import test_official_parity as p  # noqa: E402
+import test_official_training as t  # noqa: E402
+from conftest import COCO_TINY, GOLDEN, GOLDEN_TRAIN, make_lively  # noqa: E402
+
+GOLDEN_TRAIN_FILE = GOLDEN_TRAIN / "train_golden_r50.pt"
 
 SETTINGS = {  # instruction-set settings: the environment of each fp32 run
     "as_is": {},
@@ -37,36 +43,31 @@ SETTINGS = {  # instruction-set settings: the environment of each fp32 run
 MISTAKES = ("loss_direction_dropped", "keypoint_target_one_cell_off", "grid_one_pixel_off")
 
 
-@contextlib.contextmanager
 def float64_criterion():
     """The criterion casts network outputs to fp32 (``.float()``, for autocast); keep float64 as it is."""
     original = torch.Tensor.float
-    torch.Tensor.float = lambda self, *a, **k: self if self.dtype == torch.float64 else original(self, *a, **k)
-    try:
-        yield
-    finally:
-        torch.Tensor.float = original
+    return mock.patch.object(torch.Tensor, "float", lambda self, *a, **k: self if self.dtype == torch.float64
+                             else original(self, *a, **k))
 
 
 def make_mistake(mistake: str) -> None:
     import fcpose.loss as loss_module
     from fcpose.targets import locations
 
-    if mistake == "loss_direction_dropped":
-        call = loss_module.FCPoseCriterion.__call__
+    call = loss_module.FCPoseCriterion.__call__
 
-        def dropped(self, *args, **kwargs):
-            losses = call(self, *args, **kwargs)
-            return {k: v * 0.0 if k == "loss_direction" else v for k, v in losses.items()}
-        loss_module.FCPoseCriterion.__call__ = dropped
-    elif mistake == "keypoint_target_one_cell_off":  # every labelled keypoint 2 px right: one stride-2 target cell
-        call = loss_module.FCPoseCriterion.__call__
+    def dropped(self, *args, **kwargs):
+        losses = call(self, *args, **kwargs)
+        return {k: v * 0.0 if k == "loss_direction" else v for k, v in losses.items()}
 
-        def shifted(self, model, dense, targets, *args, **kwargs):
-            moved = [{**t, "keypoints": t["keypoints"] + torch.tensor([2.0, 0.0, 0.0])} for t in targets]
-            return call(self, model, dense, moved, *args, **kwargs)
-        loss_module.FCPoseCriterion.__call__ = shifted
-    elif mistake == "grid_one_pixel_off":  # every loaded fcpose module's cell_to_pixel (imported by name)
+    def shifted(self, model, dense, targets, *args, **kwargs):  # every labelled keypoint 2 px right: a stride-2 cell
+        moved = [{**t, "keypoints": t["keypoints"] + torch.tensor([2.0, 0.0, 0.0])} for t in targets]
+        return call(self, model, dense, moved, *args, **kwargs)
+
+    patched = {"loss_direction_dropped": dropped, "keypoint_target_one_cell_off": shifted}  # the criterion's
+    if mistake in patched:
+        loss_module.FCPoseCriterion.__call__ = patched[mistake]
+    else:  # every loaded fcpose module's cell_to_pixel (imported by name)
         cell = locations.cell_to_pixel
         for module in [m for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("fcpose")]:
             if hasattr(module, "cell_to_pixel"):
@@ -75,15 +76,13 @@ def make_mistake(mistake: str) -> None:
 
 def training_results(dtype: torch.dtype, cases: list[str]) -> dict:
     """Losses and gradients of the golden batches (and the three SGD steps' final parameters) in ``dtype``."""
-    import test_official_training as t
-
     from fcpose.config import load_config
     from fcpose.engine.optim import build_optimizer, build_scheduler, clip_gradients
 
-    gold = torch.load(t_golden_train(), weights_only=True)
+    gold = torch.load(GOLDEN_TRAIN_FILE, weights_only=True)
     out = {}
     for case in cases:
-        model = t._model(t_golden_train()).to(dtype)
+        model = t._model(GOLDEN_TRAIN_FILE).to(dtype)
         record = gold["batch_B" if case == "B" else "batch_A"]
         if case == "live":
             with torch.no_grad():
@@ -110,16 +109,8 @@ def training_results(dtype: torch.dtype, cases: list[str]) -> dict:
     return out
 
 
-def t_golden_train() -> Path:
-    from conftest import GOLDEN_TRAIN
-    return GOLDEN_TRAIN / "train_golden_r50.pt"
-
-
 def intermediate_results(dtype: torch.dtype) -> dict:
     """The inference intermediates of ``test_intermediates_match_official`` in ``dtype``."""
-    import test_official_parity as p
-    from conftest import GOLDEN
-
     from fcpose.weights.checkpoint import load_model
 
     model = load_model(GOLDEN / p.CKPT).to(dtype)
@@ -132,8 +123,6 @@ def intermediate_results(dtype: torch.dtype) -> dict:
 def export_results(tmp: Path, openvino: bool = True) -> dict:
     """The tests' tiny model (``make_lively``, seed 0) on the coco_tiny images through PyTorch, onnxruntime and
     (``openvino``) OpenVINO fp32, as ``test_onnx`` / ``test_openvino`` run them: ``{backend: [detections]}``."""
-    from conftest import COCO_TINY, make_lively
-
     import fcpose
     from fcpose.cpu import onednn_cap_below_cpu
     from fcpose.export.onnx import export_onnx
@@ -201,33 +190,25 @@ def run_child(tmp: Path, tag: str, env: dict, dtype: str, cases: str, mistake: s
     path = tmp / f"{tag}-{cases.replace(',', '')}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    cmd = [sys.executable, __file__, "--child-out", str(path), "--dtype", dtype, "--cases", cases]
-    cmd += ["--mistake", mistake] if mistake else []
+    cmd = [sys.executable, __file__, "--child-out", str(path), "--dtype", dtype, "--cases", cases, "--mistake", mistake]
     print(f"  {tag}: {' '.join(f'{k}={v}' for k, v in env.items()) or '(as is)'} {dtype}", flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, **env})
     return torch.load(path, weights_only=True)
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30))
-
-
 def golden_references(cases: list[str]) -> dict:
     """What the golden data stores, by group: ``{group: {name: (kind, reference)}}`` (kind: tensor, loss, norm)."""
-    import test_official_training as t
-
-    gold = torch.load(t_golden_train(), weights_only=True)
+    gold = torch.load(GOLDEN_TRAIN_FILE, weights_only=True)
     refs = {}
     for case in cases:
         g = gold["batch_A_live_heads_extra"] if case == "live" else gold[f"batch_{case}"]
         groups = {"grad": {}, "grad_noisy": {}, "norm": {}, "norm_noisy": {}}  # as the tests split them
-        for name, ref in g["grads_fp32"].items():
-            if case != "live" and name.startswith("proposal_generator.fcpose_head.atten_producer."):
-                continue  # rounding noise of an exactly-zero gradient (dead heads): checked by scale only
-            groups["grad_noisy" if case != "live" and name.startswith(t.NOISY) else "grad"][name] = ("tensor", ref)
-        for name, ref in g["grad_norms_l2_float64"].items():  # exact zeros (unused parameters) have no scale
-            if ref and (case == "live" or not name.startswith("proposal_generator.fcpose_head.atten_producer.")):
-                groups["norm_noisy" if case != "live" and name.startswith(t.NOISY) else "norm"][name] = ("norm", ref)
+        for group, kind, key in (("grad", "tensor", "grads_fp32"), ("norm", "norm", "grad_norms_l2_float64")):
+            for name, ref in g[key].items():  # the dead heads' gradients (A, B) are rounding noise of an exact zero,
+                dead = case != "live" and name.startswith("proposal_generator.fcpose_head.atten_producer.")
+                if not dead and (kind == "tensor" or ref):  # checked by scale only; zero norms have no scale
+                    noisy = case != "live" and name.startswith(t.NOISY)
+                    groups[f"{group}_noisy" if noisy else group][name] = (kind, ref)
         refs.update({f"{case}.{group}": entries for group, entries in groups.items() if entries})
         refs[f"{case}.loss"] = {k: ("loss", g["loss_dict"][t.OFFICIAL_NAMES[k]]) for k in t.OFFICIAL_NAMES}
         if case == "live":  # the controller weight's gradient: per-row norms and six rows
@@ -238,7 +219,7 @@ def golden_references(cases: list[str]) -> dict:
             refs[f"{case}.bn"] = {k: ("tensor", v) for k, v in g["basis_bn_stats_after_forward"].items()
                                   if not k.endswith("num_batches_tracked")}
     if "A" in cases:  # three SGD steps: the change of each parameter (the golden's final minus the start)
-        initial = t.official_params(t._model(t_golden_train()))
+        initial = t.official_params(t._model(GOLDEN_TRAIN_FILE))
         updates = {k: v - initial[k] for k, v in gold["sgd_3steps_batch_A"]["final_params"].items()}
         scale = max(float(u.abs().max()) for u in updates.values())
         refs["sgd.loss"] = {f"{i}:{k}": ("loss", step["loss_dict"][t.OFFICIAL_NAMES[k]])
@@ -251,7 +232,7 @@ def golden_references(cases: list[str]) -> dict:
 
 def measure(kind: str, ours, ref) -> float:
     if kind == "tensor":
-        return rel(ours, ref)
+        return t.rel(ours, ref)
     if kind == "scaled":  # (reference, scale): max|ours - reference| / scale
         return float((ours.double() - ref[0].double()).abs().max()) / ref[1]
     value = float(ours.double().norm()) if kind == "norm" else float(ours)
@@ -259,8 +240,6 @@ def measure(kind: str, ours, ref) -> float:
 
 
 def lookup(result: dict, group: str, name: str):
-    import test_official_training as t
-
     case, part = group.split(".")
     if group == "sgd.loss":  # "step:loss name"
         step, name = name.split(":")
@@ -299,7 +278,7 @@ def deviation(refs: dict, a: dict, b: dict | None = None) -> dict:
     """:func:`compare`, and the largest intermediate deviation of ``a`` against ``b`` (None: the golden tensors)."""
     ours = {k: v for k, v in a["intermediates"].items() if not k.startswith("golden:")}
     other = {k: a["intermediates"][f"golden:{k}"] for k in ours} if b is None else b["intermediates"]
-    return {**compare(refs, a, b), "intermediates": worst({k: rel(v, other[k]) for k, v in ours.items()})}
+    return {**compare(refs, a, b), "intermediates": worst({k: t.rel(v, other[k]) for k, v in ours.items()})}
 
 
 def main() -> None:

@@ -5,8 +5,8 @@
     python benchmarks/plot_people.py a.json b.json --out plot.png
     python benchmarks/plot_people.py --tables [a.json ...]
 
-Left: median total time (band: p90) per report; right: the same relative to the fewest people, the
-paper's Fig. 6 flatness (dashed: the 1.05 target). Uses matplotlib when installed, else a plain PIL chart.
+The plot (PIL, no plotting library): median total time per report against the number of people, one coloured
+line with dots and a legend entry per report, both axes linear from 0 (the axis ranges are written beside them).
 """
 
 from __future__ import annotations
@@ -74,31 +74,7 @@ def stage_table(report: dict) -> list[str]:
     return lines
 
 
-def plot_matplotlib(series: list[dict], out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, rel) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, s in enumerate(series):
-        c = COLORS[i % len(COLORS)]
-        ax.plot(s["persons"], s["median"], "o-", color=c, label=s["label"])
-        ax.fill_between(s["persons"], s["median"], s["p90"], color=c, alpha=0.15)
-        rel.plot(s["persons"], [m / s["median"][0] for m in s["median"]], "o-", color=c, label=s["label"])
-    ax.set(xlabel="people in the image (forced through the dynamic heads)", yscale="log",
-           ylabel="end-to-end time per image (ms, median; band to p90)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    rel.axhline(1.05, color="gray", linestyle="--", linewidth=1)
-    rel.set(xlabel="people in the image", ylabel="time / time with the fewest people")
-    rel.grid(True, alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-
-
-def plot_pil(series: list[dict], out: Path, title: str) -> None:
+def plot(series: list[dict], out: Path, title: str) -> None:
     from PIL import Image, ImageDraw
 
     w, h, m = 900, 500, 70
@@ -135,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no people reports found", file=sys.stderr)
         return 1
     title = f"FCPose time vs people — {series[0]['device']}"
-    try:
-        plot_matplotlib(series, args.out, title)
-    except ImportError:
-        plot_pil(series, args.out, title)
+    plot(series, args.out, title)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

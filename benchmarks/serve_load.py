@@ -28,6 +28,7 @@ import numpy as np
 from fcpose.assets import SCENE, asset
 from fcpose.bench.machine import contention_since, cpu_times, loadavg, own_cpu_seconds
 from fcpose.bench.people import write_json
+from fcpose.cli import add_model_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,17 +56,18 @@ class Server:
             raise SystemExit(f"{name}: the server did not start: {line.strip()} {self.proc.stderr.read()[-500:]}")
         self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
 
-    def get(self, path: str) -> str:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+    def request(self, path: str, body: bytes | None = None, ctype: str = "") -> str:
+        """GET ``path``, or POST ``body`` of type ``ctype`` to it, on a fresh connection: the answer's text."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         try:
-            conn.request("GET", path)
+            conn.request("GET" if body is None else "POST", path, body, {"Content-Type": ctype} if body else {})
             return conn.getresponse().read().decode()
         finally:
             conn.close()
 
     def batches(self) -> tuple[float, float]:
         """(network calls, images) so far, from /metrics."""
-        values = dict(line.rsplit(" ", 1) for line in self.get("/metrics").splitlines() if not line.startswith("#"))
+        values = dict(line.rsplit(" ", 1) for line in self.request("/metrics").splitlines() if not line.startswith("#"))
         return float(values["fcpose_batch_size_count"]), float(values["fcpose_batch_size_sum"])
 
     def stop(self) -> int:
@@ -77,9 +79,10 @@ class Server:
             return -9
 
 
-def _client(port: int, body: bytes, ctype: str, until: float, expect: int, out: list, start: threading.Event):
+def _client(port: int, body: bytes, ctype: str, start: float, until: float, expect: int, out: list):
+    """Requests one after the other on one keep-alive connection from ``start`` to ``until`` (perf_counter)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    start.wait()
+    time.sleep(max(0.0, start - time.perf_counter()))
     while time.perf_counter() < until:
         t0 = time.perf_counter()
         ok = False
@@ -101,15 +104,11 @@ def load(server: Server, clients: int, seconds: float, body: bytes, ctype: str, 
     images the server counted meanwhile."""
     calls0, images0 = server.batches()
     results: list[list] = [[] for _ in range(clients)]
-    start = threading.Event()
-    t_start = time.perf_counter() + 0.2
-    threads = [threading.Thread(target=_client, args=(server.port, body, ctype, t_start + seconds, expect, out, start))
-               for out in results]
+    t_start = time.perf_counter() + 0.2  # every client starts then
+    threads = [threading.Thread(target=_client, args=(server.port, body, ctype, t_start, t_start + seconds, expect,
+                                                      out)) for out in results]
     for t in threads:
         t.start()
-    while time.perf_counter() < t_start:
-        time.sleep(0.001)
-    start.set()
     for t in threads:
         t.join()
     calls1, images1 = server.batches()
@@ -174,11 +173,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="rounds; the servers alternate within each (default 3)")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--backend", default="torch")
-    ap.add_argument("--threads", type=int, default=None, help="--threads of each server (default: the library's)")
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--max-size", type=int, default=None)
+    add_model_options(ap, "device", "backend", "threads", "size", "max-size")  # each server's, as `fcpose serve`
     ap.add_argument("--warmup", type=int, default=3, help="requests per server before measuring (default 3)")
     ap.add_argument("--model-reps", type=int, default=3,
                     help="repetitions of the model-only comparison without HTTP (default 3; 0 skips it)")
@@ -208,10 +203,7 @@ def warm_up(servers: dict[str, Server], body: bytes, ctype: str, requests: int) 
     expect = None
     for server in servers.values():
         for _ in range(requests):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-            conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
-            drawn = json.loads(conn.getresponse().read())["num_drawn"]
-            conn.close()
+            drawn = json.loads(server.request("/v1/predict", body, ctype))["num_drawn"]
             expect = drawn if expect is None else expect
             if drawn != expect:
                 raise SystemExit(f"{server.name} found {drawn} people, expected {expect}")
@@ -262,7 +254,7 @@ def main() -> int:
     servers = {name: Server(name, common + extra) for name, extra in configs.items()}
     try:
         expect = warm_up(servers, body, ctype, args.warmup)
-        model = json.loads(servers["batched"].get("/v1/model"))
+        model = json.loads(servers["batched"].request("/v1/model"))
         direct = model_only(args, args.image, args.model_reps) if args.model_reps > 0 else None
         rounds, contention = load_rounds(servers, args, body, ctype, expect)
     finally:

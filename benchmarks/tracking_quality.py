@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from fcpose.bench.people import write_json
+from fcpose.cli import add_model_options
 from fcpose.config import TrackerConfig
 from fcpose.data.synthetic import clip_for, sample_figure_pose, unit_extent
 from fcpose.ops.boxes import box_iou
@@ -95,13 +96,16 @@ class Sequence:
                 "tracker_ids": [np.searchsorted(hyp_uniq, h) for h in hyps], "similarity_scores": list(ious)}
 
 
-def run_tracker(frames, cfg: TrackerConfig):
-    tracker = PoseTracker(cfg, fps=25.0)
+def run_tracker(frames, cfg: TrackerConfig, sigmas=None, min_score: float = 0.0):
+    """Frames ``(boxes, scores, keypoints, source, truth)`` through one tracker: the sequence of the people it
+    reports at ``min_score`` or above against the truth, and its outputs."""
+    tracker = PoseTracker(cfg, sigmas=sigmas, fps=25.0)
     seq = Sequence()
     outputs = []
     for boxes, scores, kps, src, gt in frames:
-        out = tracker.update(boxes, scores, kps, image_size=(0, 0))
-        seq.update(gt.track_ids, gt.boxes, out.track_ids, out.boxes)
+        out = tracker.update(boxes, scores, kps)
+        keep = out.scores >= min_score
+        seq.update(gt.track_ids, gt.boxes, out.track_ids[keep], out.boxes[keep])
         outputs.append((out, src, gt))
     return seq, outputs
 
@@ -129,13 +133,16 @@ def smoothing_stats(outputs) -> dict:
             **{f"error_{k}": float(np.mean(v)) for k, v in err.items()}}
 
 
+# pose-aware association (the default ``tracker.pose_weight``) and IoU-only (``pose_weight = 0``)
+VARIANTS = {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
 METRICS = ["idf1", "num_switches", "mota", "motp", "num_false_positives", "num_misses", "num_unique_objects",
            "mostly_tracked", "num_fragmentations"]
 
 
-def summarize(seqs: list[Sequence], names) -> dict:
+def summarize(seqs: list[Sequence]) -> dict:
     """motmetrics' overall IDF1, ID switches, MOTA...; with trackeval installed, its HOTA, DetA, AssA (means
     over the IoU thresholds 0.05..0.95), and its IDF1 and ID switches (at IoU 0.5) as a cross-check."""
+    names = [f"clip_{c:03d}" for c in range(len(seqs))]
     mh = mm.metrics.create()
     summary = mh.compute_many([s.acc for s in seqs], metrics=METRICS, names=names, generate_overall=True)
     row = summary.loc["OVERALL"]
@@ -172,14 +179,9 @@ def count_crossings(frames) -> tuple[int, int]:
     return crossings, overlapping
 
 
-def variants() -> dict[str, TrackerConfig]:
-    """Pose-aware association (the default ``tracker.pose_weight``) and IoU-only (``pose_weight = 0``)."""
-    return {"pose_aware": TrackerConfig(), "iou_only": TrackerConfig(pose_weight=0.0)}
-
-
 def tracker_only(args) -> dict:
-    base = TrackerConfig()
-    accs = {k: [] for k in variants()}
+    smooth = TrackerConfig(smooth=True)  # pose-aware with One-Euro smoothing
+    accs = {k: [] for k in VARIANTS}
     smooth_outputs, crossings = [], np.zeros(2, np.int64)
     t0 = time.perf_counter()
     for c in range(args.clips):
@@ -187,16 +189,15 @@ def tracker_only(args) -> dict:
         frames = make_detections(clip, np.random.default_rng([args.seed, c, 1]), drop=args.drop,
                                  box_noise=args.box_noise, kpt_noise=args.kpt_noise, fp_rate=args.fp_rate)
         crossings += count_crossings(frames)
-        for name, cfg in variants().items():
+        for name, cfg in VARIANTS.items():
             accs[name].append(run_tracker(frames, cfg)[0])
-        smooth_outputs.append(run_tracker(frames, TrackerConfig(pose_weight=base.pose_weight, smooth=True))[1])
-    names = [f"clip_{c:03d}" for c in range(args.clips)]
-    result = {name: summarize(a, names) for name, a in accs.items()}
+        smooth_outputs.append(run_tracker(frames, smooth)[1])
+    result = {name: summarize(a) for name, a in accs.items()}
     stats = [smoothing_stats(o) for o in smooth_outputs]
     sm = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
     sm["jitter_reduction"] = 1.0 - sm["jitter_smoothed"] / sm["jitter_raw"]
     sm["error_change"] = sm["error_smoothed"] / sm["error_raw"] - 1.0
-    sm.update(min_cutoff=base.min_cutoff, beta=base.beta, d_cutoff=base.d_cutoff)
+    sm.update(min_cutoff=smooth.min_cutoff, beta=smooth.beta, d_cutoff=smooth.d_cutoff)
     result["smoothing"] = sm
     result["crossings"] = {"pairs_passing_each_other": int(crossings[0]), "with_box_iou_above_0.3": int(crossings[1])}
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -205,32 +206,26 @@ def tracker_only(args) -> dict:
 
 def end_to_end(args) -> dict:
     """Rendered clips through the model (once per frame) and the tracker (pose-aware and IoU-only on the same
-    detections), scored against the clips' ground truth."""
+    detections), scored against the clips' ground truth on the people reported at ``--e2e-min-score``."""
     from fcpose.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.weights, device="cpu", min_size=args.size, max_size=args.max_size)
-    accs = {k: [] for k in variants()}
-    names = [f"clip_{c:03d}" for c in range(args.clips)]
+    accs = {k: [] for k in VARIANTS}
     t0, net_seconds = time.perf_counter(), 0.0
     for c in range(args.clips):
         clip = clip_for(args.seed + 1000, c, num_frames=args.frames, min_people=args.min_people,
                         max_people=args.max_people)
-        trackers = {k: PoseTracker(cfg, sigmas=predictor.cfg.keypoints.sigmas, fps=25.0)
-                    for k, cfg in variants().items()}
-        acc = {k: Sequence() for k in trackers}
+        frames = []
         for t in range(clip.num_frames):
             image, gt = clip.scene(t)[0].render().image, clip.ground_truth(t)
             t1 = time.perf_counter()
             dets = predictor(image)
             net_seconds += time.perf_counter() - t1
-            for k, tracker in trackers.items():
-                people = tracker.update_detections(dets)
-                keep = people.scores >= args.e2e_min_score
-                acc[k].update(gt.track_ids, gt.boxes, people.track_ids[keep], people.boxes[keep])
-        for k in trackers:
-            accs[k].append(acc[k])
+            frames.append((dets.boxes, dets.scores, dets.keypoints, None, gt))
+        for k, cfg in VARIANTS.items():  # the same detections through each variant
+            accs[k].append(run_tracker(frames, cfg, predictor.cfg.keypoints.sigmas, args.e2e_min_score)[0])
         print(f"(b) clip {c + 1}/{args.clips} done", file=sys.stderr, flush=True)
-    out = {k: summarize(a, names) for k, a in accs.items()}
+    out = {k: summarize(a) for k, a in accs.items()}
     out.update(weights=str(args.weights), clips=args.clips, frames=args.frames, size=predictor.min_size,
                max_size=predictor.max_size, min_score_reported=args.e2e_min_score,
                seconds=round(time.perf_counter() - t0, 1), network_seconds=round(net_seconds, 1))
@@ -260,8 +255,7 @@ def main() -> int:
     ap.add_argument("--weights", default=None, help="also run (b) end to end with this model")
     ap.add_argument("--e2e-only", action="store_true", help="only (b)")
     ap.add_argument("--e2e-min-score", type=float, default=0.3, help="(b): people reported at or above this score")
-    ap.add_argument("--size", type=int, default=None, help="(b): test short side")
-    ap.add_argument("--max-size", type=int, default=None)
+    add_model_options(ap, "size", "max-size")  # (b)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     report = {"benchmark": "tracking_quality", "clips": args.clips, "frames_per_clip": args.frames,

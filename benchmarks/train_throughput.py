@@ -39,6 +39,11 @@ def measure(config: str, *, data: str, images: str, device: str, batch: int, pre
         session = TrainSession.setup(cfg, data=data, images=images, output=out, device=device, num_workers=workers,
                                      progress=False)
         dev = session.device
+
+        def lap() -> float:
+            sync(dev)
+            return time.perf_counter()
+
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         parts: dict[str, list[float]] = {"data": [], "forward_loss": [], "backward": [], "optimizer": []}
@@ -47,28 +52,22 @@ def measure(config: str, *, data: str, images: str, device: str, batch: int, pre
         for i in range(warmup + steps):
             t0 = time.perf_counter()
             b = next(it)
-            sync(dev)
-            t1 = time.perf_counter()
-            losses, total = session.forward_loss(b)
-            sync(dev)
-            t2 = time.perf_counter()
+            t1 = lap()
+            _, total = session.forward_loss(b)
+            t2 = lap()
             _, finite, _ = session.backward_step(total)
-            sync(dev)
-            t3 = time.perf_counter()
+            t3 = lap()
             session.optimizer_step(finite)
             session.loop.iteration += 1
-            sync(dev)
-            t4 = time.perf_counter()
+            t4 = lap()
             if i >= warmup:
                 for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                     parts[key].append(seconds)
         # 2) free-running: train_step as the loop calls it, one synchronisation at the end
-        sync(dev)
-        t0 = time.perf_counter()
+        t0 = lap()
         for _ in range(steps):
             session.train_step(next(it))
-        sync(dev)
-        free = (time.perf_counter() - t0) / steps
+        free = (lap() - t0) / steps
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
         session.close()
     med = {k: statistics.median(v) for k, v in parts.items()}
