@@ -208,9 +208,15 @@ def test_local_ray_rows_from_parquet(local_ray, images, reference_single, tmp_pa
     pq.write_table(pa.table({"image": [png_bytes(p) for p in paths] + [b"junk"],
                              "image_id": [int(p.stem) for p in paths] + [99]}), tmp_path / "images.parquet")
     model = {"weights": WEIGHTS, "batch_size": 1, "column": "image", **SIZES}
-    rows = local_ray.data.read_parquet(tmp_path / "images.parquet").map_batches(
+    done = local_ray.data.read_parquet(tmp_path / "images.parquet").map_batches(
         RayPredictor, fn_constructor_kwargs=model, batch_size=2, batch_format="numpy", concurrency=2,
-        num_cpus=0.5).take_all()
+        num_cpus=0.5).materialize()
+    rows = done.take_all()
+    path, failed = write_coco_results(done, tmp_path / "from_dataset.json")  # a dataset is written row by row
+    assert failed == 1 and path.read_text() == write_coco_results(rows, tmp_path / "from_rows.json")[0].read_text()
+    done.write_parquet(tmp_path / "rows")  # the rows of a large job, streamed to Parquet, convert the same
+    again, _ = write_coco_results(local_ray.data.read_parquet(tmp_path / "rows"), tmp_path / "from_parquet.json")
+    assert again.read_text() == path.read_text()
     by_id = {int(row["image_id"]): row for row in rows}
     assert len(rows) == len(by_id) == len(paths) + 1 and "image" not in rows[0]
     assert "not an image" in by_id[99]["error"] and len(detections_of(by_id[99])) == 0
