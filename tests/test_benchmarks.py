@@ -55,6 +55,21 @@ def test_serve_load(tmp_path):
     assert json.loads(out.read_text())
 
 
+def test_scale_out(tmp_path):
+    """One process, torchrun with 2 processes and Ray Data with 2 workers on the same images: each row a number
+    and predictions that match one process's, or a line saying why it did not run (no ray, no sharded predict)."""
+    out = tmp_path / "scale_out.json"
+    run("scale_out.py", "--images", 2, "--size", 128, "--json", out)
+    report = json.loads(out.read_text())
+    first, *others = report["rows"]
+    assert first["status"] == "ok" and first["images_per_s"] > 0 and report["machine"]["cpu_model"]
+    assert [r["path"] for r in others] == ["torchrun, 2 processes", "Ray Data, 2 workers"]
+    for row in others:
+        assert row["status"] == "ok" or row["status"].startswith("not run"), row
+        if row["status"] == "ok":
+            assert row["images_per_s"] > 0 and row["predictions_vs_one_process"]["same_detections_per_image"]
+
+
 def test_train_throughput(coco_tiny, tmp_path):
     """images/s, the time split and the JSON."""
     out = tmp_path / "tp.json"

@@ -1,0 +1,97 @@
+"""Batch inference on Ray Data: a folder of images (or a Parquet file of image bytes) -> one COCO predictions.json.
+
+    pip install 'fcpose[ray]'
+    python examples/ray_batch_predict.py photos/ --out results/                       # the demo model, local Ray
+    python examples/ray_batch_predict.py --parquet images.parquet --column image --out results/
+    python examples/ray_batch_predict.py photos/ --weights fcpose_r50_official --workers 4 --batch 16 --out results/
+
+It starts a local Ray (``--num-cpus``) unless ``RAY_ADDRESS`` names a cluster to join; each of ``--workers`` Ray
+workers loads the model once (:class:`fcpose.inference.ray_data.RayPredictor`) and takes ``--batch`` rows at a time.
+On GPUs: ``--device cuda --gpus-per-worker 1`` (docs/ray.md). Rows that fail (an unreadable image) are listed on
+stderr and left out of predictions.json; the exit status is then 1 (2: nothing could start, one line)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from fcpose.errors import FCPoseError
+from fcpose.fileio import output_dir
+from fcpose.inference.ray_data import RayPredictor, read_image_files, require_ray, write_coco_results
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns (or give --parquet)")
+    p.add_argument("--parquet", help="a Parquet file or folder whose --column holds encoded images")
+    p.add_argument("--column", help="the image column (default: the first of image, bytes, path)")
+    p.add_argument("--weights", default="fcpose_synth_demo", help="zoo name, checkpoint, .onnx or .xml")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"))
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU Ray gives each worker)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--size", type=int, help="short side of the network input (default: the model's)")
+    p.add_argument("--max-size", type=int, help="longest long side (default: the model's)")
+    p.add_argument("--workers", type=int, default=2, help="Ray workers, each with its own model (default 2)")
+    p.add_argument("--batch", type=int, default=8, help="rows per call of a worker (default 8)")
+    p.add_argument("--cpus-per-worker", type=float, default=1,
+                   help="CPUs Ray reserves per worker, and so its threads (at least 1; default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs Ray reserves per worker (default 0)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all; ignored with RAY_ADDRESS)")
+    p.add_argument("--out", required=True, help="output folder for predictions.json")
+    args = p.parse_args(argv)
+    if bool(args.inputs) == bool(args.parquet):
+        p.error("give image inputs or --parquet (one of the two)")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    ray = require_ray()
+    start = time.perf_counter()
+    ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": args.num_cpus, "include_dashboard": False}))
+    started = time.perf_counter()
+    free = ray.cluster_resources().get("CPU", 0) - args.workers * args.cpus_per_worker
+    if free < 1 and not os.environ.get("RAY_ADDRESS"):  # ray-project/ray#44687
+        raise FCPoseError(f"{args.workers} workers x {args.cpus_per_worker:g} CPUs leave {max(free, 0):g} of Ray's "
+                          "CPUs for reading the images, and Ray Data would wait for one forever: give fewer "
+                          "--workers, a smaller --cpus-per-worker (0.5: one thread each) or more --num-cpus")
+    ds = ray.data.read_parquet(args.parquet) if args.parquet else read_image_files(args.inputs)
+    model = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
+                 min_size=args.size, max_size=args.max_size, batch_size=args.batch, column=args.column)
+    rows = ds.map_batches(RayPredictor, fn_constructor_kwargs=model, batch_size=args.batch, batch_format="numpy",
+                          concurrency=args.workers, num_cpus=args.cpus_per_worker,
+                          num_gpus=args.gpus_per_worker or None)
+    try:
+        rows = sorted(rows.take_all(), key=lambda r: (int(r["image_id"]), str(r["file_name"])))
+    except ray.exceptions.RayError as exc:  # e.g. a worker could not load the model: its error's last line
+        raise FCPoseError(next(line for line in reversed(str(exc).splitlines()) if line.strip())) from None
+    done = time.perf_counter()
+    for row in rows:
+        if row["error"]:
+            name = row["file_name"] or f"image_id {row['image_id']}"
+            print(f"skipped: {name}: {row['error']}", file=sys.stderr)
+    with output_dir(args.out) as out:
+        path, failed = write_coco_results(rows, out / "predictions.json")
+    predict_s = sum(float(r["predict_ms"]) for r in rows) / 1000
+    print(f"{len(rows)} images on {args.workers} Ray workers in {done - started:.1f} s "
+          f"({len(rows) / (done - started):.2f} images/s; Ray start {started - start:.1f} s; model time "
+          f"{predict_s:.1f} s over all workers) -> {path}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(rows)} images failed (listed above)", file=sys.stderr)
+    ray.shutdown()
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except FCPoseError as exc:
+        print(f"{Path(__file__).stem}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
