@@ -7,8 +7,7 @@ Ray's start and the output file are included, as a user waits for them. ``own_im
 reports itself (predict: inference time only; the example: from Ray's dataset start to the last row, model loads
 included). Every row's predictions.json is compared with the one-process file (detections per image, largest
 deviations). On 2 shared cores no speed-up is expected: the rows measure what each path costs, and that it is correct.
-A row that cannot run here (no ``ray``; a checkout whose ``fcpose predict`` does not shard under torchrun) says why
-instead of a number.
+Without ``ray`` installed, its row says so instead of a number.
 
     python benchmarks/scale_out.py                                    # 96 images, demo model, 2 processes
     python benchmarks/scale_out.py --images 4 --size 128 --json /tmp/scale_out.json     # CI size
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import inspect
 import json
 import re
 import subprocess
@@ -47,19 +45,6 @@ def make_images(folder: Path, count: int) -> tuple[int, int]:
         Image.fromarray(np.roll(scene, (i * 37) % scene.shape[1], axis=1)).save(folder / f"{i + 1:06d}.jpg",
                                                                                 quality=95)
     return scene.shape[0], scene.shape[1]
-
-
-def torchrun_missing() -> str | None:
-    """Why ``fcpose predict`` cannot run sharded under torchrun on this checkout, or None when it can: its command
-    uses fcpose.distributed, as ``fcpose eval`` does (the row's comparison with one process then checks it)."""
-    from fcpose import cli
-    from fcpose.inference import predict_command
-
-    source = inspect.getsource(predict_command) + inspect.getsource(cli._cmd_predict)
-    if any(name in source for name in ("init_distributed", "get_world_size", "is_distributed", "get_rank")):
-        return None
-    return ("not run: fcpose predict does not shard under torchrun on this checkout (issue 31 item 1 is not merged "
-            "here); rerun after merging it")
 
 
 def quiet_load(seconds: float = 2.0) -> float | None:
@@ -125,8 +110,7 @@ def main(argv=None) -> int:
                         tmp / "one", args.images, r"\(([\d.]+)/s\)",
                         f"one process on all cores (torch intra-op threads: {torch.get_num_threads()})")]
         reference = json.loads((tmp / "one" / "predictions.json").read_text()) if rows[0]["status"] == "ok" else None
-        missing = torchrun_missing()
-        rows.append({"path": f"torchrun, {n} processes", "status": missing} if missing else run_row(
+        rows.append(run_row(
             f"torchrun, {n} processes", [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                          "--nproc_per_node", n, "-m", "fcpose", *predict, tmp / "images", "--out",
                                          tmp / "torchrun"], tmp / "torchrun", args.images, r"\(([\d.]+)/s\)",

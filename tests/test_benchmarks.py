@@ -57,15 +57,16 @@ def test_serve_load(tmp_path):
 
 def test_scale_out(tmp_path):
     """One process, torchrun with 2 processes and Ray Data with 2 workers on the same images: each row a number
-    and predictions that match one process's, or a line saying why it did not run (no ray, no sharded predict)."""
+    and predictions that match one process's (the Ray row: or a line saying ray is not installed)."""
     out = tmp_path / "scale_out.json"
     run("scale_out.py", "--images", 2, "--size", 128, "--json", out)
     report = json.loads(out.read_text())
     first, *others = report["rows"]
     assert first["status"] == "ok" and first["images_per_s"] > 0 and report["machine"]["cpu_model"]
     assert [r["path"] for r in others] == ["torchrun, 2 processes", "Ray Data, 2 workers"]
+    ray_installed = importlib.util.find_spec("ray") is not None
     for row in others:
-        assert row["status"] == "ok" or row["status"].startswith("not run"), row
+        assert row["status"] == "ok" or (row["path"].startswith("Ray") and not ray_installed), row
         if row["status"] == "ok":
             assert row["images_per_s"] > 0 and row["predictions_vs_one_process"]["same_detections_per_image"]
 
