@@ -72,8 +72,13 @@ def compare(path: Path, reference: list[dict]) -> dict:
     return out
 
 
-def run_row(name: str, cmd: list, out: Path, images: int, rate_pattern: str, limits: str) -> dict:
-    """One command, timed from start to exit, with its own reported rate."""
+def last_number(pattern: str, text: str) -> float | None:
+    found = re.findall(pattern, text)
+    return float(found[-1]) if found else None
+
+
+def run_row(name: str, cmd: list, out: Path, images: int, own_rate, limits: str) -> dict:
+    """One command, timed from start to exit, with its own reported rate (``own_rate(stderr)``, images/s)."""
     row = {"path": name, "command": " ".join(map(str, cmd)).replace(sys.executable, "python"), "limited_by": limits,
            "others_cpu_pct_before": quiet_load()}
     start = time.perf_counter()
@@ -85,8 +90,7 @@ def run_row(name: str, cmd: list, out: Path, images: int, rate_pattern: str, lim
         return row
     row["status"] = "ok"
     row["images_per_s"] = round(images / row["wall_s"], 3)
-    rates = re.findall(rate_pattern, result.stderr)
-    row["own_images_per_s"] = float(rates[-1]) if rates else None
+    row["own_images_per_s"] = own_rate(result.stderr)
     row["summary_line"] = next((line for line in reversed(result.stderr.splitlines()) if " -> " in line), None)
     return row
 
@@ -107,13 +111,14 @@ def main(argv=None) -> int:
         (tmp / "images").mkdir()
         shape = make_images(tmp / "images", args.images)
         rows = [run_row("one process", [sys.executable, "-m", "fcpose", *predict, tmp / "images", "--out", tmp / "one"],
-                        tmp / "one", args.images, r"\(([\d.]+)/s\)",
+                        tmp / "one", args.images, lambda err: last_number(r"\(([\d.]+)/s\)", err),
                         f"one process on all cores (torch intra-op threads: {torch.get_num_threads()})")]
         reference = json.loads((tmp / "one" / "predictions.json").read_text()) if rows[0]["status"] == "ok" else None
         rows.append(run_row(
             f"torchrun, {n} processes", [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                          "--nproc_per_node", n, "-m", "fcpose", *predict, tmp / "images", "--out",
-                                         tmp / "torchrun"], tmp / "torchrun", args.images, r"\(([\d.]+)/s\)",
+                                         tmp / "torchrun"], tmp / "torchrun", args.images,
+            lambda err: (ms := last_number(r"([\d.]+) ms per image in each of", err)) and round(n * 1000 / ms, 2),
             f"{n} ranks with 1 thread each (torchrun sets OMP_NUM_THREADS=1) on the same cores; each rank starts "
             "Python and loads the model; rank 0 gathers and writes"))
         ray_missing = None if importlib.util.find_spec("ray") else "not run: ray[data] is not installed"
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
             f"Ray Data, {n} workers", [sys.executable, REPO / "examples" / "ray_batch_predict.py", tmp / "images",
                                        "--weights", args.weights, "--batch", args.batch, "--workers", n, "--num-cpus",
                                        n, "--cpus-per-worker", 0.5, "--out", tmp / "ray", *size],
-            tmp / "ray", args.images, r"\(([\d.]+) images/s",
+            tmp / "ray", args.images, lambda err: last_number(r"\(([\d.]+) images/s", err),
             f"a local Ray on {n} CPUs: its start (raylet, GCS, workers), {n} workers of half a CPU (1 thread each: Ray "
             "sets OMP_NUM_THREADS from it; a whole CPU each leaves none for the read tasks, ray-project/ray#44687), "
             "each loading the model; image bytes and rows through Ray's object store"))
