@@ -278,7 +278,8 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
         skeleton = [[int(a) - 1, int(b) - 1] for a, b in category.get("skeleton") or []]
     except (TypeError, ValueError):
         raise ConfigError(f"{label}: 'skeleton' must be a list of 1-based index pairs") from None
-    if builtin is not None and not all(0 <= i < k for pair in skeleton for i in pair):
+    indices = [i for pair in skeleton for i in pair]
+    if builtin is not None and indices and min(indices) >= 0 and max(indices) >= k:
         # CrowdPose's own files carry COCO's 17-keypoint skeleton: its edges are drawing only, so the set's own
         if skeleton and verbose:
             print(f"note: {label}: its 'skeleton' names keypoints beyond its {k}; the built-in skeleton of these "
