@@ -24,8 +24,10 @@ from .sources import Source, collect_sources
 from .visualize import draw_poses, keypoint_draw_threshold, save_image
 
 
-def _image_id(path: Path, ids_by_name: dict[str, int]) -> int | None:
-    if path.name in ids_by_name:
+def image_id(path: Path, ids_by_name: dict[str, int] | None = None) -> int | None:
+    """The COCO image id of an input: from ``--annotations`` (``ids_by_name``) by file name, else the file name's
+    number (``000123.jpg`` -> 123), else None. The one rule for ``fcpose predict`` and Ray Data rows."""
+    if ids_by_name and path.name in ids_by_name:
         return ids_by_name[path.name]
     return int(path.stem) if path.stem.isdigit() else None
 
@@ -329,7 +331,7 @@ def _predict_images(run: _Run, chunk: list[tuple[Source, Path | None]], ids_by_n
     entries: list[dict] = []
     for (src, name, image), dets in zip(loaded, outputs):
         shown = renderer.select(dets)
-        entries.extend(dets.to_coco(image_id=_image_id(src.path, ids_by_name), file_name=src.path.name))
+        entries.extend(dets.to_coco(image_id=image_id(src.path, ids_by_name), file_name=src.path.name))
         if name is not None:
             save_image(name, renderer(image, dets, shown))
         run.succeeded()

@@ -30,7 +30,7 @@ from ..errors import FCPoseError, InputError, one_line
 from ..fileio import atomic_write_text
 from ..structures import PoseDetections
 from .backends import load_predictor
-from .predict_command import _image_id
+from .predict_command import image_id
 from .sources import collect_sources, expand_globs
 
 __all__ = ["IMAGE_COLUMNS", "RayPredictor", "detections_of", "read_image_files", "require_ray", "write_coco_results"]
@@ -167,7 +167,7 @@ class RayPredictor:
         keep_paths = len(cells) and isinstance(cells[0], (str, Path))  # the image column goes unless it is paths
         out = {name: values for name, values in batch.items() if name != column or keep_paths}
         if "image_id" not in out:
-            ids = [_image_id(Path(n), {}) if n else None for n in names]
+            ids = [image_id(Path(n)) if n else None for n in names]
             out["image_id"] = np.array([-1 if i is None else i for i in ids], dtype=np.int64)
         out["file_name"] = _objects(names)
         out["height"] = np.array([a.shape[0] if a is not None else 0 for a in arrays], dtype=np.int64)
