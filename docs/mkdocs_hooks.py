@@ -34,11 +34,13 @@ def _linked_files(page: Path, root: Path) -> set[Path]:
 
 
 def on_files(files: Files, config) -> Files:
-    """Replace MkDocs' file set (everything under docs_dir) with the repository's pages and what they link to."""
+    """Replace MkDocs' files from docs_dir with the repository's pages and what they link to (the theme's CSS,
+    JavaScript and search files stay)."""
     root = Path(config.config_file_path).resolve().parent  # the repository: mkdocs.yml is at its root
     pages = _pages(root)
     linked = sorted(set().union(*(_linked_files(page, root) for page in pages)))
-    site = Files([])
+    docs_dir = str(Path(config["docs_dir"]).resolve())
+    site = Files([f for f in files if f.src_dir is None or str(Path(f.src_dir).resolve()) != docs_dir])
     for path in pages + linked:
         site.append(File(path.relative_to(root).as_posix(), str(root), config["site_dir"],
                          config["use_directory_urls"]))

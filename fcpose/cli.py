@@ -505,8 +505,9 @@ def _add_dataset(sub) -> None:
     q.add_argument("--images", default=None,
                    help="the image folder: sizes of images without labels, names without Label Studio's upload prefix")
     q.add_argument("--keypoints", default=None, metavar="SET",
-                   help="the keypoint names and their order: coco (default), a COCO annotation .json (its keypoint "
-                        "category), or a preset or YAML file (its keypoints: section, with sigmas and flip pairs)")
+                   help="the keypoint names and their order: coco (default), crowdpose, a COCO annotation .json (its "
+                        "keypoint category), or a preset or YAML file (its keypoints: section, with sigmas and flip "
+                        "pairs)")
     q.set_defaults(func=_cmd_dataset_import)
     c = tools.add_parser("check", help="summarise a COCO-keypoints dataset and list its problems",
                          description="Exit status 0: ready to train; 1: problems (listed one per line).")

@@ -33,6 +33,7 @@ def test_site_builds_strict_with_reference_and_links(tmp_path):
     assert (site / "docs" / "serving" / "index.html").is_file()
     assert (site / "benchmarks" / "results" / "people.png").is_file()
     assert not list(site.rglob("mkdocs_hooks*"))  # the build's hook is not published
+    assert (site / "css" / "theme.css").is_file() and (site / "search" / "main.js").is_file()  # the theme stays
 
 
 @pytest.mark.parametrize("page, culprit", [

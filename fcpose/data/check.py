@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, KeypointSetConfig
+from ..config import BUILTIN_KEYPOINT_SETS, KeypointSetConfig, builtin_keypoint_set, builtin_keypoint_set_of
 from ..errors import FCPoseError, InputError
 from .coco import (
     category_sigmas,
@@ -108,8 +108,12 @@ def _keypoint_set(category: dict, report: DatasetReport) -> None:
     except FCPoseError as exc:
         report.problems.append(str(exc))
         kset = None
+    names = category.get("keypoints")
+    builtin = builtin_keypoint_set_of(names) if isinstance(names, list) else None
     if "sigmas" in category:
         source = "the category's 'sigmas' field"
+    elif builtin is not None and _builtin_name(builtin) != "coco":
+        source = f"the built-in {_builtin_name(builtin)} set's (the category has no 'sigmas' field)"
     elif category_sigmas(category) is not None:
         source = "COCO's, by keypoint name (the category has no 'sigmas' field)"
     else:
@@ -119,14 +123,18 @@ def _keypoint_set(category: dict, report: DatasetReport) -> None:
         report.summary.append(f"flip pairs: {_flip_source(category, kset)}")
 
 
+def _builtin_name(kset: KeypointSetConfig) -> str:
+    return next(name for name in BUILTIN_KEYPOINT_SETS if builtin_keypoint_set(name).names == kset.names)
+
+
 def _flip_source(category: dict, kset: KeypointSetConfig) -> str:
     """How many flip pairs and where they come from."""
     pairs = ", ".join(f"{kset.names[a]}/{kset.names[b]}" for a, b in kset.flip_pairs[:3])
     pairs += ", ..." if len(kset.flip_pairs) > 3 else ""
     if "flip_pairs" in category:
         source = "the category's 'flip_pairs' field"
-    elif kset.names == COCO_KEYPOINT_NAMES and kset.flip_pairs == COCO_FLIP_PAIRS:
-        source = "COCO's"
+    elif (builtin := builtin_keypoint_set_of(kset.names)) is not None and kset.flip_pairs == builtin.flip_pairs:
+        source = "COCO's" if _builtin_name(builtin) == "coco" else f"the built-in {_builtin_name(builtin)} set's"
     elif kset.flip_pairs:
         source = "by left/right in the names"
     else:
@@ -209,8 +217,8 @@ def _note_fields(anns: list[dict], report: DatasetReport) -> None:
     lacking = Counter(key for a in anns for key in ("area", "iscrowd", "num_keypoints", "keypoints") if key not in a)
     if lacking:
         fields = ", ".join(f"'{key}' ({n})" for key, n in sorted(lacking.items()))
-        report.notes.append(f"annotations lack {fields}: training works, `fcpose eval` with this file as ground "
-                            "truth does not")
+        report.notes.append(f"annotations lack {fields}: training works; `fcpose eval` with this file as ground "
+                            "truth fills them in (area: from the segmentation, else 0.53 x the box)")
     attributes = sorted({key for a in anns if isinstance(a.get("attributes"), dict) for key in a["attributes"]})
     if attributes:
         report.notes.append(f"annotation attributes ({', '.join(attributes)}; CVAT writes them) are not used: the "

@@ -117,11 +117,16 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the image by 90 degrees
+            try:
+                orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the image by 90 degrees
+            except Exception:  # a malformed EXIF block: read_image keeps the pixels as they are, so do we
+                orientation = 1
     except PermissionError:
         raise InputError(f"cannot read image {path}: permission denied") from None
     except Image.UnidentifiedImageError:
         raise InputError(f"cannot read image {path}: not an image file or an unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"cannot read image {path}: {one_line(exc)}") from None
     except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
         raise InputError(f"cannot read image {path}: corrupt or truncated ({one_line(exc)})") from None
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ..config import KeypointSetConfig, load_config
+from ..config import BUILTIN_KEYPOINT_SETS, KeypointSetConfig, builtin_keypoint_set, load_config
 from ..errors import InputError
 from ..fileio import atomic_write_text
 from .coco import check_coco_dataset, keypoint_set_from_coco, read_json_file
@@ -201,10 +201,10 @@ def category(keypoints: KeypointSetConfig) -> dict:
 
 
 def keypoint_set(spec: str | None) -> KeypointSetConfig:
-    """The keypoint set ``--keypoints`` names: ``coco`` (the default), a COCO annotation file (``.json``: its
-    keypoint category) or a preset name or YAML file (its ``keypoints:`` section)."""
-    if spec is None or spec == "coco":
-        return KeypointSetConfig()
+    """The keypoint set ``--keypoints`` names: a built-in set (``coco``, the default, or ``crowdpose``), a COCO
+    annotation file (``.json``: its keypoint category) or a preset name or YAML file (its ``keypoints:`` section)."""
+    if spec is None or spec in BUILTIN_KEYPOINT_SETS:
+        return builtin_keypoint_set(spec or "coco")
     if spec.endswith(".json"):
         return keypoint_set_from_coco(spec, verbose=False)
     return load_config(spec).keypoints
