@@ -148,6 +148,18 @@ def test_the_image_column_and_ids(ray_predictor, images):
         ray_predictor({"data": objects([png_bytes(path)])})
 
 
+def test_paths_in_another_column_keep_their_names_and_rows_without_either_are_refused(images, tmp_path):
+    """Paths in a column not named ``path`` still name the rows; rows with neither an id nor a name cannot be
+    written as COCO results (one line, no file)."""
+    path = sorted(images.glob("*.png"))[0]
+    out = RayPredictor(WEIGHTS, column="image", **SIZES)({"image": objects([str(path)])})
+    assert out["file_name"].tolist() == [path.name] and out["image"].tolist() == [str(path)]
+    nameless = rows_of(RayPredictor(WEIGHTS, column="jpeg", **SIZES)({"jpeg": objects([png_bytes(path)])}))
+    with pytest.raises(InputError, match="neither an image_id nor a file name"):
+        write_coco_results(nameless, tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_rows_write_the_predictions_json_of_fcpose_predict(images, ray_predictor, tmp_path):
     """The COCO writer gives ``fcpose predict``'s predictions.json, entry for entry; error rows are left out and
     counted; the file is complete or absent."""

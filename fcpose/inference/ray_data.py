@@ -145,7 +145,8 @@ class RayPredictor:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         column = self._image_column(batch)
         cells = batch[column]
-        paths = batch.get("path", cells if column == "path" else None)
+        keep_paths = len(cells) and isinstance(cells[0], (str, Path))  # the image column goes unless it is paths
+        paths = batch.get("path", cells if keep_paths else None)
         names = [Path(str(p)).name for p in paths] if paths is not None else [""] * len(cells)
         arrays: list[np.ndarray | None] = []
         errors, decode_ms = [], []
@@ -164,7 +165,6 @@ class RayPredictor:
         share = (time.perf_counter() - start) * 1000 / max(1, len(ok))
         people = [found[i].numpy() if i in found else PoseDetections.empty(self.num_keypoints).numpy()
                   for i in range(len(cells))]
-        keep_paths = len(cells) and isinstance(cells[0], (str, Path))  # the image column goes unless it is paths
         out = {name: values for name, values in batch.items() if name != column or keep_paths}
         if "image_id" not in out:
             ids = [image_id(Path(n)) if n else None for n in names]
@@ -196,6 +196,9 @@ def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Pa
     results file, ``fcpose predict``'s ``predictions.json`` format (:meth:`PoseDetections.to_coco`: ``image_id``
     when known, ``file_name``), complete or absent. Rows with an ``error`` are left out.
 
+    Raises:
+        InputError: A row has neither an ``image_id`` nor a file name (its detections would belong to no image).
+
     Returns:
         The path written and the number of rows left out for an error.
     """
@@ -207,6 +210,9 @@ def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Pa
             failed += 1
             continue
         image_id = int(row["image_id"])
+        if image_id < 0 and not str(row["file_name"]):
+            raise InputError("a row has neither an image_id nor a file name, so its detections could not be told "
+                             "apart in a COCO results file: give the dataset an image_id or a path column")
         entries.extend(detections_of(row).to_coco(image_id=image_id if image_id >= 0 else None,
                                                   file_name=str(row["file_name"]) or None, category_id=category_id))
     return atomic_write_text(Path(path), json.dumps(entries), what="predictions"), failed
