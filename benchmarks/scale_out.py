@@ -86,7 +86,7 @@ def run_row(name: str, cmd: list, out: Path, images: int, own_rate, limits: str)
     row["wall_s"] = round(time.perf_counter() - start, 2)
     row["returncode"] = result.returncode
     if result.returncode != 0 or not (out / "predictions.json").is_file():
-        row["status"] = f"failed (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}"
+        row["status"] = f"failed (exit {result.returncode}): {(result.stderr.strip().splitlines() or [''])[-1]}"
         return row
     row["status"] = "ok"
     row["images_per_s"] = round(images / row["wall_s"], 3)

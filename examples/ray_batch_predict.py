@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="Ray workers, each with its own model (default 2)")
     p.add_argument("--batch", type=int, default=8, help="rows per call of a worker (default 8)")
     p.add_argument("--cpus-per-worker", type=float, default=1,
-                   help="CPUs Ray reserves per worker, and so its threads (at least 1; default 1)")
+                   help="CPUs Ray reserves per worker, and so its threads (1 thread below 2; default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs Ray reserves per worker (default 0)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all; ignored with RAY_ADDRESS)")
     p.add_argument("--out", required=True, help="output folder for predictions.json")

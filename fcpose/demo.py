@@ -23,7 +23,7 @@ def choose(weights: str | None = None) -> tuple[str, Path, str]:
     """(weights, image, the line that says which and why)."""
     photo, scene = assets.asset(assets.PHOTO), assets.asset(assets.SCENE)
     if weights is not None:
-        synthetic = weights == SYNTH_MODEL or Path(weights).resolve() == assets.asset(assets.DEMO_MODEL)
+        synthetic = weights == SYNTH_MODEL or Path(weights).resolve() == assets.asset(assets.DEMO_MODEL).resolve()
         image = scene if synthetic else photo
         return weights, image, f"demo: --weights {weights} on {image.name} (chosen by you)"
     from .weights.zoo import fetch

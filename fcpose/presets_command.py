@@ -21,15 +21,15 @@ def run_presets(name: str | None = None, overrides: list[str] | None = None) -> 
         return 0
     print(f"{'preset':22s} {'params':>7s}  {'test size':10s} {'released weights (--weights)':31s} "
           f"{'to train':17s} description")
-    weights = {entry.preset: entry for entry in MODEL_ZOO.values()}
+    weights = {entry.preset: entry for entry in MODEL_ZOO.values() if entry.preset}
     for preset in list_presets():
         print(_preset_row(preset, load_config(preset), weights.get(preset)))
     print("to train: 'ImageNet weights' = a FrozenBN backbone, which needs --set model.backbone.weights=FILE.pth "
           "(from scratch its norms would stay the identity: add --set model.backbone.norm=GN); 'from scratch "
           "(NORM)' = trains without pretrained weights, with that backbone norm")
     print("fcpose presets NAME prints one in full; licence of the released weights: see the README")
-    print("bundled with fcpose: --weights fcpose_synth_demo (a small model trained on synthetic scenes only, for "
-          "trying the tools offline)")
+    for entry in (e for e in MODEL_ZOO.values() if e.url is None):
+        print(f"bundled with fcpose: --weights {entry.name} ({entry.description})")
     return 0
 
 

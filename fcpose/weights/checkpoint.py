@@ -143,8 +143,7 @@ def init_from_checkpoint(model: nn.Module, weights: str | Path) -> StateDictRepo
     optimiser starts fresh).
 
     Raises:
-        CheckpointError: The file is unreadable, nothing in it fits the model, or its keypoint set shares no name with
-            the model's.
+        CheckpointError: The file is unreadable or nothing in it fits the model.
     """
     ckpt = read_checkpoint(weights)
     source = str(weights)

@@ -66,7 +66,7 @@ MODEL_ZOO: dict[str, ZooEntry] = {
                  sha256="97f5ca289e2400da07564c3d5dfc289071628f9f7c23953238556dfdb4547802", size=482_703_626,
                  description="AdelaiDet FCPose_R101_3x, 67.0 keypoint AP (COCO val2017)"),
         ZooEntry("fcpose_synth_demo", DEMO_MODEL, None, None,
-                 description="bundled: half-width ResNet-18 + GN trained on synthetic scenes only (7 MB)"),
+                 description="half-width ResNet-18 + GN trained on synthetic scenes only, for trying the tools"),
     )
 }
 
