@@ -76,8 +76,8 @@ def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: s
             tqdm.write(f"skipped: {exc} (scored as no detections)", file=sys.stderr)
             continue
         per_image[-1] = predictor(image).to_coco(image_id=image_id)
-    if unreadable == len(mine) and mine:
-        raise InputError(f"none of the {len(mine)} images of {ann_file} could be read from {image_dir}")
+    if sum(dist.all_gather_object(unreadable)) == len(items) and items:  # every process's share: the whole set
+        raise InputError(f"none of the {len(items)} images of {ann_file} could be read from {image_dir}")
     results = [r for part in dist.gather_shards(per_image, dst=None) for r in part]
     results.sort(key=lambda r: (r["image_id"], -r["score"]))
     return results
