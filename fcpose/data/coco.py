@@ -44,7 +44,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def coco_problems(data: Any, *, for_eval: bool = False) -> Iterator[str]:
+def coco_problems(data: Any) -> Iterator[str]:
     """Every problem that keeps ``data`` from being a COCO keypoint annotation file, one line each in file order
     (at most one per image, category or annotation): the checks of :func:`check_coco_dataset`, which stops at the
     first; ``fcpose dataset check`` lists them all."""
@@ -58,10 +58,10 @@ def coco_problems(data: Any, *, for_eval: bool = False) -> Iterator[str]:
     yield from _each(data.get("categories"), "categories", lambda cat, i: _check_category(cat, i, num_kpts),
                      empty_ok=False)
     yield from _each(data.get("annotations", []), "annotations",
-                     lambda ann, i: _check_annotation(ann, i, ids, num_kpts, for_eval), empty_ok=True)
+                     lambda ann, i: _check_annotation(ann, i, ids, num_kpts), empty_ok=True)
 
 
-def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dict:
+def check_coco_dataset(data: Any, source: str) -> dict:
     """Check that ``data`` has the shape of a COCO keypoint annotation file; one-line
     :class:`~fcpose.errors.InputError` naming the first problem otherwise. Returns ``data``.
 
@@ -70,9 +70,9 @@ def check_coco_dataset(data: Any, source: str, *, for_eval: bool = False) -> dic
     of objects with an integer ``id``, an ``image_id`` of a listed image, an integer ``category_id``, a
     ``bbox`` of 4 finite numbers with non-negative width and height, ``keypoints`` (when present) 3 finite
     numbers per keypoint of its category, and ``categories`` a non-empty list of objects with an integer
-    ``id`` (``keypoints``, when present, a list of names). ``for_eval`` (pycocotools' COCOeval) also needs
-    ``area``, ``iscrowd``, ``num_keypoints`` and ``keypoints`` on every annotation."""
-    for problem in coco_problems(data, for_eval=for_eval):
+    ``id`` (``keypoints``, when present, a list of names). (What COCO evaluation needs besides, ``area``, ``iscrowd``,
+    ``num_keypoints``, is filled in by :func:`fcpose.engine.evaluation.complete_for_eval`.)"""
+    for problem in coco_problems(data):
         raise InputError(f"{source} is not a valid COCO annotation file: {problem}")
     return data
 
@@ -130,7 +130,7 @@ def _check_category(cat: Any, i: int, num_kpts: dict[int, int]) -> None:
         num_kpts[cat["id"]] = len(names)
 
 
-def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int], for_eval: bool) -> None:
+def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int]) -> None:
     """Check ``annotations[i]`` against the image ids and the categories' keypoint counts."""
     if not isinstance(ann, dict):
         raise _Invalid(f"annotations[{i}] is not an object")
@@ -160,10 +160,6 @@ def _check_annotation(ann: Any, i: int, ids: set[int], num_kpts: dict[int, int],
         raise _Invalid(f"{where} has 'iscrowd' {ann['iscrowd']!r} (expected 0 or 1)")
     if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
         raise _Invalid(f"{where} has an invalid 'area' ({ann['area']!r})")
-    if for_eval:
-        for key in ("area", "iscrowd", "num_keypoints", "keypoints"):
-            if key not in ann:
-                raise _Invalid(f"{where} lacks '{key}', which COCO evaluation needs")
 
 
 def read_json_file(path: str | Path, what: str = "annotation file") -> Any:
@@ -183,9 +179,9 @@ def read_json_file(path: str | Path, what: str = "annotation file") -> Any:
         raise InputError(f"cannot read {what} {path}: {one_line(exc)}") from None
 
 
-def read_coco_json(ann_file: str | Path, *, for_eval: bool = False) -> dict:
+def read_coco_json(ann_file: str | Path) -> dict:
     """Load and check (:func:`check_coco_dataset`) a COCO annotation file; one-line InputError otherwise."""
-    return check_coco_dataset(read_json_file(ann_file), str(ann_file), for_eval=for_eval)
+    return check_coco_dataset(read_json_file(ann_file), str(ann_file))
 
 
 
@@ -280,7 +276,7 @@ def keypoint_set_from_category(category: dict, source: str = "", verbose: bool =
         raise ConfigError(f"{label}: 'skeleton' must be a list of 1-based index pairs") from None
     indices = [i for pair in skeleton for i in pair]
     if builtin is not None and indices and min(indices) >= 0 and max(indices) >= k:
-        # CrowdPose's own files carry COCO's 17-keypoint skeleton: its edges are drawing only, so the set's own
+        # CrowdPose's own files carry COCO's 17-keypoint skeleton: its edges are drawing only, so the set's own is used
         if skeleton and verbose:
             print(f"note: {label}: its 'skeleton' names keypoints beyond its {k}; the built-in skeleton of these "
                   "keypoints is used instead", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FCPoseError
-from .evaluation import evaluate_keypoints, load_gt
+from .evaluation import evaluate_keypoints, has_crowd_index, load_gt
 
 __all__ = ["SPLITS", "crowd_index", "image_values", "partition", "evaluate_split", "format_split"]
 
@@ -68,8 +68,7 @@ def crowd_index(dataset: dict) -> dict[int, float]:
 def image_values(dataset: dict, by: str) -> tuple[dict[int, float], str]:
     """Each image's value for the split ``by`` and where it comes from (a few words for the table's title)."""
     if by == "crowd-index":
-        values = [img.get("crowdIndex") for img in dataset["images"]]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        if has_crowd_index(dataset):
             return {img["id"]: float(img["crowdIndex"]) for img in dataset["images"]}, "the file's crowdIndex"
         return crowd_index(dataset), "computed from the ground truth as CrowdPose defines it"
     if by == "people":

@@ -21,6 +21,7 @@ import copy
 import io
 import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -302,13 +303,18 @@ def _run(coco_gt, dets: list[dict], iou_type: str, sigmas: np.ndarray | None, im
     return {name: (float("nan") if v < 0 else float(v)) for name, v in zip(names, ev.stats)}
 
 
+def has_crowd_index(dataset: dict) -> bool:
+    """Whether every image carries a finite numeric ``crowdIndex`` (what CrowdPose's files give, and what the
+    CrowdPose protocol splits easy / medium / hard by)."""
+    values = [img.get("crowdIndex") for img in dataset["images"]]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
 def is_crowdpose(dataset: dict) -> bool:
     """Whether a dataset is CrowdPose's: its keypoint category has CrowdPose's 14 names, in its order, and every
-    image a numeric ``crowdIndex`` (what the CrowdPose protocol splits easy / medium / hard by)."""
+    image a ``crowdIndex`` (:func:`has_crowd_index`)."""
     cat = _keypoint_category(dataset)
-    return (cat is not None and cat["keypoints"] == CROWDPOSE_KEYPOINT_NAMES
-            and all(isinstance(img.get("crowdIndex"), (int, float)) and not isinstance(img.get("crowdIndex"), bool)
-                    for img in dataset["images"]))
+    return cat is not None and cat["keypoints"] == CROWDPOSE_KEYPOINT_NAMES and has_crowd_index(dataset)
 
 
 def resolve_protocol(protocol: str, dataset: dict) -> str:
@@ -319,8 +325,7 @@ def resolve_protocol(protocol: str, dataset: dict) -> str:
         raise FCPoseError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol == "auto":
         protocol = "crowdpose" if is_crowdpose(dataset) else "coco"
-    elif protocol == "crowdpose" and not all(isinstance(img.get("crowdIndex"), (int, float))
-                                             for img in dataset["images"]):
+    elif protocol == "crowdpose" and not has_crowd_index(dataset):
         raise FCPoseError("the CrowdPose protocol needs a 'crowdIndex' on every image of the ground truth (CrowdPose's "
                           "own files carry one); use --protocol coco, and --split-by crowd-index for AP by crowdedness")
     if protocol == "crowdpose":
