@@ -202,9 +202,17 @@ def test_distributed_helpers_single_process(tiny, tmp_path):
         torch.testing.assert_close(plain[k], reduced[k])
 
 
-def test_short_overfit_on_one_coco_image(coco_tiny):
+# Bounds on (best of the last five steps) / (first step). Measured, seeds 0-3: the paper recipe over 40 steps gave
+# total 0.14-0.17, heatmap 0.17-0.28, box 0.35-0.57, cls 0.01-0.02; the official recipe over 25 steps (seeds 0-3, and
+# seed 0 under ATEN_CPU_CAPABILITY=avx2) total 0.32-0.35, keypoint 0.25-0.28, direction 0.35-0.41, cls 0.10-0.19.
+@pytest.mark.parametrize("preset, overrides, steps, bounds", [
+    ("fcpose_r18_tiny", ["model.backbone.freeze_at=5"], 40,
+     {"total": 0.4, "loss_cls": 0.2, "loss_box": 0.8, "loss_heatmap": 0.6}),
+    ("overfit_tiny_official", [], 25, {"total": 0.5, "loss_cls": 0.35, "loss_keypoint": 0.45, "loss_direction": 0.6}),
+])
+def test_short_overfit_on_one_coco_image(coco_tiny, preset, overrides, steps, bounds):
     torch.manual_seed(0)
-    cfg = load_config("fcpose_r18_tiny", ["model.backbone.freeze_at=5"])
+    cfg = load_config(preset, overrides)
     model = build_model(cfg)
     model.train()
     crit = FCPoseCriterion.from_config(cfg)
@@ -213,7 +221,7 @@ def test_short_overfit_on_one_coco_image(coco_tiny):
     x, sizes = to_model_input(model, batch["images"], "cpu")
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     history = []
-    for _ in range(40):
+    for _ in range(steps):
         losses = crit(model, model(x), batch["targets"], sizes)
         total = sum(losses.values())
         opt.zero_grad()
@@ -223,11 +231,8 @@ def test_short_overfit_on_one_coco_image(coco_tiny):
         history.append({k: v.item() for k, v in losses.items()} | {"total": total.item()})
     first, last = history[0], min(history[-5:], key=lambda h: h["total"])
     assert all(math.isfinite(h["total"]) for h in history)
-    # Over four seeds the ratios were: total 0.14-0.17, heatmap 0.17-0.28, box 0.35-0.57, cls 0.01-0.02.
-    assert last["total"] < 0.4 * first["total"]
-    assert last["loss_cls"] < 0.2 * first["loss_cls"]
-    assert last["loss_box"] < 0.8 * first["loss_box"]
-    assert last["loss_heatmap"] < 0.6 * first["loss_heatmap"]
+    ratios = {name: last[name] / first[name] for name in bounds}
+    assert all(ratios[name] < bound for name, bound in bounds.items()), ratios
 
 
 def test_offset_radius_from_config_sets_the_supervised_cells(tiny):

@@ -134,9 +134,10 @@ def test_direction_loss_reads_offsets_in_the_models_unit(official):
     torch.testing.assert_close(losses["stride"]["loss_keypoint"], losses["pixel"]["loss_keypoint"])
 
 
-def test_short_official_run_reduces_the_loss(coco_tiny, tmp_path):
-    """CI's fast version of the over-fitting check (benchmarks/train_check.py overfit runs the full one; its target
-    AP >= 0.9 in 10 CPU minutes is not met, see docs/official_training.md)."""
+def test_short_official_run(coco_tiny, tmp_path):
+    """``train`` end to end with the official recipe. That its keypoint losses fall on a fixed batch is
+    test_loss.py's test_short_overfit_on_one_coco_image; the full over-fitting check is benchmarks/train_check.py
+    overfit (its target AP >= 0.9 in 10 CPU minutes is not met, see docs/official_training.md)."""
     log: list = []
     cfg = load_config("overfit_tiny_official", SMALL + ["solver.max_iter=30", "solver.ims_per_batch=2",
                                                         "solver.warmup_iters=5", "solver.steps=[25]"])
@@ -147,10 +148,9 @@ def test_short_official_run_reduces_the_loss(coco_tiny, tmp_path):
     def mean(name, part):
         return sum(v[name] for _, v in part) / len(part)
 
-    # Measured (30 iterations at 128 px, two runs; multi-threaded CPU backward is not bit-reproducible, so runs
-    # drift apart): total 29.2 -> 25.0 / 26.7, keypoint 16.9 -> 13.6 / 15.2, classification 1.0 -> 0.34.
-    assert mean("total_loss", log[-5:]) < 0.95 * mean("total_loss", log[:5])
-    assert mean("loss_keypoint", log[-5:]) < 0.97 * mean("loss_keypoint", log[:5])
+    # The keypoint and total losses are not compared here: in 30 iterations of two images they move less than the
+    # batches differ (total, mean of the last five / the first five: 0.92-0.97 over sampler seeds 0-2; a CI run
+    # failed a bound of 0.95 at 0.952). The classification loss falls well past that noise (0.31-0.39).
     assert mean("loss_cls", log[-5:]) < 0.6 * mean("loss_cls", log[:5])
     ckpt = read_checkpoint(tmp_path / "out" / "model_final.pt")
     assert ckpt["config"]["loss"]["recipe"] == "official"
