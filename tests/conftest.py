@@ -97,6 +97,29 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def static_variant_onnx(tmp_path_factory):
+    """``fcpose export --size 128x180`` (a static graph, padded to 128x192) of a model variant: the official-style
+    3x3 controller, offsets in pixels and logit keypoint scores. Returns (model, path, what the command printed);
+    the ONNX tests check the file and the printed line, the OpenVINO tests convert it to a static IR."""
+    import contextlib
+    import io
+
+    import fcpose
+    from fcpose.cli import main
+
+    torch.manual_seed(0)
+    model = make_lively(fcpose.build_model("fcpose_r18_tiny", [
+        "model.keypoint.controller_kernel=3", "model.keypoint.offset_unit=pixel", "model.keypoint.score=logit"]))
+    weights = tmp_path_factory.mktemp("variant") / "variant.pt"
+    fcpose.save_checkpoint(model, weights)
+    path = tmp_path_factory.mktemp("static_onnx") / "static.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        assert main(["export", "--weights", str(weights), "--out", str(path), "--size", "128x180"]) == 0
+    return model, path, printed.getvalue()
+
+
 # An exported model (onnxruntime, OpenVINO fp32) against PyTorch fp32 on the same images. Largest deviations
 # measured (benchmarks/parity_noise.py, exports_vs_torch: tiny model, coco_tiny, 4,148 keypoints; Xeon AVX-512 +
 # VNNI, PyTorch's kernels as is, ATEN_CPU_CAPABILITY=default and avx2 + ONEDNN_MAX_CPU_ISA=AVX2): person score

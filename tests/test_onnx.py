@@ -77,17 +77,11 @@ def test_predict_cli_with_onnxruntime(onnx_model, tiny_checkpoint, coco_tiny, tm
                            atol=0.5)
 
 
-def test_static_export_of_a_model_variant(tmp_path):
+def test_static_export_of_a_model_variant(static_variant_onnx):
     """Static size; the official-style 3x3 controller, offsets in pixels and logit keypoint scores."""
-    from conftest import make_lively
-
-    from fcpose.export.onnx import export_onnx
     from fcpose.export.onnx_predictor import OnnxPredictor
 
-    torch.manual_seed(0)
-    model = make_lively(fcpose.build_model("fcpose_r18_tiny", [
-        "model.keypoint.controller_kernel=3", "model.keypoint.offset_unit=pixel", "model.keypoint.score=logit"]))
-    path = export_onnx(model, tmp_path / "static.onnx", size=(128, 180), dynamic=False)
+    model, path, _ = static_variant_onnx
     pred = OnnxPredictor(path, score_threshold=0.05, min_size=128, max_size=192)
     assert pred.static_size == (128, 192)
     image = np.full((100, 150, 3), 90, dtype=np.uint8)
@@ -111,7 +105,7 @@ def test_not_an_export(tmp_path):
         OnnxPredictor(tmp_path / "missing.onnx")
 
 
-def test_export_compares_outputs_with_onnxruntime(onnx_model, tiny_model, tiny_checkpoint, tmp_path, capsys):
+def test_export_compares_outputs_with_onnxruntime(onnx_model, tiny_model, static_variant_onnx):
     import copy
 
     from fcpose.export.onnx import OnnxPipeline, compare_with_onnxruntime
@@ -130,8 +124,6 @@ def test_export_compares_outputs_with_onnxruntime(onnx_model, tiny_model, tiny_c
     with pytest.raises(FCPoseError, match="does not match PyTorch on a sample 256x384 input"):
         compare_with_onnxruntime(changed, onnx_model, (256, 384), 0.05)
 
-    out = tmp_path / "m.onnx"
-    assert main(["export", "--weights", str(tiny_checkpoint), "--out", str(out), "--size", "128x192"]) == 0
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "outputs checked against onnxruntime on a sample 128x192 input" in line
-    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left
+    _, path, printed = static_variant_onnx  # `fcpose export` says what it checked
+    assert "outputs checked against onnxruntime on a sample 128x192 input" in printed.strip().splitlines()[-1]
+    assert [p.name for p in path.parent.iterdir()] == ["static.onnx"]  # no temporary file left

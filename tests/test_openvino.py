@@ -206,18 +206,20 @@ def test_model_metadata_mismatch(ir_fp32, tmp_path):
         OpenVinoPredictor(_rewrite(ir_fp32, tmp_path / "fmt.xml", export=wrong))
 
 
-def test_static_ir_against_its_metadata(tiny_model, tmp_path):
-    from fcpose.export.openvino import export_openvino
+def test_static_ir_against_its_metadata(static_variant_onnx, tmp_path):
+    from fcpose.export.openvino import onnx_to_openvino
     from fcpose.export.openvino_predictor import OpenVinoPredictor
 
-    path = export_openvino(tiny_model, tmp_path / "static.xml", size=(128, 160), dynamic=False)
-    pred = OpenVinoPredictor(path, min_size=128, max_size=160, score_threshold=0.05)
-    assert pred.static_size == (128, 160)
-    image = np.full((100, 120, 3), 90, dtype=np.uint8)
-    image[20:80, 30:90] = 200
-    reference = fcpose.Predictor(tiny_model, score_threshold=0.05, min_size=128, max_size=160)(image)
-    assert_same_people(pred(image), reference)
-    with pytest.raises(FCPoseError, match="exported for 128x160"):
+    model, onnx_path, _ = static_variant_onnx
+    path = onnx_to_openvino(onnx_path, tmp_path / "static.xml")
+    pred = OpenVinoPredictor(path, min_size=128, max_size=192, score_threshold=0.05)
+    assert pred.static_size == (128, 192)
+    image = np.full((100, 150, 3), 90, dtype=np.uint8)
+    image[20:80, 40:110] = 200
+    reference = fcpose.Predictor(model, score_threshold=0.05, min_size=128, max_size=192)(image)
+    assert len(reference) > 0
+    assert_same_people(pred(image), reference, keypoint_score_rtol=1e-4)
+    with pytest.raises(FCPoseError, match="exported for 128x192"):
         OpenVinoPredictor(path, min_size=256, max_size=400)(image)
     export = dict(pred.export_info, size=[96, 128])
     with pytest.raises(CheckpointError, match="does not match its fcpose metadata.*static size"):
