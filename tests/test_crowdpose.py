@@ -136,11 +136,13 @@ def test_crowdpose_preset_trains_and_its_model_evaluates_with_the_protocol(coco_
              "solver.warmup_iters=1", "solver.checkpoint_period=0", "solver.num_workers=0"]
     out = tmp_path / "run"
     args = ["train", "--config", "fcpose_r50_crowdpose", "--data", str(ann_file), "--images", str(coco_tiny),
-            "--output", str(out), "--no-progress"]
+            "--output", str(out), "--no-progress", "--eval-data", str(ann_file)]
     for item in small:
         args += ["--set", item]
     assert main(args) == 0
     assert read_checkpoint(out / "model_final.pt")["config"]["keypoints"]["sigmas"] == CROWDPOSE_SIGMAS
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])  # train --eval-data: the same protocol
+    assert [k for k in logged if k.startswith("keypoints/")] == [f"keypoints/{m}" for m in CROWDPOSE_METRICS]
     metrics_file = tmp_path / "m.json"
     assert main(["eval", "--weights", str(out / "model_final.pt"), "--data", str(ann_file), "--images",
                  str(coco_tiny), "--score-threshold", "0.01", "--no-progress", "--json", str(metrics_file)]) == 0
@@ -192,6 +194,12 @@ def test_protocol_choice_and_its_errors(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("fcpose eval: error: the CrowdPose protocol needs xtcocotools")
     assert "--no-binary xtcocotools --no-build-isolation" in err[0]
     assert main(["eval", "--data", str(crowd_file), "--predictions", str(res_cp), "--protocol", "coco"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", "fcpose_r18_tiny", "--data", str(crowd_file), "--images", str(tmp_path),
+                 "--output", str(tmp_path / "run"), "--eval-data", str(crowd_file)]) == 2  # before the first step
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the CrowdPose protocol needs xtcocotools" in err[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
     # the PyPI wheel under numpy 2 fails with a ValueError on import: one line that says to rebuild it
     for module in ("xtcocotools", "xtcocotools.coco", "xtcocotools.cocoeval"):
         monkeypatch.delitem(sys.modules, module)

@@ -245,6 +245,18 @@ def test_train_checks_its_image_folder_first(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_reads_its_eval_data_before_the_first_step(coco_tiny, tmp_path, capsys):
+    """A missing --eval-data file stops the run at once, not at its first evaluation (the last one comes after
+    training, before model_final.pt)."""
+    small = ["--max-iter", "1", "--set", "input.min_size_train=[128, 128]", "--set", "input.max_size_train=160"]
+    line = _one_line_error(capsys, ["train", "--config", "overfit_tiny", "--data", str(coco_tiny /
+                                    "person_keypoints.json"), "--images", str(coco_tiny), "--output",
+                                    str(tmp_path / "run"), "--eval-data", str(tmp_path / "val.json"), *small,
+                                    "--no-progress"], "train")
+    assert line.startswith("fcpose train: error: ") and "val.json" in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_errors_from_data_loader_workers_become_one_line():
     from fcpose.cli import _one_line
     from fcpose.errors import InputError

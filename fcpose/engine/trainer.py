@@ -663,6 +663,8 @@ def train(cfg: FCPoseConfig, *, data: str, images: str, output: str, resume: boo
     SIGINT or SIGTERM finishes the current step, writes ``last.pt`` and raises :class:`TrainingInterrupted` (a second
     signal aborts at once); ``solver.checkpoint_minutes`` writes ``last.pt`` at least that often. ``loss_log``, if
     given, receives ``(iteration, {loss name: float})`` for every iteration (tests)."""
+    if eval_data:
+        _check_eval_data(eval_data)
     with StopSignals() as signals:
         session = TrainSession.setup(cfg, data=data, images=images, output=output, resume=resume, init=init,
                                      device=device, num_workers=num_workers, progress=progress)
@@ -698,8 +700,18 @@ def final_model(model: nn.Module, ema: ModelEMA | None) -> nn.Module:
     return ema.module if ema is not None else unwrap_model(model)
 
 
+def _check_eval_data(ann_file: str) -> None:
+    """Read ``--eval-data`` and the protocol it will be scored with before training, so that a missing, malformed
+    or unscorable file (CrowdPose's without xtcocotools) stops the run at once, not at its first evaluation."""
+    from ..data.coco import read_coco_json
+    from .evaluation import resolve_protocol
+
+    resolve_protocol("auto", read_coco_json(ann_file))
+
+
 def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iteration) -> dict:
-    """COCO AP of the current weights (sharded over ranks); the model is put back in training mode."""
+    """AP of the current weights (sharded over ranks) under the protocol ``fcpose eval`` chooses for the file
+    (CrowdPose's for CrowdPose's files, else COCO's); the model is put back in training mode."""
     from ..inference.predictor import Predictor
     from .evaluate import format_metrics, predict_dataset
     from .evaluation import evaluate_keypoints
@@ -709,7 +721,7 @@ def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iter
     results = predict_dataset(predictor, ann_file, image_dir, progress=False)
     metrics = {}
     if main:
-        metrics = evaluate_keypoints(ann_file, results, sigmas=cfg.keypoints.sigmas)
+        metrics = evaluate_keypoints(ann_file, results, sigmas=cfg.keypoints.sigmas, protocol="auto")
         tqdm.write(f"evaluation at iteration {iteration}:\n{format_metrics(metrics)}", file=sys.stderr)
         logger.log(iteration, {f"{kind}/{k}": v for kind, d in metrics.items() for k, v in d.items()})
     bare.train()
