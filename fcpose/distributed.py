@@ -137,19 +137,16 @@ def shard(items: Sequence[T]) -> list[T]:
     return list(items[get_rank()::get_world_size()])
 
 
-def gather_shards(results: list, dst: int | None = 0) -> list | None:
+def gather_shards(results: list) -> list | None:
     """The inverse of :func:`shard`: ``results`` holds one entry per item of this process's share, in order; returns
-    every process's entries in the order of the whole list on rank ``dst`` (None on the others), or on every rank
-    with ``dst=None``. One process: ``results`` itself."""
+    every process's entries in the order of the whole list on rank 0, None on the others. One process:
+    ``results`` itself."""
     if not is_distributed():
         return results
-    if dst is None:
-        parts = all_gather_object(results)
-    else:
-        parts = [None] * get_world_size() if get_rank() == dst else None
-        dist.gather_object(results, parts, dst=dst)
-        if parts is None:
-            return None
+    parts = [None] * get_world_size() if get_rank() == 0 else None
+    dist.gather_object(results, parts, dst=0)
+    if parts is None:
+        return None
     rounds = max(len(part) for part in parts)
     # item i of the whole list went to rank i % world as that rank's (i // world)-th item
     return [part[i] for i in range(rounds) for part in parts if i < len(part)]

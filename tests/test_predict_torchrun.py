@@ -1,5 +1,5 @@
 """`fcpose predict` under torchrun (2 gloo processes on the CPU): the same predictions.json and renders as one
-process, and a process that fails leaves no predictions.json and no half-written file."""
+process, and a process that fails leaves no predictions.json and no half-written file; `fcpose eval` likewise."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def _predict(args: list[str], nproc: int) -> subprocess.CompletedProcess:
+def _fcpose(args: list[str], nproc: int) -> subprocess.CompletedProcess:
     if nproc == 1:
         launch = [sys.executable, "-m", "fcpose"]
     else:
@@ -30,7 +30,7 @@ def _predict(args: list[str], nproc: int) -> subprocess.CompletedProcess:
             port = s.getsockname()[1]
         launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
                   "127.0.0.1", "--master_port", str(port), "-m", "fcpose"]
-    return subprocess.run(launch + ["predict", *args], env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(launch + args, env=_env(), capture_output=True, text=True, timeout=300)
 
 
 def _image(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -69,7 +69,7 @@ def test_two_processes_write_what_one_process_writes(tiny_checkpoint, tmp_path):
     runs = {}
     for nproc in (1, 2):
         out = tmp_path / f"out{nproc}"
-        done = _predict([str(folder), *map(str, listed), str(video), "--out", str(out), *common], nproc)
+        done = _fcpose(["predict", str(folder), *map(str, listed), str(video), "--out", str(out), *common], nproc)
         assert done.returncode == 1, done.stderr  # the broken image is reported, everything else is done
         runs[nproc] = (_files(out), done.stderr)
     (one, err1), (two, err2) = runs[1], runs[2]
@@ -101,7 +101,7 @@ def test_a_process_that_fails_leaves_no_predictions(tiny_checkpoint, tmp_path):
     (out / "3.jpg").mkdir(parents=True)  # images 1, 3, 5 are rank 1's (batches of 1)
     args = [str(folder), "--out", str(out), "--weights", str(tiny_checkpoint), "--batch-size", "1", "--size", "96",
             "--max-size", "128", "--no-progress"]
-    done = _predict(args, 2)
+    done = _fcpose(["predict", *args], 2)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "cannot save image" in line]
     assert len(errors) == 1 and errors[0].startswith("fcpose predict: error:") and "3.jpg" in errors[0], done.stderr
@@ -113,13 +113,36 @@ def test_a_process_that_fails_leaves_no_predictions(tiny_checkpoint, tmp_path):
                 im.load()  # complete
 
 
+def test_eval_under_two_processes_scores_like_one_process(coco_tiny, tiny_checkpoint, tmp_path):
+    """`fcpose eval` under torchrun: the metrics file is one process's, and the image rank 1 could not read is
+    counted in rank 0's summary and fails every process alike (exit 1)."""
+    import shutil
+
+    from fcpose.engine.evaluate import dataset_images
+
+    images = Path(shutil.copytree(coco_tiny, tmp_path / "images"))
+    ann = images / "person_keypoints.json"
+    broken = dataset_images(ann, images)[1][1]  # the first image of rank 1's share
+    broken.write_bytes(b"not an image")
+    metrics = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"m{nproc}.json"
+        done = _fcpose(["eval", "--weights", str(tiny_checkpoint), "--data", str(ann), "--images", str(images),
+                        "--size", "96", "--max-size", "128", "--score-threshold", "0.05", "--no-progress", "--json",
+                        str(out)], nproc)
+        assert done.returncode == 1, done.stderr
+        assert sum("1 image(s) could not be read" in line for line in done.stderr.splitlines()) == 1, done.stderr
+        metrics[nproc] = json.loads(out.read_text())
+    assert metrics[2] == metrics[1]
+
+
 @pytest.mark.slow
 def test_a_setup_error_is_said_once(tmp_path):
     """Every process meets the same missing checkpoint: one error line, not one per process; nothing created.
     Slow only for the file's time (about 15 s on 2 cores); its fast form is test_same_outcome_says_an_error_once."""
     _image(tmp_path / "in" / "0.png", (96, 80), seed=0)
     out = tmp_path / "out"
-    done = _predict([str(tmp_path / "in"), "--out", str(out), "--weights", str(tmp_path / "missing.pt")], 2)
+    done = _fcpose(["predict", str(tmp_path / "in"), "--out", str(out), "--weights", str(tmp_path / "missing.pt")], 2)
     errors = [line for line in done.stderr.splitlines() if line.startswith("fcpose predict: error:")]
     assert done.returncode != 0 and len(errors) == 1 and "missing.pt" in errors[0], done.stderr
     assert not out.exists()
@@ -181,8 +204,11 @@ def test_gather_shards_undoes_shard(monkeypatch):
         monkeypatch.setattr(distributed, "get_world_size", lambda: 3)
         monkeypatch.setattr(distributed, "get_rank", lambda: 1)
         assert distributed.shard(items) == shares[1]
-        monkeypatch.setattr(distributed, "all_gather_object", lambda obj, shares=shares: shares)
-        assert distributed.gather_shards(shares[1], dst=None) == items
+        monkeypatch.setattr(distributed.dist, "gather_object", lambda obj, parts, dst, shares=shares:
+                            parts is not None and parts.__setitem__(slice(None), shares))
+        assert distributed.gather_shards(shares[1]) is None  # rank 1
+        monkeypatch.setattr(distributed, "get_rank", lambda: 0)
+        assert distributed.gather_shards(shares[0]) == items
 
 
 def test_more_processes_than_gpus_is_one_line(monkeypatch):

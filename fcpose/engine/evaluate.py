@@ -42,11 +42,12 @@ def dataset_images(ann_file: str | Path, image_dir: str | Path, coco=None) -> li
 def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: str | Path, progress: bool = True,
                     skipped: list[str] | None = None, items: list[tuple[int, Path]] | None = None) -> list[dict]:
     """COCO results for every image of the dataset. Under torch.distributed each rank predicts a shard
-    (every world_size-th image) and every rank returns the gathered, id-sorted results.
+    (every world_size-th image); rank 0 returns the gathered, id-sorted results, the other ranks an empty list.
 
     ``items``: :func:`dataset_images` of the dataset when the caller has it already. Images missing from the
-    folder are reported in one line (how many, one example) and, like unreadable ones (one line each), count
-    as having no detections and are added to ``skipped``."""
+    folder are reported in one line (how many, one example) and, like unreadable ones (one line each, by the
+    process that met it), count as having no detections and are added to ``skipped`` — every process's, on
+    every rank."""
     from ..data.images import read_image
 
     items = dataset_images(ann_file, image_dir) if items is None else items
@@ -60,25 +61,26 @@ def predict_dataset(predictor: PosePredictor, ann_file: str | Path, image_dir: s
     absent = set(missing)
     mine = dist.shard(items)
     per_image: list[list[dict]] = []  # one entry per image of this rank's share, for dist.gather_shards
-    unreadable = 0
+    unreadable: list[str] = []  # this rank's share
     bar = tqdm(mine, desc="eval", unit="img", disable=not progress or not dist.is_main_process(), file=sys.stderr)
     for image_id, path in bar:
         per_image.append([])
         if path in absent:  # said above, in one line for all of them
-            unreadable += 1
             continue
         try:
             image = read_image(path)
         except InputError as exc:  # one bad image does not lose the run: it is scored as having no detections
-            unreadable += 1
-            if skipped is not None:
-                skipped.append(str(exc))
+            unreadable.append(str(exc))
             tqdm.write(f"skipped: {exc} (scored as no detections)", file=sys.stderr)
             continue
         per_image[-1] = predictor(image).to_coco(image_id=image_id)
-    if sum(dist.all_gather_object(unreadable)) == len(items) and items:  # every process's share: the whole set
+    unreadable = [line for share in dist.all_gather_object(unreadable) for line in share]
+    if skipped is not None:
+        skipped.extend(unreadable)
+    if len(missing) + len(unreadable) == len(items) and items:
         raise InputError(f"none of the {len(items)} images of {ann_file} could be read from {image_dir}")
-    results = [r for part in dist.gather_shards(per_image, dst=None) for r in part]
+    shares = dist.gather_shards(per_image)
+    results = [] if shares is None else [r for share in shares for r in share]
     results.sort(key=lambda r: (r["image_id"], -r["score"]))
     return results
 
