@@ -73,24 +73,24 @@ class DynamicKeypointHead(nn.Module):
         initial bias: at the start of training every instance then runs this same working head and the controller learns
         the instance-specific part. A controller that starts near zero gives all three layers near-zero weights, whose
         gradients vanish through their product."""
-        parts = []
-        for i in range(len(self.dims) - 1):
-            fan_in, fan_out = self.dims[i], self.dims[i + 1]
-            bound = math.sqrt(6.0 / fan_in)  # Kaiming uniform, gain sqrt(2)
-            parts.append((torch.rand(fan_out * fan_in, generator=generator) * 2 - 1) * bound)
-            parts.append(torch.zeros(fan_out))
-        return torch.cat(parts)
+        theta = torch.zeros(self.num_params)
+        for weight, _ in self.split_params(theta[None]):  # views of theta: [1, out, in]
+            bound = math.sqrt(6.0 / weight.shape[-1])  # Kaiming uniform, gain sqrt(2)
+            weight.copy_((torch.rand(weight.shape, generator=generator) * 2 - 1) * bound)
+        return theta
 
     def param_keypoints(self, num_keypoints: int | None = None) -> Tensor:
         """``[P]``: the keypoint each entry of theta belongs to (-1: shared by all keypoints), for this head with
         ``num_keypoints`` outputs (default its own): the last layer's weight rows and biases are per keypoint.
         Fine-tuning to another keypoint set maps the controller's outputs by it."""
-        dims = self.dims[:-1] + [self.num_keypoints if num_keypoints is None else num_keypoints]
-        parts = []
-        for i in range(len(dims) - 1):
-            rows = torch.arange(dims[i + 1]) if i == len(dims) - 2 else torch.full((dims[i + 1],), -1)
-            parts += [rows.repeat_interleave(dims[i]), rows]  # weight [out, in] row-major, then bias [out]
-        return torch.cat(parts)
+        k = self.num_keypoints if num_keypoints is None else num_keypoints
+        head = self if k == self.num_keypoints else DynamicKeypointHead(
+            self.in_channels - 2, self.dims[1], len(self.dims) - 1, k, self.stride)
+        owner = torch.full((head.num_params,), -1)
+        weight, bias = head.split_params(torch.arange(head.num_params)[None])[-1]  # theta's indices, last layer
+        owner[weight[0]] = torch.arange(k)[:, None]  # its weight rows and biases are per keypoint
+        owner[bias[0]] = torch.arange(k)
+        return owner
 
     def split_params(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """theta ``[N, P]`` -> per layer (weight ``[N, out, in]``, bias ``[N, out]``)."""
