@@ -37,11 +37,20 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+TOTAL = 6
+
+
+@pytest.fixture(scope="module")
+def straight(coco_tiny, tmp_path_factory) -> Path:
+    """An uninterrupted run of TOTAL iterations: what a stopped and resumed run must reproduce."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(_command(coco_tiny, out, TOTAL), env=_env(), check=True, capture_output=True, timeout=600)
+    return out
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_writes_last_and_resume_continues(coco_tiny, tmp_path, sig, code):
-    total = 6
-    straight = tmp_path / "straight"
-    subprocess.run(_command(coco_tiny, straight, total), env=_env(), check=True, capture_output=True, timeout=600)
+def test_signal_writes_last_and_resume_continues(coco_tiny, straight, tmp_path, sig, code):
+    total = TOTAL
     out = tmp_path / "run"
     proc = subprocess.Popen(_command(coco_tiny, out, 1000), env=_env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -54,6 +63,7 @@ def test_signal_writes_last_and_resume_continues(coco_tiny, tmp_path, sig, code)
     assert proc.returncode == code, err
     lines = [line for line in err.splitlines() if line.startswith("fcpose train:")]
     assert len(lines) == 1 and f"stopped by {sig.name}" in lines[0] and "--resume" in lines[0], err
+    assert lines[0] == err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (out / "model_final.pt").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")], list(out.iterdir())
     saved = read_checkpoint(out / "last.pt")
