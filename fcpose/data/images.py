@@ -7,6 +7,7 @@ array of the wrong shape — raise :class:`~fcpose.errors.InputError` with a one
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -60,28 +61,12 @@ class ImageFormatError(InputError):
     """An image in a format that is not accepted here (e.g. a GIF where only JPEG, PNG and WebP are)."""
 
 
-def _decode(source, name: str, *, formats: set[str] | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """Decode ``source`` (a path or a binary file object) with PIL -> ``uint8 [H, W, 3]`` RGB, upright.
-
-    The header is read first: the format (``formats``: PIL format names such as ``{"JPEG", "PNG", "WEBP"}``,
-    None: any) and the pixel count (``max_pixels``, None: PIL's own limit) are checked before the pixels are
-    decoded, so a decompression bomb costs no memory. ``name`` is how the messages refer to the image."""
+@contextlib.contextmanager
+def _pil_errors(name: str):
+    """PIL's exceptions while reading image ``name`` -> one-line :class:`InputError` (ours pass through)."""
     try:
-        with Image.open(source) as img:
-            if formats is not None and img.format not in formats:
-                raise ImageFormatError(f"cannot read image {name}: {img.format or 'this'} images are not accepted "
-                                       f"(accepted: {', '.join(sorted(formats))})")
-            width, height = img.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLargeError(f"image {name} is {width}x{height} = {width * height:,} pixels, more than "
-                                         f"the limit of {max_pixels:,}")
-            img.load()  # force a full decode: truncated data fails here, not later
-            try:
-                upright = ImageOps.exif_transpose(img)
-            except Exception:  # a malformed EXIF block does not make the pixels unusable
-                upright = img
-            arr = pil_to_rgb(upright)
-    except InputError:
+        yield
+    except (InputError, MemoryError):
         raise
     except PermissionError:
         raise InputError(f"cannot read image {name}: permission denied") from None
@@ -89,10 +74,30 @@ def _decode(source, name: str, *, formats: set[str] | None = None, max_pixels: i
         raise InputError(f"cannot read image {name}: not an image file or an unsupported format") from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"cannot read image {name}: {one_line(exc)}") from None
-    except MemoryError:
-        raise
     except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
         raise InputError(f"cannot read image {name}: corrupt or truncated ({one_line(exc)})") from None
+
+
+def _decode(source, name: str, *, formats: set[str] | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Decode ``source`` (a path or a binary file object) with PIL -> ``uint8 [H, W, 3]`` RGB, upright.
+
+    The header is read first: the format (``formats``: PIL format names such as ``{"JPEG", "PNG", "WEBP"}``,
+    None: any) and the pixel count (``max_pixels``, None: PIL's own limit) are checked before the pixels are
+    decoded, so a decompression bomb costs no memory. ``name`` is how the messages refer to the image."""
+    with _pil_errors(name), Image.open(source) as img:
+        if formats is not None and img.format not in formats:
+            raise ImageFormatError(f"cannot read image {name}: {img.format or 'this'} images are not accepted "
+                                   f"(accepted: {', '.join(sorted(formats))})")
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLargeError(f"image {name} is {width}x{height} = {width * height:,} pixels, more than "
+                                     f"the limit of {max_pixels:,}")
+        img.load()  # force a full decode: truncated data fails here, not later
+        try:
+            upright = ImageOps.exif_transpose(img)
+        except Exception:  # a malformed EXIF block does not make the pixels unusable
+            upright = img
+        arr = pil_to_rgb(upright)
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image has zero size: {name}")
     return arr
@@ -114,21 +119,12 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     :func:`read_image` for a missing, unreadable or unsupported file."""
     path = Path(path)
     check_file(path, "image")
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            try:
-                orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the image by 90 degrees
-            except Exception:  # a malformed EXIF block: read_image keeps the pixels as they are, so do we
-                orientation = 1
-    except PermissionError:
-        raise InputError(f"cannot read image {path}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"cannot read image {path}: not an image file or an unsupported format") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"cannot read image {path}: {one_line(exc)}") from None
-    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
-        raise InputError(f"cannot read image {path}: corrupt or truncated ({one_line(exc)})") from None
+    with _pil_errors(str(path)), Image.open(path) as img:
+        width, height = img.size
+        try:
+            orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the image by 90 degrees
+        except Exception:  # a malformed EXIF block: read_image keeps the pixels as they are, so do we
+            orientation = 1
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
