@@ -17,11 +17,32 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Loaded by every process of a torchrun test (sitecustomize): rank 0 writes its files 2 s late, the time a large
+# predictions.json takes. torchrun stops every process once one exits with a non-zero status, so a process that
+# leaves before rank 0 has written would lose the file.
+_SLOW_RANK0 = """
+import os, time
+if os.environ.get("RANK") == "0":
+    import fcpose.fileio as fileio
+    write = fileio.atomic_write_text
+    def slow(*args, **kwargs):
+        time.sleep(2.0)
+        return write(*args, **kwargs)
+    fileio.atomic_write_text = slow
+"""
+
+
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def _fcpose(args: list[str], nproc: int) -> subprocess.CompletedProcess:
+def _fcpose(args: list[str], nproc: int, slow_rank0: Path | None = None) -> subprocess.CompletedProcess:
+    """``fcpose ARGS`` in one process or under torchrun; ``slow_rank0``: a folder for the _SLOW_RANK0 hook."""
+    env = _env()
+    if slow_rank0 is not None:
+        slow_rank0.mkdir(exist_ok=True)
+        (slow_rank0 / "sitecustomize.py").write_text(_SLOW_RANK0)
+        env["PYTHONPATH"] = f"{slow_rank0}{os.pathsep}{env['PYTHONPATH']}"
     if nproc == 1:
         launch = [sys.executable, "-m", "fcpose"]
     else:
@@ -30,7 +51,7 @@ def _fcpose(args: list[str], nproc: int) -> subprocess.CompletedProcess:
             port = s.getsockname()[1]
         launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
                   "127.0.0.1", "--master_port", str(port), "-m", "fcpose"]
-    return subprocess.run(launch + args, env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _image(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -69,7 +90,8 @@ def test_two_processes_write_what_one_process_writes(tiny_checkpoint, tmp_path):
     runs = {}
     for nproc in (1, 2):
         out = tmp_path / f"out{nproc}"
-        done = _fcpose(["predict", str(folder), *map(str, listed), str(video), "--out", str(out), *common], nproc)
+        done = _fcpose(["predict", str(folder), *map(str, listed), str(video), "--out", str(out), *common], nproc,
+                       slow_rank0=tmp_path / "hook")
         assert done.returncode == 1, done.stderr  # the broken image is reported, everything else is done
         runs[nproc] = (_files(out), done.stderr)
     (one, err1), (two, err2) = runs[1], runs[2]
@@ -129,7 +151,7 @@ def test_eval_under_two_processes_scores_like_one_process(coco_tiny, tiny_checkp
         out = tmp_path / f"m{nproc}.json"
         done = _fcpose(["eval", "--weights", str(tiny_checkpoint), "--data", str(ann), "--images", str(images),
                         "--size", "96", "--max-size", "128", "--score-threshold", "0.05", "--no-progress", "--json",
-                        str(out)], nproc)
+                        str(out)], nproc, slow_rank0=tmp_path / "hook")
         assert done.returncode == 1, done.stderr
         assert sum("1 image(s) could not be read" in line for line in done.stderr.splitlines()) == 1, done.stderr
         metrics[nproc] = json.loads(out.read_text())

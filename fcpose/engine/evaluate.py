@@ -147,6 +147,7 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
             if skipped:
                 print(f"{len(skipped)} image(s) could not be read (listed above) and count as having no "
                       f"detections", file=sys.stderr)
+        dist.barrier()  # every process waits for rank 0's files: torchrun stops them all when one exits non-zero
     finally:
         dist.cleanup()
     return 1 if skipped else 0

@@ -368,9 +368,12 @@ def _finish(run: _Run, results: list[dict] | None, remote_done: int | None, draw
                            f"none of the {len(failures)} inputs could be used: " + "; ".join(failures))
         error.quiet = results is None
         raise error
+    if results is not None:
+        path = atomic_write_text(run.out_dir / "predictions.json", json.dumps(results), what="predictions")
+    # every process waits for rank 0's file: torchrun stops them all as soon as one exits with a non-zero status
+    dist.barrier()
     if results is None:
         return 1 if failures else 0
-    path = atomic_write_text(run.out_dir / "predictions.json", json.dumps(results), what="predictions")
     parts = []
     if frames > video_frames:
         n = frames - video_frames
