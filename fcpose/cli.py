@@ -45,11 +45,19 @@ _non_negative_int = _bounded(int, "an integer >= 0", 0)
 _unit_float = _bounded(float, "a number in [0, 1]", 0.0, 1.0)
 
 
+def _device(text: str) -> str:
+    """An argparse ``type``: ``cpu``, ``cuda`` or ``cuda:N`` (what fcpose runs on), else a one-line error."""
+    kind, colon, index = text.partition(":")
+    if text == "cpu" or kind == "cuda" and (not colon or index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
 # The options of the commands that run a model: one definition each (name, validation, help), whichever
 # command shows it (see add_model_options).
 _MODEL_OPTIONS = {
     "weights": dict(help="fcpose checkpoint, official AdelaiDet .pth, or model-zoo name (e.g. fcpose_r50_official)"),
-    "device": dict(default="cpu", help="cpu or cuda[:N] (default: cpu)"),
+    "device": dict(type=_device, default="cpu", help="cpu or cuda[:N] (default: cpu)"),
     "size": dict(type=_positive_int, default=None, help="test short side in pixels (default: the model's)"),
     "max-size": dict(type=_positive_int, default=None, help="test long-side limit in pixels (default: the model's)"),
     "score-threshold": dict(type=_unit_float, default=None,
@@ -190,7 +198,8 @@ def _add_train(sub) -> None:
                    help="global images per iteration (shortcut for solver.ims_per_batch; lr scales linearly)")
     p.add_argument("--eval-data", default=None, help="annotation JSON evaluated periodically and at the end")
     p.add_argument("--eval-images", default=None, help="its image folder (default: --images)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each process its local GPU)")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="cpu or cuda (under torchrun: each process its local GPU)")
     p.add_argument("--num-workers", type=_non_negative_int, default=None,
                    help="data loader workers (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")

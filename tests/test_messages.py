@@ -226,6 +226,8 @@ def test_presets_lists_description_parameters_and_weights(capsys, monkeypatch, t
      "(see fcpose predict --help)"),
     (["predict"], "fcpose predict: error: the following arguments are required: SOURCE, --weights, --out "
                   "(see fcpose predict --help)"),
+    (["predict", "x", "--weights", "w", "--out", "o", "--device", "gpu"],
+     "fcpose predict: error: argument --device: expected cpu, cuda or cuda:N, got 'gpu' (see fcpose predict --help)"),
     (["synth", "--out", "o", "--num", "0"],
      "fcpose synth: error: argument --num: expected a positive integer, got '0' (see fcpose synth --help)"),
 ])

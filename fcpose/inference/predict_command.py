@@ -201,9 +201,9 @@ class _Run:
     that wait for the first input that works (if none does, the run ends with one error line instead)."""
 
     def __init__(self, out_dir: Path, predictor: PosePredictor, renderer: PeopleRenderer, problems: list[str],
-                 say, *, render: bool, progress: bool, warmup: bool = False):
+                 say, *, progress: bool, warmup: bool = False):
         self.out_dir, self.predictor, self.renderer, self.say = out_dir, predictor, renderer, say
-        self.render, self.progress, self.warmup = render, progress, warmup
+        self.progress, self.warmup = progress, warmup
         self.used: set[str] = set()  # output names taken
         self.failures = list(problems)
         self.held = [f"skipped: {problem}" for problem in problems]
@@ -241,7 +241,7 @@ def _predict_into(out_dir: Path, sources: list[Source], remote: list[str], probl
     domain = _DomainCheck(predictor, say)
     renderer = PeopleRenderer(predictor, draw_threshold, keypoint_threshold, draw_nms)
     main = dist.is_main_process()
-    run = _Run(out_dir, predictor, renderer, problems if main else [], say, render=render, progress=progress,
+    run = _Run(out_dir, predictor, renderer, problems if main else [], say, progress=progress,
                warmup=warmup)
     images, videos = [s for s in sources if s.kind == "image"], [s for s in sources if s.kind == "video"]
     # the renders' names in one process's order, so that every process names its share alike
