@@ -121,7 +121,8 @@ def test_label_studio_keypoints_without_parent_go_to_the_box_they_lie_in():
     other = {**box, "id": "c", "value": {**box["value"], "x": 25}}  # overlaps b over x in [25, 30] percent
     tasks = [{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [box, other, point("nose", 15, 20),
                                                                                 point("left_eye", 27, 20)]}]},
-             {"id": 2, "data": {"image": "b.jpg"}, "annotations": [{"result": [point("nose", 50, 50)]}]}]
+             {"id": 2, "data": {"image": "b.jpg"},
+              "annotations": [{"result": [point("nose", 50, 50), point("left_hip", 55, 80)]}]}]
     tasks[1]["annotations"][0]["result"].append({"id": "p", "type": "keypointlabels", "value": {"x": 3}})  # no y
     coco, problems = convert_label_studio(tasks, KeypointSetConfig())
     assert problems == ["task 1: keypoint 'left_eye' at (54.0, 20.0) belongs to no single box (no parentID, inside "
@@ -130,7 +131,30 @@ def test_label_studio_keypoints_without_parent_go_to_the_box_they_lie_in():
     first, second = coco["annotations"][0], coco["annotations"][2]
     assert first["keypoints"][:3] == [29.5, 19.5, 2] and first["num_keypoints"] == 1  # 15% of 200 px, - 0.5
     assert coco["annotations"][1]["num_keypoints"] == 0  # box c: nobody's keypoints
-    assert second["image_id"] == 2 and second["bbox"] == [100.0, 50.0, 0.0, 0.0] and second["num_keypoints"] == 1
+    assert second["image_id"] == 2 and second["bbox"] == [100.0, 50.0, 10.0, 30.0] and second["num_keypoints"] == 2
+
+
+def test_label_studio_boxless_person_under_a_pixel_across_is_a_problem():
+    """A task without a box whose points span under a pixel either way (one point, points in a line) would be a
+    box training drops with its keypoints: one problem line instead of an unusable person."""
+    def task(tid, *points):
+        result = [{"id": f"{tid}{label}", "type": "keypointlabels", "original_width": 200, "original_height": 100,
+                   "value": {"x": x, "y": y, "keypointlabels": [label]}} for label, x, y in points]
+        return {"id": tid, "data": {"image": f"{tid}.jpg"}, "annotations": [{"result": result}]}
+
+    tasks = [task(1, ("nose", 50, 50)), task(2, ("nose", 50, 10), ("left_hip", 50, 60)),
+             task(3, ("nose", 50, 10), ("left_hip", 50.2, 60)), task(4, ("nose", 50, 10), ("left_hip", 60, 60))]
+    coco, problems = convert_label_studio(tasks, KeypointSetConfig())
+    assert problems == [
+        "task 1: no box, and the 1 keypoint span only 0.0 x 0.0 px (a person's box needs 1 px each way): left out; "
+        "draw a box around the person",
+        "task 2: no box, and the 2 keypoints span only 0.0 x 50.0 px (a person's box needs 1 px each way): left out; "
+        "draw a box around the person",
+        "task 3: no box, and the 2 keypoints span only 0.4 x 50.0 px (a person's box needs 1 px each way): left out; "
+        "draw a box around the person"]
+    assert len(coco["images"]) == 4  # the images stay (as with every problem, only the item is left out)
+    assert [(a["image_id"], a["bbox"], a["num_keypoints"]) for a in coco["annotations"]] == [
+        (4, [100.0, 10.0, 20.0, 50.0], 2)]
 
 
 def test_label_studio_custom_keypoint_set_converts_checks_and_trains(synth, tmp_path, capsys):
