@@ -134,6 +134,20 @@ def test_label_studio_keypoints_without_parent_go_to_the_box_they_lie_in():
     assert second["image_id"] == 2 and second["bbox"] == [100.0, 50.0, 10.0, 30.0] and second["num_keypoints"] == 2
 
 
+def test_label_studio_rotated_box_is_one_line_with_its_keypoints():
+    """A rotated box is left out with its keypoints (their parentID): one problem line, not one more per keypoint."""
+    size = {"original_width": 200, "original_height": 100}
+    box = {"id": "b", "type": "rectanglelabels", **size,
+           "value": {"x": 10, "y": 10, "width": 20, "height": 50, "rotation": 30, "rectanglelabels": ["person"]}}
+    upright = {**box, "id": "c", "value": {**box["value"], "x": 50, "rotation": 0}}
+    points = [{"id": f"{parent}{label}", "type": "keypointlabels", "parentID": parent, **size,
+               "value": {"x": x, "y": 20, "keypointlabels": [label]}}
+              for parent, label, x in (("b", "nose", 15), ("b", "left_eye", 16), ("b", "hat", 17), ("c", "nose", 55))]
+    tasks = [{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [box, upright, *points]}]}]
+    coco, problems = convert_label_studio(tasks, KeypointSetConfig())
+    assert problems == ["task 1: box b is rotated (30 degrees): left out with its keypoints"]
+    assert [(a["bbox"], a["num_keypoints"]) for a in coco["annotations"]] == [([100.0, 10.0, 40.0, 50.0], 1)]
+
 def test_label_studio_boxless_person_under_a_pixel_across_is_a_problem():
     """A task without a box whose points span under a pixel either way (one point, points in a line) would be a
     box training drops with its keypoints: one problem line instead of an unusable person."""

@@ -88,14 +88,18 @@ def _people(regions: list[dict], names: list[str], size: tuple[int, int], where:
     h, w = size
     boxes = {r.get("id"): r for r in regions if r.get("type") == "rectanglelabels"}
     people: dict[Any, dict] = {}
+    dropped = set()  # the rotated boxes: their keypoints go with them, without a line of their own
     for rid, r in boxes.items():
         v = r["value"]
         if v.get("rotation"):
             problems.append(f"{where}: box {rid} is rotated ({v['rotation']} degrees): left out with its keypoints")
+            dropped.add(rid)
             continue
         people[rid] = {"box": [v["x"] * w / 100, v["y"] * h / 100, v["width"] * w / 100, v["height"] * h / 100],
                        "points": {}}
     for r in (r for r in regions if r.get("type") == "keypointlabels"):
+        if r.get("parentID") is not None and r["parentID"] in dropped:
+            continue
         label = (r["value"].get("keypointlabels") or [None])[0]
         if label not in names:
             problems.append(f"{where}: label {label!r} is not a keypoint of the set ({', '.join(names[:4])}, ...): "
