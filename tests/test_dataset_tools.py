@@ -296,6 +296,21 @@ def test_check_lists_each_problem_of_a_broken_file(synth, tmp_path, capsys):
     assert "'skeleton' pair [0, 1] is outside 1..17" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda d: d.pop("images"), "no 'images' list"),
+    (lambda d: d.update(images=[]), "its 'images' list is empty"),
+    (lambda d: d.update(images={"1": "a.jpg"}), "no 'images' list"),
+    (lambda d: d.pop("categories"), "no 'categories' list (or it is empty)")])
+def test_check_stops_at_a_missing_images_or_categories_list(synth, tmp_path, capsys, edit, problem):
+    """Without its 'images' (or 'categories') list the file has one problem, not one more per annotation (each
+    "refers to image N, which is not in 'images'")."""
+    data = cvat_export(synth[0])
+    edit(data)
+    ann_file = tmp_path / "listless.json"
+    ann_file.write_text(json.dumps(data))
+    assert check(capsys, ann_file) == (1, [f"{ann_file}: not a valid COCO keypoint annotation file",
+                                           f"problem: {problem}", "result: 1 problem: cannot be trained on as it is"])
+
 def test_check_custom_keypoints_without_sigmas_and_unreadable_files(synth, tmp_path, capsys):
     coco, _ = synth
     data = cvat_export(coco)
