@@ -121,7 +121,8 @@ def test_label_studio_keypoints_without_parent_go_to_the_box_they_lie_in():
     other = {**box, "id": "c", "value": {**box["value"], "x": 25}}  # overlaps b over x in [25, 30] percent
     tasks = [{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [box, other, point("nose", 15, 20),
                                                                                 point("left_eye", 27, 20)]}]},
-             {"id": 2, "data": {"image": "b.jpg"}, "annotations": [{"result": [point("nose", 50, 50)]}]}]
+             {"id": 2, "data": {"image": "b.jpg"},
+              "annotations": [{"result": [point("nose", 50, 50), point("left_hip", 55, 80)]}]}]
     tasks[1]["annotations"][0]["result"].append({"id": "p", "type": "keypointlabels", "value": {"x": 3}})  # no y
     coco, problems = convert_label_studio(tasks, KeypointSetConfig())
     assert problems == ["task 1: keypoint 'left_eye' at (54.0, 20.0) belongs to no single box (no parentID, inside "
@@ -130,7 +131,44 @@ def test_label_studio_keypoints_without_parent_go_to_the_box_they_lie_in():
     first, second = coco["annotations"][0], coco["annotations"][2]
     assert first["keypoints"][:3] == [29.5, 19.5, 2] and first["num_keypoints"] == 1  # 15% of 200 px, - 0.5
     assert coco["annotations"][1]["num_keypoints"] == 0  # box c: nobody's keypoints
-    assert second["image_id"] == 2 and second["bbox"] == [100.0, 50.0, 0.0, 0.0] and second["num_keypoints"] == 1
+    assert second["image_id"] == 2 and second["bbox"] == [100.0, 50.0, 10.0, 30.0] and second["num_keypoints"] == 2
+
+
+def test_label_studio_rotated_box_is_one_line_with_its_keypoints():
+    """A rotated box is left out with its keypoints (their parentID): one problem line, not one more per keypoint."""
+    size = {"original_width": 200, "original_height": 100}
+    box = {"id": "b", "type": "rectanglelabels", **size,
+           "value": {"x": 10, "y": 10, "width": 20, "height": 50, "rotation": 30, "rectanglelabels": ["person"]}}
+    upright = {**box, "id": "c", "value": {**box["value"], "x": 50, "rotation": 0}}
+    points = [{"id": f"{parent}{label}", "type": "keypointlabels", "parentID": parent, **size,
+               "value": {"x": x, "y": 20, "keypointlabels": [label]}}
+              for parent, label, x in (("b", "nose", 15), ("b", "left_eye", 16), ("b", "hat", 17), ("c", "nose", 55))]
+    tasks = [{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [box, upright, *points]}]}]
+    coco, problems = convert_label_studio(tasks, KeypointSetConfig())
+    assert problems == ["task 1: box b is rotated (30 degrees): left out with its keypoints"]
+    assert [(a["bbox"], a["num_keypoints"]) for a in coco["annotations"]] == [([100.0, 10.0, 40.0, 50.0], 1)]
+
+def test_label_studio_boxless_person_under_a_pixel_across_is_a_problem():
+    """A task without a box whose points span under a pixel either way (one point, points in a line) would be a
+    box training drops with its keypoints: one problem line instead of an unusable person."""
+    def task(tid, *points):
+        result = [{"id": f"{tid}{label}", "type": "keypointlabels", "original_width": 200, "original_height": 100,
+                   "value": {"x": x, "y": y, "keypointlabels": [label]}} for label, x, y in points]
+        return {"id": tid, "data": {"image": f"{tid}.jpg"}, "annotations": [{"result": result}]}
+
+    tasks = [task(1, ("nose", 50, 50)), task(2, ("nose", 50, 10), ("left_hip", 50, 60)),
+             task(3, ("nose", 50, 10), ("left_hip", 50.2, 60)), task(4, ("nose", 50, 10), ("left_hip", 60, 60))]
+    coco, problems = convert_label_studio(tasks, KeypointSetConfig())
+    assert problems == [
+        "task 1: no box, and the 1 keypoint span only 0.0 x 0.0 px (a person's box needs 1 px each way): left out; "
+        "draw a box around the person",
+        "task 2: no box, and the 2 keypoints span only 0.0 x 50.0 px (a person's box needs 1 px each way): left out; "
+        "draw a box around the person",
+        "task 3: no box, and the 2 keypoints span only 0.4 x 50.0 px (a person's box needs 1 px each way): left out; "
+        "draw a box around the person"]
+    assert len(coco["images"]) == 4  # the images stay (as with every problem, only the item is left out)
+    assert [(a["image_id"], a["bbox"], a["num_keypoints"]) for a in coco["annotations"]] == [
+        (4, [100.0, 10.0, 20.0, 50.0], 2)]
 
 
 def test_label_studio_custom_keypoint_set_converts_checks_and_trains(synth, tmp_path, capsys):
@@ -257,6 +295,21 @@ def test_check_lists_each_problem_of_a_broken_file(synth, tmp_path, capsys):
                  str(tmp_path / "run"), "--max-iter", "1", "--num-workers", "0", "--no-progress"]) == 2
     assert "'skeleton' pair [0, 1] is outside 1..17" in capsys.readouterr().err
 
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda d: d.pop("images"), "no 'images' list"),
+    (lambda d: d.update(images=[]), "its 'images' list is empty"),
+    (lambda d: d.update(images={"1": "a.jpg"}), "no 'images' list"),
+    (lambda d: d.pop("categories"), "no 'categories' list (or it is empty)")])
+def test_check_stops_at_a_missing_images_or_categories_list(synth, tmp_path, capsys, edit, problem):
+    """Without its 'images' (or 'categories') list the file has one problem, not one more per annotation (each
+    "refers to image N, which is not in 'images'")."""
+    data = cvat_export(synth[0])
+    edit(data)
+    ann_file = tmp_path / "listless.json"
+    ann_file.write_text(json.dumps(data))
+    assert check(capsys, ann_file) == (1, [f"{ann_file}: not a valid COCO keypoint annotation file",
+                                           f"problem: {problem}", "result: 1 problem: cannot be trained on as it is"])
 
 def test_check_custom_keypoints_without_sigmas_and_unreadable_files(synth, tmp_path, capsys):
     coco, _ = synth

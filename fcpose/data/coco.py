@@ -19,7 +19,7 @@ import copy
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +46,20 @@ def _is_int(v: Any) -> bool:
 
 def coco_problems(data: Any) -> Iterator[str]:
     """Every problem that keeps ``data`` from being a COCO keypoint annotation file, one line each in file order
-    (at most one per image, category or annotation): the checks of :func:`check_coco_dataset`, which stops at the
-    first; ``fcpose dataset check`` lists them all."""
+    (at most one per image, category or annotation; none per annotation while 'images' or 'categories' is missing
+    or empty): the checks of :func:`check_coco_dataset`, which stops at the first; ``fcpose dataset check`` lists
+    them all."""
     if not isinstance(data, dict):
         yield (f"the top level is a JSON {type(data).__name__}, not an object with 'images', 'annotations' and "
                "'categories'")
         return
     ids: set[int] = set()
     num_kpts: dict[int, int] = {}
-    yield from _each(data.get("images"), "images", lambda img, i: _check_image(img, i, ids), empty_ok=False)
-    yield from _each(data.get("categories"), "categories", lambda cat, i: _check_category(cat, i, num_kpts),
-                     empty_ok=False)
+    images = yield from _each(data.get("images"), "images", lambda img, i: _check_image(img, i, ids), empty_ok=False)
+    categories = yield from _each(data.get("categories"), "categories",
+                                  lambda cat, i: _check_category(cat, i, num_kpts), empty_ok=False)
+    if not (images and categories):  # the annotations are checked against them: one line each, of the same cause
+        return
     yield from _each(data.get("annotations", []), "annotations",
                      lambda ann, i: _check_annotation(ann, i, ids, num_kpts), empty_ok=True)
 
@@ -86,20 +89,23 @@ _LIST_PROBLEMS = {"images": ("no 'images' list", "its 'images' list is empty"),
                   "annotations": ("'annotations' is not a list",) * 2}
 
 
-def _each(items: Any, key: str, check, *, empty_ok: bool) -> Iterator[str]:
+def _each(items: Any, key: str, check, *, empty_ok: bool) -> Generator[str, None, bool]:
     """``check(item, index)`` on each item of the top-level list ``key``, yielding the problem of each item that
-    has one; one problem for the list itself when it is not a (non-empty, unless ``empty_ok``) list."""
+    has one; one problem for the list itself when it is not a (non-empty, unless ``empty_ok``) list. Returns
+    whether the list itself is fine."""
     missing, empty = _LIST_PROBLEMS[key]
     if not isinstance(items, list):
         yield missing
-        return
+        return False
     if not items and not empty_ok:
         yield empty
+        return False
     for i, item in enumerate(items):
         try:
             check(item, i)
         except _Invalid as exc:
             yield str(exc)
+    return True
 
 
 def _check_image(img: Any, i: int, ids: set[int]) -> None:

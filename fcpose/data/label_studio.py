@@ -6,7 +6,8 @@ regions, ``was_cancelled`` when skipped). A ``keypointlabels`` region has ``valu
 ``original_width``/``original_height`` and its label in ``value.keypointlabels``; a ``rectanglelabels`` region
 has ``value.x``/``y``/``width``/``height`` in percent. Keypoints belong to a person's rectangle through their
 ``parentID`` (Label Studio's grouping of regions); a keypoint without one goes to the only rectangle it lies in,
-and a task without rectangles is one person whose box is its keypoints' extent.
+and a task without rectangles is one person whose box is its keypoints' extent (a problem when that is under
+a pixel across: training would drop it).
 
 Label names map to the keypoint set's names; Label Studio has no visibility flag, so every point is v = 2 and a
 missing one v = 0. A point at ``x`` percent is at the continuous coordinate ``x / 100 * width``; COCO stores pixel
@@ -25,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from ..config import BUILTIN_KEYPOINT_SETS, KeypointSetConfig, builtin_keypoint_set, load_config
 from ..errors import InputError
 from ..fileio import atomic_write_text
-from .coco import check_coco_dataset, keypoint_set_from_coco, read_json_file
+from .coco import MIN_BOX_SIZE, check_coco_dataset, keypoint_set_from_coco, read_json_file
 from .images import read_image_size
 
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio prefixes uploaded files' names with 8 hex digits
@@ -87,14 +88,18 @@ def _people(regions: list[dict], names: list[str], size: tuple[int, int], where:
     h, w = size
     boxes = {r.get("id"): r for r in regions if r.get("type") == "rectanglelabels"}
     people: dict[Any, dict] = {}
+    dropped = set()  # the rotated boxes: their keypoints go with them, without a line of their own
     for rid, r in boxes.items():
         v = r["value"]
         if v.get("rotation"):
             problems.append(f"{where}: box {rid} is rotated ({v['rotation']} degrees): left out with its keypoints")
+            dropped.add(rid)
             continue
         people[rid] = {"box": [v["x"] * w / 100, v["y"] * h / 100, v["width"] * w / 100, v["height"] * h / 100],
                        "points": {}}
     for r in (r for r in regions if r.get("type") == "keypointlabels"):
+        if r.get("parentID") is not None and r["parentID"] in dropped:
+            continue
         label = (r["value"].get("keypointlabels") or [None])[0]
         if label not in names:
             problems.append(f"{where}: label {label!r} is not a keypoint of the set ({', '.join(names[:4])}, ...): "
@@ -111,7 +116,26 @@ def _people(regions: list[dict], names: list[str], size: tuple[int, int], where:
             problems.append(f"{where}: a second {label!r} for the same person: left out")
             continue
         person["points"][names.index(label)] = (x, y)
-    return [p for p in people.values() if p["box"] is not None or p["points"]]
+    boxless = people.get("no box")
+    if boxless is not None and not _box_from_points(boxless, where, problems):
+        del people["no box"]
+    return list(people.values())
+
+
+def _box_from_points(person: dict, where: str, problems: list[str]) -> bool:
+    """Give a box-less person its points' extent as box; False (and a problem line) when that extent is under
+    :data:`~fcpose.data.coco.MIN_BOX_SIZE` either way (one point, points in a line): training would drop the box,
+    and with it the keypoints, without a word."""
+    xs, ys = zip(*person["points"].values())
+    box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    if box[2] < MIN_BOX_SIZE or box[3] < MIN_BOX_SIZE:
+        n = len(xs)
+        problems.append(f"{where}: no box, and the {n} keypoint{'s' * (n != 1)} span only {box[2]:.1f} x "
+                        f"{box[3]:.1f} px (a person's box needs {MIN_BOX_SIZE:g} px each way): left out; draw a box "
+                        "around the person")
+        return False
+    person["box"] = box
+    return True
 
 
 def _owner(region: dict, x: float, y: float, people: dict, boxes: dict) -> Any:
@@ -128,15 +152,11 @@ def _owner(region: dict, x: float, y: float, people: dict, boxes: dict) -> Any:
 
 
 def _annotation(person: dict, k: int, ann_id: int, image_id: int) -> dict:
-    """A COCO annotation of a person (keypoints as pixel indices; a box-less person's box is its points' extent)."""
+    """A COCO annotation of a person (keypoints as pixel indices)."""
     kps = [0.0] * (3 * k)
     for j, (x, y) in person["points"].items():
         kps[3 * j:3 * j + 3] = [x - 0.5, y - 0.5, 2]  # continuous coordinate -> COCO pixel index
-    box = person["box"]
-    if box is None:
-        xs, ys = zip(*person["points"].values())
-        box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-    box = [round(float(v), 3) for v in box]
+    box = [round(float(v), 3) for v in person["box"]]
     return {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": box, "area": round(box[2] * box[3], 3),
             "iscrowd": 0, "keypoints": [round(float(v), 3) for v in kps], "num_keypoints": len(person["points"])}
 
