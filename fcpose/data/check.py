@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import BUILTIN_KEYPOINT_SETS, KeypointSetConfig, builtin_keypoint_set, builtin_keypoint_set_of
+from ..config import (
+    BOX_AREA_FACTOR,
+    BUILTIN_KEYPOINT_SETS,
+    KeypointSetConfig,
+    builtin_keypoint_set,
+    builtin_keypoint_set_of,
+)
 from ..errors import FCPoseError, InputError
 from .coco import (
     category_sigmas,
@@ -218,7 +224,7 @@ def _note_fields(anns: list[dict], report: DatasetReport) -> None:
     if lacking:
         fields = ", ".join(f"'{key}' ({n})" for key, n in sorted(lacking.items()))
         report.notes.append(f"annotations lack {fields}: training works; `fcpose eval` with this file as ground "
-                            "truth fills them in (area: from the segmentation, else 0.53 x the box)")
+                            f"truth fills them in (area: from the segmentation, else {BOX_AREA_FACTOR} x the box)")
     attributes = sorted({key for a in anns if isinstance(a.get("attributes"), dict) for key in a["attributes"]})
     if attributes:
         report.notes.append(f"annotation attributes ({', '.join(attributes)}; CVAT writes them) are not used: the "

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import COCO_SIGMAS, CROWDPOSE_KEYPOINT_NAMES
+from ..config import BOX_AREA_FACTOR, COCO_SIGMAS, CROWDPOSE_KEYPOINT_NAMES
 from ..errors import ConfigError, FCPoseError, InputError, one_line
 
 __all__ = ["KEYPOINT_METRICS", "CROWDPOSE_METRICS", "BBOX_METRICS", "PROTOCOLS", "evaluate_keypoints", "load_gt",
@@ -86,10 +86,6 @@ def load_gt(gt: Any, *, verbose: bool = False):
     return coco
 
 
-# Share of a person's box that its body covers, on average over COCO (CrowdPose's evaluation and xtcocotools'
-# ``use_area=False`` take a person's area as this fraction of its box when the file has no ``area``).
-BOX_AREA_FACTOR = 0.53
-
 
 def _segmentation_area(segmentation: Any, image: dict) -> float | None:
     """The pixel area of a COCO segmentation (polygons or RLE) of ``image``, or None when it cannot be measured."""
@@ -108,7 +104,7 @@ def _segmentation_area(segmentation: Any, image: dict) -> float | None:
 def complete_for_eval(dataset: dict) -> dict:
     """Fill in, in place, what COCO evaluation needs and some COCO-format files (OCHuman's, CrowdPose's, exports of
     annotation tools) leave out, and say what was filled in one logged line: ``area`` (of the ``segmentation``,
-    else :data:`BOX_AREA_FACTOR` x the box, CrowdPose's rule), ``iscrowd`` (0), ``keypoints`` (none labelled: the
+    else ``BOX_AREA_FACTOR`` x the box, CrowdPose's rule), ``iscrowd`` (0), ``keypoints`` (none labelled: the
     person is then ignored by keypoint AP, as COCO does for people without keypoints) and ``num_keypoints`` (the
     labelled ones). Crowd regions (``iscrowd: 1``) stay ignore regions, and images without people stay in (their
     detections are false positives). Returns ``dataset``."""
