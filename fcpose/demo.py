@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import assets
-from .errors import CheckpointError, FCPoseError
+from .errors import CheckpointError, FCPoseError, one_line
 
 OFFICIAL = "fcpose_r50_official"
 SYNTH_MODEL = "fcpose_synth_demo"
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_demo(args.out, args.weights)
     except FCPoseError as exc:
-        print(f"fcpose demo: error: {exc}", file=sys.stderr)
+        print(f"fcpose demo: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fcpose demo: interrupted", file=sys.stderr)
