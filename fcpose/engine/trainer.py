@@ -713,15 +713,17 @@ def _evaluate(model, cfg, ann_file, image_dir, dev, progress, main, logger, iter
     """AP of the current weights (sharded over ranks) under the protocol ``fcpose eval`` chooses for the file
     (CrowdPose's for CrowdPose's files, else COCO's); the model is put back in training mode."""
     from ..inference.predictor import Predictor
-    from .evaluate import format_metrics, predict_dataset
-    from .evaluation import evaluate_keypoints
+    from .evaluate import dataset_images, format_metrics, predict_dataset
+    from .evaluation import evaluate_keypoints, load_gt
 
     bare = unwrap_model(model)
     predictor = Predictor(bare, device=dev)
-    results = predict_dataset(predictor, ann_file, image_dir, progress=False)
+    gt = load_gt(ann_file)  # once: the images to predict and the ground truth to score
+    items = dataset_images(ann_file, image_dir, gt)
+    results = predict_dataset(predictor, ann_file, image_dir, progress=False, items=items)
     metrics = {}
     if main:
-        metrics = evaluate_keypoints(ann_file, results, sigmas=cfg.keypoints.sigmas, protocol="auto")
+        metrics = evaluate_keypoints(gt, results, sigmas=cfg.keypoints.sigmas, protocol="auto")
         tqdm.write(f"evaluation at iteration {iteration}:\n{format_metrics(metrics)}", file=sys.stderr)
         logger.log(iteration, {f"{kind}/{k}": v for kind, d in metrics.items() for k, v in d.items()})
     bare.train()
