@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=2, help="torchrun processes and Ray workers (default 2)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "scale_out.json"))
     args = p.parse_args(argv)
+    if args.processes < 2:
+        p.error("--processes must be 2 or more: the rows compare one process with several")
     n, size = args.processes, ["--size", args.size] if args.size else []
     predict = ["predict", "--weights", args.weights, "--no-render", "--no-progress", "--batch-size", args.batch, *size]
     with tempfile.TemporaryDirectory() as tmp:
