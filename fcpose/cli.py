@@ -226,6 +226,9 @@ def _cmd_train(args) -> int:
 
 
 def _add_eval(sub) -> None:
+    from .engine.crowding import SPLITS
+    from .engine.evaluation import PROTOCOLS
+
     p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint on a dataset, or of a results file",
                        description="Runs the model of --weights on every image of the --data annotation file "
                                    "(sharded when launched with torchrun), or takes the results file of "
@@ -237,10 +240,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--predictions", help="score an existing COCO results JSON instead of running a model")
     p.add_argument("--json", dest="json_out", help="write the metrics here as JSON")
     p.add_argument("--results", dest="results_out", help="also write the predictions (COCO results JSON) here")
-    p.add_argument("--protocol", choices=("auto", "coco", "crowdpose"), default="auto",
+    p.add_argument("--protocol", choices=PROTOCOLS, default="auto",
                    help="keypoint AP as COCO or CrowdPose score it (AP easy/medium/hard, through xtcocotools: see "
                         "docs/crowdpose_ochuman.md); auto: CrowdPose's for CrowdPose's files (default: auto)")
-    p.add_argument("--split-by", choices=("crowd-index", "people"),
+    p.add_argument("--split-by", choices=SPLITS,
                    help="also keypoint AP of the images in parts by crowd index (CrowdPose's easy/medium/hard; from "
                         "the file or computed) or by number of people")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
