@@ -97,6 +97,16 @@ class KeypointSetConfig:
             index[a], index[b] = b, a
         return index
 
+    def coco_category(self, *, fcpose_fields: bool = False) -> dict:
+        """The set as a COCO ``person`` category (1-based skeleton); ``fcpose_fields``: with the ``flip_pairs`` (by
+        name) and ``sigmas`` fields fcpose reads back from a category."""
+        names = list(self.names)
+        category = {"id": 1, "name": "person", "supercategory": "person", "keypoints": names,
+                    "skeleton": [[int(a) + 1, int(b) + 1] for a, b in self.skeleton]}
+        if fcpose_fields:
+            category.update(flip_pairs=[[names[a], names[b]] for a, b in self.flip_pairs], sigmas=list(self.sigmas))
+        return category
+
     def validate(self) -> None:
         k = self.num_keypoints
         if k < 1:

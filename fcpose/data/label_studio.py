@@ -209,15 +209,8 @@ def convert_label_studio(tasks: Any, keypoints: KeypointSetConfig, images: Path 
     if not coco_images:
         raise InputError(f"{source}: no labelled task to convert" + (f" ({problems[0]})" if problems else ""))
     return {"info": {"description": f"converted from the Label Studio export {Path(source).name}"},
-            "images": coco_images, "annotations": anns, "categories": [category(keypoints)]}, problems
-
-
-def category(keypoints: KeypointSetConfig) -> dict:
-    """The COCO category of a keypoint set, with the ``sigmas`` and ``flip_pairs`` fields fcpose reads."""
-    names = list(keypoints.names)
-    return {"id": 1, "name": "person", "supercategory": "person", "keypoints": names,
-            "skeleton": [[a + 1, b + 1] for a, b in keypoints.skeleton],
-            "flip_pairs": [[names[a], names[b]] for a, b in keypoints.flip_pairs], "sigmas": list(keypoints.sigmas)}
+            "images": coco_images, "annotations": anns,
+            "categories": [keypoints.coco_category(fcpose_fields=True)]}, problems
 
 
 def keypoint_set(spec: str | None) -> KeypointSetConfig:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON
+from ..config import COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointSetConfig
 from ..errors import InputError, one_line
 from ..fileio import atomic_write_text
 
@@ -40,9 +40,8 @@ def image_id(video_number: int, frame_index: int) -> int:
 
 def categories(names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None) -> list[dict]:
     names = list(names) if names is not None else list(COCO_KEYPOINT_NAMES)
-    skeleton = skeleton if skeleton is not None else COCO_SKELETON
-    return [{"id": 1, "name": "person", "supercategory": "person", "keypoints": names,
-             "skeleton": [[int(a) + 1, int(b) + 1] for a, b in skeleton]}]
+    skeleton = [list(pair) for pair in skeleton] if skeleton is not None else COCO_SKELETON
+    return [KeypointSetConfig(names=names, skeleton=skeleton).coco_category()]
 
 
 def person_entry(track_id: int, box_xyxy, score: float, keypoints: np.ndarray, *, continuous: bool = True) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...config import COCO_KEYPOINT_NAMES, COCO_SKELETON, SYNTH_DESCRIPTION
+from ...config import SYNTH_DESCRIPTION, KeypointSetConfig
 from ...errors import InputError
 from ...fileio import atomic_write_text
 from .scene import MIN_SIDE, check_size, render_scene
@@ -25,15 +25,7 @@ JPEG_QUALITY = 92
 
 def coco_categories() -> list[dict]:
     """The COCO person category with its 17 keypoint names and 1-based skeleton."""
-    return [
-        {
-            "id": 1,
-            "name": "person",
-            "supercategory": "person",
-            "keypoints": list(COCO_KEYPOINT_NAMES),
-            "skeleton": [[a + 1, b + 1] for a, b in COCO_SKELETON],
-        }
-    ]
+    return [KeypointSetConfig().coco_category()]
 
 
 def _resolve_sizes(image_size) -> list[tuple[int, int]]:
