@@ -179,6 +179,22 @@ def test_rows_write_the_predictions_json_of_fcpose_predict(images, ray_predictor
     assert not (blocked / "ray.json").exists()
 
 
+def test_rows_with_flattened_people_columns_and_no_people(images, ray_predictor, tmp_path):
+    """People columns flattened (as a Parquet round trip may give them) turn back into the same detections, and an
+    image with no people (N = 0, K unknown) into an empty one that writes no entries."""
+    path = sorted(images.glob("*.png"))[0]
+    row = rows_of(ray_predictor({"path": objects([str(path)])}))[0]
+    flat = {**row, **{key: np.asarray(row[key]).reshape(-1) for key in ("boxes", "scores", "keypoints")}}
+    for key in ("boxes", "scores", "keypoints"):
+        assert torch.equal(getattr(detections_of(flat), key), getattr(detections_of(row), key)), key
+    nobody = {**row, "boxes": np.zeros(0, np.float32), "scores": np.zeros(0, np.float32),
+              "keypoints": np.zeros(0, np.float32)}
+    found = detections_of(nobody)
+    assert len(found) == 0 and found.keypoints.shape == (0, 0, 3) and found.to_coco(image_id=1) == []
+    written, failed = write_coco_results([nobody], tmp_path / "nobody.json")
+    assert failed == 0 and json.loads(written.read_text()) == []
+
+
 def test_without_ray_one_clear_error(monkeypatch, images):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(FCPoseError, match=r"pip install 'fcpose\[ray\]'"):

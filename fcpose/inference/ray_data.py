@@ -185,8 +185,10 @@ def detections_of(row: Mapping) -> PoseDetections:
     :class:`~fcpose.structures.PoseDetections` (``.people()``, ``.to_coco()``)."""
     boxes = torch.tensor(np.asarray(row["boxes"], dtype=np.float32).reshape(-1, 4))  # a copy: Ray's are read-only
     scores = torch.tensor(np.asarray(row["scores"], dtype=np.float32).reshape(-1))
-    keypoints = np.asarray(row["keypoints"], dtype=np.float32)  # [N, K, 3] (K is unknown when N = 0 and flattened)
-    keypoints = torch.tensor(keypoints if keypoints.ndim == 3 else keypoints.reshape(len(scores), -1, 3))
+    keypoints = np.asarray(row["keypoints"], dtype=np.float32)  # [N, K, 3], or flattened (a Parquet round trip)
+    if keypoints.ndim != 3:  # K is unknown when flattened with N = 0: [0, 0, 3]
+        keypoints = keypoints.reshape(len(scores), -1, 3) if len(scores) else keypoints.reshape(0, 0, 3)
+    keypoints = torch.tensor(keypoints)
     return PoseDetections(boxes=boxes, scores=scores, keypoints=keypoints,
                           image_size=(int(row["height"]), int(row["width"])))
 
