@@ -2,6 +2,7 @@
 without a Ray cluster, its COCO writer against ``fcpose predict``, then a local Ray (``num_cpus=2``) end to end and
 the worked example (examples/ray_batch_predict.py)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -255,7 +256,8 @@ def test_local_ray_rows_from_parquet(local_ray, images, reference_single, tmp_pa
 
 def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_path):
     """examples/ray_batch_predict.py on a folder (``read_image_files``) on its own local Ray (2 CPUs, 2 workers of
-    half a CPU): predictions.json holds the Predictor's people, the broken file is one line on stderr and exit 1."""
+    the default half a CPU): predictions.json holds the Predictor's people, the broken file is one line on stderr
+    and exit 1."""
     pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
     folder = tmp_path / "in"
     shutil.copytree(images, folder)
@@ -264,12 +266,12 @@ def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_p
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     args = [folder, "--weights", WEIGHTS, "--batch", 1, "--size", SIZES["min_size"], "--max-size", SIZES["max_size"],
-            "--workers", 2, "--num-cpus", 2, "--cpus-per-worker", 0.5, "--out", out]
+            "--workers", 2, "--num-cpus", 2, "--out", out]  # the default CPUs per worker: 0.5 here
     result = subprocess.run([sys.executable, str(REPO / "examples" / "ray_batch_predict.py"), *map(str, args)],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]  # one image failed
     assert "skipped: 000099.png: cannot read image 000099.png" in result.stderr
-    assert "1 of 5 images failed" in result.stderr
+    assert "1 of 5 images failed" in result.stderr and "2 Ray workers of 0.5 CPUs" in result.stderr
     got = json.loads((out / "predictions.json").read_text())
     assert [e["image_id"] for e in got] == sorted(e["image_id"] for e in got)  # rows in image_id order
     paths = sorted(images.glob("*.png"))
@@ -277,3 +279,28 @@ def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_p
         assert_close_entries([e for e in got if e["image_id"] == int(path.stem)],
                              reference_single[path.name].to_coco(image_id=int(path.stem), file_name=path.name))
     assert {e["file_name"] for e in got} == {p.name for p in paths}
+
+
+def example():
+    """examples/ray_batch_predict.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("ray_batch_predict", REPO / "examples" / "ray_batch_predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_cpus_per_worker_leave_one_cpu_for_reading_on_a_local_ray():
+    """The default on a local Ray: all CPUs but one, shared (2 CPUs, 2 workers: 0.5 each, which runs where 1 each
+    would wait forever, ray-project/ray#44687); a given value is kept, and refused when it leaves no CPU free; on a
+    cluster (RAY_ADDRESS) the default is 1 and nothing is refused."""
+    ex = example()
+    assert ex.parse_args(["photos", "--out", "o"]).cpus_per_worker is None
+    assert ex.worker_cpus(None, 2, 2, local=True) == 0.5
+    assert ex.worker_cpus(None, 3, 8, local=True) == 2.33  # rounded down: 8 - 3 x 2.33 >= 1
+    assert ex.worker_cpus(None, 4, 16, local=True) == 3.75
+    assert ex.worker_cpus(None, 2, 1, local=True) == 0
+    assert ex.worker_cpus(None, 2, 2, local=False) == 1
+    assert ex.worker_cpus(0.5, 2, 2, local=True) == 0.5
+    assert ex.worker_cpus(1, 2, 2, local=False) == 1
+    with pytest.raises(FCPoseError, match="2 workers x 1 CPUs leave 0 of Ray's CPUs"):
+        ex.worker_cpus(1, 2, 2, local=True)
