@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from fcpose.errors import FCPoseError
+from fcpose.errors import FCPoseError, worker_message
 from fcpose.fileio import output_dir
 from fcpose.inference.ray_data import RayPredictor, read_image_files, require_ray, write_coco_results
 
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
                           num_gpus=args.gpus_per_worker or None)
     try:
         rows = sorted(rows.take_all(), key=lambda r: (int(r["image_id"]), str(r["file_name"])))
-    except ray.exceptions.RayError as exc:  # e.g. a worker could not load the model: its error's last line
-        raise FCPoseError(next(line for line in reversed(str(exc).splitlines()) if line.strip())) from None
+    except ray.exceptions.RayError as exc:  # e.g. a worker could not load the model: its error's own message
+        raise FCPoseError(worker_message(exc, marker="")) from None
     done = time.perf_counter()
     for row in rows:
         if row["error"]:

@@ -281,6 +281,22 @@ def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_p
     assert {e["file_name"] for e in got} == {p.name for p in paths}
 
 
+def test_example_says_a_workers_error_in_one_line(images, tmp_path):
+    """A worker that cannot load the model (a missing checkpoint): exit 2, the error's own message after the
+    example's name (no exception class path), no output folder."""
+    pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = [images, "--weights", tmp_path / "missing.pt", "--workers", 1, "--num-cpus", 2, "--out", tmp_path / "out"]
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "ray_batch_predict.py"), *map(str, args)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("ray_batch_predict: error:")]
+    assert len(said) == 1 and "CheckpointError" not in said[0], said
+    assert said[0].startswith(f"ray_batch_predict: error: checkpoint not found: {tmp_path / 'missing.pt'} ("), said
+    assert not (tmp_path / "out").exists()
+
+
 def example():
     """examples/ray_batch_predict.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("ray_batch_predict", REPO / "examples" / "ray_batch_predict.py")
