@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     model = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
                  min_size=args.size, max_size=args.max_size, batch_size=args.batch, column=args.column)
     rows = ds.map_batches(RayPredictor, fn_constructor_kwargs=model, batch_size=args.batch, batch_format="numpy",
-                          concurrency=args.workers, num_cpus=cpus,
+                          compute=ray.data.ActorPoolStrategy(size=args.workers), num_cpus=cpus,
                           num_gpus=args.gpus_per_worker or None)
     try:
         rows = sorted(rows.take_all(), key=lambda r: (int(r["image_id"]), str(r["file_name"])))

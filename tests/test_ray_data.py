@@ -238,7 +238,8 @@ def test_local_ray_rows_from_parquet(local_ray, images, reference_single, tmp_pa
                              "image_id": [int(p.stem) for p in paths] + [99]}), tmp_path / "images.parquet")
     model = {"weights": WEIGHTS, "batch_size": 1, "column": "image", **SIZES}
     done = local_ray.data.read_parquet(tmp_path / "images.parquet").map_batches(
-        RayPredictor, fn_constructor_kwargs=model, batch_size=2, batch_format="numpy", concurrency=2,
+        RayPredictor, fn_constructor_kwargs=model, batch_size=2, batch_format="numpy",
+        compute=local_ray.data.ActorPoolStrategy(size=2),
         num_cpus=0.5).materialize()
     rows = done.take_all()
     path, failed = write_coco_results(done, tmp_path / "from_dataset.json")  # a dataset is written row by row

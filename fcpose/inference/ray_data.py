@@ -5,7 +5,7 @@
 
     ds = read_image_files(["photos/"])                       # or ray.data.read_parquet / read_images / ...
     rows = ds.map_batches(RayPredictor, fn_constructor_kwargs={"weights": "fcpose_r50_official"},
-                          batch_size=16, batch_format="numpy", concurrency=2)
+                          batch_size=16, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=2))
     write_coco_results(rows.take_all(), "predictions.json")
 
 Each Ray worker builds one :class:`RayPredictor` (the model loads once per worker, by
