@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from fcpose.errors import FCPoseError, worker_message
+from fcpose.errors import FCPoseError, InputError, worker_message
 from fcpose.fileio import output_dir
-from fcpose.inference.ray_data import RayPredictor, read_image_files, require_ray, write_coco_results
+from fcpose.inference.ray_data import RayPredictor, image_column, read_image_files, require_ray, write_coco_results
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,6 +64,18 @@ def worker_cpus(given: float | None, workers: int, total: float, local: bool) ->
     return given
 
 
+def check_columns(names: list[str], types: list, column: str | None) -> None:
+    """Refuse, before any inference, a table whose rows could not be told apart in predictions.json: no image column,
+    or neither an ``image_id`` nor a ``path`` column and an image column of bytes or arrays (paths name the rows)."""
+    import pyarrow as pa
+
+    kind = dict(zip(names, types))[image_column(names, column)]
+    paths = isinstance(kind, pa.DataType) and (pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    if "image_id" not in names and "path" not in names and not paths:
+        raise InputError(f"the rows have neither an image_id nor a path column (columns: {', '.join(names)}), so "
+                         "their people could not be told apart in predictions.json: add one of the two")
+
+
 def run(args: argparse.Namespace) -> int:
     ray = require_ray()
     start = time.perf_counter()
@@ -72,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     cpus = worker_cpus(args.cpus_per_worker, args.workers, ray.cluster_resources().get("CPU", 0),
                        local=not os.environ.get("RAY_ADDRESS"))
     ds = ray.data.read_parquet(args.parquet) if args.parquet else read_image_files(args.inputs)
+    if args.parquet and (schema := ds.schema()) is not None:
+        check_columns(list(schema.names), list(schema.types), args.column)
     model = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
                  min_size=args.size, max_size=args.max_size, batch_size=args.batch, column=args.column)
     rows = ds.map_batches(RayPredictor, fn_constructor_kwargs=model, batch_size=args.batch, batch_format="numpy",

@@ -321,3 +321,34 @@ def test_example_cpus_per_worker_leave_one_cpu_for_reading_on_a_local_ray():
     assert ex.worker_cpus(1, 2, 2, local=False) == 1
     with pytest.raises(FCPoseError, match="2 workers x 1 CPUs leave 0 of Ray's CPUs"):
         ex.worker_cpus(1, 2, 2, local=True)
+
+
+def test_example_checks_a_parquet_tables_columns_before_any_inference(images, tmp_path):
+    """Rows with neither an image_id nor a path column (and images as bytes) could not be written to
+    predictions.json: the example says so in one line, exit 2, before a worker loads the model (here a missing
+    checkpoint, which would otherwise be the error). The rule itself, on column types without Ray."""
+    pa = pytest.importorskip("pyarrow", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
+    pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
+    import pyarrow.parquet as pq
+
+    ex = example()
+    ex.check_columns(["image", "image_id"], [pa.binary(), pa.int64()], None)
+    ex.check_columns(["bytes", "path"], [pa.binary(), pa.string()], None)
+    ex.check_columns(["image"], [pa.large_string()], None)  # paths name the rows
+    with pytest.raises(InputError, match="neither an image_id nor a path column"):
+        ex.check_columns(["image", "tag"], [pa.binary(), pa.int64()], None)
+    with pytest.raises(InputError, match="no column 'jpeg'"):
+        ex.check_columns(["image", "image_id"], [pa.binary(), pa.int64()], "jpeg")
+    paths = sorted(images.glob("*.png"))
+    pq.write_table(pa.table({"image": [png_bytes(p) for p in paths], "tag": list(range(len(paths)))}),
+                   tmp_path / "images.parquet")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = ["--parquet", tmp_path / "images.parquet", "--weights", tmp_path / "missing.pt", "--num-cpus", 2,
+            "--out", tmp_path / "out"]
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "ray_batch_predict.py"), *map(str, args)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("ray_batch_predict: error:")]
+    assert len(said) == 1 and "neither an image_id nor a path column (columns: image, tag)" in said[0], said
+    assert "checkpoint not found" not in result.stderr and not (tmp_path / "out").exists()

@@ -33,7 +33,8 @@ from .backends import load_predictor
 from .predict_command import image_id
 from .sources import collect_sources, expand_globs
 
-__all__ = ["IMAGE_COLUMNS", "RayPredictor", "detections_of", "read_image_files", "require_ray", "write_coco_results"]
+__all__ = ["IMAGE_COLUMNS", "RayPredictor", "detections_of", "image_column", "read_image_files", "require_ray",
+           "write_coco_results"]
 
 IMAGE_COLUMNS = ("image", "bytes", "path")  # the image column, when not named: the first of these a batch has
 
@@ -66,6 +67,25 @@ def read_image_files(inputs: Iterable[str | Path]):
     if problems or not sources:
         raise InputError("; ".join(problems) or "no input images were given")
     return ray.data.read_binary_files([str(s.path) for s in sources], include_paths=True)
+
+
+def image_column(names: Iterable[str], column: str | None = None) -> str:
+    """The image column of a batch or dataset with columns ``names``: ``column`` if given, else the first of
+    :data:`IMAGE_COLUMNS` present.
+
+    Raises:
+        InputError: That column is missing.
+    """
+    names = list(names)
+    if column is not None:
+        if column not in names:
+            raise InputError(f"the rows have no column {column!r} (columns: {', '.join(names)})")
+        return column
+    for name in IMAGE_COLUMNS:
+        if name in names:
+            return name
+    raise InputError(f"the rows have none of the image columns {', '.join(IMAGE_COLUMNS)} (columns: "
+                     f"{', '.join(names)}); name it with column=")
 
 
 def _as_image(item, name: str) -> np.ndarray:
@@ -131,19 +151,8 @@ class RayPredictor:
         self.num_keypoints = self.predictor.cfg.keypoints.num_keypoints
         self.column = column
 
-    def _image_column(self, batch: Mapping[str, np.ndarray]) -> str:
-        if self.column is not None:
-            if self.column not in batch:
-                raise InputError(f"the batch has no column {self.column!r} (columns: {', '.join(batch)})")
-            return self.column
-        for name in IMAGE_COLUMNS:
-            if name in batch:
-                return name
-        raise InputError(f"the batch has none of the image columns {', '.join(IMAGE_COLUMNS)} (columns: "
-                         f"{', '.join(batch)}); name it with column=")
-
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        column = self._image_column(batch)
+        column = image_column(batch, self.column)
         cells = batch[column]
         keep_paths = len(cells) and isinstance(cells[0], (str, Path))  # the image column goes unless it is paths
         paths = batch.get("path", cells if keep_paths else None)
