@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                           compute=ray.data.ActorPoolStrategy(size=args.workers), num_cpus=cpus,
                           num_gpus=args.gpus_per_worker or None)
     try:
-        rows = sorted(rows.take_all(), key=lambda r: (int(r["image_id"]), str(r["file_name"])))
+        rows = rows.take_all()
     except ray.exceptions.RayError as exc:  # e.g. a worker could not load the model: its error's own message
         raise FCPoseError(worker_message(exc, marker="")) from None
     done = time.perf_counter()

@@ -173,6 +173,8 @@ def test_rows_write_the_predictions_json_of_fcpose_predict(images, ray_predictor
     written, failed = write_coco_results(rows, tmp_path / "ray.json")
     assert failed == 1 and "empty" in rows[-1]["error"]
     assert json.loads(written.read_text()) == json.loads((out / "predictions.json").read_text())
+    shuffled, _ = write_coco_results(rows[::-1], tmp_path / "shuffled.json")  # in whatever order Ray gives the rows
+    assert shuffled.read_text() == written.read_text()
     blocked = tmp_path / "file"
     blocked.write_text("")
     with pytest.raises(FCPoseError):

@@ -205,7 +205,8 @@ def detections_of(row: Mapping) -> PoseDetections:
 def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Path, int]:
     """Write the detections of :class:`RayPredictor` rows (an iterable of row dicts, or a Ray dataset) as one COCO
     results file, ``fcpose predict``'s ``predictions.json`` format (:meth:`PoseDetections.to_coco`: ``image_id``
-    when known, ``file_name``), complete or absent. Rows with an ``error`` are left out.
+    when known, ``file_name``), complete or absent, in (``image_id``, ``file_name``) order whatever order Ray's workers
+    gave the rows in, so the same images give the same file. Rows with an ``error`` are left out.
 
     Raises:
         InputError: A row has neither an ``image_id`` nor a file name (its detections would belong to no image).
@@ -215,7 +216,7 @@ def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Pa
     """
     if hasattr(rows, "iter_rows"):
         rows = rows.iter_rows()
-    entries, failed = [], 0
+    found, failed = [], 0
     for row in rows:
         if row["error"]:
             failed += 1
@@ -224,6 +225,9 @@ def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Pa
         if image_id < 0 and not str(row["file_name"]):
             raise InputError("a row has neither an image_id nor a file name, so its detections could not be told "
                              "apart in a COCO results file: give the dataset an image_id or a path column")
-        entries.extend(detections_of(row).to_coco(image_id=image_id if image_id >= 0 else None,
-                                                  file_name=str(row["file_name"]) or None, category_id=category_id))
+        found.append(((image_id, str(row["file_name"])), detections_of(row).to_coco(
+            image_id=image_id if image_id >= 0 else None, file_name=str(row["file_name"]) or None,
+            category_id=category_id)))
+    found.sort(key=lambda item: item[0])  # stable: a row's people keep their order
+    entries = [entry for _, row_entries in found for entry in row_entries]
     return atomic_write_text(Path(path), json.dumps(entries), what="predictions"), failed
