@@ -7,20 +7,22 @@
 
 It starts a local Ray (``--num-cpus``) unless ``RAY_ADDRESS`` names a cluster to join; each of ``--workers`` Ray
 workers loads the model once (:class:`fcpose.inference.ray_data.RayPredictor`) and takes ``--batch`` rows at a time.
+On a local Ray the workers share all CPUs but one (left for reading the images) unless ``--cpus-per-worker`` is given.
 On GPUs: ``--device cuda --gpus-per-worker 1`` (docs/ray.md). Rows that fail (an unreadable image) are listed on
 stderr and left out of predictions.json; the exit status is then 1 (2: nothing could start, one line)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
-from fcpose.errors import FCPoseError
+from fcpose.errors import FCPoseError, InputError, worker_message
 from fcpose.fileio import output_dir
-from fcpose.inference.ray_data import RayPredictor, read_image_files, require_ray, write_coco_results
+from fcpose.inference.ray_data import RayPredictor, image_column, read_image_files, require_ray, write_coco_results
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-size", type=int, help="longest long side (default: the model's)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers, each with its own model (default 2)")
     p.add_argument("--batch", type=int, default=8, help="rows per call of a worker (default 8)")
-    p.add_argument("--cpus-per-worker", type=float, default=1,
-                   help="CPUs Ray reserves per worker, and so its threads (1 thread below 2; default 1)")
+    p.add_argument("--cpus-per-worker", type=float,
+                   help="CPUs Ray reserves per worker, and so its threads (1 thread below 2; default: on a local Ray "
+                        "an equal share of all CPUs but one, which the read tasks need; on a cluster 1)")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs Ray reserves per worker (default 0)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all; ignored with RAY_ADDRESS)")
     p.add_argument("--out", required=True, help="output folder for predictions.json")
@@ -47,26 +50,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def worker_cpus(given: float | None, workers: int, total: float, local: bool) -> float:
+    """The CPUs Ray reserves per worker: ``given``, else on a local Ray an equal share (to 0.01, rounded down) of
+    all ``total`` CPUs but one, else 1. Workers that hold every CPU of a local Ray leave none for the read tasks,
+    and Ray Data waits for one forever (ray-project/ray#44687): such a setting is refused with one line."""
+    if given is None:
+        given = math.floor(max(total - 1, 0) / workers * 100) / 100 if local else 1.0
+    free = total - workers * given
+    if local and free < 1 - 1e-9:
+        raise FCPoseError(f"{workers} workers x {given:g} CPUs leave {max(free, 0):g} of Ray's CPUs for reading "
+                          "the images, and Ray Data would wait for one forever: give fewer --workers, a smaller "
+                          "--cpus-per-worker (0.5: one thread each) or more --num-cpus")
+    return given
+
+
+def check_columns(names: list[str], types: list, column: str | None) -> None:
+    """Refuse, before any inference, a table whose rows could not be told apart in predictions.json: no image column,
+    or neither an ``image_id`` nor a ``path`` column and an image column of bytes or arrays (paths name the rows)."""
+    import pyarrow as pa
+
+    kind = dict(zip(names, types))[image_column(names, column)]
+    paths = isinstance(kind, pa.DataType) and (pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    if "image_id" not in names and "path" not in names and not paths:
+        raise InputError(f"the rows have neither an image_id nor a path column (columns: {', '.join(names)}), so "
+                         "their people could not be told apart in predictions.json: add one of the two")
+
+
 def run(args: argparse.Namespace) -> int:
     ray = require_ray()
     start = time.perf_counter()
     ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": args.num_cpus, "include_dashboard": False}))
     started = time.perf_counter()
-    free = ray.cluster_resources().get("CPU", 0) - args.workers * args.cpus_per_worker
-    if free < 1 and not os.environ.get("RAY_ADDRESS"):  # ray-project/ray#44687
-        raise FCPoseError(f"{args.workers} workers x {args.cpus_per_worker:g} CPUs leave {max(free, 0):g} of Ray's "
-                          "CPUs for reading the images, and Ray Data would wait for one forever: give fewer "
-                          "--workers, a smaller --cpus-per-worker (0.5: one thread each) or more --num-cpus")
+    cpus = worker_cpus(args.cpus_per_worker, args.workers, ray.cluster_resources().get("CPU", 0),
+                       local=not os.environ.get("RAY_ADDRESS"))
     ds = ray.data.read_parquet(args.parquet) if args.parquet else read_image_files(args.inputs)
+    if args.parquet and (schema := ds.schema()) is not None:
+        check_columns(list(schema.names), list(schema.types), args.column)
     model = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
                  min_size=args.size, max_size=args.max_size, batch_size=args.batch, column=args.column)
     rows = ds.map_batches(RayPredictor, fn_constructor_kwargs=model, batch_size=args.batch, batch_format="numpy",
-                          concurrency=args.workers, num_cpus=args.cpus_per_worker,
+                          compute=ray.data.ActorPoolStrategy(size=args.workers), num_cpus=cpus,
                           num_gpus=args.gpus_per_worker or None)
     try:
-        rows = sorted(rows.take_all(), key=lambda r: (int(r["image_id"]), str(r["file_name"])))
-    except ray.exceptions.RayError as exc:  # e.g. a worker could not load the model: its error's last line
-        raise FCPoseError(next(line for line in reversed(str(exc).splitlines()) if line.strip())) from None
+        rows = rows.take_all()
+    except ray.exceptions.RayError as exc:  # e.g. a worker could not load the model: its error's own message
+        raise FCPoseError(worker_message(exc, marker="")) from None
     done = time.perf_counter()
     for row in rows:
         if row["error"]:
@@ -75,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     with output_dir(args.out) as out:
         path, failed = write_coco_results(rows, out / "predictions.json")
     predict_s = sum(float(r["predict_ms"]) for r in rows) / 1000
-    print(f"{len(rows)} images on {args.workers} Ray workers in {done - started:.1f} s "
+    print(f"{len(rows)} images on {args.workers} Ray workers of {cpus:g} CPUs in {done - started:.1f} s "
           f"({len(rows) / (done - started):.2f} images/s; Ray start {started - start:.1f} s; model time "
           f"{predict_s:.1f} s over all workers) -> {path}", file=sys.stderr)
     if failed:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import FCPoseError, one_line
+from .errors import FCPoseError
+from .errors import worker_message as _one_line  # the one-line rule of worker errors (tests import it by this name)
 from .precision import PRECISIONS
 from .structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD
 
@@ -94,16 +95,6 @@ def plain_text(text: str) -> str:
     """A docstring paragraph as plain text for ``--help``: reST inline markup (double backquotes) removed,
     lines joined."""
     return " ".join(text.replace("``", "").split())
-
-
-def _one_line(exc: BaseException) -> str:
-    """The message of an error, on one line. An error raised in a DataLoader worker arrives with the worker's
-    traceback in its message; its last line is the original message."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = [line for line in text.strip().splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
-    return one_line(text)
 
 
 def _add_predict(sub) -> None:

@@ -32,6 +32,17 @@ def one_line(text: object, blank: str = "unknown error") -> str:
     return " ".join(str(text).split()) or blank
 
 
+def worker_message(exc: BaseException, marker: str = "Original Traceback") -> str:
+    """The message of an error, on one line. An error re-raised from a worker process (a DataLoader worker: its
+    message holds ``marker``; a Ray worker: give ``marker=""``) carries the worker's traceback in its message; its
+    last line is the original message, taken without its ``XError: `` prefix."""
+    text = str(exc)
+    if marker in text:
+        last = ([line for line in text.strip().splitlines() if line.strip()] or [""])[-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+    return one_line(text)
+
+
 def first_line(exc: BaseException, limit: int = 300, skip: tuple[str, ...] = ()) -> str:
     """The first non-blank line of an exception's message, stripped and cut to ``limit`` characters, for
     errors whose message goes on for pages (compilers, runtimes). Lines starting with one of ``skip`` are

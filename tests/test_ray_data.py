@@ -2,6 +2,7 @@
 without a Ray cluster, its COCO writer against ``fcpose predict``, then a local Ray (``num_cpus=2``) end to end and
 the worked example (examples/ray_batch_predict.py)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -172,11 +173,29 @@ def test_rows_write_the_predictions_json_of_fcpose_predict(images, ray_predictor
     written, failed = write_coco_results(rows, tmp_path / "ray.json")
     assert failed == 1 and "empty" in rows[-1]["error"]
     assert json.loads(written.read_text()) == json.loads((out / "predictions.json").read_text())
+    shuffled, _ = write_coco_results(rows[::-1], tmp_path / "shuffled.json")  # in whatever order Ray gives the rows
+    assert shuffled.read_text() == written.read_text()
     blocked = tmp_path / "file"
     blocked.write_text("")
     with pytest.raises(FCPoseError):
         write_coco_results(rows, blocked / "ray.json")
     assert not (blocked / "ray.json").exists()
+
+
+def test_rows_with_flattened_people_columns_and_no_people(images, ray_predictor, tmp_path):
+    """People columns flattened (as a Parquet round trip may give them) turn back into the same detections, and an
+    image with no people (N = 0, K unknown) into an empty one that writes no entries."""
+    path = sorted(images.glob("*.png"))[0]
+    row = rows_of(ray_predictor({"path": objects([str(path)])}))[0]
+    flat = {**row, **{key: np.asarray(row[key]).reshape(-1) for key in ("boxes", "scores", "keypoints")}}
+    for key in ("boxes", "scores", "keypoints"):
+        assert torch.equal(getattr(detections_of(flat), key), getattr(detections_of(row), key)), key
+    nobody = {**row, "boxes": np.zeros(0, np.float32), "scores": np.zeros(0, np.float32),
+              "keypoints": np.zeros(0, np.float32)}
+    found = detections_of(nobody)
+    assert len(found) == 0 and found.keypoints.shape == (0, 0, 3) and found.to_coco(image_id=1) == []
+    written, failed = write_coco_results([nobody], tmp_path / "nobody.json")
+    assert failed == 0 and json.loads(written.read_text()) == []
 
 
 def test_without_ray_one_clear_error(monkeypatch, images):
@@ -221,7 +240,8 @@ def test_local_ray_rows_from_parquet(local_ray, images, reference_single, tmp_pa
                              "image_id": [int(p.stem) for p in paths] + [99]}), tmp_path / "images.parquet")
     model = {"weights": WEIGHTS, "batch_size": 1, "column": "image", **SIZES}
     done = local_ray.data.read_parquet(tmp_path / "images.parquet").map_batches(
-        RayPredictor, fn_constructor_kwargs=model, batch_size=2, batch_format="numpy", concurrency=2,
+        RayPredictor, fn_constructor_kwargs=model, batch_size=2, batch_format="numpy",
+        compute=local_ray.data.ActorPoolStrategy(size=2),
         num_cpus=0.5).materialize()
     rows = done.take_all()
     path, failed = write_coco_results(done, tmp_path / "from_dataset.json")  # a dataset is written row by row
@@ -239,7 +259,8 @@ def test_local_ray_rows_from_parquet(local_ray, images, reference_single, tmp_pa
 
 def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_path):
     """examples/ray_batch_predict.py on a folder (``read_image_files``) on its own local Ray (2 CPUs, 2 workers of
-    half a CPU): predictions.json holds the Predictor's people, the broken file is one line on stderr and exit 1."""
+    the default half a CPU): predictions.json holds the Predictor's people, the broken file is one line on stderr
+    and exit 1."""
     pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
     folder = tmp_path / "in"
     shutil.copytree(images, folder)
@@ -248,12 +269,12 @@ def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_p
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     args = [folder, "--weights", WEIGHTS, "--batch", 1, "--size", SIZES["min_size"], "--max-size", SIZES["max_size"],
-            "--workers", 2, "--num-cpus", 2, "--cpus-per-worker", 0.5, "--out", out]
+            "--workers", 2, "--num-cpus", 2, "--out", out]  # the default CPUs per worker: 0.5 here
     result = subprocess.run([sys.executable, str(REPO / "examples" / "ray_batch_predict.py"), *map(str, args)],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]  # one image failed
     assert "skipped: 000099.png: cannot read image 000099.png" in result.stderr
-    assert "1 of 5 images failed" in result.stderr
+    assert "1 of 5 images failed" in result.stderr and "2 Ray workers of 0.5 CPUs" in result.stderr
     got = json.loads((out / "predictions.json").read_text())
     assert [e["image_id"] for e in got] == sorted(e["image_id"] for e in got)  # rows in image_id order
     paths = sorted(images.glob("*.png"))
@@ -261,3 +282,75 @@ def test_example_on_a_folder_with_a_broken_image(images, reference_single, tmp_p
         assert_close_entries([e for e in got if e["image_id"] == int(path.stem)],
                              reference_single[path.name].to_coco(image_id=int(path.stem), file_name=path.name))
     assert {e["file_name"] for e in got} == {p.name for p in paths}
+
+
+def test_example_says_a_workers_error_in_one_line(images, tmp_path):
+    """A worker that cannot load the model (a missing checkpoint): exit 2, the error's own message after the
+    example's name (no exception class path), no output folder."""
+    pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = [images, "--weights", tmp_path / "missing.pt", "--workers", 1, "--num-cpus", 2, "--out", tmp_path / "out"]
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "ray_batch_predict.py"), *map(str, args)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("ray_batch_predict: error:")]
+    assert len(said) == 1 and "CheckpointError" not in said[0], said
+    assert said[0].startswith(f"ray_batch_predict: error: checkpoint not found: {tmp_path / 'missing.pt'} ("), said
+    assert not (tmp_path / "out").exists()
+
+
+def example():
+    """examples/ray_batch_predict.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("ray_batch_predict", REPO / "examples" / "ray_batch_predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_cpus_per_worker_leave_one_cpu_for_reading_on_a_local_ray():
+    """The default on a local Ray: all CPUs but one, shared (2 CPUs, 2 workers: 0.5 each, which runs where 1 each
+    would wait forever, ray-project/ray#44687); a given value is kept, and refused when it leaves no CPU free; on a
+    cluster (RAY_ADDRESS) the default is 1 and nothing is refused."""
+    ex = example()
+    assert ex.parse_args(["photos", "--out", "o"]).cpus_per_worker is None
+    assert ex.worker_cpus(None, 2, 2, local=True) == 0.5
+    assert ex.worker_cpus(None, 3, 8, local=True) == 2.33  # rounded down: 8 - 3 x 2.33 >= 1
+    assert ex.worker_cpus(None, 4, 16, local=True) == 3.75
+    assert ex.worker_cpus(None, 2, 1, local=True) == 0
+    assert ex.worker_cpus(None, 2, 2, local=False) == 1
+    assert ex.worker_cpus(0.5, 2, 2, local=True) == 0.5
+    assert ex.worker_cpus(1, 2, 2, local=False) == 1
+    with pytest.raises(FCPoseError, match="2 workers x 1 CPUs leave 0 of Ray's CPUs"):
+        ex.worker_cpus(1, 2, 2, local=True)
+
+
+def test_example_checks_a_parquet_tables_columns_before_any_inference(images, tmp_path):
+    """Rows with neither an image_id nor a path column (and images as bytes) could not be written to
+    predictions.json: the example says so in one line, exit 2, before a worker loads the model (here a missing
+    checkpoint, which would otherwise be the error). The rule itself, on column types without Ray."""
+    pa = pytest.importorskip("pyarrow", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
+    pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fcpose[ray]')")
+    import pyarrow.parquet as pq
+
+    ex = example()
+    ex.check_columns(["image", "image_id"], [pa.binary(), pa.int64()], None)
+    ex.check_columns(["bytes", "path"], [pa.binary(), pa.string()], None)
+    ex.check_columns(["image"], [pa.large_string()], None)  # paths name the rows
+    with pytest.raises(InputError, match="neither an image_id nor a path column"):
+        ex.check_columns(["image", "tag"], [pa.binary(), pa.int64()], None)
+    with pytest.raises(InputError, match="no column 'jpeg'"):
+        ex.check_columns(["image", "image_id"], [pa.binary(), pa.int64()], "jpeg")
+    paths = sorted(images.glob("*.png"))
+    pq.write_table(pa.table({"image": [png_bytes(p) for p in paths], "tag": list(range(len(paths)))}),
+                   tmp_path / "images.parquet")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = ["--parquet", tmp_path / "images.parquet", "--weights", tmp_path / "missing.pt", "--num-cpus", 2,
+            "--out", tmp_path / "out"]
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "ray_batch_predict.py"), *map(str, args)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("ray_batch_predict: error:")]
+    assert len(said) == 1 and "neither an image_id nor a path column (columns: image, tag)" in said[0], said
+    assert "checkpoint not found" not in result.stderr and not (tmp_path / "out").exists()

@@ -5,7 +5,7 @@
 
     ds = read_image_files(["photos/"])                       # or ray.data.read_parquet / read_images / ...
     rows = ds.map_batches(RayPredictor, fn_constructor_kwargs={"weights": "fcpose_r50_official"},
-                          batch_size=16, batch_format="numpy", concurrency=2)
+                          batch_size=16, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=2))
     write_coco_results(rows.take_all(), "predictions.json")
 
 Each Ray worker builds one :class:`RayPredictor` (the model loads once per worker, by
@@ -33,7 +33,8 @@ from .backends import load_predictor
 from .predict_command import image_id
 from .sources import collect_sources, expand_globs
 
-__all__ = ["IMAGE_COLUMNS", "RayPredictor", "detections_of", "read_image_files", "require_ray", "write_coco_results"]
+__all__ = ["IMAGE_COLUMNS", "RayPredictor", "detections_of", "image_column", "read_image_files", "require_ray",
+           "write_coco_results"]
 
 IMAGE_COLUMNS = ("image", "bytes", "path")  # the image column, when not named: the first of these a batch has
 
@@ -66,6 +67,25 @@ def read_image_files(inputs: Iterable[str | Path]):
     if problems or not sources:
         raise InputError("; ".join(problems) or "no input images were given")
     return ray.data.read_binary_files([str(s.path) for s in sources], include_paths=True)
+
+
+def image_column(names: Iterable[str], column: str | None = None) -> str:
+    """The image column of a batch or dataset with columns ``names``: ``column`` if given, else the first of
+    :data:`IMAGE_COLUMNS` present.
+
+    Raises:
+        InputError: That column is missing.
+    """
+    names = list(names)
+    if column is not None:
+        if column not in names:
+            raise InputError(f"the rows have no column {column!r} (columns: {', '.join(names)})")
+        return column
+    for name in IMAGE_COLUMNS:
+        if name in names:
+            return name
+    raise InputError(f"the rows have none of the image columns {', '.join(IMAGE_COLUMNS)} (columns: "
+                     f"{', '.join(names)}); name it with column=")
 
 
 def _as_image(item, name: str) -> np.ndarray:
@@ -131,19 +151,8 @@ class RayPredictor:
         self.num_keypoints = self.predictor.cfg.keypoints.num_keypoints
         self.column = column
 
-    def _image_column(self, batch: Mapping[str, np.ndarray]) -> str:
-        if self.column is not None:
-            if self.column not in batch:
-                raise InputError(f"the batch has no column {self.column!r} (columns: {', '.join(batch)})")
-            return self.column
-        for name in IMAGE_COLUMNS:
-            if name in batch:
-                return name
-        raise InputError(f"the batch has none of the image columns {', '.join(IMAGE_COLUMNS)} (columns: "
-                         f"{', '.join(batch)}); name it with column=")
-
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        column = self._image_column(batch)
+        column = image_column(batch, self.column)
         cells = batch[column]
         keep_paths = len(cells) and isinstance(cells[0], (str, Path))  # the image column goes unless it is paths
         paths = batch.get("path", cells if keep_paths else None)
@@ -185,8 +194,10 @@ def detections_of(row: Mapping) -> PoseDetections:
     :class:`~fcpose.structures.PoseDetections` (``.people()``, ``.to_coco()``)."""
     boxes = torch.tensor(np.asarray(row["boxes"], dtype=np.float32).reshape(-1, 4))  # a copy: Ray's are read-only
     scores = torch.tensor(np.asarray(row["scores"], dtype=np.float32).reshape(-1))
-    keypoints = np.asarray(row["keypoints"], dtype=np.float32)  # [N, K, 3] (K is unknown when N = 0 and flattened)
-    keypoints = torch.tensor(keypoints if keypoints.ndim == 3 else keypoints.reshape(len(scores), -1, 3))
+    keypoints = np.asarray(row["keypoints"], dtype=np.float32)  # [N, K, 3], or flattened (a Parquet round trip)
+    if keypoints.ndim != 3:  # K is unknown when flattened with N = 0: [0, 0, 3]
+        keypoints = keypoints.reshape(len(scores), -1, 3) if len(scores) else keypoints.reshape(0, 0, 3)
+    keypoints = torch.tensor(keypoints)
     return PoseDetections(boxes=boxes, scores=scores, keypoints=keypoints,
                           image_size=(int(row["height"]), int(row["width"])))
 
@@ -194,7 +205,8 @@ def detections_of(row: Mapping) -> PoseDetections:
 def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Path, int]:
     """Write the detections of :class:`RayPredictor` rows (an iterable of row dicts, or a Ray dataset) as one COCO
     results file, ``fcpose predict``'s ``predictions.json`` format (:meth:`PoseDetections.to_coco`: ``image_id``
-    when known, ``file_name``), complete or absent. Rows with an ``error`` are left out.
+    when known, ``file_name``), complete or absent, in (``image_id``, ``file_name``) order whatever order Ray's workers
+    gave the rows in, so the same images give the same file. Rows with an ``error`` are left out.
 
     Raises:
         InputError: A row has neither an ``image_id`` nor a file name (its detections would belong to no image).
@@ -204,7 +216,7 @@ def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Pa
     """
     if hasattr(rows, "iter_rows"):
         rows = rows.iter_rows()
-    entries, failed = [], 0
+    found, failed = [], 0
     for row in rows:
         if row["error"]:
             failed += 1
@@ -213,6 +225,9 @@ def write_coco_results(rows, path: str | Path, category_id: int = 1) -> tuple[Pa
         if image_id < 0 and not str(row["file_name"]):
             raise InputError("a row has neither an image_id nor a file name, so its detections could not be told "
                              "apart in a COCO results file: give the dataset an image_id or a path column")
-        entries.extend(detections_of(row).to_coco(image_id=image_id if image_id >= 0 else None,
-                                                  file_name=str(row["file_name"]) or None, category_id=category_id))
+        found.append(((image_id, str(row["file_name"])), detections_of(row).to_coco(
+            image_id=image_id if image_id >= 0 else None, file_name=str(row["file_name"]) or None,
+            category_id=category_id)))
+    found.sort(key=lambda item: item[0])  # stable: a row's people keep their order
+    entries = [entry for _, row_entries in found for entry in row_entries]
     return atomic_write_text(Path(path), json.dumps(entries), what="predictions"), failed
