@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import FCPoseError
-from .errors import worker_message as _one_line  # the one-line rule of worker errors (tests import it by this name)
+from .errors import FCPoseError, worker_message
 from .precision import PRECISIONS
 from .structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD
 
@@ -553,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     except FCPoseError as exc:
         code = getattr(exc, "exit_code", 2)  # a stop on a signal (train) is not an error: 128 + the signal
         if not getattr(exc, "quiet", False):  # training's other ranks stop alike and leave the line to rank 0
-            print(f"fcpose {args.command}: {'' if code != 2 else 'error: '}{_one_line(exc)}", file=sys.stderr)
+            print(f"fcpose {args.command}: {'' if code != 2 else 'error: '}{worker_message(exc)}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
         print(f"fcpose {args.command}: interrupted", file=sys.stderr)

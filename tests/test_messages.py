@@ -260,11 +260,10 @@ def test_train_reads_its_eval_data_before_the_first_step(coco_tiny, tmp_path, ca
 
 
 def test_errors_from_data_loader_workers_become_one_line():
-    from fcpose.cli import _one_line
-    from fcpose.errors import InputError
+    from fcpose.errors import InputError, worker_message
 
     worker = InputError("Caught InputError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                         "last):\n  File \"x.py\", line 1, in f\n    raise InputError(msg)\nfcpose.errors.InputError: "
                         "cannot read image a.jpg: not an image file or an unsupported format\n")
-    assert _one_line(worker) == "cannot read image a.jpg: not an image file or an unsupported format"
-    assert _one_line(InputError("plain  message\nwrapped")) == "plain message wrapped"
+    assert worker_message(worker) == "cannot read image a.jpg: not an image file or an unsupported format"
+    assert worker_message(InputError("plain  message\nwrapped")) == "plain message wrapped"
