@@ -20,16 +20,8 @@ from ..errors import FCPoseError, InputError, first_line
 from ..fileio import atomic_write_text, check_output_dir, output_dir, unique_output_path
 from ..structures import PEOPLE_OKS_THRESHOLD, PEOPLE_SCORE_THRESHOLD, PoseDetections, PosePredictor
 from .predictor import Predictor
-from .sources import Source, collect_sources
+from .sources import Source, collect_sources, image_id
 from .visualize import draw_poses, keypoint_draw_threshold, save_image
-
-
-def image_id(path: Path, ids_by_name: dict[str, int] | None = None) -> int | None:
-    """The COCO image id of an input: from ``--annotations`` (``ids_by_name``) by file name, else the file name's
-    number (``000123.jpg`` -> 123), else None. The one rule for ``fcpose predict`` and Ray Data rows."""
-    if ids_by_name and path.name in ids_by_name:
-        return ids_by_name[path.name]
-    return int(path.stem) if path.stem.isdigit() else None
 
 
 def _load_ids(annotations: str | None) -> dict[str, int]:

@@ -30,8 +30,7 @@ from ..errors import FCPoseError, InputError, one_line
 from ..fileio import atomic_write_text
 from ..structures import PoseDetections
 from .backends import load_predictor
-from .predict_command import image_id
-from .sources import collect_sources, expand_globs
+from .sources import collect_sources, expand_globs, image_id
 
 __all__ = ["IMAGE_COLUMNS", "RayPredictor", "detections_of", "image_column", "read_image_files", "require_ray",
            "write_coco_results"]

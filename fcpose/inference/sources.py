@@ -30,6 +30,14 @@ class Source:
     kind: Literal["image", "video"]
 
 
+def image_id(path: Path, ids_by_name: dict[str, int] | None = None) -> int | None:
+    """The COCO image id of an input: from ``--annotations`` (``ids_by_name``) by file name, else the file name's
+    number (``000123.jpg`` -> 123), else None. The one rule for ``fcpose predict`` and Ray Data rows."""
+    if ids_by_name and path.name in ids_by_name:
+        return ids_by_name[path.name]
+    return int(path.stem) if path.stem.isdigit() else None
+
+
 def _kind_of(path: Path) -> Literal["image", "video"] | None:
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
