@@ -137,7 +137,7 @@ def test_a_process_that_fails_leaves_no_predictions(tiny_checkpoint, tmp_path):
 
 def test_eval_under_two_processes_scores_like_one_process(coco_tiny, tiny_checkpoint, tmp_path):
     """`fcpose eval` under torchrun: the metrics file is one process's, and the image rank 1 could not read is
-    counted in rank 0's summary and fails every process alike (exit 1)."""
+    counted in rank 0's summary and fails every process alike (exit 1); a set-up error is said once."""
     import shutil
 
     from fcpose.engine.evaluate import dataset_images
@@ -156,6 +156,10 @@ def test_eval_under_two_processes_scores_like_one_process(coco_tiny, tiny_checkp
         assert sum("1 image(s) could not be read" in line for line in done.stderr.splitlines()) == 1, done.stderr
         metrics[nproc] = json.loads(out.read_text())
     assert metrics[2] == metrics[1]
+    done = _fcpose(["eval", "--weights", str(tiny_checkpoint), "--data", str(ann), "--images", str(tmp_path / "nope"),
+                    "--no-progress"], 2)  # a set-up error: said once, not once per process
+    assert done.returncode != 0
+    assert done.stderr.count("fcpose eval: error: image folder not found") == 1, done.stderr
 
 
 @pytest.mark.slow

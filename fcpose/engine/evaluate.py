@@ -113,21 +113,26 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
         raise InputError("give either --weights or --predictions, not both")
     dist.init_distributed(device)
     skipped: list[str] = []
-    try:
+    def prepare():
+        """The ground truth, its protocol, and (with --weights) the images and the model, each checked at once."""
         gt = load_gt(data)
-        protocol = resolve_protocol(protocol, gt.dataset)  # a CrowdPose protocol it cannot run fails here, at once
-        sigmas = None
+        chosen = resolve_protocol(protocol, gt.dataset)  # a CrowdPose protocol it cannot run fails here
         if predictions is not None:
-            results = None
-        else:
-            if images is None:
-                raise InputError("--weights needs --images DIR (the dataset's image folder)")
-            items = dataset_images(data, images, gt)  # before the model loads: a wrong --images fails at once
-            from ..inference.backends import load_predictor
+            return gt, chosen, None, None
+        if images is None:
+            raise InputError("--weights needs --images DIR (the dataset's image folder)")
+        items = dataset_images(data, images, gt)  # before the model loads: a wrong --images fails at once
+        from ..inference.backends import load_predictor
 
-            predictor = load_predictor(backend, weights, device=dist.local_device(device), min_size=size,
-                                       max_size=max_size, score_threshold=score_threshold,
-                                       **({"optimize": optimize} if backend == "torch" else {}))
+        return gt, chosen, items, load_predictor(backend, weights, device=dist.local_device(device), min_size=size,
+                                                 max_size=max_size, score_threshold=score_threshold,
+                                                 **({"optimize": optimize} if backend == "torch" else {}))
+
+    try:
+        # every process the same outcome: a bad input is said once, a failure on one process stops them all
+        gt, protocol, items, predictor = dist.same_outcome(prepare)
+        sigmas, results = None, None
+        if predictor is not None:
             sigmas = predictor.cfg.keypoints.sigmas
             results = predict_dataset(predictor, data, images, progress, skipped, items=items)
         if dist.is_main_process():
