@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FCPoseError
-from .evaluation import evaluate_keypoints, has_crowd_index, load_gt
+from .evaluation import evaluate_keypoints, has_crowd_index, load_gt, load_results
 
 __all__ = ["SPLITS", "crowd_index", "image_values", "partition", "evaluate_split", "format_split"]
 
@@ -103,7 +103,7 @@ def evaluate_split(gt: Any, results: Any, by: str, *, protocol: str = "coco", si
         ``{"by", "source", "parts": [{"part", "images", "people", "AP", "AP50", "AP75", "AR"}, ...]}``; a part
         without images has NaN metrics.
     """
-    coco = load_gt(gt)
+    coco, results = load_gt(gt), load_results(results)  # once for all the parts
     values, source = image_values(coco.dataset, by)
     people, _ = image_values(coco.dataset, "people")
     parts = []

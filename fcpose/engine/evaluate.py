@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..fileio import atomic_write_text
 from ..structures import PosePredictor
 from .crowding import evaluate_split, format_split
-from .evaluation import evaluate_keypoints, load_gt, resolve_protocol
+from .evaluation import evaluate_keypoints, load_gt, load_results, resolve_protocol
 
 
 def dataset_images(ann_file: str | Path, image_dir: str | Path, coco=None) -> list[tuple[int, Path]]:
@@ -136,7 +136,7 @@ def run_eval(*, data: str, weights: str | None = None, images: str | None = None
             sigmas = predictor.cfg.keypoints.sigmas
             results = predict_dataset(predictor, data, images, progress, skipped, items=items)
         if dist.is_main_process():
-            scored = predictions if results is None else results
+            scored = load_results(predictions) if results is None else results  # read once: the split scores it again
             metrics: dict = evaluate_keypoints(gt, scored, sigmas=sigmas, protocol=protocol)
             if protocol != "coco":  # said on screen and in the file; COCO's files stay as they always were
                 print(f"protocol: {protocol} (xtcocotools)")

@@ -32,7 +32,7 @@ from ..config import BOX_AREA_FACTOR, COCO_SIGMAS, CROWDPOSE_KEYPOINT_NAMES
 from ..errors import ConfigError, FCPoseError, InputError, one_line
 
 __all__ = ["KEYPOINT_METRICS", "CROWDPOSE_METRICS", "BBOX_METRICS", "PROTOCOLS", "evaluate_keypoints", "load_gt",
-           "complete_for_eval", "resolve_protocol"]
+           "load_results", "complete_for_eval", "resolve_protocol"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ def complete_for_eval(dataset: dict) -> dict:
     return dataset
 
 
-def _load_results(results: Any) -> list[dict]:
+def load_results(results: Any) -> list[dict]:
+    """COCO results as a list: ``results`` itself (a list) or the JSON list of the file it names; one-line
+    :class:`FCPoseError` for a missing, unreadable or malformed file."""
     if isinstance(results, (str, Path)):
         path = Path(results)
         if not path.is_file():
@@ -411,7 +413,7 @@ def evaluate_keypoints(gt: Any, results: Any, *, sigmas: Sequence[float] | None 
         if missing:
             raise FCPoseError(f"image_ids not in the ground truth: {missing[:5]}")
     need = ("keypoints",) if "keypoints" in iou_types else ("bbox",)
-    dets = _check_results(_load_results(results), gt_ids, k, need, _ids_by_file_name(coco_gt))
+    dets = _check_results(load_results(results), gt_ids, k, need, _ids_by_file_name(coco_gt))
 
     out: dict[str, dict[str, float]] = {}
     have_boxes = all("bbox" in d for d in dets)
