@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from fcpose.cli import add_model_options
 from fcpose.errors import FCPoseError, InputError, worker_message
 from fcpose.fileio import output_dir
 from fcpose.inference.ray_data import RayPredictor, image_column, read_image_files, require_ray, write_coco_results
@@ -30,12 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns (or give --parquet)")
     p.add_argument("--parquet", help="a Parquet file or folder whose --column holds encoded images")
     p.add_argument("--column", help="the image column (default: the first of image, bytes, path)")
-    p.add_argument("--weights", default="fcpose_synth_demo", help="zoo name, checkpoint, .onnx or .xml")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"))
-    p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU Ray gives each worker)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--size", type=int, help="short side of the network input (default: the model's)")
-    p.add_argument("--max-size", type=int, help="longest long side (default: the model's)")
+    # the model options of every fcpose command (cuda: the GPU Ray gives each worker)
+    add_model_options(p, "weights", "backend", "device", "precision", "size", "max-size", weights_required=False)
+    p.set_defaults(weights="fcpose_synth_demo")
     p.add_argument("--workers", type=int, default=2, help="Ray workers, each with its own model (default 2)")
     p.add_argument("--batch", type=int, default=8, help="rows per call of a worker (default 8)")
     p.add_argument("--cpus-per-worker", type=float,
