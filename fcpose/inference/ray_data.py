@@ -6,7 +6,7 @@
     ds = read_image_files(["photos/"])                       # or ray.data.read_parquet / read_images / ...
     rows = ds.map_batches(RayPredictor, fn_constructor_kwargs={"weights": "fcpose_r50_official"},
                           batch_size=16, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=2))
-    write_coco_results(rows, "predictions.json")               # streamed: the rows never all on the driver
+    write_coco_results(rows, "predictions.json")               # rows streamed (iter_rows), not all taken at once
 
 Each Ray worker builds one :class:`RayPredictor` (the model loads once per worker, by
 :func:`~fcpose.inference.backends.load_predictor`: a zoo name, checkpoint, ``.onnx`` or OpenVINO ``.xml``) and calls it
